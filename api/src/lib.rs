@@ -1,0 +1,29 @@
+//! Custom resources shared by every HwameiStor component.
+//!
+//! The resources are the only contract between the parts of the system: the node agent, the
+//! controller, the CSI driver and the `kubectl hwameistor` plugin all read and write these types
+//! and never talk to each other directly. Every resource is cluster-scoped, lives in group
+//! `hwameistor.io` version `v1alpha1` and has a status subresource, so that what a user or the
+//! controller wants (spec) is kept apart from what an agent observed (status).
+
+pub mod common;
+pub mod crds;
+pub mod disk;
+pub mod claim;
+pub mod node;
+pub mod quantity;
+pub mod volume;
+pub mod replica;
+
+pub use claim::{ClaimPhase, DiskSelector, LocalDiskClaim, LocalDiskClaimSpec, LocalDiskClaimStatus};
+pub use common::*;
+pub use disk::{
+    DiskPhase, DiskPresence, DiskType, IdentitySource, LocalDisk, LocalDiskSpec, LocalDiskStatus,
+    PartitionInfo,
+};
+pub use node::{LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, NodeState, PoolDisk, PoolStatus};
+pub use replica::{LocalVolumeReplica, LocalVolumeReplicaSpec, LocalVolumeReplicaStatus, ReplicaState};
+pub use volume::{
+    Accessibility, LocalVolume, LocalVolumeSpec, LocalVolumeStatus, ReplicaAssignment, VolumeConfig,
+    VolumeKind, VolumeState,
+};

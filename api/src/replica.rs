@@ -1,0 +1,76 @@
+//! LocalVolumeReplica: the piece of a volume on one node, executed by that node's agent.
+
+use crate::volume::VolumeKind;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "hwameistor.io",
+    version = "v1alpha1",
+    kind = "LocalVolumeReplica",
+    plural = "localvolumereplicas",
+    shortname = "lvr",
+    category = "hwameistor",
+    status = "LocalVolumeReplicaStatus",
+    printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".spec.volumeKind"}"#,
+    printcolumn = r#"{"name":"Capacity","type":"integer","jsonPath":".status.allocatedCapacityBytes"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.nodeName"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Synced","type":"boolean","jsonPath":".status.synced"}"#,
+    printcolumn = r#"{"name":"Device","type":"string","jsonPath":".status.devicePath"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalVolumeReplicaSpec {
+    pub volume_name: String,
+    #[schemars(regex(pattern = r"^LocalStorage_Pool(HDD|SSD|NVMe)$"))]
+    pub pool_name: String,
+    pub node_name: String,
+    #[serde(default)]
+    pub volume_kind: VolumeKind,
+    #[schemars(range(min = 4194304))]
+    pub required_capacity_bytes: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ReplicaState {
+    /// The logical volume is being created.
+    Creating,
+    /// The logical volume exists at the required size and is active.
+    Ready,
+    /// The logical volume exists but is inactive, missing or smaller than required.
+    NotReady,
+    /// Growing to the required size.
+    Expanding,
+    /// The logical volume is being removed.
+    Deleting,
+    /// An operation failed in a way retries will not fix; conditions say why.
+    Failed,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalVolumeReplicaStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<ReplicaState>,
+    #[serde(default)]
+    pub synced: bool,
+    /// Block device applications use, e.g. /dev/LocalStorage_PoolHDD/pvc-....
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub allocated_capacity_bytes: Option<i64>,
+    /// Physical volumes the logical volume lives on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

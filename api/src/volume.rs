@@ -1,0 +1,141 @@
+//! LocalVolume: the volume a PersistentVolume maps to.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Smallest volume: one default LVM extent.
+pub const MIN_VOLUME_BYTES: i64 = 4 << 20;
+/// Most replicas a volume may have (HA volumes use 2 or 3; one more during a migration).
+pub const MAX_REPLICAS: i64 = 4;
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum VolumeKind {
+    /// A logical volume in a pool.
+    #[default]
+    #[serde(rename = "LVM")]
+    Lvm,
+}
+
+/// Nodes the volume can be used from.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Accessibility {
+    #[serde(default)]
+    pub nodes: Vec<String>,
+}
+
+/// One replica placement decided by the controller.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaAssignment {
+    #[schemars(range(min = 1))]
+    pub id: i64,
+    pub hostname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub primary: bool,
+}
+
+/// The placement the controller decided: the desired state node agents act on.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeConfig {
+    /// Bumped on every change so agents can tell a new decision from an old one.
+    #[schemars(range(min = 0))]
+    pub version: i64,
+    #[schemars(range(min = 0))]
+    pub required_capacity_bytes: i64,
+    /// Replication resource number; -1 for a volume without replication.
+    #[schemars(range(min = -1))]
+    pub resource_id: i64,
+    #[serde(default)]
+    pub replicas: Vec<ReplicaAssignment>,
+}
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "hwameistor.io",
+    version = "v1alpha1",
+    kind = "LocalVolume",
+    plural = "localvolumes",
+    shortname = "lv",
+    category = "hwameistor",
+    status = "LocalVolumeStatus",
+    printcolumn = r#"{"name":"Pool","type":"string","jsonPath":".spec.poolName"}"#,
+    printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".spec.volumeKind"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicaNumber"}"#,
+    printcolumn = r#"{"name":"Capacity","type":"integer","jsonPath":".spec.requiredCapacityBytes"}"#,
+    printcolumn = r#"{"name":"Accessibility","type":"string","jsonPath":".spec.accessibility.nodes"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Resource","type":"integer","jsonPath":".spec.config.resourceId"}"#,
+    printcolumn = r#"{"name":"Published","type":"string","jsonPath":".status.publishedNode"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalVolumeSpec {
+    /// Pool (volume group) the replicas are carved from.
+    #[schemars(regex(pattern = r"^LocalStorage_Pool(HDD|SSD|NVMe)$"))]
+    pub pool_name: String,
+    #[serde(default)]
+    pub volume_kind: VolumeKind,
+    #[schemars(range(min = 4194304))]
+    pub required_capacity_bytes: i64,
+    #[schemars(range(min = 1, max = 4))]
+    pub replica_number: i64,
+    /// May later be converted to a replicated volume.
+    #[serde(default)]
+    pub convertible: bool,
+    /// Nodes the volume must be (or is) placed on.
+    #[serde(default)]
+    pub accessibility: Accessibility,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc_name: Option<String>,
+    /// Placement decided by the controller; absent until the volume is scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<VolumeConfig>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum VolumeState {
+    /// Being placed and its replicas created.
+    Creating,
+    /// Every replica is Ready.
+    Ready,
+    /// A replica is missing or not Ready.
+    NotReady,
+    /// Growing to a new size.
+    Expanding,
+    /// Being deleted; waits for its replicas to go.
+    Deleting,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalVolumeStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<VolumeState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub allocated_capacity_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub used_capacity_bytes: Option<i64>,
+    /// Names of the LocalVolumeReplicas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
