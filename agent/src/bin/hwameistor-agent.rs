@@ -1,0 +1,85 @@
+//! The node agent binary.
+
+use anyhow::Context as _;
+use clap::Parser;
+use hwameistor_agent::context::Context;
+use hwameistor_agent::discovery::HostRoots;
+use hwameistor_agent::exec::{HostExecutor, HostMode};
+use hwameistor_agent::lvm::Lvm;
+use hwameistor_agent::{claim_controller, replica_controller, scanner};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "hwameistor-agent", version, about = "HwameiStor node agent: disks, pools and volumes of one node")]
+struct Args {
+    /// Name of the Kubernetes node this agent runs on.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// Kubeconfig to use; in a pod the service account is used instead.
+    #[arg(long, env = "HWAMEISTOR_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// How host tools are run.
+    #[arg(long, value_enum, default_value = "direct")]
+    host_mode: HostMode,
+    /// Full rescan interval, as a safety net behind uevents.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    resync: Duration,
+    /// Longest a single host command may run.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    command_timeout: Duration,
+    /// Root of sysfs (tests point this elsewhere).
+    #[arg(long, default_value = "/sys")]
+    sys_root: PathBuf,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 500ms"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration like 30s, 5m or 500ms")),
+    }
+}
+
+async fn client(args: &Args) -> anyhow::Result<kube::Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await.context("no kubeconfig given and not running in a pod")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    if args.log_json {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let client = client(&args).await?;
+    let exec = Arc::new(HostExecutor::new(args.host_mode, args.command_timeout));
+    let roots = HostRoots { sys: args.sys_root.clone(), ..HostRoots::default() };
+    let ctx = Context::new(client, args.node_name.clone(), Lvm::new(exec), roots);
+    tracing::info!(node = %args.node_name, version = env!("CARGO_PKG_VERSION"), "agent starting");
+    tokio::select! {
+        _ = scanner::run(ctx.clone(), args.resync) => {}
+        _ = claim_controller::run(ctx.clone()) => {}
+        _ = replica_controller::run(ctx.clone()) => {}
+        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; stopping"); }
+    }
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! Pools and logical volumes, through lvm2.
+//!
+//! Every operation reads LVM's state first and only runs the commands still needed to reach
+//! the goal, so an operation interrupted at any point (the agent killed, the node rebooted)
+//! is finished by simply running it again.
+
+pub mod report;
+
+use crate::exec::{ExecError, Executor, HostCommand};
+pub use report::{Lv, LvmState, Pv, Vg};
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum LvmError {
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("cannot read the report of `{command}`: {reason}")]
+    Report { command: String, reason: String },
+    #[error("{device} is a physical volume of volume group {vg}; it cannot join {want}")]
+    ForeignVg { device: String, vg: String, want: String },
+    #[error("volume group {vg} has {free} bytes free but {need} more are needed")]
+    InsufficientSpace { vg: String, free: i64, need: i64 },
+    #[error("volume group {0} does not exist")]
+    NoSuchVg(String),
+    #[error("{0:?} is not a valid logical volume name (1-127 characters of a-z A-Z 0-9 + _ . -, not starting with - or named . or ..)")]
+    InvalidName(String),
+    #[error("logical volume {vg}/{lv} is open; refusing to remove it while it is in use")]
+    LvInUse { vg: String, lv: String },
+    #[error("logical volume {vg}/{lv} is {have} bytes, larger than the {want} requested; shrinking is not supported")]
+    Shrink { vg: String, lv: String, have: i64, want: i64 },
+}
+
+/// What happened when an operation was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Commands ran to reach the goal.
+    Changed,
+    /// The goal already held; nothing ran.
+    AlreadyDone,
+}
+
+/// LVM, through an [`Executor`].
+#[derive(Clone)]
+pub struct Lvm {
+    exec: Arc<dyn Executor>,
+}
+
+/// Rounds `bytes` up to a whole number of extents.
+pub fn round_up_to_extent(bytes: i64, extent: i64) -> i64 {
+    if extent <= 0 {
+        return bytes;
+    }
+    let extents = bytes / extent + i64::from(bytes % extent != 0);
+    extents.saturating_mul(extent)
+}
+
+/// lvm2's rules for LV names, checked before any command runs so the error is ours.
+pub fn validate_lv_name(name: &str) -> Result<(), LvmError> {
+    let ok = !name.is_empty()
+        && name.len() <= 127
+        && !name.starts_with('-')
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "+_.-".contains(c))
+        && !name.starts_with("snapshot")
+        && !name.starts_with("pvmove");
+    if ok {
+        Ok(())
+    } else {
+        Err(LvmError::InvalidName(name.to_string()))
+    }
+}
+
+impl Lvm {
+    pub fn new(exec: Arc<dyn Executor>) -> Self {
+        Lvm { exec }
+    }
+
+    async fn report(&self, tool: &str, fields: &str) -> Result<String, LvmError> {
+        let cmd = HostCommand::new(tool).args([
+            "--reportformat",
+            "json",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            fields,
+        ]);
+        Ok(self.exec.run(&cmd).await?.stdout)
+    }
+
+    /// Reads physical volumes, volume groups and logical volumes.
+    pub async fn state(&self) -> Result<LvmState, LvmError> {
+        let parse_err = |command: &str| {
+            let command = command.to_string();
+            move |e: report::ReportError| LvmError::Report { command, reason: e.0 }
+        };
+        let pvs = report::parse_pvs(&self.report("pvs", report::PV_FIELDS).await?)
+            .map_err(parse_err("pvs"))?;
+        let vgs = report::parse_vgs(&self.report("vgs", report::VG_FIELDS).await?)
+            .map_err(parse_err("vgs"))?;
+        let lvs = report::parse_lvs(&self.report("lvs", report::LV_FIELDS).await?)
+            .map_err(parse_err("lvs"))?;
+        Ok(LvmState { pvs, vgs, lvs })
+    }
+
+    async fn run(&self, cmd: HostCommand) -> Result<(), LvmError> {
+        self.exec.run(&cmd).await?;
+        Ok(())
+    }
+
+    /// Makes `devices` physical volumes of volume group `vg`, creating the group if needed.
+    ///
+    /// `pvcreate` runs without `--yes` or `--force`: LVM then refuses a device that carries
+    /// any signature, so a disk that gained data since it was checked is never wiped.
+    pub async fn ensure_vg(&self, vg: &str, devices: &[String]) -> Result<Outcome, LvmError> {
+        let state = self.state().await?;
+        let mut to_add = Vec::new();
+        for dev in devices {
+            match state.pv(dev) {
+                Some(pv) if pv.vg_name == vg => {}
+                Some(pv) if !pv.vg_name.is_empty() => {
+                    return Err(LvmError::ForeignVg {
+                        device: dev.clone(),
+                        vg: pv.vg_name.clone(),
+                        want: vg.to_string(),
+                    })
+                }
+                Some(_) => to_add.push(dev.clone()),
+                None => {
+                    self.run(HostCommand::new("pvcreate").arg(dev)).await?;
+                    to_add.push(dev.clone());
+                }
+            }
+        }
+        if to_add.is_empty() {
+            return Ok(if state.vg(vg).is_some() || devices.is_empty() {
+                Outcome::AlreadyDone
+            } else {
+                Outcome::Changed
+            });
+        }
+        let tool = if state.vg(vg).is_some() { "vgextend" } else { "vgcreate" };
+        self.run(HostCommand::new(tool).arg(vg).args(to_add)).await?;
+        Ok(Outcome::Changed)
+    }
+
+    /// Creates logical volume `name` of at least `bytes` in `vg`; grows it if it exists
+    /// smaller; activates it if it exists inactive.
+    pub async fn ensure_lv(&self, vg: &str, name: &str, bytes: i64) -> Result<(Outcome, Lv), LvmError> {
+        validate_lv_name(name)?;
+        let state = self.state().await?;
+        let group = state.vg(vg).ok_or_else(|| LvmError::NoSuchVg(vg.to_string()))?;
+        let want = round_up_to_extent(bytes, group.extent_size);
+        let mut outcome = Outcome::AlreadyDone;
+        match state.lv(vg, name) {
+            None => {
+                if group.free < want {
+                    return Err(LvmError::InsufficientSpace { vg: vg.into(), free: group.free, need: want });
+                }
+                // -W/-Z: a new LV may land on extents holding an old volume's data; wipe
+                // signatures and zero its start so no stale filesystem shows through.
+                self.run(HostCommand::new("lvcreate").args([
+                    "--yes",
+                    "-W",
+                    "y",
+                    "-Z",
+                    "y",
+                    "--addtag",
+                    "hwameistor",
+                    "-n",
+                    name,
+                    "-L",
+                    &format!("{want}b"),
+                    vg,
+                ]))
+                .await?;
+                outcome = Outcome::Changed;
+            }
+            Some(lv) => {
+                if lv.size < want {
+                    let need = want - lv.size;
+                    if group.free < need {
+                        return Err(LvmError::InsufficientSpace { vg: vg.into(), free: group.free, need });
+                    }
+                    self.run(HostCommand::new("lvextend").args(["-L", &format!("{want}b"), &format!("{vg}/{name}")]))
+                        .await?;
+                    outcome = Outcome::Changed;
+                }
+                if !lv.active() {
+                    self.run(HostCommand::new("lvchange").args(["-a", "y", &format!("{vg}/{name}")])).await?;
+                    outcome = Outcome::Changed;
+                }
+            }
+        }
+        let lv = if outcome == Outcome::Changed {
+            self.state().await?.lv(vg, name).cloned()
+        } else {
+            state.lv(vg, name).cloned()
+        };
+        lv.map(|lv| (outcome, lv)).ok_or_else(|| LvmError::Report {
+            command: "lvs".into(),
+            reason: format!("{vg}/{name} missing right after it was created"),
+        })
+    }
+
+    /// Grows `vg/name` to at least `bytes`. Never shrinks.
+    pub async fn extend_lv(&self, vg: &str, name: &str, bytes: i64) -> Result<(Outcome, Lv), LvmError> {
+        let state = self.state().await?;
+        if let Some(lv) = state.lv(vg, name) {
+            let extent = state.vg(vg).map(|g| g.extent_size).unwrap_or(0);
+            if lv.size > round_up_to_extent(bytes, extent) {
+                // Asked for less than it has: fine, it is already large enough.
+                return Ok((Outcome::AlreadyDone, lv.clone()));
+            }
+        }
+        self.ensure_lv(vg, name, bytes).await
+    }
+
+    /// Removes `vg/name`. Removing an LV that does not exist succeeds.
+    pub async fn remove_lv(&self, vg: &str, name: &str) -> Result<Outcome, LvmError> {
+        let state = self.state().await?;
+        match state.lv(vg, name) {
+            None => Ok(Outcome::AlreadyDone),
+            Some(lv) if lv.open() => Err(LvmError::LvInUse { vg: vg.into(), lv: name.into() }),
+            Some(_) => {
+                self.run(HostCommand::new("lvremove").args(["--yes", &format!("{vg}/{name}")])).await?;
+                Ok(Outcome::Changed)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::FakeExecutor;
+
+    fn pvs(rows: &str) -> String {
+        format!(r#"{{"report":[{{"pv":[{rows}]}}]}}"#)
+    }
+    const NO_VGS: &str = r#"{"report":[{"vg":[]}]}"#;
+    const NO_LVS: &str = r#"{"report":[{"lv":[]}]}"#;
+    const HDD_VG: &str = r#"{"report":[{"vg":[{"vg_name":"LocalStorage_PoolHDD","vg_size":"1069547520","vg_free":"1069547520","vg_extent_size":"4194304","lv_count":"0","pv_count":"1"}]}]}"#;
+
+    #[tokio::test]
+    async fn ensure_vg_creates_pvs_then_the_group() {
+        let fake = FakeExecutor::new();
+        fake.ok("pvs", &pvs("")).ok("vgs", NO_VGS).ok("lvs", NO_LVS).ok("pvcreate", "").ok("vgcreate", "");
+        let lvm = Lvm::new(Arc::new(fake.clone()));
+        let out = lvm.ensure_vg("LocalStorage_PoolHDD", &["/dev/vdb".into(), "/dev/vdc".into()]).await;
+        assert_eq!(out, Ok(Outcome::Changed));
+        let cmds: Vec<_> = fake.commands().into_iter().filter(|c| !c.contains("--reportformat")).collect();
+        assert_eq!(
+            cmds,
+            ["pvcreate /dev/vdb", "pvcreate /dev/vdc", "vgcreate LocalStorage_PoolHDD /dev/vdb /dev/vdc"]
+        );
+    }
+
+    #[tokio::test]
+    async fn ensure_vg_resumes_after_a_crash_between_pvcreate_and_vgextend() {
+        let fake = FakeExecutor::new();
+        fake.ok(
+            "pvs",
+            &pvs(r#"{"pv_name":"/dev/vdb","vg_name":"LocalStorage_PoolHDD","pv_size":"1","pv_free":"1"},{"pv_name":"/dev/vdc","vg_name":"","pv_size":"1","pv_free":"1"}"#),
+        )
+        .ok("vgs", HDD_VG)
+        .ok("lvs", NO_LVS)
+        .ok("vgextend", "");
+        let lvm = Lvm::new(Arc::new(fake.clone()));
+        let out = lvm.ensure_vg("LocalStorage_PoolHDD", &["/dev/vdb".into(), "/dev/vdc".into()]).await;
+        assert_eq!(out, Ok(Outcome::Changed));
+        assert!(fake.commands().contains(&"vgextend LocalStorage_PoolHDD /dev/vdc".to_string()));
+        assert!(!fake.commands().iter().any(|c| c.starts_with("pvcreate")));
+    }
+
+    #[tokio::test]
+    async fn ensure_vg_refuses_a_foreign_group() {
+        let fake = FakeExecutor::new();
+        fake.ok("pvs", &pvs(r#"{"pv_name":"/dev/vdb","vg_name":"data","pv_size":"1","pv_free":"1"}"#))
+            .ok("vgs", NO_VGS)
+            .ok("lvs", NO_LVS);
+        let lvm = Lvm::new(Arc::new(fake.clone()));
+        let out = lvm.ensure_vg("LocalStorage_PoolHDD", &["/dev/vdb".into()]).await;
+        assert!(matches!(out, Err(LvmError::ForeignVg { ref vg, .. }) if vg == "data"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn ensure_lv_rounds_to_extents_and_checks_space() {
+        let fake = FakeExecutor::new();
+        fake.ok("pvs", &pvs("")).ok("vgs", HDD_VG).ok("lvs", NO_LVS).ok("lvcreate", "");
+        let lvm = Lvm::new(Arc::new(fake.clone()));
+        // The fake keeps answering "no LVs", so the re-read after create fails loudly.
+        let out = lvm.ensure_lv("LocalStorage_PoolHDD", "pvc-1", 5 << 20).await;
+        assert!(matches!(out, Err(LvmError::Report { .. })), "{out:?}");
+        assert!(fake.commands().iter().any(|c| c.starts_with("lvcreate") && c.contains("-L 8388608b")));
+        let too_big = lvm.ensure_lv("LocalStorage_PoolHDD", "pvc-2", 2 << 30).await;
+        assert!(matches!(too_big, Err(LvmError::InsufficientSpace { .. })), "{too_big:?}");
+        let bad = lvm.ensure_lv("LocalStorage_PoolHDD", "-x", 1).await;
+        assert!(matches!(bad, Err(LvmError::InvalidName(_))));
+    }
+
+    #[tokio::test]
+    async fn remove_lv_is_idempotent_and_refuses_open_volumes() {
+        let fake = FakeExecutor::new();
+        fake.ok("pvs", &pvs("")).ok("vgs", HDD_VG).ok(
+            "lvs",
+            r#"{"report":[{"lv":[{"lv_name":"busy","vg_name":"LocalStorage_PoolHDD","lv_size":"4194304","lv_attr":"-wi-ao----","lv_path":"/dev/x/busy","devices":"/dev/vdb(0)"}]}]}"#,
+        );
+        let lvm = Lvm::new(Arc::new(fake.clone()));
+        assert_eq!(lvm.remove_lv("LocalStorage_PoolHDD", "gone").await, Ok(Outcome::AlreadyDone));
+        assert!(matches!(lvm.remove_lv("LocalStorage_PoolHDD", "busy").await, Err(LvmError::LvInUse { .. })));
+        assert!(!fake.commands().iter().any(|c| c.starts_with("lvremove")));
+    }
+}

@@ -1,0 +1,143 @@
+//! LocalVolumeReplica decisions on the replica's node. Pure.
+//!
+//! The finalizer is added before the logical volume is created and removed only after it
+//! is gone, so no logical volume ever exists without an object that accounts for it.
+
+use crate::lvm::{Lv, LvmState};
+use hwameistor_api::{LocalVolumeReplica, LocalVolumeReplicaStatus, ReplicaState, FINALIZER_REPLICA};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReplicaStep {
+    /// Not ours, or nothing to change.
+    Nothing,
+    AddFinalizer,
+    /// Create, grow or activate the logical volume.
+    EnsureVolume { vg: String, lv: String, bytes: i64 },
+    RemoveVolume { vg: String, lv: String },
+    RemoveFinalizer,
+    /// Publish what the volume looks like now.
+    Status(Box<LocalVolumeReplicaStatus>),
+}
+
+fn has_finalizer(r: &LocalVolumeReplica) -> bool {
+    r.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == FINALIZER_REPLICA))
+}
+
+/// The status a replica whose logical volume is `lv` should have.
+pub fn ready_status(r: &LocalVolumeReplica, lv: &Lv) -> LocalVolumeReplicaStatus {
+    LocalVolumeReplicaStatus {
+        state: Some(ReplicaState::Ready),
+        synced: true,
+        device_path: Some(lv.path.clone()),
+        allocated_capacity_bytes: Some(lv.size),
+        disks: lv.devices.clone(),
+        message: None,
+        observed_generation: r.metadata.generation,
+        conditions: r.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(),
+    }
+}
+
+pub fn next_step(node: &str, r: &LocalVolumeReplica, lvm: &LvmState) -> ReplicaStep {
+    if r.spec.node_name != node {
+        return ReplicaStep::Nothing;
+    }
+    let vg = r.spec.pool_name.clone();
+    let name = r.spec.volume_name.clone();
+    let lv = lvm.lv(&vg, &name);
+    if r.metadata.deletion_timestamp.is_some() {
+        return match (lv, has_finalizer(r)) {
+            (Some(_), true) => ReplicaStep::RemoveVolume { vg, lv: name },
+            (None, true) => ReplicaStep::RemoveFinalizer,
+            (_, false) => ReplicaStep::Nothing,
+        };
+    }
+    if !has_finalizer(r) {
+        return ReplicaStep::AddFinalizer;
+    }
+    match lv {
+        Some(lv) if lv.size >= r.spec.required_capacity_bytes && lv.active() => {
+            let want = ready_status(r, lv);
+            if r.status.as_ref() == Some(&want) {
+                ReplicaStep::Nothing
+            } else {
+                ReplicaStep::Status(Box::new(want))
+            }
+        }
+        _ => ReplicaStep::EnsureVolume { vg, lv: name, bytes: r.spec.required_capacity_bytes },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hwameistor_api::LocalVolumeReplicaSpec;
+
+    fn replica() -> LocalVolumeReplica {
+        LocalVolumeReplica::new(
+            "v1-n1",
+            LocalVolumeReplicaSpec {
+                volume_name: "v1".into(),
+                pool_name: "LocalStorage_PoolHDD".into(),
+                node_name: "n1".into(),
+                volume_kind: Default::default(),
+                required_capacity_bytes: 8 << 20,
+            },
+        )
+    }
+
+    fn lvm_with(size: i64, attr: &str) -> LvmState {
+        LvmState {
+            lvs: vec![Lv {
+                name: "v1".into(),
+                vg_name: "LocalStorage_PoolHDD".into(),
+                size,
+                attr: attr.into(),
+                path: "/dev/LocalStorage_PoolHDD/v1".into(),
+                devices: vec!["/dev/vdb".into()],
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn create_path_adds_finalizer_first() {
+        let mut r = replica();
+        assert_eq!(next_step("n2", &r, &LvmState::default()), ReplicaStep::Nothing);
+        assert_eq!(next_step("n1", &r, &LvmState::default()), ReplicaStep::AddFinalizer);
+        r.metadata.finalizers = Some(vec![FINALIZER_REPLICA.into()]);
+        assert_eq!(
+            next_step("n1", &r, &LvmState::default()),
+            ReplicaStep::EnsureVolume { vg: "LocalStorage_PoolHDD".into(), lv: "v1".into(), bytes: 8 << 20 }
+        );
+        match next_step("n1", &r, &lvm_with(8 << 20, "-wi-a-----")) {
+            ReplicaStep::Status(s) => {
+                assert_eq!(s.state, Some(ReplicaState::Ready));
+                assert_eq!(s.device_path.as_deref(), Some("/dev/LocalStorage_PoolHDD/v1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        r.status = Some(ready_status(&r, &lvm_with(8 << 20, "-wi-a-----").lvs[0]));
+        assert_eq!(next_step("n1", &r, &lvm_with(8 << 20, "-wi-a-----")), ReplicaStep::Nothing);
+    }
+
+    #[test]
+    fn grows_and_activates() {
+        let mut r = replica();
+        r.metadata.finalizers = Some(vec![FINALIZER_REPLICA.into()]);
+        r.spec.required_capacity_bytes = 16 << 20;
+        assert!(matches!(next_step("n1", &r, &lvm_with(8 << 20, "-wi-a-----")), ReplicaStep::EnsureVolume { .. }));
+        r.spec.required_capacity_bytes = 8 << 20;
+        assert!(matches!(next_step("n1", &r, &lvm_with(8 << 20, "-wi-------")), ReplicaStep::EnsureVolume { .. }));
+    }
+
+    #[test]
+    fn delete_path_removes_volume_before_finalizer() {
+        let mut r = replica();
+        r.metadata.finalizers = Some(vec![FINALIZER_REPLICA.into()]);
+        r.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now(),
+        ));
+        assert!(matches!(next_step("n1", &r, &lvm_with(8 << 20, "-wi-a-----")), ReplicaStep::RemoveVolume { .. }));
+        assert_eq!(next_step("n1", &r, &LvmState::default()), ReplicaStep::RemoveFinalizer);
+    }
+}

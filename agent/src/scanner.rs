@@ -1,0 +1,215 @@
+//! The disk scanner: keeps the node's LocalDisks and LocalStorageNode in step with the host.
+//!
+//! A scan runs at start, on every block-device uevent (debounced), when another reconciler
+//! asks for one, and every `resync` as a safety net.
+
+use crate::context::Context;
+use crate::disks::{self, DiskAction};
+use crate::{discovery, pools};
+use hwameistor_api::{LocalDisk, LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, NodeState, LABEL_NODE};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{ListParams, PostParams};
+use kube::Api;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("disk discovery failed: {0}")]
+    Discovery(#[from] discovery::DiscoveryError),
+    #[error("disk discovery task failed: {0}")]
+    Task(String),
+    #[error("reading LVM state failed: {0}")]
+    Lvm(#[from] crate::lvm::LvmError),
+    #[error("API request failed: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// Result of one scan.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ScanSummary {
+    pub disks: usize,
+    pub changes: usize,
+}
+
+/// Runs one scan and applies its plan.
+pub async fn scan_once(ctx: &Context) -> Result<ScanSummary, ScanError> {
+    let _host = ctx.host.lock().await;
+    let roots = ctx.roots.clone();
+    let observed = tokio::task::spawn_blocking(move || discovery::scan(&roots))
+        .await
+        .map_err(|e| ScanError::Task(e.to_string()))??;
+    let lvm = ctx.lvm.state().await?;
+    let api: Api<LocalDisk> = Api::all(ctx.client.clone());
+    let existing = api.list(&ListParams::default().labels(&format!("{LABEL_NODE}={}", ctx.node))).await?.items;
+    let actions = disks::plan(&ctx.node, &observed, &lvm, &existing);
+    let changes = actions.len();
+    for action in actions {
+        if let Err(e) = apply(ctx, &api, action).await {
+            // One disk failing to update must not stop the others; the next scan retries.
+            tracing::warn!(error = %e, "could not update a LocalDisk");
+        }
+    }
+    let disks_now = if changes > 0 {
+        api.list(&ListParams::default().labels(&format!("{LABEL_NODE}={}", ctx.node))).await?.items
+    } else {
+        existing
+    };
+    update_node(ctx, &lvm, &disks_now, None).await?;
+    if changes > 0 {
+        let _ = ctx.disks_changed.send(());
+    }
+    Ok(ScanSummary { disks: observed.len(), changes })
+}
+
+async fn apply(ctx: &Context, api: &Api<LocalDisk>, action: DiskAction) -> Result<(), kube::Error> {
+    match action {
+        DiskAction::Create(ld) => {
+            let name = ld.metadata.name.clone().unwrap_or_default();
+            let status = ld.status.clone();
+            let mut created = match api.create(&PostParams::default(), &ld).await {
+                Ok(c) => c,
+                Err(kube::Error::Api(s)) if s.code == 409 => api.get(&name).await?,
+                Err(e) => return Err(e),
+            };
+            created.status = status;
+            let created = api.replace_status(&name, &PostParams::default(), &created).await?;
+            let st = created.status.clone().unwrap_or_default();
+            tracing::info!(disk = %name, device = ?st.device_path, phase = ?st.phase, reason = ?st.reason, "discovered disk");
+            ctx.event(
+                &created,
+                false,
+                "Discovered",
+                "Discover",
+                format!(
+                    "{} on node {}: {} {:?}{}",
+                    st.device_path.unwrap_or_default(),
+                    ctx.node,
+                    hwameistor_api::quantity::format_size(st.capacity_bytes.unwrap_or(0)),
+                    st.phase,
+                    st.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                ),
+            )
+            .await;
+        }
+        DiskAction::UpdateStatus { name, status } => {
+            let mut current = api.get(&name).await?;
+            let was = current.status.clone().unwrap_or_default();
+            current.status = Some(*status.clone());
+            let updated = api.replace_status(&name, &PostParams::default(), &current).await?;
+            if was.state != status.state || was.phase != status.phase {
+                tracing::info!(disk = %name, state = ?status.state, phase = ?status.phase, device = ?status.device_path, "disk changed");
+                let warning = status.state == Some(hwameistor_api::DiskPresence::Inactive);
+                ctx.event(
+                    &updated,
+                    warning,
+                    if warning { "Removed" } else { "Changed" },
+                    "Discover",
+                    format!("state {:?}, phase {:?}{}", status.state, status.phase, status.reason.map(|r| format!(": {r}")).unwrap_or_default()),
+                )
+                .await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates the node's LocalStorageNode if needed and publishes its pools. `problem`, when
+/// given, marks the node NotReady with that message.
+pub async fn update_node(
+    ctx: &Context,
+    lvm: &crate::lvm::LvmState,
+    disks: &[LocalDisk],
+    problem: Option<String>,
+) -> Result<(), kube::Error> {
+    let api: Api<LocalStorageNode> = Api::all(ctx.client.clone());
+    let mut lsn = match api.get_opt(&ctx.node).await? {
+        Some(n) => n,
+        None => {
+            let mut n = LocalStorageNode::new(&ctx.node, LocalStorageNodeSpec { hostname: ctx.node.clone(), storage_ip: None });
+            n.metadata.labels = Some([(LABEL_NODE.to_string(), ctx.node.clone())].into());
+            match api.create(&PostParams::default(), &n).await {
+                Ok(n) => n,
+                Err(kube::Error::Api(s)) if s.code == 409 => api.get(&ctx.node).await?,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let pools = pools::pool_status(lvm, disks);
+    let old = lsn.status.clone().unwrap_or_default();
+    let ready = problem.is_none();
+    let condition = Condition {
+        type_: "Ready".into(),
+        status: if ready { "True" } else { "False" }.into(),
+        reason: if ready { "AgentReady" } else { "StorageUnavailable" }.into(),
+        message: problem.clone().unwrap_or_else(|| "disks scanned and LVM reachable".into()),
+        observed_generation: lsn.metadata.generation,
+        last_transition_time: old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready" && c.status == if ready { "True" } else { "False" })
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now())),
+    };
+    let status = LocalStorageNodeStatus {
+        state: Some(if ready { NodeState::Ready } else { NodeState::NotReady }),
+        volume_count: pools.values().map(|p| p.volume_count).sum(),
+        pools,
+        agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        conditions: vec![condition],
+    };
+    // Write only on change: status churn costs the API server and every watcher.
+    if lsn.status.as_ref() != Some(&status) {
+        lsn.status = Some(status);
+        api.replace_status(&ctx.node, &PostParams::default(), &lsn).await?;
+    }
+    Ok(())
+}
+
+/// The scanner loop. Never returns.
+pub async fn run(ctx: Arc<Context>, resync: Duration) {
+    let mut uevents = match discovery::watch_block_uevents() {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            tracing::warn!(error = %e, "no uevent socket; falling back to periodic scans only");
+            None
+        }
+    };
+    // After a uevent-triggered scan, scan once more shortly after: udev creates the
+    // by-id links a moment after the kernel announces the device.
+    let mut followup = false;
+    loop {
+        match scan_once(&ctx).await {
+            Ok(s) if s.changes > 0 => tracing::info!(disks = s.disks, changes = s.changes, "scan applied changes"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "scan failed");
+                if let ScanError::Lvm(le) = &e {
+                    let _ = update_node(&ctx, &Default::default(), &[], Some(le.to_string())).await;
+                }
+            }
+        }
+        let wait_uevent = async {
+            match uevents.as_mut() {
+                Some(rx) => {
+                    if rx.recv().await.is_none() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let next = if followup { Duration::from_millis(1500) } else { resync };
+        followup = false;
+        tokio::select! {
+            _ = wait_uevent => {
+                followup = true;
+                // Devices come in bursts (a disk and its partitions); gather them.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if let Some(rx) = uevents.as_mut() { while rx.try_recv().is_ok() {} }
+            }
+            _ = ctx.rescan.notified() => {}
+            _ = tokio::time::sleep(next) => {}
+        }
+    }
+}
