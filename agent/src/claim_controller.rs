@@ -5,7 +5,9 @@ use crate::claims::{self, ClaimStep};
 use crate::context::Context;
 use crate::scanner;
 use futures::StreamExt;
-use hwameistor_api::{ClaimPhase, LocalDisk, LocalDiskClaim, LocalDiskClaimStatus, ObjectRef, LABEL_CLAIM, LABEL_NODE};
+use hwameistor_api::{
+    ClaimPhase, LocalDisk, LocalDiskClaim, LocalDiskClaimStatus, ObjectRef, LABEL_CLAIM, LABEL_NODE,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -42,14 +44,26 @@ fn matched_condition(ok: bool, reason: &str, message: &str, old: &[Condition]) -
     }
 }
 
-async fn write_status(api: &Api<LocalDiskClaim>, claim: &LocalDiskClaim, status: LocalDiskClaimStatus) -> Result<LocalDiskClaim, kube::Error> {
+async fn write_status(
+    api: &Api<LocalDiskClaim>,
+    claim: &LocalDiskClaim,
+    status: LocalDiskClaimStatus,
+) -> Result<LocalDiskClaim, kube::Error> {
     let mut c = claim.clone();
     c.status = Some(status);
-    api.replace_status(&claim.metadata.name.clone().unwrap_or_default(), &PostParams::default(), &c).await
+    api.replace_status(
+        &claim.metadata.name.clone().unwrap_or_default(),
+        &PostParams::default(),
+        &c,
+    )
+    .await
 }
 
 /// Reconciles one claim until it needs nothing more from this node right now.
-pub async fn reconcile(claim: Arc<LocalDiskClaim>, ctx: Arc<Context>) -> Result<Action, ClaimError> {
+pub async fn reconcile(
+    claim: Arc<LocalDiskClaim>,
+    ctx: Arc<Context>,
+) -> Result<Action, ClaimError> {
     if claim.spec.node_name != ctx.node {
         return Ok(Action::await_change());
     }
@@ -62,7 +76,10 @@ pub async fn reconcile(claim: Arc<LocalDiskClaim>, ctx: Arc<Context>) -> Result<
             Some(c) => c,
             None => return Ok(Action::await_change()),
         };
-        let disks = disks_api.list(&ListParams::default().labels(&node_label)).await?.items;
+        let disks = disks_api
+            .list(&ListParams::default().labels(&node_label))
+            .await?
+            .items;
         let lvm = ctx.lvm.state().await?;
         let step = claims::next_step(&ctx.node, &claim, &disks, &lvm);
         tracing::debug!(claim = %name, ?step, "claim step");
@@ -71,13 +88,21 @@ pub async fn reconcile(claim: Arc<LocalDiskClaim>, ctx: Arc<Context>) -> Result<
             ClaimStep::Nothing => return Ok(Action::await_change()),
             ClaimStep::Wait(why) => {
                 let message = format!("waiting for matching disks: {why}");
-                if status.phase != Some(ClaimPhase::Pending) || status.message.as_deref() != Some(&message) {
+                if status.phase != Some(ClaimPhase::Pending)
+                    || status.message.as_deref() != Some(&message)
+                {
                     status.phase = Some(ClaimPhase::Pending);
-                    status.conditions = vec![matched_condition(false, "NoMatchingDisks", &why, &status.conditions)];
+                    status.conditions = vec![matched_condition(
+                        false,
+                        "NoMatchingDisks",
+                        &why,
+                        &status.conditions,
+                    )];
                     status.message = Some(message.clone());
                     status.observed_generation = claim.metadata.generation;
                     let c = write_status(&claims, &claim, status).await?;
-                    ctx.event(&c, true, "NoMatchingDisks", "Bind", message).await;
+                    ctx.event(&c, true, "NoMatchingDisks", "Bind", message)
+                        .await;
                 }
                 // Woken by disk changes (see run); the requeue is only a safety net.
                 return Ok(Action::requeue(Duration::from_secs(300)));
@@ -86,10 +111,16 @@ pub async fn reconcile(claim: Arc<LocalDiskClaim>, ctx: Arc<Context>) -> Result<
                 let message = format!("binding {}", names.join(", "));
                 status.phase = Some(ClaimPhase::Extending);
                 status.bound_disks = names;
-                status.conditions = vec![matched_condition(true, "DisksSelected", &message, &status.conditions)];
+                status.conditions = vec![matched_condition(
+                    true,
+                    "DisksSelected",
+                    &message,
+                    &status.conditions,
+                )];
                 status.message = Some(message.clone());
                 status.observed_generation = claim.metadata.generation;
                 let c = write_status(&claims, &claim, status).await?;
+                crate::crash::point("claim-after-choose");
                 ctx.event(&c, false, "DisksSelected", "Bind", message).await;
             }
             ClaimStep::BindDisk(disk) => {
@@ -97,7 +128,10 @@ pub async fn reconcile(claim: Arc<LocalDiskClaim>, ctx: Arc<Context>) -> Result<
                     "metadata": { "labels": { LABEL_CLAIM: name } },
                     "spec": { "claimRef": ObjectRef { name: name.clone(), uid: claim.metadata.uid.clone().unwrap_or_default() } },
                 });
-                disks_api.patch(&disk, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                disks_api
+                    .patch(&disk, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                crate::crash::point("claim-after-bind-disk");
                 tracing::info!(claim = %name, disk = %disk, "disk bound to claim");
             }
             ClaimStep::DropDisk { disk, reason } => {
@@ -111,10 +145,15 @@ pub async fn reconcile(claim: Arc<LocalDiskClaim>, ctx: Arc<Context>) -> Result<
                 let c = write_status(&claims, &claim, status).await?;
                 ctx.event(&c, true, "DiskDropped", "Bind", message).await;
                 // Release the disk if this claim holds it, so others may use it.
-                if let Some(ld) = disks.iter().find(|d| d.metadata.name.as_deref() == Some(disk.as_str())) {
+                if let Some(ld) = disks
+                    .iter()
+                    .find(|d| d.metadata.name.as_deref() == Some(disk.as_str()))
+                {
                     if ld.spec.claim_ref.as_ref().is_some_and(|r| r.name == name) {
                         let patch = serde_json::json!({ "metadata": { "labels": { LABEL_CLAIM: null } }, "spec": { "claimRef": null } });
-                        disks_api.patch(&disk, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                        disks_api
+                            .patch(&disk, &PatchParams::default(), &Patch::Merge(&patch))
+                            .await?;
                     }
                 }
             }
@@ -123,7 +162,8 @@ pub async fn reconcile(claim: Arc<LocalDiskClaim>, ctx: Arc<Context>) -> Result<
                 for (pool, devices) in &pools {
                     tracing::info!(claim = %name, pool = %pool, ?devices, "extending pool");
                     if let Err(e) = ctx.lvm.ensure_vg(pool, devices).await {
-                        let message = format!("extending {pool} with {} failed: {e}", devices.join(" "));
+                        let message =
+                            format!("extending {pool} with {} failed: {e}", devices.join(" "));
                         status.message = Some(message.clone());
                         let c = write_status(&claims, &claim, status).await?;
                         ctx.event(&c, true, "ExtendFailed", "Extend", message).await;

@@ -49,11 +49,17 @@ pub fn rejection(claim: &LocalDiskClaim, ld: &LocalDisk) -> Option<String> {
 pub fn select(claim: &LocalDiskClaim, node_disks: &[LocalDisk]) -> Result<Vec<String>, String> {
     let node = &claim.spec.node_name;
     let names = &claim.spec.description.local_disk_names;
-    let on_node: Vec<&LocalDisk> = node_disks.iter().filter(|d| &d.spec.node_name == node).collect();
+    let on_node: Vec<&LocalDisk> = node_disks
+        .iter()
+        .filter(|d| &d.spec.node_name == node)
+        .collect();
     if !names.is_empty() {
         let mut problems = Vec::new();
         for n in names {
-            match on_node.iter().find(|d| d.metadata.name.as_deref() == Some(n.as_str())) {
+            match on_node
+                .iter()
+                .find(|d| d.metadata.name.as_deref() == Some(n.as_str()))
+            {
                 None => problems.push(format!("{n}: no such LocalDisk on node {node}")),
                 Some(d) => {
                     if let Some(r) = rejection(claim, d) {
@@ -62,10 +68,16 @@ pub fn select(claim: &LocalDiskClaim, node_disks: &[LocalDisk]) -> Result<Vec<St
                 }
             }
         }
-        return if problems.is_empty() { Ok(names.clone()) } else { Err(problems.join("; ")) };
+        return if problems.is_empty() {
+            Ok(names.clone())
+        } else {
+            Err(problems.join("; "))
+        };
     }
     if on_node.is_empty() {
-        return Err(format!("node {node} has no LocalDisks yet (is the agent running there?)"));
+        return Err(format!(
+            "node {node} has no LocalDisks yet (is the agent running there?)"
+        ));
     }
     let mut chosen = Vec::new();
     let mut problems = Vec::new();
@@ -74,13 +86,20 @@ pub fn select(claim: &LocalDiskClaim, node_disks: &[LocalDisk]) -> Result<Vec<St
         match rejection(claim, d) {
             None => chosen.push(name),
             Some(r) => {
-                let dev = d.status.as_ref().and_then(|s| s.device_path.clone()).unwrap_or_default();
+                let dev = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.device_path.clone())
+                    .unwrap_or_default();
                 problems.push(format!("{name} ({dev}): {r}"))
             }
         }
     }
     if chosen.is_empty() {
-        Err(format!("no disk on node {node} matches: {}", problems.join("; ")))
+        Err(format!(
+            "no disk on node {node} matches: {}",
+            problems.join("; ")
+        ))
     } else {
         chosen.sort();
         Ok(chosen)
@@ -107,12 +126,20 @@ pub enum ClaimStep {
 }
 
 /// Decides the next step of `claim` from the node's disks and LVM state.
-pub fn next_step(node: &str, claim: &LocalDiskClaim, disks: &[LocalDisk], lvm: &LvmState) -> ClaimStep {
+pub fn next_step(
+    node: &str,
+    claim: &LocalDiskClaim,
+    disks: &[LocalDisk],
+    lvm: &LvmState,
+) -> ClaimStep {
     if claim.spec.node_name != node || claim.metadata.deletion_timestamp.is_some() {
         return ClaimStep::Nothing;
     }
     let status = claim.status.clone().unwrap_or_default();
-    if matches!(status.phase, Some(ClaimPhase::Bound) | Some(ClaimPhase::Failed)) {
+    if matches!(
+        status.phase,
+        Some(ClaimPhase::Bound) | Some(ClaimPhase::Failed)
+    ) {
         return ClaimStep::Nothing;
     }
     if status.bound_disks.is_empty() {
@@ -125,37 +152,61 @@ pub fn next_step(node: &str, claim: &LocalDiskClaim, disks: &[LocalDisk], lvm: &
     let mut extend: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut capacity = 0;
     for name in &status.bound_disks {
-        let Some(ld) = disks.iter().find(|d| d.metadata.name.as_deref() == Some(name.as_str())) else {
-            return ClaimStep::DropDisk { disk: name.clone(), reason: "LocalDisk no longer exists".into() };
+        let Some(ld) = disks
+            .iter()
+            .find(|d| d.metadata.name.as_deref() == Some(name.as_str()))
+        else {
+            return ClaimStep::DropDisk {
+                disk: name.clone(),
+                reason: "LocalDisk no longer exists".into(),
+            };
         };
         let st = ld.status.clone().unwrap_or_default();
         match &ld.spec.claim_ref {
             None => {
                 return match rejection(claim, ld) {
                     None => ClaimStep::BindDisk(name.clone()),
-                    Some(r) => ClaimStep::DropDisk { disk: name.clone(), reason: r },
+                    Some(r) => ClaimStep::DropDisk {
+                        disk: name.clone(),
+                        reason: r,
+                    },
                 }
             }
             Some(r) if r.name != claim_name => {
-                return ClaimStep::DropDisk { disk: name.clone(), reason: format!("bound to claim {}", r.name) }
+                return ClaimStep::DropDisk {
+                    disk: name.clone(),
+                    reason: format!("bound to claim {}", r.name),
+                }
             }
             Some(_) => {}
         }
         let Some(dev) = st.device_path.clone() else {
-            return ClaimStep::DropDisk { disk: name.clone(), reason: "device path unknown".into() };
+            return ClaimStep::DropDisk {
+                disk: name.clone(),
+                reason: "device path unknown".into(),
+            };
         };
         if st.state != Some(DiskPresence::Active) {
-            return ClaimStep::DropDisk { disk: name.clone(), reason: "disk not present on the node".into() };
+            return ClaimStep::DropDisk {
+                disk: name.clone(),
+                reason: "disk not present on the node".into(),
+            };
         }
         let Some(class) = st.disk_type.map(|t| t.pool_class()) else {
-            return ClaimStep::DropDisk { disk: name.clone(), reason: "disk type unknown".into() };
+            return ClaimStep::DropDisk {
+                disk: name.clone(),
+                reason: "disk type unknown".into(),
+            };
         };
         match lvm.pv(&dev) {
             Some(pv) if pv.vg_name.starts_with(POOL_PREFIX) => capacity += pv.size,
             Some(pv) if !pv.vg_name.is_empty() => {
                 return ClaimStep::DropDisk {
                     disk: name.clone(),
-                    reason: format!("became a physical volume of foreign volume group {}", pv.vg_name),
+                    reason: format!(
+                        "became a physical volume of foreign volume group {}",
+                        pv.vg_name
+                    ),
                 }
             }
             _ => {
@@ -167,12 +218,17 @@ pub fn next_step(node: &str, claim: &LocalDiskClaim, disks: &[LocalDisk], lvm: &
                         reason: st.reason.unwrap_or_else(|| "no longer Available".into()),
                     };
                 }
-                extend.entry(class.pool_name().to_string()).or_default().push(dev)
+                extend
+                    .entry(class.pool_name().to_string())
+                    .or_default()
+                    .push(dev)
             }
         }
     }
     if extend.is_empty() {
-        ClaimStep::Complete { capacity_bytes: capacity }
+        ClaimStep::Complete {
+            capacity_bytes: capacity,
+        }
     } else {
         ClaimStep::ExtendPools(extend)
     }
@@ -183,16 +239,24 @@ mod tests {
     use super::*;
     use crate::lvm::Pv;
     use hwameistor_api::{
-        DiskSelector, DiskType, LocalDiskClaimSpec, LocalDiskClaimStatus, LocalDiskSpec, LocalDiskStatus,
-        ObjectRef,
+        DiskSelector, DiskType, LocalDiskClaimSpec, LocalDiskClaimStatus, LocalDiskSpec,
+        LocalDiskStatus, ObjectRef,
     };
 
     fn ld(name: &str, dev: &str, t: DiskType, cap: i64, phase: DiskPhase) -> LocalDisk {
-        let mut d = LocalDisk::new(name, LocalDiskSpec { node_name: "n1".into(), reserved: false, claim_ref: None });
+        let mut d = LocalDisk::new(
+            name,
+            LocalDiskSpec {
+                node_name: "n1".into(),
+                reserved: false,
+                claim_ref: None,
+            },
+        );
         d.status = Some(LocalDiskStatus {
             state: Some(DiskPresence::Active),
             phase: Some(phase),
-            reason: (phase == DiskPhase::Unavailable).then(|| "carries a xfs signature".to_string()),
+            reason: (phase == DiskPhase::Unavailable)
+                .then(|| "carries a xfs signature".to_string()),
             device_path: Some(dev.into()),
             disk_type: Some(t),
             capacity_bytes: Some(cap),
@@ -202,21 +266,54 @@ mod tests {
     }
 
     fn claim(sel: DiskSelector) -> LocalDiskClaim {
-        LocalDiskClaim::new("c1", LocalDiskClaimSpec { node_name: "n1".into(), description: sel })
+        LocalDiskClaim::new(
+            "c1",
+            LocalDiskClaimSpec {
+                node_name: "n1".into(),
+                description: sel,
+            },
+        )
     }
 
     fn disks() -> Vec<LocalDisk> {
         vec![
-            ld("a", "/dev/vdb", DiskType::Hdd, 1 << 30, DiskPhase::Available),
-            ld("b", "/dev/vdc", DiskType::Hdd, 2 << 30, DiskPhase::Available),
-            ld("c", "/dev/vdd", DiskType::Hdd, 3 << 30, DiskPhase::Unavailable),
-            ld("d", "/dev/vde", DiskType::Ssd, 4 << 30, DiskPhase::Available),
+            ld(
+                "a",
+                "/dev/vdb",
+                DiskType::Hdd,
+                1 << 30,
+                DiskPhase::Available,
+            ),
+            ld(
+                "b",
+                "/dev/vdc",
+                DiskType::Hdd,
+                2 << 30,
+                DiskPhase::Available,
+            ),
+            ld(
+                "c",
+                "/dev/vdd",
+                DiskType::Hdd,
+                3 << 30,
+                DiskPhase::Unavailable,
+            ),
+            ld(
+                "d",
+                "/dev/vde",
+                DiskType::Ssd,
+                4 << 30,
+                DiskPhase::Available,
+            ),
         ]
     }
 
     #[test]
     fn selects_by_type_and_size() {
-        let c = claim(DiskSelector { disk_type: Some(DiskType::Hdd), ..Default::default() });
+        let c = claim(DiskSelector {
+            disk_type: Some(DiskType::Hdd),
+            ..Default::default()
+        });
         assert_eq!(select(&c, &disks()), Ok(vec!["a".into(), "b".into()]));
         let c = claim(DiskSelector {
             disk_type: Some(DiskType::Hdd),
@@ -228,7 +325,10 @@ mod tests {
 
     #[test]
     fn explicit_names_are_all_or_nothing_with_reasons() {
-        let c = claim(DiskSelector { local_disk_names: vec!["a".into(), "c".into(), "zz".into()], ..Default::default() });
+        let c = claim(DiskSelector {
+            local_disk_names: vec!["a".into(), "c".into(), "zz".into()],
+            ..Default::default()
+        });
         let err = select(&c, &disks()).expect_err("c is in use and zz does not exist");
         assert!(err.contains("c: carries a xfs signature"), "{err}");
         assert!(err.contains("zz: no such LocalDisk on node n1"), "{err}");
@@ -236,20 +336,34 @@ mod tests {
 
     #[test]
     fn a_claim_matching_nothing_says_why() {
-        let c = claim(DiskSelector { disk_type: Some(DiskType::Nvme), ..Default::default() });
+        let c = claim(DiskSelector {
+            disk_type: Some(DiskType::Nvme),
+            ..Default::default()
+        });
         let err = select(&c, &disks()).expect_err("no nvme");
         assert!(err.contains("type HDD, claim wants NVMe"), "{err}");
-        assert!(err.contains("c (/dev/vdd): carries a xfs signature"), "{err}");
+        assert!(
+            err.contains("c (/dev/vdd): carries a xfs signature"),
+            "{err}"
+        );
         let mut other = claim(DiskSelector::default());
         other.spec.node_name = "ghost".into();
-        assert!(select(&other, &disks()).expect_err("none").contains("no LocalDisks"));
+        assert!(select(&other, &disks())
+            .expect_err("none")
+            .contains("no LocalDisks"));
     }
 
     #[test]
     fn steps_walk_from_choice_to_completion() {
         let lvm = LvmState::default();
-        let mut c = claim(DiskSelector { disk_type: Some(DiskType::Hdd), ..Default::default() });
-        assert_eq!(next_step("n1", &c, &disks(), &lvm), ClaimStep::Choose(vec!["a".into(), "b".into()]));
+        let mut c = claim(DiskSelector {
+            disk_type: Some(DiskType::Hdd),
+            ..Default::default()
+        });
+        assert_eq!(
+            next_step("n1", &c, &disks(), &lvm),
+            ClaimStep::Choose(vec!["a".into(), "b".into()])
+        );
         assert_eq!(next_step("other", &c, &disks(), &lvm), ClaimStep::Nothing);
 
         c.status = Some(LocalDiskClaimStatus {
@@ -258,29 +372,64 @@ mod tests {
             ..Default::default()
         });
         let mut ds = disks();
-        assert_eq!(next_step("n1", &c, &ds, &lvm), ClaimStep::BindDisk("a".into()));
+        assert_eq!(
+            next_step("n1", &c, &ds, &lvm),
+            ClaimStep::BindDisk("a".into())
+        );
         for d in ds.iter_mut().take(2) {
-            d.spec.claim_ref = Some(ObjectRef { name: "c1".into(), uid: String::new() });
+            d.spec.claim_ref = Some(ObjectRef {
+                name: "c1".into(),
+                uid: String::new(),
+            });
         }
-        let want = BTreeMap::from([("LocalStorage_PoolHDD".to_string(), vec!["/dev/vdb".to_string(), "/dev/vdc".to_string()])]);
+        let want = BTreeMap::from([(
+            "LocalStorage_PoolHDD".to_string(),
+            vec!["/dev/vdb".to_string(), "/dev/vdc".to_string()],
+        )]);
         assert_eq!(next_step("n1", &c, &ds, &lvm), ClaimStep::ExtendPools(want));
 
         // Crash after the first disk joined: only the second is left.
         let half = LvmState {
-            pvs: vec![Pv { name: "/dev/vdb".into(), vg_name: "LocalStorage_PoolHDD".into(), size: 1 << 30, free: 1 << 30 }],
+            pvs: vec![Pv {
+                name: "/dev/vdb".into(),
+                vg_name: "LocalStorage_PoolHDD".into(),
+                size: 1 << 30,
+                free: 1 << 30,
+            }],
             ..Default::default()
         };
-        let want = BTreeMap::from([("LocalStorage_PoolHDD".to_string(), vec!["/dev/vdc".to_string()])]);
-        assert_eq!(next_step("n1", &c, &ds, &half), ClaimStep::ExtendPools(want));
+        let want = BTreeMap::from([(
+            "LocalStorage_PoolHDD".to_string(),
+            vec!["/dev/vdc".to_string()],
+        )]);
+        assert_eq!(
+            next_step("n1", &c, &ds, &half),
+            ClaimStep::ExtendPools(want)
+        );
 
         let done = LvmState {
             pvs: vec![
-                Pv { name: "/dev/vdb".into(), vg_name: "LocalStorage_PoolHDD".into(), size: 1 << 30, free: 0 },
-                Pv { name: "/dev/vdc".into(), vg_name: "LocalStorage_PoolHDD".into(), size: 2 << 30, free: 0 },
+                Pv {
+                    name: "/dev/vdb".into(),
+                    vg_name: "LocalStorage_PoolHDD".into(),
+                    size: 1 << 30,
+                    free: 0,
+                },
+                Pv {
+                    name: "/dev/vdc".into(),
+                    vg_name: "LocalStorage_PoolHDD".into(),
+                    size: 2 << 30,
+                    free: 0,
+                },
             ],
             ..Default::default()
         };
-        assert_eq!(next_step("n1", &c, &ds, &done), ClaimStep::Complete { capacity_bytes: 3 << 30 });
+        assert_eq!(
+            next_step("n1", &c, &ds, &done),
+            ClaimStep::Complete {
+                capacity_bytes: 3 << 30
+            }
+        );
 
         c.status.as_mut().map(|s| s.phase = Some(ClaimPhase::Bound));
         assert_eq!(next_step("n1", &c, &ds, &done), ClaimStep::Nothing);
@@ -289,9 +438,15 @@ mod tests {
     #[test]
     fn a_disk_that_gained_data_is_dropped_not_wiped() {
         let mut c = claim(DiskSelector::default());
-        c.status = Some(LocalDiskClaimStatus { bound_disks: vec!["c".into()], ..Default::default() });
+        c.status = Some(LocalDiskClaimStatus {
+            bound_disks: vec!["c".into()],
+            ..Default::default()
+        });
         let mut ds = disks();
-        ds[2].spec.claim_ref = Some(ObjectRef { name: "c1".into(), uid: String::new() });
+        ds[2].spec.claim_ref = Some(ObjectRef {
+            name: "c1".into(),
+            uid: String::new(),
+        });
         match next_step("n1", &c, &ds, &LvmState::default()) {
             ClaimStep::DropDisk { disk, reason } => {
                 assert_eq!(disk, "c");

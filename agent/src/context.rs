@@ -25,7 +25,10 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, node: String, lvm: Lvm, roots: HostRoots) -> Arc<Self> {
-        let reporter = Reporter { controller: "hwameistor-agent".into(), instance: Some(node.clone()) };
+        let reporter = Reporter {
+            controller: "hwameistor-agent".into(),
+            instance: Some(node.clone()),
+        };
         let (disks_changed, _) = tokio::sync::broadcast::channel(16);
         Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),
@@ -46,7 +49,11 @@ impl Context {
         K: Resource<DynamicType = ()>,
     {
         let ev = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.into(),
             note: Some(note),
             action: action.into(),

@@ -26,17 +26,30 @@ pub struct Identity {
 /// warning in its status) its bus path. Never the kernel name, which changes across boots.
 pub fn identity(d: &ObservedDisk) -> Identity {
     if let Some(wwn) = d.wwn.as_deref().filter(|w| !w.is_empty()) {
-        return Identity { source: IdentitySource::Wwn, key: format!("wwn:{wwn}") };
+        return Identity {
+            source: IdentitySource::Wwn,
+            key: format!("wwn:{wwn}"),
+        };
     }
     if let Some(serial) = d.serial.as_deref().filter(|s| !s.is_empty()) {
         let vendor = d.vendor.as_deref().unwrap_or("");
         let model = d.model.as_deref().unwrap_or("");
-        return Identity { source: IdentitySource::Serial, key: format!("serial:{vendor}|{model}|{serial}") };
+        return Identity {
+            source: IdentitySource::Serial,
+            key: format!("serial:{vendor}|{model}|{serial}"),
+        };
     }
-    let by_path = d.dev_links.iter().find(|l| l.contains("/by-path/")).cloned();
+    let by_path = d
+        .dev_links
+        .iter()
+        .find(|l| l.contains("/by-path/"))
+        .cloned();
     Identity {
         source: IdentitySource::Path,
-        key: format!("path:{}", by_path.unwrap_or_else(|| format!("devnum:{}:{}", d.major, d.minor))),
+        key: format!(
+            "path:{}",
+            by_path.unwrap_or_else(|| format!("devnum:{}:{}", d.major, d.minor))
+        ),
     }
 }
 
@@ -68,8 +81,16 @@ pub fn names_for(node: &str, disks: &[ObservedDisk]) -> Vec<(String, Identity)> 
         .map(|(d, id)| {
             let mut id = id.clone();
             if count.get(id.key.as_str()).copied().unwrap_or(0) > 1 {
-                let path = d.dev_links.iter().find(|l| l.contains("/by-path/")).cloned();
-                id.key = format!("{}|{}", id.key, path.unwrap_or_else(|| d.device_path.clone()));
+                let path = d
+                    .dev_links
+                    .iter()
+                    .find(|l| l.contains("/by-path/"))
+                    .cloned();
+                id.key = format!(
+                    "{}|{}",
+                    id.key,
+                    path.unwrap_or_else(|| d.device_path.clone())
+                );
             }
             (local_disk_name(node, &id.key), id)
         })
@@ -98,14 +119,19 @@ pub struct Classification {
 pub fn classify(d: &ObservedDisk, lvm: &LvmState, spec: Option<&LocalDiskSpec>) -> Classification {
     let pv = lvm.pv(&d.device_path);
     if let Some(pv) = pv.filter(|p| p.vg_name.starts_with(POOL_PREFIX)) {
-        return Classification { phase: DiskPhase::Bound, reasons: vec![], pool: Some(pv.vg_name.clone()) };
+        return Classification {
+            phase: DiskPhase::Bound,
+            reasons: vec![],
+            pool: Some(pv.vg_name.clone()),
+        };
     }
     let claimed = spec.is_some_and(|s| s.claim_ref.is_some());
     let mut reasons = Vec::new();
     match pv {
-        Some(pv) if !pv.vg_name.is_empty() => {
-            reasons.push(format!("LVM physical volume of foreign volume group {}", pv.vg_name))
-        }
+        Some(pv) if !pv.vg_name.is_empty() => reasons.push(format!(
+            "LVM physical volume of foreign volume group {}",
+            pv.vg_name
+        )),
         // A bare PV on a claimed disk is a claim interrupted between pvcreate and
         // vgextend: ours, to be finished.
         Some(_) if claimed => {}
@@ -117,21 +143,35 @@ pub fn classify(d: &ObservedDisk, lvm: &LvmState, spec: Option<&LocalDiskSpec>) 
         }
     }
     if let Some(pt) = &d.partition_table {
-        reasons.push(format!("has a {pt} partition table with {} partition(s)", d.partitions.len()));
+        reasons.push(format!(
+            "has a {pt} partition table with {} partition(s)",
+            d.partitions.len()
+        ));
     } else if !d.partitions.is_empty() {
         reasons.push(format!("has {} partition(s)", d.partitions.len()));
     }
-    for m in d.mount_points.iter().chain(d.partitions.iter().flat_map(|p| p.mount_points.iter())) {
+    for m in d
+        .mount_points
+        .iter()
+        .chain(d.partitions.iter().flat_map(|p| p.mount_points.iter()))
+    {
         reasons.push(format!("mounted at {m}"));
     }
-    for h in d.holders.iter().chain(d.partitions.iter().flat_map(|p| p.holders.iter())) {
+    for h in d
+        .holders
+        .iter()
+        .chain(d.partitions.iter().flat_map(|p| p.holders.iter()))
+    {
         reasons.push(format!("held by {h}"));
     }
     if d.read_only {
         reasons.push("read-only device".to_string());
     }
     if d.size_bytes < MIN_DISK_BYTES {
-        reasons.push(format!("smaller than {}", hwameistor_api::quantity::format_size(MIN_DISK_BYTES)));
+        reasons.push(format!(
+            "smaller than {}",
+            hwameistor_api::quantity::format_size(MIN_DISK_BYTES)
+        ));
     }
     let phase = if !reasons.is_empty() {
         DiskPhase::Unavailable
@@ -143,7 +183,11 @@ pub fn classify(d: &ObservedDisk, lvm: &LvmState, spec: Option<&LocalDiskSpec>) 
     } else {
         DiskPhase::Available
     };
-    Classification { phase, reasons, pool: None }
+    Classification {
+        phase,
+        reasons,
+        pool: None,
+    }
 }
 
 /// The status the agent wants a disk's LocalDisk to have.
@@ -188,14 +232,24 @@ pub enum DiskAction {
     /// A disk seen for the first time: create its object (then set its status).
     Create(Box<LocalDisk>),
     /// A known disk whose observed status changed.
-    UpdateStatus { name: String, status: Box<LocalDiskStatus> },
+    UpdateStatus {
+        name: String,
+        status: Box<LocalDiskStatus>,
+    },
 }
 
 /// Compares a scan with the node's LocalDisks and returns the changes to make. Disks no
 /// longer seen become Inactive; nothing is ever deleted.
-pub fn plan(node: &str, observed: &[ObservedDisk], lvm: &LvmState, existing: &[LocalDisk]) -> Vec<DiskAction> {
-    let by_name: BTreeMap<&str, &LocalDisk> =
-        existing.iter().filter_map(|d| d.metadata.name.as_deref().map(|n| (n, d))).collect();
+pub fn plan(
+    node: &str,
+    observed: &[ObservedDisk],
+    lvm: &LvmState,
+    existing: &[LocalDisk],
+) -> Vec<DiskAction> {
+    let by_name: BTreeMap<&str, &LocalDisk> = existing
+        .iter()
+        .filter_map(|d| d.metadata.name.as_deref().map(|n| (n, d)))
+        .collect();
     let mut seen = std::collections::BTreeSet::new();
     let mut actions = Vec::new();
     for (d, (name, id)) in observed.iter().zip(names_for(node, observed)) {
@@ -207,7 +261,11 @@ pub fn plan(node: &str, observed: &[ObservedDisk], lvm: &LvmState, existing: &[L
             None => {
                 let mut ld = LocalDisk::new(
                     &name,
-                    LocalDiskSpec { node_name: node.to_string(), reserved: false, claim_ref: None },
+                    LocalDiskSpec {
+                        node_name: node.to_string(),
+                        reserved: false,
+                        claim_ref: None,
+                    },
                 );
                 ld.metadata = ObjectMeta {
                     name: Some(name.clone()),
@@ -218,13 +276,18 @@ pub fn plan(node: &str, observed: &[ObservedDisk], lvm: &LvmState, existing: &[L
                 actions.push(DiskAction::Create(Box::new(ld)));
             }
             Some(ld) if ld.status.as_ref() != Some(&status) => {
-                actions.push(DiskAction::UpdateStatus { name, status: Box::new(status) })
+                actions.push(DiskAction::UpdateStatus {
+                    name,
+                    status: Box::new(status),
+                })
             }
             Some(_) => {}
         }
     }
     for ld in existing {
-        let Some(name) = ld.metadata.name.as_deref() else { continue };
+        let Some(name) = ld.metadata.name.as_deref() else {
+            continue;
+        };
         if seen.contains(name) || ld.spec.node_name != node {
             continue;
         }
@@ -237,7 +300,10 @@ pub fn plan(node: &str, observed: &[ObservedDisk], lvm: &LvmState, existing: &[L
             }
             status.reason = Some("disk not found on the node".to_string());
             status.reasons = vec!["disk not found on the node".to_string()];
-            actions.push(DiskAction::UpdateStatus { name: name.to_string(), status: Box::new(status) });
+            actions.push(DiskAction::UpdateStatus {
+                name: name.to_string(),
+                status: Box::new(status),
+            });
         }
     }
     actions
@@ -265,7 +331,9 @@ pub(crate) mod tests {
             wwn: None,
             model: None,
             vendor: Some("0x1af4".into()),
-            dev_links: serial.map(|s| vec![format!("/dev/disk/by-id/virtio-{s}")]).unwrap_or_default(),
+            dev_links: serial
+                .map(|s| vec![format!("/dev/disk/by-id/virtio-{s}")])
+                .unwrap_or_default(),
             signature: None,
             partition_table: None,
             partitions: vec![],
@@ -279,8 +347,14 @@ pub(crate) mod tests {
         let a = disk("vdb", Some("S1"), 1 << 30);
         let mut moved = disk("vdd", Some("S1"), 1 << 30);
         moved.minor = 48;
-        assert_eq!(names_for("n1", &[a.clone()])[0].0, names_for("n1", &[moved])[0].0);
-        assert_ne!(names_for("n1", &[a.clone()])[0].0, names_for("n2", &[a.clone()])[0].0);
+        assert_eq!(
+            names_for("n1", &[a.clone()])[0].0,
+            names_for("n1", &[moved])[0].0
+        );
+        assert_ne!(
+            names_for("n1", &[a.clone()])[0].0,
+            names_for("n2", &[a.clone()])[0].0
+        );
         let name = &names_for("n1", &[a])[0].0;
         assert!(name.starts_with("ld-") && name.len() == 23, "{name}");
     }
@@ -292,7 +366,13 @@ pub(crate) mod tests {
         assert_eq!(identity(&d).source, IdentitySource::Wwn);
         let mut p = disk("sdb", None, 1 << 30);
         p.dev_links = vec!["/dev/disk/by-path/pci-0000:00:05.0".into()];
-        assert_eq!(identity(&p), Identity { source: IdentitySource::Path, key: "path:/dev/disk/by-path/pci-0000:00:05.0".into() });
+        assert_eq!(
+            identity(&p),
+            Identity {
+                source: IdentitySource::Path,
+                key: "path:/dev/disk/by-path/pci-0000:00:05.0".into()
+            }
+        );
     }
 
     #[test]
@@ -326,7 +406,13 @@ pub(crate) mod tests {
             holders: vec!["dm-0".into()],
         }];
         let c = classify(&p, &lvm, None);
-        assert_eq!(c.reasons, ["has a gpt partition table with 1 partition(s)", "held by dm-0"]);
+        assert_eq!(
+            c.reasons,
+            [
+                "has a gpt partition table with 1 partition(s)",
+                "held by dm-0"
+            ]
+        );
 
         let tiny = disk("vdd", Some("U"), 8 << 20);
         assert_eq!(classify(&tiny, &lvm, None).reasons, ["smaller than 16Mi"]);
@@ -336,26 +422,50 @@ pub(crate) mod tests {
     fn lvm_membership_decides_ownership() {
         let d = disk("vdb", Some("S"), 1 << 30);
         let ours = LvmState {
-            pvs: vec![Pv { name: "/dev/vdb".into(), vg_name: "LocalStorage_PoolHDD".into(), size: 1, free: 1 }],
+            pvs: vec![Pv {
+                name: "/dev/vdb".into(),
+                vg_name: "LocalStorage_PoolHDD".into(),
+                size: 1,
+                free: 1,
+            }],
             ..LvmState::default()
         };
         let c = classify(&d, &ours, None);
-        assert_eq!((c.phase, c.pool.as_deref()), (DiskPhase::Bound, Some("LocalStorage_PoolHDD")));
+        assert_eq!(
+            (c.phase, c.pool.as_deref()),
+            (DiskPhase::Bound, Some("LocalStorage_PoolHDD"))
+        );
 
         let foreign = LvmState {
-            pvs: vec![Pv { name: "/dev/vdb".into(), vg_name: "ubuntu-vg".into(), size: 1, free: 1 }],
+            pvs: vec![Pv {
+                name: "/dev/vdb".into(),
+                vg_name: "ubuntu-vg".into(),
+                size: 1,
+                free: 1,
+            }],
             ..LvmState::default()
         };
-        assert_eq!(classify(&d, &foreign, None).reasons, ["LVM physical volume of foreign volume group ubuntu-vg"]);
+        assert_eq!(
+            classify(&d, &foreign, None).reasons,
+            ["LVM physical volume of foreign volume group ubuntu-vg"]
+        );
 
         let bare = LvmState {
-            pvs: vec![Pv { name: "/dev/vdb".into(), vg_name: String::new(), size: 1, free: 1 }],
+            pvs: vec![Pv {
+                name: "/dev/vdb".into(),
+                vg_name: String::new(),
+                size: 1,
+                free: 1,
+            }],
             ..LvmState::default()
         };
         let claimed = LocalDiskSpec {
             node_name: "n".into(),
             reserved: false,
-            claim_ref: Some(ObjectRef { name: "c".into(), uid: "u".into() }),
+            claim_ref: Some(ObjectRef {
+                name: "c".into(),
+                uid: "u".into(),
+            }),
         };
         assert_eq!(classify(&d, &bare, Some(&claimed)).phase, DiskPhase::Bound);
         assert_eq!(classify(&d, &bare, None).phase, DiskPhase::Unavailable);
@@ -363,8 +473,16 @@ pub(crate) mod tests {
 
     #[test]
     fn reserved_disks_are_kept_out() {
-        let spec = LocalDiskSpec { node_name: "n".into(), reserved: true, claim_ref: None };
-        let c = classify(&disk("vdb", Some("S"), 1 << 30), &LvmState::default(), Some(&spec));
+        let spec = LocalDiskSpec {
+            node_name: "n".into(),
+            reserved: true,
+            claim_ref: None,
+        };
+        let c = classify(
+            &disk("vdb", Some("S"), 1 << 30),
+            &LvmState::default(),
+            Some(&spec),
+        );
         assert_eq!(c.phase, DiskPhase::Reserved);
     }
 

@@ -21,7 +21,10 @@ pub struct HostCommand {
 
 impl HostCommand {
     pub fn new(program: impl Into<String>) -> Self {
-        HostCommand { program: program.into(), args: Vec::new() }
+        HostCommand {
+            program: program.into(),
+            args: Vec::new(),
+        }
     }
 
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -65,7 +68,12 @@ pub enum ExecError {
     #[error("could not start `{command}`: {reason}")]
     Spawn { command: String, reason: String },
     #[error("`{command}` failed (exit code {code:?}): {stderr}")]
-    Failed { command: String, code: Option<i32>, stdout: String, stderr: String },
+    Failed {
+        command: String,
+        code: Option<i32>,
+        stdout: String,
+        stderr: String,
+    },
     #[error("`{command}` did not finish within {timeout:?}")]
     Timeout { command: String, timeout: Duration },
 }
@@ -138,14 +146,24 @@ impl Executor for HostExecutor {
         Box::pin(async move {
             let command = cmd.to_string();
             let started = std::time::Instant::now();
-            let child = self
-                .build(cmd)
-                .spawn()
-                .map_err(|e| ExecError::Spawn { command: command.clone(), reason: e.to_string() })?;
+            let child = self.build(cmd).spawn().map_err(|e| ExecError::Spawn {
+                command: command.clone(),
+                reason: e.to_string(),
+            })?;
             let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
                 Ok(Ok(out)) => out,
-                Ok(Err(e)) => return Err(ExecError::Spawn { command, reason: e.to_string() }),
-                Err(_) => return Err(ExecError::Timeout { command, timeout: self.timeout }),
+                Ok(Err(e)) => {
+                    return Err(ExecError::Spawn {
+                        command,
+                        reason: e.to_string(),
+                    })
+                }
+                Err(_) => {
+                    return Err(ExecError::Timeout {
+                        command,
+                        timeout: self.timeout,
+                    })
+                }
             };
             let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
@@ -153,7 +171,12 @@ impl Executor for HostExecutor {
             if out.status.success() {
                 Ok(CmdOutput { stdout, stderr })
             } else {
-                Err(ExecError::Failed { command, code: out.status.code(), stdout, stderr })
+                Err(ExecError::Failed {
+                    command,
+                    code: out.status.code(),
+                    stdout,
+                    stderr,
+                })
             }
         })
     }
@@ -174,7 +197,13 @@ impl FakeExecutor {
 
     /// Answers commands starting with `prefix` with `stdout`.
     pub fn ok(&self, prefix: &str, stdout: &str) -> &Self {
-        self.push(prefix, Ok(CmdOutput { stdout: stdout.to_string(), stderr: String::new() }))
+        self.push(
+            prefix,
+            Ok(CmdOutput {
+                stdout: stdout.to_string(),
+                stderr: String::new(),
+            }),
+        )
     }
 
     /// Fails commands starting with `prefix` with exit code 5 and `stderr`.
@@ -209,14 +238,18 @@ impl Executor for FakeExecutor {
         if let Ok(mut log) = self.log.lock() {
             log.push(line.clone());
         }
-        let answer = self
-            .rules
-            .lock()
-            .ok()
-            .and_then(|rules| rules.iter().find(|(p, _)| line.starts_with(p.as_str())).map(|(_, a)| a.clone()));
+        let answer = self.rules.lock().ok().and_then(|rules| {
+            rules
+                .iter()
+                .find(|(p, _)| line.starts_with(p.as_str()))
+                .map(|(_, a)| a.clone())
+        });
         Box::pin(async move {
             answer.unwrap_or_else(|| {
-                Err(ExecError::Spawn { command: line.clone(), reason: "no scripted answer".into() })
+                Err(ExecError::Spawn {
+                    command: line.clone(),
+                    reason: "no scripted answer".into(),
+                })
             })
         })
     }
@@ -235,11 +268,20 @@ mod tests {
     #[tokio::test]
     async fn real_executor_reports_command_and_stderr() {
         let ex = HostExecutor::new(HostMode::Direct, Duration::from_secs(5));
-        let ok = ex.run(&HostCommand::new("sh").args(["-c", "echo hi"])).await;
+        let ok = ex
+            .run(&HostCommand::new("sh").args(["-c", "echo hi"]))
+            .await;
         assert_eq!(ok.map(|o| o.stdout), Ok("hi\n".to_string()));
-        let err = ex.run(&HostCommand::new("sh").args(["-c", "echo boom >&2; exit 3"])).await;
+        let err = ex
+            .run(&HostCommand::new("sh").args(["-c", "echo boom >&2; exit 3"]))
+            .await;
         match err {
-            Err(ExecError::Failed { command, code, stderr, .. }) => {
+            Err(ExecError::Failed {
+                command,
+                code,
+                stderr,
+                ..
+            }) => {
                 assert_eq!(command, "sh -c 'echo boom >&2; exit 3'");
                 assert_eq!(code, Some(3));
                 assert_eq!(stderr, "boom");

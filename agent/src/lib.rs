@@ -9,6 +9,7 @@
 pub mod claim_controller;
 pub mod claims;
 pub mod context;
+pub mod crash;
 pub mod discovery;
 pub mod disks;
 pub mod exec;

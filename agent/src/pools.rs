@@ -10,7 +10,9 @@ pub fn pool_status(lvm: &LvmState, disks: &[LocalDisk]) -> BTreeMap<String, Pool
     let lvs = lvm.lvs_by_vg();
     let mut out = BTreeMap::new();
     for vg in &lvm.vgs {
-        let Some(class) = PoolClass::from_pool_name(&vg.name) else { continue };
+        let Some(class) = PoolClass::from_pool_name(&vg.name) else {
+            continue;
+        };
         let mut pool_disks: Vec<PoolDisk> = lvm
             .pvs
             .iter()
@@ -18,7 +20,10 @@ pub fn pool_status(lvm: &LvmState, disks: &[LocalDisk]) -> BTreeMap<String, Pool
             .map(|pv| PoolDisk {
                 local_disk: disks
                     .iter()
-                    .find(|d| d.status.as_ref().and_then(|s| s.device_path.as_deref()) == Some(pv.name.as_str()))
+                    .find(|d| {
+                        d.status.as_ref().and_then(|s| s.device_path.as_deref())
+                            == Some(pv.name.as_str())
+                    })
                     .and_then(|d| d.metadata.name.clone()),
                 device_path: pv.name.clone(),
                 capacity_bytes: pv.size,
@@ -35,7 +40,10 @@ pub fn pool_status(lvm: &LvmState, disks: &[LocalDisk]) -> BTreeMap<String, Pool
                 used_capacity_bytes: vg.size - vg.free,
                 free_capacity_bytes: vg.free,
                 extent_size_bytes: vg.extent_size,
-                volume_count: lvs.get(vg.name.as_str()).map(|l| l.len() as i64).unwrap_or(0),
+                volume_count: lvs
+                    .get(vg.name.as_str())
+                    .map(|l| l.len() as i64)
+                    .unwrap_or(0),
                 disks: pool_disks,
             },
         );
@@ -52,13 +60,42 @@ mod tests {
     fn reports_only_our_pools_with_accurate_numbers() {
         let lvm = LvmState {
             pvs: vec![
-                Pv { name: "/dev/vdb".into(), vg_name: "LocalStorage_PoolHDD".into(), size: 100, free: 60 },
-                Pv { name: "/dev/vdc".into(), vg_name: "LocalStorage_PoolHDD".into(), size: 200, free: 200 },
-                Pv { name: "/dev/sda3".into(), vg_name: "system".into(), size: 50, free: 0 },
+                Pv {
+                    name: "/dev/vdb".into(),
+                    vg_name: "LocalStorage_PoolHDD".into(),
+                    size: 100,
+                    free: 60,
+                },
+                Pv {
+                    name: "/dev/vdc".into(),
+                    vg_name: "LocalStorage_PoolHDD".into(),
+                    size: 200,
+                    free: 200,
+                },
+                Pv {
+                    name: "/dev/sda3".into(),
+                    vg_name: "system".into(),
+                    size: 50,
+                    free: 0,
+                },
             ],
             vgs: vec![
-                Vg { name: "LocalStorage_PoolHDD".into(), size: 300, free: 260, extent_size: 4, lv_count: 1, pv_count: 2 },
-                Vg { name: "system".into(), size: 50, free: 0, extent_size: 4, lv_count: 3, pv_count: 1 },
+                Vg {
+                    name: "LocalStorage_PoolHDD".into(),
+                    size: 300,
+                    free: 260,
+                    extent_size: 4,
+                    lv_count: 1,
+                    pv_count: 2,
+                },
+                Vg {
+                    name: "system".into(),
+                    size: 50,
+                    free: 0,
+                    extent_size: 4,
+                    lv_count: 3,
+                    pv_count: 1,
+                },
             ],
             lvs: vec![Lv {
                 name: "pvc-1".into(),
@@ -72,7 +109,14 @@ mod tests {
         let pools = pool_status(&lvm, &[]);
         assert_eq!(pools.len(), 1);
         let p = &pools["LocalStorage_PoolHDD"];
-        assert_eq!((p.total_capacity_bytes, p.used_capacity_bytes, p.free_capacity_bytes), (300, 40, 260));
+        assert_eq!(
+            (
+                p.total_capacity_bytes,
+                p.used_capacity_bytes,
+                p.free_capacity_bytes
+            ),
+            (300, 40, 260)
+        );
         assert_eq!(p.volume_count, 1);
         assert_eq!(p.disks.len(), 2);
         assert_eq!(p.class, PoolClass::Hdd);

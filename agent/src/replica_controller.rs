@@ -4,7 +4,9 @@
 use crate::context::Context;
 use crate::replicas::{self, ReplicaStep};
 use futures::StreamExt;
-use hwameistor_api::{LocalVolumeReplica, LocalVolumeReplicaStatus, ReplicaState, FINALIZER_REPLICA, LABEL_NODE};
+use hwameistor_api::{
+    LocalVolumeReplica, LocalVolumeReplicaStatus, ReplicaState, FINALIZER_REPLICA, LABEL_NODE,
+};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -22,24 +24,45 @@ pub enum ReplicaError {
     Stuck(usize),
 }
 
-async fn set_finalizers(api: &Api<LocalVolumeReplica>, r: &LocalVolumeReplica, finalizers: Vec<String>) -> Result<(), kube::Error> {
+async fn set_finalizers(
+    api: &Api<LocalVolumeReplica>,
+    r: &LocalVolumeReplica,
+    finalizers: Vec<String>,
+) -> Result<(), kube::Error> {
     // The resourceVersion makes this a compare-and-swap: a concurrent change makes it fail
     // with 409 and the reconcile runs again on fresh state.
     let patch = serde_json::json!({
         "metadata": { "finalizers": finalizers, "resourceVersion": r.metadata.resource_version }
     });
-    api.patch(&r.metadata.name.clone().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch(
+        &r.metadata.name.clone().unwrap_or_default(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
-async fn write_status(api: &Api<LocalVolumeReplica>, r: &LocalVolumeReplica, status: LocalVolumeReplicaStatus) -> Result<(), kube::Error> {
+async fn write_status(
+    api: &Api<LocalVolumeReplica>,
+    r: &LocalVolumeReplica,
+    status: LocalVolumeReplicaStatus,
+) -> Result<(), kube::Error> {
     let mut r = r.clone();
     r.status = Some(status);
-    api.replace_status(&r.metadata.name.clone().unwrap_or_default(), &PostParams::default(), &r).await?;
+    api.replace_status(
+        &r.metadata.name.clone().unwrap_or_default(),
+        &PostParams::default(),
+        &r,
+    )
+    .await?;
     Ok(())
 }
 
-pub async fn reconcile(obj: Arc<LocalVolumeReplica>, ctx: Arc<Context>) -> Result<Action, ReplicaError> {
+pub async fn reconcile(
+    obj: Arc<LocalVolumeReplica>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReplicaError> {
     let name = obj.metadata.name.clone().unwrap_or_default();
     let api: Api<LocalVolumeReplica> = Api::all(ctx.client.clone());
     let mut current = (*obj).clone();
@@ -53,9 +76,17 @@ pub async fn reconcile(obj: Arc<LocalVolumeReplica>, ctx: Arc<Context>) -> Resul
                 let mut f = current.metadata.finalizers.clone().unwrap_or_default();
                 f.push(FINALIZER_REPLICA.to_string());
                 set_finalizers(&api, &current, f).await?;
+                crate::crash::point("replica-after-finalizer");
             }
             ReplicaStep::RemoveFinalizer => {
-                let f = current.metadata.finalizers.clone().unwrap_or_default().into_iter().filter(|x| x != FINALIZER_REPLICA).collect();
+                let f = current
+                    .metadata
+                    .finalizers
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|x| x != FINALIZER_REPLICA)
+                    .collect();
                 set_finalizers(&api, &current, f).await?;
                 tracing::info!(replica = %name, "replica deleted");
                 return Ok(Action::await_change());
@@ -70,17 +101,33 @@ pub async fn reconcile(obj: Arc<LocalVolumeReplica>, ctx: Arc<Context>) -> Resul
                         tracing::info!(replica = %name, volume = %lv.path, size = lv.size, ?outcome, "logical volume ready");
                         // Publish Ready right away: this is on the provisioning path.
                         write_status(&api, &current, replicas::ready_status(&current, &lv)).await?;
-                        ctx.event(&current, false, "VolumeReady", "Create", format!("{} is {} bytes", lv.path, lv.size)).await;
+                        ctx.event(
+                            &current,
+                            false,
+                            "VolumeReady",
+                            "Create",
+                            format!("{} is {} bytes", lv.path, lv.size),
+                        )
+                        .await;
                         ctx.rescan.notify_one();
                     }
                     Err(e) => {
                         let mut st = current.status.clone().unwrap_or_default();
                         let retryable = !matches!(e, crate::lvm::LvmError::InvalidName(_));
-                        st.state = Some(if retryable { ReplicaState::NotReady } else { ReplicaState::Failed });
+                        st.state = Some(if retryable {
+                            ReplicaState::NotReady
+                        } else {
+                            ReplicaState::Failed
+                        });
                         st.message = Some(e.to_string());
                         write_status(&api, &current, st).await?;
-                        ctx.event(&current, true, "VolumeFailed", "Create", e.to_string()).await;
-                        return Ok(if retryable { Action::requeue(Duration::from_secs(15)) } else { Action::await_change() });
+                        ctx.event(&current, true, "VolumeFailed", "Create", e.to_string())
+                            .await;
+                        return Ok(if retryable {
+                            Action::requeue(Duration::from_secs(15))
+                        } else {
+                            Action::await_change()
+                        });
                     }
                 }
             }
@@ -94,7 +141,8 @@ pub async fn reconcile(obj: Arc<LocalVolumeReplica>, ctx: Arc<Context>) -> Resul
                     st.state = Some(ReplicaState::Deleting);
                     st.message = Some(e.to_string());
                     write_status(&api, &current, st).await?;
-                    ctx.event(&current, true, "DeleteFailed", "Delete", e.to_string()).await;
+                    ctx.event(&current, true, "DeleteFailed", "Delete", e.to_string())
+                        .await;
                     return Ok(Action::requeue(Duration::from_secs(10)));
                 }
                 tracing::info!(replica = %name, "logical volume {vg}/{lv} removed");

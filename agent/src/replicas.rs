@@ -4,7 +4,9 @@
 //! is gone, so no logical volume ever exists without an object that accounts for it.
 
 use crate::lvm::{Lv, LvmState};
-use hwameistor_api::{LocalVolumeReplica, LocalVolumeReplicaStatus, ReplicaState, FINALIZER_REPLICA};
+use hwameistor_api::{
+    LocalVolumeReplica, LocalVolumeReplicaStatus, ReplicaState, FINALIZER_REPLICA,
+};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReplicaStep {
@@ -12,15 +14,25 @@ pub enum ReplicaStep {
     Nothing,
     AddFinalizer,
     /// Create, grow or activate the logical volume.
-    EnsureVolume { vg: String, lv: String, bytes: i64 },
-    RemoveVolume { vg: String, lv: String },
+    EnsureVolume {
+        vg: String,
+        lv: String,
+        bytes: i64,
+    },
+    RemoveVolume {
+        vg: String,
+        lv: String,
+    },
     RemoveFinalizer,
     /// Publish what the volume looks like now.
     Status(Box<LocalVolumeReplicaStatus>),
 }
 
 fn has_finalizer(r: &LocalVolumeReplica) -> bool {
-    r.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == FINALIZER_REPLICA))
+    r.metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|x| x == FINALIZER_REPLICA))
 }
 
 /// The status a replica whose logical volume is `lv` should have.
@@ -33,7 +45,11 @@ pub fn ready_status(r: &LocalVolumeReplica, lv: &Lv) -> LocalVolumeReplicaStatus
         disks: lv.devices.clone(),
         message: None,
         observed_generation: r.metadata.generation,
-        conditions: r.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(),
+        conditions: r
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -63,7 +79,11 @@ pub fn next_step(node: &str, r: &LocalVolumeReplica, lvm: &LvmState) -> ReplicaS
                 ReplicaStep::Status(Box::new(want))
             }
         }
-        _ => ReplicaStep::EnsureVolume { vg, lv: name, bytes: r.spec.required_capacity_bytes },
+        _ => ReplicaStep::EnsureVolume {
+            vg,
+            lv: name,
+            bytes: r.spec.required_capacity_bytes,
+        },
     }
 }
 
@@ -102,22 +122,38 @@ mod tests {
     #[test]
     fn create_path_adds_finalizer_first() {
         let mut r = replica();
-        assert_eq!(next_step("n2", &r, &LvmState::default()), ReplicaStep::Nothing);
-        assert_eq!(next_step("n1", &r, &LvmState::default()), ReplicaStep::AddFinalizer);
+        assert_eq!(
+            next_step("n2", &r, &LvmState::default()),
+            ReplicaStep::Nothing
+        );
+        assert_eq!(
+            next_step("n1", &r, &LvmState::default()),
+            ReplicaStep::AddFinalizer
+        );
         r.metadata.finalizers = Some(vec![FINALIZER_REPLICA.into()]);
         assert_eq!(
             next_step("n1", &r, &LvmState::default()),
-            ReplicaStep::EnsureVolume { vg: "LocalStorage_PoolHDD".into(), lv: "v1".into(), bytes: 8 << 20 }
+            ReplicaStep::EnsureVolume {
+                vg: "LocalStorage_PoolHDD".into(),
+                lv: "v1".into(),
+                bytes: 8 << 20
+            }
         );
         match next_step("n1", &r, &lvm_with(8 << 20, "-wi-a-----")) {
             ReplicaStep::Status(s) => {
                 assert_eq!(s.state, Some(ReplicaState::Ready));
-                assert_eq!(s.device_path.as_deref(), Some("/dev/LocalStorage_PoolHDD/v1"));
+                assert_eq!(
+                    s.device_path.as_deref(),
+                    Some("/dev/LocalStorage_PoolHDD/v1")
+                );
             }
             other => panic!("{other:?}"),
         }
         r.status = Some(ready_status(&r, &lvm_with(8 << 20, "-wi-a-----").lvs[0]));
-        assert_eq!(next_step("n1", &r, &lvm_with(8 << 20, "-wi-a-----")), ReplicaStep::Nothing);
+        assert_eq!(
+            next_step("n1", &r, &lvm_with(8 << 20, "-wi-a-----")),
+            ReplicaStep::Nothing
+        );
     }
 
     #[test]
@@ -125,9 +161,15 @@ mod tests {
         let mut r = replica();
         r.metadata.finalizers = Some(vec![FINALIZER_REPLICA.into()]);
         r.spec.required_capacity_bytes = 16 << 20;
-        assert!(matches!(next_step("n1", &r, &lvm_with(8 << 20, "-wi-a-----")), ReplicaStep::EnsureVolume { .. }));
+        assert!(matches!(
+            next_step("n1", &r, &lvm_with(8 << 20, "-wi-a-----")),
+            ReplicaStep::EnsureVolume { .. }
+        ));
         r.spec.required_capacity_bytes = 8 << 20;
-        assert!(matches!(next_step("n1", &r, &lvm_with(8 << 20, "-wi-------")), ReplicaStep::EnsureVolume { .. }));
+        assert!(matches!(
+            next_step("n1", &r, &lvm_with(8 << 20, "-wi-------")),
+            ReplicaStep::EnsureVolume { .. }
+        ));
     }
 
     #[test]
@@ -137,7 +179,13 @@ mod tests {
         r.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             jiff::Timestamp::now(),
         ));
-        assert!(matches!(next_step("n1", &r, &lvm_with(8 << 20, "-wi-a-----")), ReplicaStep::RemoveVolume { .. }));
-        assert_eq!(next_step("n1", &r, &LvmState::default()), ReplicaStep::RemoveFinalizer);
+        assert!(matches!(
+            next_step("n1", &r, &lvm_with(8 << 20, "-wi-a-----")),
+            ReplicaStep::RemoveVolume { .. }
+        ));
+        assert_eq!(
+            next_step("n1", &r, &LvmState::default()),
+            ReplicaStep::RemoveFinalizer
+        );
     }
 }

@@ -6,7 +6,10 @@
 use crate::context::Context;
 use crate::disks::{self, DiskAction};
 use crate::{discovery, pools};
-use hwameistor_api::{LocalDisk, LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, NodeState, LABEL_NODE};
+use hwameistor_api::{
+    LocalDisk, LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, NodeState,
+    LABEL_NODE,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, PostParams};
 use kube::Api;
@@ -41,7 +44,10 @@ pub async fn scan_once(ctx: &Context) -> Result<ScanSummary, ScanError> {
         .map_err(|e| ScanError::Task(e.to_string()))??;
     let lvm = ctx.lvm.state().await?;
     let api: Api<LocalDisk> = Api::all(ctx.client.clone());
-    let existing = api.list(&ListParams::default().labels(&format!("{LABEL_NODE}={}", ctx.node))).await?.items;
+    let existing = api
+        .list(&ListParams::default().labels(&format!("{LABEL_NODE}={}", ctx.node)))
+        .await?
+        .items;
     let actions = disks::plan(&ctx.node, &observed, &lvm, &existing);
     let changes = actions.len();
     for action in actions {
@@ -51,7 +57,9 @@ pub async fn scan_once(ctx: &Context) -> Result<ScanSummary, ScanError> {
         }
     }
     let disks_now = if changes > 0 {
-        api.list(&ListParams::default().labels(&format!("{LABEL_NODE}={}", ctx.node))).await?.items
+        api.list(&ListParams::default().labels(&format!("{LABEL_NODE}={}", ctx.node)))
+            .await?
+            .items
     } else {
         existing
     };
@@ -59,7 +67,10 @@ pub async fn scan_once(ctx: &Context) -> Result<ScanSummary, ScanError> {
     if changes > 0 {
         let _ = ctx.disks_changed.send(());
     }
-    Ok(ScanSummary { disks: observed.len(), changes })
+    Ok(ScanSummary {
+        disks: observed.len(),
+        changes,
+    })
 }
 
 async fn apply(ctx: &Context, api: &Api<LocalDisk>, action: DiskAction) -> Result<(), kube::Error> {
@@ -73,7 +84,9 @@ async fn apply(ctx: &Context, api: &Api<LocalDisk>, action: DiskAction) -> Resul
                 Err(e) => return Err(e),
             };
             created.status = status;
-            let created = api.replace_status(&name, &PostParams::default(), &created).await?;
+            let created = api
+                .replace_status(&name, &PostParams::default(), &created)
+                .await?;
             let st = created.status.clone().unwrap_or_default();
             tracing::info!(disk = %name, device = ?st.device_path, phase = ?st.phase, reason = ?st.reason, "discovered disk");
             ctx.event(
@@ -96,7 +109,9 @@ async fn apply(ctx: &Context, api: &Api<LocalDisk>, action: DiskAction) -> Resul
             let mut current = api.get(&name).await?;
             let was = current.status.clone().unwrap_or_default();
             current.status = Some(*status.clone());
-            let updated = api.replace_status(&name, &PostParams::default(), &current).await?;
+            let updated = api
+                .replace_status(&name, &PostParams::default(), &current)
+                .await?;
             if was.state != status.state || was.phase != status.phase {
                 tracing::info!(disk = %name, state = ?status.state, phase = ?status.phase, device = ?status.device_path, "disk changed");
                 let warning = status.state == Some(hwameistor_api::DiskPresence::Inactive);
@@ -105,7 +120,12 @@ async fn apply(ctx: &Context, api: &Api<LocalDisk>, action: DiskAction) -> Resul
                     warning,
                     if warning { "Removed" } else { "Changed" },
                     "Discover",
-                    format!("state {:?}, phase {:?}{}", status.state, status.phase, status.reason.map(|r| format!(": {r}")).unwrap_or_default()),
+                    format!(
+                        "state {:?}, phase {:?}{}",
+                        status.state,
+                        status.phase,
+                        status.reason.map(|r| format!(": {r}")).unwrap_or_default()
+                    ),
                 )
                 .await;
             }
@@ -126,7 +146,13 @@ pub async fn update_node(
     let mut lsn = match api.get_opt(&ctx.node).await? {
         Some(n) => n,
         None => {
-            let mut n = LocalStorageNode::new(&ctx.node, LocalStorageNodeSpec { hostname: ctx.node.clone(), storage_ip: None });
+            let mut n = LocalStorageNode::new(
+                &ctx.node,
+                LocalStorageNodeSpec {
+                    hostname: ctx.node.clone(),
+                    storage_ip: None,
+                },
+            );
             n.metadata.labels = Some([(LABEL_NODE.to_string(), ctx.node.clone())].into());
             match api.create(&PostParams::default(), &n).await {
                 Ok(n) => n,
@@ -141,18 +167,31 @@ pub async fn update_node(
     let condition = Condition {
         type_: "Ready".into(),
         status: if ready { "True" } else { "False" }.into(),
-        reason: if ready { "AgentReady" } else { "StorageUnavailable" }.into(),
-        message: problem.clone().unwrap_or_else(|| "disks scanned and LVM reachable".into()),
+        reason: if ready {
+            "AgentReady"
+        } else {
+            "StorageUnavailable"
+        }
+        .into(),
+        message: problem
+            .clone()
+            .unwrap_or_else(|| "disks scanned and LVM reachable".into()),
         observed_generation: lsn.metadata.generation,
         last_transition_time: old
             .conditions
             .iter()
             .find(|c| c.type_ == "Ready" && c.status == if ready { "True" } else { "False" })
             .map(|c| c.last_transition_time.clone())
-            .unwrap_or_else(|| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now())),
+            .unwrap_or_else(|| {
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now())
+            }),
     };
     let status = LocalStorageNodeStatus {
-        state: Some(if ready { NodeState::Ready } else { NodeState::NotReady }),
+        state: Some(if ready {
+            NodeState::Ready
+        } else {
+            NodeState::NotReady
+        }),
         volume_count: pools.values().map(|p| p.volume_count).sum(),
         pools,
         agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
@@ -161,7 +200,8 @@ pub async fn update_node(
     // Write only on change: status churn costs the API server and every watcher.
     if lsn.status.as_ref() != Some(&status) {
         lsn.status = Some(status);
-        api.replace_status(&ctx.node, &PostParams::default(), &lsn).await?;
+        api.replace_status(&ctx.node, &PostParams::default(), &lsn)
+            .await?;
     }
     Ok(())
 }
@@ -180,7 +220,9 @@ pub async fn run(ctx: Arc<Context>, resync: Duration) {
     let mut followup = false;
     loop {
         match scan_once(&ctx).await {
-            Ok(s) if s.changes > 0 => tracing::info!(disks = s.disks, changes = s.changes, "scan applied changes"),
+            Ok(s) if s.changes > 0 => {
+                tracing::info!(disks = s.disks, changes = s.changes, "scan applied changes")
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "scan failed");
@@ -199,7 +241,11 @@ pub async fn run(ctx: Arc<Context>, resync: Duration) {
                 None => std::future::pending::<()>().await,
             }
         };
-        let next = if followup { Duration::from_millis(1500) } else { resync };
+        let next = if followup {
+            Duration::from_millis(1500)
+        } else {
+            resync
+        };
         followup = false;
         tokio::select! {
             _ = wait_uevent => {

@@ -12,7 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "hwameistor-agent", version, about = "HwameiStor node agent: disks, pools and volumes of one node")]
+#[command(
+    name = "hwameistor-agent",
+    version,
+    about = "HwameiStor node agent: disks, pools and volumes of one node"
+)]
 struct Args {
     /// Name of the Kubernetes node this agent runs on.
     #[arg(long, env = "NODE_NAME")]
@@ -39,7 +43,9 @@ struct Args {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 500ms"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 500ms"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" | "" => Ok(Duration::from_secs(n)),
@@ -55,7 +61,9 @@ async fn client(args: &Args) -> anyhow::Result<kube::Client> {
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
         }
-        None => kube::Config::infer().await.context("no kubeconfig given and not running in a pod")?,
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig given and not running in a pod")?,
     };
     Ok(kube::Client::try_from(config)?)
 }
@@ -66,13 +74,19 @@ async fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
     if args.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
     let client = client(&args).await?;
     let exec = Arc::new(HostExecutor::new(args.host_mode, args.command_timeout));
-    let roots = HostRoots { sys: args.sys_root.clone(), ..HostRoots::default() };
+    let roots = HostRoots {
+        sys: args.sys_root.clone(),
+        ..HostRoots::default()
+    };
     let ctx = Context::new(client, args.node_name.clone(), Lvm::new(exec), roots);
     tracing::info!(node = %args.node_name, version = env!("CARGO_PKG_VERSION"), "agent starting");
     tokio::select! {

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use probe::{probe, Probe};
-pub use uevent::{watch_block_uevents, UEvent};
+pub use uevent::{watch_block_uevents, UEvent, OVERFLOW_ACTION};
 
 use links::DevLinkIndex;
 use mounts::MountTable;

@@ -238,6 +238,7 @@ fn ext_flavour(head: &[u8]) -> Option<&'static str> {
     if le_u16(head, SB + 0x38) != Some(0xEF53) {
         return None;
     }
+    // A device that ends before the feature words has none: plain ext2.
     let compat = le_u32(head, SB + 0x5C).unwrap_or(0);
     let incompat = le_u32(head, SB + 0x60).unwrap_or(0);
     let ro_compat = le_u32(head, SB + 0x64).unwrap_or(0);

@@ -18,7 +18,11 @@ pub enum LvmError {
     #[error("cannot read the report of `{command}`: {reason}")]
     Report { command: String, reason: String },
     #[error("{device} is a physical volume of volume group {vg}; it cannot join {want}")]
-    ForeignVg { device: String, vg: String, want: String },
+    ForeignVg {
+        device: String,
+        vg: String,
+        want: String,
+    },
     #[error("volume group {vg} has {free} bytes free but {need} more are needed")]
     InsufficientSpace { vg: String, free: i64, need: i64 },
     #[error("volume group {0} does not exist")]
@@ -28,7 +32,12 @@ pub enum LvmError {
     #[error("logical volume {vg}/{lv} is open; refusing to remove it while it is in use")]
     LvInUse { vg: String, lv: String },
     #[error("logical volume {vg}/{lv} is {have} bytes, larger than the {want} requested; shrinking is not supported")]
-    Shrink { vg: String, lv: String, have: i64, want: i64 },
+    Shrink {
+        vg: String,
+        lv: String,
+        have: i64,
+        want: i64,
+    },
 }
 
 /// What happened when an operation was asked for.
@@ -62,7 +71,9 @@ pub fn validate_lv_name(name: &str) -> Result<(), LvmError> {
         && !name.starts_with('-')
         && name != "."
         && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "+_.-".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+_.-".contains(c))
         && !name.starts_with("snapshot")
         && !name.starts_with("pvmove");
     if ok {
@@ -94,7 +105,10 @@ impl Lvm {
     pub async fn state(&self) -> Result<LvmState, LvmError> {
         let parse_err = |command: &str| {
             let command = command.to_string();
-            move |e: report::ReportError| LvmError::Report { command, reason: e.0 }
+            move |e: report::ReportError| LvmError::Report {
+                command,
+                reason: e.0,
+            }
         };
         let pvs = report::parse_pvs(&self.report("pvs", report::PV_FIELDS).await?)
             .map_err(parse_err("pvs"))?;
@@ -130,6 +144,7 @@ impl Lvm {
                 Some(_) => to_add.push(dev.clone()),
                 None => {
                     self.run(HostCommand::new("pvcreate").arg(dev)).await?;
+                    crate::crash::point("lvm-after-pvcreate");
                     to_add.push(dev.clone());
                 }
             }
@@ -141,23 +156,39 @@ impl Lvm {
                 Outcome::Changed
             });
         }
-        let tool = if state.vg(vg).is_some() { "vgextend" } else { "vgcreate" };
-        self.run(HostCommand::new(tool).arg(vg).args(to_add)).await?;
+        let tool = if state.vg(vg).is_some() {
+            "vgextend"
+        } else {
+            "vgcreate"
+        };
+        self.run(HostCommand::new(tool).arg(vg).args(to_add))
+            .await?;
         Ok(Outcome::Changed)
     }
 
     /// Creates logical volume `name` of at least `bytes` in `vg`; grows it if it exists
     /// smaller; activates it if it exists inactive.
-    pub async fn ensure_lv(&self, vg: &str, name: &str, bytes: i64) -> Result<(Outcome, Lv), LvmError> {
+    pub async fn ensure_lv(
+        &self,
+        vg: &str,
+        name: &str,
+        bytes: i64,
+    ) -> Result<(Outcome, Lv), LvmError> {
         validate_lv_name(name)?;
         let state = self.state().await?;
-        let group = state.vg(vg).ok_or_else(|| LvmError::NoSuchVg(vg.to_string()))?;
+        let group = state
+            .vg(vg)
+            .ok_or_else(|| LvmError::NoSuchVg(vg.to_string()))?;
         let want = round_up_to_extent(bytes, group.extent_size);
         let mut outcome = Outcome::AlreadyDone;
         match state.lv(vg, name) {
             None => {
                 if group.free < want {
-                    return Err(LvmError::InsufficientSpace { vg: vg.into(), free: group.free, need: want });
+                    return Err(LvmError::InsufficientSpace {
+                        vg: vg.into(),
+                        free: group.free,
+                        need: want,
+                    });
                 }
                 // -W/-Z: a new LV may land on extents holding an old volume's data; wipe
                 // signatures and zero its start so no stale filesystem shows through.
@@ -176,20 +207,34 @@ impl Lvm {
                     vg,
                 ]))
                 .await?;
+                crate::crash::point("lvm-after-lvcreate");
                 outcome = Outcome::Changed;
             }
             Some(lv) => {
                 if lv.size < want {
                     let need = want - lv.size;
                     if group.free < need {
-                        return Err(LvmError::InsufficientSpace { vg: vg.into(), free: group.free, need });
+                        return Err(LvmError::InsufficientSpace {
+                            vg: vg.into(),
+                            free: group.free,
+                            need,
+                        });
                     }
-                    self.run(HostCommand::new("lvextend").args(["-L", &format!("{want}b"), &format!("{vg}/{name}")]))
-                        .await?;
+                    self.run(HostCommand::new("lvextend").args([
+                        "-L",
+                        &format!("{want}b"),
+                        &format!("{vg}/{name}"),
+                    ]))
+                    .await?;
                     outcome = Outcome::Changed;
                 }
                 if !lv.active() {
-                    self.run(HostCommand::new("lvchange").args(["-a", "y", &format!("{vg}/{name}")])).await?;
+                    self.run(HostCommand::new("lvchange").args([
+                        "-a",
+                        "y",
+                        &format!("{vg}/{name}"),
+                    ]))
+                    .await?;
                     outcome = Outcome::Changed;
                 }
             }
@@ -206,7 +251,12 @@ impl Lvm {
     }
 
     /// Grows `vg/name` to at least `bytes`. Never shrinks.
-    pub async fn extend_lv(&self, vg: &str, name: &str, bytes: i64) -> Result<(Outcome, Lv), LvmError> {
+    pub async fn extend_lv(
+        &self,
+        vg: &str,
+        name: &str,
+        bytes: i64,
+    ) -> Result<(Outcome, Lv), LvmError> {
         let state = self.state().await?;
         if let Some(lv) = state.lv(vg, name) {
             let extent = state.vg(vg).map(|g| g.extent_size).unwrap_or(0);
@@ -223,9 +273,14 @@ impl Lvm {
         let state = self.state().await?;
         match state.lv(vg, name) {
             None => Ok(Outcome::AlreadyDone),
-            Some(lv) if lv.open() => Err(LvmError::LvInUse { vg: vg.into(), lv: name.into() }),
+            Some(lv) if lv.open() => Err(LvmError::LvInUse {
+                vg: vg.into(),
+                lv: name.into(),
+            }),
             Some(_) => {
-                self.run(HostCommand::new("lvremove").args(["--yes", &format!("{vg}/{name}")])).await?;
+                self.run(HostCommand::new("lvremove").args(["--yes", &format!("{vg}/{name}")]))
+                    .await?;
+                crate::crash::point("lvm-after-lvremove");
                 Ok(Outcome::Changed)
             }
         }
@@ -247,14 +302,31 @@ mod tests {
     #[tokio::test]
     async fn ensure_vg_creates_pvs_then_the_group() {
         let fake = FakeExecutor::new();
-        fake.ok("pvs", &pvs("")).ok("vgs", NO_VGS).ok("lvs", NO_LVS).ok("pvcreate", "").ok("vgcreate", "");
+        fake.ok("pvs", &pvs(""))
+            .ok("vgs", NO_VGS)
+            .ok("lvs", NO_LVS)
+            .ok("pvcreate", "")
+            .ok("vgcreate", "");
         let lvm = Lvm::new(Arc::new(fake.clone()));
-        let out = lvm.ensure_vg("LocalStorage_PoolHDD", &["/dev/vdb".into(), "/dev/vdc".into()]).await;
+        let out = lvm
+            .ensure_vg(
+                "LocalStorage_PoolHDD",
+                &["/dev/vdb".into(), "/dev/vdc".into()],
+            )
+            .await;
         assert_eq!(out, Ok(Outcome::Changed));
-        let cmds: Vec<_> = fake.commands().into_iter().filter(|c| !c.contains("--reportformat")).collect();
+        let cmds: Vec<_> = fake
+            .commands()
+            .into_iter()
+            .filter(|c| !c.contains("--reportformat"))
+            .collect();
         assert_eq!(
             cmds,
-            ["pvcreate /dev/vdb", "pvcreate /dev/vdc", "vgcreate LocalStorage_PoolHDD /dev/vdb /dev/vdc"]
+            [
+                "pvcreate /dev/vdb",
+                "pvcreate /dev/vdc",
+                "vgcreate LocalStorage_PoolHDD /dev/vdb /dev/vdc"
+            ]
         );
     }
 
@@ -269,34 +341,62 @@ mod tests {
         .ok("lvs", NO_LVS)
         .ok("vgextend", "");
         let lvm = Lvm::new(Arc::new(fake.clone()));
-        let out = lvm.ensure_vg("LocalStorage_PoolHDD", &["/dev/vdb".into(), "/dev/vdc".into()]).await;
+        let out = lvm
+            .ensure_vg(
+                "LocalStorage_PoolHDD",
+                &["/dev/vdb".into(), "/dev/vdc".into()],
+            )
+            .await;
         assert_eq!(out, Ok(Outcome::Changed));
-        assert!(fake.commands().contains(&"vgextend LocalStorage_PoolHDD /dev/vdc".to_string()));
+        assert!(fake
+            .commands()
+            .contains(&"vgextend LocalStorage_PoolHDD /dev/vdc".to_string()));
         assert!(!fake.commands().iter().any(|c| c.starts_with("pvcreate")));
     }
 
     #[tokio::test]
     async fn ensure_vg_refuses_a_foreign_group() {
         let fake = FakeExecutor::new();
-        fake.ok("pvs", &pvs(r#"{"pv_name":"/dev/vdb","vg_name":"data","pv_size":"1","pv_free":"1"}"#))
-            .ok("vgs", NO_VGS)
-            .ok("lvs", NO_LVS);
+        fake.ok(
+            "pvs",
+            &pvs(r#"{"pv_name":"/dev/vdb","vg_name":"data","pv_size":"1","pv_free":"1"}"#),
+        )
+        .ok("vgs", NO_VGS)
+        .ok("lvs", NO_LVS);
         let lvm = Lvm::new(Arc::new(fake.clone()));
-        let out = lvm.ensure_vg("LocalStorage_PoolHDD", &["/dev/vdb".into()]).await;
-        assert!(matches!(out, Err(LvmError::ForeignVg { ref vg, .. }) if vg == "data"), "{out:?}");
+        let out = lvm
+            .ensure_vg("LocalStorage_PoolHDD", &["/dev/vdb".into()])
+            .await;
+        assert!(
+            matches!(out, Err(LvmError::ForeignVg { ref vg, .. }) if vg == "data"),
+            "{out:?}"
+        );
     }
 
     #[tokio::test]
     async fn ensure_lv_rounds_to_extents_and_checks_space() {
         let fake = FakeExecutor::new();
-        fake.ok("pvs", &pvs("")).ok("vgs", HDD_VG).ok("lvs", NO_LVS).ok("lvcreate", "");
+        fake.ok("pvs", &pvs(""))
+            .ok("vgs", HDD_VG)
+            .ok("lvs", NO_LVS)
+            .ok("lvcreate", "");
         let lvm = Lvm::new(Arc::new(fake.clone()));
         // The fake keeps answering "no LVs", so the re-read after create fails loudly.
-        let out = lvm.ensure_lv("LocalStorage_PoolHDD", "pvc-1", 5 << 20).await;
+        let out = lvm
+            .ensure_lv("LocalStorage_PoolHDD", "pvc-1", 5 << 20)
+            .await;
         assert!(matches!(out, Err(LvmError::Report { .. })), "{out:?}");
-        assert!(fake.commands().iter().any(|c| c.starts_with("lvcreate") && c.contains("-L 8388608b")));
-        let too_big = lvm.ensure_lv("LocalStorage_PoolHDD", "pvc-2", 2 << 30).await;
-        assert!(matches!(too_big, Err(LvmError::InsufficientSpace { .. })), "{too_big:?}");
+        assert!(fake
+            .commands()
+            .iter()
+            .any(|c| c.starts_with("lvcreate") && c.contains("-L 8388608b")));
+        let too_big = lvm
+            .ensure_lv("LocalStorage_PoolHDD", "pvc-2", 2 << 30)
+            .await;
+        assert!(
+            matches!(too_big, Err(LvmError::InsufficientSpace { .. })),
+            "{too_big:?}"
+        );
         let bad = lvm.ensure_lv("LocalStorage_PoolHDD", "-x", 1).await;
         assert!(matches!(bad, Err(LvmError::InvalidName(_))));
     }
@@ -309,8 +409,14 @@ mod tests {
             r#"{"report":[{"lv":[{"lv_name":"busy","vg_name":"LocalStorage_PoolHDD","lv_size":"4194304","lv_attr":"-wi-ao----","lv_path":"/dev/x/busy","devices":"/dev/vdb(0)"}]}]}"#,
         );
         let lvm = Lvm::new(Arc::new(fake.clone()));
-        assert_eq!(lvm.remove_lv("LocalStorage_PoolHDD", "gone").await, Ok(Outcome::AlreadyDone));
-        assert!(matches!(lvm.remove_lv("LocalStorage_PoolHDD", "busy").await, Err(LvmError::LvInUse { .. })));
+        assert_eq!(
+            lvm.remove_lv("LocalStorage_PoolHDD", "gone").await,
+            Ok(Outcome::AlreadyDone)
+        );
+        assert!(matches!(
+            lvm.remove_lv("LocalStorage_PoolHDD", "busy").await,
+            Err(LvmError::LvInUse { .. })
+        ));
         assert!(!fake.commands().iter().any(|c| c.starts_with("lvremove")));
     }
 }

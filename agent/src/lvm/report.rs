@@ -109,7 +109,9 @@ struct LvSection {
 pub struct ReportError(pub String);
 
 fn field<'a>(row: &'a BTreeMap<String, String>, key: &str) -> Result<&'a str, ReportError> {
-    row.get(key).map(|s| s.trim()).ok_or_else(|| ReportError(format!("missing field {key}")))
+    row.get(key)
+        .map(|s| s.trim())
+        .ok_or_else(|| ReportError(format!("missing field {key}")))
 }
 
 fn int(row: &BTreeMap<String, String>, key: &str) -> Result<i64, ReportError> {
@@ -117,7 +119,8 @@ fn int(row: &BTreeMap<String, String>, key: &str) -> Result<i64, ReportError> {
     if v.is_empty() {
         return Ok(0);
     }
-    v.parse::<i64>().map_err(|_| ReportError(format!("field {key} is not a byte count: {v:?}")))
+    v.parse::<i64>()
+        .map_err(|_| ReportError(format!("field {key} is not a byte count: {v:?}")))
 }
 
 pub const PV_FIELDS: &str = "pv_name,vg_name,pv_size,pv_free";
@@ -125,7 +128,8 @@ pub const VG_FIELDS: &str = "vg_name,vg_size,vg_free,vg_extent_size,lv_count,pv_
 pub const LV_FIELDS: &str = "lv_name,vg_name,lv_size,lv_attr,lv_path,devices";
 
 pub fn parse_pvs(json: &str) -> Result<Vec<Pv>, ReportError> {
-    let r: Report<PvSection> = serde_json::from_str(json).map_err(|e| ReportError(e.to_string()))?;
+    let r: Report<PvSection> =
+        serde_json::from_str(json).map_err(|e| ReportError(e.to_string()))?;
     let mut out = Vec::new();
     for row in r.report.iter().flat_map(|s| &s.pv) {
         out.push(Pv {
@@ -139,7 +143,8 @@ pub fn parse_pvs(json: &str) -> Result<Vec<Pv>, ReportError> {
 }
 
 pub fn parse_vgs(json: &str) -> Result<Vec<Vg>, ReportError> {
-    let r: Report<VgSection> = serde_json::from_str(json).map_err(|e| ReportError(e.to_string()))?;
+    let r: Report<VgSection> =
+        serde_json::from_str(json).map_err(|e| ReportError(e.to_string()))?;
     let mut out = Vec::new();
     for row in r.report.iter().flat_map(|s| &s.vg) {
         out.push(Vg {
@@ -155,7 +160,8 @@ pub fn parse_vgs(json: &str) -> Result<Vec<Vg>, ReportError> {
 }
 
 pub fn parse_lvs(json: &str) -> Result<Vec<Lv>, ReportError> {
-    let r: Report<LvSection> = serde_json::from_str(json).map_err(|e| ReportError(e.to_string()))?;
+    let r: Report<LvSection> =
+        serde_json::from_str(json).map_err(|e| ReportError(e.to_string()))?;
     let mut out = Vec::new();
     for row in r.report.iter().flat_map(|s| &s.lv) {
         // `devices` reads like "/dev/vdb(0),/dev/vdc(256)": strip the extent offsets.
