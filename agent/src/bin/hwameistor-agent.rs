@@ -39,6 +39,12 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Serve the CSI identity and node services on this socket (e.g. unix:///csi/csi.sock).
+    #[arg(long)]
+    csi_endpoint: Option<String>,
+    /// Most volumes the CSI node service accepts on this node (reported to the scheduler).
+    #[arg(long, default_value_t = 1000)]
+    csi_max_volumes: i64,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -68,6 +74,33 @@ async fn client(args: &Args) -> anyhow::Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
+/// The CSI node service, when asked for; otherwise a future that never completes. Its
+/// mounts run in this container's mount namespace (the kubelet directory is mounted with
+/// bidirectional propagation), so it always uses direct host commands, whatever
+/// `--host-mode` the LVM side uses.
+async fn csi_node(args: &Args) -> Result<(), hwameistor_csi::errors::ServeError> {
+    use hwameistor_csi::{
+        exec::HostExecutor,
+        identity::IdentityService,
+        node::{host::Host, NodeService},
+        server,
+    };
+    let Some(endpoint) = args.csi_endpoint.clone() else {
+        return std::future::pending().await;
+    };
+    let host = Host::new(Arc::new(HostExecutor::new(args.command_timeout)));
+    let services = server::Services {
+        identity: IdentityService::new(false),
+        controller: None,
+        node: Some(NodeService::new(
+            args.node_name.clone(),
+            host,
+            args.csi_max_volumes,
+        )),
+    };
+    server::serve(&endpoint, services, std::future::pending()).await
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -89,7 +122,14 @@ async fn main() -> anyhow::Result<()> {
     };
     let ctx = Context::new(client, args.node_name.clone(), Lvm::new(exec), roots);
     tracing::info!(node = %args.node_name, version = env!("CARGO_PKG_VERSION"), "agent starting");
+    let csi = csi_node(&args);
     tokio::select! {
+        r = csi => {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "CSI node service failed");
+                return Err(e.into());
+            }
+        }
         _ = scanner::run(ctx.clone(), args.resync) => {}
         _ = claim_controller::run(ctx.clone()) => {}
         _ = replica_controller::run(ctx.clone()) => {}
