@@ -28,7 +28,7 @@ async fn set_finalizers(
     api: &Api<LocalVolumeReplica>,
     r: &LocalVolumeReplica,
     finalizers: Vec<String>,
-) -> Result<(), kube::Error> {
+) -> Result<LocalVolumeReplica, kube::Error> {
     // The resourceVersion makes this a compare-and-swap: a concurrent change makes it fail
     // with 409 and the reconcile runs again on fresh state.
     let patch = serde_json::json!({
@@ -39,15 +39,14 @@ async fn set_finalizers(
         &PatchParams::default(),
         &Patch::Merge(&patch),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 async fn write_status(
     api: &Api<LocalVolumeReplica>,
     r: &LocalVolumeReplica,
     status: LocalVolumeReplicaStatus,
-) -> Result<(), kube::Error> {
+) -> Result<LocalVolumeReplica, kube::Error> {
     let mut r = r.clone();
     r.status = Some(status);
     api.replace_status(
@@ -55,19 +54,25 @@ async fn write_status(
         &PostParams::default(),
         &r,
     )
-    .await?;
-    Ok(())
+    .await
 }
 
+/// Brings one replica to its goal. The host lock is held throughout and LVM is read once:
+/// every later step updates that snapshot from the result of its own command, so a create
+/// costs one state read, the `lvcreate`, and one `lvs` of the new volume.
 pub async fn reconcile(
     obj: Arc<LocalVolumeReplica>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReplicaError> {
+    if obj.spec.node_name != ctx.node {
+        return Ok(Action::await_change());
+    }
     let name = obj.metadata.name.clone().unwrap_or_default();
     let api: Api<LocalVolumeReplica> = Api::all(ctx.client.clone());
     let mut current = (*obj).clone();
+    let _host = ctx.host.lock().await;
+    let mut lvm = ctx.lvm.state().await?;
     for _ in 0..16 {
-        let lvm = ctx.lvm.state().await?;
         let step = replicas::next_step(&ctx.node, &current, &lvm);
         tracing::debug!(replica = %name, ?step, "replica step");
         match step {
@@ -75,7 +80,7 @@ pub async fn reconcile(
             ReplicaStep::AddFinalizer => {
                 let mut f = current.metadata.finalizers.clone().unwrap_or_default();
                 f.push(FINALIZER_REPLICA.to_string());
-                set_finalizers(&api, &current, f).await?;
+                current = set_finalizers(&api, &current, f).await?;
                 crate::crash::point("replica-after-finalizer");
             }
             ReplicaStep::RemoveFinalizer => {
@@ -92,15 +97,16 @@ pub async fn reconcile(
                 return Ok(Action::await_change());
             }
             ReplicaStep::EnsureVolume { vg, lv, bytes } => {
-                let result = {
-                    let _host = ctx.host.lock().await;
-                    ctx.lvm.ensure_lv(&vg, &lv, bytes).await
-                };
-                match result {
+                match ctx.lvm.ensure_lv_in(&lvm, &vg, &lv, bytes).await {
                     Ok((outcome, lv)) => {
                         tracing::info!(replica = %name, volume = %lv.path, size = lv.size, ?outcome, "logical volume ready");
+                        lvm.lvs
+                            .retain(|l| !(l.vg_name == lv.vg_name && l.name == lv.name));
+                        lvm.lvs.push(lv.clone());
                         // Publish Ready right away: this is on the provisioning path.
-                        write_status(&api, &current, replicas::ready_status(&current, &lv)).await?;
+                        current =
+                            write_status(&api, &current, replicas::ready_status(&current, &lv))
+                                .await?;
                         ctx.event(
                             &current,
                             false,
@@ -132,11 +138,7 @@ pub async fn reconcile(
                 }
             }
             ReplicaStep::RemoveVolume { vg, lv } => {
-                let result = {
-                    let _host = ctx.host.lock().await;
-                    ctx.lvm.remove_lv(&vg, &lv).await
-                };
-                if let Err(e) = result {
+                if let Err(e) = ctx.lvm.remove_lv_in(&lvm, &vg, &lv).await {
                     let mut st = current.status.clone().unwrap_or_default();
                     st.state = Some(ReplicaState::Deleting);
                     st.message = Some(e.to_string());
@@ -145,17 +147,14 @@ pub async fn reconcile(
                         .await;
                     return Ok(Action::requeue(Duration::from_secs(10)));
                 }
+                lvm.lvs.retain(|l| !(l.vg_name == vg && l.name == lv));
                 tracing::info!(replica = %name, "logical volume {vg}/{lv} removed");
                 ctx.rescan.notify_one();
             }
             ReplicaStep::Status(st) => {
-                write_status(&api, &current, *st).await?;
+                current = write_status(&api, &current, *st).await?;
             }
         }
-        current = match api.get_opt(&name).await? {
-            Some(r) => r,
-            None => return Ok(Action::await_change()),
-        };
     }
     Err(ReplicaError::Stuck(16))
 }

@@ -34,7 +34,9 @@ pub const FINALIZER_REPLICA: &str = "hwameistor.io/replica-protection";
 pub const POOL_PREFIX: &str = "LocalStorage_Pool";
 
 /// Storage class of a pool: one volume group per class on each node.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 pub enum PoolClass {
     #[serde(rename = "HDD")]
     Hdd,

@@ -6,24 +6,30 @@
 //! `hwameistor.io` version `v1alpha1` and has a status subresource, so that what a user or the
 //! controller wants (spec) is kept apart from what an agent observed (status).
 
+pub mod claim;
 pub mod common;
 pub mod crds;
 pub mod disk;
-pub mod claim;
 pub mod node;
 pub mod quantity;
-pub mod volume;
 pub mod replica;
+pub mod volume;
 
-pub use claim::{ClaimPhase, DiskSelector, LocalDiskClaim, LocalDiskClaimSpec, LocalDiskClaimStatus};
+pub use claim::{
+    ClaimPhase, DiskSelector, LocalDiskClaim, LocalDiskClaimSpec, LocalDiskClaimStatus,
+};
 pub use common::*;
 pub use disk::{
     DiskPhase, DiskPresence, DiskType, IdentitySource, LocalDisk, LocalDiskSpec, LocalDiskStatus,
     PartitionInfo,
 };
-pub use node::{LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, NodeState, PoolDisk, PoolStatus};
-pub use replica::{LocalVolumeReplica, LocalVolumeReplicaSpec, LocalVolumeReplicaStatus, ReplicaState};
+pub use node::{
+    LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, NodeState, PoolDisk, PoolStatus,
+};
+pub use replica::{
+    LocalVolumeReplica, LocalVolumeReplicaSpec, LocalVolumeReplicaStatus, ReplicaState,
+};
 pub use volume::{
-    Accessibility, LocalVolume, LocalVolumeSpec, LocalVolumeStatus, ReplicaAssignment, VolumeConfig,
-    VolumeKind, VolumeState,
+    Accessibility, LocalVolume, LocalVolumeSpec, LocalVolumeStatus, ReplicaAssignment,
+    VolumeConfig, VolumeKind, VolumeState,
 };

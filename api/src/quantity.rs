@@ -6,7 +6,9 @@ use thiserror::Error;
 pub enum SizeError {
     #[error("size {0:?} is empty")]
     Empty(String),
-    #[error("size {0:?} is not a number with an optional unit (examples: 10Gi, 500Mi, 2T, 1073741824)")]
+    #[error(
+        "size {0:?} is not a number with an optional unit (examples: 10Gi, 500Mi, 2T, 1073741824)"
+    )]
     Malformed(String),
     #[error("unit {unit:?} in size {input:?} is not known; use one of Ki Mi Gi Ti Pi, K M G T P, or plain bytes")]
     UnknownUnit { input: String, unit: String },
@@ -41,7 +43,10 @@ pub fn parse_size(input: &str) -> Result<i64, SizeError> {
         "Ti" | "TiB" => 1 << 40,
         "Pi" | "PiB" => 1 << 50,
         other => {
-            return Err(SizeError::UnknownUnit { input: input.to_string(), unit: other.to_string() })
+            return Err(SizeError::UnknownUnit {
+                input: input.to_string(),
+                unit: other.to_string(),
+            })
         }
     };
     let (int_part, frac_part) = match num.split_once('.') {
@@ -51,14 +56,20 @@ pub fn parse_size(input: &str) -> Result<i64, SizeError> {
     let int: u128 = if int_part.is_empty() {
         0
     } else {
-        int_part.parse().map_err(|_| SizeError::Overflow(input.to_string()))?
+        int_part
+            .parse()
+            .map_err(|_| SizeError::Overflow(input.to_string()))?
     };
-    let mut total = int.checked_mul(mult).ok_or_else(|| SizeError::Overflow(input.to_string()))?;
+    let mut total = int
+        .checked_mul(mult)
+        .ok_or_else(|| SizeError::Overflow(input.to_string()))?;
     if !frac_part.is_empty() {
         if frac_part.len() > 18 {
             return Err(SizeError::Malformed(input.to_string()));
         }
-        let frac: u128 = frac_part.parse().map_err(|_| SizeError::Malformed(input.to_string()))?;
+        let frac: u128 = frac_part
+            .parse()
+            .map_err(|_| SizeError::Malformed(input.to_string()))?;
         let scale = 10u128.pow(frac_part.len() as u32);
         let scaled = frac * mult;
         if scaled % scale != 0 {
@@ -72,8 +83,13 @@ pub fn parse_size(input: &str) -> Result<i64, SizeError> {
 /// Formats bytes with binary units and at most one decimal, the way `kubectl` users read
 /// capacities (`1.5Gi`, `300Mi`, `512B`).
 pub fn format_size(bytes: i64) -> String {
-    const UNITS: [(&str, i64); 5] =
-        [("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+    const UNITS: [(&str, i64); 5] = [
+        ("Pi", 1 << 50),
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
     if bytes < 0 {
         return format!("-{}", format_size(bytes.saturating_neg()));
     }
@@ -81,7 +97,11 @@ pub fn format_size(bytes: i64) -> String {
         if bytes >= size {
             let whole = bytes / size;
             let tenth = (bytes % size) * 10 / size;
-            return if tenth == 0 { format!("{whole}{name}") } else { format!("{whole}.{tenth}{name}") };
+            return if tenth == 0 {
+                format!("{whole}{name}")
+            } else {
+                format!("{whole}.{tenth}{name}")
+            };
         }
     }
     format!("{bytes}B")
@@ -104,9 +124,15 @@ mod tests {
     fn rejects_bad_sizes_with_reasons() {
         assert_eq!(parse_size(""), Err(SizeError::Empty(String::new())));
         assert!(matches!(parse_size("ten"), Err(SizeError::Malformed(_))));
-        assert!(matches!(parse_size("10Xi"), Err(SizeError::UnknownUnit { .. })));
+        assert!(matches!(
+            parse_size("10Xi"),
+            Err(SizeError::UnknownUnit { .. })
+        ));
         assert!(matches!(parse_size("1.2.3G"), Err(SizeError::Malformed(_))));
-        assert!(matches!(parse_size("99999999Pi"), Err(SizeError::Overflow(_))));
+        assert!(matches!(
+            parse_size("99999999Pi"),
+            Err(SizeError::Overflow(_))
+        ));
         assert!(matches!(parse_size("0.3"), Err(SizeError::Malformed(_))));
     }
 

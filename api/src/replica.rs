@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
     shortname = "lvr",
     category = "hwameistor",
     status = "LocalVolumeReplicaStatus",
+    derive = "PartialEq",
     printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".spec.volumeKind"}"#,
     printcolumn = r#"{"name":"Capacity","type":"integer","jsonPath":".status.allocatedCapacityBytes"}"#,
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.nodeName"}"#,
@@ -73,4 +74,40 @@ pub struct LocalVolumeReplicaStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The name of `volume`'s replica on `node`: deterministic, so a controller that crashed
+/// after creating it finds it again instead of creating a second one.
+///
+/// `<volume>-<node>` when that is a valid object name (at most 253 characters); otherwise
+/// the volume name shortened, followed by a hash of both names that keeps it unique.
+pub fn replica_name(volume: &str, node: &str) -> String {
+    let plain = format!("{volume}-{node}");
+    if plain.len() <= 253 {
+        return plain;
+    }
+    // FNV-1a: stable across releases and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in volume.bytes().chain([0u8]).chain(node.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let keep: String = volume.chars().take(200).collect();
+    format!("{}-{h:016x}", keep.trim_end_matches(['-', '.']))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replica_name;
+
+    #[test]
+    fn replica_names_are_deterministic_and_bounded() {
+        assert_eq!(replica_name("pvc-1", "node-a"), "pvc-1-node-a");
+        let long_node = "n".repeat(240);
+        let a = replica_name("pvc-1234", &long_node);
+        assert!(a.len() <= 253, "{}", a.len());
+        assert_eq!(a, replica_name("pvc-1234", &long_node));
+        assert_ne!(a, replica_name("pvc-1234", &"m".repeat(240)));
+        assert!(a.starts_with("pvc-1234-"));
+    }
 }

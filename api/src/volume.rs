@@ -10,6 +10,14 @@ pub const MIN_VOLUME_BYTES: i64 = 4 << 20;
 /// Most replicas a volume may have (HA volumes use 2 or 3; one more during a migration).
 pub const MAX_REPLICAS: i64 = 4;
 
+/// Condition type on a LocalVolume saying whether the controller could place it.
+pub const CONDITION_SCHEDULED: &str = "Scheduled";
+/// Reason of a `Scheduled=False` condition: no node's pool has room. The CSI driver turns
+/// it into ResourceExhausted and removes the volume it created.
+pub const REASON_NO_CAPACITY: &str = "NoCapacity";
+/// Reason of a `Scheduled=True` condition.
+pub const REASON_PLACED: &str = "Placed";
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum VolumeKind {
     /// A logical volume in a pool.
@@ -95,6 +103,10 @@ pub struct LocalVolumeSpec {
     pub pvc_namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc_name: Option<String>,
+    /// Filesystem the volume carries (`xfs`, `ext4`); absent for a raw block volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(xfs|ext4)$"))]
+    pub fs_type: Option<String>,
     /// Placement decided by the controller; absent until the volume is scheduled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<VolumeConfig>,

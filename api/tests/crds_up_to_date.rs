@@ -28,10 +28,17 @@ fn every_crd_is_cluster_scoped_with_status_and_short_name() {
     for (crd, short) in hwameistor_api::crds::all().iter().zip(want_short) {
         assert_eq!(crd.spec.group, "hwameistor.io");
         assert_eq!(crd.spec.scope, "Cluster");
-        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&[short.to_string()][..]));
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&[short.to_string()][..])
+        );
         let v = &crd.spec.versions[0];
         assert_eq!(v.name, "v1alpha1");
-        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        assert!(v
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some());
     }
 }
 
@@ -53,7 +60,17 @@ fn printed_columns_follow_the_documented_layout() {
     // kubectl prints NAME first, then these.
     assert_eq!(
         cols("LocalVolume"),
-        ["POOL", "KIND", "REPLICAS", "CAPACITY", "ACCESSIBILITY", "STATE", "RESOURCE", "PUBLISHED", "AGE"]
+        [
+            "POOL",
+            "KIND",
+            "REPLICAS",
+            "CAPACITY",
+            "ACCESSIBILITY",
+            "STATE",
+            "RESOURCE",
+            "PUBLISHED",
+            "AGE"
+        ]
     );
     assert_eq!(
         cols("LocalVolumeReplica"),
@@ -69,7 +86,9 @@ fn states_are_enums_in_the_schema() {
         for field in ["state", "phase"] {
             if let Some(f) = status.get(field) {
                 assert!(
-                    f.get("enum").and_then(|e| e.as_array()).is_some_and(|e| !e.is_empty()),
+                    f.get("enum")
+                        .and_then(|e| e.as_array())
+                        .is_some_and(|e| !e.is_empty()),
                     "{}: status.{field} is not an enum: {f}",
                     crd.spec.names.kind
                 );

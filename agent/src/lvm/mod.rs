@@ -88,7 +88,12 @@ impl Lvm {
         Lvm { exec }
     }
 
-    async fn report(&self, tool: &str, fields: &str) -> Result<String, LvmError> {
+    async fn report(
+        &self,
+        tool: &str,
+        fields: &str,
+        target: Option<&str>,
+    ) -> Result<String, LvmError> {
         let cmd = HostCommand::new(tool).args([
             "--reportformat",
             "json",
@@ -98,6 +103,10 @@ impl Lvm {
             "-o",
             fields,
         ]);
+        let cmd = match target {
+            Some(t) => cmd.arg(t),
+            None => cmd,
+        };
         Ok(self.exec.run(&cmd).await?.stdout)
     }
 
@@ -110,13 +119,35 @@ impl Lvm {
                 reason: e.0,
             }
         };
-        let pvs = report::parse_pvs(&self.report("pvs", report::PV_FIELDS).await?)
-            .map_err(parse_err("pvs"))?;
-        let vgs = report::parse_vgs(&self.report("vgs", report::VG_FIELDS).await?)
-            .map_err(parse_err("vgs"))?;
-        let lvs = report::parse_lvs(&self.report("lvs", report::LV_FIELDS).await?)
+        // Two processes, not three: each LVM command rescans devices, which dominates its cost.
+        let pv_json = self.report("pvs", report::PV_FIELDS, None).await?;
+        let pvs = report::parse_pvs(&pv_json).map_err(parse_err("pvs"))?;
+        let vgs = report::vgs_from_pvs(&pv_json).map_err(parse_err("pvs"))?;
+        let lvs = report::parse_lvs(&self.report("lvs", report::LV_FIELDS, None).await?)
             .map_err(parse_err("lvs"))?;
         Ok(LvmState { pvs, vgs, lvs })
+    }
+
+    /// Reads one logical volume.
+    pub async fn lv(&self, vg: &str, name: &str) -> Result<Option<Lv>, LvmError> {
+        let target = format!("{vg}/{name}");
+        match self.report("lvs", report::LV_FIELDS, Some(&target)).await {
+            Ok(json) => Ok(report::parse_lvs(&json)
+                .map_err(|e| LvmError::Report {
+                    command: format!("lvs {target}"),
+                    reason: e.0,
+                })?
+                .into_iter()
+                .next()),
+            // lvs fails for a missing LV; tell that apart from LVM itself failing.
+            Err(LvmError::Exec(ExecError::Failed { stderr, .. }))
+                if stderr.contains("Failed to find logical volume")
+                    || stderr.contains("not found") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn run(&self, cmd: HostCommand) -> Result<(), LvmError> {
@@ -176,6 +207,19 @@ impl Lvm {
     ) -> Result<(Outcome, Lv), LvmError> {
         validate_lv_name(name)?;
         let state = self.state().await?;
+        self.ensure_lv_in(&state, vg, name, bytes).await
+    }
+
+    /// [`Lvm::ensure_lv`] starting from an LVM state the caller read (under its host lock),
+    /// saving the report commands on the provisioning path.
+    pub async fn ensure_lv_in(
+        &self,
+        state: &LvmState,
+        vg: &str,
+        name: &str,
+        bytes: i64,
+    ) -> Result<(Outcome, Lv), LvmError> {
+        validate_lv_name(name)?;
         let group = state
             .vg(vg)
             .ok_or_else(|| LvmError::NoSuchVg(vg.to_string()))?;
@@ -240,7 +284,7 @@ impl Lvm {
             }
         }
         let lv = if outcome == Outcome::Changed {
-            self.state().await?.lv(vg, name).cloned()
+            self.lv(vg, name).await?
         } else {
             state.lv(vg, name).cloned()
         };
@@ -271,6 +315,16 @@ impl Lvm {
     /// Removes `vg/name`. Removing an LV that does not exist succeeds.
     pub async fn remove_lv(&self, vg: &str, name: &str) -> Result<Outcome, LvmError> {
         let state = self.state().await?;
+        self.remove_lv_in(&state, vg, name).await
+    }
+
+    /// [`Lvm::remove_lv`] starting from an LVM state the caller read.
+    pub async fn remove_lv_in(
+        &self,
+        state: &LvmState,
+        vg: &str,
+        name: &str,
+    ) -> Result<Outcome, LvmError> {
         match state.lv(vg, name) {
             None => Ok(Outcome::AlreadyDone),
             Some(lv) if lv.open() => Err(LvmError::LvInUse {
@@ -292,36 +346,61 @@ mod tests {
     use super::*;
     use crate::exec::FakeExecutor;
 
-    fn pvs(rows: &str) -> String {
-        format!(r#"{{"report":[{{"pv":[{rows}]}}]}}"#)
+    fn pvs(rows: &[String]) -> String {
+        format!(r#"{{"report":[{{"pv":[{}]}}]}}"#, rows.join(","))
     }
-    const NO_VGS: &str = r#"{"report":[{"vg":[]}]}"#;
+    /// A PV row; VG fields as a real `pvs -o` with VG columns prints them.
+    fn pv(name: &str, vg: &str, vg_size: i64, vg_free: i64) -> String {
+        format!(
+            r#"{{"pv_name":"{name}","vg_name":"{vg}","pv_size":"1073741824","pv_free":"1073741824","vg_size":"{vg_size}","vg_free":"{vg_free}","vg_extent_size":"4194304","lv_count":"0","pv_count":"1"}}"#
+        )
+    }
     const NO_LVS: &str = r#"{"report":[{"lv":[]}]}"#;
-    const HDD_VG: &str = r#"{"report":[{"vg":[{"vg_name":"LocalStorage_PoolHDD","vg_size":"1069547520","vg_free":"1069547520","vg_extent_size":"4194304","lv_count":"0","pv_count":"1"}]}]}"#;
+    const HDD: &str = "LocalStorage_PoolHDD";
+
+    fn non_report(fake: &FakeExecutor) -> Vec<String> {
+        fake.commands()
+            .into_iter()
+            .filter(|c| !c.contains("--reportformat"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn state_reads_groups_from_the_pv_report_in_two_commands() {
+        let fake = FakeExecutor::new();
+        fake.ok(
+            "pvs",
+            &pvs(&[
+                pv("/dev/vdb", HDD, 100, 60),
+                pv("/dev/vdc", HDD, 100, 60),
+                pv("/dev/vdd", "", 0, 0),
+            ]),
+        )
+        .ok("lvs", NO_LVS);
+        let st = Lvm::new(Arc::new(fake.clone()))
+            .state()
+            .await
+            .expect("state");
+        assert_eq!(st.pvs.len(), 3);
+        assert_eq!(st.vgs.len(), 1);
+        assert_eq!((st.vgs[0].size, st.vgs[0].free), (100, 60));
+        assert_eq!(fake.commands().len(), 2);
+    }
 
     #[tokio::test]
     async fn ensure_vg_creates_pvs_then_the_group() {
         let fake = FakeExecutor::new();
-        fake.ok("pvs", &pvs(""))
-            .ok("vgs", NO_VGS)
+        fake.ok("pvs", &pvs(&[]))
             .ok("lvs", NO_LVS)
             .ok("pvcreate", "")
             .ok("vgcreate", "");
         let lvm = Lvm::new(Arc::new(fake.clone()));
         let out = lvm
-            .ensure_vg(
-                "LocalStorage_PoolHDD",
-                &["/dev/vdb".into(), "/dev/vdc".into()],
-            )
+            .ensure_vg(HDD, &["/dev/vdb".into(), "/dev/vdc".into()])
             .await;
         assert_eq!(out, Ok(Outcome::Changed));
-        let cmds: Vec<_> = fake
-            .commands()
-            .into_iter()
-            .filter(|c| !c.contains("--reportformat"))
-            .collect();
         assert_eq!(
-            cmds,
+            non_report(&fake),
             [
                 "pvcreate /dev/vdb",
                 "pvcreate /dev/vdc",
@@ -335,88 +414,100 @@ mod tests {
         let fake = FakeExecutor::new();
         fake.ok(
             "pvs",
-            &pvs(r#"{"pv_name":"/dev/vdb","vg_name":"LocalStorage_PoolHDD","pv_size":"1","pv_free":"1"},{"pv_name":"/dev/vdc","vg_name":"","pv_size":"1","pv_free":"1"}"#),
+            &pvs(&[pv("/dev/vdb", HDD, 100, 100), pv("/dev/vdc", "", 0, 0)]),
         )
-        .ok("vgs", HDD_VG)
         .ok("lvs", NO_LVS)
         .ok("vgextend", "");
         let lvm = Lvm::new(Arc::new(fake.clone()));
         let out = lvm
-            .ensure_vg(
-                "LocalStorage_PoolHDD",
-                &["/dev/vdb".into(), "/dev/vdc".into()],
-            )
+            .ensure_vg(HDD, &["/dev/vdb".into(), "/dev/vdc".into()])
             .await;
         assert_eq!(out, Ok(Outcome::Changed));
-        assert!(fake
-            .commands()
-            .contains(&"vgextend LocalStorage_PoolHDD /dev/vdc".to_string()));
-        assert!(!fake.commands().iter().any(|c| c.starts_with("pvcreate")));
+        assert_eq!(
+            non_report(&fake),
+            ["vgextend LocalStorage_PoolHDD /dev/vdc"]
+        );
+        // Everything done: a repeat runs nothing.
+        let done = FakeExecutor::new();
+        done.ok(
+            "pvs",
+            &pvs(&[pv("/dev/vdb", HDD, 100, 100), pv("/dev/vdc", HDD, 100, 100)]),
+        )
+        .ok("lvs", NO_LVS);
+        let lvm = Lvm::new(Arc::new(done.clone()));
+        assert_eq!(
+            lvm.ensure_vg(HDD, &["/dev/vdb".into(), "/dev/vdc".into()])
+                .await,
+            Ok(Outcome::AlreadyDone)
+        );
+        assert!(non_report(&done).is_empty());
     }
 
     #[tokio::test]
     async fn ensure_vg_refuses_a_foreign_group() {
         let fake = FakeExecutor::new();
-        fake.ok(
-            "pvs",
-            &pvs(r#"{"pv_name":"/dev/vdb","vg_name":"data","pv_size":"1","pv_free":"1"}"#),
-        )
-        .ok("vgs", NO_VGS)
-        .ok("lvs", NO_LVS);
+        fake.ok("pvs", &pvs(&[pv("/dev/vdb", "data", 100, 0)]))
+            .ok("lvs", NO_LVS);
         let lvm = Lvm::new(Arc::new(fake.clone()));
-        let out = lvm
-            .ensure_vg("LocalStorage_PoolHDD", &["/dev/vdb".into()])
-            .await;
+        let out = lvm.ensure_vg(HDD, &["/dev/vdb".into()]).await;
         assert!(
             matches!(out, Err(LvmError::ForeignVg { ref vg, .. }) if vg == "data"),
             "{out:?}"
         );
+        assert!(non_report(&fake).is_empty());
     }
 
     #[tokio::test]
     async fn ensure_lv_rounds_to_extents_and_checks_space() {
         let fake = FakeExecutor::new();
-        fake.ok("pvs", &pvs(""))
-            .ok("vgs", HDD_VG)
+        fake.ok("pvs", &pvs(&[pv("/dev/vdb", HDD, 1 << 30, 1 << 30)]))
             .ok("lvs", NO_LVS)
             .ok("lvcreate", "");
         let lvm = Lvm::new(Arc::new(fake.clone()));
         // The fake keeps answering "no LVs", so the re-read after create fails loudly.
-        let out = lvm
-            .ensure_lv("LocalStorage_PoolHDD", "pvc-1", 5 << 20)
-            .await;
+        let out = lvm.ensure_lv(HDD, "pvc-1", 5 << 20).await;
         assert!(matches!(out, Err(LvmError::Report { .. })), "{out:?}");
         assert!(fake
             .commands()
             .iter()
             .any(|c| c.starts_with("lvcreate") && c.contains("-L 8388608b")));
-        let too_big = lvm
-            .ensure_lv("LocalStorage_PoolHDD", "pvc-2", 2 << 30)
-            .await;
+        let too_big = lvm.ensure_lv(HDD, "pvc-2", 2 << 30).await;
         assert!(
             matches!(too_big, Err(LvmError::InsufficientSpace { .. })),
             "{too_big:?}"
         );
-        let bad = lvm.ensure_lv("LocalStorage_PoolHDD", "-x", 1).await;
+        let bad = lvm.ensure_lv(HDD, "-x", 1).await;
         assert!(matches!(bad, Err(LvmError::InvalidName(_))));
+        let missing = lvm.ensure_lv("LocalStorage_PoolSSD", "pvc-3", 1).await;
+        assert_eq!(
+            missing.err(),
+            Some(LvmError::NoSuchVg("LocalStorage_PoolSSD".into()))
+        );
     }
 
     #[tokio::test]
     async fn remove_lv_is_idempotent_and_refuses_open_volumes() {
         let fake = FakeExecutor::new();
-        fake.ok("pvs", &pvs("")).ok("vgs", HDD_VG).ok(
+        fake.ok("pvs", &pvs(&[pv("/dev/vdb", HDD, 100, 100)])).ok(
             "lvs",
             r#"{"report":[{"lv":[{"lv_name":"busy","vg_name":"LocalStorage_PoolHDD","lv_size":"4194304","lv_attr":"-wi-ao----","lv_path":"/dev/x/busy","devices":"/dev/vdb(0)"}]}]}"#,
         );
         let lvm = Lvm::new(Arc::new(fake.clone()));
-        assert_eq!(
-            lvm.remove_lv("LocalStorage_PoolHDD", "gone").await,
-            Ok(Outcome::AlreadyDone)
-        );
+        assert_eq!(lvm.remove_lv(HDD, "gone").await, Ok(Outcome::AlreadyDone));
         assert!(matches!(
-            lvm.remove_lv("LocalStorage_PoolHDD", "busy").await,
+            lvm.remove_lv(HDD, "busy").await,
             Err(LvmError::LvInUse { .. })
         ));
-        assert!(!fake.commands().iter().any(|c| c.starts_with("lvremove")));
+        assert!(non_report(&fake).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_lv_reads_as_none_but_lvm_failures_are_errors() {
+        let fake = FakeExecutor::new();
+        fake.fail("lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_size,lv_attr,lv_path,devices LocalStorage_PoolHDD/x", "Failed to find logical volume \"LocalStorage_PoolHDD/x\"\n  LocalStorage_PoolHDD/x: not found");
+        fake.fail("lvs", "  Locking failed");
+        let lvm = Lvm::new(Arc::new(fake.clone()));
+        assert_eq!(lvm.lv(HDD, "x").await, Ok(None));
+        assert!(matches!(lvm.lv(HDD, "y").await, Err(LvmError::Exec(_))));
     }
 }

@@ -123,7 +123,9 @@ fn int(row: &BTreeMap<String, String>, key: &str) -> Result<i64, ReportError> {
         .map_err(|_| ReportError(format!("field {key} is not a byte count: {v:?}")))
 }
 
-pub const PV_FIELDS: &str = "pv_name,vg_name,pv_size,pv_free";
+/// PV rows carry their VG's fields too, so one `pvs` call reads both (every VG has a PV).
+pub const PV_FIELDS: &str =
+    "pv_name,vg_name,pv_size,pv_free,vg_size,vg_free,vg_extent_size,lv_count,pv_count";
 pub const VG_FIELDS: &str = "vg_name,vg_size,vg_free,vg_extent_size,lv_count,pv_count";
 pub const LV_FIELDS: &str = "lv_name,vg_name,lv_size,lv_attr,lv_path,devices";
 
@@ -137,6 +139,28 @@ pub fn parse_pvs(json: &str) -> Result<Vec<Pv>, ReportError> {
             vg_name: field(row, "vg_name")?.to_string(),
             size: int(row, "pv_size")?,
             free: int(row, "pv_free")?,
+        });
+    }
+    Ok(out)
+}
+
+/// Volume groups from a `pvs` report made with [`PV_FIELDS`], one per group.
+pub fn vgs_from_pvs(json: &str) -> Result<Vec<Vg>, ReportError> {
+    let r: Report<PvSection> =
+        serde_json::from_str(json).map_err(|e| ReportError(e.to_string()))?;
+    let mut out: Vec<Vg> = Vec::new();
+    for row in r.report.iter().flat_map(|s| &s.pv) {
+        let name = field(row, "vg_name")?;
+        if name.is_empty() || out.iter().any(|v| v.name == name) {
+            continue;
+        }
+        out.push(Vg {
+            name: name.to_string(),
+            size: int(row, "vg_size")?,
+            free: int(row, "vg_free")?,
+            extent_size: int(row, "vg_extent_size")?,
+            lv_count: int(row, "lv_count")?,
+            pv_count: int(row, "pv_count")?,
         });
     }
     Ok(out)

@@ -1,0 +1,634 @@
+//! `diagnose`: read-only health checks over everything HwameiStor depends on, each finding
+//! with a severity and a hint. The checks run on a snapshot, so they are pure and testable;
+//! only [`collect`] talks to the cluster.
+
+use super::disks::unavailability;
+use super::lookup::list_all;
+use crate::client::Cluster;
+use crate::errors::AdminError;
+use crate::output::{or_dash, Render, TableView};
+use hwameistor_api::quantity::format_size;
+use hwameistor_api::{
+    ClaimPhase, DiskPhase, DiskPresence, LocalDisk, LocalDiskClaim, LocalStorageNode, LocalVolume,
+    LocalVolumeReplica, NodeState, ReplicaState, VolumeState, CSI_DRIVER_NAME,
+};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+/// The Lease the controller replicas elect their leader with.
+pub const CONTROLLER_LEASE: &str = "hwameistor-controller";
+/// A pool used beyond this share is reported.
+pub const POOL_FULL_PERCENT: i64 = 90;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Ok,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Ok => "ok",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    pub check: String,
+    pub severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiagnoseReport {
+    pub findings: Vec<Finding>,
+    pub errors: usize,
+    pub warnings: usize,
+}
+
+impl DiagnoseReport {
+    /// Non-zero on any error; warnings only count with `strict`.
+    pub fn exit_code(&self, strict: bool) -> i32 {
+        if self.errors > 0 || (strict && self.warnings > 0) {
+            1
+        } else {
+            0
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} checks: {} error(s), {} warning(s)",
+            self.findings.len(),
+            self.errors,
+            self.warnings
+        )
+    }
+}
+
+impl Render for DiagnoseReport {
+    fn tables(&self, _wide: bool) -> Vec<TableView> {
+        let mut t = TableView::new(&["STATUS", "CHECK", "OBJECT", "MESSAGE", "HINT"]);
+        for f in &self.findings {
+            t.push(vec![
+                f.severity.as_str().into(),
+                f.check.clone(),
+                or_dash(f.object.as_deref()),
+                f.message.clone(),
+                or_dash(f.hint.as_deref()),
+            ]);
+        }
+        vec![t]
+    }
+}
+
+/// Everything the checks look at. None for what could not be read (e.g. not allowed).
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub namespace: String,
+    pub now: Option<jiff::Timestamp>,
+    pub crds: Vec<CustomResourceDefinition>,
+    pub daemonsets: Vec<DaemonSet>,
+    pub nodes: Option<Vec<Node>>,
+    pub storage_nodes: Vec<LocalStorageNode>,
+    pub disks: Vec<LocalDisk>,
+    pub claims: Vec<LocalDiskClaim>,
+    pub volumes: Vec<LocalVolume>,
+    pub replicas: Vec<LocalVolumeReplica>,
+    pub lease: Option<Lease>,
+    pub csi_driver: Option<CSIDriver>,
+    pub csi_nodes: Option<Vec<CSINode>>,
+}
+
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    fn add(
+        &mut self,
+        check: &str,
+        severity: Severity,
+        object: Option<String>,
+        message: String,
+        hint: Option<&str>,
+    ) {
+        self.0.push(Finding {
+            check: check.into(),
+            severity,
+            object,
+            message,
+            hint: hint.map(str::to_string),
+        });
+    }
+    fn ok(&mut self, check: &str, message: String) {
+        self.add(check, Severity::Ok, None, message, None);
+    }
+}
+
+/// The names of the CRDs HwameiStor needs.
+pub fn required_crds() -> Vec<String> {
+    hwameistor_api::crds::all()
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect()
+}
+
+fn check_crds(s: &Snapshot, f: &mut Findings) -> bool {
+    let mut all_ok = true;
+    for name in required_crds() {
+        match s.crds.iter().find(|c| c.name_any() == name) {
+            None => {
+                all_ok = false;
+                f.add(
+                    "crds",
+                    Severity::Error,
+                    Some(name),
+                    "CRD is not installed".into(),
+                    Some("run `kubectl hwameistor install`"),
+                );
+            }
+            Some(c) if !super::readiness::crd_established(c) => {
+                all_ok = false;
+                f.add(
+                    "crds",
+                    Severity::Error,
+                    Some(name),
+                    "CRD is not Established".into(),
+                    Some("check `kubectl describe crd` for naming conflicts; re-run `kubectl hwameistor upgrade`"),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    if all_ok {
+        f.ok(
+            "crds",
+            format!("{} CRDs installed and Established", required_crds().len()),
+        );
+    }
+    all_ok
+}
+
+/// The node agent DaemonSet: the one named like a node agent, else the only one.
+fn node_daemonset(s: &Snapshot) -> Option<&DaemonSet> {
+    s.daemonsets
+        .iter()
+        .find(|d| {
+            let n = d.name_any();
+            n.contains("node") || n.contains("agent")
+        })
+        .or_else(|| {
+            if s.daemonsets.len() == 1 {
+                s.daemonsets.first()
+            } else {
+                None
+            }
+        })
+}
+
+fn check_agents(s: &Snapshot, f: &mut Findings) {
+    match node_daemonset(s) {
+        None => f.add(
+            "agents",
+            Severity::Error,
+            None,
+            format!("no node agent DaemonSet in namespace {}", s.namespace),
+            Some("run `kubectl hwameistor install`, or pass -n with the namespace HwameiStor runs in"),
+        ),
+        Some(ds) => {
+            let st = ds.status.clone().unwrap_or_default();
+            let obj = Some(format!("DaemonSet {}/{}", s.namespace, ds.name_any()));
+            let msg = format!("{}/{} agent pods ready", st.number_ready, st.desired_number_scheduled);
+            if st.desired_number_scheduled == 0 {
+                f.add("agents", Severity::Warning, obj, "the agent DaemonSet is scheduled on no node".into(),
+                    Some("check its nodeSelector and tolerations (install --node-selector/--toleration)"));
+            } else if st.number_ready < st.desired_number_scheduled {
+                let sev = if st.number_ready == 0 { Severity::Error } else { Severity::Warning };
+                f.add("agents", sev, obj, msg, Some(&format!("kubectl -n {} get pods -o wide; kubectl -n {} logs POD", s.namespace, s.namespace)));
+            } else {
+                f.ok("agents", msg);
+            }
+        }
+    }
+    let reported: BTreeSet<String> = s.storage_nodes.iter().map(|n| n.name_any()).collect();
+    if let Some(nodes) = &s.nodes {
+        for n in nodes {
+            if !reported.contains(&n.name_any()) {
+                f.add(
+                    "agents",
+                    Severity::Warning,
+                    Some(format!("node {}", n.name_any())),
+                    "no LocalStorageNode: no agent has reported from this node".into(),
+                    Some("expected if the agent is not meant to run there; otherwise check the agent pod on that node"),
+                );
+            }
+        }
+    }
+    for n in &s.storage_nodes {
+        let st = n.status.clone().unwrap_or_default();
+        if st.state == Some(NodeState::NotReady) {
+            let why = st
+                .conditions
+                .iter()
+                .find(|c| c.status != "True" && !c.message.is_empty())
+                .or_else(|| st.conditions.iter().find(|c| !c.message.is_empty()))
+                .map(|c| format!("{}: {}", c.type_, c.message))
+                .unwrap_or_else(|| "no condition message".into());
+            f.add(
+                "agents",
+                Severity::Error,
+                Some(format!("node {}", n.name_any())),
+                format!("LocalStorageNode is NotReady ({why})"),
+                Some("the agent cannot manage storage there: check LVM on the node and the agent's logs"),
+            );
+        }
+    }
+}
+
+fn check_controller(s: &Snapshot, f: &mut Findings) {
+    let hint_logs = format!(
+        "kubectl -n {} get pods; check the controller's logs",
+        s.namespace
+    );
+    let Some(lease) = &s.lease else {
+        f.add(
+            "controller",
+            Severity::Error,
+            Some(format!("Lease {}/{CONTROLLER_LEASE}", s.namespace)),
+            "no leader election lease: the controller has never run".into(),
+            Some(&hint_logs),
+        );
+        return;
+    };
+    let spec = lease.spec.clone().unwrap_or_default();
+    let obj = Some(format!("Lease {}/{CONTROLLER_LEASE}", s.namespace));
+    let Some(holder) = spec.holder_identity.filter(|h| !h.is_empty()) else {
+        f.add(
+            "controller",
+            Severity::Error,
+            obj,
+            "no controller holds the leadership".into(),
+            Some(&hint_logs),
+        );
+        return;
+    };
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15).max(1));
+    match (spec.renew_time, s.now) {
+        (Some(renew), Some(now)) => {
+            let age = now.as_second() - renew.0.as_second();
+            if age > duration {
+                f.add(
+                    "controller",
+                    Severity::Error,
+                    obj,
+                    format!("leader {holder} last renewed its lease {age}s ago (lease duration {duration}s): stale"),
+                    Some(&hint_logs),
+                );
+            } else {
+                f.ok(
+                    "controller",
+                    format!("leader {holder}, lease renewed {}s ago", age.max(0)),
+                );
+            }
+        }
+        _ => f.ok("controller", format!("leader {holder}")),
+    }
+}
+
+fn check_csi(s: &Snapshot, f: &mut Findings) {
+    if s.csi_driver.is_none() {
+        f.add(
+            "csi",
+            Severity::Error,
+            Some(format!("CSIDriver {CSI_DRIVER_NAME}")),
+            "CSIDriver is not registered".into(),
+            Some("run `kubectl hwameistor upgrade` to re-apply it"),
+        );
+    }
+    let Some(csi_nodes) = &s.csi_nodes else {
+        return;
+    };
+    let mut missing = 0;
+    for n in &s.storage_nodes {
+        let name = n.name_any();
+        let registered = csi_nodes
+            .iter()
+            .find(|c| c.name_any() == name)
+            .is_some_and(|c| c.spec.drivers.iter().any(|d| d.name == CSI_DRIVER_NAME));
+        if !registered {
+            missing += 1;
+            f.add(
+                "csi",
+                Severity::Error,
+                Some(format!("node {name}")),
+                format!("CSI driver {CSI_DRIVER_NAME} is not registered with the kubelet: pods there cannot use HwameiStor volumes"),
+                Some("check the node-driver-registrar container of the agent pod on that node"),
+            );
+        }
+    }
+    if s.csi_driver.is_some() && missing == 0 {
+        f.ok(
+            "csi",
+            format!(
+                "CSIDriver {CSI_DRIVER_NAME} registered on {} node(s)",
+                s.storage_nodes.len()
+            ),
+        );
+    }
+}
+
+fn check_pools(s: &Snapshot, f: &mut Findings) {
+    let rows = super::pools::pool_rows(&s.storage_nodes);
+    let mut full = 0;
+    for p in &rows {
+        if p.use_percent() > POOL_FULL_PERCENT {
+            full += 1;
+            f.add(
+                "pools",
+                Severity::Warning,
+                Some(format!("pool {} on node {}", p.class, p.node)),
+                format!(
+                    "{}% used, {} free of {}",
+                    p.use_percent(),
+                    format_size(p.free_bytes),
+                    format_size(p.total_bytes)
+                ),
+                Some(&format!(
+                    "add disks: kubectl hwameistor disk claim {} --type {}",
+                    p.node, p.class
+                )),
+            );
+        }
+    }
+    if full == 0 {
+        f.ok(
+            "pools",
+            format!(
+                "{} pool(s), none above {POOL_FULL_PERCENT}% used",
+                rows.len()
+            ),
+        );
+    }
+}
+
+fn check_volumes(s: &Snapshot, f: &mut Findings) {
+    let mut bad = 0;
+    for v in &s.volumes {
+        let st = v.status.clone().unwrap_or_default();
+        let (sev, hint) = match st.state {
+            Some(VolumeState::Ready) => continue,
+            Some(VolumeState::NotReady) => (
+                Severity::Error,
+                "kubectl hwameistor volume get VOLUME shows which replica is not Ready",
+            ),
+            _ => (
+                Severity::Warning,
+                "in progress; if it stays so, check the controller and the replicas' nodes",
+            ),
+        };
+        bad += 1;
+        let state = st
+            .state
+            .map(|x| format!("{x:?}"))
+            .unwrap_or_else(|| "no state yet".into());
+        let msg = match st.message.filter(|m| !m.is_empty()) {
+            Some(m) => format!("volume is {state}: {m}"),
+            None => format!("volume is {state}"),
+        };
+        f.add(
+            "volumes",
+            sev,
+            Some(format!("volume {}", v.name_any())),
+            msg,
+            Some(hint),
+        );
+    }
+    if bad == 0 {
+        f.ok("volumes", format!("{} volume(s) Ready", s.volumes.len()));
+    }
+    let mut bad = 0;
+    for r in &s.replicas {
+        let st = r.status.clone().unwrap_or_default();
+        let sev = match st.state {
+            Some(ReplicaState::Ready) => continue,
+            Some(ReplicaState::Failed) | Some(ReplicaState::NotReady) => Severity::Error,
+            _ => Severity::Warning,
+        };
+        bad += 1;
+        let state = st
+            .state
+            .map(|x| format!("{x:?}"))
+            .unwrap_or_else(|| "no state yet".into());
+        let msg = match st.message.filter(|m| !m.is_empty()) {
+            Some(m) => format!("replica on node {} is {state}: {m}", r.spec.node_name),
+            None => format!("replica on node {} is {state}", r.spec.node_name),
+        };
+        f.add(
+            "replicas",
+            sev,
+            Some(format!("replica {}", r.name_any())),
+            msg,
+            Some("check the agent on the replica's node"),
+        );
+    }
+    if bad == 0 {
+        f.ok("replicas", format!("{} replica(s) Ready", s.replicas.len()));
+    }
+}
+
+fn check_disks(s: &Snapshot, f: &mut Findings) {
+    let mut bad = 0;
+    for d in &s.disks {
+        let st = d.status.clone().unwrap_or_default();
+        let bound = d.spec.claim_ref.is_some() || st.phase == Some(DiskPhase::Bound);
+        let obj = Some(format!(
+            "disk {} on node {}",
+            d.name_any(),
+            d.spec.node_name
+        ));
+        if st.state == Some(DiskPresence::Inactive) {
+            bad += 1;
+            if bound {
+                f.add("disks", Severity::Error, obj, unavailability(d).unwrap_or_default(),
+                    Some("the disk carries pool data: reattach it, or replace it and migrate the volumes"));
+            } else {
+                f.add("disks", Severity::Warning, obj, "Inactive: not seen in the agent's latest scan".into(),
+                    Some("expected after removing a disk; delete the LocalDisk once it is gone for good"));
+            }
+            continue;
+        }
+        if bound {
+            let in_pool = s
+                .storage_nodes
+                .iter()
+                .filter(|n| n.name_any() == d.spec.node_name)
+                .any(|n| {
+                    n.status
+                        .iter()
+                        .flat_map(|st| st.pools.values())
+                        .flat_map(|p| &p.disks)
+                        .any(|pd| {
+                            pd.local_disk.as_deref() == Some(d.name_any().as_str())
+                                || Some(pd.device_path.as_str()) == st.device_path.as_deref()
+                        })
+                });
+            if !in_pool && st.phase == Some(DiskPhase::Bound) {
+                bad += 1;
+                f.add("disks", Severity::Warning, obj, "Bound but missing from the node's pools".into(),
+                    Some("its claim may still be extending; otherwise check the agent's logs on that node"));
+            }
+        }
+    }
+    if bad == 0 {
+        f.ok("disks", format!("{} disk(s), none missing", s.disks.len()));
+    }
+}
+
+fn check_claims(s: &Snapshot, f: &mut Findings) {
+    let mut bad = 0;
+    for c in &s.claims {
+        let st = c.status.clone().unwrap_or_default();
+        let obj = Some(format!("claim {}", c.name_any()));
+        let msg = st
+            .message
+            .clone()
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "no message".into());
+        match st.phase {
+            Some(ClaimPhase::Failed) => {
+                bad += 1;
+                f.add(
+                    "claims",
+                    Severity::Error,
+                    obj,
+                    format!("Failed: {msg}"),
+                    Some("fix the cause, then delete and re-create the claim"),
+                );
+            }
+            Some(ClaimPhase::Pending) | None => {
+                bad += 1;
+                f.add(
+                    "claims",
+                    Severity::Warning,
+                    obj,
+                    format!("Pending: {msg}"),
+                    Some(&format!(
+                        "kubectl hwameistor disk list --node {} shows why disks do not match",
+                        c.spec.node_name
+                    )),
+                );
+            }
+            _ => {}
+        }
+    }
+    if bad == 0 {
+        f.ok(
+            "claims",
+            format!("{} claim(s), none pending or failed", s.claims.len()),
+        );
+    }
+}
+
+/// Runs every check on a snapshot.
+pub fn diagnose_snapshot(s: &Snapshot) -> DiagnoseReport {
+    let mut f = Findings(Vec::new());
+    let installed = check_crds(s, &mut f);
+    check_agents(s, &mut f);
+    check_controller(s, &mut f);
+    check_csi(s, &mut f);
+    if installed {
+        check_pools(s, &mut f);
+        check_volumes(s, &mut f);
+        check_disks(s, &mut f);
+        check_claims(s, &mut f);
+    }
+    let errors = f.0.iter().filter(|x| x.severity == Severity::Error).count();
+    let warnings =
+        f.0.iter()
+            .filter(|x| x.severity == Severity::Warning)
+            .count();
+    DiagnoseReport {
+        findings: f.0,
+        errors,
+        warnings,
+    }
+}
+
+/// A list that may be forbidden or absent: None then, so the check is skipped rather than
+/// the whole diagnosis failing.
+async fn optional_list<K>(api: Api<K>) -> Option<Vec<K>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&ListParams::default()).await.ok().map(|l| l.items)
+}
+
+/// Reads everything the checks need.
+pub async fn collect(cluster: &Cluster) -> Result<Snapshot, AdminError> {
+    let c = cluster.client.clone();
+    let ns = cluster.namespace.as_str();
+    let crd_api: Api<CustomResourceDefinition> = Api::all(c.clone());
+    let wanted = required_crds();
+    let crds = crd_api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| AdminError::api("listing CRDs", e))?
+        .items
+        .into_iter()
+        .filter(|x| wanted.contains(&x.name_any()))
+        .collect();
+    // Without the CRDs the custom resource lists 404; the CRD check reports that.
+    async fn or_empty<T>(r: Result<Vec<T>, AdminError>) -> Result<Vec<T>, AdminError> {
+        match r {
+            Err(AdminError::NotInstalled) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+    Ok(Snapshot {
+        namespace: ns.to_string(),
+        now: Some(jiff::Timestamp::now()),
+        crds,
+        daemonsets: Api::<DaemonSet>::namespaced(c.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| AdminError::api(format!("listing DaemonSets in {ns}"), e))?
+            .items,
+        nodes: optional_list(Api::<Node>::all(c.clone())).await,
+        storage_nodes: or_empty(list_all(cluster).await).await?,
+        disks: or_empty(list_all(cluster).await).await?,
+        claims: or_empty(list_all(cluster).await).await?,
+        volumes: or_empty(list_all(cluster).await).await?,
+        replicas: or_empty(list_all(cluster).await).await?,
+        lease: Api::<Lease>::namespaced(c.clone(), ns)
+            .get_opt(CONTROLLER_LEASE)
+            .await
+            .map_err(|e| AdminError::api(format!("reading Lease {ns}/{CONTROLLER_LEASE}"), e))?,
+        csi_driver: Api::<CSIDriver>::all(c.clone())
+            .get_opt(CSI_DRIVER_NAME)
+            .await
+            .map_err(|e| AdminError::api(format!("reading CSIDriver {CSI_DRIVER_NAME}"), e))?,
+        csi_nodes: optional_list(Api::<CSINode>::all(c)).await,
+    })
+}
+
+pub async fn diagnose(cluster: &Cluster) -> Result<DiagnoseReport, AdminError> {
+    Ok(diagnose_snapshot(&collect(cluster).await?))
+}

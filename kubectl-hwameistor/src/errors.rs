@@ -1,0 +1,199 @@
+//! The errors the admin library returns. Each message says what went wrong and what to do
+//! next, because the CLI prints them as they are.
+
+use hwameistor_api::quantity::SizeError;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum AdminError {
+    #[error("HwameiStor is not installed in this cluster: run `kubectl hwameistor install`")]
+    NotInstalled,
+
+    #[error("node {name:?} not found; {}", known_list("known nodes", known, "no node has reported to HwameiStor yet (is the node agent running? try `kubectl hwameistor diagnose`)"))]
+    UnknownNode { name: String, known: Vec<String> },
+
+    #[error(
+        "disk {name:?} not found{}; {}",
+        on_node(node),
+        known_list("known disks", known, "no LocalDisk exists there yet")
+    )]
+    UnknownDisk {
+        name: String,
+        node: Option<String>,
+        known: Vec<String>,
+    },
+
+    #[error(
+        "volume {name:?} not found; {}",
+        known_list("known volumes", known, "there are no LocalVolumes")
+    )]
+    UnknownVolume { name: String, known: Vec<String> },
+
+    #[error("invalid size: {0}")]
+    Size(#[from] SizeError),
+
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    #[error("cannot load kubeconfig{}: {message}; pass --kubeconfig FILE or set KUBECONFIG", path.as_deref().map(|p| format!(" {p}")).unwrap_or_default())]
+    Kubeconfig {
+        path: Option<String>,
+        message: String,
+    },
+
+    #[error(
+        "context {name:?} not found in the kubeconfig; {}",
+        known_list("known contexts", known, "it has no contexts")
+    )]
+    UnknownContext { name: String, known: Vec<String> },
+
+    #[error("no disk of node {node:?} can be claimed:\n{}", reasons.iter().map(|(d, r)| format!("  - {d}: {r}")).collect::<Vec<_>>().join("\n"))]
+    NothingToClaim {
+        node: String,
+        reasons: Vec<(String, String)>,
+    },
+
+    #[error("{action} needs confirmation, but stdin is not a terminal: pass --yes to proceed")]
+    ConfirmationRequired { action: String },
+
+    #[error("aborted: {action} was not confirmed")]
+    NotConfirmed { action: String },
+
+    #[error(
+        "refusing to shrink volume {volume:?} from {current} to {requested}: volumes can only grow"
+    )]
+    Shrink {
+        volume: String,
+        current: String,
+        requested: String,
+    },
+
+    #[error("disk {disk:?} is Bound{}; a disk in a pool cannot be reserved", claim.as_deref().map(|c| format!(" to claim {c:?}")).unwrap_or_default())]
+    DiskBound { disk: String, claim: Option<String> },
+
+    #[error("refusing to uninstall: {} LocalVolume(s) exist ({}); delete their PVCs first, or pass --force-with-volumes to leave them without a controller", names.len(), short_list(names, 10))]
+    VolumesExist { names: Vec<String> },
+
+    #[error("claim {name:?} failed: {message}")]
+    ClaimFailed { name: String, message: String },
+
+    #[error("timed out after {} waiting for {what}: {detail}", humanize(*waited))]
+    Timeout {
+        what: String,
+        waited: Duration,
+        detail: String,
+    },
+
+    #[error("invalid manifest {source_name}: {message}")]
+    Manifest {
+        source_name: String,
+        message: String,
+    },
+
+    #[error("cannot create webhook certificates: {0}")]
+    Certificate(String),
+
+    #[error("cannot encode output: {0}")]
+    Encode(String),
+
+    #[error("{context}: {source}")]
+    Api {
+        context: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl AdminError {
+    /// Wraps a client error with what was being done, e.g. "listing LocalDisks".
+    pub fn api(context: impl Into<String>, source: kube::Error) -> Self {
+        AdminError::Api {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// True when the API server answered 404 (unknown resource type or object).
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+fn on_node(node: &Option<String>) -> String {
+    node.as_deref()
+        .map(|n| format!(" on node {n:?}"))
+        .unwrap_or_default()
+}
+
+fn known_list(label: &str, known: &[String], none: &str) -> String {
+    if known.is_empty() {
+        none.to_string()
+    } else {
+        format!("{label}: {}", short_list(known, 20))
+    }
+}
+
+/// A comma-separated list cut at `max` entries, saying how many were left out, so an error
+/// about a cluster with thousands of disks stays readable.
+pub fn short_list(items: &[String], max: usize) -> String {
+    if items.len() <= max {
+        items.join(", ")
+    } else {
+        format!(
+            "{}, … and {} more",
+            items[..max].join(", "),
+            items.len() - max
+        )
+    }
+}
+
+/// `90s` → `1m30s`, the way kubectl prints durations.
+pub fn humanize(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_node_lists_known_nodes() {
+        let e = AdminError::UnknownNode {
+            name: "x".into(),
+            known: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(e.to_string(), "node \"x\" not found; known nodes: a, b");
+    }
+
+    #[test]
+    fn long_lists_are_cut() {
+        let names: Vec<String> = (0..25).map(|i| format!("d{i}")).collect();
+        assert!(short_list(&names, 3).ends_with("d2, … and 22 more"));
+    }
+
+    #[test]
+    fn durations_read_like_kubectl() {
+        assert_eq!(humanize(Duration::from_secs(90)), "1m30s");
+        assert_eq!(humanize(Duration::from_secs(3600)), "1h");
+        assert_eq!(humanize(Duration::from_millis(250)), "250ms");
+    }
+}

@@ -1,0 +1,542 @@
+//! Shared fixtures for the cluster tests: a test API server, fake HwameiStor objects, and
+//! TEST DOUBLES standing in for components that do not run in tests (kube-controller-
+//! manager marking workloads ready, the node agent binding claims). Each double is named
+//! as such and does only the bookkeeping the real component would publish.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use hwameistor_api::{
+    ClaimPhase, DiskPhase, DiskPresence, DiskType, LocalDisk, LocalDiskClaim, LocalDiskSpec,
+    LocalDiskStatus, LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, LocalVolume,
+    LocalVolumeReplica, LocalVolumeReplicaStatus, LocalVolumeStatus, NodeState, ObjectRef,
+    PoolClass, PoolDisk, PoolStatus, ReplicaState, VolumeState,
+};
+use hwameistor_testapi::TestCluster;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use kubectl_hwameistor::admin::install::{self, InstallOptions};
+use kubectl_hwameistor::admin::manifests::{embedded_files, Bundle};
+use kubectl_hwameistor::progress::Progress;
+use kubectl_hwameistor::Cluster;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const GI: i64 = 1 << 30;
+pub const NS: &str = "hwameistor";
+
+/// A running test API server, a client for it and a kubeconfig file naming it.
+pub struct Env {
+    pub server: TestCluster,
+    pub cluster: Cluster,
+    pub kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        let server = TestCluster::start().await.expect("start test API server");
+        let client = server.client().await.expect("client");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            server.kubeconfig_yaml("127.0.0.1").expect("kubeconfig"),
+        )
+        .expect("write kubeconfig");
+        Env {
+            server,
+            cluster: Cluster::new(client, NS),
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        self.cluster.client.clone()
+    }
+
+    /// Runs the CLI in-process with this server's kubeconfig; returns (exit code or error
+    /// text, stdout).
+    pub async fn cli(&self, args: &[&str]) -> (Result<i32, String>, String) {
+        let mut argv = vec![
+            "kubectl-hwameistor",
+            "--kubeconfig",
+            self.kubeconfig.to_str().unwrap_or_default(),
+            "-q",
+        ];
+        argv.extend_from_slice(args);
+        let mut out = Vec::new();
+        let code = kubectl_hwameistor::cli::run_args(argv, &mut out)
+            .await
+            .map_err(|e| e.to_string());
+        (code, String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Installs only the CRDs (what the lists need), without waiting for workloads.
+    pub async fn install_crds(&self) {
+        let crds = Bundle::parse(
+            embedded_files()
+                .iter()
+                .copied()
+                .filter(|(f, _)| f.starts_with("crds/")),
+        )
+        .expect("crds");
+        let opts = InstallOptions {
+            customization: Default::default(),
+            dry_run: false,
+            wait: false,
+            timeout: Duration::from_secs(30),
+        };
+        install::install(&self.cluster, crds, &opts, &Progress::quiet())
+            .await
+            .expect("install CRDs");
+    }
+}
+
+/// A deploy/ stand-in with one object of every kind the installer orders, written out of
+/// order on purpose (the real deploy/ manifests are being written by a colleague).
+pub const DEPLOY_FIXTURE: &str = r#"
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: hwameistor-storage-lvm-hdd}
+provisioner: lvm.hwameistor.io
+parameters: {poolClass: HDD}
+volumeBindingMode: WaitForFirstConsumer
+allowVolumeExpansion: true
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: hwameistor-node, namespace: hwameistor}
+spec:
+  selector: {matchLabels: {app: hwameistor-node}}
+  template:
+    metadata: {labels: {app: hwameistor-node}}
+    spec:
+      serviceAccountName: hwameistor-admin
+      containers:
+      - {name: agent, image: ghcr.io/hwameistor/agent:v0.1.0}
+      - {name: registrar, image: registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.13.0}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hwameistor-controller, namespace: hwameistor}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: hwameistor-controller}}
+  template:
+    metadata: {labels: {app: hwameistor-controller}}
+    spec:
+      serviceAccountName: hwameistor-admin
+      containers:
+      - {name: controller, image: ghcr.io/hwameistor/controller:v0.1.0}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hwameistor-controller-metrics, namespace: hwameistor}
+spec:
+  selector: {app: hwameistor-controller}
+  ports: [{port: 8080}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: hwameistor-config, namespace: hwameistor}
+data: {logLevel: info}
+---
+apiVersion: storage.k8s.io/v1
+kind: CSIDriver
+metadata: {name: lvm.hwameistor.io}
+spec: {attachRequired: false, podInfoOnMount: true}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: hwameistor-admin}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: hwameistor-admin}
+subjects: [{kind: ServiceAccount, name: hwameistor-admin, namespace: hwameistor}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: hwameistor-admin}
+rules: [{apiGroups: [hwameistor.io], resources: ["*"], verbs: ["*"]}]
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: hwameistor-admin, namespace: hwameistor}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: hwameistor}
+"#;
+
+/// The embedded CRDs plus [`DEPLOY_FIXTURE`].
+pub fn full_bundle() -> Bundle {
+    let crds = embedded_files()
+        .iter()
+        .copied()
+        .filter(|(f, _)| f.starts_with("crds/"));
+    Bundle::parse(crds.chain([("deploy/fixture.yaml", DEPLOY_FIXTURE)])).expect("bundle")
+}
+
+/// TEST DOUBLE for kube-controller-manager and the kubelets: marks every Deployment
+/// available and every DaemonSet ready (on `nodes` nodes) in `ns`, over and over, until
+/// the returned task is aborted.
+pub fn spawn_workload_readiness_double(
+    client: Client,
+    ns: &str,
+    nodes: i32,
+) -> tokio::task::JoinHandle<()> {
+    let ns = ns.to_string();
+    tokio::spawn(async move {
+        loop {
+            let deploys: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+            for d in deploys
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+            {
+                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let status = json!({"status": {"observedGeneration": d.metadata.generation, "replicas": want,
+                    "updatedReplicas": want, "readyReplicas": want, "availableReplicas": want}});
+                let _ = deploys
+                    .patch_status(
+                        &d.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&status),
+                    )
+                    .await;
+            }
+            let sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+            for d in sets
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+            {
+                let status = json!({"status": {"observedGeneration": d.metadata.generation,
+                    "desiredNumberScheduled": nodes, "currentNumberScheduled": nodes, "numberMisscheduled": 0,
+                    "numberReady": nodes, "updatedNumberScheduled": nodes, "numberAvailable": nodes}});
+                let _ = sets
+                    .patch_status(
+                        &d.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&status),
+                    )
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// A LocalDisk with the status a node agent would report.
+pub fn disk(name: &str, node: &str, dtype: DiskType, capacity: i64, phase: DiskPhase) -> LocalDisk {
+    let mut d = LocalDisk::new(
+        name,
+        LocalDiskSpec {
+            node_name: node.into(),
+            reserved: false,
+            claim_ref: None,
+        },
+    );
+    d.metadata.labels = Some(BTreeMap::from([(
+        hwameistor_api::LABEL_NODE.to_string(),
+        node.to_string(),
+    )]));
+    d.status = Some(LocalDiskStatus {
+        state: Some(DiskPresence::Active),
+        phase: Some(phase),
+        device_path: Some(format!("/dev/{}", name.rsplit('-').next().unwrap_or("sdx"))),
+        disk_type: Some(dtype),
+        capacity_bytes: Some(capacity),
+        serial: Some(format!("SER-{name}")),
+        ..Default::default()
+    });
+    d
+}
+
+/// A LocalStorageNode with the given pools: (class, total, used, volume count).
+pub fn storage_node(
+    name: &str,
+    state: NodeState,
+    pools: &[(PoolClass, i64, i64, i64)],
+) -> LocalStorageNode {
+    let mut n = LocalStorageNode::new(
+        name,
+        LocalStorageNodeSpec {
+            hostname: name.into(),
+            storage_ip: Some("10.0.0.1".into()),
+        },
+    );
+    n.status = Some(LocalStorageNodeStatus {
+        state: Some(state),
+        pools: pools
+            .iter()
+            .map(|(class, total, used, vols)| {
+                (
+                    class.pool_name().to_string(),
+                    PoolStatus {
+                        name: class.pool_name().into(),
+                        class: *class,
+                        total_capacity_bytes: *total,
+                        used_capacity_bytes: *used,
+                        free_capacity_bytes: total - used,
+                        extent_size_bytes: 4 << 20,
+                        volume_count: *vols,
+                        disks: vec![PoolDisk {
+                            local_disk: None,
+                            device_path: "/dev/sdz".into(),
+                            capacity_bytes: *total,
+                            free_bytes: total - used,
+                        }],
+                    },
+                )
+            })
+            .collect(),
+        volume_count: pools.iter().map(|p| p.3).sum(),
+        agent_version: Some("v0.1.0".into()),
+        conditions: vec![],
+    });
+    n
+}
+
+pub fn volume(name: &str, capacity: i64, nodes: &[&str], state: VolumeState) -> LocalVolume {
+    // From JSON, so optional fields added to the API later do not break the fixture.
+    let mut v: LocalVolume = serde_json::from_value(json!({
+        "apiVersion": "hwameistor.io/v1alpha1",
+        "kind": "LocalVolume",
+        "metadata": {"name": name},
+        "spec": {
+            "poolName": PoolClass::Hdd.pool_name(),
+            "requiredCapacityBytes": capacity,
+            "replicaNumber": nodes.len(),
+            "accessibility": {"nodes": nodes},
+            "pvcNamespace": "default",
+            "pvcName": format!("data-{name}"),
+        }
+    }))
+    .expect("volume fixture");
+    v.status = Some(LocalVolumeStatus {
+        state: Some(state),
+        allocated_capacity_bytes: Some(capacity),
+        replicas: nodes.iter().map(|n| format!("{name}-{n}")).collect(),
+        published_node: nodes.first().map(|n| n.to_string()),
+        ..Default::default()
+    });
+    v
+}
+
+pub fn replica(volume: &str, node: &str, capacity: i64, state: ReplicaState) -> LocalVolumeReplica {
+    let mut r: LocalVolumeReplica = serde_json::from_value(json!({
+        "apiVersion": "hwameistor.io/v1alpha1",
+        "kind": "LocalVolumeReplica",
+        "metadata": {"name": format!("{volume}-{node}")},
+        "spec": {
+            "volumeName": volume,
+            "poolName": PoolClass::Hdd.pool_name(),
+            "nodeName": node,
+            "requiredCapacityBytes": capacity,
+        }
+    }))
+    .expect("replica fixture");
+    r.status = Some(LocalVolumeReplicaStatus {
+        state: Some(state),
+        synced: true,
+        allocated_capacity_bytes: Some(capacity),
+        ..Default::default()
+    });
+    r
+}
+
+/// Creates a cluster-scoped custom resource, then writes its status through the status
+/// subresource (the create ignores it), as the agent and controller would.
+pub async fn create_with_status<K>(client: &Client, obj: K)
+where
+    K: kube::Resource<Scope = kube::core::ClusterResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let value = serde_json::to_value(&obj).expect("serialize");
+    let created = api
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create");
+    if let Some(status) = value.get("status") {
+        let patch = json!({"status": status});
+        api.patch_status(
+            &created.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect("status");
+    }
+}
+
+/// TEST DOUBLE for the node agent's claim controller: waits for claims on `node`, binds the
+/// disks they name (claimRef, phase Bound, pool), grows the node's pool by their capacity,
+/// and marks the claim Extending then Bound, as the agent publishes them.
+pub fn spawn_agent_claim_double(client: Client, node: &str) -> tokio::task::JoinHandle<()> {
+    let node = node.to_string();
+    tokio::spawn(async move {
+        let claims: Api<LocalDiskClaim> = Api::all(client.clone());
+        let disks: Api<LocalDisk> = Api::all(client.clone());
+        let nodes: Api<LocalStorageNode> = Api::all(client.clone());
+        loop {
+            for c in claims
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+            {
+                if c.spec.node_name != node || c.status.as_ref().and_then(|s| s.phase).is_some() {
+                    continue;
+                }
+                let name = c.name_any();
+                let chosen = c.spec.description.local_disk_names.clone();
+                let extending =
+                    json!({"status": {"phase": ClaimPhase::Extending, "boundDisks": chosen}});
+                let _ = claims
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&extending))
+                    .await;
+                let mut added: BTreeMap<String, i64> = BTreeMap::new();
+                for d in &chosen {
+                    let Ok(ld) = disks.get(d).await else { continue };
+                    let st = ld.status.clone().unwrap_or_default();
+                    let pool = st
+                        .disk_type
+                        .map(|t| t.pool_class().pool_name().to_string())
+                        .unwrap_or_default();
+                    *added.entry(pool.clone()).or_default() += st.capacity_bytes.unwrap_or(0);
+                    let spec = json!({"spec": {"claimRef": ObjectRef { name: name.clone(), uid: String::new() }}});
+                    let _ = disks
+                        .patch(d, &PatchParams::default(), &Patch::Merge(&spec))
+                        .await;
+                    let status = json!({"status": {"phase": DiskPhase::Bound, "pool": pool}});
+                    let _ = disks
+                        .patch_status(d, &PatchParams::default(), &Patch::Merge(&status))
+                        .await;
+                }
+                // Publish the pools' new size before completing, as the agent does.
+                if let Ok(mut lsn) = nodes.get(&node).await {
+                    let mut st = lsn.status.take().unwrap_or_default();
+                    for (pool, bytes) in &added {
+                        let class = PoolClass::from_pool_name(pool).unwrap_or(PoolClass::Hdd);
+                        let p = st.pools.entry(pool.clone()).or_insert_with(|| PoolStatus {
+                            name: pool.clone(),
+                            class,
+                            total_capacity_bytes: 0,
+                            used_capacity_bytes: 0,
+                            free_capacity_bytes: 0,
+                            extent_size_bytes: 4 << 20,
+                            volume_count: 0,
+                            disks: vec![],
+                        });
+                        p.total_capacity_bytes += bytes;
+                        p.free_capacity_bytes += bytes;
+                    }
+                    let patch = json!({"status": {"pools": st.pools}});
+                    let _ = nodes
+                        .patch_status(&node, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let total: i64 = added.values().sum();
+                let bound = json!({"status": {"phase": ClaimPhase::Bound, "capacityBytes": total,
+                    "message": format!("{} disk(s) added", chosen.len())}});
+                let _ = claims
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&bound))
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// Two nodes: node-a with an HDD pool and three disks (one blank HDD, one blank SSD, one
+/// with a filesystem), node-b with one volume's replica; one volume spans both.
+pub async fn populate(client: &Client) {
+    create_with_status(
+        client,
+        storage_node(
+            "node-a",
+            NodeState::Ready,
+            &[(PoolClass::Hdd, 200 * GI, 20 * GI, 1)],
+        ),
+    )
+    .await;
+    create_with_status(
+        client,
+        storage_node(
+            "node-b",
+            NodeState::Ready,
+            &[(PoolClass::Hdd, 100 * GI, 10 * GI, 1)],
+        ),
+    )
+    .await;
+    create_with_status(
+        client,
+        disk(
+            "node-a-sdb",
+            "node-a",
+            DiskType::Hdd,
+            100 * GI,
+            DiskPhase::Available,
+        ),
+    )
+    .await;
+    create_with_status(
+        client,
+        disk(
+            "node-a-sdc",
+            "node-a",
+            DiskType::Ssd,
+            50 * GI,
+            DiskPhase::Available,
+        ),
+    )
+    .await;
+    let mut fs = disk(
+        "node-a-sdd",
+        "node-a",
+        DiskType::Hdd,
+        100 * GI,
+        DiskPhase::Unavailable,
+    );
+    if let Some(st) = fs.status.as_mut() {
+        st.reason = Some("has a filesystem (xfs)".into());
+        st.filesystem = Some("xfs".into());
+    }
+    create_with_status(client, fs).await;
+    create_with_status(
+        client,
+        disk(
+            "node-b-sdb",
+            "node-b",
+            DiskType::Hdd,
+            100 * GI,
+            DiskPhase::Available,
+        ),
+    )
+    .await;
+    create_with_status(
+        client,
+        volume("pvc-1", 10 * GI, &["node-a", "node-b"], VolumeState::Ready),
+    )
+    .await;
+    create_with_status(
+        client,
+        replica("pvc-1", "node-a", 10 * GI, ReplicaState::Ready),
+    )
+    .await;
+    create_with_status(
+        client,
+        replica("pvc-1", "node-b", 10 * GI, ReplicaState::Ready),
+    )
+    .await;
+}
