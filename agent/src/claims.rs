@@ -8,38 +8,9 @@ use crate::lvm::LvmState;
 use hwameistor_api::{ClaimPhase, DiskPhase, DiskPresence, LocalDisk, LocalDiskClaim, POOL_PREFIX};
 use std::collections::BTreeMap;
 
-/// Why a disk does not fit a claim.
+/// Why a disk does not fit a claim: the shared rule in the API crate.
 pub fn rejection(claim: &LocalDiskClaim, ld: &LocalDisk) -> Option<String> {
-    let st = ld.status.clone().unwrap_or_default();
-    let want = &claim.spec.description;
-    if st.state != Some(DiskPresence::Active) {
-        return Some("not present on the node".into());
-    }
-    if let Some(c) = &ld.spec.claim_ref {
-        return Some(format!("already bound to claim {}", c.name));
-    }
-    if ld.spec.reserved {
-        return Some("reserved".into());
-    }
-    if st.phase != Some(DiskPhase::Available) {
-        return Some(st.reason.clone().unwrap_or_else(|| "not Available".into()));
-    }
-    if let (Some(want_t), Some(have_t)) = (want.disk_type, st.disk_type) {
-        if want_t != have_t {
-            return Some(format!("type {have_t}, claim wants {want_t}"));
-        }
-    }
-    if let Some(min) = want.min_capacity_bytes {
-        let cap = st.capacity_bytes.unwrap_or(0);
-        if cap < min {
-            return Some(format!(
-                "capacity {} is below the claim's minimum {}",
-                hwameistor_api::quantity::format_size(cap),
-                hwameistor_api::quantity::format_size(min)
-            ));
-        }
-    }
-    None
+    claim.spec.description.rejection(ld)
 }
 
 /// The disks of `node_disks` a claim would bind, or a message saying why none fit.

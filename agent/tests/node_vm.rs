@@ -186,7 +186,7 @@ async fn disks_are_discovered_claimed_into_a_pool_and_serve_volumes() {
     assert!(again
         .status
         .and_then(|s| s.message)
-        .is_some_and(|m| m.contains(&format!("already bound to claim {claim}"))));
+        .is_some_and(|m| m.contains(&format!("(claim {claim})"))));
 
     // Logical volumes: create, extend, remove.
     if disk_type != DiskType::Hdd {

@@ -1,6 +1,6 @@
 //! LocalDiskClaim: a request to bind disks of a node into its pools.
 
-use crate::disk::DiskType;
+use crate::disk::{DiskPhase, DiskPresence, DiskType, LocalDisk};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -80,4 +80,75 @@ pub struct LocalDiskClaimStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// Why a disk cannot be bound by any claim right now, in the words users see in
+/// `disk list` and claim conditions; `None` when it is Available and free.
+///
+/// This is the one definition of eligibility: the node agent binds by it and
+/// `kubectl hwameistor disk claim` plans by it, so the plan shown is what happens.
+pub fn disk_unavailability(d: &LocalDisk) -> Option<String> {
+    let Some(st) = &d.status else {
+        return Some("not scanned by the node agent yet".into());
+    };
+    if st.state != Some(DiskPresence::Active) {
+        return Some(
+            if d.spec.claim_ref.is_some() || st.phase == Some(DiskPhase::Bound) {
+                "Bound but missing: not seen in the agent's latest scan; its pool is degraded"
+                    .into()
+            } else {
+                "not present on the node (Inactive)".into()
+            },
+        );
+    }
+    if let Some(c) = &d.spec.claim_ref {
+        return Some(match &st.pool {
+            Some(p) => format!("in pool {p} (claim {})", c.name),
+            None => format!("bound to claim {}", c.name),
+        });
+    }
+    if d.spec.reserved {
+        return Some("reserved (kubectl hwameistor disk release to free it)".into());
+    }
+    match st.phase {
+        Some(DiskPhase::Available) => None,
+        Some(DiskPhase::Bound) => Some(match &st.pool {
+            Some(p) => format!("in pool {p}"),
+            None => "Bound".into(),
+        }),
+        phase => Some(
+            st.reason
+                .clone()
+                .or_else(|| st.reasons.first().cloned())
+                .unwrap_or_else(|| format!("{phase:?} (the agent gave no reason)")),
+        ),
+    }
+}
+
+impl DiskSelector {
+    /// Why `d` does not fit this selector (eligibility first, then type and size); `None`
+    /// when a claim with this selector may bind it. Names are matched by the caller, which
+    /// knows whether the list is exhaustive.
+    pub fn rejection(&self, d: &LocalDisk) -> Option<String> {
+        if let Some(r) = disk_unavailability(d) {
+            return Some(r);
+        }
+        let st = d.status.clone().unwrap_or_default();
+        if let (Some(want), Some(have)) = (self.disk_type, st.disk_type) {
+            if want != have {
+                return Some(format!("type {have}, claim wants {want}"));
+            }
+        }
+        if let Some(min) = self.min_capacity_bytes {
+            let cap = st.capacity_bytes.unwrap_or(0);
+            if cap < min {
+                return Some(format!(
+                    "capacity {} is below the minimum {}",
+                    crate::quantity::format_size(cap),
+                    crate::quantity::format_size(min)
+                ));
+            }
+        }
+        None
+    }
 }

@@ -16,7 +16,8 @@ pub mod replica;
 pub mod volume;
 
 pub use claim::{
-    ClaimPhase, DiskSelector, LocalDiskClaim, LocalDiskClaimSpec, LocalDiskClaimStatus,
+    disk_unavailability, ClaimPhase, DiskSelector, LocalDiskClaim, LocalDiskClaimSpec,
+    LocalDiskClaimStatus,
 };
 pub use common::*;
 pub use disk::{

@@ -686,7 +686,7 @@ async fn claim_plan_explains_every_rejected_disk() {
     assert_eq!(plan.spec.description.local_disk_names, ["node-a-sdc"]);
     assert_eq!(
         plan.disks[0].reason.as_deref(),
-        Some("type HDD, wanted SSD")
+        Some("type HDD, claim wants SSD")
     );
     assert_eq!(plan.total_bytes, 50 * GI);
     assert_eq!(plan.pools[0].pool, PoolClass::Ssd.pool_name());

@@ -1,7 +1,7 @@
 //! `disk claim`: plan which disks of a node a claim binds, create the LocalDiskClaim for
 //! exactly those disks, and follow it until the node agent has grown the pools.
 
-use super::disks::{size_cell, unavailability};
+use super::disks::size_cell;
 use super::follow::{follow, Step};
 use super::lookup::{get_opt, require_node, NodeFacts};
 use crate::client::Cluster;
@@ -136,28 +136,14 @@ impl Render for ClaimPlan {
     }
 }
 
-/// Why a disk does not fit the request; the agent's rules in the agent's order.
+/// Why a disk does not fit the request: the agent's rule (see `DiskSelector::rejection`).
 pub fn rejection(d: &LocalDisk, req: &ClaimRequest) -> Option<String> {
-    if let Some(r) = unavailability(d) {
-        return Some(r);
-    }
-    let st = d.status.clone().unwrap_or_default();
-    if let (Some(want), Some(have)) = (req.disk_type, st.disk_type) {
-        if want != have {
-            return Some(format!("type {have}, wanted {want}"));
-        }
-    }
-    if let Some(min) = req.min_size_bytes {
-        let cap = st.capacity_bytes.unwrap_or(0);
-        if cap < min {
-            return Some(format!(
-                "capacity {} is below the minimum {}",
-                format_size(cap),
-                format_size(min)
-            ));
-        }
-    }
-    None
+    let selector = hwameistor_api::DiskSelector {
+        disk_type: req.disk_type,
+        min_capacity_bytes: req.min_size_bytes,
+        local_disk_names: Vec::new(),
+    };
+    selector.rejection(d)
 }
 
 /// A claim name that is a valid object name: `<node>-<yyyymmddhhmmss>` in UTC.

@@ -33,45 +33,10 @@ pub struct DiskRow {
     pub by_id: Option<String>,
 }
 
-/// Why a disk cannot be claimed right now, in the words `disk list` and `disk claim` use.
-/// The checks and their order mirror the node agent's claim selection, so the plan the CLI
-/// shows is what the agent will do.
+/// Why a disk cannot be claimed right now: the node agent's own rule, shared through the
+/// API crate, so the plan the CLI shows is what the agent will do.
 pub fn unavailability(d: &LocalDisk) -> Option<String> {
-    let Some(st) = &d.status else {
-        return Some("not scanned by the node agent yet".into());
-    };
-    if st.state != Some(DiskPresence::Active) {
-        return Some(
-            if d.spec.claim_ref.is_some() || st.phase == Some(DiskPhase::Bound) {
-                "Bound but missing: not seen in the agent's latest scan; its pool is degraded"
-                    .into()
-            } else {
-                "not present on the node (Inactive)".into()
-            },
-        );
-    }
-    if let Some(c) = &d.spec.claim_ref {
-        return Some(match &st.pool {
-            Some(p) => format!("in pool {p} (claim {})", c.name),
-            None => format!("bound to claim {}", c.name),
-        });
-    }
-    if d.spec.reserved {
-        return Some("reserved (kubectl hwameistor disk release to free it)".into());
-    }
-    match st.phase {
-        Some(DiskPhase::Available) => None,
-        Some(DiskPhase::Bound) => Some(match &st.pool {
-            Some(p) => format!("in pool {p}"),
-            None => "Bound".into(),
-        }),
-        _ => Some(
-            st.reason
-                .clone()
-                .or_else(|| st.reasons.first().cloned())
-                .unwrap_or_else(|| format!("{} (the agent gave no reason)", phase_str(st.phase))),
-        ),
-    }
+    hwameistor_api::disk_unavailability(d)
 }
 
 fn phase_str(p: Option<DiskPhase>) -> &'static str {
