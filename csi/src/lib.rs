@@ -1,1 +1,63 @@
-//! CSI driver (being written).
+//! CSI driver `lvm.hwameistor.io`: identity, controller and node services.
+//!
+//! - [`controller::ControllerService`] (run by `hwameistor-controller`) turns CSI volumes into
+//!   LocalVolume objects and waits, by watching, for the controller and the node agent to
+//!   make them real.
+//! - [`node::NodeService`] (run inside `hwameistor-agent`) formats, mounts, bind-mounts,
+//!   grows and measures volumes on the node, through one executor boundary ([`exec`]).
+//! - [`identity::IdentityService`] and [`server`] serve them on a Unix socket.
+//!
+//! # StorageClass parameters
+//!
+//! | key | values | default |
+//! | --- | --- | --- |
+//! | `poolClass` | `HDD`, `SSD`, `NVMe` (any case) | `HDD` |
+//! | `replicaNumber` | `"1"` (2–4 are refused until HA replication exists) | `"1"` |
+//! | `csi.storage.k8s.io/fstype` | `xfs`, `ext4` | `xfs` |
+//!
+//! Any other key is refused with InvalidArgument naming it, except the
+//! `csi.storage.k8s.io/` keys the sidecars add; of those, the PVC name and namespace are
+//! recorded on the LocalVolume.
+//!
+//! # Volume sizes
+//!
+//! A capacity range becomes a size by one rule (see [`sizing`]):
+//!
+//! - the floor is **300 MiB for xfs** (current `mkfs.xfs` refuses smaller filesystems) and
+//!   **4 MiB for ext4 and raw block** volumes (one LVM extent);
+//! - requests below the floor are **rounded up to it** when `limit_bytes` allows; when the
+//!   limit is below the floor the call fails with **OutOfRange** and a message naming the
+//!   floor — a too-small volume never reaches `mkfs`;
+//! - sizes are rounded up to whole 4 MiB extents, so the reported capacity is what the
+//!   logical volume gets.
+//!
+//! # Data safety
+//!
+//! NodeStageVolume formats a device only when `blkid -p` finds no signature on it. A device
+//! that carries another filesystem than the one requested, a partition table or any other
+//! signature is refused with FailedPrecondition; nothing is ever reformatted.
+
+// tonic's generated service traits return `Result<_, tonic::Status>`; the helpers that
+// build those results share the type instead of boxing it at every call.
+#![allow(clippy::result_large_err)]
+
+pub mod capability;
+pub mod capacity;
+pub mod controller;
+pub mod errors;
+pub mod exec;
+pub mod identity;
+pub mod in_flight;
+pub mod node;
+pub mod params;
+pub mod server;
+pub mod sizing;
+pub mod topology;
+
+/// The generated CSI v1.3.0 types, clients and servers.
+pub use k8s_csi::v1_3_0 as csi;
+
+/// Publish-context key carrying the volume's block device on the node.
+pub const PUBLISH_DEVICE_PATH: &str = "devicePath";
+/// Volume-context (and publish-context) key carrying the volume's filesystem.
+pub const VOLUME_CONTEXT_FS_TYPE: &str = "fsType";

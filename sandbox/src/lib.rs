@@ -125,11 +125,27 @@ impl Sandbox {
     /// Starts the agent on `node` (the VM's name is the node name) with extra environment,
     /// e.g. `HWAMEISTOR_CRASH_POINT`. Returns its pid in the VM.
     pub async fn start_agent(&self, node: &str, env: &[(&str, &str)]) -> Result<u32, Error> {
+        self.start_agent_with(
+            node,
+            env,
+            "RUST_LOG=info,hwameistor_agent=debug",
+            "--resync 20s",
+        )
+        .await
+    }
+
+    /// Starts the agent with a chosen log filter and extra arguments (benchmarks run it as
+    /// production does: default resync, info logs).
+    pub async fn start_agent_with(
+        &self,
+        node: &str,
+        env: &[(&str, &str)],
+        log: &str,
+        args: &str,
+    ) -> Result<u32, Error> {
         let vm = self.testbed.vm(node);
         let env: String = env.iter().map(|(k, v)| format!("{k}='{v}' ")).collect();
-        let cmd = format!(
-            "{env}RUST_LOG=info,hwameistor_agent=debug exec {GUEST_AGENT} --node-name {node} --kubeconfig {GUEST_KUBECONFIG} --resync 20s"
-        );
+        let cmd = format!("{env}{log} exec {GUEST_AGENT} --node-name {node} --kubeconfig {GUEST_KUBECONFIG} {args}");
         Ok(vm.spawn(&cmd, GUEST_AGENT_LOG).await?)
     }
 

@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "hwameistor-sandbox", version, about = "Run HwameiStor locally: a test API server and node VMs")]
+#[command(
+    name = "hwameistor-sandbox",
+    version,
+    about = "Run HwameiStor locally: a test API server and node VMs"
+)]
 struct Args {
     /// Number of node VMs.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=4))]
@@ -47,15 +51,31 @@ async fn main() -> anyhow::Result<()> {
                 .disk(format!("{n}-inuse"), 512 << 20)
         })
         .collect();
-    step(started, &format!("building VM assets and booting {} node VM(s) (software emulation: ~10-20 s)", names.len()));
+    step(
+        started,
+        &format!(
+            "building VM assets and booting {} node VM(s) (software emulation: ~10-20 s)",
+            names.len()
+        ),
+    );
     let sb = Sandbox::start(&agent, specs).await?;
     if let hwameistor_testapi::TestCluster::Local(server) = &sb.cluster {
         server.write_kubeconfig(&args.kubeconfig_out, "127.0.0.1")?;
-        step(started, &format!("API server at {} (kubeconfig: {})", server.url(), args.kubeconfig_out.display()));
+        step(
+            started,
+            &format!(
+                "API server at {} (kubeconfig: {})",
+                server.url(),
+                args.kubeconfig_out.display()
+            ),
+        );
     }
     for n in &names {
         // One disk per node already carries a filesystem: the agent must leave it alone.
-        sb.testbed.vm(n).exec_ok(&format!("mkfs.xfs -q -f /dev/disk/by-id/virtio-{n}-inuse")).await?;
+        sb.testbed
+            .vm(n)
+            .exec_ok(&format!("mkfs.xfs -q -f /dev/disk/by-id/virtio-{n}-inuse"))
+            .await?;
         sb.start_agent(n, &[]).await?;
     }
     step(started, "agents started; waiting for disk discovery");
@@ -63,12 +83,25 @@ async fn main() -> anyhow::Result<()> {
     let want = names.len() * 3;
     let all = eventually(WAIT, "all disks discovered", || async {
         let l = disks.list(&ListParams::default()).await?.items;
-        Ok((l.iter().filter(|d| d.status.as_ref().and_then(|s| s.phase).is_some()).count() == want).then_some(l))
+        Ok((l
+            .iter()
+            .filter(|d| d.status.as_ref().and_then(|s| s.phase).is_some())
+            .count()
+            == want)
+            .then_some(l))
     })
     .await?;
-    println!("\n{:<8} {:<24} {:<10} {:<14} {:>8} {:<12} REASON", "NODE", "LOCALDISK", "DEVICE", "SERIAL", "SIZE", "PHASE");
+    println!(
+        "\n{:<8} {:<24} {:<10} {:<14} {:>8} {:<12} REASON",
+        "NODE", "LOCALDISK", "DEVICE", "SERIAL", "SIZE", "PHASE"
+    );
     let mut rows: Vec<_> = all.iter().collect();
-    rows.sort_by_key(|d| (d.spec.node_name.clone(), d.status.as_ref().and_then(|s| s.serial.clone())));
+    rows.sort_by_key(|d| {
+        (
+            d.spec.node_name.clone(),
+            d.status.as_ref().and_then(|s| s.serial.clone()),
+        )
+    });
     for d in rows {
         let s = d.status.clone().unwrap_or_default();
         println!(
@@ -87,26 +120,51 @@ async fn main() -> anyhow::Result<()> {
     for n in &names {
         let c = LocalDiskClaim::new(
             &format!("{n}-hdd"),
-            LocalDiskClaimSpec { node_name: n.clone(), description: DiskSelector { disk_type: Some(DiskType::Hdd), ..Default::default() } },
+            LocalDiskClaimSpec {
+                node_name: n.clone(),
+                description: DiskSelector {
+                    disk_type: Some(DiskType::Hdd),
+                    ..Default::default()
+                },
+            },
         );
         claims.create(&PostParams::default(), &c).await?;
     }
-    step(started, "created a LocalDiskClaim per node for its HDD disks; waiting for the pools");
+    step(
+        started,
+        "created a LocalDiskClaim per node for its HDD disks; waiting for the pools",
+    );
     for n in &names {
         let name = format!("{n}-hdd");
         let c = eventually(WAIT, &format!("claim {name} Bound"), || async {
             let c = claims.get(&name).await?;
-            Ok(c.status.as_ref().and_then(|s| s.phase).filter(|p| *p == ClaimPhase::Bound || *p == ClaimPhase::Failed).map(|_| c))
+            Ok(c.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .filter(|p| *p == ClaimPhase::Bound || *p == ClaimPhase::Failed)
+                .map(|_| c))
         })
         .await?;
-        step(started, &format!("claim {name}: {}", c.status.and_then(|s| s.message).unwrap_or_default()));
+        step(
+            started,
+            &format!(
+                "claim {name}: {}",
+                c.status.and_then(|s| s.message).unwrap_or_default()
+            ),
+        );
     }
     let nodes: Api<LocalStorageNode> = Api::all(sb.client.clone());
-    println!("\n{:<8} {:<22} {:>8} {:>8} {:>8} {:>6} {:>8}", "NODE", "POOL", "TOTAL", "USED", "FREE", "DISKS", "VOLUMES");
+    println!(
+        "\n{:<8} {:<22} {:>8} {:>8} {:>8} {:>6} {:>8}",
+        "NODE", "POOL", "TOTAL", "USED", "FREE", "DISKS", "VOLUMES"
+    );
     for n in &names {
         let lsn = eventually(WAIT, &format!("{n} pools reported"), || async {
             let l = nodes.get(n).await?;
-            Ok(l.status.as_ref().is_some_and(|s| !s.pools.is_empty()).then_some(l))
+            Ok(l.status
+                .as_ref()
+                .is_some_and(|s| !s.pools.is_empty())
+                .then_some(l))
         })
         .await?;
         for p in lsn.status.unwrap_or_default().pools.values() {
@@ -152,7 +210,11 @@ async fn main() -> anyhow::Result<()> {
             format_size(st.allocated_capacity_bytes.unwrap_or(0))
         ),
     );
-    let lvs = sb.testbed.vm(node).exec_ok("lvs -o lv_name,vg_name,lv_size LocalStorage_PoolHDD").await?;
+    let lvs = sb
+        .testbed
+        .vm(node)
+        .exec_ok("lvs -o lv_name,vg_name,lv_size LocalStorage_PoolHDD")
+        .await?;
     println!("\n{node}$ lvs\n{lvs}");
     if args.keep_running {
         println!(

@@ -1,0 +1,487 @@
+//! Where a volume's replicas go. Pure: state in, decision out.
+//!
+//! A pool's room is what its node reported, less what the controller has already promised
+//! and the node has not reported yet; and never more than its total less everything placed
+//! in it. The second bound keeps a burst of placements honest while the node's report lags
+//! behind the logical volumes it created.
+
+use hwameistor_api::quantity::format_size;
+use hwameistor_api::{LocalStorageNode, LocalVolume, LocalVolumeReplica, NodeState, PoolClass};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// One pool of a node, as the placement sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolView {
+    pub total: i64,
+    pub free: i64,
+    pub extent: i64,
+    /// Logical volumes the node reported in the pool.
+    pub volumes: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    pub name: String,
+    pub ready: bool,
+    pub pools: BTreeMap<PoolClass, PoolView>,
+}
+
+/// A replica already placed (by an earlier decision), whether or not it exists yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placed {
+    pub volume: String,
+    pub node: String,
+    pub class: PoolClass,
+    /// What the volume asks for now.
+    pub required: i64,
+    /// What the node reports the replica has; `None` until its logical volume exists.
+    pub allocated: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub volume: String,
+    pub class: PoolClass,
+    pub bytes: i64,
+    pub replicas: usize,
+    /// Allowed nodes in order of preference; empty means any node.
+    pub accessibility: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Most volumes one pool may hold (counting placed ones); `None` for no limit.
+    pub max_volumes_per_pool: Option<i64>,
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum PlacementError {
+    #[error("need {need} nodes with {bytes} free in a {class} pool, found {found}: {reasons}")]
+    NoRoom {
+        need: usize,
+        found: usize,
+        class: PoolClass,
+        bytes: String,
+        reasons: String,
+    },
+}
+
+fn round_up(bytes: i64, extent: i64) -> i64 {
+    if extent <= 0 {
+        return bytes;
+    }
+    (bytes / extent + i64::from(bytes % extent != 0)).saturating_mul(extent)
+}
+
+/// The room left in a pool, after counting what is placed there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Room {
+    pub bytes: i64,
+    pub volumes: i64,
+}
+
+pub fn room(
+    node: &str,
+    class: PoolClass,
+    pool: &PoolView,
+    placed: &[Placed],
+    exclude: &str,
+) -> Room {
+    let mut pending = 0i64;
+    let mut committed = 0i64;
+    let mut unreported = 0i64;
+    for p in placed
+        .iter()
+        .filter(|p| p.node == node && p.class == class && p.volume != exclude)
+    {
+        let want = round_up(p.required, pool.extent);
+        match p.allocated {
+            None => {
+                pending = pending.saturating_add(want);
+                unreported += 1;
+            }
+            // An expansion not done yet still needs its difference.
+            Some(have) => pending = pending.saturating_add((want - have).max(0)),
+        }
+        committed = committed.saturating_add(want.max(p.allocated.unwrap_or(0)));
+    }
+    Room {
+        bytes: (pool.free - pending).min(pool.total - committed).max(0),
+        volumes: pool.volumes + unreported,
+    }
+}
+
+/// Picks `req.replicas` distinct nodes. With accessibility the first allowed nodes that fit
+/// win, in the given order (the first is where the pod was scheduled). Without, the nodes
+/// with most room win; ties go to fewer volumes, then to the name, so the same state always
+/// gives the same answer.
+pub fn place(
+    req: &Request,
+    nodes: &[NodeView],
+    placed: &[Placed],
+    policy: &Policy,
+) -> Result<Vec<String>, PlacementError> {
+    let mut fitting: Vec<(usize, &NodeView, Room)> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
+    let allowed_rank = |name: &str| -> Option<usize> {
+        if req.accessibility.is_empty() {
+            Some(0)
+        } else {
+            req.accessibility.iter().position(|n| n == name)
+        }
+    };
+    for node in nodes {
+        let Some(rank) = allowed_rank(&node.name) else {
+            continue;
+        };
+        if !node.ready {
+            reasons.push(format!("{} is not Ready", node.name));
+            continue;
+        }
+        let Some(pool) = node.pools.get(&req.class) else {
+            reasons.push(format!("{} has no {} pool", node.name, req.class));
+            continue;
+        };
+        let r = room(&node.name, req.class, pool, placed, &req.volume);
+        let need = round_up(req.bytes, pool.extent);
+        if r.bytes < need {
+            reasons.push(format!("{} has {} free", node.name, format_size(r.bytes)));
+            continue;
+        }
+        if policy
+            .max_volumes_per_pool
+            .is_some_and(|max| r.volumes >= max)
+        {
+            reasons.push(format!("{} holds {} volumes already", node.name, r.volumes));
+            continue;
+        }
+        fitting.push((rank, node, r));
+    }
+    for name in &req.accessibility {
+        if !nodes.iter().any(|n| &n.name == name) {
+            reasons.push(format!("{name} is not a storage node"));
+        }
+    }
+    fitting.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(b.2.bytes.cmp(&a.2.bytes))
+            .then(a.2.volumes.cmp(&b.2.volumes))
+            .then(a.1.name.cmp(&b.1.name))
+    });
+    if fitting.len() < req.replicas {
+        if reasons.is_empty() {
+            reasons.push("there are no storage nodes".into());
+        }
+        return Err(PlacementError::NoRoom {
+            need: req.replicas,
+            found: fitting.len(),
+            class: req.class,
+            bytes: format_size(req.bytes),
+            reasons: reasons.join("; "),
+        });
+    }
+    Ok(fitting
+        .into_iter()
+        .take(req.replicas)
+        .map(|(_, n, _)| n.name.clone())
+        .collect())
+}
+
+/// The placement's view of the cluster's nodes.
+pub fn node_views(nodes: &[LocalStorageNode]) -> Vec<NodeView> {
+    nodes
+        .iter()
+        .map(|n| {
+            let st = n.status.clone().unwrap_or_default();
+            NodeView {
+                name: n.metadata.name.clone().unwrap_or_default(),
+                ready: st.state == Some(NodeState::Ready),
+                pools: st
+                    .pools
+                    .values()
+                    .map(|p| {
+                        (
+                            p.class,
+                            PoolView {
+                                total: p.total_capacity_bytes,
+                                free: p.free_capacity_bytes,
+                                extent: p.extent_size_bytes,
+                                volumes: p.volume_count,
+                            },
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// Every replica placed so far, from the volumes' configs and the replicas' status.
+pub fn placed_replicas(volumes: &[LocalVolume], replicas: &[LocalVolumeReplica]) -> Vec<Placed> {
+    let mut out = Vec::new();
+    for v in volumes {
+        let (Some(config), Some(class)) = (
+            v.spec.config.as_ref(),
+            PoolClass::from_pool_name(&v.spec.pool_name),
+        ) else {
+            continue;
+        };
+        let name = v.metadata.name.clone().unwrap_or_default();
+        for r in &config.replicas {
+            let allocated = replicas
+                .iter()
+                .find(|x| x.spec.volume_name == name && x.spec.node_name == r.hostname)
+                .and_then(|x| x.status.as_ref())
+                .and_then(|s| s.allocated_capacity_bytes);
+            out.push(Placed {
+                volume: name.clone(),
+                node: r.hostname.clone(),
+                class,
+                required: v.spec.required_capacity_bytes,
+                allocated,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    const MI: i64 = 1 << 20;
+    const GI: i64 = 1 << 30;
+    const HDD: PoolClass = PoolClass::Hdd;
+
+    fn node(name: &str, total: i64, free: i64, volumes: i64) -> NodeView {
+        NodeView {
+            name: name.into(),
+            ready: true,
+            pools: BTreeMap::from([(
+                HDD,
+                PoolView {
+                    total,
+                    free,
+                    extent: 4 * MI,
+                    volumes,
+                },
+            )]),
+        }
+    }
+
+    fn req(bytes: i64, accessibility: &[&str]) -> Request {
+        Request {
+            volume: "new".into(),
+            class: HDD,
+            bytes,
+            replicas: 1,
+            accessibility: accessibility.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn placed(volume: &str, node: &str, required: i64, allocated: Option<i64>) -> Placed {
+        Placed {
+            volume: volume.into(),
+            node: node.into(),
+            class: HDD,
+            required,
+            allocated,
+        }
+    }
+
+    #[test]
+    fn most_room_wins_then_fewer_volumes_then_name() {
+        let p = Policy::default();
+        let nodes = [
+            node("a", 10 * GI, 2 * GI, 0),
+            node("b", 10 * GI, 5 * GI, 3),
+            node("c", 10 * GI, 5 * GI, 1),
+        ];
+        assert_eq!(
+            place(&req(GI, &[]), &nodes, &[], &p),
+            Ok(vec!["c".to_string()])
+        );
+        let tie = [node("z", 10 * GI, 5 * GI, 1), node("y", 10 * GI, 5 * GI, 1)];
+        assert_eq!(
+            place(&req(GI, &[]), &tie, &[], &p),
+            Ok(vec!["y".to_string()])
+        );
+        // Order of the input does not matter.
+        let tie_rev = [node("y", 10 * GI, 5 * GI, 1), node("z", 10 * GI, 5 * GI, 1)];
+        assert_eq!(
+            place(&req(GI, &[]), &tie_rev, &[], &p),
+            Ok(vec!["y".to_string()])
+        );
+    }
+
+    #[test]
+    fn accessibility_order_beats_room() {
+        let p = Policy::default();
+        let nodes = [node("a", 10 * GI, 2 * GI, 0), node("b", 10 * GI, 9 * GI, 0)];
+        assert_eq!(
+            place(&req(GI, &["a", "b"]), &nodes, &[], &p),
+            Ok(vec!["a".to_string()])
+        );
+        // The preferred node is full: the next allowed one.
+        assert_eq!(
+            place(&req(3 * GI, &["a", "b"]), &nodes, &[], &p),
+            Ok(vec!["b".to_string()])
+        );
+        // Only a, and a has no room: refused, b is never considered.
+        let err = place(&req(3 * GI, &["a"]), &nodes, &[], &p).expect_err("a full");
+        assert_eq!(
+            err.to_string(),
+            "need 1 nodes with 3Gi free in a HDD pool, found 0: a has 2Gi free"
+        );
+        let err = place(&req(GI, &["ghost"]), &nodes, &[], &p).expect_err("unknown node");
+        assert!(
+            err.to_string().contains("ghost is not a storage node"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn placed_but_unreported_volumes_take_room() {
+        let p = Policy::default();
+        let nodes = [node("a", 10 * GI, 3 * GI, 0), node("b", 10 * GI, 2 * GI, 0)];
+        // Two earlier volumes promised to a, their LVs not created yet.
+        let earlier = [placed("v1", "a", GI, None), placed("v2", "a", GI + 1, None)];
+        assert_eq!(
+            room("a", HDD, &nodes[0].pools[&HDD], &earlier, "new"),
+            Room {
+                bytes: 3 * GI - 2 * GI - 4 * MI,
+                volumes: 2
+            }
+        );
+        assert_eq!(
+            place(&req(GI, &[]), &nodes, &earlier, &p),
+            Ok(vec!["b".to_string()])
+        );
+        // The volume being placed never counts against itself.
+        let itself = [placed("new", "a", 3 * GI, None)];
+        assert_eq!(
+            place(&req(3 * GI, &["a"]), &nodes, &itself, &p),
+            Ok(vec!["a".to_string()])
+        );
+    }
+
+    #[test]
+    fn reported_volumes_count_once_and_pending_growth_counts() {
+        let nodes = [node("a", 10 * GI, 3 * GI, 1)];
+        let pool = &nodes[0].pools[&HDD];
+        // Reported at full size: the node's free already excludes it.
+        assert_eq!(
+            room(
+                "a",
+                HDD,
+                pool,
+                &[placed("v1", "a", 7 * GI, Some(7 * GI))],
+                "x"
+            )
+            .bytes,
+            3 * GI
+        );
+        // Growing from 7 to 8 GiB: one more GiB is spoken for.
+        assert_eq!(
+            room(
+                "a",
+                HDD,
+                pool,
+                &[placed("v1", "a", 8 * GI, Some(7 * GI))],
+                "x"
+            )
+            .bytes,
+            2 * GI
+        );
+    }
+
+    #[test]
+    fn a_lagging_report_is_bounded_by_the_total() {
+        // The node still reports 10 GiB free though 9 GiB were created since its last scan.
+        let nodes = [node("a", 10 * GI, 10 * GI, 0)];
+        let since = [placed("v1", "a", 9 * GI, Some(9 * GI))];
+        assert_eq!(room("a", HDD, &nodes[0].pools[&HDD], &since, "x").bytes, GI);
+        assert!(place(&req(2 * GI, &[]), &nodes, &since, &Policy::default()).is_err());
+    }
+
+    #[test]
+    fn other_classes_and_nodes_do_not_count() {
+        let nodes = [node("a", 10 * GI, 3 * GI, 0)];
+        let others = [
+            Placed {
+                volume: "s".into(),
+                node: "a".into(),
+                class: PoolClass::Ssd,
+                required: 3 * GI,
+                allocated: None,
+            },
+            placed("v", "b", 3 * GI, None),
+        ];
+        assert_eq!(
+            room("a", HDD, &nodes[0].pools[&HDD], &others, "x").bytes,
+            3 * GI
+        );
+    }
+
+    #[test]
+    fn unready_nodes_missing_pools_and_full_counts_are_skipped() {
+        let mut down = node("down", 10 * GI, 10 * GI, 0);
+        down.ready = false;
+        let ssd_only = NodeView {
+            name: "ssd".into(),
+            ready: true,
+            pools: BTreeMap::from([(PoolClass::Ssd, node("x", GI, GI, 0).pools[&HDD].clone())]),
+        };
+        let busy = node("busy", 10 * GI, 10 * GI, 1);
+        let earlier = [placed("v1", "busy", GI, None)];
+        let policy = Policy {
+            max_volumes_per_pool: Some(2),
+        };
+        let err = place(&req(GI, &[]), &[down, ssd_only, busy], &earlier, &policy)
+            .expect_err("nothing fits");
+        assert_eq!(
+            err.to_string(),
+            "need 1 nodes with 1Gi free in a HDD pool, found 0: down is not Ready; ssd has no HDD pool; busy holds 2 volumes already"
+        );
+        assert!(place(&req(GI, &[]), &[], &[], &Policy::default())
+            .unwrap_err()
+            .to_string()
+            .contains("there are no storage nodes"));
+    }
+
+    #[test]
+    fn several_replicas_go_to_distinct_nodes() {
+        let nodes = [
+            node("a", 10 * GI, 3 * GI, 0),
+            node("b", 10 * GI, 5 * GI, 0),
+            node("c", 10 * GI, GI / 2, 0),
+        ];
+        let mut r = req(GI, &[]);
+        r.replicas = 2;
+        assert_eq!(
+            place(&r, &nodes, &[], &Policy::default()),
+            Ok(vec!["b".to_string(), "a".to_string()])
+        );
+        r.replicas = 3;
+        assert!(matches!(
+            place(&r, &nodes, &[], &Policy::default()),
+            Err(PlacementError::NoRoom {
+                need: 3,
+                found: 2,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn sizes_round_to_the_pool_extent() {
+        // 1 MiB free but extents are 4 MiB: a 1-byte volume needs a whole extent.
+        let nodes = [node("a", 10 * GI, MI, 0)];
+        assert!(place(&req(1, &[]), &nodes, &[], &Policy::default()).is_err());
+        let nodes = [node("a", 10 * GI, 4 * MI, 0)];
+        assert_eq!(
+            place(&req(1, &[]), &nodes, &[], &Policy::default()),
+            Ok(vec!["a".to_string()])
+        );
+    }
+}

@@ -1,0 +1,499 @@
+//! LocalVolume decisions: the next step towards what the volume asks for. Pure.
+//!
+//! One step at a time, each idempotent, so a reconcile interrupted anywhere is finished by
+//! the next one. The finalizer goes on before anything is placed and comes off only after
+//! every replica is gone, so a deleted volume never leaves a logical volume behind.
+
+use hwameistor_api::replica::replica_name;
+use hwameistor_api::{
+    LocalVolume, LocalVolumeReplica, LocalVolumeReplicaSpec, ReplicaState, VolumeConfig,
+    VolumeState, FINALIZER_VOLUME, LABEL_NODE, LABEL_VOLUME,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+use std::collections::BTreeMap;
+
+/// What the controller writes to a LocalVolume's status (the fields it owns).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusUpdate {
+    pub state: VolumeState,
+    pub replicas: Vec<String>,
+    pub allocated: Option<i64>,
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    AddFinalizer,
+    /// No placement yet: choose nodes.
+    Place,
+    /// The volume grew: carry the new size into the placement.
+    UpdateConfig(VolumeConfig),
+    CreateReplica(Box<LocalVolumeReplica>),
+    ResizeReplica {
+        name: String,
+        bytes: i64,
+    },
+    DeleteReplicas(Vec<String>),
+    RemoveFinalizer,
+    Status(StatusUpdate),
+    /// Nothing to do until a watched object changes.
+    Wait,
+}
+
+pub fn has_finalizer(v: &LocalVolume) -> bool {
+    v.metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|x| x == FINALIZER_VOLUME))
+}
+
+fn name(v: &LocalVolume) -> String {
+    v.metadata.name.clone().unwrap_or_default()
+}
+
+fn current_status(v: &LocalVolume) -> StatusUpdate {
+    let st = v.status.clone().unwrap_or_default();
+    StatusUpdate {
+        state: st.state.unwrap_or(VolumeState::Creating),
+        replicas: st.replicas,
+        allocated: st.allocated_capacity_bytes,
+        message: st.message,
+    }
+}
+
+/// The replica object the volume's placement on `node` calls for.
+pub fn replica_for(v: &LocalVolume, node: &str, bytes: i64) -> LocalVolumeReplica {
+    let volume = name(v);
+    let mut r = LocalVolumeReplica::new(
+        &replica_name(&volume, node),
+        LocalVolumeReplicaSpec {
+            volume_name: volume.clone(),
+            pool_name: v.spec.pool_name.clone(),
+            node_name: node.to_string(),
+            volume_kind: v.spec.volume_kind,
+            required_capacity_bytes: bytes,
+        },
+    );
+    r.metadata.labels = Some(BTreeMap::from([
+        (LABEL_NODE.to_string(), node.to_string()),
+        (LABEL_VOLUME.to_string(), volume),
+    ]));
+    r.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: LocalVolume::api_version(&()).into_owned(),
+        kind: LocalVolume::kind(&()).into_owned(),
+        name: name(v),
+        uid: v.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    r
+}
+
+/// The status the volume's replicas add up to.
+pub fn desired_status(
+    v: &LocalVolume,
+    config: &VolumeConfig,
+    replicas: &[LocalVolumeReplica],
+) -> StatusUpdate {
+    let volume = name(v);
+    let mut names: Vec<String> = config
+        .replicas
+        .iter()
+        .map(|r| replica_name(&volume, &r.hostname))
+        .collect();
+    names.sort();
+    let mut problems = Vec::new();
+    let mut allocated: Option<i64> = None;
+    let mut all_ready = true;
+    let mut all_present = true;
+    for a in &config.replicas {
+        let rname = replica_name(&volume, &a.hostname);
+        let Some(r) = replicas
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(rname.as_str()))
+        else {
+            all_present = false;
+            all_ready = false;
+            continue;
+        };
+        let st = r.status.clone().unwrap_or_default();
+        let size = st.allocated_capacity_bytes.unwrap_or(0);
+        allocated = Some(allocated.map_or(size, |x: i64| x.min(size)));
+        if st.state != Some(ReplicaState::Ready) {
+            all_ready = false;
+            let state = st
+                .state
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_else(|| "pending".into());
+            problems.push(match st.message {
+                Some(m) => format!("replica {rname} on {}: {state}: {m}", a.hostname),
+                None => format!("replica {rname} on {}: {state}", a.hostname),
+            });
+        }
+    }
+    let was_ready = matches!(
+        current_status(v).state,
+        VolumeState::Ready | VolumeState::NotReady | VolumeState::Expanding
+    );
+    let state = if all_ready && allocated.is_some_and(|a| a >= config.required_capacity_bytes) {
+        VolumeState::Ready
+    } else if all_ready && all_present {
+        VolumeState::Expanding
+    } else if was_ready {
+        VolumeState::NotReady
+    } else {
+        VolumeState::Creating
+    };
+    StatusUpdate {
+        state,
+        replicas: names,
+        allocated: if all_present { allocated } else { None },
+        message: if problems.is_empty() {
+            None
+        } else {
+            Some(problems.join("; "))
+        },
+    }
+}
+
+/// The next step for volume `v`, given the replicas labelled with its name.
+pub fn next_step(v: &LocalVolume, replicas: &[LocalVolumeReplica]) -> Step {
+    if v.metadata.deletion_timestamp.is_some() {
+        let alive: Vec<String> = replicas
+            .iter()
+            .filter(|r| r.metadata.deletion_timestamp.is_none())
+            .filter_map(|r| r.metadata.name.clone())
+            .collect();
+        if !alive.is_empty() {
+            return Step::DeleteReplicas(alive);
+        }
+        if !replicas.is_empty() {
+            // The agents remove the logical volumes, then their finalizers.
+            let cur = current_status(v);
+            if cur.state != VolumeState::Deleting {
+                return Step::Status(StatusUpdate {
+                    state: VolumeState::Deleting,
+                    ..cur
+                });
+            }
+            return Step::Wait;
+        }
+        return if has_finalizer(v) {
+            Step::RemoveFinalizer
+        } else {
+            Step::Wait
+        };
+    }
+    if !has_finalizer(v) {
+        return Step::AddFinalizer;
+    }
+    let Some(config) = v.spec.config.as_ref() else {
+        return Step::Place;
+    };
+    if config.required_capacity_bytes < v.spec.required_capacity_bytes {
+        let mut grown = config.clone();
+        grown.required_capacity_bytes = v.spec.required_capacity_bytes;
+        grown.version += 1;
+        return Step::UpdateConfig(grown);
+    }
+    for a in &config.replicas {
+        if !replicas
+            .iter()
+            .any(|r| r.spec.node_name == a.hostname && r.metadata.deletion_timestamp.is_none())
+        {
+            if replicas.iter().any(|r| r.spec.node_name == a.hostname) {
+                // The old object is still going away; create the new one after.
+                return Step::Wait;
+            }
+            return Step::CreateReplica(Box::new(replica_for(
+                v,
+                &a.hostname,
+                config.required_capacity_bytes,
+            )));
+        }
+    }
+    let extra: Vec<String> = replicas
+        .iter()
+        .filter(|r| {
+            r.metadata.deletion_timestamp.is_none()
+                && !config
+                    .replicas
+                    .iter()
+                    .any(|a| a.hostname == r.spec.node_name)
+        })
+        .filter_map(|r| r.metadata.name.clone())
+        .collect();
+    if !extra.is_empty() {
+        return Step::DeleteReplicas(extra);
+    }
+    if let Some(r) = replicas
+        .iter()
+        .find(|r| r.spec.required_capacity_bytes < config.required_capacity_bytes)
+    {
+        return Step::ResizeReplica {
+            name: r.metadata.name.clone().unwrap_or_default(),
+            bytes: config.required_capacity_bytes,
+        };
+    }
+    let want = desired_status(v, config, replicas);
+    if want != current_status(v) {
+        return Step::Status(want);
+    }
+    Step::Wait
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hwameistor_api::{
+        LocalVolumeReplicaStatus, LocalVolumeSpec, LocalVolumeStatus, ReplicaAssignment,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    const MI: i64 = 1 << 20;
+
+    fn volume() -> LocalVolume {
+        let mut v = LocalVolume::new(
+            "pvc-1",
+            LocalVolumeSpec {
+                pool_name: "LocalStorage_PoolHDD".into(),
+                volume_kind: Default::default(),
+                required_capacity_bytes: 300 * MI,
+                replica_number: 1,
+                convertible: false,
+                accessibility: Default::default(),
+                pvc_namespace: None,
+                pvc_name: None,
+                fs_type: Some("xfs".into()),
+                config: None,
+            },
+        );
+        v.metadata.uid = Some("uid-1".into());
+        v
+    }
+
+    fn with_finalizer(mut v: LocalVolume) -> LocalVolume {
+        v.metadata.finalizers = Some(vec![FINALIZER_VOLUME.into()]);
+        v
+    }
+
+    fn placed(mut v: LocalVolume, node: &str) -> LocalVolume {
+        v.spec.config = Some(VolumeConfig {
+            version: 1,
+            required_capacity_bytes: v.spec.required_capacity_bytes,
+            resource_id: -1,
+            replicas: vec![ReplicaAssignment {
+                id: 1,
+                hostname: node.into(),
+                ip: None,
+                primary: true,
+            }],
+        });
+        v
+    }
+
+    fn ready_replica(v: &LocalVolume, node: &str, size: i64) -> LocalVolumeReplica {
+        let mut r = replica_for(v, node, size);
+        r.status = Some(LocalVolumeReplicaStatus {
+            state: Some(ReplicaState::Ready),
+            synced: true,
+            device_path: Some(format!("/dev/LocalStorage_PoolHDD/{}", "pvc-1")),
+            allocated_capacity_bytes: Some(size),
+            ..Default::default()
+        });
+        r
+    }
+
+    fn deleting<T: Resource>(mut o: T) -> T {
+        o.meta_mut().deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        o
+    }
+
+    fn set_state(mut v: LocalVolume, s: StatusUpdate) -> LocalVolume {
+        v.status = Some(LocalVolumeStatus {
+            state: Some(s.state),
+            replicas: s.replicas,
+            allocated_capacity_bytes: s.allocated,
+            message: s.message,
+            ..Default::default()
+        });
+        v
+    }
+
+    #[test]
+    fn create_path_finalizer_place_replica_ready() {
+        let v = volume();
+        assert_eq!(next_step(&v, &[]), Step::AddFinalizer);
+        let v = with_finalizer(v);
+        assert_eq!(next_step(&v, &[]), Step::Place);
+        let v = placed(v, "n1");
+        let Step::CreateReplica(r) = next_step(&v, &[]) else {
+            panic!("expected CreateReplica")
+        };
+        assert_eq!(r.metadata.name.as_deref(), Some("pvc-1-n1"));
+        assert_eq!(r.spec.node_name, "n1");
+        assert_eq!(r.spec.required_capacity_bytes, 300 * MI);
+        let labels = r.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get(LABEL_NODE).map(String::as_str), Some("n1"));
+        assert_eq!(labels.get(LABEL_VOLUME).map(String::as_str), Some("pvc-1"));
+        let owner = &r.metadata.owner_references.clone().unwrap_or_default()[0];
+        assert_eq!(
+            (
+                owner.kind.as_str(),
+                owner.name.as_str(),
+                owner.uid.as_str(),
+                owner.controller
+            ),
+            ("LocalVolume", "pvc-1", "uid-1", Some(true))
+        );
+
+        // Replica exists but the agent has not reported: Creating, with the reason.
+        let pending = replica_for(&v, "n1", 300 * MI);
+        let Step::Status(s) = next_step(&v, std::slice::from_ref(&pending)) else {
+            panic!("status expected")
+        };
+        assert_eq!(s.state, VolumeState::Creating);
+        assert_eq!(s.replicas, vec!["pvc-1-n1".to_string()]);
+        assert_eq!(
+            s.message.as_deref(),
+            Some("replica pvc-1-n1 on n1: pending")
+        );
+        let v = set_state(v, s);
+        assert_eq!(next_step(&v, std::slice::from_ref(&pending)), Step::Wait);
+
+        let ready = ready_replica(&v, "n1", 300 * MI);
+        let Step::Status(s) = next_step(&v, std::slice::from_ref(&ready)) else {
+            panic!("status expected")
+        };
+        assert_eq!(
+            s,
+            StatusUpdate {
+                state: VolumeState::Ready,
+                replicas: vec!["pvc-1-n1".into()],
+                allocated: Some(300 * MI),
+                message: None
+            }
+        );
+        let v = set_state(v, s);
+        assert_eq!(next_step(&v, &[ready]), Step::Wait);
+    }
+
+    #[test]
+    fn a_broken_replica_makes_a_ready_volume_not_ready() {
+        let v = placed(with_finalizer(volume()), "n1");
+        let ready = ready_replica(&v, "n1", 300 * MI);
+        let v = set_state(
+            v.clone(),
+            desired_status(
+                &v,
+                v.spec.config.as_ref().expect("config"),
+                std::slice::from_ref(&ready),
+            ),
+        );
+        let mut broken = ready;
+        if let Some(st) = broken.status.as_mut() {
+            st.state = Some(ReplicaState::NotReady);
+            st.message = Some("LV inactive".into());
+        }
+        let Step::Status(s) = next_step(&v, &[broken]) else {
+            panic!("status expected")
+        };
+        assert_eq!(s.state, VolumeState::NotReady);
+        assert_eq!(
+            s.message.as_deref(),
+            Some("replica pvc-1-n1 on n1: NotReady: LV inactive")
+        );
+    }
+
+    #[test]
+    fn expansion_flows_from_spec_to_config_to_replica_to_status() {
+        let v = placed(with_finalizer(volume()), "n1");
+        let ready = ready_replica(&v, "n1", 300 * MI);
+        let mut v = set_state(
+            v.clone(),
+            desired_status(
+                &v,
+                v.spec.config.as_ref().expect("config"),
+                std::slice::from_ref(&ready),
+            ),
+        );
+        v.spec.required_capacity_bytes = 400 * MI;
+        let Step::UpdateConfig(c) = next_step(&v, std::slice::from_ref(&ready)) else {
+            panic!("config update expected")
+        };
+        assert_eq!((c.required_capacity_bytes, c.version), (400 * MI, 2));
+        v.spec.config = Some(c);
+        assert_eq!(
+            next_step(&v, std::slice::from_ref(&ready)),
+            Step::ResizeReplica {
+                name: "pvc-1-n1".into(),
+                bytes: 400 * MI
+            }
+        );
+        let mut resized = ready.clone();
+        resized.spec.required_capacity_bytes = 400 * MI;
+        let Step::Status(s) = next_step(&v, &[resized.clone()]) else {
+            panic!("status expected")
+        };
+        assert_eq!(
+            (s.state, s.allocated),
+            (VolumeState::Expanding, Some(300 * MI))
+        );
+        let v = set_state(v, s);
+        let grown = ready_replica(&v, "n1", 400 * MI);
+        let Step::Status(s) = next_step(&v, &[grown]) else {
+            panic!("status expected")
+        };
+        assert_eq!((s.state, s.allocated), (VolumeState::Ready, Some(400 * MI)));
+    }
+
+    #[test]
+    fn delete_path_replicas_first_finalizer_last() {
+        let v = deleting(placed(with_finalizer(volume()), "n1"));
+        let r = ready_replica(&v, "n1", 300 * MI);
+        assert_eq!(
+            next_step(&v, std::slice::from_ref(&r)),
+            Step::DeleteReplicas(vec!["pvc-1-n1".into()])
+        );
+        let going = deleting(r);
+        let Step::Status(s) = next_step(&v, std::slice::from_ref(&going)) else {
+            panic!("status expected")
+        };
+        assert_eq!(s.state, VolumeState::Deleting);
+        let v = set_state(v, s);
+        assert_eq!(
+            next_step(&v, &[going]),
+            Step::Wait,
+            "wait for the agent to remove the LV"
+        );
+        assert_eq!(next_step(&v, &[]), Step::RemoveFinalizer);
+        let mut gone = v;
+        gone.metadata.finalizers = None;
+        assert_eq!(next_step(&gone, &[]), Step::Wait);
+    }
+
+    #[test]
+    fn unplaced_volume_is_deleted_without_replicas() {
+        let v = deleting(with_finalizer(volume()));
+        assert_eq!(next_step(&v, &[]), Step::RemoveFinalizer);
+    }
+
+    #[test]
+    fn replicas_off_the_placement_are_removed() {
+        let v = placed(with_finalizer(volume()), "n1");
+        let stray = ready_replica(&v, "n9", 300 * MI);
+        let good = ready_replica(&v, "n1", 300 * MI);
+        assert_eq!(
+            next_step(&v, &[good, stray]),
+            Step::DeleteReplicas(vec!["pvc-1-n9".into()])
+        );
+    }
+
+    #[test]
+    fn a_replica_still_going_away_is_not_recreated_yet() {
+        let v = placed(with_finalizer(volume()), "n1");
+        let old = deleting(ready_replica(&v, "n1", 300 * MI));
+        assert_eq!(next_step(&v, &[old]), Step::Wait);
+    }
+}

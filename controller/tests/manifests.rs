@@ -1,0 +1,489 @@
+//! Every deployment manifest parses into the Kubernetes types, carries no field those types
+//! do not know (a typo would be silently dropped by the API server), and says what the
+//! driver needs.
+
+use hwameistor_api::{PoolClass, CSI_DRIVER_NAME};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{Container, Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+const IMAGE: &str = "ghcr.io/hwameistor-rs/hwameistor:0.1.0";
+
+#[derive(Default)]
+struct Objects {
+    files: Vec<String>,
+    namespaces: Vec<Namespace>,
+    service_accounts: Vec<ServiceAccount>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
+    csi_drivers: Vec<CSIDriver>,
+    deployments: Vec<Deployment>,
+    daemon_sets: Vec<DaemonSet>,
+    storage_classes: Vec<StorageClass>,
+}
+
+/// Every key of `original` must survive a round trip through the typed object.
+fn assert_known_fields(original: &serde_json::Value, typed: &serde_json::Value, at: &str) {
+    match (original, typed) {
+        (serde_json::Value::Object(o), serde_json::Value::Object(t)) => {
+            for (k, v) in o {
+                let Some(tv) = t.get(k) else {
+                    panic!("{at}.{k} is not a field of the Kubernetes type (typo?)")
+                };
+                assert_known_fields(v, tv, &format!("{at}.{k}"));
+            }
+        }
+        (serde_json::Value::Array(o), serde_json::Value::Array(t)) => {
+            assert_eq!(o.len(), t.len(), "{at}: list length changed");
+            for (i, (a, b)) in o.iter().zip(t).enumerate() {
+                assert_known_fields(a, b, &format!("{at}[{i}]"));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn typed<T: DeserializeOwned + Serialize>(doc: &serde_json::Value, at: &str) -> T {
+    let t: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{at}: {e}"));
+    let back = serde_json::to_value(&t).unwrap_or_else(|e| panic!("{at}: {e}"));
+    assert_known_fields(doc, &back, at);
+    t
+}
+
+fn load() -> Objects {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/deploy");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("manifests/deploy")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    let mut out = Objects::default();
+    for file in files {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let text = std::fs::read_to_string(&file).expect("read manifest");
+        for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+            let value = serde_yaml_ng::Value::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{name} document {i}: {e}"));
+            if value.is_null() {
+                continue;
+            }
+            let json: serde_json::Value = serde_json::to_value(&value).expect("yaml to json");
+            let kind = json
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or_default()
+                .to_string();
+            let at = format!("{name}#{i} {kind}");
+            match kind.as_str() {
+                "Namespace" => out.namespaces.push(typed(&json, &at)),
+                "ServiceAccount" => out.service_accounts.push(typed(&json, &at)),
+                "ClusterRole" => out.cluster_roles.push(typed(&json, &at)),
+                "ClusterRoleBinding" => out.cluster_role_bindings.push(typed(&json, &at)),
+                "Role" => out.roles.push(typed(&json, &at)),
+                "RoleBinding" => out.role_bindings.push(typed(&json, &at)),
+                "CSIDriver" => out.csi_drivers.push(typed(&json, &at)),
+                "Deployment" => out.deployments.push(typed(&json, &at)),
+                "DaemonSet" => out.daemon_sets.push(typed(&json, &at)),
+                "StorageClass" => out.storage_classes.push(typed(&json, &at)),
+                other => panic!("{at}: unexpected kind {other:?}"),
+            }
+        }
+        out.files.push(name);
+    }
+    out
+}
+
+/// The agent binary of this target directory (built by `cargo build --workspace`).
+fn agent_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("HWAMEISTOR_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let p = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("hwameistor-agent");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first (or set HWAMEISTOR_AGENT_BIN)",
+        p.display()
+    );
+    p
+}
+
+fn container<'a>(cs: &'a [Container], name: &str) -> &'a Container {
+    cs.iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn args(c: &Container) -> Vec<String> {
+    c.args.clone().unwrap_or_default()
+}
+
+fn grants(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool {
+    rules.iter().any(|r| {
+        r.api_groups
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|g| g == group)
+            && r.resources
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|x| x == resource)
+            && r.verbs.iter().any(|v| v == verb)
+    })
+}
+
+#[test]
+fn files_are_numbered_in_apply_order() {
+    let o = load();
+    assert_eq!(
+        o.files,
+        [
+            "00-namespace.yaml",
+            "10-rbac.yaml",
+            "20-csidriver.yaml",
+            "30-controller.yaml",
+            "40-node.yaml",
+            "50-storageclasses.yaml"
+        ]
+    );
+    assert_eq!(o.namespaces.len(), 1);
+    assert_eq!(o.namespaces[0].metadata.name.as_deref(), Some("hwameistor"));
+}
+
+#[test]
+fn csi_driver_object() {
+    let o = load();
+    assert_eq!(o.csi_drivers.len(), 1);
+    let d = &o.csi_drivers[0];
+    assert_eq!(d.metadata.name.as_deref(), Some(CSI_DRIVER_NAME));
+    assert_eq!(d.spec.attach_required, Some(true));
+    assert_eq!(d.spec.pod_info_on_mount, Some(false));
+    assert_eq!(d.spec.storage_capacity, Some(true));
+    assert_eq!(d.spec.fs_group_policy.as_deref(), Some("File"));
+    assert_eq!(
+        d.spec.volume_lifecycle_modes,
+        Some(vec!["Persistent".to_string()])
+    );
+}
+
+#[test]
+fn controller_deployment_has_the_sidecars_and_flags() {
+    let o = load();
+    assert_eq!(o.deployments.len(), 1);
+    let pod = o.deployments[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("pod spec");
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("hwameistor-controller")
+    );
+    let main = container(&pod.containers, "controller");
+    assert_eq!(main.image.as_deref(), Some(IMAGE));
+    assert_eq!(
+        main.command,
+        Some(vec!["hwameistor-controller".to_string()])
+    );
+    // Every flag the manifest passes is one the binary knows.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_hwameistor-controller"))
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for a in args(main) {
+        let flag = a.split('=').next().unwrap_or_default();
+        assert!(
+            help.contains(flag),
+            "hwameistor-controller has no flag {flag}"
+        );
+    }
+    let provisioner = args(container(&pod.containers, "csi-provisioner"));
+    for flag in [
+        "--feature-gates=Topology=true",
+        "--strict-topology",
+        "--immediate-topology=false",
+        "--enable-capacity",
+        "--capacity-ownerref-level=2",
+        "--extra-create-metadata",
+        "--leader-election",
+        "--csi-address=/csi/csi.sock",
+    ] {
+        assert!(
+            provisioner.iter().any(|a| a == flag),
+            "provisioner lacks {flag}"
+        );
+    }
+    for name in ["csi-attacher", "csi-resizer", "liveness-probe"] {
+        assert!(
+            args(container(&pod.containers, name))
+                .iter()
+                .any(|a| a == "--csi-address=/csi/csi.sock"),
+            "{name}"
+        );
+    }
+    for name in [
+        "controller",
+        "csi-provisioner",
+        "csi-attacher",
+        "csi-resizer",
+        "liveness-probe",
+    ] {
+        let mounts = container(&pod.containers, name)
+            .volume_mounts
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == "socket-dir" && m.mount_path == "/csi"),
+            "{name} does not share the socket"
+        );
+    }
+    let env: Vec<String> = container(&pod.containers, "csi-provisioner")
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(
+        env.contains(&"POD_NAME".into()) && env.contains(&"NAMESPACE".into()),
+        "capacity ownerref needs POD_NAME and NAMESPACE: {env:?}"
+    );
+}
+
+#[test]
+fn node_daemonset_mounts_and_privileges() {
+    let o = load();
+    assert_eq!(o.daemon_sets.len(), 1);
+    let pod = o.daemon_sets[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("pod spec");
+    assert_eq!(
+        pod.host_pid,
+        Some(true),
+        "nsenter --target 1 needs the host PID namespace"
+    );
+    let agent = container(&pod.containers, "agent");
+    assert_eq!(agent.image.as_deref(), Some(IMAGE));
+    assert_eq!(
+        agent.security_context.as_ref().and_then(|s| s.privileged),
+        Some(true)
+    );
+    let a = args(agent);
+    for flag in [
+        "--host-mode=nsenter",
+        "--csi-endpoint=unix:///csi/csi.sock",
+        "--node-name=$(NODE_NAME)",
+    ] {
+        assert!(a.iter().any(|x| x == flag), "agent lacks {flag}");
+    }
+    // Every flag the manifest passes is one the agent binary knows.
+    let help = std::process::Command::new(agent_binary())
+        .arg("--help")
+        .output()
+        .expect("run agent --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for x in &a {
+        let flag = x.split('=').next().unwrap_or_default();
+        assert!(help.contains(flag), "hwameistor-agent has no flag {flag}");
+    }
+    let node_name = agent
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|e| e.name == "NODE_NAME")
+        .expect("NODE_NAME");
+    assert_eq!(
+        node_name
+            .value_from
+            .and_then(|v| v.field_ref)
+            .map(|f| f.field_path),
+        Some("spec.nodeName".to_string())
+    );
+    let mounts: BTreeMap<String, (String, Option<String>)> = agent
+        .volume_mounts
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| (m.mount_path, (m.name, m.mount_propagation)))
+        .collect();
+    assert_eq!(
+        mounts.get("/var/lib/kubelet").and_then(|m| m.1.as_deref()),
+        Some("Bidirectional")
+    );
+    for path in ["/dev", "/sys", "/run/udev", "/csi"] {
+        assert!(mounts.contains_key(path), "agent does not mount {path}");
+    }
+    let registrar = args(container(&pod.containers, "node-driver-registrar"));
+    assert!(registrar
+        .iter()
+        .any(|a| a
+            == "--kubelet-registration-path=/var/lib/kubelet/plugins/lvm.hwameistor.io/csi.sock"));
+    let volumes = pod.volumes.unwrap_or_default();
+    let plugin = volumes
+        .iter()
+        .find(|v| v.name == "plugin-dir")
+        .and_then(|v| v.host_path.clone())
+        .expect("plugin-dir");
+    assert_eq!(plugin.path, "/var/lib/kubelet/plugins/lvm.hwameistor.io");
+    container(&pod.containers, "liveness-probe");
+}
+
+#[test]
+fn storage_classes_use_parameters_the_driver_accepts() {
+    let o = load();
+    let names: Vec<String> = o
+        .storage_classes
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "hwameistor-lvm-hdd",
+            "hwameistor-lvm-ssd",
+            "hwameistor-lvm-nvme"
+        ]
+    );
+    for (sc, class) in o.storage_classes.iter().zip(PoolClass::ALL) {
+        assert_eq!(sc.provisioner, CSI_DRIVER_NAME);
+        assert_eq!(
+            sc.volume_binding_mode.as_deref(),
+            Some("WaitForFirstConsumer")
+        );
+        assert_eq!(sc.allow_volume_expansion, Some(true));
+        let params = sc.parameters.clone().unwrap_or_default();
+        let parsed = hwameistor_csi::params::parse(&params)
+            .unwrap_or_else(|e| panic!("{:?}: {e}", sc.metadata.name));
+        assert_eq!(parsed.pool_class, class);
+        assert_eq!(parsed.fs_type, Some(hwameistor_csi::params::FsType::Xfs));
+    }
+}
+
+#[test]
+fn rbac_binds_existing_accounts_to_existing_roles_with_what_the_code_needs() {
+    let o = load();
+    let accounts: Vec<(String, String)> = o
+        .service_accounts
+        .iter()
+        .map(|s| {
+            (
+                s.metadata.namespace.clone().unwrap_or_default(),
+                s.metadata.name.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let subject_ok = |ns: &Option<String>, name: &str| {
+        accounts
+            .iter()
+            .any(|(n, a)| Some(n) == ns.as_ref() && a == name)
+    };
+    for b in &o.cluster_role_bindings {
+        assert!(
+            o.cluster_roles
+                .iter()
+                .any(|r| r.metadata.name.as_deref() == Some(b.role_ref.name.as_str())),
+            "{:?}",
+            b.metadata.name
+        );
+        for s in b.subjects.clone().unwrap_or_default() {
+            assert!(
+                subject_ok(&s.namespace, &s.name),
+                "{:?} binds unknown {}",
+                b.metadata.name,
+                s.name
+            );
+        }
+    }
+    for b in &o.role_bindings {
+        assert!(
+            o.roles
+                .iter()
+                .any(|r| r.metadata.name.as_deref() == Some(b.role_ref.name.as_str())),
+            "{:?}",
+            b.metadata.name
+        );
+        for s in b.subjects.clone().unwrap_or_default() {
+            assert!(
+                subject_ok(&s.namespace, &s.name),
+                "{:?} binds unknown {}",
+                b.metadata.name,
+                s.name
+            );
+        }
+    }
+    let role = |name: &str| -> Vec<PolicyRule> {
+        o.cluster_roles
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(name))
+            .and_then(|r| r.rules.clone())
+            .unwrap_or_default()
+    };
+    let controller = role("hwameistor-controller");
+    for (res, verb) in [
+        ("localvolumes", "watch"),
+        ("localvolumes", "create"),
+        ("localvolumes", "delete"),
+        ("localvolumes", "patch"),
+        ("localvolumes/status", "patch"),
+        ("localvolumereplicas", "create"),
+        ("localvolumereplicas", "delete"),
+        ("localvolumereplicas", "patch"),
+        ("localstoragenodes", "list"),
+    ] {
+        assert!(
+            grants(&controller, "hwameistor.io", res, verb),
+            "controller cannot {verb} {res}"
+        );
+    }
+    assert!(grants(&controller, "events.k8s.io", "events", "create"));
+    assert!(
+        !grants(&controller, "hwameistor.io", "localdisks", "get"),
+        "the controller has no business with disks"
+    );
+    let node = role("hwameistor-node");
+    assert!(grants(
+        &node,
+        "hwameistor.io",
+        "localvolumereplicas/status",
+        "update"
+    ));
+    assert!(
+        !grants(&node, "hwameistor.io", "localvolumes", "get"),
+        "the node agent never reads volumes"
+    );
+    let leases = o
+        .roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some("hwameistor-controller-leases"))
+        .expect("lease role");
+    assert!(grants(
+        leases.rules.as_deref().unwrap_or_default(),
+        "coordination.k8s.io",
+        "leases",
+        "update"
+    ));
+}

@@ -1,0 +1,494 @@
+//! Provision to mount on real nodes: two QEMU VMs with a virtual disk each run the real
+//! agent (LVM pools, logical volumes, and the CSI node service on a Unix socket); the test
+//! process runs the LocalVolume reconciler and the CSI controller service against the
+//! project's test API server, and drives the node service with the `csi_node_call` example
+//! client inside the VM, as the kubelet would.
+//!
+//! Needs root, QEMU and the host packages of scripts/install-host-deps.sh, and the agent
+//! binary and the csi_node_call example built (`cargo build --workspace --all-targets`).
+
+use hwameistor_api::*;
+use hwameistor_controller::metrics::Metrics;
+use hwameistor_controller::placement::Policy;
+use hwameistor_controller::volume_reconciler;
+use hwameistor_csi::controller::{ControllerService, Timeouts};
+use hwameistor_csi::csi::controller_server::Controller;
+use hwameistor_csi::csi::volume_capability::{
+    access_mode::Mode, AccessMode, AccessType, MountVolume,
+};
+use hwameistor_csi::csi::*;
+use hwameistor_csi::topology;
+use hwameistor_sandbox::{
+    eventually, run_prefix, Error, Sandbox, GUEST_AGENT, GUEST_AGENT_LOG, GUEST_KUBECONFIG,
+};
+use hwameistor_testbed::{Vm, VmSpec};
+use kube::api::{Api, ListParams, PostParams};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Code, Request};
+
+const MIB: i64 = 1 << 20;
+const WAIT: Duration = Duration::from_secs(120);
+const SOCKET: &str = "/run/csi/csi.sock";
+const CALL: &str = "/usr/local/bin/csi_node_call";
+
+/// A binary of this workspace's target directory (`deps/..` of this test executable).
+fn target_binary(rel: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --all-targets` first (or set {env})",
+        p.display()
+    );
+    p
+}
+
+async fn logs(sb: &Sandbox, nodes: &[&str]) -> String {
+    let mut out = String::new();
+    for n in nodes {
+        out.push_str(&format!(
+            "\n--- agent log on {n} ---\n{}",
+            sb.agent_log(n).await
+        ));
+    }
+    out
+}
+
+async fn ok<T>(sb: &Sandbox, nodes: &[&str], r: Result<T, Error>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{e}{}", logs(sb, nodes).await),
+    }
+}
+
+/// Runs the CSI node client in the VM; returns its output line, or panics with the logs.
+async fn call(sb: &Sandbox, vm: &Vm, node: &str, args: &str) -> String {
+    let out = vm
+        .exec(&format!("{CALL} {SOCKET} {args}"))
+        .await
+        .expect("exec");
+    if !out.success() {
+        panic!(
+            "csi_node_call {args} failed: {}{}{}",
+            out.stdout,
+            out.stderr,
+            logs(sb, &[node]).await
+        );
+    }
+    out.stdout.trim().to_string()
+}
+
+/// Filesystem size from `df -Pk` (POSIX format: one line per filesystem, however long the
+/// device name).
+async fn df_bytes(vm: &Vm, path: &str) -> i64 {
+    let out = vm
+        .exec_ok(&format!("df -Pk {path} | tail -1"))
+        .await
+        .expect("df");
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<i64>().ok())
+        .map(|k| k * 1024)
+        .unwrap_or_else(|| panic!("df output {out:?}"))
+}
+
+async fn lv_size(vm: &Vm, lv: &str) -> Option<i64> {
+    let out = vm
+        .exec(&format!(
+            "lvs --noheadings --units b --nosuffix -o lv_size LocalStorage_PoolHDD/{lv}"
+        ))
+        .await
+        .expect("lvs");
+    out.success()
+        .then(|| out.stdout.trim().parse().ok())
+        .flatten()
+}
+
+fn cap(fs: &str) -> VolumeCapability {
+    VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: fs.into(),
+            mount_flags: vec![],
+        })),
+    }
+}
+
+fn create(name: &str, bytes: i64, node: &str, fs: &str) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: bytes,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![cap(fs)],
+        parameters: BTreeMap::from([("poolClass".to_string(), "HDD".to_string())]),
+        accessibility_requirements: Some(TopologyRequirement {
+            requisite: vec![topology::of_node(node)],
+            preferred: vec![topology::of_node(node)],
+        }),
+        ..Default::default()
+    }
+}
+
+async fn claim_pool(sb: &Sandbox, node: &str) {
+    let disks: Api<LocalDisk> = Api::all(sb.client.clone());
+    let disk = ok(
+        sb,
+        &[node],
+        eventually(WAIT, &format!("an Available disk on {node}"), || async {
+            let l = disks
+                .list(&ListParams::default().labels(&format!("{LABEL_NODE}={node}")))
+                .await?;
+            Ok(l.items
+                .into_iter()
+                .find(|d| d.status.as_ref().and_then(|s| s.phase) == Some(DiskPhase::Available)))
+        })
+        .await,
+    )
+    .await;
+    let claims: Api<LocalDiskClaim> = Api::all(sb.client.clone());
+    let claim = LocalDiskClaim::new(
+        &format!("{node}-pool"),
+        LocalDiskClaimSpec {
+            node_name: node.into(),
+            description: DiskSelector {
+                local_disk_names: vec![disk.metadata.name.clone().unwrap_or_default()],
+                ..Default::default()
+            },
+        },
+    );
+    claims
+        .create(&PostParams::default(), &claim)
+        .await
+        .expect("claim");
+    let nodes: Api<LocalStorageNode> = Api::all(sb.client.clone());
+    ok(
+        sb,
+        &[node],
+        eventually(WAIT, &format!("an HDD pool on {node}"), || async {
+            let n = nodes.get_opt(node).await?;
+            Ok(n.and_then(|n| n.status)
+                .filter(|s| s.state == Some(NodeState::Ready))
+                .and_then(|s| s.pools.get(PoolClass::Hdd.pool_name()).cloned())
+                .filter(|p| p.free_capacity_bytes > 900 * MIB))
+        })
+        .await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
+    let agent = target_binary("hwameistor-agent", "HWAMEISTOR_AGENT_BIN");
+    let client_bin = target_binary("examples/csi_node_call", "HWAMEISTOR_CSI_CALL_BIN");
+    let prefix = run_prefix();
+    let (n1, n2) = (format!("{prefix}-n1"), format!("{prefix}-n2"));
+    let sb = Sandbox::start(
+        &agent,
+        vec![
+            VmSpec::new(&n1).disk("disk-1", 1 << 30),
+            VmSpec::new(&n2).disk("disk-2", 1 << 30),
+        ],
+    )
+    .await
+    .expect("sandbox: test API server and two node VMs");
+
+    // The client goes in stripped: debug info would fill the VMs' RAM-backed root.
+    let stripped = tempfile::NamedTempFile::new().expect("tempfile");
+    let status = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(stripped.path())
+        .arg(&client_bin)
+        .status()
+        .expect("strip");
+    assert!(status.success());
+    let client_bytes = std::fs::read(stripped.path()).expect("read client");
+    for n in [&n1, &n2] {
+        let vm = sb.testbed.vm(n);
+        vm.write_file_mode(CALL, &client_bytes, 0o755)
+            .await
+            .expect("install client");
+        let cmd = format!(
+            "RUST_LOG=info exec {GUEST_AGENT} --node-name {n} --kubeconfig {GUEST_KUBECONFIG} --resync 20s --csi-endpoint unix://{SOCKET}"
+        );
+        vm.spawn(&cmd, GUEST_AGENT_LOG).await.expect("start agent");
+    }
+    for n in [&n1, &n2] {
+        claim_pool(&sb, n).await;
+    }
+    let (vm1, vm2) = (sb.testbed.vm(&n1), sb.testbed.vm(&n2));
+    assert_eq!(
+        call(&sb, vm2, &n2, "info").await,
+        format!("ok node={n2} max_volumes=1000")
+    );
+
+    let ctx = volume_reconciler::Context::new(
+        sb.client.clone(),
+        "vm-test",
+        Arc::new(Metrics::default()),
+        Policy::default(),
+    );
+    let reconciler = tokio::spawn(volume_reconciler::run(ctx));
+    let t = Duration::from_secs(90);
+    let csi = ControllerService::new(
+        sb.client.clone(),
+        Timeouts {
+            create: t,
+            delete: t,
+            expand: t,
+        },
+    );
+
+    // An xfs volume on n2, asked for smaller than xfs allows: rounded up to 300 MiB.
+    let vol = csi
+        .create_volume(Request::new(create("pvc-xfs", 100 * MIB, &n2, "")))
+        .await;
+    let vol = match vol {
+        Ok(v) => v.into_inner().volume.expect("volume"),
+        Err(e) => panic!("create: {e:?}{}", logs(&sb, &[&n2]).await),
+    };
+    assert_eq!(vol.capacity_bytes, 300 * MIB);
+    assert_eq!(vol.accessible_topology, vec![topology::of_node(&n2)]);
+    assert_eq!(lv_size(vm2, "pvc-xfs").await, Some(300 * MIB));
+    assert_eq!(lv_size(vm1, "pvc-xfs").await, None);
+
+    let published = csi
+        .controller_publish_volume(Request::new(ControllerPublishVolumeRequest {
+            volume_id: "pvc-xfs".into(),
+            node_id: n2.clone(),
+            volume_capability: Some(cap("")),
+            ..Default::default()
+        }))
+        .await
+        .expect("publish")
+        .into_inner();
+    let dev = published
+        .publish_context
+        .get("devicePath")
+        .cloned()
+        .expect("device");
+    assert_eq!(dev, "/dev/LocalStorage_PoolHDD/pvc-xfs");
+
+    let staging =
+        "/var/lib/kubelet/plugins/kubernetes.io/csi/lvm.hwameistor.io/pvc-xfs/globalmount";
+    let target = "/var/lib/kubelet/pods/pod-1/volumes/kubernetes.io~csi/pvc-xfs/mount";
+    for _ in 0..2 {
+        assert_eq!(
+            call(&sb, vm2, &n2, &format!("stage pvc-xfs {dev} {staging} xfs")).await,
+            "ok"
+        );
+        assert_eq!(
+            call(
+                &sb,
+                vm2,
+                &n2,
+                &format!("publish pvc-xfs {dev} {staging} {target} xfs")
+            )
+            .await,
+            "ok"
+        );
+    }
+    assert_eq!(
+        vm2.exec_ok(&format!("blkid -p -o value -s TYPE {dev}"))
+            .await
+            .expect("blkid")
+            .trim(),
+        "xfs"
+    );
+    vm2.exec_ok(&format!(
+        "echo provisioned-to-mount > {target}/hello && sync"
+    ))
+    .await
+    .expect("write");
+    let before = df_bytes(vm2, target).await;
+
+    // Grow: the controller grows the LV on n2, the node grows xfs online.
+    let grown = csi
+        .controller_expand_volume(Request::new(ControllerExpandVolumeRequest {
+            volume_id: "pvc-xfs".into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 600 * MIB,
+                limit_bytes: 0,
+            }),
+            volume_capability: Some(cap("")),
+            ..Default::default()
+        }))
+        .await;
+    let grown = match grown {
+        Ok(g) => g.into_inner(),
+        Err(e) => panic!("expand: {e:?}{}", logs(&sb, &[&n2]).await),
+    };
+    assert_eq!(
+        (grown.capacity_bytes, grown.node_expansion_required),
+        (600 * MIB, true)
+    );
+    assert_eq!(lv_size(vm2, "pvc-xfs").await, Some(600 * MIB));
+    let out = call(
+        &sb,
+        vm2,
+        &n2,
+        &format!("expand pvc-xfs {target} {staging} {}", 600 * MIB),
+    )
+    .await;
+    assert_eq!(out, format!("ok capacity_bytes={}", 600 * MIB));
+    let after = df_bytes(vm2, target).await;
+    assert!(
+        after > before + 250 * MIB,
+        "xfs did not grow: {before} -> {after}"
+    );
+    assert_eq!(
+        vm2.exec_ok(&format!("cat {target}/hello"))
+            .await
+            .expect("read")
+            .trim(),
+        "provisioned-to-mount"
+    );
+    let stats = call(&sb, vm2, &n2, &format!("stats pvc-xfs {target}")).await;
+    assert!(stats.contains("abnormal=false"), "{stats}");
+    let total: i64 = stats
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("total="))
+        .and_then(|v| v.parse().ok())
+        .expect("bytes total");
+    assert_eq!(total, after, "NodeGetVolumeStats and df agree");
+
+    // A second volume that does not fit n1's pool: refused, nothing left behind.
+    let err = csi
+        .create_volume(Request::new(create("pvc-huge", 2 << 30, &n1, "")))
+        .await
+        .expect_err("no room");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    let volumes: Api<LocalVolume> = Api::all(sb.client.clone());
+    assert!(volumes.get_opt("pvc-huge").await.expect("get").is_none());
+
+    // ext4 on n1: formatted, mounted, grown online (root in the VM may resize ext4).
+    let v = csi
+        .create_volume(Request::new(create("pvc-ext4", 64 * MIB, &n1, "ext4")))
+        .await
+        .expect("ext4 volume")
+        .into_inner();
+    assert_eq!(v.volume.map(|v| v.capacity_bytes), Some(64 * MIB));
+    csi.controller_publish_volume(Request::new(ControllerPublishVolumeRequest {
+        volume_id: "pvc-ext4".into(),
+        node_id: n1.clone(),
+        volume_capability: Some(cap("ext4")),
+        ..Default::default()
+    }))
+    .await
+    .expect("publish ext4");
+    let (dev1, staging1, target1) = (
+        "/dev/LocalStorage_PoolHDD/pvc-ext4",
+        "/var/lib/kubelet/stage/pvc-ext4",
+        "/var/lib/kubelet/pods/pod-2/mount",
+    );
+    call(
+        &sb,
+        vm1,
+        &n1,
+        &format!("stage pvc-ext4 {dev1} {staging1} ext4"),
+    )
+    .await;
+    call(
+        &sb,
+        vm1,
+        &n1,
+        &format!("publish pvc-ext4 {dev1} {staging1} {target1} ext4"),
+    )
+    .await;
+    vm1.exec_ok(&format!("echo ext4-data > {target1}/f && sync"))
+        .await
+        .expect("write ext4");
+    let small = df_bytes(vm1, target1).await;
+    csi.controller_expand_volume(Request::new(ControllerExpandVolumeRequest {
+        volume_id: "pvc-ext4".into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: 128 * MIB,
+            limit_bytes: 0,
+        }),
+        ..Default::default()
+    }))
+    .await
+    .expect("expand ext4");
+    call(
+        &sb,
+        vm1,
+        &n1,
+        &format!("expand pvc-ext4 {target1} {staging1} {}", 128 * MIB),
+    )
+    .await;
+    let big = df_bytes(vm1, target1).await;
+    assert!(
+        big > small + 50 * MIB,
+        "ext4 did not grow: {small} -> {big}"
+    );
+    assert_eq!(
+        vm1.exec_ok(&format!("cat {target1}/f"))
+            .await
+            .expect("read")
+            .trim(),
+        "ext4-data"
+    );
+
+    // Tear down both, every node call twice; the logical volumes go with the objects.
+    for (vm, node, vol, staging, target) in [
+        (vm2, &n2, "pvc-xfs", staging, target),
+        (vm1, &n1, "pvc-ext4", staging1, target1),
+    ] {
+        for _ in 0..2 {
+            call(&sb, vm, node, &format!("unpublish {vol} {target}")).await;
+            call(&sb, vm, node, &format!("unstage {vol} {staging}")).await;
+        }
+        assert_eq!(
+            vm.exec(&format!("grep -c ' {staging} ' /proc/self/mountinfo"))
+                .await
+                .expect("grep")
+                .stdout
+                .trim(),
+            "0"
+        );
+        csi.controller_unpublish_volume(Request::new(ControllerUnpublishVolumeRequest {
+            volume_id: vol.into(),
+            node_id: node.clone(),
+            ..Default::default()
+        }))
+        .await
+        .expect("unpublish");
+        if let Err(e) = csi
+            .delete_volume(Request::new(DeleteVolumeRequest {
+                volume_id: vol.into(),
+                ..Default::default()
+            }))
+            .await
+        {
+            panic!("delete {vol}: {e:?}{}", logs(&sb, &[node]).await);
+        }
+        assert_eq!(lv_size(vm, vol).await, None, "LV {vol} removed on {node}");
+    }
+    assert!(volumes
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .is_empty());
+    let replicas: Api<LocalVolumeReplica> = Api::all(sb.client.clone());
+    assert!(replicas
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .is_empty());
+
+    reconciler.abort();
+    sb.shutdown().await.expect("shutdown");
+}

@@ -1,0 +1,930 @@
+//! The CSI controller service: volumes as LocalVolume objects.
+//!
+//! The service never places volumes itself. CreateVolume writes the LocalVolume the
+//! request describes and watches it until the controller has placed it and its replica is
+//! Ready (or the controller reports that no node has room, which becomes
+//! ResourceExhausted after the LocalVolume is removed again). Every call is idempotent:
+//! repeating it finds the object it created and waits for the same outcome.
+
+use crate::capability::{self, Access};
+use crate::csi::controller_server::Controller;
+use crate::csi::*;
+use crate::errors::{internal, invalid, kube_status, missing, not_found, precondition};
+use crate::params::{self, FsType};
+use crate::sizing::{self, VolumeAccess};
+use crate::{capacity, topology, PUBLISH_DEVICE_PATH, VOLUME_CONTEXT_FS_TYPE};
+use hwameistor_api::replica::replica_name;
+use hwameistor_api::volume::{CONDITION_SCHEDULED, REASON_NO_CAPACITY};
+use hwameistor_api::{
+    Accessibility, LocalStorageNode, LocalVolume, LocalVolumeReplica, LocalVolumeSpec, PoolClass,
+    VolumeKind, VolumeState,
+};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, ResourceExt};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tonic::{Code, Request, Response, Status};
+
+/// How long calls wait for the cluster to act, unless the caller's deadline is shorter.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub create: Duration,
+    pub delete: Duration,
+    pub expand: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            create: Duration::from_secs(50),
+            delete: Duration::from_secs(50),
+            expand: Duration::from_secs(50),
+        }
+    }
+}
+
+pub struct ControllerService {
+    client: Client,
+    timeouts: Timeouts,
+}
+
+/// The caller's deadline from the `grpc-timeout` header (`<digits><unit>`, unit one of
+/// H M S m u n), so the call answers before the caller gives up on it.
+pub fn grpc_timeout(value: &str) -> Option<Duration> {
+    let (num, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn deadline<T>(req: &Request<T>, ours: Duration) -> Duration {
+    let theirs = req
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(grpc_timeout);
+    match theirs {
+        // Leave a little time to send the answer.
+        Some(t) => ours.min(t.mul_f32(0.9)),
+        None => ours,
+    }
+}
+
+fn require(field: &str, v: &str) -> Result<(), Status> {
+    if v.is_empty() {
+        Err(missing(field))
+    } else {
+        Ok(())
+    }
+}
+
+/// The placement failure the controller reported, if any.
+pub fn unschedulable(lv: &LocalVolume) -> Option<String> {
+    let st = lv.status.as_ref()?;
+    st.conditions
+        .iter()
+        .find(|c| {
+            c.type_ == CONDITION_SCHEDULED && c.status == "False" && c.reason == REASON_NO_CAPACITY
+        })
+        .map(|c| c.message.clone())
+}
+
+pub fn is_ready(lv: &LocalVolume) -> bool {
+    lv.spec.config.is_some() && lv.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
+}
+
+fn nodes_of(lv: &LocalVolume) -> Vec<String> {
+    lv.spec
+        .config
+        .as_ref()
+        .map(|c| c.replicas.iter().map(|r| r.hostname.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn access_of(lv: &LocalVolume) -> VolumeAccess {
+    match lv.spec.fs_type.as_deref().and_then(FsType::parse) {
+        Some(fs) => VolumeAccess::Filesystem(fs),
+        None => VolumeAccess::Block,
+    }
+}
+
+fn volume_message(lv: &LocalVolume) -> Volume {
+    Volume {
+        capacity_bytes: lv.spec.required_capacity_bytes,
+        volume_id: lv.name_any(),
+        volume_context: lv
+            .spec
+            .fs_type
+            .iter()
+            .map(|fs| (VOLUME_CONTEXT_FS_TYPE.to_string(), fs.clone()))
+            .collect(),
+        content_source: None,
+        accessible_topology: nodes_of(lv).iter().map(|n| topology::of_node(n)).collect(),
+    }
+}
+
+fn pool_class_of(lv: &LocalVolume) -> Option<PoolClass> {
+    PoolClass::from_pool_name(&lv.spec.pool_name)
+}
+
+impl ControllerService {
+    pub fn new(client: Client, timeouts: Timeouts) -> Self {
+        ControllerService { client, timeouts }
+    }
+
+    fn volumes(&self) -> Api<LocalVolume> {
+        Api::all(self.client.clone())
+    }
+
+    fn nodes(&self) -> Api<LocalStorageNode> {
+        Api::all(self.client.clone())
+    }
+
+    fn replicas(&self) -> Api<LocalVolumeReplica> {
+        Api::all(self.client.clone())
+    }
+
+    async fn get_volume(&self, name: &str) -> Result<Option<LocalVolume>, Status> {
+        self.volumes()
+            .get_opt(name)
+            .await
+            .map_err(|e| kube_status("reading LocalVolume", e))
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<LocalStorageNode>, Status> {
+        Ok(self
+            .nodes()
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| kube_status("listing LocalStorageNodes", e))?
+            .items)
+    }
+
+    /// Waits until `name` is Ready, gone, unschedulable or being deleted.
+    async fn wait_settled(&self, name: &str, limit: Duration) -> Result<LocalVolume, Status> {
+        let settled = |lv: Option<&LocalVolume>| match lv {
+            None => true,
+            Some(lv) => {
+                is_ready(lv)
+                    || unschedulable(lv).is_some()
+                    || lv.metadata.deletion_timestamp.is_some()
+            }
+        };
+        let found = match tokio::time::timeout(
+            limit,
+            await_condition(self.volumes(), name, settled),
+        )
+        .await
+        {
+            Err(_) => {
+                let state = self
+                    .get_volume(name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|lv| lv.status)
+                    .and_then(|s| s.state);
+                return Err(Status::new(
+                    Code::DeadlineExceeded,
+                    format!("volume {name} is not Ready after {limit:?} (state {state:?}); it is still being provisioned"),
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(Status::new(
+                    Code::Unavailable,
+                    format!("watching LocalVolume {name}: {e}"),
+                ))
+            }
+            Ok(Ok(None)) => {
+                return Err(Status::new(
+                    Code::Aborted,
+                    format!("volume {name} was deleted while being created"),
+                ))
+            }
+            Ok(Ok(Some(lv))) => lv,
+        };
+        if found.metadata.deletion_timestamp.is_some() {
+            return Err(Status::new(
+                Code::Aborted,
+                format!("volume {name} is being deleted"),
+            ));
+        }
+        if let Some(why) = unschedulable(&found) {
+            // Nothing may stay behind: remove the volume the controller could not place.
+            self.delete_and_wait(&found, limit).await?;
+            return Err(Status::new(Code::ResourceExhausted, why));
+        }
+        Ok(found)
+    }
+
+    async fn delete_and_wait(&self, lv: &LocalVolume, limit: Duration) -> Result<(), Status> {
+        let name = lv.name_any();
+        if lv.metadata.deletion_timestamp.is_none() {
+            match self.volumes().delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+                Err(e) => return Err(kube_status("deleting LocalVolume", e)),
+            }
+        }
+        let uid = lv.metadata.uid.clone().unwrap_or_default();
+        match tokio::time::timeout(limit, await_condition(self.volumes(), &name, conditions::is_deleted(&uid))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Status::new(Code::Unavailable, format!("watching LocalVolume {name}: {e}"))),
+            Err(_) => Err(Status::new(
+                Code::DeadlineExceeded,
+                format!("volume {name} is still being deleted after {limit:?} (waiting for its replicas to be removed)"),
+            )),
+        }
+    }
+
+    async fn set_published(&self, lv: &LocalVolume, node: Option<&str>) -> Result<(), Status> {
+        // resourceVersion makes this a compare-and-swap: two attaches racing for one volume
+        // cannot both win.
+        let patch = serde_json::json!({
+            "metadata": { "resourceVersion": lv.metadata.resource_version },
+            "status": { "publishedNode": node },
+        });
+        self.volumes()
+            .patch_status(
+                &lv.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|e| kube_status("recording the published node", e))?;
+        Ok(())
+    }
+}
+
+/// Whether an existing volume satisfies a repeated CreateVolume.
+fn compatible(
+    existing: &LocalVolume,
+    want: &LocalVolumeSpec,
+    range: &CapacityRange,
+) -> Result<(), Status> {
+    let e = &existing.spec;
+    let size_ok = e.required_capacity_bytes >= range.required_bytes
+        && (range.limit_bytes == 0 || e.required_capacity_bytes <= range.limit_bytes);
+    if e.pool_name != want.pool_name
+        || e.fs_type != want.fs_type
+        || e.replica_number != want.replica_number
+        || !size_ok
+    {
+        return Err(Status::new(
+            Code::AlreadyExists,
+            format!(
+                "volume {} exists with pool {}, filesystem {:?}, {} bytes, {} replicas: incompatible with this request",
+                existing.name_any(),
+                e.pool_name,
+                e.fs_type,
+                e.required_capacity_bytes,
+                e.replica_number
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The spec CreateVolume writes and the size rule's input, from a request. Pure.
+pub fn volume_spec(req: &CreateVolumeRequest) -> Result<LocalVolumeSpec, Status> {
+    require("name", &req.name)?;
+    if req.volume_content_source.is_some() {
+        return Err(invalid(
+            "volume content sources (snapshots, clones) are not supported",
+        ));
+    }
+    let access = capability::check_all(&req.volume_capabilities)?;
+    let params = params::parse(&req.parameters)?;
+    let (size_access, fs_type) = match access {
+        Access::Block => {
+            if params.fs_type.is_some() {
+                return Err(invalid(format!(
+                    "{} is set but the volume is a raw block volume",
+                    params::PARAM_FS_TYPE
+                )));
+            }
+            (VolumeAccess::Block, None)
+        }
+        Access::Mount { fs, .. } => {
+            let fs = match (fs, params.fs_type) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(invalid(format!(
+                        "{}={b} contradicts the capability's filesystem {a}",
+                        params::PARAM_FS_TYPE
+                    )))
+                }
+                (a, b) => a.or(b).unwrap_or_default(),
+            };
+            (VolumeAccess::Filesystem(fs), Some(fs.as_str().to_string()))
+        }
+    };
+    let range = req.capacity_range.clone().unwrap_or_default();
+    let bytes = sizing::volume_size(range.required_bytes, range.limit_bytes, size_access)?;
+    let nodes = topology::candidate_nodes(req.accessibility_requirements.as_ref())?;
+    Ok(LocalVolumeSpec {
+        pool_name: params.pool_class.pool_name().to_string(),
+        volume_kind: VolumeKind::Lvm,
+        required_capacity_bytes: bytes,
+        replica_number: i64::from(params.replicas.get()),
+        convertible: false,
+        accessibility: Accessibility { nodes },
+        pvc_namespace: params.pvc_namespace,
+        pvc_name: params.pvc_name,
+        fs_type,
+        config: None,
+    })
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        request: Request<CreateVolumeRequest>,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
+        let limit = deadline(&request, self.timeouts.create);
+        let req = request.into_inner();
+        let spec = volume_spec(&req)?;
+        let range = req.capacity_range.clone().unwrap_or_default();
+        let name = req.name.clone();
+        match self.get_volume(&name).await? {
+            Some(existing) => compatible(&existing, &spec, &range)?,
+            None => {
+                let class = PoolClass::from_pool_name(&spec.pool_name).unwrap_or(PoolClass::Hdd);
+                let nodes = self.list_nodes().await?;
+                // Refuse early, creating nothing, when no node reports room.
+                capacity::check_fits(
+                    &nodes,
+                    class,
+                    spec.required_capacity_bytes,
+                    &spec.accessibility.nodes,
+                )
+                .map_err(|why| Status::new(Code::ResourceExhausted, why))?;
+                let lv = LocalVolume::new(&name, spec.clone());
+                match self.volumes().create(&PostParams::default(), &lv).await {
+                    Ok(_) => {
+                        tracing::info!(volume = %name, bytes = spec.required_capacity_bytes, pool = %spec.pool_name, "LocalVolume created")
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        // A concurrent repeat of this call won the race; it must ask for the same.
+                        let existing = self
+                            .get_volume(&name)
+                            .await?
+                            .ok_or_else(|| Status::new(Code::Aborted, "volume vanished; retry"))?;
+                        compatible(&existing, &spec, &range)?;
+                    }
+                    Err(e) => return Err(kube_status("creating LocalVolume", e)),
+                }
+            }
+        }
+        let lv = self.wait_settled(&name, limit).await?;
+        Ok(Response::new(CreateVolumeResponse {
+            volume: Some(volume_message(&lv)),
+        }))
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<DeleteVolumeResponse>, Status> {
+        let limit = deadline(&request, self.timeouts.delete);
+        let req = request.into_inner();
+        require("volume_id", &req.volume_id)?;
+        let Some(lv) = self.get_volume(&req.volume_id).await? else {
+            return Ok(Response::new(DeleteVolumeResponse {}));
+        };
+        if let Some(node) = lv.status.as_ref().and_then(|s| s.published_node.as_deref()) {
+            return Err(precondition(format!(
+                "volume {} is published on node {node}; unpublish it first",
+                req.volume_id
+            )));
+        }
+        self.delete_and_wait(&lv, limit).await?;
+        tracing::info!(volume = %req.volume_id, "LocalVolume deleted");
+        Ok(Response::new(DeleteVolumeResponse {}))
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        request: Request<ControllerPublishVolumeRequest>,
+    ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        require("volume_id", &req.volume_id)?;
+        require("node_id", &req.node_id)?;
+        let cap = capability::check(req.volume_capability.as_ref())?;
+        let lv = self
+            .get_volume(&req.volume_id)
+            .await?
+            .ok_or_else(|| not_found(format!("volume {} does not exist", req.volume_id)))?;
+        if (cap.access == Access::Block) != lv.spec.fs_type.is_none() {
+            return Err(invalid(format!(
+                "capability {:?} does not match volume {} (filesystem {:?})",
+                cap.access, req.volume_id, lv.spec.fs_type
+            )));
+        }
+        let nodes = nodes_of(&lv);
+        if !nodes.iter().any(|n| n == &req.node_id) {
+            if self
+                .nodes()
+                .get_opt(&req.node_id)
+                .await
+                .map_err(|e| kube_status("reading LocalStorageNode", e))?
+                .is_none()
+            {
+                return Err(not_found(format!(
+                    "node {} is not a storage node",
+                    req.node_id
+                )));
+            }
+            return Err(precondition(format!(
+                "volume {} lives on {:?}, not on node {}",
+                req.volume_id, nodes, req.node_id
+            )));
+        }
+        if let Some(other) = lv
+            .status
+            .as_ref()
+            .and_then(|s| s.published_node.as_deref())
+            .filter(|n| *n != req.node_id)
+        {
+            return Err(precondition(format!(
+                "volume {} is published on node {other}; a local volume serves one node",
+                req.volume_id
+            )));
+        }
+        let replica = self
+            .replicas()
+            .get_opt(&replica_name(&req.volume_id, &req.node_id))
+            .await
+            .map_err(|e| kube_status("reading LocalVolumeReplica", e))?;
+        let device = replica
+            .and_then(|r| r.status)
+            .and_then(|s| s.device_path)
+            .ok_or_else(|| {
+                Status::new(
+                    Code::Unavailable,
+                    format!(
+                        "the replica of {} on {} has no device yet",
+                        req.volume_id, req.node_id
+                    ),
+                )
+            })?;
+        if lv.status.as_ref().and_then(|s| s.published_node.as_deref())
+            != Some(req.node_id.as_str())
+        {
+            self.set_published(&lv, Some(&req.node_id)).await?;
+            tracing::info!(volume = %req.volume_id, node = %req.node_id, "published");
+        }
+        let mut publish_context = BTreeMap::from([(PUBLISH_DEVICE_PATH.to_string(), device)]);
+        if let Some(fs) = &lv.spec.fs_type {
+            publish_context.insert(VOLUME_CONTEXT_FS_TYPE.to_string(), fs.clone());
+        }
+        Ok(Response::new(ControllerPublishVolumeResponse {
+            publish_context,
+        }))
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        request: Request<ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        require("volume_id", &req.volume_id)?;
+        let lv = self
+            .get_volume(&req.volume_id)
+            .await?
+            .ok_or_else(|| not_found(format!("volume {} does not exist", req.volume_id)))?;
+        let published = lv.status.as_ref().and_then(|s| s.published_node.clone());
+        // An empty node id means "from every node".
+        if published.is_some()
+            && (req.node_id.is_empty() || published.as_deref() == Some(req.node_id.as_str()))
+        {
+            self.set_published(&lv, None).await?;
+            tracing::info!(volume = %req.volume_id, node = %req.node_id, "unpublished");
+        }
+        Ok(Response::new(ControllerUnpublishVolumeResponse {}))
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        request: Request<ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
+        let req = request.into_inner();
+        require("volume_id", &req.volume_id)?;
+        if req.volume_capabilities.is_empty() {
+            return Err(missing("volume_capabilities"));
+        }
+        let lv = self
+            .get_volume(&req.volume_id)
+            .await?
+            .ok_or_else(|| not_found(format!("volume {} does not exist", req.volume_id)))?;
+        let verdict = capability::check_all(&req.volume_capabilities)
+            .map_err(|e| e.to_string())
+            .and_then(|access| {
+                params::parse(&req.parameters).map_err(|e| e.to_string())?;
+                match (access, access_of(&lv)) {
+                    (Access::Block, VolumeAccess::Block) => Ok(()),
+                    (Access::Mount { fs: None, .. }, VolumeAccess::Filesystem(_)) => Ok(()),
+                    (Access::Mount { fs: Some(a), .. }, VolumeAccess::Filesystem(b)) if a == b => {
+                        Ok(())
+                    }
+                    (a, b) => Err(format!(
+                        "volume {} is {b:?}; it cannot serve {a:?}",
+                        req.volume_id
+                    )),
+                }
+            });
+        Ok(Response::new(match verdict {
+            Ok(()) => ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(validate_volume_capabilities_response::Confirmed {
+                    volume_context: req.volume_context,
+                    volume_capabilities: req.volume_capabilities,
+                    parameters: req.parameters,
+                }),
+                message: String::new(),
+            },
+            Err(message) => ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message,
+            },
+        }))
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        let req = request.into_inner();
+        if req.max_entries < 0 {
+            return Err(invalid("max_entries must not be negative"));
+        }
+        // The token is the name of the last volume returned: pages stay correct when volumes
+        // come and go between calls.
+        let after = match req.starting_token.as_str() {
+            "" => None,
+            t => Some(t.strip_prefix("after:").ok_or_else(|| {
+                Status::new(
+                    Code::Aborted,
+                    format!("starting_token {t:?} was not issued by this plugin"),
+                )
+            })?),
+        };
+        let mut all = self
+            .volumes()
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| kube_status("listing LocalVolumes", e))?
+            .items;
+        all.sort_by_key(|lv| lv.name_any());
+        let rest: Vec<&LocalVolume> = all
+            .iter()
+            .filter(|lv| after.is_none_or(|a| lv.name_any().as_str() > a))
+            .collect();
+        let take = if req.max_entries == 0 {
+            rest.len()
+        } else {
+            (req.max_entries as usize).min(rest.len())
+        };
+        let page = &rest[..take];
+        let next_token = if take < rest.len() {
+            page.last()
+                .map(|lv| format!("after:{}", lv.name_any()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let entries = page
+            .iter()
+            .map(|lv| list_volumes_response::Entry {
+                volume: Some(volume_message(lv)),
+                status: Some(list_volumes_response::VolumeStatus {
+                    published_node_ids: lv
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.published_node.clone())
+                        .into_iter()
+                        .collect(),
+                    volume_condition: None,
+                }),
+            })
+            .collect();
+        Ok(Response::new(ListVolumesResponse {
+            entries,
+            next_token,
+        }))
+    }
+
+    async fn get_capacity(
+        &self,
+        request: Request<GetCapacityRequest>,
+    ) -> Result<Response<GetCapacityResponse>, Status> {
+        let req = request.into_inner();
+        for cap in &req.volume_capabilities {
+            capability::check(Some(cap))?;
+        }
+        let params = params::parse(&req.parameters)?;
+        let node = req
+            .accessible_topology
+            .as_ref()
+            .map(|t| topology::node_of(t).ok_or(topology::NoNodeKey))
+            .transpose()?;
+        let nodes = self.list_nodes().await?;
+        let available_capacity = capacity::available(&nodes, params.pool_class, node);
+        Ok(Response::new(GetCapacityResponse { available_capacity }))
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _request: Request<ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        use controller_service_capability::rpc::Type;
+        let capabilities = [
+            Type::CreateDeleteVolume,
+            Type::PublishUnpublishVolume,
+            Type::ListVolumes,
+            Type::GetCapacity,
+            Type::ExpandVolume,
+            Type::ListVolumesPublishedNodes,
+        ]
+        .into_iter()
+        .map(|t| ControllerServiceCapability {
+            r#type: Some(controller_service_capability::Type::Rpc(
+                controller_service_capability::Rpc { r#type: t as i32 },
+            )),
+        })
+        .collect();
+        Ok(Response::new(ControllerGetCapabilitiesResponse {
+            capabilities,
+        }))
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        request: Request<ControllerExpandVolumeRequest>,
+    ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
+        let limit = deadline(&request, self.timeouts.expand);
+        let req = request.into_inner();
+        require("volume_id", &req.volume_id)?;
+        let range = req
+            .capacity_range
+            .clone()
+            .ok_or_else(|| missing("capacity_range"))?;
+        let lv = self
+            .get_volume(&req.volume_id)
+            .await?
+            .ok_or_else(|| not_found(format!("volume {} does not exist", req.volume_id)))?;
+        let access = match req.volume_capability.as_ref() {
+            Some(cap) => match capability::check(Some(cap))?.access {
+                Access::Block => VolumeAccess::Block,
+                Access::Mount { .. } => access_of(&lv),
+            },
+            None => access_of(&lv),
+        };
+        let node_expansion_required = access != VolumeAccess::Block;
+        let want = sizing::volume_size(range.required_bytes, range.limit_bytes, access)?;
+        let have = lv.spec.required_capacity_bytes;
+        let name = lv.name_any();
+        if want > have {
+            let class = pool_class_of(&lv).ok_or_else(|| {
+                internal(format!(
+                    "volume {name} has unknown pool {}",
+                    lv.spec.pool_name
+                ))
+            })?;
+            let nodes = self.list_nodes().await?;
+            for node in nodes_of(&lv) {
+                capacity::check_fits(&nodes, class, want - have, std::slice::from_ref(&node))
+                    .map_err(|why| {
+                        Status::new(
+                            Code::ResourceExhausted,
+                            format!("cannot grow {name} by {} bytes: {why}", want - have),
+                        )
+                    })?;
+            }
+            let patch = serde_json::json!({
+                "metadata": { "resourceVersion": lv.metadata.resource_version },
+                "spec": { "requiredCapacityBytes": want },
+            });
+            self.volumes()
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| kube_status("growing LocalVolume", e))?;
+            tracing::info!(volume = %name, from = have, to = want, "expansion requested");
+        }
+        let target = want.max(have);
+        let grown = move |lv: Option<&LocalVolume>| {
+            lv.is_none_or(|lv| {
+                let st = lv.status.as_ref();
+                st.and_then(|s| s.allocated_capacity_bytes).unwrap_or(0) >= target
+                    && st.and_then(|s| s.state) == Some(VolumeState::Ready)
+            })
+        };
+        let lv = match tokio::time::timeout(limit, await_condition(self.volumes(), &name, grown))
+            .await
+        {
+            Err(_) => {
+                return Err(Status::new(
+                    Code::DeadlineExceeded,
+                    format!("volume {name} has not reached {target} bytes after {limit:?}"),
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(Status::new(
+                    Code::Unavailable,
+                    format!("watching LocalVolume {name}: {e}"),
+                ))
+            }
+            Ok(Ok(None)) => return Err(not_found(format!("volume {name} was deleted"))),
+            Ok(Ok(Some(lv))) => lv,
+        };
+        let capacity_bytes = lv
+            .status
+            .as_ref()
+            .and_then(|s| s.allocated_capacity_bytes)
+            .unwrap_or(target);
+        Ok(Response::new(ControllerExpandVolumeResponse {
+            capacity_bytes,
+            node_expansion_required,
+        }))
+    }
+
+    async fn create_snapshot(
+        &self,
+        _r: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        Err(Status::unimplemented("snapshots are not supported"))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _r: Request<DeleteSnapshotRequest>,
+    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        Err(Status::unimplemented("snapshots are not supported"))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _r: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
+        Err(Status::unimplemented("snapshots are not supported"))
+    }
+
+    async fn controller_get_volume(
+        &self,
+        _r: Request<ControllerGetVolumeRequest>,
+    ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
+        Err(Status::unimplemented("GET_VOLUME is not offered"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capability::tests::{block_cap, mount_cap};
+    use crate::csi::volume_capability::access_mode::Mode;
+
+    fn create(
+        name: &str,
+        params: &[(&str, &str)],
+        caps: Vec<VolumeCapability>,
+        required: i64,
+    ) -> CreateVolumeRequest {
+        CreateVolumeRequest {
+            name: name.into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: required,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: caps,
+            parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(grpc_timeout("10S"), Some(Duration::from_secs(10)));
+        assert_eq!(grpc_timeout("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(grpc_timeout("S"), None);
+        assert_eq!(grpc_timeout(""), None);
+        assert_eq!(grpc_timeout("10x"), None);
+    }
+
+    #[test]
+    fn create_requests_become_local_volume_specs() {
+        let w = Mode::SingleNodeWriter;
+        let mut req = create(
+            "pvc-1",
+            &[
+                ("poolClass", "SSD"),
+                ("csi.storage.k8s.io/pvc/name", "data"),
+            ],
+            vec![mount_cap("", w)],
+            1 << 20,
+        );
+        req.accessibility_requirements = Some(TopologyRequirement {
+            requisite: vec![topology::of_node("n2")],
+            preferred: vec![topology::of_node("n2")],
+        });
+        let spec = volume_spec(&req).expect("valid");
+        assert_eq!(spec.pool_name, "LocalStorage_PoolSSD");
+        assert_eq!(spec.required_capacity_bytes, 300 << 20, "xfs floor applied");
+        assert_eq!(spec.fs_type.as_deref(), Some("xfs"));
+        assert_eq!(spec.accessibility.nodes, vec!["n2".to_string()]);
+        assert_eq!(spec.pvc_name.as_deref(), Some("data"));
+        assert_eq!(spec.replica_number, 1);
+
+        let block = volume_spec(&create("pvc-2", &[], vec![block_cap(w)], 1)).expect("block");
+        assert_eq!(
+            (block.fs_type, block.required_capacity_bytes),
+            (None, 4 << 20)
+        );
+        let ext4 = volume_spec(&create(
+            "pvc-3",
+            &[("csi.storage.k8s.io/fstype", "ext4")],
+            vec![mount_cap("", w)],
+            1,
+        ))
+        .expect("ext4");
+        assert_eq!(ext4.fs_type.as_deref(), Some("ext4"));
+    }
+
+    #[test]
+    fn invalid_create_requests_are_refused_with_the_right_code() {
+        let w = Mode::SingleNodeWriter;
+        let code = |r: CreateVolumeRequest| {
+            volume_spec(&r)
+                .err()
+                .map(|s| (s.code(), s.message().to_string()))
+        };
+        let (c, m) = code(create("", &[], vec![mount_cap("", w)], 1)).expect("no name");
+        assert_eq!((c, m.as_str()), (Code::InvalidArgument, "name is required"));
+        assert_eq!(
+            code(create("v", &[], vec![], 1)).map(|x| x.0),
+            Some(Code::InvalidArgument)
+        );
+        let (c, m) = code(create(
+            "v",
+            &[("replicaNumber", "2")],
+            vec![mount_cap("", w)],
+            1,
+        ))
+        .expect("HA");
+        assert_eq!(c, Code::InvalidArgument);
+        assert!(
+            m.contains("replicaNumber") && m.contains("HA replication is not available yet"),
+            "{m}"
+        );
+        let (c, m) = code(create(
+            "v",
+            &[("csi.storage.k8s.io/fstype", "ext4")],
+            vec![mount_cap("xfs", w)],
+            1,
+        ))
+        .expect("conflict");
+        assert_eq!(c, Code::InvalidArgument);
+        assert!(m.contains("csi.storage.k8s.io/fstype"), "{m}");
+        assert_eq!(
+            code(create(
+                "v",
+                &[("csi.storage.k8s.io/fstype", "xfs")],
+                vec![block_cap(w)],
+                1
+            ))
+            .map(|x| x.0),
+            Some(Code::InvalidArgument)
+        );
+        assert_eq!(
+            code(create(
+                "v",
+                &[],
+                vec![mount_cap("", Mode::MultiNodeMultiWriter)],
+                1
+            ))
+            .map(|x| x.0),
+            Some(Code::InvalidArgument)
+        );
+        let mut small = create("v", &[], vec![mount_cap("xfs", w)], 1 << 20);
+        small.capacity_range = Some(CapacityRange {
+            required_bytes: 1 << 20,
+            limit_bytes: 100 << 20,
+        });
+        let (c, m) = code(small).expect("below xfs floor");
+        assert_eq!(c, Code::OutOfRange);
+        assert!(m.contains("300Mi"), "{m}");
+        let mut cloned = create("v", &[], vec![mount_cap("", w)], 1);
+        cloned.volume_content_source = Some(VolumeContentSource::default());
+        assert_eq!(code(cloned).map(|x| x.0), Some(Code::InvalidArgument));
+    }
+}

@@ -1,0 +1,493 @@
+//! The CSI node service: stage (format + mount), publish (bind), expand, stats.
+//!
+//! Every call is idempotent: it looks at the mount table first and only does what is still
+//! missing, so a call repeated after a crash or a timeout finishes the job. A device is
+//! formatted only when `blkid -p` finds no signature on it at all; a device that carries
+//! anything else (another filesystem, a partition table, an LVM label) is refused, never
+//! reformatted.
+
+pub mod host;
+pub mod mountinfo;
+
+use crate::capability::{self, Access};
+use crate::csi::node_server::Node;
+use crate::csi::*;
+use crate::errors::{internal, invalid, missing, not_found, precondition};
+use crate::in_flight::InFlight;
+use crate::params::FsType;
+use crate::{PUBLISH_DEVICE_PATH, VOLUME_CONTEXT_FS_TYPE};
+use host::{Contents, Host, HostError};
+use hwameistor_api::TOPOLOGY_NODE_KEY;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tonic::{Code, Request, Response, Status};
+
+pub struct NodeService {
+    node: String,
+    host: Host,
+    max_volumes: i64,
+    in_flight: InFlight,
+}
+
+impl From<HostError> for Status {
+    fn from(e: HostError) -> Status {
+        internal(e.to_string())
+    }
+}
+
+fn absolute(field: &str, p: &str) -> Result<PathBuf, Status> {
+    if p.is_empty() {
+        return Err(missing(field));
+    }
+    let path = PathBuf::from(p);
+    if !path.is_absolute() {
+        return Err(invalid(format!("{field} {p:?} must be an absolute path")));
+    }
+    Ok(path)
+}
+
+fn require(field: &str, v: &str) -> Result<(), Status> {
+    if v.is_empty() {
+        Err(missing(field))
+    } else {
+        Ok(())
+    }
+}
+
+fn device_from(publish_context: &BTreeMap<String, String>) -> Result<PathBuf, Status> {
+    publish_context
+        .get(PUBLISH_DEVICE_PATH)
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| invalid(format!("publish_context has no {PUBLISH_DEVICE_PATH}; was the volume published by lvm.hwameistor.io?")))
+}
+
+fn mkdir_all(path: &Path) -> Result<(), Status> {
+    std::fs::create_dir_all(path)
+        .map_err(|e| internal(format!("cannot create {}: {e}", path.display())))
+}
+
+impl NodeService {
+    pub fn new(node: String, host: Host, max_volumes: i64) -> Self {
+        NodeService {
+            node,
+            host,
+            max_volumes,
+            in_flight: InFlight::default(),
+        }
+    }
+
+    fn existing_device(&self, dev: &Path) -> Result<(u32, u32), Status> {
+        self.host.block_device(dev).ok_or_else(|| {
+            not_found(format!(
+                "block device {} does not exist on node {}",
+                dev.display(),
+                self.node
+            ))
+        })
+    }
+
+    async fn stage_filesystem(
+        &self,
+        dev: &Path,
+        staging: &Path,
+        fs: FsType,
+        flags: &[String],
+        read_only: bool,
+    ) -> Result<(), Status> {
+        let numbers = self.existing_device(dev)?;
+        mkdir_all(staging)?;
+        if let Some(m) = self.host.mount_at(staging)? {
+            if (m.major, m.minor) == numbers {
+                return Ok(());
+            }
+            return Err(Status::new(
+                Code::AlreadyExists,
+                format!(
+                    "{} is already a mount of {} ({}), not of {}",
+                    staging.display(),
+                    m.source,
+                    m.fs_type,
+                    dev.display()
+                ),
+            ));
+        }
+        match self.host.probe(dev).await? {
+            Contents::Blank => {
+                tracing::info!(device = %dev.display(), %fs, "formatting blank device");
+                self.host.mkfs(dev, fs).await?;
+            }
+            Contents::Filesystem(found) if found == fs.as_str() => {}
+            Contents::Filesystem(found) => {
+                return Err(precondition(format!(
+                    "{} carries a {found} filesystem but {fs} was requested; refusing to reformat a device that holds data",
+                    dev.display()
+                )))
+            }
+            Contents::Other(what) => {
+                return Err(precondition(format!("{} carries {what}; refusing to format a device that holds data", dev.display())))
+            }
+        }
+        let mut options = flags.to_vec();
+        if read_only {
+            options.push("ro".into());
+        }
+        self.host.mount(dev, staging, fs.as_str(), &options).await?;
+        Ok(())
+    }
+
+    async fn unmount_all(&self, target: &Path) -> Result<(), Status> {
+        // Stacked mounts (a retried call that mounted twice) come off one at a time.
+        for _ in 0..8 {
+            if self.host.mount_at(target)?.is_none() {
+                return Ok(());
+            }
+            self.host.umount(target).await?;
+        }
+        Err(internal(format!(
+            "{} is still mounted after 8 unmounts",
+            target.display()
+        )))
+    }
+
+    async fn publish_block(
+        &self,
+        dev: &Path,
+        target: &Path,
+        read_only: bool,
+    ) -> Result<(), Status> {
+        let numbers = self.existing_device(dev)?;
+        if let Some(parent) = target.parent() {
+            mkdir_all(parent)?;
+        }
+        if self.host.mount_at(target)?.is_some() {
+            // A bind-mounted device node shows the device itself at the target.
+            if self.host.block_device(target) == Some(numbers) {
+                return Ok(());
+            }
+            return Err(Status::new(
+                Code::AlreadyExists,
+                format!("{} is already a mount of another device", target.display()),
+            ));
+        }
+        if !target.exists() {
+            std::fs::File::create(target)
+                .map_err(|e| internal(format!("cannot create {}: {e}", target.display())))?;
+        }
+        self.host.bind(dev, target, read_only, &[]).await?;
+        Ok(())
+    }
+
+    async fn publish_mount(
+        &self,
+        staging: &Path,
+        target: &Path,
+        read_only: bool,
+        flags: &[String],
+    ) -> Result<(), Status> {
+        let staged = self.host.mount_at(staging)?.ok_or_else(|| {
+            precondition(format!(
+                "volume is not staged: nothing is mounted at {}",
+                staging.display()
+            ))
+        })?;
+        mkdir_all(target)?;
+        if let Some(m) = self.host.mount_at(target)? {
+            if (m.major, m.minor) == (staged.major, staged.minor) && m.read_only() == read_only {
+                return Ok(());
+            }
+            return Err(Status::new(
+                Code::AlreadyExists,
+                format!(
+                    "{} is already mounted from {} (read-only {}), incompatible with this request",
+                    target.display(),
+                    m.source,
+                    m.read_only()
+                ),
+            ));
+        }
+        self.host.bind(staging, target, read_only, flags).await?;
+        Ok(())
+    }
+
+    fn usage(&self, path: &Path) -> Result<Vec<VolumeUsage>, Status> {
+        let st = nix::sys::statvfs::statvfs(path)
+            .map_err(|e| internal(format!("statvfs {}: {e}", path.display())))?;
+        let frsize = st.fragment_size() as i64;
+        let blocks = st.blocks() as i64;
+        let (bfree, bavail) = (st.blocks_free() as i64, st.blocks_available() as i64);
+        let (files, ffree) = (st.files() as i64, st.files_free() as i64);
+        Ok(vec![
+            VolumeUsage {
+                unit: volume_usage::Unit::Bytes as i32,
+                total: blocks * frsize,
+                available: bavail * frsize,
+                used: (blocks - bfree) * frsize,
+            },
+            VolumeUsage {
+                unit: volume_usage::Unit::Inodes as i32,
+                total: files,
+                available: ffree,
+                used: files - ffree,
+            },
+        ])
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn node_stage_volume(
+        &self,
+        request: Request<NodeStageVolumeRequest>,
+    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
+        let req = request.into_inner();
+        require("volume_id", &req.volume_id)?;
+        let staging = absolute("staging_target_path", &req.staging_target_path)?;
+        let cap = capability::check(req.volume_capability.as_ref())?;
+        let _guard = self.in_flight.begin(&req.volume_id)?;
+        let dev = device_from(&req.publish_context)?;
+        match cap.access {
+            // A raw block volume is bind-mounted straight from the device at publish.
+            Access::Block => {
+                self.existing_device(&dev)?;
+            }
+            Access::Mount { fs, flags } => {
+                let fs = match fs {
+                    Some(fs) => fs,
+                    None => match req.volume_context.get(VOLUME_CONTEXT_FS_TYPE) {
+                        Some(v) => FsType::parse(v).ok_or_else(|| {
+                            invalid(format!(
+                                "volume_context {VOLUME_CONTEXT_FS_TYPE}={v:?} is not xfs or ext4"
+                            ))
+                        })?,
+                        None => FsType::default(),
+                    },
+                };
+                self.stage_filesystem(&dev, &staging, fs, &flags, cap.read_only)
+                    .await?;
+            }
+        }
+        tracing::info!(volume = %req.volume_id, staging = %staging.display(), "staged");
+        Ok(Response::new(NodeStageVolumeResponse {}))
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        request: Request<NodeUnstageVolumeRequest>,
+    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+        let req = request.into_inner();
+        require("volume_id", &req.volume_id)?;
+        let staging = absolute("staging_target_path", &req.staging_target_path)?;
+        let _guard = self.in_flight.begin(&req.volume_id)?;
+        self.unmount_all(&staging).await?;
+        tracing::info!(volume = %req.volume_id, staging = %staging.display(), "unstaged");
+        Ok(Response::new(NodeUnstageVolumeResponse {}))
+    }
+
+    async fn node_publish_volume(
+        &self,
+        request: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        require("volume_id", &req.volume_id)?;
+        let target = absolute("target_path", &req.target_path)?;
+        let staging = absolute("staging_target_path", &req.staging_target_path)?;
+        let cap = capability::check(req.volume_capability.as_ref())?;
+        let read_only = req.readonly || cap.read_only;
+        let _guard = self.in_flight.begin(&req.volume_id)?;
+        match cap.access {
+            Access::Block => {
+                let dev = device_from(&req.publish_context)?;
+                self.publish_block(&dev, &target, read_only).await?;
+            }
+            Access::Mount { flags, .. } => {
+                self.publish_mount(&staging, &target, read_only, &flags)
+                    .await?
+            }
+        }
+        tracing::info!(volume = %req.volume_id, target = %target.display(), read_only, "published");
+        Ok(Response::new(NodePublishVolumeResponse {}))
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        request: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        require("volume_id", &req.volume_id)?;
+        let target = absolute("target_path", &req.target_path)?;
+        let _guard = self.in_flight.begin(&req.volume_id)?;
+        self.unmount_all(&target).await?;
+        // The target is ours to remove once nothing is mounted there (a directory for
+        // filesystems, a file for raw block volumes).
+        match std::fs::symlink_metadata(&target) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir(&target)
+                .map_err(|e| internal(format!("cannot remove {}: {e}", target.display())))?,
+            Ok(_) => std::fs::remove_file(&target)
+                .map_err(|e| internal(format!("cannot remove {}: {e}", target.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(internal(format!(
+                    "cannot inspect {}: {e}",
+                    target.display()
+                )))
+            }
+        }
+        tracing::info!(volume = %req.volume_id, target = %target.display(), "unpublished");
+        Ok(Response::new(NodeUnpublishVolumeResponse {}))
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        request: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        let req = request.into_inner();
+        require("volume_id", &req.volume_id)?;
+        let path = absolute("volume_path", &req.volume_path)?;
+        let meta = std::fs::metadata(&path)
+            .map_err(|_| not_found(format!("volume path {} does not exist", path.display())))?;
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_block_device() {
+            let numbers = self.existing_device(&path)?;
+            let present = self.host.device_present(numbers);
+            let total = if present {
+                self.host.device_size(numbers)?
+            } else {
+                0
+            };
+            return Ok(Response::new(NodeGetVolumeStatsResponse {
+                usage: vec![VolumeUsage {
+                    unit: volume_usage::Unit::Bytes as i32,
+                    total,
+                    available: 0,
+                    used: 0,
+                }],
+                volume_condition: Some(condition(present, &path)),
+            }));
+        }
+        let mount = self.host.mount_at(&path)?;
+        let usage = self.usage(&path)?;
+        let volume_condition = Some(match mount {
+            None => VolumeCondition {
+                abnormal: true,
+                message: format!("{} is not a mount point", path.display()),
+            },
+            Some(m) => condition(
+                self.host.device_present((m.major, m.minor)),
+                Path::new(&m.source),
+            ),
+        });
+        Ok(Response::new(NodeGetVolumeStatsResponse {
+            usage,
+            volume_condition,
+        }))
+    }
+
+    async fn node_expand_volume(
+        &self,
+        request: Request<NodeExpandVolumeRequest>,
+    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+        let req = request.into_inner();
+        require("volume_id", &req.volume_id)?;
+        let path = absolute("volume_path", &req.volume_path)?;
+        if !path.exists() {
+            return Err(not_found(format!(
+                "volume path {} does not exist",
+                path.display()
+            )));
+        }
+        let required = req
+            .capacity_range
+            .as_ref()
+            .map(|r| r.required_bytes)
+            .unwrap_or(0);
+        let block = match req.volume_capability.as_ref() {
+            Some(cap) => capability::check(Some(cap))?.access == Access::Block,
+            None => self.host.block_device(&path).is_some(),
+        };
+        let _guard = self.in_flight.begin(&req.volume_id)?;
+        let capacity = if block {
+            // Nothing to grow: the device already has the new size.
+            let numbers = self.existing_device(&path)?;
+            self.host.device_size(numbers)?
+        } else {
+            // Grow through the staging mount when there is one: it is the filesystem's
+            // first mount and exists as long as the volume is on this node.
+            let at = if req.staging_target_path.is_empty() {
+                path.clone()
+            } else {
+                PathBuf::from(&req.staging_target_path)
+            };
+            let m = match self.host.mount_at(&at)? {
+                Some(m) => m,
+                None => self.host.mount_at(&path)?.ok_or_else(|| {
+                    not_found(format!("nothing is mounted at {}", path.display()))
+                })?,
+            };
+            let numbers = (m.major, m.minor);
+            let size = self.host.device_size(numbers)?;
+            if required > size {
+                return Err(precondition(format!(
+                    "device {} is {size} bytes, smaller than the {required} bytes requested: the controller has not grown it yet",
+                    m.source
+                )));
+            }
+            self.host
+                .grow(&m.fs_type, &m.source, Path::new(&m.mount_point))
+                .await?;
+            tracing::info!(volume = %req.volume_id, device = %m.source, size, "filesystem grown");
+            size
+        };
+        Ok(Response::new(NodeExpandVolumeResponse {
+            capacity_bytes: capacity,
+        }))
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _request: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        use node_service_capability::rpc::Type;
+        let capabilities = [
+            Type::StageUnstageVolume,
+            Type::ExpandVolume,
+            Type::GetVolumeStats,
+            Type::VolumeCondition,
+        ]
+        .into_iter()
+        .map(|t| NodeServiceCapability {
+            r#type: Some(node_service_capability::Type::Rpc(
+                node_service_capability::Rpc { r#type: t as i32 },
+            )),
+        })
+        .collect();
+        Ok(Response::new(NodeGetCapabilitiesResponse { capabilities }))
+    }
+
+    async fn node_get_info(
+        &self,
+        _request: Request<NodeGetInfoRequest>,
+    ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        Ok(Response::new(NodeGetInfoResponse {
+            node_id: self.node.clone(),
+            max_volumes_per_node: self.max_volumes,
+            accessible_topology: Some(Topology {
+                segments: BTreeMap::from([(TOPOLOGY_NODE_KEY.to_string(), self.node.clone())]),
+            }),
+        }))
+    }
+}
+
+fn condition(present: bool, dev: &Path) -> VolumeCondition {
+    if present {
+        VolumeCondition {
+            abnormal: false,
+            message: "volume is healthy".into(),
+        }
+    } else {
+        VolumeCondition {
+            abnormal: true,
+            message: format!("device {} is gone", dev.display()),
+        }
+    }
+}

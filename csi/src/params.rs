@@ -1,0 +1,258 @@
+//! StorageClass parameters of `lvm.hwameistor.io`, parsed into typed values.
+//!
+//! Every key is checked: a typo in a StorageClass (`poolclass`, `replicas`) must fail the
+//! first CreateVolume with a message naming the key, not silently fall back to a default.
+//! The `csi.storage.k8s.io/` keys belong to the CSI sidecars and are ignored, except the
+//! PVC name and namespace that `--extra-create-metadata` adds (recorded on the LocalVolume)
+//! and the filesystem type, which is validated.
+
+use hwameistor_api::volume::MAX_REPLICAS;
+use hwameistor_api::PoolClass;
+use std::collections::BTreeMap;
+use std::fmt;
+use thiserror::Error;
+
+pub const PARAM_POOL_CLASS: &str = "poolClass";
+pub const PARAM_REPLICA_NUMBER: &str = "replicaNumber";
+pub const PARAM_FS_TYPE: &str = "csi.storage.k8s.io/fstype";
+pub const PARAM_PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
+pub const PARAM_PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
+/// Keys the CSI sidecars own.
+const SIDECAR_PREFIX: &str = "csi.storage.k8s.io/";
+
+/// Filesystems the node service creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FsType {
+    #[default]
+    Xfs,
+    Ext4,
+}
+
+impl FsType {
+    pub fn parse(s: &str) -> Option<FsType> {
+        match s {
+            "xfs" => Some(FsType::Xfs),
+            "ext4" => Some(FsType::Ext4),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsType::Xfs => "xfs",
+            FsType::Ext4 => "ext4",
+        }
+    }
+}
+
+impl fmt::Display for FsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many copies of the data a volume keeps. The types model N copies; only one is
+/// served until replication lands, and the parser says so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaCount(u32);
+
+impl ReplicaCount {
+    pub const ONE: ReplicaCount = ReplicaCount(1);
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeParams {
+    pub pool_class: PoolClass,
+    pub replicas: ReplicaCount,
+    /// Set only when the StorageClass names a filesystem (the provisioner usually moves it
+    /// into the volume capability instead).
+    pub fs_type: Option<FsType>,
+    pub pvc_name: Option<String>,
+    pub pvc_namespace: Option<String>,
+}
+
+impl Default for VolumeParams {
+    fn default() -> Self {
+        VolumeParams {
+            pool_class: PoolClass::Hdd,
+            replicas: ReplicaCount::ONE,
+            fs_type: None,
+            pvc_name: None,
+            pvc_namespace: None,
+        }
+    }
+}
+
+/// A parameter problem; every variant names the parameter.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ParamError {
+    #[error("unknown StorageClass parameter {name:?}; known parameters: poolClass, replicaNumber, csi.storage.k8s.io/fstype")]
+    Unknown { name: String },
+    #[error("StorageClass parameter {name}={value:?} is invalid: expected {expected}")]
+    BadValue {
+        name: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("StorageClass parameter {name}={value:?} is not supported: {reason}")]
+    Unsupported {
+        name: String,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+impl ParamError {
+    /// The parameter the error is about.
+    pub fn parameter(&self) -> &str {
+        match self {
+            ParamError::Unknown { name }
+            | ParamError::BadValue { name, .. }
+            | ParamError::Unsupported { name, .. } => name,
+        }
+    }
+}
+
+fn bad(name: &str, value: &str, expected: &'static str) -> ParamError {
+    ParamError::BadValue {
+        name: name.to_string(),
+        value: value.to_string(),
+        expected,
+    }
+}
+
+/// Parses CreateVolume (or GetCapacity) parameters.
+pub fn parse(params: &BTreeMap<String, String>) -> Result<VolumeParams, ParamError> {
+    let mut out = VolumeParams::default();
+    for (key, value) in params {
+        match key.as_str() {
+            PARAM_POOL_CLASS => {
+                out.pool_class = PoolClass::parse(value)
+                    .ok_or_else(|| bad(key, value, "one of HDD, SSD, NVMe"))?;
+            }
+            PARAM_REPLICA_NUMBER => {
+                let n: u32 = value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_REPLICAS as u32).contains(n))
+                    .ok_or_else(|| bad(key, value, "a whole number from 1 to 4"))?;
+                if n != 1 {
+                    return Err(ParamError::Unsupported {
+                        name: key.clone(),
+                        value: value.clone(),
+                        reason: "HA replication is not available yet; use replicaNumber \"1\"",
+                    });
+                }
+                out.replicas = ReplicaCount(n);
+            }
+            PARAM_FS_TYPE => {
+                out.fs_type =
+                    Some(FsType::parse(value).ok_or_else(|| bad(key, value, "xfs or ext4"))?);
+            }
+            PARAM_PVC_NAME => out.pvc_name = Some(value.clone()).filter(|v| !v.is_empty()),
+            PARAM_PVC_NAMESPACE => {
+                out.pvc_namespace = Some(value.clone()).filter(|v| !v.is_empty())
+            }
+            k if k.starts_with(SIDECAR_PREFIX) => {}
+            _ => return Err(ParamError::Unknown { name: key.clone() }),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_when_empty() {
+        assert_eq!(parse(&p(&[])), Ok(VolumeParams::default()));
+        assert_eq!(VolumeParams::default().pool_class, PoolClass::Hdd);
+    }
+
+    #[test]
+    fn parses_every_known_key() {
+        let got = parse(&p(&[
+            ("poolClass", "nvme"),
+            ("replicaNumber", "1"),
+            ("csi.storage.k8s.io/fstype", "ext4"),
+            ("csi.storage.k8s.io/pvc/name", "data"),
+            ("csi.storage.k8s.io/pvc/namespace", "apps"),
+            ("csi.storage.k8s.io/pv/name", "pvc-1"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            got,
+            VolumeParams {
+                pool_class: PoolClass::Nvme,
+                replicas: ReplicaCount::ONE,
+                fs_type: Some(FsType::Ext4),
+                pvc_name: Some("data".into()),
+                pvc_namespace: Some("apps".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn every_bad_value_names_its_parameter() {
+        let cases: &[(&str, &str)] = &[
+            ("poolClass", "tape"),
+            ("poolClass", ""),
+            ("replicaNumber", "0"),
+            ("replicaNumber", "5"),
+            ("replicaNumber", "two"),
+            ("replicaNumber", "-1"),
+            ("csi.storage.k8s.io/fstype", "btrfs"),
+            ("csi.storage.k8s.io/fstype", "XFS"),
+        ];
+        for (k, v) in cases {
+            let err = parse(&p(&[(k, v)])).expect_err(&format!("{k}={v} must be rejected"));
+            assert!(
+                matches!(err, ParamError::BadValue { .. }),
+                "{k}={v}: {err:?}"
+            );
+            assert_eq!(err.parameter(), *k);
+            assert!(err.to_string().contains(k), "{err}");
+        }
+    }
+
+    #[test]
+    fn replication_is_refused_with_a_reason() {
+        for n in ["2", "3", "4"] {
+            let err = parse(&p(&[("replicaNumber", n)])).expect_err("HA not yet");
+            assert_eq!(err.parameter(), "replicaNumber");
+            assert!(
+                err.to_string()
+                    .contains("HA replication is not available yet"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_but_sidecar_keys_ignored() {
+        let err = parse(&p(&[("poolclass", "HDD")])).expect_err("typo");
+        assert_eq!(
+            err,
+            ParamError::Unknown {
+                name: "poolclass".into()
+            }
+        );
+        assert!(err.to_string().contains("\"poolclass\""));
+        let err = parse(&p(&[("volumeKind", "LVM")])).expect_err("not ours");
+        assert_eq!(err.parameter(), "volumeKind");
+        assert!(parse(&p(&[("csi.storage.k8s.io/provisioner-secret-name", "x")])).is_ok());
+    }
+}
