@@ -402,7 +402,9 @@ mod tests {
             }
         );
 
-        c.status.as_mut().map(|s| s.phase = Some(ClaimPhase::Bound));
+        if let Some(s) = c.status.as_mut() {
+            s.phase = Some(ClaimPhase::Bound);
+        }
         assert_eq!(next_step("n1", &c, &ds, &done), ClaimStep::Nothing);
     }
 

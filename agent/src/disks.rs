@@ -348,12 +348,12 @@ pub(crate) mod tests {
         let mut moved = disk("vdd", Some("S1"), 1 << 30);
         moved.minor = 48;
         assert_eq!(
-            names_for("n1", &[a.clone()])[0].0,
+            names_for("n1", std::slice::from_ref(&a))[0].0,
             names_for("n1", &[moved])[0].0
         );
         assert_ne!(
-            names_for("n1", &[a.clone()])[0].0,
-            names_for("n2", &[a.clone()])[0].0
+            names_for("n1", std::slice::from_ref(&a))[0].0,
+            names_for("n2", std::slice::from_ref(&a))[0].0
         );
         let name = &names_for("n1", &[a])[0].0;
         assert!(name.starts_with("ld-") && name.len() == 23, "{name}");
@@ -503,7 +503,7 @@ pub(crate) mod tests {
         // Same scan again: nothing to do.
         assert!(plan("n", &[a.clone(), b.clone()], &lvm, &existing).is_empty());
         // Disk B removed: it becomes Inactive, not deleted.
-        let after = plan("n", &[a.clone()], &lvm, &existing);
+        let after = plan("n", std::slice::from_ref(&a), &lvm, &existing);
         match &after[..] {
             [DiskAction::UpdateStatus { status, .. }] => {
                 assert_eq!(status.state, Some(DiskPresence::Inactive));

@@ -12,7 +12,7 @@ pub mod context;
 pub mod crash;
 pub mod discovery;
 pub mod disks;
-pub mod exec;
+pub use hwameistor_hostexec as exec;
 pub mod lvm;
 pub mod pools;
 pub mod replica_controller;

@@ -72,7 +72,7 @@ pub fn parse_size(input: &str) -> Result<i64, SizeError> {
             .map_err(|_| SizeError::Malformed(input.to_string()))?;
         let scale = 10u128.pow(frac_part.len() as u32);
         let scaled = frac * mult;
-        if scaled % scale != 0 {
+        if !scaled.is_multiple_of(scale) {
             return Err(SizeError::Malformed(input.to_string()));
         }
         total += scaled / scale;

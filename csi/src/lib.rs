@@ -45,7 +45,7 @@ pub mod capability;
 pub mod capacity;
 pub mod controller;
 pub mod errors;
-pub mod exec;
+pub use hwameistor_hostexec as exec;
 pub mod identity;
 pub mod in_flight;
 pub mod node;

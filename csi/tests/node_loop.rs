@@ -102,7 +102,7 @@ impl Drop for Fixture {
 fn service() -> NodeService {
     NodeService::new(
         "node-1".into(),
-        Host::new(Arc::new(HostExecutor::new(Duration::from_secs(120)))),
+        Host::new(Arc::new(HostExecutor::direct(Duration::from_secs(120)))),
         100,
     )
 }
@@ -579,7 +579,7 @@ async fn a_vanished_device_makes_the_volume_abnormal() {
     let empty_sys = tempfile::tempdir().expect("tempdir");
     let blind = NodeService::new(
         "node-1".into(),
-        Host::new(Arc::new(HostExecutor::new(Duration::from_secs(10))))
+        Host::new(Arc::new(HostExecutor::direct(Duration::from_secs(10))))
             .with_sys_root(empty_sys.path().to_path_buf()),
         100,
     );

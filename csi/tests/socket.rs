@@ -30,7 +30,7 @@ async fn identity_and_node_services_answer_on_the_socket() {
         controller: None,
         node: Some(NodeService::new(
             "node-7".into(),
-            Host::new(Arc::new(HostExecutor::new(Duration::from_secs(5)))),
+            Host::new(Arc::new(HostExecutor::direct(Duration::from_secs(5)))),
             42,
         )),
     };

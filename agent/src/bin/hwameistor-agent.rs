@@ -88,7 +88,7 @@ async fn csi_node(args: &Args) -> Result<(), hwameistor_csi::errors::ServeError>
     let Some(endpoint) = args.csi_endpoint.clone() else {
         return std::future::pending().await;
     };
-    let host = Host::new(Arc::new(HostExecutor::new(args.command_timeout)));
+    let host = Host::new(Arc::new(HostExecutor::direct(args.command_timeout)));
     let services = server::Services {
         identity: IdentityService::new(false),
         controller: None,

@@ -115,6 +115,12 @@ impl HostExecutor {
         HostExecutor { mode, timeout }
     }
 
+    /// Runs tools directly in this process's namespaces (the CSI node service mounts inside
+    /// its own container, whose kubelet directory propagates to the host).
+    pub fn direct(timeout: Duration) -> Self {
+        Self::new(HostMode::Direct, timeout)
+    }
+
     fn build(&self, cmd: &HostCommand) -> tokio::process::Command {
         let mut c = match self.mode {
             HostMode::Direct => {
@@ -182,11 +188,14 @@ impl Executor for HostExecutor {
     }
 }
 
+/// A command-line prefix and the answer to commands that start with it.
+type Rule = (String, Result<CmdOutput, ExecError>);
+
 /// A scripted executor for unit tests: answers each command with the first rule whose
 /// prefix matches its command line, and records every command it was asked to run.
 #[derive(Default, Clone)]
 pub struct FakeExecutor {
-    rules: Arc<Mutex<Vec<(String, Result<CmdOutput, ExecError>)>>>,
+    rules: Arc<Mutex<Vec<Rule>>>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
