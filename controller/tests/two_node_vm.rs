@@ -36,18 +36,7 @@ const CALL: &str = "/usr/local/bin/csi_node_call";
 
 /// A binary of this workspace's target directory (`deps/..` of this test executable).
 fn target_binary(rel: &str, env: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(env) {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let p = dir.join(rel);
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace --all-targets` first (or set {env})",
-        p.display()
-    );
-    p
+    hwameistor_sandbox::workspace_binary(rel, env).unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn logs(sb: &Sandbox, nodes: &[&str]) -> String {

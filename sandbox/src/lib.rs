@@ -170,20 +170,26 @@ impl Sandbox {
     }
 }
 
-/// The agent binary next to the running executable (target/<profile>/), for binaries such
-/// as the sandbox that do not get Cargo's `CARGO_BIN_EXE_*`.
-pub fn sibling_binary(name: &str) -> Result<PathBuf, Error> {
+/// A binary of this workspace's target directory (`rel` such as `hwameistor-agent` or
+/// `examples/csi_node_call`): the path in environment variable `env` if set, else next to the
+/// running executable (a binary in target/<profile>/) or one level up (a test in
+/// target/<profile>/deps/).
+pub fn workspace_binary(rel: &str, env: &str) -> Result<PathBuf, Error> {
+    if let Some(p) = std::env::var_os(env) {
+        return Ok(PathBuf::from(p));
+    }
     let exe = std::env::current_exe().map_err(|e| Error::Other(e.to_string()))?;
     let dir = exe
         .parent()
         .ok_or_else(|| Error::Other("executable has no directory".into()))?;
-    let path = dir.join(name);
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(Error::Other(format!(
-            "{} not found; build it first with `cargo build -p hwameistor-agent` (same profile)",
-            path.display()
-        )))
+    for d in [Some(dir), dir.parent()].into_iter().flatten() {
+        let p = d.join(rel);
+        if p.exists() {
+            return Ok(p);
+        }
     }
+    Err(Error::Other(format!(
+        "{rel} not found next to {}: run `cargo build --workspace --all-targets` first (same profile), or set {env}",
+        exe.display()
+    )))
 }

@@ -10,7 +10,7 @@
 
 use clap::Parser;
 use hwameistor_api::*;
-use hwameistor_sandbox::{eventually, sibling_binary, Sandbox};
+use hwameistor_sandbox::{eventually, workspace_binary, Sandbox};
 use hwameistor_testbed::{DiskSpec, VmSpec};
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::wait::await_condition;
@@ -56,7 +56,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let node = "bench1";
-    let agent = sibling_binary("hwameistor-agent")?;
+    let agent = workspace_binary("hwameistor-agent", "HWAMEISTOR_AGENT_BIN")?;
     println!(
         "agent binary: {} ({} bytes)",
         agent.display(),

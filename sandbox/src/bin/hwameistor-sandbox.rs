@@ -6,7 +6,7 @@
 use clap::Parser;
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::*;
-use hwameistor_sandbox::{eventually, sibling_binary, Sandbox};
+use hwameistor_sandbox::{eventually, workspace_binary, Sandbox};
 use hwameistor_testbed::VmSpec;
 use kube::api::{Api, ListParams, PostParams};
 use std::path::PathBuf;
@@ -40,7 +40,7 @@ fn step(started: Instant, msg: &str) {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let started = Instant::now();
-    let agent = sibling_binary("hwameistor-agent")?;
+    let agent = workspace_binary("hwameistor-agent", "HWAMEISTOR_AGENT_BIN")?;
     let names: Vec<String> = (1..=args.nodes).map(|i| format!("node{i}")).collect();
     let specs: Vec<VmSpec> = names
         .iter()
