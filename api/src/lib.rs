@@ -7,9 +7,11 @@
 //! controller wants (spec) is kept apart from what an agent observed (status).
 
 pub mod claim;
+pub mod client;
 pub mod common;
 pub mod crds;
 pub mod disk;
+pub mod duration;
 pub mod node;
 pub mod quantity;
 pub mod replica;

@@ -481,3 +481,251 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
     reconciler.abort();
     sb.shutdown().await.expect("shutdown");
 }
+
+/// The CSI node client, stripped (debug info would fill the VM's RAM-backed root).
+fn stripped_client(client_bin: &std::path::Path) -> Vec<u8> {
+    let stripped = tempfile::NamedTempFile::new().expect("tempfile");
+    let status = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(stripped.path())
+        .arg(client_bin)
+        .status()
+        .expect("strip");
+    assert!(status.success());
+    std::fs::read(stripped.path()).expect("read client")
+}
+
+/// Starts the agent with its CSI node service; `env` may arm a crash point.
+async fn start_csi_agent(sb: &Sandbox, node: &str, env: &str) -> u32 {
+    let cmd = format!(
+        "{env} RUST_LOG=info exec {GUEST_AGENT} --node-name {node} --kubeconfig {GUEST_KUBECONFIG} --resync 20s --csi-endpoint unix://{SOCKET}"
+    );
+    sb.testbed
+        .vm(node)
+        .spawn(&cmd, GUEST_AGENT_LOG)
+        .await
+        .expect("start agent")
+}
+
+async fn wait_agent_exit(sb: &Sandbox, node: &str, pid: u32) {
+    let vm = sb.testbed.vm(node);
+    ok(
+        sb,
+        &[node],
+        eventually(WAIT, &format!("agent {pid} on {node} to exit"), || async {
+            Ok(matches!(
+                vm.process_state(pid).await?,
+                hwameistor_testbed::ProcessState::Exited { .. }
+            )
+            .then_some(()))
+        })
+        .await,
+    )
+    .await;
+}
+
+fn create_block(name: &str, bytes: i64, node: &str) -> CreateVolumeRequest {
+    let mut req = create(name, bytes, node, "");
+    req.volume_capabilities = vec![block_cap()];
+    req
+}
+
+fn block_cap() -> VolumeCapability {
+    VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Block(
+            hwameistor_csi::csi::volume_capability::BlockVolume {},
+        )),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csi_converges_when_the_agent_dies_mid_create_and_mid_delete_and_serves_raw_block() {
+    let agent = target_binary("hwameistor-agent", "HWAMEISTOR_AGENT_BIN");
+    let client_bin = target_binary("examples/csi_node_call", "HWAMEISTOR_CSI_CALL_BIN");
+    let node = format!("{}-k1", run_prefix());
+    let sb = Sandbox::start(&agent, vec![VmSpec::new(&node).disk("kill-1", 1 << 30)])
+        .await
+        .expect("sandbox");
+    let vm = sb.testbed.vm(&node);
+    vm.write_file_mode(CALL, &stripped_client(&client_bin), 0o755)
+        .await
+        .expect("install client");
+    let pid = start_csi_agent(&sb, &node, "").await;
+    claim_pool(&sb, &node).await;
+    let ctx = volume_reconciler::Context::new(
+        sb.client.clone(),
+        "vm-crash-test",
+        Arc::new(Metrics::default()),
+        Policy::default(),
+    );
+    let reconciler = tokio::spawn(volume_reconciler::run(ctx));
+    let t = Duration::from_secs(120);
+    let csi = ControllerService::new(
+        sb.client.clone(),
+        Timeouts {
+            create: t,
+            delete: t,
+            expand: t,
+        },
+    );
+
+    // CreateVolume while the agent dies right after lvcreate, before it reports the volume:
+    // the call keeps waiting and completes once a restarted agent finishes the job.
+    vm.kill(pid, 9).await.expect("kill agent");
+    wait_agent_exit(&sb, &node, pid).await;
+    let armed = start_csi_agent(&sb, &node, "HWAMEISTOR_CRASH_POINT=lvm-after-lvcreate").await;
+    let (created, _) = tokio::join!(
+        csi.create_volume(Request::new(create_block("pvc-blk", 64 * MIB, &node))),
+        async {
+            wait_agent_exit(&sb, &node, armed).await;
+            assert_eq!(
+                lv_size(vm, "pvc-blk").await,
+                Some(64 * MIB),
+                "crashed after lvcreate"
+            );
+            start_csi_agent(&sb, &node, "").await
+        }
+    );
+    let created = match created {
+        Ok(c) => c.into_inner().volume.expect("volume"),
+        Err(e) => panic!(
+            "create across an agent crash: {e:?}{}",
+            logs(&sb, &[&node]).await
+        ),
+    };
+    assert_eq!(created.capacity_bytes, 64 * MIB);
+    let lvs = vm
+        .exec_ok("lvs --noheadings -o lv_name LocalStorage_PoolHDD")
+        .await
+        .expect("lvs");
+    assert_eq!(
+        lvs.split_whitespace().collect::<Vec<_>>(),
+        ["pvc-blk"],
+        "one LV, no duplicate"
+    );
+
+    // A raw block volume: staged and published as a device, written and read back, never
+    // formatted.
+    let dev = csi
+        .controller_publish_volume(Request::new(ControllerPublishVolumeRequest {
+            volume_id: "pvc-blk".into(),
+            node_id: node.clone(),
+            volume_capability: Some(block_cap()),
+            ..Default::default()
+        }))
+        .await
+        .expect("publish block")
+        .into_inner()
+        .publish_context
+        .get("devicePath")
+        .cloned()
+        .expect("device path");
+    let staging =
+        "/var/lib/kubelet/plugins/kubernetes.io/csi/lvm.hwameistor.io/pvc-blk/globalmount";
+    let target = "/var/lib/kubelet/pods/pod-b/volumeDevices/kubernetes.io~csi/pvc-blk";
+    for _ in 0..2 {
+        call(
+            &sb,
+            vm,
+            &node,
+            &format!("stage pvc-blk {dev} {staging} block"),
+        )
+        .await;
+        call(
+            &sb,
+            vm,
+            &node,
+            &format!("publish pvc-blk {dev} {staging} {target} block"),
+        )
+        .await;
+    }
+    vm.exec_ok(&format!(
+        "dd if=/dev/urandom of=/tmp/pattern bs=1M count=4 2>/dev/null && dd if=/tmp/pattern of={target} bs=1M count=4 conv=fsync 2>/dev/null && dd if={target} bs=1M count=4 2>/dev/null | cmp - /tmp/pattern"
+    ))
+    .await
+    .expect("raw block data written through the published device reads back");
+    let sig = vm.exec(&format!("blkid -p {dev}")).await.expect("blkid");
+    assert!(
+        !sig.success() || sig.stdout.trim().is_empty(),
+        "a block volume was formatted: {}",
+        sig.stdout
+    );
+    for _ in 0..2 {
+        call(&sb, vm, &node, &format!("unpublish pvc-blk {target}")).await;
+        call(&sb, vm, &node, &format!("unstage pvc-blk {staging}")).await;
+    }
+    csi.controller_unpublish_volume(Request::new(ControllerUnpublishVolumeRequest {
+        volume_id: "pvc-blk".into(),
+        node_id: node.clone(),
+        ..Default::default()
+    }))
+    .await
+    .expect("unpublish");
+
+    // DeleteVolume while the agent dies right after lvremove, before it releases the
+    // replica: the call completes once a restarted agent finishes, and nothing is left.
+    let running = vm
+        .exec_ok("pidof hwameistor-agent")
+        .await
+        .expect("agent running");
+    let running: u32 = running
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("pid");
+    vm.kill(running, 9).await.expect("kill agent");
+    wait_agent_exit(&sb, &node, running).await;
+    let armed = start_csi_agent(&sb, &node, "HWAMEISTOR_CRASH_POINT=lvm-after-lvremove").await;
+    let replicas: Api<LocalVolumeReplica> = Api::all(sb.client.clone());
+    let (deleted, _) = tokio::join!(
+        csi.delete_volume(Request::new(DeleteVolumeRequest {
+            volume_id: "pvc-blk".into(),
+            ..Default::default()
+        })),
+        async {
+            wait_agent_exit(&sb, &node, armed).await;
+            assert_eq!(lv_size(vm, "pvc-blk").await, None, "crashed after lvremove");
+            let left = replicas
+                .list(&ListParams::default())
+                .await
+                .expect("list")
+                .items;
+            assert_eq!(
+                left.len(),
+                1,
+                "the replica outlives its LV until the agent releases it"
+            );
+            start_csi_agent(&sb, &node, "").await
+        }
+    );
+    if let Err(e) = deleted {
+        panic!(
+            "delete across an agent crash: {e:?}{}",
+            logs(&sb, &[&node]).await
+        );
+    }
+    let volumes: Api<LocalVolume> = Api::all(sb.client.clone());
+    assert!(volumes
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .is_empty());
+    assert!(replicas
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .is_empty());
+    let lvs = vm
+        .exec_ok("lvs --noheadings -o lv_name LocalStorage_PoolHDD")
+        .await
+        .expect("lvs");
+    assert!(lvs.trim().is_empty(), "no LV leaked: {lvs}");
+    reconciler.abort();
+    sb.shutdown().await.expect("shutdown");
+}

@@ -9,7 +9,6 @@ pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod confirm;
-pub mod durations;
 pub mod errors;
 pub mod output;
 pub mod progress;

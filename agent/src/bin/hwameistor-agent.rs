@@ -1,6 +1,5 @@
 //! The node agent binary.
 
-use anyhow::Context as _;
 use clap::Parser;
 use hwameistor_agent::context::Context;
 use hwameistor_agent::discovery::HostRoots;
@@ -28,10 +27,10 @@ struct Args {
     #[arg(long, value_enum, default_value = "direct")]
     host_mode: HostMode,
     /// Full rescan interval, as a safety net behind uevents.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = hwameistor_api::duration::parse_duration)]
     resync: Duration,
     /// Longest a single host command may run.
-    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = hwameistor_api::duration::parse_duration)]
     command_timeout: Duration,
     /// Root of sysfs (tests point this elsewhere).
     #[arg(long, default_value = "/sys")]
@@ -45,33 +44,6 @@ struct Args {
     /// Most volumes the CSI node service accepts on this node (reported to the scheduler).
     #[arg(long, default_value_t = 1000)]
     csi_max_volumes: i64,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 500ms"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?} is not a duration like 30s, 5m or 500ms")),
-    }
-}
-
-async fn client(args: &Args) -> anyhow::Result<kube::Client> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig given and not running in a pod")?,
-    };
-    Ok(kube::Client::try_from(config)?)
 }
 
 /// The CSI node service, when asked for; otherwise a future that never completes. Its
@@ -114,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let client = client(&args).await?;
+    let client = hwameistor_api::client::client(args.kubeconfig.as_deref()).await?;
     let exec = Arc::new(HostExecutor::new(args.host_mode, args.command_timeout));
     let roots = HostRoots {
         sys: args.sys_root.clone(),

@@ -33,11 +33,11 @@ struct Args {
     /// This instance's identity in the Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = hwameistor_api::duration::parse_duration)]
     lease_duration: Duration,
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = hwameistor_api::duration::parse_duration)]
     renew_deadline: Duration,
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = hwameistor_api::duration::parse_duration)]
     retry_period: Duration,
     /// Where the CSI identity and controller services listen.
     #[arg(long, default_value = "unix:///csi/csi.sock")]
@@ -46,7 +46,7 @@ struct Args {
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
     /// Longest CreateVolume, DeleteVolume and ControllerExpandVolume wait for the cluster.
-    #[arg(long, default_value = "50s", value_parser = parse_duration)]
+    #[arg(long, default_value = "50s", value_parser = hwameistor_api::duration::parse_duration)]
     csi_timeout: Duration,
     /// Most volumes one pool may hold; unlimited when unset.
     #[arg(long)]
@@ -54,33 +54,6 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 500ms"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?} is not a duration like 30s, 5m or 500ms")),
-    }
-}
-
-async fn client(args: &Args) -> anyhow::Result<kube::Client> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig given and not running in a pod")?,
-    };
-    Ok(kube::Client::try_from(config)?)
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -126,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
             "--renew-deadline must be shorter than --lease-duration, or two leaders could overlap"
         );
     }
-    let client = client(&args).await?;
+    let client = hwameistor_api::client::client(args.kubeconfig.as_deref()).await?;
     let identity = match args.identity.clone() {
         Some(id) => id,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -1,9 +1,9 @@
 //! Flags shared by several commands, and value parsers that reuse the library's own
 //! parsing so clap shows the library's messages.
 
-use crate::durations::parse_duration;
 use crate::output::{OutputFormat, OutputOptions};
 use clap::Args;
+use hwameistor_api::duration::parse_duration;
 use std::path::PathBuf;
 use std::time::Duration;
 
