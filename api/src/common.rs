@@ -22,9 +22,6 @@ pub const LABEL_VOLUME: &str = "hwameistor.io/volume";
 /// Label on a LocalDisk naming the claim that bound it.
 pub const LABEL_CLAIM: &str = "hwameistor.io/claim";
 
-/// Finalizer the node agent holds on a LocalDisk while the disk is a member of a pool, so
-/// deleting the object never loses track of a disk that carries data.
-pub const FINALIZER_DISK_IN_POOL: &str = "hwameistor.io/disk-in-pool";
 /// Finalizer the controller holds on a LocalVolume until all its replicas are gone.
 pub const FINALIZER_VOLUME: &str = "hwameistor.io/volume-protection";
 /// Finalizer the node agent holds on a LocalVolumeReplica until its logical volume is removed.

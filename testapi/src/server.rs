@@ -62,6 +62,10 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, shared
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((tcp, _peer)) = accepted else { continue };
+                // Watch events are small writes on a long-lived stream: without NODELAY
+                // each waits on Nagle and the peer's delayed ACK. Go's net package (and so
+                // the real API server) sets it on every connection.
+                let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let shared = shared.clone();
                 conns.spawn(serve_connection(acceptor, tcp, shared));

@@ -157,7 +157,7 @@ pub async fn uninstall(
         );
     } else if disks_with_finalizers > 0 {
         report.notes.push(format!(
-            "{disks_with_finalizers} LocalDisk(s) carry the disk-in-pool finalizer and no agent runs to remove it: their CRD stays Terminating until `kubectl patch ld NAME --type merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'` is run for each."
+            "{disks_with_finalizers} LocalDisk(s) carry finalizers and no agent runs to remove them: their CRD stays Terminating until `kubectl patch ld NAME --type merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'` is run for each."
         ));
     }
     Ok(report)
