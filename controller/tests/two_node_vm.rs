@@ -192,26 +192,14 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
     .await
     .expect("sandbox: test API server and two node VMs");
 
-    // The client goes in stripped: debug info would fill the VMs' RAM-backed root.
-    let stripped = tempfile::NamedTempFile::new().expect("tempfile");
-    let status = std::process::Command::new("strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(stripped.path())
-        .arg(&client_bin)
-        .status()
-        .expect("strip");
-    assert!(status.success());
-    let client_bytes = std::fs::read(stripped.path()).expect("read client");
+    let client_bytes = stripped_client(&client_bin);
     for n in [&n1, &n2] {
-        let vm = sb.testbed.vm(n);
-        vm.write_file_mode(CALL, &client_bytes, 0o755)
+        sb.testbed
+            .vm(n)
+            .write_file_mode(CALL, &client_bytes, 0o755)
             .await
             .expect("install client");
-        let cmd = format!(
-            "RUST_LOG=info exec {GUEST_AGENT} --node-name {n} --kubeconfig {GUEST_KUBECONFIG} --resync 20s --csi-endpoint unix://{SOCKET}"
-        );
-        vm.spawn(&cmd, GUEST_AGENT_LOG).await.expect("start agent");
+        start_csi_agent(&sb, n, "").await;
     }
     for n in [&n1, &n2] {
         claim_pool(&sb, n).await;
@@ -222,22 +210,7 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
         format!("ok node={n2} max_volumes=1000")
     );
 
-    let ctx = volume_reconciler::Context::new(
-        sb.client.clone(),
-        "vm-test",
-        Arc::new(Metrics::default()),
-        Policy::default(),
-    );
-    let reconciler = tokio::spawn(volume_reconciler::run(ctx));
-    let t = Duration::from_secs(90);
-    let csi = ControllerService::new(
-        sb.client.clone(),
-        Timeouts {
-            create: t,
-            delete: t,
-            expand: t,
-        },
-    );
+    let (reconciler, csi) = control_plane(&sb, "vm-test", Duration::from_secs(90));
 
     // An xfs volume on n2, asked for smaller than xfs allows: rounded up to 300 MiB.
     let vol = csi
@@ -482,6 +455,31 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
     sb.shutdown().await.expect("shutdown");
 }
 
+/// The volume reconciler (running) and the CSI controller service, as the controller binary
+/// wires them, with `t` as every CSI wait.
+fn control_plane(
+    sb: &Sandbox,
+    identity: &str,
+    t: Duration,
+) -> (tokio::task::JoinHandle<()>, ControllerService) {
+    let ctx = volume_reconciler::Context::new(
+        sb.client.clone(),
+        identity,
+        Arc::new(Metrics::default()),
+        Policy::default(),
+    );
+    let reconciler = tokio::spawn(volume_reconciler::run(ctx));
+    let csi = ControllerService::new(
+        sb.client.clone(),
+        Timeouts {
+            create: t,
+            delete: t,
+            expand: t,
+        },
+    );
+    (reconciler, csi)
+}
+
 /// The CSI node client, stripped (debug info would fill the VM's RAM-backed root).
 fn stripped_client(client_bin: &std::path::Path) -> Vec<u8> {
     let stripped = tempfile::NamedTempFile::new().expect("tempfile");
@@ -556,22 +554,7 @@ async fn csi_converges_when_the_agent_dies_mid_create_and_mid_delete_and_serves_
         .expect("install client");
     let pid = start_csi_agent(&sb, &node, "").await;
     claim_pool(&sb, &node).await;
-    let ctx = volume_reconciler::Context::new(
-        sb.client.clone(),
-        "vm-crash-test",
-        Arc::new(Metrics::default()),
-        Policy::default(),
-    );
-    let reconciler = tokio::spawn(volume_reconciler::run(ctx));
-    let t = Duration::from_secs(120);
-    let csi = ControllerService::new(
-        sb.client.clone(),
-        Timeouts {
-            create: t,
-            delete: t,
-            expand: t,
-        },
-    );
+    let (reconciler, csi) = control_plane(&sb, "vm-crash-test", Duration::from_secs(120));
 
     // CreateVolume while the agent dies right after lvcreate, before it reports the volume:
     // the call keeps waiting and completes once a restarted agent finishes the job.
