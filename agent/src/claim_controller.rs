@@ -1,13 +1,13 @@
 //! Runs LocalDiskClaims of this node: binds disks and grows pools, one idempotent step at
-//! a time (see [`crate::claims`]).
+//! a time (see [`hwameistor_core::claim`]).
 
-use crate::claims::{self, ClaimStep};
 use crate::context::Context;
 use crate::scanner;
 use futures::StreamExt;
 use hwameistor_api::{
     ClaimPhase, LocalDisk, LocalDiskClaim, LocalDiskClaimStatus, ObjectRef, LABEL_CLAIM, LABEL_NODE,
 };
+use hwameistor_core::claim::{self as claims, ClaimStep};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};

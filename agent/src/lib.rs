@@ -3,18 +3,16 @@
 //! It runs on every storage node and is the only component that touches the node's disks:
 //! it discovers disks and publishes them as LocalDisks, binds disks to LocalDiskClaims and
 //! grows the node's pools, executes LocalVolumeReplicas as logical volumes, and reports its
-//! pools in the node's LocalStorageNode. Decisions are pure functions ([`disks`], [`claims`],
-//! [`replicas`], [`pools`]); host commands go through [`exec`]; the reconcilers glue the two.
+//! pools in the node's LocalStorageNode. Decisions are pure functions ([`disks`] here; claims,
+//! replicas and pools in `hwameistor-core`); host commands go through [`exec`]; the
+//! reconcilers glue the two.
 
 pub mod claim_controller;
-pub mod claims;
 pub mod context;
 pub mod crash;
 pub mod discovery;
 pub mod disks;
 pub use hwameistor_hostexec as exec;
 pub mod lvm;
-pub mod pools;
 pub mod replica_controller;
-pub mod replicas;
 pub mod scanner;

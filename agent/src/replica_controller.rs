@@ -1,12 +1,12 @@
 //! Executes this node's LocalVolumeReplicas: creates, grows and removes their logical
-//! volumes, one idempotent step at a time (see [`crate::replicas`]).
+//! volumes, one idempotent step at a time (see [`hwameistor_core::replica`]).
 
 use crate::context::Context;
-use crate::replicas::{self, ReplicaStep};
 use futures::StreamExt;
 use hwameistor_api::{
     LocalVolumeReplica, LocalVolumeReplicaStatus, ReplicaState, FINALIZER_REPLICA, LABEL_NODE,
 };
+use hwameistor_core::replica::{self as replicas, ReplicaStep};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;

@@ -4,12 +4,13 @@
 //! asks for one, and every `resync` as a safety net.
 
 use crate::context::Context;
+use crate::discovery;
 use crate::disks::{self, DiskAction};
-use crate::{discovery, pools};
 use hwameistor_api::{
     LocalDisk, LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, NodeState,
     LABEL_NODE,
 };
+use hwameistor_core::pools;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, PostParams};
 use kube::Api;

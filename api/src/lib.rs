@@ -7,6 +7,7 @@
 //! controller wants (spec) is kept apart from what an agent observed (status).
 
 pub mod claim;
+#[cfg(feature = "client")]
 pub mod client;
 pub mod common;
 pub mod crds;

@@ -17,6 +17,9 @@ pub const CONDITION_SCHEDULED: &str = "Scheduled";
 pub const REASON_NO_CAPACITY: &str = "NoCapacity";
 /// Reason of a `Scheduled=True` condition.
 pub const REASON_PLACED: &str = "Placed";
+/// Annotation on a LocalVolume made by CSI CreateVolume holding the CSI volume name it was
+/// created for, when that name could not be the object's name as it is.
+pub const ANNOTATION_CSI_NAME: &str = "hwameistor.io/csi-volume-name";
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum VolumeKind {

@@ -1,18 +1,18 @@
-//! The LocalVolume reconciler: carries out [`crate::volume_state`] decisions.
+//! The LocalVolume reconciler: carries out [`hwameistor_core::volume`] decisions.
 //!
 //! Event-driven: it runs when a LocalVolume or one of the LocalVolumeReplicas it owns
 //! changes. Placements are serialized under one lock and read the cluster fresh from the
 //! API server, so two volumes placed at the same moment always see each other.
 
 use crate::metrics::Metrics;
-use crate::placement::{self, PlacementError, Policy};
-use crate::volume_state::{self, StatusUpdate, Step};
 use futures::StreamExt;
 use hwameistor_api::volume::{CONDITION_SCHEDULED, REASON_NO_CAPACITY, REASON_PLACED};
 use hwameistor_api::{
     LocalStorageNode, LocalVolume, LocalVolumeReplica, PoolClass, ReplicaAssignment, VolumeConfig,
     VolumeState, FINALIZER_VOLUME, LABEL_VOLUME,
 };
+use hwameistor_core::placement::{self, PlacementError, Policy};
+use hwameistor_core::volume::{self as volume_state, StatusUpdate, Step};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};

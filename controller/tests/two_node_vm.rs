@@ -9,8 +9,8 @@
 
 use hwameistor_api::*;
 use hwameistor_controller::metrics::Metrics;
-use hwameistor_controller::placement::Policy;
 use hwameistor_controller::volume_reconciler;
+use hwameistor_core::placement::Policy;
 use hwameistor_csi::controller::{ControllerService, Timeouts};
 use hwameistor_csi::csi::controller_server::Controller;
 use hwameistor_csi::csi::volume_capability::{

@@ -9,9 +9,10 @@
 use crate::capability::{self, Access};
 use crate::csi::controller_server::Controller;
 use crate::csi::*;
-use crate::errors::{internal, invalid, kube_status, missing, not_found, precondition};
+use crate::errors::{
+    internal, invalid, kube_status, missing, not_found, precondition, size_status,
+};
 use crate::params::{self, FsType};
-use crate::sizing::{self, VolumeAccess};
 use crate::{capacity, topology, PUBLISH_DEVICE_PATH, VOLUME_CONTEXT_FS_TYPE};
 use hwameistor_api::replica::replica_name;
 use hwameistor_api::volume::{CONDITION_SCHEDULED, REASON_NO_CAPACITY};
@@ -19,6 +20,7 @@ use hwameistor_api::{
     Accessibility, LocalStorageNode, LocalVolume, LocalVolumeReplica, LocalVolumeSpec, PoolClass,
     VolumeKind, VolumeState,
 };
+use hwameistor_core::sizing::{self, VolumeAccess};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, ResourceExt};
@@ -327,7 +329,8 @@ pub fn volume_spec(req: &CreateVolumeRequest) -> Result<LocalVolumeSpec, Status>
         }
     };
     let range = req.capacity_range.clone().unwrap_or_default();
-    let bytes = sizing::volume_size(range.required_bytes, range.limit_bytes, size_access)?;
+    let bytes = sizing::volume_size(range.required_bytes, range.limit_bytes, size_access)
+        .map_err(size_status)?;
     let nodes = topology::candidate_nodes(req.accessibility_requirements.as_ref())?;
     Ok(LocalVolumeSpec {
         pool_name: params.pool_class.pool_name().to_string(),
@@ -688,7 +691,8 @@ impl Controller for ControllerService {
             None => access_of(&lv),
         };
         let node_expansion_required = access != VolumeAccess::Block;
-        let want = sizing::volume_size(range.required_bytes, range.limit_bytes, access)?;
+        let want = sizing::volume_size(range.required_bytes, range.limit_bytes, access)
+            .map_err(size_status)?;
         let have = lv.spec.required_capacity_bytes;
         let name = lv.name_any();
         if want > have {

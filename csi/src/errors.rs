@@ -6,7 +6,7 @@
 
 use crate::capability::CapabilityError;
 use crate::params::ParamError;
-use crate::sizing::SizeError;
+use hwameistor_core::sizing::SizeError;
 use thiserror::Error;
 use tonic::{Code, Status};
 
@@ -57,13 +57,12 @@ impl From<CapabilityError> for Status {
     }
 }
 
-impl From<SizeError> for Status {
-    fn from(e: SizeError) -> Status {
-        match e {
-            SizeError::Invalid(_) => invalid(e.to_string()),
-            // The spec's code for "unsupported capacity".
-            SizeError::BelowMinimum { .. } => Status::new(Code::OutOfRange, e.to_string()),
-        }
+/// The size rule's refusal as a gRPC status.
+pub fn size_status(e: SizeError) -> Status {
+    match e {
+        SizeError::Invalid(_) => invalid(e.to_string()),
+        // The spec's code for "unsupported capacity".
+        SizeError::BelowMinimum { .. } => Status::new(Code::OutOfRange, e.to_string()),
     }
 }
 

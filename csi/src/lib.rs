@@ -21,7 +21,7 @@
 //!
 //! # Volume sizes
 //!
-//! A capacity range becomes a size by one rule (see [`sizing`]):
+//! A capacity range becomes a size by one rule (see [`hwameistor_core::sizing`]):
 //!
 //! - the floor is **300 MiB for xfs** (current `mkfs.xfs` refuses smaller filesystems) and
 //!   **4 MiB for ext4 and raw block** volumes (one LVM extent);
@@ -51,7 +51,6 @@ pub mod in_flight;
 pub mod node;
 pub mod params;
 pub mod server;
-pub mod sizing;
 pub mod topology;
 
 /// The generated CSI v1.3.0 types, clients and servers.

@@ -9,7 +9,6 @@
 use hwameistor_api::volume::MAX_REPLICAS;
 use hwameistor_api::PoolClass;
 use std::collections::BTreeMap;
-use std::fmt;
 use thiserror::Error;
 
 pub const PARAM_POOL_CLASS: &str = "poolClass";
@@ -20,36 +19,7 @@ pub const PARAM_PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
 /// Keys the CSI sidecars own.
 const SIDECAR_PREFIX: &str = "csi.storage.k8s.io/";
 
-/// Filesystems the node service creates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum FsType {
-    #[default]
-    Xfs,
-    Ext4,
-}
-
-impl FsType {
-    pub fn parse(s: &str) -> Option<FsType> {
-        match s {
-            "xfs" => Some(FsType::Xfs),
-            "ext4" => Some(FsType::Ext4),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FsType::Xfs => "xfs",
-            FsType::Ext4 => "ext4",
-        }
-    }
-}
-
-impl fmt::Display for FsType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use hwameistor_core::sizing::FsType;
 
 /// How many copies of the data a volume keeps. The types model N copies; only one is
 /// served until replication lands, and the parser says so.

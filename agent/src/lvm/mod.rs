@@ -55,32 +55,11 @@ pub struct Lvm {
     exec: Arc<dyn Executor>,
 }
 
-/// Rounds `bytes` up to a whole number of extents.
-pub fn round_up_to_extent(bytes: i64, extent: i64) -> i64 {
-    if extent <= 0 {
-        return bytes;
-    }
-    let extents = bytes / extent + i64::from(bytes % extent != 0);
-    extents.saturating_mul(extent)
-}
+pub use hwameistor_core::lvm::round_up_to_extent;
 
-/// lvm2's rules for LV names, checked before any command runs so the error is ours.
+/// lvm2's rules for LV names (the shared rule), as this module's error.
 pub fn validate_lv_name(name: &str) -> Result<(), LvmError> {
-    let ok = !name.is_empty()
-        && name.len() <= 127
-        && !name.starts_with('-')
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+_.-".contains(c))
-        && !name.starts_with("snapshot")
-        && !name.starts_with("pvmove");
-    if ok {
-        Ok(())
-    } else {
-        Err(LvmError::InvalidName(name.to_string()))
-    }
+    hwameistor_core::lvm::validate_lv_name(name).map_err(|e| LvmError::InvalidName(e.0))
 }
 
 impl Lvm {

@@ -14,8 +14,8 @@ use hwameistor_api::{
     LocalVolumeReplicaStatus, NodeState, PoolClass, PoolStatus, ReplicaState, FINALIZER_REPLICA,
 };
 use hwameistor_controller::metrics::Metrics;
-use hwameistor_controller::placement::Policy;
 use hwameistor_controller::volume_reconciler;
+use hwameistor_core::placement::Policy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher;

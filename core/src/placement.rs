@@ -5,6 +5,7 @@
 //! in it. The second bound keeps a burst of placements honest while the node's report lags
 //! behind the logical volumes it created.
 
+use crate::lvm::round_up_to_extent;
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::{LocalStorageNode, LocalVolume, LocalVolumeReplica, NodeState, PoolClass};
 use std::collections::BTreeMap;
@@ -67,13 +68,6 @@ pub enum PlacementError {
     },
 }
 
-fn round_up(bytes: i64, extent: i64) -> i64 {
-    if extent <= 0 {
-        return bytes;
-    }
-    (bytes / extent + i64::from(bytes % extent != 0)).saturating_mul(extent)
-}
-
 /// The room left in a pool, after counting what is placed there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Room {
@@ -95,7 +89,7 @@ pub fn room(
         .iter()
         .filter(|p| p.node == node && p.class == class && p.volume != exclude)
     {
-        let want = round_up(p.required, pool.extent);
+        let want = round_up_to_extent(p.required, pool.extent);
         match p.allocated {
             None => {
                 pending = pending.saturating_add(want);
@@ -144,7 +138,7 @@ pub fn place(
             continue;
         };
         let r = room(&node.name, req.class, pool, placed, &req.volume);
-        let need = round_up(req.bytes, pool.extent);
+        let need = round_up_to_extent(req.bytes, pool.extent);
         if r.bytes < need {
             reasons.push(format!("{} has {} free", node.name, format_size(r.bytes)));
             continue;

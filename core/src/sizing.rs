@@ -11,17 +11,49 @@
 //! 4. If that exceeds a set `limit_bytes`, the request fails with OutOfRange and a message
 //!    naming the floor — never an opaque mkfs failure on the node later.
 
-use crate::params::FsType;
+use crate::lvm::{checked_round_up, DEFAULT_EXTENT_BYTES};
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::volume::MIN_VOLUME_BYTES;
+use std::fmt;
 use thiserror::Error;
+
+/// Filesystems the node service creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FsType {
+    #[default]
+    Xfs,
+    Ext4,
+}
+
+impl FsType {
+    pub fn parse(s: &str) -> Option<FsType> {
+        match s {
+            "xfs" => Some(FsType::Xfs),
+            "ext4" => Some(FsType::Ext4),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsType::Xfs => "xfs",
+            FsType::Ext4 => "ext4",
+        }
+    }
+}
+
+impl fmt::Display for FsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// `mkfs.xfs` refuses smaller filesystems.
 pub const XFS_MIN_BYTES: i64 = 300 << 20;
 /// ext4 formats fine on the smallest logical volume.
 pub const EXT4_MIN_BYTES: i64 = MIN_VOLUME_BYTES;
 /// Sizes are multiples of the default LVM extent.
-pub const ALIGN_BYTES: i64 = MIN_VOLUME_BYTES;
+pub const ALIGN_BYTES: i64 = DEFAULT_EXTENT_BYTES;
 
 /// How the volume is consumed: decides the floor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,15 +94,6 @@ pub enum SizeError {
     },
 }
 
-fn round_up(bytes: i64, align: i64) -> Option<i64> {
-    let rem = bytes % align;
-    if rem == 0 {
-        Some(bytes)
-    } else {
-        bytes.checked_add(align - rem)
-    }
-}
-
 /// The size of a volume asked for with `required` and `limit` (0 = unset), per the rule
 /// in the module docs.
 pub fn volume_size(required: i64, limit: i64, access: VolumeAccess) -> Result<i64, SizeError> {
@@ -85,12 +108,12 @@ pub fn volume_size(required: i64, limit: i64, access: VolumeAccess) -> Result<i6
         )));
     }
     let floor = access.min_bytes();
-    let size = round_up(required.max(floor), ALIGN_BYTES)
+    let size = checked_round_up(required.max(floor), ALIGN_BYTES)
         .ok_or_else(|| SizeError::Invalid(format!("required_bytes {required} is too large")))?;
     if limit > 0 && size > limit {
         // Rounding to an extent may overshoot a limit that is not extent-aligned; a limit
         // at or above the floor but below the rounded size is still unsatisfiable.
-        let min = floor.max(round_up(required, ALIGN_BYTES).unwrap_or(i64::MAX));
+        let min = floor.max(checked_round_up(required, ALIGN_BYTES).unwrap_or(i64::MAX));
         return Err(SizeError::BelowMinimum {
             what: access.describe(),
             min: format_size(min),

@@ -1,0 +1,24 @@
+//! HwameiStor's decisions, each in one place.
+//!
+//! Everything here is a pure function of the state it is given: no API client, no gRPC, no
+//! host commands, no clock. The controller, the node agent, the CSI driver and the plugin
+//! all decide through these modules, so a rule (how a size rounds, how much room a pool
+//! has, what a volume does next) cannot drift between them.
+//!
+//! - [`lvm`]: the model of a node's LVM state, extent rounding, logical volume names;
+//! - [`sizing`]: what size a requested capacity range becomes;
+//! - [`naming`]: the LocalVolume name of a CSI volume name;
+//! - [`placement`]: where a volume's replicas go, and how much room a pool has left counting
+//!   volumes placed but not reported yet;
+//! - [`pools`]: a node's pools as its LocalStorageNode reports them;
+//! - [`volume`], [`replica`], [`claim`]: the next step of a LocalVolume (controller), a
+//!   LocalVolumeReplica and a LocalDiskClaim (node agent).
+
+pub mod claim;
+pub mod lvm;
+pub mod naming;
+pub mod placement;
+pub mod pools;
+pub mod replica;
+pub mod sizing;
+pub mod volume;
