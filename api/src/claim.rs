@@ -28,6 +28,7 @@ pub struct DiskSelector {
     group = "hwameistor.io",
     version = "v1alpha1",
     kind = "LocalDiskClaim",
+    selectable = ".spec.nodeName",
     plural = "localdiskclaims",
     shortname = "ldc",
     category = "hwameistor",

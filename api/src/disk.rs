@@ -88,6 +88,7 @@ pub enum IdentitySource {
     group = "hwameistor.io",
     version = "v1alpha1",
     kind = "LocalDisk",
+    selectable = ".spec.nodeName",
     plural = "localdisks",
     shortname = "ld",
     category = "hwameistor",

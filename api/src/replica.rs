@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
     group = "hwameistor.io",
     version = "v1alpha1",
     kind = "LocalVolumeReplica",
+    selectable = ".spec.nodeName",
     plural = "localvolumereplicas",
     shortname = "lvr",
     category = "hwameistor",
@@ -38,15 +39,14 @@ pub struct LocalVolumeReplicaSpec {
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ReplicaState {
-    /// The logical volume is being created.
-    Creating,
     /// The logical volume exists at the required size and is active.
     Ready,
-    /// The logical volume exists but is inactive, missing or smaller than required.
+    /// The logical volume is missing, inactive or smaller than required and the agent could
+    /// not fix it yet (no room in the pool, an LVM error); `message` says why. The agent
+    /// retries.
     NotReady,
-    /// Growing to the required size.
-    Expanding,
-    /// The logical volume is being removed.
+    /// The replica is being deleted and its logical volume could not be removed yet (it is
+    /// open, or LVM failed); `message` says why.
     Deleting,
     /// An operation failed in a way retries will not fix; conditions say why.
     Failed,
@@ -57,8 +57,11 @@ pub enum ReplicaState {
 pub struct LocalVolumeReplicaStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<ReplicaState>,
-    #[serde(default)]
-    pub synced: bool,
+    /// Whether this replica holds an up-to-date copy of the volume's data, as replication
+    /// last reported it. Absent for a volume without replication: its one replica is the
+    /// data, there is nothing to be in sync with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced: Option<bool>,
     /// Block device applications use, e.g. /dev/LocalStorage_PoolHDD/pvc-....
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_path: Option<String>,

@@ -44,10 +44,9 @@ pub struct ReplicaAssignment {
     #[schemars(range(min = 1))]
     pub id: i64,
     pub hostname: String,
+    /// The node's replication address (its LocalStorageNode's `storageIP`), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
-    #[serde(default)]
-    pub primary: bool,
 }
 
 /// The placement the controller decided: the desired state node agents act on.
@@ -59,7 +58,8 @@ pub struct VolumeConfig {
     pub version: i64,
     #[schemars(range(min = 0))]
     pub required_capacity_bytes: i64,
-    /// Replication resource number; -1 for a volume without replication.
+    /// Replication resource number (a DRBD minor and port offset); the sentinel -1 means
+    /// the volume has no replication resource (one replica, plain LVM).
     #[schemars(range(min = -1))]
     pub resource_id: i64,
     #[serde(default)]

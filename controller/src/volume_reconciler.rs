@@ -186,7 +186,6 @@ async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::E
                             .iter()
                             .find(|x| x.metadata.name.as_deref() == Some(n))
                             .and_then(|x| x.spec.storage_ip.clone()),
-                        primary: i == 0,
                     })
                     .collect(),
             };

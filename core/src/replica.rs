@@ -39,7 +39,8 @@ fn has_finalizer(r: &LocalVolumeReplica) -> bool {
 pub fn ready_status(r: &LocalVolumeReplica, lv: &Lv) -> LocalVolumeReplicaStatus {
     LocalVolumeReplicaStatus {
         state: Some(ReplicaState::Ready),
-        synced: true,
+        // One replica, no replication: nothing to be in sync with.
+        synced: None,
         device_path: Some(lv.path.clone()),
         allocated_capacity_bytes: Some(lv.size),
         disks: lv.devices.clone(),

@@ -287,7 +287,6 @@ mod tests {
                 id: 1,
                 hostname: node.into(),
                 ip: None,
-                primary: true,
             }],
         });
         v
@@ -297,7 +296,6 @@ mod tests {
         let mut r = replica_for(v, node, size);
         r.status = Some(LocalVolumeReplicaStatus {
             state: Some(ReplicaState::Ready),
-            synced: true,
             device_path: Some(format!("/dev/LocalStorage_PoolHDD/{}", "pvc-1")),
             allocated_capacity_bytes: Some(size),
             ..Default::default()

@@ -83,7 +83,7 @@ fn volumes(n: usize) -> (Vec<LocalVolume>, Vec<LocalVolumeReplica>) {
             .expect("replica");
             r.status = Some(LocalVolumeReplicaStatus {
                 state: Some(ReplicaState::Ready),
-                synced: true,
+                synced: None,
                 ..Default::default()
             });
             reps.push(r);

@@ -147,7 +147,7 @@ fn volumes() -> VolumeList {
         name: format!("pvc-1-{node}"),
         node: node.into(),
         state: Some(state.into()),
-        synced: true,
+        synced: None,
         allocated_bytes: Some(10 * GI),
         device: Some("/dev/LocalStorage_PoolHDD/pvc-1".into()),
         message: None,

@@ -126,7 +126,6 @@ async fn fake_agent_step(
     }
     let want = LocalVolumeReplicaStatus {
         state: Some(ReplicaState::Ready),
-        synced: true,
         device_path: Some(format!("/dev/{}/{}", r.spec.pool_name, r.spec.volume_name)),
         allocated_capacity_bytes: Some(r.spec.required_capacity_bytes),
         observed_generation: r.metadata.generation,

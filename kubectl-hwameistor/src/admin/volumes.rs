@@ -32,7 +32,8 @@ pub struct ReplicaRow {
     pub name: String,
     pub node: String,
     pub state: Option<String>,
-    pub synced: bool,
+    /// Absent for a volume without replication (nothing to be in sync with).
+    pub synced: Option<bool>,
     pub allocated_bytes: Option<i64>,
     pub device: Option<String>,
     pub message: Option<String>,
@@ -224,7 +225,7 @@ impl Render for VolumeDetail {
                 x.name.clone(),
                 x.node.clone(),
                 or_dash(x.state.as_deref()),
-                x.synced.to_string(),
+                x.synced.map_or_else(|| "-".to_string(), |s| s.to_string()),
                 size_cell(x.allocated_bytes),
                 or_dash(x.device.as_deref()),
                 or_dash(x.message.as_deref()),

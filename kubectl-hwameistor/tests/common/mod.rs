@@ -343,7 +343,7 @@ pub fn replica(volume: &str, node: &str, capacity: i64, state: ReplicaState) -> 
     .expect("replica fixture");
     r.status = Some(LocalVolumeReplicaStatus {
         state: Some(state),
-        synced: true,
+        synced: None,
         allocated_capacity_bytes: Some(capacity),
         ..Default::default()
     });
