@@ -75,16 +75,22 @@ pub struct Room {
     pub volumes: i64,
 }
 
-pub fn room(
-    node: &str,
-    class: PoolClass,
-    pool: &PoolView,
-    placed: &[Placed],
-    exclude: &str,
-) -> Room {
-    let mut pending = 0i64;
-    let mut committed = 0i64;
-    let mut unreported = 0i64;
+/// What the placed replicas (other than `exclude`'s) hold in one pool of one node.
+struct Tally {
+    /// Bytes promised and not yet reported: creations and unfinished expansions.
+    pending: i64,
+    /// Bytes the placed replicas take or will take.
+    committed: i64,
+    /// Replicas placed whose logical volume the node has not reported.
+    unreported: i64,
+}
+
+fn tally(node: &str, class: PoolClass, pool: &PoolView, placed: &[Placed], exclude: &str) -> Tally {
+    let mut t = Tally {
+        pending: 0,
+        committed: 0,
+        unreported: 0,
+    };
     for p in placed
         .iter()
         .filter(|p| p.node == node && p.class == class && p.volume != exclude)
@@ -92,18 +98,137 @@ pub fn room(
         let want = round_up_to_extent(p.required, pool.extent);
         match p.allocated {
             None => {
-                pending = pending.saturating_add(want);
-                unreported += 1;
+                t.pending = t.pending.saturating_add(want);
+                t.unreported += 1;
             }
             // An expansion not done yet still needs its difference.
-            Some(have) => pending = pending.saturating_add((want - have).max(0)),
+            Some(have) => t.pending = t.pending.saturating_add((want - have).max(0)),
         }
-        committed = committed.saturating_add(want.max(p.allocated.unwrap_or(0)));
+        t.committed = t
+            .committed
+            .saturating_add(want.max(p.allocated.unwrap_or(0)));
     }
+    t
+}
+
+pub fn room(
+    node: &str,
+    class: PoolClass,
+    pool: &PoolView,
+    placed: &[Placed],
+    exclude: &str,
+) -> Room {
+    let t = tally(node, class, pool, placed, exclude);
     Room {
-        bytes: (pool.free - pending).min(pool.total - committed).max(0),
-        volumes: pool.volumes + unreported,
+        bytes: (pool.free - t.pending).min(pool.total - t.committed).max(0),
+        volumes: pool.volumes + t.unreported,
     }
+}
+
+/// Room for new volumes of `class`, as GetCapacity reports it: by the same rule as
+/// [`place`], so a size it offers is one the controller will place.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Available {
+    /// The room of every Ready node's pool, summed.
+    pub total: i64,
+    /// The most one pool has: a volume lives on one node, so no bigger volume fits.
+    pub largest: i64,
+}
+
+/// The room for new volumes of `class` on `only_node`, or on every node when `None`. Nodes
+/// that are not Ready, or have no such pool, offer nothing.
+pub fn available(
+    nodes: &[NodeView],
+    class: PoolClass,
+    placed: &[Placed],
+    only_node: Option<&str>,
+) -> Available {
+    let mut out = Available::default();
+    for node in nodes
+        .iter()
+        .filter(|n| n.ready && only_node.is_none_or(|o| n.name == o))
+    {
+        let Some(pool) = node.pools.get(&class) else {
+            continue;
+        };
+        // No volume is excluded: every placement counts against new volumes.
+        let r = room(&node.name, class, pool, placed, "");
+        out.total = out.total.saturating_add(r.bytes);
+        out.largest = out.largest.max(r.bytes);
+    }
+    out
+}
+
+/// Why a volume cannot grow on a node.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum GrowthError {
+    #[error("{node} is not a storage node")]
+    UnknownNode { node: String },
+    #[error("{node} is not Ready")]
+    NotReady { node: String },
+    #[error("{node} has no {class} pool")]
+    NoPool { node: String, class: PoolClass },
+    #[error("{node} can hold {volume} at {max} at most, not {want}")]
+    NoRoom {
+        node: String,
+        volume: String,
+        max: String,
+        want: String,
+    },
+}
+
+/// The largest size `volume` may have in its `class` pool on `node`: what the pool has free
+/// beyond the others' pending placements, plus what the volume already holds there (the
+/// node's free space excludes it), and never more than the total less what the others take.
+pub fn max_size(
+    node: &str,
+    class: PoolClass,
+    pool: &PoolView,
+    placed: &[Placed],
+    volume: &str,
+) -> i64 {
+    let others = tally(node, class, pool, placed, volume);
+    let own = placed
+        .iter()
+        .find(|p| p.node == node && p.class == class && p.volume == volume)
+        .and_then(|p| p.allocated)
+        .unwrap_or(0);
+    (pool.free - others.pending + own)
+        .min(pool.total - others.committed)
+        .max(0)
+}
+
+/// Whether `volume`, placed on `node`, may grow to `bytes` (rounded to the pool's extent).
+pub fn check_growth(
+    nodes: &[NodeView],
+    node: &str,
+    class: PoolClass,
+    placed: &[Placed],
+    volume: &str,
+    bytes: i64,
+) -> Result<(), GrowthError> {
+    let view = nodes
+        .iter()
+        .find(|n| n.name == node)
+        .ok_or_else(|| GrowthError::UnknownNode { node: node.into() })?;
+    if !view.ready {
+        return Err(GrowthError::NotReady { node: node.into() });
+    }
+    let pool = view.pools.get(&class).ok_or_else(|| GrowthError::NoPool {
+        node: node.into(),
+        class,
+    })?;
+    let want = round_up_to_extent(bytes, pool.extent);
+    let max = max_size(node, class, pool, placed, volume);
+    if want > max {
+        return Err(GrowthError::NoRoom {
+            node: node.into(),
+            volume: volume.into(),
+            max: format_size(max),
+            want: format_size(want),
+        });
+    }
+    Ok(())
 }
 
 /// Picks `req.replicas` distinct nodes. With accessibility the first allowed nodes that fit
@@ -476,6 +601,121 @@ mod tests {
         assert_eq!(
             place(&req(1, &[]), &nodes, &[], &Policy::default()),
             Ok(vec!["a".to_string()])
+        );
+    }
+
+    #[test]
+    fn available_counts_placements_and_skips_what_cannot_take_volumes() {
+        let mut down = node("down", 10 * GI, 10 * GI, 0);
+        down.ready = false;
+        let nodes = [
+            node("a", 10 * GI, 6 * GI, 0),
+            node("b", 10 * GI, 3 * GI, 0),
+            down,
+        ];
+        // 2 GiB promised to a and not reported yet.
+        let earlier = [placed("v1", "a", 2 * GI, None)];
+        assert_eq!(
+            available(&nodes, HDD, &earlier, None),
+            Available {
+                total: 7 * GI,
+                largest: 4 * GI
+            }
+        );
+        assert_eq!(
+            available(&nodes, HDD, &earlier, Some("b")),
+            Available {
+                total: 3 * GI,
+                largest: 3 * GI
+            }
+        );
+        assert_eq!(
+            available(&nodes, HDD, &earlier, Some("down")),
+            Available::default()
+        );
+        assert_eq!(
+            available(&nodes, HDD, &earlier, Some("ghost")),
+            Available::default()
+        );
+        assert_eq!(
+            available(&nodes, PoolClass::Ssd, &earlier, None),
+            Available::default()
+        );
+        // What available offers on a node, place accepts there, and no more.
+        let offered = available(&nodes, HDD, &earlier, Some("a")).largest;
+        let p = Policy::default();
+        assert!(place(&req(offered, &["a"]), &nodes, &earlier, &p).is_ok());
+        assert!(place(&req(offered + 1, &["a"]), &nodes, &earlier, &p).is_err());
+    }
+
+    #[test]
+    fn growth_counts_the_volumes_own_allocation_and_others_pending() {
+        // v holds 2 GiB (reported, so free excludes it); w is promised 3 GiB, not created.
+        let nodes = [node("a", 10 * GI, 5 * GI, 1)];
+        let pool = &nodes[0].pools[&HDD];
+        let placed_now = [
+            placed("v", "a", 2 * GI, Some(2 * GI)),
+            placed("w", "a", 3 * GI, None),
+        ];
+        // 5 free - 3 pending for w + 2 own = 4 GiB.
+        assert_eq!(max_size("a", HDD, pool, &placed_now, "v"), 4 * GI);
+        assert_eq!(
+            check_growth(&nodes, "a", HDD, &placed_now, "v", 4 * GI),
+            Ok(())
+        );
+        assert_eq!(
+            check_growth(&nodes, "a", HDD, &placed_now, "v", 5 * GI),
+            Err(GrowthError::NoRoom {
+                node: "a".into(),
+                volume: "v".into(),
+                max: "4Gi".into(),
+                want: "5Gi".into(),
+            })
+        );
+        // One byte over is a whole extent over.
+        assert!(check_growth(&nodes, "a", HDD, &placed_now, "v", 4 * GI + 1).is_err());
+        // A lagging report: the node still shows 10 GiB free though 7 GiB are taken by
+        // others; the total bounds v at 3 GiB.
+        let lagging = [node("a", 10 * GI, 10 * GI, 0)];
+        let others = [
+            placed("v", "a", GI, Some(GI)),
+            placed("x", "a", 7 * GI, Some(7 * GI)),
+        ];
+        assert_eq!(
+            max_size("a", HDD, &lagging[0].pools[&HDD], &others, "v"),
+            3 * GI
+        );
+        // A volume whose own logical volume is not reported yet holds nothing on the node.
+        let unreported = [placed("v", "a", GI, None)];
+        assert_eq!(
+            max_size("a", HDD, &nodes[0].pools[&HDD], &unreported, "v"),
+            5 * GI
+        );
+    }
+
+    #[test]
+    fn growth_needs_a_ready_node_with_the_pool() {
+        let mut down = node("down", 10 * GI, 10 * GI, 0);
+        down.ready = false;
+        let nodes = [down, node("a", 10 * GI, 10 * GI, 0)];
+        assert_eq!(
+            check_growth(&nodes, "down", HDD, &[], "v", GI),
+            Err(GrowthError::NotReady {
+                node: "down".into()
+            })
+        );
+        assert_eq!(
+            check_growth(&nodes, "ghost", HDD, &[], "v", GI),
+            Err(GrowthError::UnknownNode {
+                node: "ghost".into()
+            })
+        );
+        assert_eq!(
+            check_growth(&nodes, "a", PoolClass::Ssd, &[], "v", GI),
+            Err(GrowthError::NoPool {
+                node: "a".into(),
+                class: PoolClass::Ssd
+            })
         );
     }
 }
