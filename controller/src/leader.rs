@@ -7,11 +7,15 @@
 //! gives up (stops its work) when it could not renew for `renew_deadline`, which is shorter
 //! than the lease duration, so it stops before anyone else may start.
 
+use crate::metrics::{ElectionPhase, Health};
+use futures::FutureExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -116,12 +120,83 @@ impl Observation {
 pub enum ElectionError {
     #[error("lease request failed: {0}")]
     Kube(#[from] kube::Error),
+    #[error("lease request got no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Durations that cannot work together.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the renew deadline ({renew_deadline:?}) must be shorter than the lease duration ({lease_duration:?}), or two leaders could overlap")]
+    DeadlineNotShorterThanLease {
+        renew_deadline: Duration,
+        lease_duration: Duration,
+    },
+    #[error("the retry period ({retry_period:?}) must be shorter than the renew deadline ({renew_deadline:?}), or the leader steps down before its first renewal")]
+    RetryNotShorterThanDeadline {
+        retry_period: Duration,
+        renew_deadline: Duration,
+    },
+    #[error("the lease duration must be at least one second (leases count whole seconds)")]
+    LeaseTooShort,
+}
+
+impl ElectorConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.lease_duration < Duration::from_secs(1) {
+            return Err(ConfigError::LeaseTooShort);
+        }
+        if self.renew_deadline >= self.lease_duration {
+            return Err(ConfigError::DeadlineNotShorterThanLease {
+                renew_deadline: self.renew_deadline,
+                lease_duration: self.lease_duration,
+            });
+        }
+        if self.retry_period >= self.renew_deadline {
+            return Err(ConfigError::RetryNotShorterThanDeadline {
+                retry_period: self.retry_period,
+                renew_deadline: self.renew_deadline,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why [`Elector::run`] returned other than by shutdown. Both leave the lease released, so
+/// a standby takes over at once; the process should exit non-zero and be restarted.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the leader's work ended although it should run until stopped; lease released")]
+    WorkEnded,
+    #[error("the leader's work panicked: {0}; lease released")]
+    WorkPanicked(String),
+}
+
+/// The outcome of one attempt to acquire or renew.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// We hold the lease.
+    Held,
+    /// Another candidate holds it and is alive.
+    HeldBy(String),
+    /// Our write lost a race with another writer; the next attempt decides afresh.
+    Conflict,
+}
+
+/// Why a leader stopped leading and campaigns again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Lost {
+    /// Another candidate holds the lease: stop at once, it believes it leads.
+    TakenBy(String),
+    /// No renewal within the renew deadline (API errors, timeouts, refused writes).
+    Deadline,
 }
 
 pub struct Elector {
     api: Api<Lease>,
     config: ElectorConfig,
     observed: Observation,
+    health: Option<Arc<Health>>,
 }
 
 fn now_micro() -> MicroTime {
@@ -132,21 +207,41 @@ fn conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 impl Elector {
     pub fn new(client: Client, config: ElectorConfig) -> Self {
         Elector {
             api: Api::namespaced(client, &config.namespace),
             config,
             observed: Observation::default(),
+            health: None,
         }
+    }
+
+    /// Reports the loop's phase and every lease request's outcome to `health`.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     pub fn identity(&self) -> &str {
         &self.config.identity
     }
 
-    /// One attempt to acquire or renew; `Ok(true)` when we hold the lease afterwards.
-    pub async fn try_acquire_or_renew(&mut self) -> Result<bool, ElectionError> {
+    fn report(&self, phase: ElectionPhase) {
+        if let Some(h) = &self.health {
+            h.election(phase);
+        }
+    }
+
+    /// One attempt to acquire or renew.
+    pub async fn attempt(&mut self) -> Result<Attempt, ElectionError> {
         let me = self.config.identity.clone();
         let current = self.api.get_opt(&self.config.name).await?;
         let spec = current.as_ref().and_then(|l| l.spec.clone());
@@ -160,7 +255,7 @@ impl Elector {
         let result = match (decision, current) {
             (Decision::Wait { holder }, _) => {
                 tracing::debug!(%holder, "lease held by another candidate");
-                return Ok(false);
+                return Ok(Attempt::HeldBy(holder));
             }
             (_, None) => {
                 let lease = Lease {
@@ -201,10 +296,33 @@ impl Elector {
             }
         };
         match result {
-            Ok(()) => Ok(true),
-            Err(e) if conflict(&e) => Ok(false),
+            Ok(()) => Ok(Attempt::Held),
+            Err(e) if conflict(&e) => Ok(Attempt::Conflict),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// One attempt to acquire or renew; `Ok(true)` when we hold the lease afterwards.
+    pub async fn try_acquire_or_renew(&mut self) -> Result<bool, ElectionError> {
+        Ok(self.attempt().await? == Attempt::Held)
+    }
+
+    /// [`Self::attempt`] with an answer within `limit`, reported to the health state. A
+    /// request that hangs (an API server that accepts connections but does not answer)
+    /// must not keep a leader working past its renew deadline.
+    async fn bounded_attempt(&mut self, limit: Duration) -> Result<Attempt, ElectionError> {
+        let result = match tokio::time::timeout(limit, self.attempt()).await {
+            Ok(r) => r,
+            Err(_) => Err(ElectionError::Timeout(limit)),
+        };
+        if let Some(h) = &self.health {
+            match &result {
+                // Any answer, a refusal included, shows the API server serves us.
+                Ok(_) => h.api_succeeded(),
+                Err(e) => h.api_failed(e),
+            }
+        }
+        result
     }
 
     /// Gives the lease up so another candidate takes over at once instead of waiting for it
@@ -233,62 +351,105 @@ impl Elector {
         }
     }
 
-    /// Runs `lead()` while holding the lease, until `shutdown` completes. Leadership lost
-    /// (no renewal within the renew deadline) stops the work and campaigns again; shutdown
-    /// stops the work and releases the lease.
-    pub async fn run<F, Fut>(mut self, mut lead: F, shutdown: impl Future<Output = ()>)
+    /// Renews every retry period until the lease is lost; the caller drops the work then.
+    async fn keep_renewing(&mut self, acquired_at: Instant) -> Lost {
+        let (retry, deadline) = (self.config.retry_period, self.config.renew_deadline);
+        let mut last_ok = acquired_at;
+        loop {
+            tokio::time::sleep(retry).await;
+            let left = deadline.saturating_sub(last_ok.elapsed());
+            if left.is_zero() {
+                return Lost::Deadline;
+            }
+            // Counted from before the request: the server may record it any time after.
+            let sent = Instant::now();
+            match self.bounded_attempt(left).await {
+                Ok(Attempt::Held) => last_ok = sent,
+                Ok(Attempt::HeldBy(holder)) => return Lost::TakenBy(holder),
+                Ok(Attempt::Conflict) => tracing::warn!("lease renewal lost a race; retrying"),
+                Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+            }
+            self.report(ElectionPhase::Leading);
+            if last_ok.elapsed() >= deadline {
+                return Lost::Deadline;
+            }
+        }
+    }
+
+    /// Runs `lead()` while holding the lease, until `shutdown` completes.
+    ///
+    /// Each way out of leading is decided on its own:
+    /// - The lease is taken by another identity: stop the work at once and campaign again.
+    /// - No renewal within the renew deadline (API errors, timeouts): stop the work before
+    ///   the lease can expire for the others, and campaign again. An unreachable API server
+    ///   is not this process's fault and a restart would not cure it; the campaign resumes
+    ///   the work as soon as the lease is ours again.
+    /// - The work ends or panics: release the lease (a standby takes over at once) and
+    ///   return an error so the process exits non-zero. The work is built to run until it
+    ///   is dropped (its watches retry forever), so an end is a bug or a state this process
+    ///   does not understand; a restart rebuilds every cache and watch, shows in the
+    ///   restart count and is backed off by the kubelet, where campaigning again in-process
+    ///   could spin as fast as the work fails.
+    /// - Shutdown: stop the work, release the lease, return `Ok`.
+    ///
+    /// Campaign errors are retried every retry period for ever; `health` (if set) shows
+    /// whether they succeed.
+    pub async fn run<F, Fut>(
+        mut self,
+        mut lead: F,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), RunError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = ()>,
     {
         tokio::pin!(shutdown);
-        loop {
-            // Campaign.
-            loop {
-                match self.try_acquire_or_renew().await {
-                    Ok(true) => break,
-                    Ok(false) => {}
+        let outcome = 'elect: loop {
+            self.report(ElectionPhase::Campaigning);
+            let acquired_at = loop {
+                let sent = Instant::now();
+                match self.bounded_attempt(self.config.renew_deadline).await {
+                    Ok(Attempt::Held) => break sent,
+                    Ok(Attempt::HeldBy(_)) | Ok(Attempt::Conflict) => {}
                     Err(e) => tracing::warn!(error = %e, "leader election attempt failed"),
                 }
+                self.report(ElectionPhase::Campaigning);
                 tokio::select! {
                     _ = tokio::time::sleep(self.config.retry_period) => {}
-                    _ = &mut shutdown => return,
-                }
-            }
-            tracing::info!(identity = %self.config.identity, lease = %self.config.name, "became leader");
-            let work = lead();
-            let (retry, deadline) = (self.config.retry_period, self.config.renew_deadline);
-            let renew = async {
-                let mut last_ok = Instant::now();
-                loop {
-                    tokio::time::sleep(retry).await;
-                    match self.try_acquire_or_renew().await {
-                        Ok(true) => last_ok = Instant::now(),
-                        Ok(false) => tracing::warn!("lease renewal refused"),
-                        Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
-                    }
-                    if last_ok.elapsed() > deadline {
-                        return;
-                    }
+                    // The lease may still name us from an earlier term: release below.
+                    _ = &mut shutdown => break 'elect Ok(()),
                 }
             };
+            tracing::info!(identity = %self.config.identity, lease = %self.config.name, "became leader");
+            self.report(ElectionPhase::Leading);
+            let work = AssertUnwindSafe(lead()).catch_unwind();
             tokio::select! {
-                _ = work => {
-                    tracing::info!("leader work ended; stepping down");
-                    break;
+                ended = work => {
+                    break match ended {
+                        Ok(()) => Err(RunError::WorkEnded),
+                        Err(p) => Err(RunError::WorkPanicked(panic_message(p.as_ref()))),
+                    };
                 }
-                _ = renew => {
-                    tracing::warn!("could not renew the lease in time; stepped down");
+                lost = self.keep_renewing(acquired_at) => {
+                    match lost {
+                        Lost::TakenBy(holder) => tracing::warn!(%holder, "lease taken by another candidate; stepped down"),
+                        Lost::Deadline => tracing::warn!("could not renew the lease in time; stepped down"),
+                    }
                     continue;
                 }
-                _ = &mut shutdown => break,
+                _ = &mut shutdown => break Ok(()),
             }
+        };
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "leader work stopped");
         }
-        if let Err(e) = self.release().await {
-            tracing::warn!(error = %e, "could not release the lease");
-        } else {
-            tracing::info!("lease released");
+        match tokio::time::timeout(self.config.renew_deadline, self.release()).await {
+            Ok(Ok(())) => tracing::info!("lease released"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not release the lease"),
+            Err(_) => tracing::warn!("releasing the lease got no answer in time"),
         }
+        self.report(ElectionPhase::Stopped);
+        outcome
     }
 }
 
@@ -404,5 +565,24 @@ mod tests {
             ),
             Decision::Acquire
         );
+    }
+
+    #[test]
+    fn durations_that_could_overlap_two_leaders_are_refused() {
+        let mut c = ElectorConfig::new("ns", "lease", "me");
+        assert_eq!(c.validate(), Ok(()));
+        c.renew_deadline = c.lease_duration;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::DeadlineNotShorterThanLease { .. })
+        ));
+        c.renew_deadline = Duration::from_secs(2);
+        c.retry_period = Duration::from_secs(2);
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::RetryNotShorterThanDeadline { .. })
+        ));
+        c.lease_duration = Duration::from_millis(500);
+        assert_eq!(c.validate(), Err(ConfigError::LeaseTooShort));
     }
 }

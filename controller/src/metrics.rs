@@ -1,15 +1,27 @@
-//! Reconcile metrics in the Prometheus text format, and a tiny HTTP endpoint serving them
-//! with `/healthz`.
+//! Reconcile metrics in the Prometheus text format, the controller's health, and a tiny HTTP
+//! endpoint serving them: `/metrics`, `/healthz` (liveness) and `/readyz` (readiness).
 //!
-//! Two paths on one port do not justify an HTTP framework; the server reads one request
+//! Three paths on one port do not justify an HTTP framework; the server reads one request
 //! line per connection, answers and closes.
+//!
+//! Liveness and readiness answer different questions, so they are different endpoints:
+//!
+//! - `/healthz` (liveness: "restart me?") fails only when this process is broken in a way a
+//!   restart fixes: the leader-election loop has stopped or has not reported for too long.
+//!   It does not depend on the API server: when the API server is briefly down every
+//!   replica would fail the probe at once, the kubelet would restart them all, and the new
+//!   processes could not reach the API server either. The election loop keeps trying by
+//!   itself and resumes the work as soon as the API server answers.
+//! - `/readyz` (readiness: "is this instance able to do its job?") also requires a recent
+//!   successful API request. The signal is the election loop's own lease traffic (a request
+//!   every retry period, leader or not), so the probe costs no extra request and never
+//!   blocks on a slow API server.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -35,7 +47,6 @@ struct Inner {
 #[derive(Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
-    leader: AtomicBool,
 }
 
 impl Metrics {
@@ -53,10 +64,6 @@ impl Metrics {
         }
         h.count += 1;
         h.sum += secs;
-    }
-
-    pub fn set_leader(&self, leader: bool) {
-        self.leader.store(leader, Ordering::Relaxed);
     }
 
     pub fn render(&self) -> String {
@@ -81,14 +88,187 @@ impl Metrics {
             let _ = writeln!(out, "hwameistor_controller_reconcile_duration_seconds_sum{{resource=\"{resource}\"}} {}", h.sum);
             let _ = writeln!(out, "hwameistor_controller_reconcile_duration_seconds_count{{resource=\"{resource}\"}} {}", h.count);
         }
-        out.push_str(
-            "# HELP hwameistor_controller_leader Whether this instance holds the leader lease.\n",
+        out
+    }
+}
+
+/// What the leader-election loop is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElectionPhase {
+    /// The loop has not reported yet.
+    NotStarted,
+    /// Trying to take the lease (someone else holds it, or the API server cannot be reached).
+    Campaigning,
+    /// Holding the lease and running the work.
+    Leading,
+    /// The loop has returned: nothing will ever lead from this process again.
+    Stopped,
+}
+
+/// How old the health signals may get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthLimits {
+    /// Not ready when no API request has succeeded for longer than this.
+    pub api_fresh_for: Duration,
+    /// Not alive when the election loop has not reported for longer than this. Each of its
+    /// rounds is a sleep and one bounded request, so a healthy loop reports far more often.
+    pub election_stale_after: Duration,
+}
+
+/// Why a probe fails.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("the leader-election loop has stopped")]
+    ElectionStopped,
+    #[error("the leader-election loop has not reported for {0:?}")]
+    ElectionStuck(Duration),
+    #[error("no API request has succeeded yet{}", last_error_suffix(.last_error))]
+    ApiNeverReached { last_error: Option<String> },
+    #[error("no API request has succeeded for {since:?}{}", last_error_suffix(.last_error))]
+    ApiStale {
+        since: Duration,
+        last_error: Option<String>,
+    },
+}
+
+fn last_error_suffix(e: &Option<String>) -> String {
+    e.as_ref()
+        .map(|e| format!(" (last error: {e})"))
+        .unwrap_or_default()
+}
+
+#[derive(Debug)]
+struct HealthState {
+    created: Instant,
+    phase: ElectionPhase,
+    /// When the election loop last reported.
+    beat: Option<Instant>,
+    api_ok: Option<Instant>,
+    api_error: Option<String>,
+}
+
+/// The controller's health as its parts report it; read by `/healthz`, `/readyz`, `/metrics`
+/// and the CSI identity service's Probe.
+#[derive(Debug)]
+pub struct Health {
+    limits: HealthLimits,
+    state: Mutex<HealthState>,
+}
+
+impl Health {
+    pub fn new(limits: HealthLimits) -> Self {
+        Health {
+            limits,
+            state: Mutex::new(HealthState {
+                created: Instant::now(),
+                phase: ElectionPhase::NotStarted,
+                beat: None,
+                api_ok: None,
+                api_error: None,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        // Plain values only: a panic while the lock was held cannot leave them half-written.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The election loop reports what it is doing; every report is also a heartbeat.
+    pub fn election(&self, phase: ElectionPhase) {
+        let mut s = self.state();
+        s.phase = phase;
+        s.beat = Some(Instant::now());
+    }
+
+    pub fn api_succeeded(&self) {
+        let mut s = self.state();
+        s.api_ok = Some(Instant::now());
+        s.api_error = None;
+    }
+
+    pub fn api_failed(&self, error: &dyn std::fmt::Display) {
+        self.state().api_error = Some(error.to_string());
+    }
+
+    pub fn phase(&self) -> ElectionPhase {
+        self.state().phase
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.phase() == ElectionPhase::Leading
+    }
+
+    /// Liveness at `now`: the election loop runs and reports.
+    pub fn liveness_at(&self, now: Instant) -> Result<(), Unhealthy> {
+        let s = self.state();
+        if s.phase == ElectionPhase::Stopped {
+            return Err(Unhealthy::ElectionStopped);
+        }
+        // A loop that never reported is judged from when this process started.
+        let silent = now.saturating_duration_since(s.beat.unwrap_or(s.created));
+        if silent > self.limits.election_stale_after {
+            return Err(Unhealthy::ElectionStuck(silent));
+        }
+        Ok(())
+    }
+
+    /// Readiness at `now`: alive, and the API server answered recently.
+    pub fn readiness_at(&self, now: Instant) -> Result<(), Unhealthy> {
+        self.liveness_at(now)?;
+        let s = self.state();
+        match s.api_ok {
+            None => Err(Unhealthy::ApiNeverReached {
+                last_error: s.api_error.clone(),
+            }),
+            Some(at) => {
+                let since = now.saturating_duration_since(at);
+                if since > self.limits.api_fresh_for {
+                    Err(Unhealthy::ApiStale {
+                        since,
+                        last_error: s.api_error.clone(),
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    pub fn liveness(&self) -> Result<(), Unhealthy> {
+        self.liveness_at(Instant::now())
+    }
+
+    pub fn readiness(&self) -> Result<(), Unhealthy> {
+        self.readiness_at(Instant::now())
+    }
+
+    /// Gauges for `/metrics`.
+    pub fn render(&self) -> String {
+        let now = Instant::now();
+        let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, value: bool| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {}", u8::from(value));
+        };
+        gauge(
+            &mut out,
+            "hwameistor_controller_leader",
+            "Whether this instance holds the leader lease.",
+            self.is_leader(),
         );
-        out.push_str("# TYPE hwameistor_controller_leader gauge\n");
-        let _ = writeln!(
-            out,
-            "hwameistor_controller_leader {}",
-            u8::from(self.leader.load(Ordering::Relaxed))
+        gauge(
+            &mut out,
+            "hwameistor_controller_live",
+            "Whether /healthz answers ok (the leader-election loop runs).",
+            self.liveness_at(now).is_ok(),
+        );
+        gauge(
+            &mut out,
+            "hwameistor_controller_ready",
+            "Whether /readyz answers ok (alive and the API server answered recently).",
+            self.readiness_at(now).is_ok(),
         );
         out
     }
@@ -98,25 +278,46 @@ fn response(status: &str, content_type: &str, body: &str) -> String {
     format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
 }
 
+fn probe(result: Result<(), Unhealthy>) -> String {
+    match result {
+        Ok(()) => response("200 OK", "text/plain", "ok\n"),
+        Err(why) => response(
+            "503 Service Unavailable",
+            "text/plain",
+            &format!("unhealthy: {why}\n"),
+        ),
+    }
+}
+
 /// The answer to one request line such as `GET /metrics HTTP/1.1`.
-pub fn answer(request_line: &str, metrics: &Metrics) -> String {
+pub fn answer(request_line: &str, metrics: &Metrics, health: &Health) -> String {
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     match (method, path) {
-        ("GET", "/metrics") => response("200 OK", "text/plain; version=0.0.4", &metrics.render()),
-        ("GET", "/healthz") => response("200 OK", "text/plain", "ok\n"),
+        ("GET", "/metrics") => {
+            let body = metrics.render() + &health.render();
+            response("200 OK", "text/plain; version=0.0.4", &body)
+        }
+        ("GET", "/healthz") => probe(health.liveness()),
+        ("GET", "/readyz") => probe(health.readiness()),
         ("GET", _) => response("404 Not Found", "text/plain", "not found\n"),
         _ => response("405 Method Not Allowed", "text/plain", "only GET\n"),
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            continue;
+        let mut conn = match listener.accept().await {
+            Ok((conn, _)) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: pause instead of spinning on it.
+                tracing::warn!(error = %e, "metrics endpoint cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
-        let metrics = metrics.clone();
+        let (metrics, health) = (metrics.clone(), health.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut len = 0;
@@ -140,7 +341,9 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             }
             let text = String::from_utf8_lossy(&buf[..len]);
             let line = text.lines().next().unwrap_or("");
-            let _ = conn.write_all(answer(line, &metrics).as_bytes()).await;
+            let _ = conn
+                .write_all(answer(line, &metrics, &health).as_bytes())
+                .await;
             let _ = conn.shutdown().await;
         });
     }
@@ -155,13 +358,17 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 mod tests {
     use super::*;
 
+    const LIMITS: HealthLimits = HealthLimits {
+        api_fresh_for: Duration::from_secs(15),
+        election_stale_after: Duration::from_secs(30),
+    };
+
     #[test]
     fn renders_counters_and_histograms() {
         let m = Metrics::default();
         m.observe("localvolume", true, Duration::from_millis(20));
         m.observe("localvolume", true, Duration::from_millis(300));
         m.observe("localvolume", false, Duration::from_secs(20));
-        m.set_leader(true);
         let text = m.render();
         assert!(text.contains("hwameistor_controller_reconcile_total{resource=\"localvolume\",result=\"success\"} 2\n"), "{text}");
         assert!(text.contains(
@@ -172,16 +379,89 @@ mod tests {
         assert!(text.contains("_bucket{resource=\"localvolume\",le=\"10\"} 2\n"));
         assert!(text.contains("_bucket{resource=\"localvolume\",le=\"+Inf\"} 3\n"));
         assert!(text.contains("_count{resource=\"localvolume\"} 3\n"));
-        assert!(text.contains("hwameistor_controller_leader 1\n"));
+    }
+
+    #[test]
+    fn liveness_follows_the_election_loop_only() {
+        let h = Health::new(LIMITS);
+        let t0 = Instant::now();
+        // Just started: alive (the loop gets its grace from the process start).
+        assert_eq!(h.liveness_at(t0), Ok(()));
+        h.election(ElectionPhase::Campaigning);
+        // The API server has never answered: still alive, a restart would not help.
+        h.api_failed(&"connection refused");
+        assert_eq!(h.liveness_at(Instant::now()), Ok(()));
+        // A loop that stopped reporting is stuck; one that returned is dead.
+        let later = Instant::now() + Duration::from_secs(31);
+        assert!(matches!(
+            h.liveness_at(later),
+            Err(Unhealthy::ElectionStuck(d)) if d > Duration::from_secs(30)
+        ));
+        h.election(ElectionPhase::Stopped);
+        assert_eq!(
+            h.liveness_at(Instant::now()),
+            Err(Unhealthy::ElectionStopped)
+        );
+    }
+
+    #[test]
+    fn readiness_needs_a_recent_api_success() {
+        let h = Health::new(LIMITS);
+        h.election(ElectionPhase::Campaigning);
+        h.api_failed(&"connection refused");
+        let err = h.readiness_at(Instant::now()).expect_err("never reached");
+        assert_eq!(
+            err.to_string(),
+            "no API request has succeeded yet (last error: connection refused)"
+        );
+        h.api_succeeded();
+        assert_eq!(h.readiness_at(Instant::now()), Ok(()));
+        // A failure after a success does not flip readiness until the success is stale.
+        h.api_failed(&"timed out");
+        assert_eq!(h.readiness_at(Instant::now()), Ok(()));
+        // The loop keeps reporting while the API server stays away.
+        let later = Instant::now() + Duration::from_secs(16);
+        assert!(matches!(
+            h.readiness_at(later),
+            Err(Unhealthy::ApiStale { last_error: Some(ref e), .. }) if e == "timed out"
+        ));
+        // Not alive means not ready, whatever the API server does.
+        h.election(ElectionPhase::Stopped);
+        assert_eq!(
+            h.readiness_at(Instant::now()),
+            Err(Unhealthy::ElectionStopped)
+        );
     }
 
     #[test]
     fn routes() {
         let m = Metrics::default();
-        assert!(answer("GET /healthz HTTP/1.1", &m).starts_with("HTTP/1.1 200 OK"));
-        assert!(answer("GET /metrics HTTP/1.1", &m).contains("hwameistor_controller_leader 0"));
-        assert!(answer("GET /nope HTTP/1.1", &m).starts_with("HTTP/1.1 404"));
-        assert!(answer("POST /metrics HTTP/1.1", &m).starts_with("HTTP/1.1 405"));
+        let h = Health::new(LIMITS);
+        h.election(ElectionPhase::Campaigning);
+        assert!(answer("GET /healthz HTTP/1.1", &m, &h).starts_with("HTTP/1.1 200 OK"));
+        let not_ready = answer("GET /readyz HTTP/1.1", &m, &h);
+        assert!(not_ready.starts_with("HTTP/1.1 503"), "{not_ready}");
+        assert!(not_ready.ends_with("unhealthy: no API request has succeeded yet\n"));
+        h.api_succeeded();
+        assert!(answer("GET /readyz HTTP/1.1", &m, &h).starts_with("HTTP/1.1 200 OK"));
+        let text = answer("GET /metrics HTTP/1.1", &m, &h);
+        for line in [
+            "hwameistor_controller_leader 0\n",
+            "hwameistor_controller_live 1\n",
+            "hwameistor_controller_ready 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        h.election(ElectionPhase::Leading);
+        assert!(
+            answer("GET /metrics HTTP/1.1", &m, &h).contains("hwameistor_controller_leader 1\n")
+        );
+        h.election(ElectionPhase::Stopped);
+        assert!(answer("GET /healthz HTTP/1.1", &m, &h).starts_with("HTTP/1.1 503"));
+        let text = answer("GET /metrics HTTP/1.1", &m, &h);
+        assert!(text.contains("hwameistor_controller_live 0\n"), "{text}");
+        assert!(answer("GET /nope HTTP/1.1", &m, &h).starts_with("HTTP/1.1 404"));
+        assert!(answer("POST /metrics HTTP/1.1", &m, &h).starts_with("HTTP/1.1 405"));
     }
 
     #[tokio::test]
@@ -192,7 +472,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let m = Arc::new(Metrics::default());
         m.observe("localvolume", true, Duration::from_millis(1));
-        let server = tokio::spawn(serve(listener, m));
+        let server = tokio::spawn(serve(listener, m, Arc::new(Health::new(LIMITS))));
         let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
         c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             .await

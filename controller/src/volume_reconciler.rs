@@ -1,15 +1,20 @@
 //! The LocalVolume reconciler: carries out [`hwameistor_core::volume`] decisions.
 //!
 //! Event-driven: it runs when a LocalVolume or one of the LocalVolumeReplicas it owns
-//! changes. Placements are serialized under one lock and read the cluster fresh from the
-//! API server, so two volumes placed at the same moment always see each other.
+//! changes, and a volume still waiting for room also runs when some LocalStorageNode's
+//! pools change. Placements are serialized under one lock and read the cluster fresh from
+//! the API server, so two volumes placed at the same moment always see each other.
+//!
+//! A [`Scope`] partitions the cluster between controllers: a scoped controller places only
+//! on the LocalStorageNodes its label selector matches and acts only on the LocalVolumes
+//! pinned to them. Without one (the default, as deployed) it acts on everything.
 
 use crate::metrics::Metrics;
 use futures::StreamExt;
 use hwameistor_api::volume::{CONDITION_SCHEDULED, REASON_NO_CAPACITY, REASON_PLACED};
 use hwameistor_api::{
-    LocalStorageNode, LocalVolume, LocalVolumeReplica, PoolClass, ReplicaAssignment, VolumeConfig,
-    VolumeState, FINALIZER_VOLUME, LABEL_VOLUME,
+    LocalStorageNode, LocalVolume, LocalVolumeReplica, NodeState, PoolClass, PoolStatus,
+    ReplicaAssignment, VolumeConfig, VolumeState, FINALIZER_VOLUME, LABEL_VOLUME,
 };
 use hwameistor_core::placement::{self, PlacementError, Policy};
 use hwameistor_core::volume::{self as volume_state, StatusUpdate, Step};
@@ -17,13 +22,121 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// How often a volume no node has room for is tried again.
+/// How often a volume no node has room for is tried again when no node's pools change
+/// meanwhile (room freed by a deleted volume shows in the controller's accounting before
+/// any node reports it).
 pub const UNPLACED_RETRY: Duration = Duration::from_secs(30);
+
+/// The longest Event note the API server accepts (events.k8s.io/v1 `note`).
+const EVENT_NOTE_LIMIT: usize = 1024;
+
+/// A partition of the cluster for one controller: an equality-only label selector
+/// (`key=value[,key=value...]`) on LocalStorageNodes.
+///
+/// A scoped controller places volumes only on matching nodes and acts only on LocalVolumes
+/// pinned to them: every node a volume names (its accessibility, and its placement once it
+/// has one) must match, and it must name at least one. A volume naming no node, or nodes of
+/// two partitions, belongs to no scoped controller. Several scoped controllers with
+/// disjoint selectors (and no unscoped one) thus never act on the same object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error("the scope selector is empty")]
+    Empty,
+    #[error("scope selector term {0:?} is not key=value (only equality is supported)")]
+    NotEquality(String),
+    #[error("scope selector term {0:?} has a key or value that is not a valid label")]
+    InvalidLabel(String),
+}
+
+fn label_value_ok(v: &str) -> bool {
+    v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn label_key_ok(k: &str) -> bool {
+    let (prefix, name) = k.rsplit_once('/').unwrap_or(("", k));
+    !name.is_empty()
+        && label_value_ok(name)
+        && prefix.len() <= 253
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
+}
+
+impl FromStr for Scope {
+    type Err = ScopeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut labels = BTreeMap::new();
+        for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (k, v) = term
+                .split_once('=')
+                .ok_or_else(|| ScopeError::NotEquality(term.into()))?;
+            // `k==v` is equality too; `k!=v` is not.
+            let (k, v) = (k.trim(), v.strip_prefix('=').unwrap_or(v).trim());
+            if k.ends_with('!') {
+                return Err(ScopeError::NotEquality(term.into()));
+            }
+            if !label_key_ok(k) || !label_value_ok(v) {
+                return Err(ScopeError::InvalidLabel(term.into()));
+            }
+            labels.insert(k.to_string(), v.to_string());
+        }
+        if labels.is_empty() {
+            return Err(ScopeError::Empty);
+        }
+        Ok(Scope { labels })
+    }
+}
+
+impl Scope {
+    /// The selector in the API server's syntax.
+    pub fn selector(&self) -> String {
+        self.labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    fn list_params(&self) -> ListParams {
+        ListParams::default().labels(&self.selector())
+    }
+}
+
+/// Every node a volume names: where it may go and where it is.
+fn named_nodes(v: &LocalVolume) -> BTreeSet<&str> {
+    let placed = v
+        .spec
+        .config
+        .iter()
+        .flat_map(|c| c.replicas.iter().map(|r| r.hostname.as_str()));
+    v.spec
+        .accessibility
+        .nodes
+        .iter()
+        .map(String::as_str)
+        .chain(placed)
+        .collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -38,12 +151,26 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub policy: Policy,
+    /// What this controller acts on; everything when None.
+    pub scope: Option<Scope>,
     /// Held while a placement is decided and written.
     placement: tokio::sync::Mutex<()>,
 }
 
 impl Context {
+    /// A context acting on the whole cluster.
     pub fn new(client: Client, instance: &str, metrics: Arc<Metrics>, policy: Policy) -> Arc<Self> {
+        Self::new_scoped(client, instance, metrics, policy, None)
+    }
+
+    /// A context acting on `scope` only (everything when None).
+    pub fn new_scoped(
+        client: Client,
+        instance: &str,
+        metrics: Arc<Metrics>,
+        policy: Policy,
+        scope: Option<Scope>,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: "hwameistor-controller".into(),
             instance: Some(instance.to_string()),
@@ -53,8 +180,29 @@ impl Context {
             client,
             metrics,
             policy,
+            scope,
             placement: Default::default(),
         })
+    }
+
+    /// Whether this controller acts on `v` (see [`Scope`]). Reads the named nodes fresh, so
+    /// the answer never depends on a cache that has not caught up.
+    async fn in_scope(&self, v: &LocalVolume) -> Result<bool, kube::Error> {
+        let Some(scope) = &self.scope else {
+            return Ok(true);
+        };
+        let named = named_nodes(v);
+        if named.is_empty() {
+            return Ok(false);
+        }
+        let nodes: Api<LocalStorageNode> = Api::all(self.client.clone());
+        for name in named {
+            match nodes.get_opt(name).await? {
+                Some(n) if scope.matches(n.labels()) => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     /// Publishes an Event; failing to is logged only, the resources carry the truth.
@@ -73,7 +221,7 @@ impl Context {
                 EventType::Normal
             },
             reason: reason.into(),
-            note: Some(note),
+            note: Some(truncate(note, EVENT_NOTE_LIMIT)),
             action: action.into(),
             secondary: None,
         };
@@ -81,6 +229,40 @@ impl Context {
             tracing::debug!(error = %e, reason, "could not publish event");
         }
     }
+}
+
+/// `s` cut to at most `limit` bytes at a character boundary, marked when cut: a placement
+/// failure lists every node and would otherwise make the API server refuse the Event.
+fn truncate(mut s: String, limit: usize) -> String {
+    if s.len() <= limit {
+        return s;
+    }
+    const MARK: &str = "...";
+    let mut end = limit.saturating_sub(MARK.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(MARK);
+    s
+}
+
+/// Whether `v` already reports exactly this placement failure. Writing it again would only
+/// move lastTransitionTime, and that write would wake the volume again: a loop.
+fn reports_no_room(v: &LocalVolume, why: &str) -> bool {
+    let Some(st) = v.status.as_ref() else {
+        return false;
+    };
+    st.state == Some(VolumeState::Creating)
+        && st.message.as_deref() == Some(why)
+        && st.observed_generation == v.metadata.generation
+        && st.conditions.iter().any(|c| {
+            c.type_ == CONDITION_SCHEDULED
+                && c.status == "False"
+                && c.reason == REASON_NO_CAPACITY
+                && c.message == why
+                && c.observed_generation == v.metadata.generation
+        })
 }
 
 fn condition(status: bool, reason: &str, message: &str, generation: Option<i64>) -> Condition {
@@ -138,8 +320,13 @@ async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::E
     if fresh.spec.config.is_some() {
         return Ok(None);
     }
+    let node_params = ctx
+        .scope
+        .as_ref()
+        .map(Scope::list_params)
+        .unwrap_or_default();
     let nodes = Api::<LocalStorageNode>::all(ctx.client.clone())
-        .list(&ListParams::default())
+        .list(&node_params)
         .await?
         .items;
     let all = volumes.list(&ListParams::default()).await?.items;
@@ -201,6 +388,10 @@ async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::E
         }
         Err(e) => {
             let why = e.to_string();
+            if reports_no_room(&fresh, &why) {
+                tracing::debug!(volume = %name, reason = %why, "volume still cannot be placed");
+                return Ok(Some(why));
+            }
             let gen = fresh.metadata.generation;
             patch_status(
                 &volumes,
@@ -363,7 +554,12 @@ async fn reconcile_steps(v: Arc<LocalVolume>, ctx: Arc<Context>) -> Result<Actio
 
 pub async fn reconcile(v: Arc<LocalVolume>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let started = Instant::now();
-    let result = reconcile_steps(v, ctx.clone()).await;
+    let result = match ctx.in_scope(&v).await {
+        // Another controller's volume: not counted, this controller did nothing.
+        Ok(false) => return Ok(Action::await_change()),
+        Ok(true) => reconcile_steps(v, ctx.clone()).await,
+        Err(e) => Err(e.into()),
+    };
     ctx.metrics
         .observe("localvolume", result.is_ok(), started.elapsed());
     result
@@ -374,12 +570,68 @@ fn error_policy(v: Arc<LocalVolume>, err: &ReconcileError, _ctx: Arc<Context>) -
     Action::requeue(Duration::from_secs(2))
 }
 
-/// Runs the reconciler until the future is dropped.
+/// What of a node decides whether a volume fits on it.
+type Capacity = (Option<NodeState>, BTreeMap<String, PoolStatus>);
+
+fn capacity_of(node: &LocalStorageNode) -> Capacity {
+    node.status
+        .as_ref()
+        .map(|s| (s.state, s.pools.clone()))
+        .unwrap_or_default()
+}
+
+/// Each node's capacity as last seen, so that only a change of it (a new node, a node
+/// turning Ready, pools growing or shrinking) wakes the volumes waiting for room, and not
+/// every other update of a node. Deleted nodes are not forgotten: a few entries per node
+/// that ever existed.
+#[derive(Default)]
+struct CapacitySeen(Mutex<HashMap<String, Capacity>>);
+
+impl CapacitySeen {
+    fn changed(&self, node: &LocalStorageNode) -> bool {
+        let now = capacity_of(node);
+        // Plain values only: a panic while the lock was held cannot leave them half-written.
+        let mut seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.insert(node.name_any(), now.clone()).as_ref() != Some(&now)
+    }
+}
+
+/// The volumes that wait for room and may go to `node`: not placed, not being deleted,
+/// and allowed there.
+fn waiting_for(node: &str, volumes: &[Arc<LocalVolume>]) -> Vec<ObjectRef<LocalVolume>> {
+    volumes
+        .iter()
+        .filter(|v| v.spec.config.is_none() && v.metadata.deletion_timestamp.is_none())
+        .filter(|v| {
+            let allowed = &v.spec.accessibility.nodes;
+            allowed.is_empty() || allowed.iter().any(|n| n == node)
+        })
+        .map(|v| ObjectRef::from_obj(v.as_ref()))
+        .collect()
+}
+
+/// Runs the reconciler until the future is dropped. Returns only if kube's controller
+/// stream ends, which its watches (retrying for ever) never make it do on their own.
 pub async fn run(ctx: Arc<Context>) {
     let volumes: Api<LocalVolume> = Api::all(ctx.client.clone());
     let replicas: Api<LocalVolumeReplica> = Api::all(ctx.client.clone());
-    Controller::new(volumes, watcher::Config::default())
-        .owns(replicas, watcher::Config::default())
+    let nodes: Api<LocalStorageNode> = Api::all(ctx.client.clone());
+    let node_watch = match &ctx.scope {
+        Some(scope) => watcher::Config::default().labels(&scope.selector()),
+        None => watcher::Config::default(),
+    };
+    let controller = Controller::new(volumes, watcher::Config::default())
+        .owns(replicas, watcher::Config::default());
+    let store: Store<LocalVolume> = controller.store();
+    let seen = CapacitySeen::default();
+    controller
+        .watches(nodes, node_watch, move |node: LocalStorageNode| {
+            if seen.changed(&node) {
+                waiting_for(&node.name_any(), &store.state())
+            } else {
+                Vec::new()
+            }
+        })
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
@@ -387,4 +639,180 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
         .await;
+    tracing::error!("the volume controller stream ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hwameistor_api::{Accessibility, LocalStorageNodeSpec, LocalVolumeSpec, LocalVolumeStatus};
+
+    #[test]
+    fn scopes_parse_equality_selectors_only() {
+        let s: Scope = "hwameistor.io/test-scope=abc, tier==gold"
+            .parse()
+            .expect("scope");
+        assert_eq!(s.selector(), "hwameistor.io/test-scope=abc,tier=gold");
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(s.matches(&labels(&[
+            ("hwameistor.io/test-scope", "abc"),
+            ("tier", "gold"),
+            ("other", "x")
+        ])));
+        assert!(!s.matches(&labels(&[("hwameistor.io/test-scope", "abc")])));
+        assert_eq!("".parse::<Scope>(), Err(ScopeError::Empty));
+        assert_eq!(
+            "a!=b".parse::<Scope>(),
+            Err(ScopeError::NotEquality("a!=b".into()))
+        );
+        assert_eq!(
+            "a in (b)".parse::<Scope>(),
+            Err(ScopeError::NotEquality("a in (b)".into()))
+        );
+        assert_eq!(
+            "a=b c".parse::<Scope>(),
+            Err(ScopeError::InvalidLabel("a=b c".into()))
+        );
+        assert_eq!(
+            "=b".parse::<Scope>(),
+            Err(ScopeError::InvalidLabel("=b".into()))
+        );
+    }
+
+    fn volume(name: &str, nodes: &[&str], placed_on: Option<&str>) -> LocalVolume {
+        let mut v = LocalVolume::new(
+            name,
+            LocalVolumeSpec {
+                pool_name: PoolClass::Hdd.pool_name().into(),
+                volume_kind: Default::default(),
+                required_capacity_bytes: 1 << 30,
+                replica_number: 1,
+                convertible: false,
+                accessibility: Accessibility {
+                    nodes: nodes.iter().map(|n| n.to_string()).collect(),
+                },
+                pvc_namespace: None,
+                pvc_name: None,
+                fs_type: None,
+                config: None,
+            },
+        );
+        v.spec.config = placed_on.map(|n| VolumeConfig {
+            version: 1,
+            required_capacity_bytes: 1 << 30,
+            resource_id: -1,
+            replicas: vec![ReplicaAssignment {
+                id: 1,
+                hostname: n.into(),
+                ip: None,
+            }],
+        });
+        v
+    }
+
+    #[test]
+    fn a_volume_names_its_allowed_and_its_placed_nodes() {
+        let v = volume("v", &["a", "b"], Some("c"));
+        assert_eq!(named_nodes(&v), BTreeSet::from(["a", "b", "c"]));
+        assert!(named_nodes(&volume("v", &[], None)).is_empty());
+    }
+
+    #[test]
+    fn a_node_wakes_only_the_unplaced_volumes_allowed_on_it() {
+        let mut deleting = volume("deleting", &[], None);
+        deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+        let vols: Vec<Arc<LocalVolume>> = [
+            volume("anywhere", &[], None),
+            volume("here", &["n1"], None),
+            volume("elsewhere", &["n2"], None),
+            volume("placed", &["n1"], Some("n1")),
+            deleting,
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+        let woken: Vec<String> = waiting_for("n1", &vols)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(woken, ["anywhere", "here"]);
+    }
+
+    #[test]
+    fn only_a_capacity_change_counts() {
+        let seen = CapacitySeen::default();
+        let mut n = LocalStorageNode::new(
+            "n1",
+            LocalStorageNodeSpec {
+                hostname: "n1".into(),
+                storage_ip: None,
+            },
+        );
+        assert!(seen.changed(&n), "a new node is a change");
+        assert!(!seen.changed(&n));
+        n.metadata.annotations = Some(BTreeMap::from([("a".into(), "b".into())]));
+        assert!(!seen.changed(&n), "an annotation is not");
+        let pool = |free: i64| PoolStatus {
+            name: PoolClass::Hdd.pool_name().into(),
+            class: PoolClass::Hdd,
+            total_capacity_bytes: 10,
+            used_capacity_bytes: 10 - free,
+            free_capacity_bytes: free,
+            extent_size_bytes: 4 << 20,
+            volume_count: 0,
+            disks: vec![],
+        };
+        n.status = Some(hwameistor_api::LocalStorageNodeStatus {
+            state: Some(NodeState::Ready),
+            pools: BTreeMap::from([(PoolClass::Hdd.pool_name().to_string(), pool(5))]),
+            ..Default::default()
+        });
+        assert!(seen.changed(&n), "pools appeared");
+        if let Some(st) = n.status.as_mut() {
+            st.agent_version = Some("x".into());
+        }
+        assert!(!seen.changed(&n), "other status fields are not");
+        if let Some(st) = n.status.as_mut() {
+            st.pools
+                .insert(PoolClass::Hdd.pool_name().to_string(), pool(8));
+        }
+        assert!(seen.changed(&n), "free space grew");
+    }
+
+    #[test]
+    fn a_repeated_placement_failure_is_not_written_again() {
+        let mut v = volume("v", &["n1"], None);
+        v.metadata.generation = Some(1);
+        assert!(!reports_no_room(&v, "no room"));
+        v.status = Some(LocalVolumeStatus {
+            state: Some(VolumeState::Creating),
+            message: Some("no room".into()),
+            observed_generation: Some(1),
+            conditions: vec![condition(false, REASON_NO_CAPACITY, "no room", Some(1))],
+            ..Default::default()
+        });
+        assert!(reports_no_room(&v, "no room"));
+        assert!(!reports_no_room(&v, "other reason"));
+        v.metadata.generation = Some(2);
+        assert!(
+            !reports_no_room(&v, "no room"),
+            "a new generation is written"
+        );
+    }
+
+    #[test]
+    fn long_notes_are_cut_at_a_character_boundary() {
+        assert_eq!(truncate("short".into(), 10), "short");
+        let cut = truncate("é".repeat(600), EVENT_NOTE_LIMIT);
+        assert!(
+            cut.len() <= EVENT_NOTE_LIMIT && cut.ends_with("..."),
+            "{}",
+            cut.len()
+        );
+    }
 }

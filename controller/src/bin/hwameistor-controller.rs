@@ -3,8 +3,8 @@
 use anyhow::Context as _;
 use clap::Parser;
 use hwameistor_controller::leader::{Elector, ElectorConfig};
-use hwameistor_controller::metrics::{self, Metrics};
-use hwameistor_controller::volume_reconciler;
+use hwameistor_controller::metrics::{self, Health, HealthLimits, Metrics};
+use hwameistor_controller::volume_reconciler::{self, Scope};
 use hwameistor_core::placement::Policy;
 use hwameistor_csi::controller::{ControllerService, Timeouts};
 use hwameistor_csi::identity::IdentityService;
@@ -42,7 +42,7 @@ struct Args {
     /// Where the CSI identity and controller services listen.
     #[arg(long, default_value = "unix:///csi/csi.sock")]
     csi_endpoint: String,
-    /// Where /metrics and /healthz are served.
+    /// Where /metrics, /healthz (liveness) and /readyz (readiness) are served.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
     /// Longest CreateVolume, DeleteVolume and ControllerExpandVolume wait for the cluster.
@@ -51,9 +51,20 @@ struct Args {
     /// Most volumes one pool may hold; unlimited when unset.
     #[arg(long)]
     max_volumes_per_pool: Option<i64>,
+    /// Partitioning option: act only on the LocalStorageNodes this equality label selector
+    /// (key=value[,key=value...]) matches and on the LocalVolumes pinned to them (every
+    /// node a volume names must match). Unset: the whole cluster, as deployed. Give each
+    /// partition its own --lease-name.
+    #[arg(long, value_parser = parse_scope)]
+    scope_selector: Option<Scope>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    s.parse()
+        .map_err(|e: volume_reconciler::ScopeError| e.to_string())
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -72,15 +83,6 @@ async fn terminated() {
     }
 }
 
-/// Sets the leader gauge while leading, and clears it however leading ends.
-struct LeaderFlag(Arc<Metrics>);
-
-impl Drop for LeaderFlag {
-    fn drop(&mut self) {
-        self.0.set_leader(false);
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -94,11 +96,13 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    if args.renew_deadline >= args.lease_duration {
-        anyhow::bail!(
-            "--renew-deadline must be shorter than --lease-duration, or two leaders could overlap"
-        );
-    }
+    let mut config = ElectorConfig::new(&args.namespace, &args.lease_name, "");
+    config.lease_duration = args.lease_duration;
+    config.renew_deadline = args.renew_deadline;
+    config.retry_period = args.retry_period;
+    config
+        .validate()
+        .context("--lease-duration, --renew-deadline and --retry-period")?;
     let client = hwameistor_api::client::client(args.kubeconfig.as_deref()).await?;
     let identity = match args.identity.clone() {
         Some(id) => id,
@@ -108,11 +112,21 @@ async fn main() -> anyhow::Result<()> {
     };
     tracing::info!(%identity, version = env!("CARGO_PKG_VERSION"), "controller starting");
 
+    config.identity = identity.clone();
+
     let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::new(HealthLimits {
+        // The lease traffic succeeds every retry period when the API server answers; an
+        // outage shorter than a lease duration does not make the instance unready.
+        api_fresh_for: args.lease_duration,
+        // One election round is a retry-period sleep and a request bounded by the renew
+        // deadline; twice that without a report means the loop is stuck.
+        election_stale_after: 2 * (args.retry_period + args.renew_deadline),
+    }));
     let listener = metrics::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
-    let metrics_task = tokio::spawn(metrics::serve(listener, metrics.clone()));
+    let mut metrics_task = tokio::spawn(metrics::serve(listener, metrics.clone(), health.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -135,46 +149,53 @@ async fn main() -> anyhow::Result<()> {
         async move { server::serve(&endpoint, services, stop).await }
     });
 
-    let ctx = volume_reconciler::Context::new(
+    let ctx = volume_reconciler::Context::new_scoped(
         client.clone(),
         &identity,
         metrics.clone(),
         Policy {
             max_volumes_per_pool: args.max_volumes_per_pool,
         },
+        args.scope_selector.clone(),
     );
-    let mut config = ElectorConfig::new(&args.namespace, &args.lease_name, &identity);
-    config.lease_duration = args.lease_duration;
-    config.renew_deadline = args.renew_deadline;
-    config.retry_period = args.retry_period;
-    let elector = Elector::new(client, config);
-    let lead = {
-        let metrics = metrics.clone();
-        move || {
-            let ctx = ctx.clone();
-            let flag = LeaderFlag(metrics.clone());
-            flag.0.set_leader(true);
-            async move {
-                let _flag = flag;
-                volume_reconciler::run(ctx).await;
-            }
-        }
-    };
-    let election = tokio::spawn(elector.run(lead, stopped(stop_rx.clone())));
+    let elector = Elector::new(client, config).with_health(health.clone());
+    let lead = move || volume_reconciler::run(ctx.clone());
+    let mut election = tokio::spawn(elector.run(lead, stopped(stop_rx.clone())));
 
-    tokio::select! {
-        _ = terminated() => tracing::info!("terminating"),
-        r = &mut csi => {
-            match r {
-                Ok(Ok(())) => tracing::warn!("CSI server stopped"),
-                Ok(Err(e)) => tracing::error!(error = %e, "CSI server failed"),
-                Err(e) => tracing::error!(error = %e, "CSI server task failed"),
-            }
+    // Anything that ends but a signal is a failure: exit non-zero so the kubelet restarts
+    // the container (and counts it), instead of running on with a part missing.
+    let failure: Option<anyhow::Error> = tokio::select! {
+        _ = terminated() => {
+            tracing::info!("terminating");
+            None
         }
-    }
+        r = &mut csi => Some(match r {
+            Ok(Ok(())) => anyhow::anyhow!("the CSI server stopped"),
+            Ok(Err(e)) => anyhow::Error::new(e).context("the CSI server failed"),
+            Err(e) => anyhow::Error::new(e).context("the CSI server task failed"),
+        }),
+        r = &mut election => Some(match r {
+            Ok(Ok(())) => anyhow::anyhow!("leader election stopped without being asked to"),
+            // The elector has released the lease already.
+            Ok(Err(e)) => anyhow::Error::new(e),
+            Err(e) => anyhow::Error::new(e).context("the leader-election task failed"),
+        }),
+        r = &mut metrics_task => Some(match r {
+            Ok(()) => anyhow::anyhow!("the metrics endpoint stopped"),
+            Err(e) => anyhow::Error::new(e).context("the metrics endpoint failed"),
+        }),
+    };
     let _ = stop_tx.send(true);
-    // Give the elector a moment to release the lease so a standby takes over at once.
-    let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    if !election.is_finished() {
+        // Give the elector a moment to release the lease so a standby takes over at once.
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut election).await;
+    }
     metrics_task.abort();
-    Ok(())
+    match failure {
+        Some(e) => {
+            tracing::error!(error = format!("{e:#}"), "controller stopping");
+            Err(e)
+        }
+        None => Ok(()),
+    }
 }

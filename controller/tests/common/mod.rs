@@ -1,95 +1,174 @@
-//! A cluster for API-level tests: the project's in-process API server with the CRDs, storage
-//! nodes with pools, the real LocalVolume reconciler, and a FAKE node agent.
+//! A cluster for API-level tests: the project's in-process API server, or the real cluster
+//! `HWAMEISTOR_TEST_KUBECONFIG` names, with the CRDs, storage nodes with pools, the real
+//! LocalVolume reconciler, and a FAKE node agent.
 //!
 //! The fake agent is a test double: it stands in for `hwameistor-agent`'s replica
 //! reconciler, which needs LVM. Like the real one it adds its finalizer first, reports
 //! Ready with a device path and the requested size, and on deletion drops its finalizer.
 //! It creates no logical volumes and never updates the nodes' free space, so the
 //! controller's accounting of placed-but-unreported volumes is what keeps placements honest.
+//!
+//! On a real cluster every test of every binary shares one API server, and tests of one
+//! binary run at the same time. So a test ([`start_scoped`]) names everything it creates
+//! with its own random id ([`Cluster::name`]), labels its nodes with it, runs a reconciler
+//! scoped to those nodes and a fake agent that serves only them, pins its volumes to its
+//! nodes, and removes what it created when it ends, also when it fails ([`Cluster`]'s drop).
 #![allow(dead_code)]
 
 use futures::StreamExt;
 use hwameistor_api::{
-    LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, LocalVolumeReplica,
-    LocalVolumeReplicaStatus, NodeState, PoolClass, PoolStatus, ReplicaState, FINALIZER_REPLICA,
+    LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, LocalVolume,
+    LocalVolumeReplica, LocalVolumeReplicaStatus, NodeState, PoolClass, PoolStatus, ReplicaState,
+    FINALIZER_REPLICA,
 };
 use hwameistor_controller::metrics::Metrics;
-use hwameistor_controller::volume_reconciler;
+use hwameistor_controller::volume_reconciler::{self, Scope};
 use hwameistor_core::placement::Policy;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
+use hwameistor_testapi::TestCluster;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
-use std::sync::Arc;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub const GI: i64 = 1 << 30;
 
-pub struct Cluster {
-    pub server: hwameistor_testapi::TestCluster,
-    pub client: Client,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+/// The label that puts a node into one test's scope; its value is the test's id.
+pub const SCOPE_LABEL: &str = "hwameistor.io/test-scope";
+
+/// Where the controller's leases live.
+pub const LEASE_NAMESPACE: &str = "hwameistor";
+
+/// A random id of 8 lowercase letters and digits: a valid label value and name suffix.
+pub fn unique_id() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    // RandomState is seeded randomly per process and per instance.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    let mut x = h.finish();
+    (0..8)
+        .map(|_| {
+            let c = ALPHABET[(x % ALPHABET.len() as u64) as usize] as char;
+            x /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
+/// Connects to the test cluster (in-process, or real when the environment says so).
+pub async fn connect() -> (TestCluster, Client) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let server = TestCluster::start().await.expect("test cluster");
+    let client = server.client().await.expect("client");
+    (server, client)
 }
 
+/// Installs the CRDs idempotently (server-side apply) and waits until they are Established:
+/// on a shared cluster they may exist already, from another test or an earlier run.
 pub async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in hwameistor_api::crds::all() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("create CRD");
+    hwameistor_sandbox::install_crds(client)
+        .await
+        .expect("install CRDs");
+}
+
+/// Creates `name` unless it exists (a shared cluster has it from other tests); never
+/// deleted, other tests may be using it.
+pub async fn ensure_namespace(client: &Client, name: &str) {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("create namespace {name}: {e}"),
     }
 }
 
-/// Creates a Ready storage node whose HDD pool has `total` bytes, `free` of them free.
-pub async fn add_node(client: &Client, name: &str, total: i64, free: i64) {
+fn hdd_pool(total: i64, free: i64) -> BTreeMap<String, PoolStatus> {
+    let class = PoolClass::Hdd;
+    BTreeMap::from([(
+        class.pool_name().to_string(),
+        PoolStatus {
+            name: class.pool_name().into(),
+            class,
+            total_capacity_bytes: total,
+            used_capacity_bytes: total - free,
+            free_capacity_bytes: free,
+            extent_size_bytes: 4 << 20,
+            volume_count: 0,
+            disks: vec![],
+        },
+    )])
+}
+
+/// Creates a Ready storage node with `labels` whose HDD pool has `total` bytes, `free` of
+/// them free.
+pub async fn create_node(
+    client: &Client,
+    name: &str,
+    labels: BTreeMap<String, String>,
+    total: i64,
+    free: i64,
+) {
     let api: Api<LocalStorageNode> = Api::all(client.clone());
-    let node = LocalStorageNode::new(
+    let mut node = LocalStorageNode::new(
         name,
         LocalStorageNodeSpec {
             hostname: name.into(),
             storage_ip: None,
         },
     );
+    node.metadata.labels = Some(labels);
     api.create(&PostParams::default(), &node)
         .await
         .expect("create node");
-    let class = PoolClass::Hdd;
-    let status = LocalStorageNodeStatus {
-        state: Some(NodeState::Ready),
-        pools: [(
-            class.pool_name().to_string(),
-            PoolStatus {
-                name: class.pool_name().into(),
-                class,
-                total_capacity_bytes: total,
-                used_capacity_bytes: total - free,
-                free_capacity_bytes: free,
-                extent_size_bytes: 4 << 20,
-                volume_count: 0,
-                disks: vec![],
-            },
-        )]
-        .into(),
-        ..Default::default()
-    };
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(&serde_json::json!({ "status": status })),
-    )
-    .await
-    .expect("node status");
+    set_pool(client, name, total, free).await;
 }
 
-/// One step of the fake node agent for one replica; returns whether it wrote anything.
+/// Sets a node's HDD pool to `total` bytes, `free` of them free, as its agent would report.
+pub async fn set_pool(client: &Client, name: &str, total: i64, free: i64) {
+    let status = LocalStorageNodeStatus {
+        state: Some(NodeState::Ready),
+        pools: hdd_pool(total, free),
+        ..Default::default()
+    };
+    Api::<LocalStorageNode>::all(client.clone())
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({ "status": status })),
+        )
+        .await
+        .expect("node status");
+}
+
+/// Creates an unlabelled Ready storage node (for the whole-cluster setup of [`start`]).
+pub async fn add_node(client: &Client, name: &str, total: i64, free: i64) {
+    create_node(client, name, BTreeMap::new(), total, free).await;
+}
+
+/// One step of the fake node agent for one replica.
 async fn fake_agent_step(
     api: &Api<LocalVolumeReplica>,
     r: &LocalVolumeReplica,
@@ -142,48 +221,227 @@ async fn fake_agent_step(
     Ok(())
 }
 
-/// The fake node agent (test double): reacts to every replica event at once.
-pub async fn fake_node_agent(client: Client) {
+/// The fake node agent (test double) for the replicas `serves` accepts: reacts to every
+/// replica event at once.
+async fn fake_agent_where(client: Client, serves: impl Fn(&LocalVolumeReplica) -> bool) {
     let api: Api<LocalVolumeReplica> = Api::all(client);
     let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
     while let Some(ev) = events.next().await {
-        let objs = match ev {
-            Ok(watcher::Event::Apply(r)) | Ok(watcher::Event::InitApply(r)) => vec![r],
+        let r = match ev {
+            Ok(watcher::Event::Apply(r)) | Ok(watcher::Event::InitApply(r)) => r,
             _ => continue,
         };
-        for r in objs {
-            if let Err(e) = fake_agent_step(&api, &r).await {
-                tracing::debug!(error = %e, "fake agent step failed; the next event retries");
-            }
+        if !serves(&r) {
+            continue;
+        }
+        if let Err(e) = fake_agent_step(&api, &r).await {
+            tracing::debug!(error = %e, "fake agent step failed; the next event retries");
         }
     }
 }
 
-/// A test API server with CRDs, the LocalVolume reconciler and the fake node agent running.
-pub async fn start() -> Cluster {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let server = hwameistor_testapi::TestCluster::start()
-        .await
-        .expect("test API server");
-    let client = server.client().await.expect("client");
+/// The fake node agent for every node.
+pub async fn fake_node_agent(client: Client) {
+    fake_agent_where(client, |_| true).await;
+}
+
+/// The fake node agent for the nodes in `nodes` only (other tests' nodes have their own).
+pub async fn fake_node_agent_for(client: Client, nodes: Arc<Mutex<BTreeSet<String>>>) {
+    fake_agent_where(client, move |r| {
+        nodes
+            .lock()
+            .map(|n| n.contains(&r.spec.node_name))
+            .unwrap_or(false)
+    })
+    .await;
+}
+
+pub struct Cluster {
+    pub server: TestCluster,
+    pub client: Client,
+    /// This test's id: the suffix of every name it creates and its scope label's value.
+    pub id: String,
+    /// The reconciler's metrics (when this cluster runs one).
+    pub metrics: Arc<Metrics>,
+    /// The nodes this test created; its fake agent serves these only.
+    nodes: Arc<Mutex<BTreeSet<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let TestCluster::Real { kubeconfig } = &self.server {
+            remove_leftovers(kubeconfig.clone(), &self.id);
+        }
+    }
+}
+
+impl Cluster {
+    /// `base` made this test's own: `base-<id>`.
+    pub fn name(&self, base: &str) -> String {
+        format!("{base}-{}", self.id)
+    }
+
+    /// The scope of this test's reconciler: its own nodes.
+    pub fn scope(&self) -> Scope {
+        format!("{SCOPE_LABEL}={}", self.id)
+            .parse()
+            .expect("a valid scope")
+    }
+
+    /// Creates this test's node `base-<id>` (in its scope, served by its fake agent) and
+    /// returns its name.
+    pub async fn add_node(&self, base: &str, total: i64, free: i64) -> String {
+        let name = self.name(base);
+        self.nodes.lock().expect("node set").insert(name.clone());
+        let labels = BTreeMap::from([(SCOPE_LABEL.to_string(), self.id.clone())]);
+        create_node(&self.client, &name, labels, total, free).await;
+        name
+    }
+
+    /// Starts the fake node agent for this test's nodes.
+    pub fn spawn_fake_agent(&mut self) {
+        self.tasks.push(tokio::spawn(fake_node_agent_for(
+            self.client.clone(),
+            self.nodes.clone(),
+        )));
+    }
+
+    /// Starts a LocalVolume reconciler acting on `scope` (everything when None).
+    pub fn spawn_reconciler(&mut self, scope: Option<Scope>) {
+        let ctx = volume_reconciler::Context::new_scoped(
+            self.client.clone(),
+            &self.name("test"),
+            self.metrics.clone(),
+            Policy::default(),
+            scope,
+        );
+        self.tasks.push(tokio::spawn(volume_reconciler::run(ctx)));
+    }
+
+    /// The names of this test's objects of a kind among all of them (a shared cluster has
+    /// other tests' too).
+    pub async fn own<K>(&self) -> Vec<String>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let suffix = format!("-{}", self.id);
+        let mut names: Vec<String> = Api::<K>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .iter()
+            .map(|o| o.name_any())
+            .filter(|n| n.ends_with(&suffix))
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// CRDs installed, no reconciler, no agent: for tests that run the controller themselves.
+pub async fn connect_bare() -> Cluster {
+    let (server, client) = connect().await;
     install_crds(&client).await;
-    let ctx = volume_reconciler::Context::new(
-        client.clone(),
-        "test",
-        Arc::new(Metrics::default()),
-        Policy::default(),
-    );
-    let tasks = vec![
-        tokio::spawn(volume_reconciler::run(ctx)),
-        tokio::spawn(fake_node_agent(client.clone())),
-    ];
     Cluster {
         server,
         client,
-        tasks,
+        id: unique_id(),
+        metrics: Arc::new(Metrics::default()),
+        nodes: Default::default(),
+        tasks: Vec::new(),
+    }
+}
+
+/// A cluster with CRDs, this test's reconciler (scoped to this test's nodes) and its fake
+/// node agent running. Volumes must name this test's nodes (accessibility) to be served.
+pub async fn start_scoped() -> Cluster {
+    let mut c = connect_bare().await;
+    let scope = c.scope();
+    c.spawn_reconciler(Some(scope));
+    c.spawn_fake_agent();
+    c
+}
+
+/// A whole-cluster setup as deployed: an unscoped reconciler and a fake agent for every
+/// node. For the in-process server only (the benchmark); tests use [`start_scoped`].
+pub async fn start() -> Cluster {
+    let mut c = connect_bare().await;
+    c.spawn_reconciler(None);
+    c.tasks
+        .push(tokio::spawn(fake_node_agent(c.client.clone())));
+    c
+}
+
+/// Deletes every object of a kind whose name ends with `suffix`, removing finalizers left
+/// by controllers that no longer run.
+async fn purge<K>(api: &Api<K>, suffix: &str) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let gone = |r: Result<(), kube::Error>| match r {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => other,
+    };
+    for o in api.list(&ListParams::default()).await?.items {
+        let name = o.name_any();
+        if !name.ends_with(suffix) {
+            continue;
+        }
+        // Deleted first so that nothing can add a finalizer back (the API server refuses
+        // new finalizers on an object being deleted), then unblocked.
+        gone(api.delete(&name, &DeleteParams::default()).await.map(drop))?;
+        let unblock = serde_json::json!({ "metadata": { "finalizers": null } });
+        gone(
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&unblock))
+                .await
+                .map(drop),
+        )?;
+    }
+    Ok(())
+}
+
+/// Removes what the test `id` left on a real cluster, on a thread and runtime of its own:
+/// this runs in a drop, while the test's runtime (which drives the test's client) is blocked.
+/// Best effort: a failure is printed, never fails the test (names are unique per run, so a
+/// leftover cannot disturb another test).
+pub fn remove_leftovers(kubeconfig: PathBuf, id: &str) {
+    let suffix = format!("-{id}");
+    let work = move || -> Result<(), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let cluster = TestCluster::Real { kubeconfig };
+            let client = cluster.client().await.map_err(|e| e.to_string())?;
+            let cleanup = async {
+                purge(&Api::<LocalVolumeReplica>::all(client.clone()), &suffix).await?;
+                purge(&Api::<LocalVolume>::all(client.clone()), &suffix).await?;
+                purge(&Api::<LocalStorageNode>::all(client.clone()), &suffix).await?;
+                purge(
+                    &Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE),
+                    &suffix,
+                )
+                .await
+            };
+            match tokio::time::timeout(Duration::from_secs(60), cleanup).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("timed out".into()),
+            }
+        })
+    };
+    match std::thread::spawn(work).join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("cleanup of test {id} failed: {e}"),
+        Err(_) => eprintln!("cleanup of test {id} panicked"),
     }
 }
 
