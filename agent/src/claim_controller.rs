@@ -2,10 +2,12 @@
 //! a time (see [`hwameistor_core::claim`]).
 
 use crate::context::Context;
+use crate::crash::CrashPoint;
+use crate::lvm::{LvmError, LvmOpError};
 use crate::scanner;
 use futures::StreamExt;
 use hwameistor_api::{
-    ClaimPhase, LocalDisk, LocalDiskClaim, LocalDiskClaimStatus, ObjectRef, LABEL_CLAIM, LABEL_NODE,
+    ClaimPhase, LocalDisk, LocalDiskClaim, LocalDiskClaimStatus, ObjectRef, LABEL_CLAIM,
 };
 use hwameistor_core::claim::{self as claims, ClaimStep};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -21,7 +23,7 @@ pub enum ClaimError {
     #[error("API request failed: {0}")]
     Kube(#[from] kube::Error),
     #[error("LVM failed: {0}")]
-    Lvm(#[from] crate::lvm::LvmError),
+    Lvm(#[from] LvmError),
     #[error("scan failed: {0}")]
     Scan(#[from] scanner::ScanError),
     #[error("claim made no progress after {0} steps")]
@@ -70,17 +72,14 @@ pub async fn reconcile(
     let name = claim.metadata.name.clone().unwrap_or_default();
     let claims: Api<LocalDiskClaim> = Api::all(ctx.client.clone());
     let disks_api: Api<LocalDisk> = Api::all(ctx.client.clone());
-    let node_label = format!("{LABEL_NODE}={}", ctx.node);
+    let mine = ListParams::default().fields(&ctx.node_selector());
     for _ in 0..32 {
         let claim = match claims.get_opt(&name).await? {
             Some(c) => c,
             None => return Ok(Action::await_change()),
         };
-        let disks = disks_api
-            .list(&ListParams::default().labels(&node_label))
-            .await?
-            .items;
-        let lvm = ctx.lvm.state().await?;
+        let disks = disks_api.list(&mine).await?.items;
+        let lvm = ctx.lvm.snapshot().await?;
         let step = claims::next_step(&ctx.node, &claim, &disks, &lvm);
         tracing::debug!(claim = %name, ?step, "claim step");
         let mut status = claim.status.clone().unwrap_or_default();
@@ -120,7 +119,7 @@ pub async fn reconcile(
                 status.message = Some(message.clone());
                 status.observed_generation = claim.metadata.generation;
                 let c = write_status(&claims, &claim, status).await?;
-                crate::crash::point("claim-after-choose");
+                ctx.crash.point(CrashPoint::ClaimAfterChoose).await;
                 ctx.event(&c, false, "DisksSelected", "Bind", message).await;
             }
             ClaimStep::BindDisk(disk) => {
@@ -131,7 +130,7 @@ pub async fn reconcile(
                 disks_api
                     .patch(&disk, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
-                crate::crash::point("claim-after-bind-disk");
+                ctx.crash.point(CrashPoint::ClaimAfterBindDisk).await;
                 tracing::info!(claim = %name, disk = %disk, "disk bound to claim");
             }
             ClaimStep::DropDisk { disk, reason } => {
@@ -145,36 +144,67 @@ pub async fn reconcile(
                 let c = write_status(&claims, &claim, status).await?;
                 ctx.event(&c, true, "DiskDropped", "Bind", message).await;
                 // Release the disk if this claim holds it, so others may use it.
-                if let Some(ld) = disks
-                    .iter()
-                    .find(|d| d.metadata.name.as_deref() == Some(disk.as_str()))
-                {
-                    if ld.spec.claim_ref.as_ref().is_some_and(|r| r.name == name) {
-                        let patch = serde_json::json!({ "metadata": { "labels": { LABEL_CLAIM: null } }, "spec": { "claimRef": null } });
-                        disks_api
-                            .patch(&disk, &PatchParams::default(), &Patch::Merge(&patch))
-                            .await?;
-                    }
+                release(&disks_api, &disks, &name, &disk).await?;
+            }
+            ClaimStep::Fail {
+                reason,
+                release: give_back,
+            } => {
+                // Give the disks back first: a claim recorded Failed is never looked at
+                // again until its spec changes, so nothing may stay bound to it by mistake.
+                for disk in &give_back {
+                    release(&disks_api, &disks, &name, disk).await?;
                 }
+                let message = format!("cannot complete: {reason}");
+                status.phase = Some(ClaimPhase::Failed);
+                status.message = Some(message.clone());
+                status.observed_generation = claim.metadata.generation;
+                status.conditions = vec![matched_condition(
+                    false,
+                    "DiskUnusable",
+                    &reason,
+                    &status.conditions,
+                )];
+                let c = write_status(&claims, &claim, status).await?;
+                tracing::warn!(claim = %name, %reason, released = ?give_back, "claim failed");
+                ctx.event(&c, true, "ClaimFailed", "Bind", message).await;
+                return Ok(Action::await_change());
+            }
+            ClaimStep::Restart => {
+                tracing::info!(claim = %name, "claim spec changed after it failed; starting again");
+                let restarted = LocalDiskClaimStatus {
+                    phase: Some(ClaimPhase::Pending),
+                    message: Some("spec changed; choosing disks again".into()),
+                    observed_generation: claim.metadata.generation,
+                    ..Default::default()
+                };
+                write_status(&claims, &claim, restarted).await?;
             }
             ClaimStep::ExtendPools(pools) => {
-                let _host = ctx.host.lock().await;
                 for (pool, devices) in &pools {
                     tracing::info!(claim = %name, pool = %pool, ?devices, "extending pool");
-                    if let Err(e) = ctx.lvm.ensure_vg(pool, devices).await {
+                    if let Err(e) = ctx.lvm.extend_pool(pool, devices).await {
                         let message =
                             format!("extending {pool} with {} failed: {e}", devices.join(" "));
                         status.message = Some(message.clone());
                         let c = write_status(&claims, &claim, status).await?;
                         ctx.event(&c, true, "ExtendFailed", "Extend", message).await;
-                        drop(_host);
-                        // Let a scan re-read the disks: a disk that gained a signature is then
-                        // Unavailable and the next pass drops it instead of retrying forever.
+                        // A refused disk (it gained a signature, joined another group) shows
+                        // as Unavailable after a scan, and the next pass gives it up instead
+                        // of retrying forever; anything else is retried.
+                        let refused = matches!(
+                            e,
+                            LvmOpError::Foreign(_)
+                                | LvmOpError::Lvm(LvmError::DeviceRefused { .. })
+                        );
                         scanner::scan_once(&ctx).await?;
-                        return Ok(Action::requeue(Duration::from_secs(10)));
+                        return Ok(if refused {
+                            Action::requeue(Duration::from_millis(100))
+                        } else {
+                            Action::requeue(ctx.tuning.retry)
+                        });
                     }
                 }
-                drop(_host);
                 // Publish the disks as Bound and the pools' new size before completing.
                 scanner::scan_once(&ctx).await?;
             }
@@ -198,6 +228,26 @@ pub async fn reconcile(
     Err(ClaimError::Stuck(32))
 }
 
+/// Clears `disk`'s claimRef when `claim` holds it, so other claims may use it.
+async fn release(
+    api: &Api<LocalDisk>,
+    disks: &[LocalDisk],
+    claim: &str,
+    disk: &str,
+) -> Result<(), kube::Error> {
+    let holds = disks.iter().any(|d| {
+        d.metadata.name.as_deref() == Some(disk)
+            && d.spec.claim_ref.as_ref().is_some_and(|r| r.name == claim)
+    });
+    if holds {
+        let patch = serde_json::json!({ "metadata": { "labels": { LABEL_CLAIM: null } }, "spec": { "claimRef": null } });
+        api.patch(disk, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        tracing::info!(claim, disk, "disk released");
+    }
+    Ok(())
+}
+
 fn error_policy(_claim: Arc<LocalDiskClaim>, err: &ClaimError, _ctx: Arc<Context>) -> Action {
     tracing::warn!(error = %err, "claim reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
@@ -206,9 +256,10 @@ fn error_policy(_claim: Arc<LocalDiskClaim>, err: &ClaimError, _ctx: Arc<Context
 /// Runs the claim controller until the process stops.
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<LocalDiskClaim> = Api::all(ctx.client.clone());
-    // Pending claims are re-examined whenever the scanner saw disks change.
+    // Only this node's claims: an agent's memory and watch traffic follow its node, not the
+    // cluster. Pending claims are re-examined whenever the scanner saw disks change.
     let trigger = broadcast_stream(ctx.disks_changed.subscribe());
-    Controller::new(api, watcher::Config::default())
+    Controller::new(api, watcher::Config::default().fields(&ctx.node_selector()))
         .reconcile_all_on(trigger)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

@@ -1,45 +1,95 @@
 //! What every reconciler of the agent shares.
 
-use crate::discovery::HostRoots;
-use crate::lvm::Lvm;
+use crate::crash::CrashPoints;
+use crate::discovery::DiskSource;
+use crate::lvm::{LvmCache, LvmHost};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::{Mutex, Notify};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Timings of the agent's retries; the defaults suit a node, tests shorten them.
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    /// How long a replica or claim whose LVM operation failed waits before trying again.
+    pub retry: Duration,
+    /// How long LVM must be quiet before a background re-read of it runs.
+    pub lvm_quiet: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            retry: Duration::from_secs(15),
+            lvm_quiet: crate::lvm::QUIET,
+        }
+    }
+}
 
 pub struct Context {
     pub client: Client,
     /// The node this agent runs on.
     pub node: String,
-    pub lvm: Lvm,
-    pub roots: HostRoots,
-    /// Held while the host is read or changed, so a scan never sees half an operation and
-    /// two operations never interleave their LVM commands.
-    pub host: Mutex<()>,
+    /// LVM, through its cached view and per-group locks.
+    pub lvm: Arc<LvmCache>,
+    /// Where disks are discovered.
+    pub disks: Arc<dyn DiskSource>,
+    pub crash: Arc<CrashPoints>,
     /// Wakes the disk scanner (after a claim or replica changed something on the host).
     pub rescan: Notify,
     /// Wakes the claim reconciler (after a scan changed disks).
     pub disks_changed: tokio::sync::broadcast::Sender<()>,
+    /// Whether the last API request of the scanner succeeded (readiness).
+    pub api_ok: AtomicBool,
+    pub tuning: Tuning,
     pub recorder: Recorder,
 }
 
 impl Context {
-    pub fn new(client: Client, node: String, lvm: Lvm, roots: HostRoots) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        node: String,
+        lvm: Arc<dyn LvmHost>,
+        disks: Arc<dyn DiskSource>,
+        crash: CrashPoints,
+        tuning: Tuning,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: "hwameistor-agent".into(),
             instance: Some(node.clone()),
         };
         let (disks_changed, _) = tokio::sync::broadcast::channel(16);
+        let crash = Arc::new(crash);
         Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             node,
-            lvm,
-            roots,
-            host: Mutex::new(()),
+            lvm: LvmCache::new(lvm, crash.clone(), tuning.lvm_quiet),
+            disks,
+            crash,
             rescan: Notify::new(),
             disks_changed,
+            api_ok: AtomicBool::new(false),
+            tuning,
         })
+    }
+
+    /// Whether this agent can do its job: LVM answers and the API server did the last time.
+    pub fn health(&self) -> Result<(), String> {
+        self.lvm.health()?;
+        if !self.api_ok.load(Ordering::Relaxed) {
+            return Err("the last request to the API server failed".into());
+        }
+        Ok(())
+    }
+
+    /// A field selector for this node's objects (LocalDisk, LocalDiskClaim,
+    /// LocalVolumeReplica declare `spec.nodeName` selectable), so the agent watches and
+    /// caches only its own node's objects however large the cluster is.
+    pub fn node_selector(&self) -> String {
+        format!("spec.nodeName={}", self.node)
     }
 
     /// Publishes a Kubernetes Event on `obj`. Failing to publish is logged, never fatal:

@@ -1,10 +1,16 @@
 //! Executes this node's LocalVolumeReplicas: creates, grows and removes their logical
 //! volumes, one idempotent step at a time (see [`hwameistor_core::replica`]).
+//!
+//! Decisions are made on the agent's LVM view, so a create with a warm view costs one
+//! `lvcreate` and the API writes around it. The view's lock for the volume's group is held
+//! only while LVM runs, never across an API call.
 
 use crate::context::Context;
+use crate::crash::CrashPoint;
+use crate::lvm::LvmOpError;
 use futures::StreamExt;
 use hwameistor_api::{
-    LocalVolumeReplica, LocalVolumeReplicaStatus, ReplicaState, FINALIZER_REPLICA, LABEL_NODE,
+    LocalVolumeReplica, LocalVolumeReplicaStatus, ReplicaState, FINALIZER_REPLICA,
 };
 use hwameistor_core::replica::{self as replicas, ReplicaStep};
 use kube::api::{Patch, PatchParams, PostParams};
@@ -57,9 +63,35 @@ async fn write_status(
     .await
 }
 
-/// Brings one replica to its goal. The host lock is held throughout and LVM is read once:
-/// every later step updates that snapshot from the result of its own command, so a create
-/// costs one state read, the `lvcreate`, and one `lvs` of the new volume.
+/// Records why the replica is not where it should be; `state` is NotReady (create path) or
+/// Deleting (delete path).
+async fn record_failure(
+    ctx: &Context,
+    api: &Api<LocalVolumeReplica>,
+    r: &LocalVolumeReplica,
+    state: ReplicaState,
+    reason: &str,
+    action: &str,
+    e: &LvmOpError,
+) -> Result<(), kube::Error> {
+    let mut st = r.status.clone().unwrap_or_default();
+    let state = if e.retryable() {
+        state
+    } else {
+        ReplicaState::Failed
+    };
+    let message = e.to_string();
+    if st.state != Some(state) || st.message.as_deref() != Some(message.as_str()) {
+        st.state = Some(state);
+        st.message = Some(message.clone());
+        st.observed_generation = r.metadata.generation;
+        let r = write_status(api, r, st).await?;
+        ctx.event(&r, true, reason, action, message).await;
+    }
+    Ok(())
+}
+
+/// Brings one replica to its goal.
 pub async fn reconcile(
     obj: Arc<LocalVolumeReplica>,
     ctx: Arc<Context>,
@@ -70,9 +102,8 @@ pub async fn reconcile(
     let name = obj.metadata.name.clone().unwrap_or_default();
     let api: Api<LocalVolumeReplica> = Api::all(ctx.client.clone());
     let mut current = (*obj).clone();
-    let _host = ctx.host.lock().await;
-    let mut lvm = ctx.lvm.state().await?;
     for _ in 0..16 {
+        let lvm = ctx.lvm.snapshot().await?;
         let step = replicas::next_step(&ctx.node, &current, &lvm);
         tracing::debug!(replica = %name, ?step, "replica step");
         match step {
@@ -81,7 +112,7 @@ pub async fn reconcile(
                 let mut f = current.metadata.finalizers.clone().unwrap_or_default();
                 f.push(FINALIZER_REPLICA.to_string());
                 current = set_finalizers(&api, &current, f).await?;
-                crate::crash::point("replica-after-finalizer");
+                ctx.crash.point(CrashPoint::ReplicaAfterFinalizer).await;
             }
             ReplicaStep::RemoveFinalizer => {
                 let f = current
@@ -97,12 +128,9 @@ pub async fn reconcile(
                 return Ok(Action::await_change());
             }
             ReplicaStep::EnsureVolume { vg, lv, bytes } => {
-                match ctx.lvm.ensure_lv_in(&lvm, &vg, &lv, bytes).await {
+                match ctx.lvm.ensure_lv(&vg, &lv, bytes).await {
                     Ok((outcome, lv)) => {
                         tracing::info!(replica = %name, volume = %lv.path, size = lv.size, ?outcome, "logical volume ready");
-                        lvm.lvs
-                            .retain(|l| !(l.vg_name == lv.vg_name && l.name == lv.name));
-                        lvm.lvs.push(lv.clone());
                         // Publish Ready right away: this is on the provisioning path.
                         current =
                             write_status(&api, &current, replicas::ready_status(&current, &lv))
@@ -118,19 +146,18 @@ pub async fn reconcile(
                         ctx.rescan.notify_one();
                     }
                     Err(e) => {
-                        let mut st = current.status.clone().unwrap_or_default();
-                        let retryable = !matches!(e, crate::lvm::LvmError::InvalidName(_));
-                        st.state = Some(if retryable {
-                            ReplicaState::NotReady
-                        } else {
-                            ReplicaState::Failed
-                        });
-                        st.message = Some(e.to_string());
-                        write_status(&api, &current, st).await?;
-                        ctx.event(&current, true, "VolumeFailed", "Create", e.to_string())
-                            .await;
-                        return Ok(if retryable {
-                            Action::requeue(Duration::from_secs(15))
+                        record_failure(
+                            &ctx,
+                            &api,
+                            &current,
+                            ReplicaState::NotReady,
+                            "VolumeFailed",
+                            "Create",
+                            &e,
+                        )
+                        .await?;
+                        return Ok(if e.retryable() {
+                            Action::requeue(ctx.tuning.retry)
                         } else {
                             Action::await_change()
                         });
@@ -138,16 +165,19 @@ pub async fn reconcile(
                 }
             }
             ReplicaStep::RemoveVolume { vg, lv } => {
-                if let Err(e) = ctx.lvm.remove_lv_in(&lvm, &vg, &lv).await {
-                    let mut st = current.status.clone().unwrap_or_default();
-                    st.state = Some(ReplicaState::Deleting);
-                    st.message = Some(e.to_string());
-                    write_status(&api, &current, st).await?;
-                    ctx.event(&current, true, "DeleteFailed", "Delete", e.to_string())
-                        .await;
-                    return Ok(Action::requeue(Duration::from_secs(10)));
+                if let Err(e) = ctx.lvm.remove_lv(&vg, &lv).await {
+                    record_failure(
+                        &ctx,
+                        &api,
+                        &current,
+                        ReplicaState::Deleting,
+                        "DeleteFailed",
+                        "Delete",
+                        &e,
+                    )
+                    .await?;
+                    return Ok(Action::requeue(ctx.tuning.retry));
                 }
-                lvm.lvs.retain(|l| !(l.vg_name == vg && l.name == lv));
                 tracing::info!(replica = %name, "logical volume {vg}/{lv} removed");
                 ctx.rescan.notify_one();
             }
@@ -166,8 +196,12 @@ fn error_policy(_r: Arc<LocalVolumeReplica>, err: &ReplicaError, _ctx: Arc<Conte
 
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<LocalVolumeReplica> = Api::all(ctx.client.clone());
-    let cfg = watcher::Config::default().labels(&format!("{LABEL_NODE}={}", ctx.node));
+    // Only this node's replicas; all of them are looked at again when a re-read of LVM found
+    // it changed (a volume removed by hand, the disks of a new volume now known).
+    let cfg = watcher::Config::default().fields(&ctx.node_selector());
+    let changed = crate::claim_controller::broadcast_stream(ctx.lvm.subscribe());
     Controller::new(api, cfg)
+        .reconcile_all_on(changed)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {

@@ -1,11 +1,16 @@
 //! The disk scanner: keeps the node's LocalDisks and LocalStorageNode in step with the host.
 //!
 //! A scan runs at start, on every block-device uevent (debounced), when another reconciler
-//! asks for one, and every `resync` as a safety net.
+//! asks for one, when a re-read found LVM changed, and every `resync` as a safety net. It
+//! takes no lock: it reads the LVM view and checks that no disk joined or left a pool while
+//! it looked (see [`crate::lvm::LvmCache::membership_epoch`]), so a slow volume operation
+//! never delays disk discovery.
 
 use crate::context::Context;
 use crate::discovery;
+use crate::discovery::ObservedDisk;
 use crate::disks::{self, DiskAction};
+use crate::lvm::LvmState;
 use hwameistor_api::{
     LocalDisk, LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, NodeState,
     LABEL_NODE,
@@ -21,10 +26,10 @@ use std::time::Duration;
 pub enum ScanError {
     #[error("disk discovery failed: {0}")]
     Discovery(#[from] discovery::DiscoveryError),
-    #[error("disk discovery task failed: {0}")]
-    Task(String),
     #[error("reading LVM state failed: {0}")]
     Lvm(#[from] crate::lvm::LvmError),
+    #[error("a disk kept joining or leaving a pool during {0} scans; scan postponed")]
+    Busy(usize),
     #[error("API request failed: {0}")]
     Kube(#[from] kube::Error),
 }
@@ -36,19 +41,39 @@ pub struct ScanSummary {
     pub changes: usize,
 }
 
+/// Tries before a scan gives up on a pool operation that keeps running.
+const CONSISTENT_TRIES: usize = 300;
+
+/// The node's disks and an LVM view that agree: no physical volume joined or left a group
+/// between the two reads.
+async fn consistent_scan(ctx: &Context) -> Result<(Vec<ObservedDisk>, LvmState), ScanError> {
+    for _ in 0..CONSISTENT_TRIES {
+        let Some(before) = ctx.lvm.membership_epoch() else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let observed = ctx.disks.scan().await?;
+        let lvm = ctx.lvm.snapshot().await?;
+        if ctx.lvm.membership_epoch() == Some(before) {
+            return Ok((observed, lvm));
+        }
+    }
+    Err(ScanError::Busy(CONSISTENT_TRIES))
+}
+
 /// Runs one scan and applies its plan.
 pub async fn scan_once(ctx: &Context) -> Result<ScanSummary, ScanError> {
-    let _host = ctx.host.lock().await;
-    let roots = ctx.roots.clone();
-    let observed = tokio::task::spawn_blocking(move || discovery::scan(&roots))
-        .await
-        .map_err(|e| ScanError::Task(e.to_string()))??;
-    let lvm = ctx.lvm.state().await?;
+    let (observed, lvm) = consistent_scan(ctx).await?;
     let api: Api<LocalDisk> = Api::all(ctx.client.clone());
-    let existing = api
-        .list(&ListParams::default().labels(&format!("{LABEL_NODE}={}", ctx.node)))
-        .await?
-        .items;
+    let mine = ListParams::default().fields(&ctx.node_selector());
+    let existing = match api.list(&mine).await {
+        Ok(l) => l.items,
+        Err(e) => {
+            ctx.api_ok
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            return Err(e.into());
+        }
+    };
     let actions = disks::plan(&ctx.node, &observed, &lvm, &existing);
     let changes = actions.len();
     for action in actions {
@@ -58,13 +83,12 @@ pub async fn scan_once(ctx: &Context) -> Result<ScanSummary, ScanError> {
         }
     }
     let disks_now = if changes > 0 {
-        api.list(&ListParams::default().labels(&format!("{LABEL_NODE}={}", ctx.node)))
-            .await?
-            .items
+        api.list(&mine).await?.items
     } else {
         existing
     };
     update_node(ctx, &lvm, &disks_now, None).await?;
+    ctx.api_ok.store(true, std::sync::atomic::Ordering::Relaxed);
     if changes > 0 {
         let _ = ctx.disks_changed.send(());
     }
@@ -139,7 +163,7 @@ async fn apply(ctx: &Context, api: &Api<LocalDisk>, action: DiskAction) -> Resul
 /// given, marks the node NotReady with that message.
 pub async fn update_node(
     ctx: &Context,
-    lvm: &crate::lvm::LvmState,
+    lvm: &LvmState,
     disks: &[LocalDisk],
     problem: Option<String>,
 ) -> Result<(), kube::Error> {
@@ -207,18 +231,29 @@ pub async fn update_node(
     Ok(())
 }
 
-/// The scanner loop. Never returns.
-pub async fn run(ctx: Arc<Context>, resync: Duration) {
-    let mut uevents = match discovery::watch_block_uevents() {
+/// The host's block-device uevents, or `None` (with a warning) when the socket cannot be
+/// opened: scans then run on the periodic resync only.
+pub fn host_uevents() -> Option<tokio::sync::mpsc::Receiver<discovery::UEvent>> {
+    match discovery::watch_block_uevents() {
         Ok(rx) => Some(rx),
         Err(e) => {
             tracing::warn!(error = %e, "no uevent socket; falling back to periodic scans only");
             None
         }
-    };
+    }
+}
+
+/// The scanner loop. Never returns.
+pub async fn run(
+    ctx: Arc<Context>,
+    resync: Duration,
+    mut uevents: Option<tokio::sync::mpsc::Receiver<discovery::UEvent>>,
+) {
+    let mut lvm_changed = ctx.lvm.subscribe();
     // After a uevent-triggered scan, scan once more shortly after: udev creates the
     // by-id links a moment after the kernel announces the device.
     let mut followup = false;
+    let mut last_resync = tokio::time::Instant::now();
     loop {
         match scan_once(&ctx).await {
             Ok(s) if s.changes > 0 => {
@@ -245,18 +280,26 @@ pub async fn run(ctx: Arc<Context>, resync: Duration) {
         let next = if followup {
             Duration::from_millis(1500)
         } else {
-            resync
+            resync.saturating_sub(last_resync.elapsed())
         };
         followup = false;
         tokio::select! {
             _ = wait_uevent => {
                 followup = true;
-                // Devices come in bursts (a disk and its partitions); gather them.
+                // Devices come in bursts (a disk and its partitions, a new logical volume's
+                // device-mapper node); gather them. LVM may have changed under us: re-read
+                // it in the background.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 if let Some(rx) = uevents.as_mut() { while rx.try_recv().is_ok() {} }
+                ctx.lvm.invalidate();
             }
             _ = ctx.rescan.notified() => {}
-            _ = tokio::time::sleep(next) => {}
+            // A lagging receiver still means "LVM changed": rescan either way.
+            _ = lvm_changed.recv() => {}
+            _ = tokio::time::sleep(next) => {
+                last_resync = tokio::time::Instant::now();
+                ctx.lvm.invalidate();
+            }
         }
     }
 }

@@ -3,6 +3,11 @@
 //! A claim goes Pending → Extending → Bound. The chosen disks are written to the claim's
 //! status before any disk is touched, and each step below is recomputed from the current
 //! state, so an agent killed at any point resumes exactly where it stopped.
+//!
+//! A claim that selects disks by type or size waits (Pending) while none fit: a disk may be
+//! added later. A claim that names its disks can only complete with exactly those: when one
+//! of them cannot be used it ends Failed with the reason, after giving back the disks it
+//! holds that are not in a pool yet. Editing a failed claim's spec starts it again.
 
 use crate::lvm::LvmState;
 use hwameistor_api::{ClaimPhase, DiskPhase, DiskPresence, LocalDisk, LocalDiskClaim, POOL_PREFIX};
@@ -94,6 +99,36 @@ pub enum ClaimStep {
     ExtendPools(BTreeMap<String, Vec<String>>),
     /// Every disk is in its pool.
     Complete { capacity_bytes: i64 },
+    /// The claim cannot complete as written. Release (clear the claimRef of) the disks in
+    /// `release` first, then record the reason (phase Failed).
+    Fail {
+        reason: String,
+        release: Vec<String>,
+    },
+    /// The spec of a failed claim changed: forget the old attempt and start again.
+    Restart,
+}
+
+/// Disks bound to `claim` whose device is not a physical volume of one of our pools yet:
+/// the ones a failing claim gives back.
+fn releasable(claim_name: &str, disks: &[LocalDisk], lvm: &LvmState) -> Vec<String> {
+    let mut out: Vec<String> = disks
+        .iter()
+        .filter(|d| {
+            d.spec
+                .claim_ref
+                .as_ref()
+                .is_some_and(|r| r.name == claim_name)
+        })
+        .filter(|d| {
+            let dev = d.status.as_ref().and_then(|s| s.device_path.as_deref());
+            !dev.and_then(|p| lvm.pv(p))
+                .is_some_and(|pv| pv.vg_name.starts_with(POOL_PREFIX))
+        })
+        .filter_map(|d| d.metadata.name.clone())
+        .collect();
+    out.sort();
+    out
 }
 
 /// Decides the next step of `claim` from the node's disks and LVM state.
@@ -107,19 +142,45 @@ pub fn next_step(
         return ClaimStep::Nothing;
     }
     let status = claim.status.clone().unwrap_or_default();
-    if matches!(
-        status.phase,
-        Some(ClaimPhase::Bound) | Some(ClaimPhase::Failed)
-    ) {
-        return ClaimStep::Nothing;
+    match status.phase {
+        Some(ClaimPhase::Bound) => return ClaimStep::Nothing,
+        Some(ClaimPhase::Failed) => {
+            return if status.observed_generation.is_some()
+                && status.observed_generation != claim.metadata.generation
+            {
+                ClaimStep::Restart
+            } else {
+                ClaimStep::Nothing
+            }
+        }
+        _ => {}
     }
+    let claim_name = claim.metadata.name.clone().unwrap_or_default();
+    let named = !claim.spec.description.local_disk_names.is_empty();
     if status.bound_disks.is_empty() {
         return match select(claim, disks) {
             Ok(names) => ClaimStep::Choose(names),
+            Err(why) if named => ClaimStep::Fail {
+                reason: why,
+                release: releasable(&claim_name, disks, lvm),
+            },
             Err(why) => ClaimStep::Wait(why),
         };
     }
-    let claim_name = claim.metadata.name.clone().unwrap_or_default();
+    // A named disk that has to be given up fails the claim: it cannot complete as written.
+    let drop = |disk: &str, reason: String| {
+        if named {
+            ClaimStep::Fail {
+                reason: format!("{disk}: {reason}"),
+                release: releasable(&claim_name, disks, lvm),
+            }
+        } else {
+            ClaimStep::DropDisk {
+                disk: disk.to_string(),
+                reason,
+            }
+        }
+    };
     let mut extend: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut capacity = 0;
     for name in &status.bound_disks {
@@ -127,67 +188,49 @@ pub fn next_step(
             .iter()
             .find(|d| d.metadata.name.as_deref() == Some(name.as_str()))
         else {
-            return ClaimStep::DropDisk {
-                disk: name.clone(),
-                reason: "LocalDisk no longer exists".into(),
-            };
+            return drop(name, "LocalDisk no longer exists".into());
         };
         let st = ld.status.clone().unwrap_or_default();
         match &ld.spec.claim_ref {
             None => {
                 return match rejection(claim, ld) {
                     None => ClaimStep::BindDisk(name.clone()),
-                    Some(r) => ClaimStep::DropDisk {
-                        disk: name.clone(),
-                        reason: r,
-                    },
+                    Some(r) => drop(name, r),
                 }
             }
             Some(r) if r.name != claim_name => {
-                return ClaimStep::DropDisk {
-                    disk: name.clone(),
-                    reason: format!("bound to claim {}", r.name),
-                }
+                return drop(name, format!("bound to claim {}", r.name))
             }
             Some(_) => {}
         }
         let Some(dev) = st.device_path.clone() else {
-            return ClaimStep::DropDisk {
-                disk: name.clone(),
-                reason: "device path unknown".into(),
-            };
+            return drop(name, "device path unknown".into());
         };
         if st.state != Some(DiskPresence::Active) {
-            return ClaimStep::DropDisk {
-                disk: name.clone(),
-                reason: "disk not present on the node".into(),
-            };
+            return drop(name, "disk not present on the node".into());
         }
         let Some(class) = st.disk_type.map(|t| t.pool_class()) else {
-            return ClaimStep::DropDisk {
-                disk: name.clone(),
-                reason: "disk type unknown".into(),
-            };
+            return drop(name, "disk type unknown".into());
         };
         match lvm.pv(&dev) {
             Some(pv) if pv.vg_name.starts_with(POOL_PREFIX) => capacity += pv.size,
             Some(pv) if !pv.vg_name.is_empty() => {
-                return ClaimStep::DropDisk {
-                    disk: name.clone(),
-                    reason: format!(
+                return drop(
+                    name,
+                    format!(
                         "became a physical volume of foreign volume group {}",
                         pv.vg_name
                     ),
-                }
+                )
             }
             _ => {
                 // Bound to us but not in a pool yet. If something was written to it since
                 // it was chosen, the scan marks it Unavailable: give it up, never wipe it.
                 if st.phase == Some(DiskPhase::Unavailable) {
-                    return ClaimStep::DropDisk {
-                        disk: name.clone(),
-                        reason: st.reason.unwrap_or_else(|| "no longer Available".into()),
-                    };
+                    return drop(
+                        name,
+                        st.reason.unwrap_or_else(|| "no longer Available".into()),
+                    );
                 }
                 extend
                     .entry(class.pool_name().to_string())
@@ -427,5 +470,91 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_named_disk_that_cannot_be_used_fails_the_claim_and_frees_the_others() {
+        let mut c = claim(DiskSelector {
+            local_disk_names: vec!["a".into(), "c".into()],
+            ..Default::default()
+        });
+        c.metadata.generation = Some(1);
+        // Nothing chosen yet: refused at once with the reason, nothing to give back.
+        match next_step("n1", &c, &disks(), &LvmState::default()) {
+            ClaimStep::Fail { reason, release } => {
+                assert!(reason.contains("c: carries a xfs signature"), "{reason}");
+                assert!(release.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        // Chosen and one disk bound when the other gained data: a is given back.
+        c.status = Some(LocalDiskClaimStatus {
+            phase: Some(ClaimPhase::Extending),
+            bound_disks: vec!["a".into(), "c".into()],
+            ..Default::default()
+        });
+        let mut ds = disks();
+        ds[0].spec.claim_ref = Some(ObjectRef {
+            name: "c1".into(),
+            uid: String::new(),
+        });
+        match next_step("n1", &c, &ds, &LvmState::default()) {
+            ClaimStep::Fail { reason, release } => {
+                assert!(reason.starts_with("c: "), "{reason}");
+                assert_eq!(release, vec!["a".to_string()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A disk already in the pool stays there: it is not given back.
+        let in_pool = LvmState {
+            pvs: vec![Pv {
+                name: "/dev/vdb".into(),
+                vg_name: "LocalStorage_PoolHDD".into(),
+                size: 1 << 30,
+                free: 1 << 30,
+            }],
+            ..Default::default()
+        };
+        match next_step("n1", &c, &ds, &in_pool) {
+            ClaimStep::Fail { release, .. } => assert!(release.is_empty(), "{release:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_claim_waits_for_its_spec_to_change() {
+        let mut c = claim(DiskSelector {
+            local_disk_names: vec!["c".into()],
+            ..Default::default()
+        });
+        c.metadata.generation = Some(1);
+        c.status = Some(LocalDiskClaimStatus {
+            phase: Some(ClaimPhase::Failed),
+            observed_generation: Some(1),
+            message: Some("c: carries a xfs signature".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            next_step("n1", &c, &disks(), &LvmState::default()),
+            ClaimStep::Nothing
+        );
+        c.metadata.generation = Some(2);
+        c.spec.description.local_disk_names = vec!["a".into()];
+        assert_eq!(
+            next_step("n1", &c, &disks(), &LvmState::default()),
+            ClaimStep::Restart
+        );
+    }
+
+    #[test]
+    fn a_selector_claim_waits_instead_of_failing() {
+        let c = claim(DiskSelector {
+            disk_type: Some(DiskType::Nvme),
+            ..Default::default()
+        });
+        assert!(matches!(
+            next_step("n1", &c, &disks(), &LvmState::default()),
+            ClaimStep::Wait(_)
+        ));
     }
 }

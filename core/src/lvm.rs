@@ -131,10 +131,321 @@ impl LvmState {
     }
 }
 
+/// One LVM operation the agent runs to bring a logical volume to what a replica asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LvOp {
+    /// Create it with this many bytes (whole extents).
+    Create { bytes: i64 },
+    /// Grow it to this many bytes (whole extents).
+    Extend { bytes: i64 },
+    /// Activate it (it exists but has no device node).
+    Activate,
+}
+
+/// Why a logical volume cannot be brought to what is asked.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum LvPlanError {
+    #[error(transparent)]
+    InvalidName(#[from] InvalidLvName),
+    #[error("volume group {0} does not exist on this node")]
+    NoSuchVg(String),
+    #[error("volume group {vg} has {free} bytes free but {need} more are needed")]
+    InsufficientSpace { vg: String, free: i64, need: i64 },
+    #[error("logical volume {vg}/{lv} is open; refusing to remove it while it is in use")]
+    InUse { vg: String, lv: String },
+}
+
+/// The operations, in order, that make `vg/name` an active volume of at least `bytes`
+/// (rounded up to the group's extents) from `state`; none when it already is one. A larger
+/// volume is left as it is: shrinking loses data.
+pub fn plan_ensure_lv(
+    state: &LvmState,
+    vg: &str,
+    name: &str,
+    bytes: i64,
+) -> Result<Vec<LvOp>, LvPlanError> {
+    validate_lv_name(name)?;
+    let group = state
+        .vg(vg)
+        .ok_or_else(|| LvPlanError::NoSuchVg(vg.to_string()))?;
+    let want = round_up_to_extent(bytes, group.extent_size);
+    let room = |need: i64| {
+        if group.free < need {
+            Err(LvPlanError::InsufficientSpace {
+                vg: vg.to_string(),
+                free: group.free,
+                need,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    let Some(lv) = state.lv(vg, name) else {
+        room(want)?;
+        return Ok(vec![LvOp::Create { bytes: want }]);
+    };
+    let mut ops = Vec::new();
+    if lv.size < want {
+        room(want - lv.size)?;
+        ops.push(LvOp::Extend { bytes: want });
+    }
+    if !lv.active() {
+        ops.push(LvOp::Activate);
+    }
+    Ok(ops)
+}
+
+/// Whether `vg/name` must be removed (`false`: it is already gone); an open volume is
+/// refused, never forced.
+pub fn plan_remove_lv(state: &LvmState, vg: &str, name: &str) -> Result<bool, LvPlanError> {
+    match state.lv(vg, name) {
+        None => Ok(false),
+        Some(lv) if lv.open() => Err(LvPlanError::InUse {
+            vg: vg.to_string(),
+            lv: name.to_string(),
+        }),
+        Some(_) => Ok(true),
+    }
+}
+
+/// The operations that add devices to a pool's volume group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolPlan {
+    /// Devices to make physical volumes first.
+    pub create_pvs: Vec<String>,
+    /// Create the group from these physical volumes (it does not exist yet).
+    pub create_vg: Vec<String>,
+    /// Add these physical volumes to the existing group.
+    pub extend_vg: Vec<String>,
+}
+
+impl PoolPlan {
+    pub fn is_empty(&self) -> bool {
+        self.create_pvs.is_empty() && self.create_vg.is_empty() && self.extend_vg.is_empty()
+    }
+}
+
+/// A device that already belongs to another volume group.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("{device} is a physical volume of volume group {vg}; it cannot join {want}")]
+pub struct ForeignVg {
+    pub device: String,
+    pub vg: String,
+    pub want: String,
+}
+
+/// What it takes for every device of `devices` to be a physical volume of `vg`. Resumes
+/// from any intermediate state (a device that is a physical volume of no group is simply
+/// added); a device of another group is refused.
+pub fn plan_extend_pool(
+    state: &LvmState,
+    vg: &str,
+    devices: &[String],
+) -> Result<PoolPlan, ForeignVg> {
+    let mut plan = PoolPlan::default();
+    let mut join = Vec::new();
+    for dev in devices {
+        match state.pv(dev) {
+            Some(pv) if pv.vg_name == vg => {}
+            Some(pv) if !pv.vg_name.is_empty() => {
+                return Err(ForeignVg {
+                    device: dev.clone(),
+                    vg: pv.vg_name.clone(),
+                    want: vg.to_string(),
+                })
+            }
+            Some(_) => join.push(dev.clone()),
+            None => {
+                plan.create_pvs.push(dev.clone());
+                join.push(dev.clone());
+            }
+        }
+    }
+    if state.vg(vg).is_some() {
+        plan.extend_vg = join;
+    } else {
+        plan.create_vg = join;
+    }
+    Ok(plan)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     const MI: i64 = 1 << 20;
+    const HDD: &str = "LocalStorage_PoolHDD";
+
+    fn pv(name: &str, vg: &str) -> Pv {
+        Pv {
+            name: name.into(),
+            vg_name: vg.into(),
+            size: 100 * MI,
+            free: 100 * MI,
+        }
+    }
+
+    fn group(free: i64) -> Vg {
+        Vg {
+            name: HDD.into(),
+            size: 1024 * MI,
+            free,
+            extent_size: 4 * MI,
+            lv_count: 0,
+            pv_count: 1,
+        }
+    }
+
+    fn lv(name: &str, size: i64, attr: &str) -> Lv {
+        Lv {
+            name: name.into(),
+            vg_name: HDD.into(),
+            size,
+            attr: attr.into(),
+            path: format!("/dev/{HDD}/{name}"),
+            devices: vec!["/dev/vdb".into()],
+        }
+    }
+
+    #[test]
+    fn ensure_creates_rounded_grows_activates_or_does_nothing() {
+        let empty = LvmState {
+            vgs: vec![group(100 * MI)],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan_ensure_lv(&empty, HDD, "v", 5 * MI),
+            Ok(vec![LvOp::Create { bytes: 8 * MI }])
+        );
+        let have = |size, attr| LvmState {
+            vgs: vec![group(100 * MI)],
+            lvs: vec![lv("v", size, attr)],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan_ensure_lv(&have(8 * MI, "-wi-a-----"), HDD, "v", 5 * MI),
+            Ok(vec![])
+        );
+        assert_eq!(
+            plan_ensure_lv(&have(8 * MI, "-wi-a-----"), HDD, "v", 9 * MI),
+            Ok(vec![LvOp::Extend { bytes: 12 * MI }])
+        );
+        assert_eq!(
+            plan_ensure_lv(&have(8 * MI, "-wi-------"), HDD, "v", 9 * MI),
+            Ok(vec![LvOp::Extend { bytes: 12 * MI }, LvOp::Activate])
+        );
+        assert_eq!(
+            plan_ensure_lv(&have(16 * MI, "-wi-a-----"), HDD, "v", 9 * MI),
+            Ok(vec![]),
+            "never shrinks"
+        );
+    }
+
+    #[test]
+    fn ensure_refuses_what_lvm_would() {
+        let st = LvmState {
+            vgs: vec![group(8 * MI)],
+            lvs: vec![lv("v", 8 * MI, "-wi-a-----")],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan_ensure_lv(&st, HDD, "w", 9 * MI),
+            Err(LvPlanError::InsufficientSpace {
+                vg: HDD.into(),
+                free: 8 * MI,
+                need: 12 * MI
+            })
+        );
+        assert!(matches!(
+            plan_ensure_lv(&st, HDD, "v", 20 * MI),
+            Err(LvPlanError::InsufficientSpace { need, .. }) if need == 12 * MI
+        ));
+        assert_eq!(
+            plan_ensure_lv(&st, "LocalStorage_PoolSSD", "v", 1),
+            Err(LvPlanError::NoSuchVg("LocalStorage_PoolSSD".into()))
+        );
+        assert!(matches!(
+            plan_ensure_lv(&st, HDD, "-bad", 1),
+            Err(LvPlanError::InvalidName(_))
+        ));
+    }
+
+    #[test]
+    fn remove_is_idempotent_and_refuses_open_volumes() {
+        let st = LvmState {
+            vgs: vec![group(0)],
+            lvs: vec![
+                lv("busy", 4 * MI, "-wi-ao----"),
+                lv("idle", 4 * MI, "-wi-a-----"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(plan_remove_lv(&st, HDD, "gone"), Ok(false));
+        assert_eq!(plan_remove_lv(&st, HDD, "idle"), Ok(true));
+        assert!(matches!(
+            plan_remove_lv(&st, HDD, "busy"),
+            Err(LvPlanError::InUse { .. })
+        ));
+    }
+
+    #[test]
+    fn pools_grow_from_any_intermediate_state() {
+        let devs = ["/dev/vdb".to_string(), "/dev/vdc".to_string()];
+        let nothing = LvmState::default();
+        assert_eq!(
+            plan_extend_pool(&nothing, HDD, &devs),
+            Ok(PoolPlan {
+                create_pvs: devs.to_vec(),
+                create_vg: devs.to_vec(),
+                extend_vg: vec![],
+            })
+        );
+        // Crashed after the first pvcreate.
+        let one_pv = LvmState {
+            pvs: vec![pv("/dev/vdb", "")],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan_extend_pool(&one_pv, HDD, &devs),
+            Ok(PoolPlan {
+                create_pvs: vec!["/dev/vdc".into()],
+                create_vg: devs.to_vec(),
+                extend_vg: vec![],
+            })
+        );
+        // The group exists with the first disk; the second is a bare PV.
+        let half = LvmState {
+            pvs: vec![pv("/dev/vdb", HDD), pv("/dev/vdc", "")],
+            vgs: vec![group(0)],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan_extend_pool(&half, HDD, &devs),
+            Ok(PoolPlan {
+                extend_vg: vec!["/dev/vdc".into()],
+                ..Default::default()
+            })
+        );
+        let done = LvmState {
+            pvs: vec![pv("/dev/vdb", HDD), pv("/dev/vdc", HDD)],
+            vgs: vec![group(0)],
+            ..Default::default()
+        };
+        assert!(plan_extend_pool(&done, HDD, &devs)
+            .expect("plan")
+            .is_empty());
+        let foreign = LvmState {
+            pvs: vec![pv("/dev/vdb", "data")],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan_extend_pool(&foreign, HDD, &devs),
+            Err(ForeignVg {
+                device: "/dev/vdb".into(),
+                vg: "data".into(),
+                want: HDD.into()
+            })
+        );
+    }
 
     #[test]
     fn rounding_is_to_whole_extents_and_never_overflows() {

@@ -2,6 +2,11 @@
 //!
 //! The finalizer is added before the logical volume is created and removed only after it
 //! is gone, so no logical volume ever exists without an object that accounts for it.
+//!
+//! A logical volume is created only for a replica that never had one. If the volume of a
+//! replica that was Ready disappears (removed by hand, its disk lost), the replica is marked
+//! Failed and the volume is not recreated: an empty volume in place of the data would look
+//! healthy to the application and lose everything silently.
 
 use crate::lvm::{Lv, LvmState};
 use hwameistor_api::{
@@ -54,6 +59,25 @@ pub fn ready_status(r: &LocalVolumeReplica, lv: &Lv) -> LocalVolumeReplicaStatus
     }
 }
 
+/// Whether the replica had its logical volume made at some point (its status says so).
+fn held_data(r: &LocalVolumeReplica) -> bool {
+    r.status
+        .as_ref()
+        .is_some_and(|s| s.device_path.is_some() || s.allocated_capacity_bytes.is_some())
+}
+
+/// The status of a replica whose logical volume vanished after it held data.
+pub fn lost_status(r: &LocalVolumeReplica) -> LocalVolumeReplicaStatus {
+    let mut st = r.status.clone().unwrap_or_default();
+    st.state = Some(ReplicaState::Failed);
+    st.message = Some(format!(
+        "logical volume {}/{} is missing from the node; it held this replica's data, so it is not recreated empty (restore it, or delete the replica)",
+        r.spec.pool_name, r.spec.volume_name
+    ));
+    st.observed_generation = r.metadata.generation;
+    st
+}
+
 pub fn next_step(node: &str, r: &LocalVolumeReplica, lvm: &LvmState) -> ReplicaStep {
     if r.spec.node_name != node {
         return ReplicaStep::Nothing;
@@ -74,6 +98,14 @@ pub fn next_step(node: &str, r: &LocalVolumeReplica, lvm: &LvmState) -> ReplicaS
     match lv {
         Some(lv) if lv.size >= r.spec.required_capacity_bytes && lv.active() => {
             let want = ready_status(r, lv);
+            if r.status.as_ref() == Some(&want) {
+                ReplicaStep::Nothing
+            } else {
+                ReplicaStep::Status(Box::new(want))
+            }
+        }
+        None if held_data(r) => {
+            let want = lost_status(r);
             if r.status.as_ref() == Some(&want) {
                 ReplicaStep::Nothing
             } else {
@@ -188,5 +220,34 @@ mod tests {
             next_step("n1", &r, &LvmState::default()),
             ReplicaStep::RemoveFinalizer
         );
+    }
+
+    #[test]
+    fn a_vanished_volume_that_held_data_is_never_recreated() {
+        let mut r = replica();
+        r.metadata.finalizers = Some(vec![FINALIZER_REPLICA.into()]);
+        r.status = Some(ready_status(&r, &lvm_with(8 << 20, "-wi-a-----").lvs[0]));
+        let step = next_step("n1", &r, &LvmState::default());
+        let ReplicaStep::Status(st) = step else {
+            panic!("expected a Failed status, got {step:?}")
+        };
+        assert_eq!(st.state, Some(ReplicaState::Failed));
+        assert!(
+            st.message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("not recreated empty"),
+            "{st:?}"
+        );
+        r.status = Some(*st);
+        assert_eq!(
+            next_step("n1", &r, &LvmState::default()),
+            ReplicaStep::Nothing
+        );
+        // Restored by an administrator: Ready again.
+        assert!(matches!(
+            next_step("n1", &r, &lvm_with(8 << 20, "-wi-a-----")),
+            ReplicaStep::Status(s) if s.state == Some(ReplicaState::Ready)
+        ));
     }
 }

@@ -1,15 +1,18 @@
-//! The one boundary through which the agent runs host commands.
+//! The one boundary through which HwameiStor runs host commands.
 //!
-//! Every LVM (and later mkfs, mount, DRBD) invocation goes through [`Executor`], so that the
-//! commands the agent runs are in one place, carry their full command line and stderr in
-//! errors, and can be replaced by a scripted fake in unit tests.
+//! Every LVM, mkfs, mount (and later DRBD) invocation goes through [`Executor`], so that the
+//! commands the components run are in one place, carry their full command line and stderr
+//! in errors, and never pass through a shell. On top of it sit typed services that speak
+//! in the tools' own terms ([`lvm::Lvm`] now; DRBD and filesystems next), which the agent
+//! calls and tests replace with stateful fakes (`hwameistor-testkit`).
 
 use futures::future::BoxFuture;
 use std::fmt;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
+
+pub mod lvm;
 
 /// A command to run on the host: a program and its arguments, never a shell line, so no
 /// argument is ever interpreted by a shell.
@@ -184,82 +187,6 @@ impl Executor for HostExecutor {
                     stderr,
                 })
             }
-        })
-    }
-}
-
-/// A command-line prefix and the answer to commands that start with it.
-type Rule = (String, Result<CmdOutput, ExecError>);
-
-/// A scripted executor for unit tests: answers each command with the first rule whose
-/// prefix matches its command line, and records every command it was asked to run.
-#[derive(Default, Clone)]
-pub struct FakeExecutor {
-    rules: Arc<Mutex<Vec<Rule>>>,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl FakeExecutor {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Answers commands starting with `prefix` with `stdout`.
-    pub fn ok(&self, prefix: &str, stdout: &str) -> &Self {
-        self.push(
-            prefix,
-            Ok(CmdOutput {
-                stdout: stdout.to_string(),
-                stderr: String::new(),
-            }),
-        )
-    }
-
-    /// Fails commands starting with `prefix` with exit code 5 and `stderr`.
-    pub fn fail(&self, prefix: &str, stderr: &str) -> &Self {
-        self.push(
-            prefix,
-            Err(ExecError::Failed {
-                command: prefix.to_string(),
-                code: Some(5),
-                stdout: String::new(),
-                stderr: stderr.to_string(),
-            }),
-        )
-    }
-
-    fn push(&self, prefix: &str, answer: Result<CmdOutput, ExecError>) -> &Self {
-        if let Ok(mut rules) = self.rules.lock() {
-            rules.push((prefix.to_string(), answer));
-        }
-        self
-    }
-
-    /// Every command line run so far.
-    pub fn commands(&self) -> Vec<String> {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-}
-
-impl Executor for FakeExecutor {
-    fn run<'a>(&'a self, cmd: &'a HostCommand) -> BoxFuture<'a, Result<CmdOutput, ExecError>> {
-        let line = cmd.to_string();
-        if let Ok(mut log) = self.log.lock() {
-            log.push(line.clone());
-        }
-        let answer = self.rules.lock().ok().and_then(|rules| {
-            rules
-                .iter()
-                .find(|(p, _)| line.starts_with(p.as_str()))
-                .map(|(_, a)| a.clone())
-        });
-        Box::pin(async move {
-            answer.unwrap_or_else(|| {
-                Err(ExecError::Spawn {
-                    command: line.clone(),
-                    reason: "no scripted answer".into(),
-                })
-            })
         })
     }
 }

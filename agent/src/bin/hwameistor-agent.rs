@@ -1,10 +1,12 @@
 //! The node agent binary.
 
+use anyhow::Context as _;
 use clap::Parser;
-use hwameistor_agent::context::Context;
-use hwameistor_agent::discovery::HostRoots;
+use hwameistor_agent::context::{Context, Tuning};
+use hwameistor_agent::crash::CrashPoints;
+use hwameistor_agent::discovery::{HostDisks, HostRoots};
 use hwameistor_agent::exec::{HostExecutor, HostMode};
-use hwameistor_agent::lvm::Lvm;
+use hwameistor_agent::lvm::LvmCli;
 use hwameistor_agent::{claim_controller, replica_controller, scanner};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,13 +88,23 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let client = hwameistor_api::client::client(args.kubeconfig.as_deref()).await?;
+    let crash = CrashPoints::from_env().map_err(anyhow::Error::msg)?;
+    let client = hwameistor_api::client::client(args.kubeconfig.as_deref())
+        .await
+        .context("connecting to the API server")?;
     let exec = Arc::new(HostExecutor::new(args.host_mode, args.command_timeout));
     let roots = HostRoots {
         sys: args.sys_root.clone(),
         ..HostRoots::default()
     };
-    let ctx = Context::new(client, args.node_name.clone(), Lvm::new(exec), roots);
+    let ctx = Context::new(
+        client,
+        args.node_name.clone(),
+        Arc::new(LvmCli::new(exec)),
+        Arc::new(HostDisks { roots }),
+        crash,
+        Tuning::default(),
+    );
     tracing::info!(node = %args.node_name, version = env!("CARGO_PKG_VERSION"), "agent starting");
     let csi = csi_node(&args);
     tokio::select! {
@@ -102,7 +114,8 @@ async fn main() -> anyhow::Result<()> {
                 return Err(e.into());
             }
         }
-        _ = scanner::run(ctx.clone(), args.resync) => {}
+        _ = ctx.lvm.clone().run_refresher() => {}
+        _ = scanner::run(ctx.clone(), args.resync, scanner::host_uevents()) => {}
         _ = claim_controller::run(ctx.clone()) => {}
         _ = replica_controller::run(ctx.clone()) => {}
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; stopping"); }

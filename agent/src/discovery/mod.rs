@@ -389,3 +389,29 @@ fn observe_partitions(
 fn path_string(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
+
+/// Where the scanner gets the node's disks from: the host ([`HostDisks`]), or a test's
+/// description of a node.
+#[async_trait::async_trait]
+pub trait DiskSource: Send + Sync + 'static {
+    async fn scan(&self) -> Result<Vec<ObservedDisk>, DiscoveryError>;
+}
+
+/// The host's disks, read from sysfs, the udev database and the devices themselves.
+pub struct HostDisks {
+    pub roots: HostRoots,
+}
+
+#[async_trait::async_trait]
+impl DiskSource for HostDisks {
+    async fn scan(&self) -> Result<Vec<ObservedDisk>, DiscoveryError> {
+        let roots = self.roots.clone();
+        // Probing reads devices: keep it off the async workers.
+        tokio::task::spawn_blocking(move || scan(&roots))
+            .await
+            .map_err(|e| DiscoveryError::Io {
+                path: PathBuf::from("/sys/block"),
+                source: io::Error::other(format!("disk scan task failed: {e}")),
+            })?
+    }
+}

@@ -1,46 +1,59 @@
-//! Pools and logical volumes, through lvm2.
+//! The node's LVM as the agent uses it: a cached view, per-volume-group locks, and the
+//! operations that bring a logical volume or a pool to what is asked, one LVM command each.
 //!
-//! Every operation reads LVM's state first and only runs the commands still needed to reach
-//! the goal, so an operation interrupted at any point (the agent killed, the node rebooted)
-//! is finished by simply running it again.
+//! # The view
+//! Reading LVM costs two commands (`pvs`, `lvs`), each of which rescans every device; on a
+//! busy node that is most of the cost of creating a volume. So the agent keeps the last
+//! report and keeps it true itself:
+//! - its own operations update the view with exactly what they changed (a created volume
+//!   with its size and path, the group's free space), and ask for a background re-read for
+//!   what they cannot know (which disks the new extents landed on);
+//! - uevents and the periodic resync ask for a background re-read too, which runs once the
+//!   host has been quiet for a moment, off every request's path, and tells the reconcilers
+//!   when it found the host different from the view (a volume removed by hand, the disks of
+//!   a new volume);
+//! - any failed operation marks the view stale: the next decision re-reads LVM first.
+//!
+//! LVM stays the authority: every decision made on the view is checked again by LVM when
+//! the command runs, and a refusal (volume already exists, no room) leads to a re-read.
+//!
+//! # Locks
+//! One lock per volume group, held only while a decision is made and its commands run, never
+//! across an API call; a re-read takes all of them so it never sees half an operation. A
+//! slow operation on one pool never waits for another pool, and the disk scanner takes no
+//! lock at all (see [`LvmCache::membership_epoch`]).
 
-pub mod report;
-
-use crate::exec::{ExecError, Executor, HostCommand};
-pub use report::{Lv, LvmState, Pv, Vg};
-use std::sync::Arc;
+use crate::crash::{CrashPoint, CrashPoints};
+use hwameistor_core::lvm::{
+    plan_ensure_lv, plan_extend_pool, plan_remove_lv, ForeignVg, LvOp, LvPlanError,
+};
+pub use hwameistor_core::lvm::{Lv, LvmState, Pv, Vg};
+pub use hwameistor_hostexec::lvm::{Lvm as LvmHost, LvmCli, LvmError};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use thiserror::Error;
+use tokio::sync::{broadcast, Notify, OwnedMutexGuard};
 
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum LvmError {
+/// Why an operation did not reach its goal.
+#[derive(Debug, Error)]
+pub enum LvmOpError {
     #[error(transparent)]
-    Exec(#[from] ExecError),
-    #[error("cannot read the report of `{command}`: {reason}")]
-    Report { command: String, reason: String },
-    #[error("{device} is a physical volume of volume group {vg}; it cannot join {want}")]
-    ForeignVg {
-        device: String,
-        vg: String,
-        want: String,
-    },
-    #[error("volume group {vg} has {free} bytes free but {need} more are needed")]
-    InsufficientSpace { vg: String, free: i64, need: i64 },
-    #[error("volume group {0} does not exist")]
-    NoSuchVg(String),
-    #[error("{0:?} is not a valid logical volume name (1-127 characters of a-z A-Z 0-9 + _ . -, not starting with - or named . or ..)")]
-    InvalidName(String),
-    #[error("logical volume {vg}/{lv} is open; refusing to remove it while it is in use")]
-    LvInUse { vg: String, lv: String },
-    #[error("logical volume {vg}/{lv} is {have} bytes, larger than the {want} requested; shrinking is not supported")]
-    Shrink {
-        vg: String,
-        lv: String,
-        have: i64,
-        want: i64,
-    },
+    Plan(#[from] LvPlanError),
+    #[error(transparent)]
+    Foreign(#[from] ForeignVg),
+    #[error(transparent)]
+    Lvm(#[from] LvmError),
 }
 
-/// What happened when an operation was asked for.
+impl LvmOpError {
+    /// Whether trying again later can succeed without anyone changing the request.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, LvmOpError::Plan(LvPlanError::InvalidName(_)))
+    }
+}
+
+/// What an operation did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Commands ran to reach the goal.
@@ -49,444 +62,406 @@ pub enum Outcome {
     AlreadyDone,
 }
 
-/// LVM, through an [`Executor`].
-#[derive(Clone)]
-pub struct Lvm {
-    exec: Arc<dyn Executor>,
+#[derive(Default)]
+struct View {
+    state: Option<LvmState>,
+    /// The next decision must re-read LVM first.
+    stale: bool,
+    /// A background re-read should run.
+    dirty: bool,
+    /// Bumped by every operation that changes LVM.
+    mutations: u64,
+    last_mutation: Option<Instant>,
+    /// Physical-volume membership operations started and finished (see
+    /// [`LvmCache::membership_epoch`]).
+    membership_started: u64,
+    membership_finished: u64,
+    /// The last re-read's failure, while it lasts.
+    last_error: Option<String>,
 }
 
-pub use hwameistor_core::lvm::round_up_to_extent;
-
-/// lvm2's rules for LV names (the shared rule), as this module's error.
-pub fn validate_lv_name(name: &str) -> Result<(), LvmError> {
-    hwameistor_core::lvm::validate_lv_name(name).map_err(|e| LvmError::InvalidName(e.0))
+/// LVM with a cached view and per-group locks. See the module docs.
+pub struct LvmCache {
+    host: Arc<dyn LvmHost>,
+    crash: Arc<CrashPoints>,
+    view: Mutex<View>,
+    reread: tokio::sync::Mutex<()>,
+    groups: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    wake: Notify,
+    changed: broadcast::Sender<()>,
+    quiet: Duration,
 }
 
-impl Lvm {
-    pub fn new(exec: Arc<dyn Executor>) -> Self {
-        Lvm { exec }
+/// How long the host must have been quiet before a background re-read runs, so that a
+/// burst of operations is not slowed by re-reads between them.
+pub const QUIET: Duration = Duration::from_millis(1500);
+
+impl LvmCache {
+    pub fn new(host: Arc<dyn LvmHost>, crash: Arc<CrashPoints>, quiet: Duration) -> Arc<Self> {
+        Arc::new(LvmCache {
+            host,
+            crash,
+            view: Mutex::new(View {
+                stale: true,
+                ..View::default()
+            }),
+            reread: tokio::sync::Mutex::new(()),
+            groups: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+            changed: broadcast::channel(16).0,
+            quiet,
+        })
     }
 
-    async fn report(
-        &self,
-        tool: &str,
-        fields: &str,
-        target: Option<&str>,
-    ) -> Result<String, LvmError> {
-        let cmd = HostCommand::new(tool).args([
-            "--reportformat",
-            "json",
-            "--units",
-            "b",
-            "--nosuffix",
-            "-o",
-            fields,
-        ]);
-        let cmd = match target {
-            Some(t) => cmd.arg(t),
-            None => cmd,
-        };
-        Ok(self.exec.run(&cmd).await?.stdout)
+    fn view(&self) -> MutexGuard<'_, View> {
+        // The view is plain data; a panic elsewhere leaves it usable.
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads physical volumes, volume groups and logical volumes.
-    pub async fn state(&self) -> Result<LvmState, LvmError> {
-        let parse_err = |command: &str| {
-            let command = command.to_string();
-            move |e: report::ReportError| LvmError::Report {
-                command,
-                reason: e.0,
-            }
-        };
-        // Two processes, not three: each LVM command rescans devices, which dominates its cost.
-        let pv_json = self.report("pvs", report::PV_FIELDS, None).await?;
-        let pvs = report::parse_pvs(&pv_json).map_err(parse_err("pvs"))?;
-        let vgs = report::vgs_from_pvs(&pv_json).map_err(parse_err("pvs"))?;
-        let lvs = report::parse_lvs(&self.report("lvs", report::LV_FIELDS, None).await?)
-            .map_err(parse_err("lvs"))?;
-        Ok(LvmState { pvs, vgs, lvs })
+    fn group_lock(&self, vg: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut g = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        g.entry(vg.to_string()).or_default().clone()
     }
 
-    /// Reads one logical volume.
-    pub async fn lv(&self, vg: &str, name: &str) -> Result<Option<Lv>, LvmError> {
-        let target = format!("{vg}/{name}");
-        match self.report("lvs", report::LV_FIELDS, Some(&target)).await {
-            Ok(json) => Ok(report::parse_lvs(&json)
-                .map_err(|e| LvmError::Report {
-                    command: format!("lvs {target}"),
-                    reason: e.0,
-                })?
-                .into_iter()
-                .next()),
-            // lvs fails for a missing LV; tell that apart from LVM itself failing.
-            Err(LvmError::Exec(ExecError::Failed { stderr, .. }))
-                if stderr.contains("Failed to find logical volume")
-                    || stderr.contains("not found") =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
+    /// Fires after a background re-read found LVM different from the view.
+    pub fn subscribe(&self) -> broadcast::Receiver<()> {
+        self.changed.subscribe()
+    }
+
+    /// Asks for a background re-read (uevents, periodic resync).
+    pub fn invalidate(&self) {
+        self.view().dirty = true;
+        self.wake.notify_one();
+    }
+
+    /// Whether LVM answered the last time it was read.
+    pub fn health(&self) -> Result<(), String> {
+        let v = self.view();
+        match (&v.last_error, &v.state) {
+            (Some(e), _) => Err(format!("LVM cannot be read: {e}")),
+            (None, None) => Err("LVM has not been read yet".into()),
+            (None, Some(_)) => Ok(()),
         }
     }
 
-    async fn run(&self, cmd: HostCommand) -> Result<(), LvmError> {
-        self.exec.run(&cmd).await?;
-        Ok(())
+    /// The current view, re-reading LVM first when it is stale.
+    pub async fn snapshot(&self) -> Result<LvmState, LvmError> {
+        {
+            let v = self.view();
+            if let (false, Some(s)) = (v.stale, &v.state) {
+                return Ok(s.clone());
+            }
+        }
+        self.reread(false).await
     }
 
-    /// Makes `devices` physical volumes of volume group `vg`, creating the group if needed.
-    ///
-    /// `pvcreate` runs without `--yes` or `--force`: LVM then refuses a device that carries
-    /// any signature, so a disk that gained data since it was checked is never wiped.
-    pub async fn ensure_vg(&self, vg: &str, devices: &[String]) -> Result<Outcome, LvmError> {
-        let state = self.state().await?;
-        let mut to_add = Vec::new();
-        for dev in devices {
-            match state.pv(dev) {
-                Some(pv) if pv.vg_name == vg => {}
-                Some(pv) if !pv.vg_name.is_empty() => {
-                    return Err(LvmError::ForeignVg {
-                        device: dev.clone(),
-                        vg: pv.vg_name.clone(),
-                        want: vg.to_string(),
-                    })
+    /// Re-reads LVM with every group lock held, so no operation is half done. `force`
+    /// re-reads even when the view is fresh (background refresh). Never call it while
+    /// holding a group lock.
+    pub async fn reread(&self, force: bool) -> Result<LvmState, LvmError> {
+        let _one = self.reread.lock().await;
+        if !force {
+            let v = self.view();
+            if let (false, Some(s)) = (v.stale, &v.state) {
+                return Ok(s.clone());
+            }
+        }
+        let locks: Vec<_> = {
+            let g = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            g.values().cloned().collect()
+        };
+        let mut held: Vec<OwnedMutexGuard<()>> = Vec::with_capacity(locks.len());
+        for l in locks {
+            held.push(l.lock_owned().await);
+        }
+        let before = self.view().mutations;
+        let result = self.host.report().await;
+        drop(held);
+        let mut v = self.view();
+        match &result {
+            Ok(state) => {
+                v.last_error = None;
+                // A group created meanwhile (its lock did not exist yet) may be missing from
+                // the report: keep the view and try again later.
+                if v.mutations == before {
+                    let differs = v.state.as_ref() != Some(state);
+                    v.state = Some(state.clone());
+                    v.stale = false;
+                    v.dirty = false;
+                    if differs && force {
+                        let _ = self.changed.send(());
+                    }
+                } else {
+                    v.dirty = true;
+                    self.wake.notify_one();
                 }
-                Some(_) => to_add.push(dev.clone()),
-                None => {
-                    self.run(HostCommand::new("pvcreate").arg(dev)).await?;
-                    crate::crash::point("lvm-after-pvcreate");
-                    to_add.push(dev.clone());
-                }
+            }
+            Err(e) => {
+                v.last_error = Some(e.to_string());
+                v.stale = true;
             }
         }
-        if to_add.is_empty() {
-            return Ok(if state.vg(vg).is_some() || devices.is_empty() {
-                Outcome::AlreadyDone
-            } else {
-                Outcome::Changed
-            });
-        }
-        let tool = if state.vg(vg).is_some() {
-            "vgextend"
-        } else {
-            "vgcreate"
-        };
-        self.run(HostCommand::new(tool).arg(vg).args(to_add))
-            .await?;
-        Ok(Outcome::Changed)
+        result
     }
 
-    /// Creates logical volume `name` of at least `bytes` in `vg`; grows it if it exists
-    /// smaller; activates it if it exists inactive.
+    /// The background re-reader: runs after [`LvmCache::invalidate`] or an operation, once
+    /// LVM has been quiet for the quiet period ([`QUIET`] on a node). Never returns.
+    pub async fn run_refresher(self: Arc<Self>) {
+        loop {
+            self.wake.notified().await;
+            loop {
+                let since = self.view().last_mutation.map(|t| t.elapsed());
+                match since {
+                    Some(e) if e < self.quiet => tokio::time::sleep(self.quiet - e).await,
+                    _ => break,
+                }
+            }
+            if !self.view().dirty {
+                continue;
+            }
+            if let Err(e) = self.reread(true).await {
+                tracing::warn!(error = %e, "reading LVM failed; retrying");
+                tokio::time::sleep(self.quiet).await;
+                self.invalidate();
+            }
+        }
+    }
+
+    /// The view for a decision under `vg`'s lock, fresh, or `None` when it must be re-read
+    /// first (drop the lock, re-read, try again).
+    fn fresh_view(&self) -> Option<LvmState> {
+        let v = self.view();
+        match (v.stale, &v.state) {
+            (false, Some(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Takes `vg`'s lock with a fresh view to decide on.
+    async fn lock_fresh(&self, vg: &str) -> Result<(OwnedMutexGuard<()>, LvmState), LvmError> {
+        loop {
+            self.snapshot().await?;
+            let guard = self.group_lock(vg).lock_owned().await;
+            if let Some(state) = self.fresh_view() {
+                return Ok((guard, state));
+            }
+        }
+    }
+
+    /// Records that an operation changed LVM: applies what it is known to have done to the
+    /// view (or marks it stale) and schedules a background re-read for the rest.
+    fn mutated(&self, apply: impl FnOnce(&mut LvmState) -> bool) {
+        let mut v = self.view();
+        v.mutations += 1;
+        v.last_mutation = Some(Instant::now());
+        v.dirty = true;
+        let known = v.state.as_mut().map(apply).unwrap_or(false);
+        if !known {
+            v.stale = true;
+        }
+        drop(v);
+        self.wake.notify_one();
+    }
+
+    fn failed(&self) {
+        let mut v = self.view();
+        v.stale = true;
+        v.mutations += 1;
+    }
+
+    /// Makes `vg/name` an active logical volume of at least `bytes` (rounded up to the
+    /// group's extents): creates, grows or activates it as needed; never shrinks.
     pub async fn ensure_lv(
         &self,
         vg: &str,
         name: &str,
         bytes: i64,
-    ) -> Result<(Outcome, Lv), LvmError> {
-        validate_lv_name(name)?;
-        let state = self.state().await?;
-        self.ensure_lv_in(&state, vg, name, bytes).await
-    }
-
-    /// [`Lvm::ensure_lv`] starting from an LVM state the caller read (under its host lock),
-    /// saving the report commands on the provisioning path.
-    pub async fn ensure_lv_in(
-        &self,
-        state: &LvmState,
-        vg: &str,
-        name: &str,
-        bytes: i64,
-    ) -> Result<(Outcome, Lv), LvmError> {
-        validate_lv_name(name)?;
-        let group = state
-            .vg(vg)
-            .ok_or_else(|| LvmError::NoSuchVg(vg.to_string()))?;
-        let want = round_up_to_extent(bytes, group.extent_size);
-        let mut outcome = Outcome::AlreadyDone;
-        match state.lv(vg, name) {
-            None => {
-                if group.free < want {
-                    return Err(LvmError::InsufficientSpace {
-                        vg: vg.into(),
-                        free: group.free,
-                        need: want,
-                    });
+    ) -> Result<(Outcome, Lv), LvmOpError> {
+        // One retry: a view that missed a volume made behind our back is re-read once.
+        for attempt in 0..2 {
+            let (_guard, state) = self.lock_fresh(vg).await?;
+            let ops = plan_ensure_lv(&state, vg, name, bytes)?;
+            let mut outcome = Outcome::AlreadyDone;
+            let mut result = Ok(());
+            for op in ops {
+                result = self.run_lv_op(vg, name, &op).await;
+                if result.is_err() {
+                    break;
                 }
-                // -W/-Z: a new LV may land on extents holding an old volume's data; wipe
-                // signatures and zero its start so no stale filesystem shows through.
-                self.run(HostCommand::new("lvcreate").args([
-                    "--yes",
-                    "-W",
-                    "y",
-                    "-Z",
-                    "y",
-                    "--addtag",
-                    "hwameistor",
-                    "-n",
-                    name,
-                    "-L",
-                    &format!("{want}b"),
-                    vg,
-                ]))
-                .await?;
-                crate::crash::point("lvm-after-lvcreate");
                 outcome = Outcome::Changed;
-            }
-            Some(lv) => {
-                if lv.size < want {
-                    let need = want - lv.size;
-                    if group.free < need {
-                        return Err(LvmError::InsufficientSpace {
-                            vg: vg.into(),
-                            free: group.free,
-                            need,
-                        });
-                    }
-                    self.run(HostCommand::new("lvextend").args([
-                        "-L",
-                        &format!("{want}b"),
-                        &format!("{vg}/{name}"),
-                    ]))
-                    .await?;
-                    outcome = Outcome::Changed;
-                }
-                if !lv.active() {
-                    self.run(HostCommand::new("lvchange").args([
-                        "-a",
-                        "y",
-                        &format!("{vg}/{name}"),
-                    ]))
-                    .await?;
-                    outcome = Outcome::Changed;
+                if matches!(op, LvOp::Create { .. }) {
+                    self.crash.point(CrashPoint::LvmAfterLvcreate).await;
                 }
             }
+            match result {
+                Ok(()) => {}
+                Err(LvmError::LvExists { .. }) if attempt == 0 => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let lv = self
+                .fresh_view()
+                .and_then(|s| s.lv(vg, name).cloned())
+                .or_else(|| state.lv(vg, name).cloned());
+            return match lv {
+                Some(lv) => Ok((outcome, lv)),
+                // The view went stale under us (a failure elsewhere): read it back.
+                None => {
+                    drop(_guard);
+                    let s = self.snapshot().await?;
+                    let lv = s.lv(vg, name).cloned().ok_or_else(|| LvmError::Report {
+                        command: "lvs".into(),
+                        reason: format!("{vg}/{name} missing right after it was made"),
+                    })?;
+                    Ok((outcome, lv))
+                }
+            };
         }
-        let lv = if outcome == Outcome::Changed {
-            self.lv(vg, name).await?
-        } else {
-            state.lv(vg, name).cloned()
+        Err(LvmError::LvExists {
+            vg: vg.into(),
+            lv: name.into(),
+        }
+        .into())
+    }
+
+    async fn run_lv_op(&self, vg: &str, name: &str, op: &LvOp) -> Result<(), LvmError> {
+        let r = match op {
+            LvOp::Create { bytes } => self.host.create_lv(vg, name, *bytes).await,
+            LvOp::Extend { bytes } => self.host.extend_lv(vg, name, *bytes).await,
+            LvOp::Activate => self.host.activate_lv(vg, name).await,
         };
-        lv.map(|lv| (outcome, lv)).ok_or_else(|| LvmError::Report {
-            command: "lvs".into(),
-            reason: format!("{vg}/{name} missing right after it was created"),
-        })
+        if let Err(e) = &r {
+            tracing::warn!(volume = %format!("{vg}/{name}"), error = %e, ?op, "LVM refused");
+            self.failed();
+            return r;
+        }
+        self.mutated(|s| apply_lv_op(s, vg, name, op));
+        r
     }
 
-    /// Grows `vg/name` to at least `bytes`. Never shrinks.
-    pub async fn extend_lv(
-        &self,
-        vg: &str,
-        name: &str,
-        bytes: i64,
-    ) -> Result<(Outcome, Lv), LvmError> {
-        let state = self.state().await?;
-        if let Some(lv) = state.lv(vg, name) {
-            let extent = state.vg(vg).map(|g| g.extent_size).unwrap_or(0);
-            if lv.size > round_up_to_extent(bytes, extent) {
-                // Asked for less than it has: fine, it is already large enough.
-                return Ok((Outcome::AlreadyDone, lv.clone()));
+    /// Removes `vg/name`; removing a volume that does not exist succeeds.
+    pub async fn remove_lv(&self, vg: &str, name: &str) -> Result<Outcome, LvmOpError> {
+        let (_guard, state) = self.lock_fresh(vg).await?;
+        if !plan_remove_lv(&state, vg, name)? {
+            return Ok(Outcome::AlreadyDone);
+        }
+        match self.host.remove_lv(vg, name).await {
+            Ok(()) => {}
+            Err(LvmError::NoSuchLv { .. }) => {
+                self.failed();
+                return Ok(Outcome::AlreadyDone);
+            }
+            Err(e) => {
+                self.failed();
+                return Err(e.into());
             }
         }
-        self.ensure_lv(vg, name, bytes).await
-    }
-
-    /// Removes `vg/name`. Removing an LV that does not exist succeeds.
-    pub async fn remove_lv(&self, vg: &str, name: &str) -> Result<Outcome, LvmError> {
-        let state = self.state().await?;
-        self.remove_lv_in(&state, vg, name).await
-    }
-
-    /// [`Lvm::remove_lv`] starting from an LVM state the caller read.
-    pub async fn remove_lv_in(
-        &self,
-        state: &LvmState,
-        vg: &str,
-        name: &str,
-    ) -> Result<Outcome, LvmError> {
-        match state.lv(vg, name) {
-            None => Ok(Outcome::AlreadyDone),
-            Some(lv) if lv.open() => Err(LvmError::LvInUse {
-                vg: vg.into(),
-                lv: name.into(),
-            }),
-            Some(_) => {
-                self.run(HostCommand::new("lvremove").args(["--yes", &format!("{vg}/{name}")]))
-                    .await?;
-                crate::crash::point("lvm-after-lvremove");
-                Ok(Outcome::Changed)
+        self.mutated(|s| {
+            let Some(i) = s.lvs.iter().position(|l| l.vg_name == vg && l.name == name) else {
+                return false;
+            };
+            let lv = s.lvs.remove(i);
+            if let Some(g) = s.vgs.iter_mut().find(|g| g.name == vg) {
+                g.free += lv.size;
+                g.lv_count -= 1;
             }
+            true
+        });
+        self.crash.point(CrashPoint::LvmAfterLvremove).await;
+        Ok(Outcome::Changed)
+    }
+
+    /// Makes every device of `devices` a physical volume of `vg`, creating the group if
+    /// needed. `pvcreate` is never forced: LVM refuses a device that gained a signature.
+    pub async fn extend_pool(&self, vg: &str, devices: &[String]) -> Result<Outcome, LvmOpError> {
+        let (_guard, state) = self.lock_fresh(vg).await?;
+        let plan = plan_extend_pool(&state, vg, devices)?;
+        if plan.is_empty() {
+            return Ok(Outcome::AlreadyDone);
         }
+        self.view().membership_started += 1;
+        let result = self.run_pool_plan(vg, &plan).await;
+        {
+            let mut v = self.view();
+            v.membership_finished += 1;
+        }
+        // Physical volume sizes are LVM's to say: read them back before the next decision.
+        self.mutated(|_| false);
+        result.map(|()| Outcome::Changed)
+    }
+
+    async fn run_pool_plan(
+        &self,
+        vg: &str,
+        plan: &hwameistor_core::lvm::PoolPlan,
+    ) -> Result<(), LvmOpError> {
+        for dev in &plan.create_pvs {
+            self.host.create_pv(dev).await?;
+            self.crash.point(CrashPoint::LvmAfterPvcreate).await;
+        }
+        if !plan.create_vg.is_empty() {
+            self.host.create_vg(vg, &plan.create_vg).await?;
+        }
+        if !plan.extend_vg.is_empty() {
+            self.host.extend_vg(vg, &plan.extend_vg).await?;
+        }
+        Ok(())
+    }
+
+    /// A number that changes whenever a physical volume joins or leaves a group, or `None`
+    /// while such an operation runs. The disk scanner reads it before and after a scan and
+    /// scans again when they differ, so a disk half-way into a pool is never judged on a
+    /// view that does not show it yet, without the scanner ever waiting for a lock.
+    pub fn membership_epoch(&self) -> Option<u64> {
+        let v = self.view();
+        (v.membership_started == v.membership_finished).then_some(v.membership_started)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::exec::FakeExecutor;
-
-    fn pvs(rows: &[String]) -> String {
-        format!(r#"{{"report":[{{"pv":[{}]}}]}}"#, rows.join(","))
-    }
-    /// A PV row; VG fields as a real `pvs -o` with VG columns prints them.
-    fn pv(name: &str, vg: &str, vg_size: i64, vg_free: i64) -> String {
-        format!(
-            r#"{{"pv_name":"{name}","vg_name":"{vg}","pv_size":"1073741824","pv_free":"1073741824","vg_size":"{vg_size}","vg_free":"{vg_free}","vg_extent_size":"4194304","lv_count":"0","pv_count":"1"}}"#
-        )
-    }
-    const NO_LVS: &str = r#"{"report":[{"lv":[]}]}"#;
-    const HDD: &str = "LocalStorage_PoolHDD";
-
-    fn non_report(fake: &FakeExecutor) -> Vec<String> {
-        fake.commands()
-            .into_iter()
-            .filter(|c| !c.contains("--reportformat"))
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn state_reads_groups_from_the_pv_report_in_two_commands() {
-        let fake = FakeExecutor::new();
-        fake.ok(
-            "pvs",
-            &pvs(&[
-                pv("/dev/vdb", HDD, 100, 60),
-                pv("/dev/vdc", HDD, 100, 60),
-                pv("/dev/vdd", "", 0, 0),
-            ]),
-        )
-        .ok("lvs", NO_LVS);
-        let st = Lvm::new(Arc::new(fake.clone()))
-            .state()
-            .await
-            .expect("state");
-        assert_eq!(st.pvs.len(), 3);
-        assert_eq!(st.vgs.len(), 1);
-        assert_eq!((st.vgs[0].size, st.vgs[0].free), (100, 60));
-        assert_eq!(fake.commands().len(), 2);
-    }
-
-    #[tokio::test]
-    async fn ensure_vg_creates_pvs_then_the_group() {
-        let fake = FakeExecutor::new();
-        fake.ok("pvs", &pvs(&[]))
-            .ok("lvs", NO_LVS)
-            .ok("pvcreate", "")
-            .ok("vgcreate", "");
-        let lvm = Lvm::new(Arc::new(fake.clone()));
-        let out = lvm
-            .ensure_vg(HDD, &["/dev/vdb".into(), "/dev/vdc".into()])
-            .await;
-        assert_eq!(out, Ok(Outcome::Changed));
-        assert_eq!(
-            non_report(&fake),
-            [
-                "pvcreate /dev/vdb",
-                "pvcreate /dev/vdc",
-                "vgcreate LocalStorage_PoolHDD /dev/vdb /dev/vdc"
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn ensure_vg_resumes_after_a_crash_between_pvcreate_and_vgextend() {
-        let fake = FakeExecutor::new();
-        fake.ok(
-            "pvs",
-            &pvs(&[pv("/dev/vdb", HDD, 100, 100), pv("/dev/vdc", "", 0, 0)]),
-        )
-        .ok("lvs", NO_LVS)
-        .ok("vgextend", "");
-        let lvm = Lvm::new(Arc::new(fake.clone()));
-        let out = lvm
-            .ensure_vg(HDD, &["/dev/vdb".into(), "/dev/vdc".into()])
-            .await;
-        assert_eq!(out, Ok(Outcome::Changed));
-        assert_eq!(
-            non_report(&fake),
-            ["vgextend LocalStorage_PoolHDD /dev/vdc"]
-        );
-        // Everything done: a repeat runs nothing.
-        let done = FakeExecutor::new();
-        done.ok(
-            "pvs",
-            &pvs(&[pv("/dev/vdb", HDD, 100, 100), pv("/dev/vdc", HDD, 100, 100)]),
-        )
-        .ok("lvs", NO_LVS);
-        let lvm = Lvm::new(Arc::new(done.clone()));
-        assert_eq!(
-            lvm.ensure_vg(HDD, &["/dev/vdb".into(), "/dev/vdc".into()])
-                .await,
-            Ok(Outcome::AlreadyDone)
-        );
-        assert!(non_report(&done).is_empty());
-    }
-
-    #[tokio::test]
-    async fn ensure_vg_refuses_a_foreign_group() {
-        let fake = FakeExecutor::new();
-        fake.ok("pvs", &pvs(&[pv("/dev/vdb", "data", 100, 0)]))
-            .ok("lvs", NO_LVS);
-        let lvm = Lvm::new(Arc::new(fake.clone()));
-        let out = lvm.ensure_vg(HDD, &["/dev/vdb".into()]).await;
-        assert!(
-            matches!(out, Err(LvmError::ForeignVg { ref vg, .. }) if vg == "data"),
-            "{out:?}"
-        );
-        assert!(non_report(&fake).is_empty());
-    }
-
-    #[tokio::test]
-    async fn ensure_lv_rounds_to_extents_and_checks_space() {
-        let fake = FakeExecutor::new();
-        fake.ok("pvs", &pvs(&[pv("/dev/vdb", HDD, 1 << 30, 1 << 30)]))
-            .ok("lvs", NO_LVS)
-            .ok("lvcreate", "");
-        let lvm = Lvm::new(Arc::new(fake.clone()));
-        // The fake keeps answering "no LVs", so the re-read after create fails loudly.
-        let out = lvm.ensure_lv(HDD, "pvc-1", 5 << 20).await;
-        assert!(matches!(out, Err(LvmError::Report { .. })), "{out:?}");
-        assert!(fake
-            .commands()
-            .iter()
-            .any(|c| c.starts_with("lvcreate") && c.contains("-L 8388608b")));
-        let too_big = lvm.ensure_lv(HDD, "pvc-2", 2 << 30).await;
-        assert!(
-            matches!(too_big, Err(LvmError::InsufficientSpace { .. })),
-            "{too_big:?}"
-        );
-        let bad = lvm.ensure_lv(HDD, "-x", 1).await;
-        assert!(matches!(bad, Err(LvmError::InvalidName(_))));
-        let missing = lvm.ensure_lv("LocalStorage_PoolSSD", "pvc-3", 1).await;
-        assert_eq!(
-            missing.err(),
-            Some(LvmError::NoSuchVg("LocalStorage_PoolSSD".into()))
-        );
-    }
-
-    #[tokio::test]
-    async fn remove_lv_is_idempotent_and_refuses_open_volumes() {
-        let fake = FakeExecutor::new();
-        fake.ok("pvs", &pvs(&[pv("/dev/vdb", HDD, 100, 100)])).ok(
-            "lvs",
-            r#"{"report":[{"lv":[{"lv_name":"busy","vg_name":"LocalStorage_PoolHDD","lv_size":"4194304","lv_attr":"-wi-ao----","lv_path":"/dev/x/busy","devices":"/dev/vdb(0)"}]}]}"#,
-        );
-        let lvm = Lvm::new(Arc::new(fake.clone()));
-        assert_eq!(lvm.remove_lv(HDD, "gone").await, Ok(Outcome::AlreadyDone));
-        assert!(matches!(
-            lvm.remove_lv(HDD, "busy").await,
-            Err(LvmError::LvInUse { .. })
-        ));
-        assert!(non_report(&fake).is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_missing_lv_reads_as_none_but_lvm_failures_are_errors() {
-        let fake = FakeExecutor::new();
-        fake.fail("lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_size,lv_attr,lv_path,devices LocalStorage_PoolHDD/x", "Failed to find logical volume \"LocalStorage_PoolHDD/x\"\n  LocalStorage_PoolHDD/x: not found");
-        fake.fail("lvs", "  Locking failed");
-        let lvm = Lvm::new(Arc::new(fake.clone()));
-        assert_eq!(lvm.lv(HDD, "x").await, Ok(None));
-        assert!(matches!(lvm.lv(HDD, "y").await, Err(LvmError::Exec(_))));
+/// What a successful [`LvOp`] did to LVM, as far as the agent knows; `false` when the view
+/// cannot follow (it is then re-read).
+fn apply_lv_op(s: &mut LvmState, vg: &str, name: &str, op: &LvOp) -> bool {
+    match op {
+        LvOp::Create { bytes } => {
+            let Some(g) = s.vgs.iter_mut().find(|g| g.name == vg) else {
+                return false;
+            };
+            g.free -= bytes;
+            g.lv_count += 1;
+            s.lvs.push(Lv {
+                name: name.to_string(),
+                vg_name: vg.to_string(),
+                size: *bytes,
+                attr: "-wi-a-----".into(),
+                path: format!("/dev/{vg}/{name}"),
+                // Which disks its extents are on is LVM's choice: the background re-read
+                // fills this in.
+                devices: Vec::new(),
+            });
+            true
+        }
+        LvOp::Extend { bytes } => {
+            let Some(lv) = s.lvs.iter_mut().find(|l| l.vg_name == vg && l.name == name) else {
+                return false;
+            };
+            let grown = bytes - lv.size;
+            lv.size = *bytes;
+            if let Some(g) = s.vgs.iter_mut().find(|g| g.name == vg) {
+                g.free -= grown;
+            }
+            true
+        }
+        LvOp::Activate => {
+            let Some(lv) = s.lvs.iter_mut().find(|l| l.vg_name == vg && l.name == name) else {
+                return false;
+            };
+            let mut attr: Vec<char> = lv.attr.chars().collect();
+            if attr.len() > 4 {
+                attr[4] = 'a';
+                lv.attr = attr.into_iter().collect();
+                true
+            } else {
+                false
+            }
+        }
     }
 }

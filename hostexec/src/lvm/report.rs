@@ -1,9 +1,8 @@
 //! Parsing of lvm2's JSON reports (`--reportformat json --units b --nosuffix`).
 
+use hwameistor_core::lvm::{Lv, Pv, Vg};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-
-pub use hwameistor_core::lvm::{Lv, LvmState, Pv, Vg};
 
 #[derive(Deserialize)]
 struct Report<T> {
@@ -14,12 +13,6 @@ struct Report<T> {
 struct PvSection {
     #[serde(default)]
     pv: Vec<BTreeMap<String, String>>,
-}
-
-#[derive(Deserialize)]
-struct VgSection {
-    #[serde(default)]
-    vg: Vec<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -51,36 +44,28 @@ fn int(row: &BTreeMap<String, String>, key: &str) -> Result<i64, ReportError> {
 /// PV rows carry their VG's fields too, so one `pvs` call reads both (every VG has a PV).
 pub const PV_FIELDS: &str =
     "pv_name,vg_name,pv_size,pv_free,vg_size,vg_free,vg_extent_size,lv_count,pv_count";
-pub const VG_FIELDS: &str = "vg_name,vg_size,vg_free,vg_extent_size,lv_count,pv_count";
+/// `devices` makes lvs print one row per segment; [`parse_lvs`] folds them back.
 pub const LV_FIELDS: &str = "lv_name,vg_name,lv_size,lv_attr,lv_path,devices";
 
-pub fn parse_pvs(json: &str) -> Result<Vec<Pv>, ReportError> {
+/// Physical volumes and, from the same rows, their volume groups (one per group).
+pub fn parse_pvs(json: &str) -> Result<(Vec<Pv>, Vec<Vg>), ReportError> {
     let r: Report<PvSection> =
         serde_json::from_str(json).map_err(|e| ReportError(e.to_string()))?;
-    let mut out = Vec::new();
+    let mut pvs = Vec::new();
+    let mut vgs: Vec<Vg> = Vec::new();
     for row in r.report.iter().flat_map(|s| &s.pv) {
-        out.push(Pv {
+        let vg_name = field(row, "vg_name")?;
+        pvs.push(Pv {
             name: field(row, "pv_name")?.to_string(),
-            vg_name: field(row, "vg_name")?.to_string(),
+            vg_name: vg_name.to_string(),
             size: int(row, "pv_size")?,
             free: int(row, "pv_free")?,
         });
-    }
-    Ok(out)
-}
-
-/// Volume groups from a `pvs` report made with [`PV_FIELDS`], one per group.
-pub fn vgs_from_pvs(json: &str) -> Result<Vec<Vg>, ReportError> {
-    let r: Report<PvSection> =
-        serde_json::from_str(json).map_err(|e| ReportError(e.to_string()))?;
-    let mut out: Vec<Vg> = Vec::new();
-    for row in r.report.iter().flat_map(|s| &s.pv) {
-        let name = field(row, "vg_name")?;
-        if name.is_empty() || out.iter().any(|v| v.name == name) {
+        if vg_name.is_empty() || vgs.iter().any(|v| v.name == vg_name) {
             continue;
         }
-        out.push(Vg {
-            name: name.to_string(),
+        vgs.push(Vg {
+            name: vg_name.to_string(),
             size: int(row, "vg_size")?,
             free: int(row, "vg_free")?,
             extent_size: int(row, "vg_extent_size")?,
@@ -88,45 +73,47 @@ pub fn vgs_from_pvs(json: &str) -> Result<Vec<Vg>, ReportError> {
             pv_count: int(row, "pv_count")?,
         });
     }
-    Ok(out)
+    Ok((pvs, vgs))
 }
 
-pub fn parse_vgs(json: &str) -> Result<Vec<Vg>, ReportError> {
-    let r: Report<VgSection> =
-        serde_json::from_str(json).map_err(|e| ReportError(e.to_string()))?;
-    let mut out = Vec::new();
-    for row in r.report.iter().flat_map(|s| &s.vg) {
-        out.push(Vg {
-            name: field(row, "vg_name")?.to_string(),
-            size: int(row, "vg_size")?,
-            free: int(row, "vg_free")?,
-            extent_size: int(row, "vg_extent_size")?,
-            lv_count: int(row, "lv_count")?,
-            pv_count: int(row, "pv_count")?,
-        });
-    }
-    Ok(out)
-}
-
+/// Logical volumes, one per volume: lvs prints one row per segment when asked for
+/// `devices`, so a volume spanning two disks comes as two rows that are folded into one
+/// volume listing both disks (each once).
 pub fn parse_lvs(json: &str) -> Result<Vec<Lv>, ReportError> {
     let r: Report<LvSection> =
         serde_json::from_str(json).map_err(|e| ReportError(e.to_string()))?;
-    let mut out = Vec::new();
+    let mut out: Vec<Lv> = Vec::new();
     for row in r.report.iter().flat_map(|s| &s.lv) {
-        // `devices` reads like "/dev/vdb(0),/dev/vdc(256)": strip the extent offsets.
+        let name = field(row, "lv_name")?;
+        let vg_name = field(row, "vg_name")?;
+        // `devices` reads like "/dev/vdb(0)" or, for a striped segment, "/dev/vdb(0),/dev/vdc(0)".
         let devices = field(row, "devices")?
             .split(',')
             .filter(|d| !d.is_empty())
-            .map(|d| d.split('(').next().unwrap_or(d).to_string())
-            .collect();
-        out.push(Lv {
-            name: field(row, "lv_name")?.to_string(),
-            vg_name: field(row, "vg_name")?.to_string(),
-            size: int(row, "lv_size")?,
-            attr: field(row, "lv_attr")?.to_string(),
-            path: field(row, "lv_path")?.to_string(),
-            devices,
-        });
+            .map(|d| d.split('(').next().unwrap_or(d).to_string());
+        let lv = match out
+            .iter_mut()
+            .find(|l| l.name == name && l.vg_name == vg_name)
+        {
+            Some(lv) => lv,
+            None => {
+                out.push(Lv {
+                    name: name.to_string(),
+                    vg_name: vg_name.to_string(),
+                    size: int(row, "lv_size")?,
+                    attr: field(row, "lv_attr")?.to_string(),
+                    path: field(row, "lv_path")?.to_string(),
+                    devices: Vec::new(),
+                });
+                out.last_mut()
+                    .ok_or_else(|| ReportError("logical volume list empty after push".into()))?
+            }
+        };
+        for d in devices {
+            if !lv.devices.contains(&d) {
+                lv.devices.push(d);
+            }
+        }
     }
     Ok(out)
 }
@@ -141,19 +128,17 @@ mod tests {
       "report": [
           {
               "pv": [
-                  {"pv_name":"/dev/vdb", "vg_name":"LocalStorage_PoolHDD", "pv_size":"1069547520", "pv_free":"1027604480"},
-                  {"pv_name":"/dev/vdc", "vg_name":"", "pv_size":"2147483648", "pv_free":"2147483648"}
+                  {"pv_name":"/dev/vdb", "vg_name":"LocalStorage_PoolHDD", "pv_size":"1069547520", "pv_free":"1027604480", "vg_size":"1069547520", "vg_free":"1027604480", "vg_extent_size":"4194304", "lv_count":"1", "pv_count":"1"},
+                  {"pv_name":"/dev/vdc", "vg_name":"", "pv_size":"2147483648", "pv_free":"2147483648", "vg_size":"", "vg_free":"", "vg_extent_size":"", "lv_count":"", "pv_count":""}
               ]
           }
       ]
   }"#;
-        let p = parse_pvs(pvs).expect("pvs");
+        let (p, v) = parse_pvs(pvs).expect("pvs");
         assert_eq!(p.len(), 2);
         assert_eq!(p[1].vg_name, "");
         assert_eq!(p[0].free, 1027604480);
-
-        let vgs = r#"{"report":[{"vg":[{"vg_name":"LocalStorage_PoolHDD","vg_size":"1069547520","vg_free":"1027604480","vg_extent_size":"4194304","lv_count":"1","pv_count":"1"}]}]}"#;
-        let v = parse_vgs(vgs).expect("vgs");
+        assert_eq!(v.len(), 1, "a PV outside any group makes no group");
         assert_eq!(v[0].extent_size, 4 << 20);
 
         let lvs = r#"{"report":[{"lv":[{"lv_name":"pvc-1","vg_name":"LocalStorage_PoolHDD","lv_size":"41943040","lv_attr":"-wi-ao----","lv_path":"/dev/LocalStorage_PoolHDD/pvc-1","devices":"/dev/vdb(0),/dev/vdc(10)"}]}]}"#;
@@ -163,10 +148,39 @@ mod tests {
     }
 
     #[test]
+    fn a_volume_of_several_segments_is_one_volume() {
+        // What lvs prints for a volume larger than its first disk: one row per segment.
+        let lvs = r#"{"report":[{"lv":[
+            {"lv_name":"big","vg_name":"LocalStorage_PoolHDD","lv_size":"1501560832","lv_attr":"-wi-a-----","lv_path":"/dev/LocalStorage_PoolHDD/big","devices":"/dev/vdb(0)"},
+            {"lv_name":"big","vg_name":"LocalStorage_PoolHDD","lv_size":"1501560832","lv_attr":"-wi-a-----","lv_path":"/dev/LocalStorage_PoolHDD/big","devices":"/dev/vdc(0)"},
+            {"lv_name":"small","vg_name":"LocalStorage_PoolHDD","lv_size":"4194304","lv_attr":"-wi-a-----","lv_path":"/dev/LocalStorage_PoolHDD/small","devices":"/dev/vdc(100)"},
+            {"lv_name":"big","vg_name":"LocalStorage_PoolSSD","lv_size":"4194304","lv_attr":"-wi-a-----","lv_path":"/dev/LocalStorage_PoolSSD/big","devices":"/dev/vdd(0)"},
+            {"lv_name":"big","vg_name":"LocalStorage_PoolHDD","lv_size":"1501560832","lv_attr":"-wi-a-----","lv_path":"/dev/LocalStorage_PoolHDD/big","devices":"/dev/vdb(200)"}
+        ]}]}"#;
+        let l = parse_lvs(lvs).expect("lvs");
+        assert_eq!(l.len(), 3, "{l:#?}");
+        assert_eq!(l[0].name, "big");
+        assert_eq!(
+            l[0].size, 1501560832,
+            "the size of the volume, not a sum of rows"
+        );
+        assert_eq!(l[0].devices, vec!["/dev/vdb", "/dev/vdc"]);
+        assert_eq!(
+            (l[2].vg_name.as_str(), l[2].devices.len()),
+            ("LocalStorage_PoolSSD", 1)
+        );
+    }
+
+    #[test]
     fn rejects_garbage_with_a_reason() {
         assert!(parse_pvs("not json").is_err());
-        let bad = r#"{"report":[{"vg":[{"vg_name":"x","vg_size":"12MB","vg_free":"0","vg_extent_size":"1","lv_count":"0","pv_count":"1"}]}]}"#;
-        let e = parse_vgs(bad).expect_err("bad size");
-        assert!(e.0.contains("vg_size"), "{e}");
+        let bad = r#"{"report":[{"pv":[{"pv_name":"/dev/x","vg_name":"x","pv_size":"12MB","pv_free":"0","vg_size":"1","vg_free":"0","vg_extent_size":"1","lv_count":"0","pv_count":"1"}]}]}"#;
+        let e = parse_pvs(bad).expect_err("bad size");
+        assert!(e.0.contains("pv_size"), "{e}");
+        let missing = r#"{"report":[{"lv":[{"lv_name":"a"}]}]}"#;
+        assert!(parse_lvs(missing)
+            .expect_err("fields")
+            .0
+            .contains("missing field"));
     }
 }

@@ -1,0 +1,607 @@
+//! The middle layer: the agent's disk scanner, claim and replica reconcilers against the
+//! test API server (or a real cluster, see `HWAMEISTOR_TEST_KUBECONFIG`), with a stateful
+//! fake LVM. Every step, every crash point and the error paths, in seconds.
+
+mod fake_node;
+
+use fake_node::*;
+use hwameistor_agent::crash::CrashPoint;
+use hwameistor_api::*;
+use hwameistor_hostexec::lvm::LvmError;
+use hwameistor_testkit::OpKind;
+use kube::api::{Api, Patch, PatchParams};
+
+fn by_type(t: DiskType) -> DiskSelector {
+    DiskSelector {
+        disk_type: Some(t),
+        ..Default::default()
+    }
+}
+
+fn names(disks: &[LocalDisk]) -> Vec<String> {
+    disks
+        .iter()
+        .filter_map(|d| d.metadata.name.clone())
+        .collect()
+}
+
+/// The LocalDisk names of `devs` on the node, once scanned.
+async fn disk_names(node: &FakeNode, devs: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for dev in devs {
+        out.push(
+            node.disk(dev, DiskPhase::Available)
+                .await
+                .metadata
+                .name
+                .expect("name"),
+        );
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Claims
+
+#[tokio::test]
+async fn a_claim_turns_its_disks_into_a_pool_and_reports_it() {
+    let (_server, client) = cluster().await;
+    let mut node = FakeNode::new(&client);
+    node.add_disk("/dev/vdb", 101 * MI, true);
+    node.add_disk("/dev/vdc", 201 * MI, true);
+    node.add_disk("/dev/vdd", 401 * MI, false);
+    node.start();
+    node.disk("/dev/vdd", DiskPhase::Available).await;
+    let claim = node.claim("hdd", by_type(DiskType::Hdd)).await;
+    let c = node.wait_claim(&claim, ClaimPhase::Bound).await;
+    let st = c.status.expect("status");
+    assert_eq!(st.bound_disks.len(), 2);
+    assert_eq!(st.capacity_bytes, Some(300 * MI));
+    let lvm = node.lvm.snapshot();
+    let vg = lvm.vg(HDD).expect("HDD pool on the host");
+    assert_eq!((vg.pv_count, vg.size), (2, 300 * MI));
+    assert!(lvm.vg(SSD).is_none(), "the SSD was not claimed");
+    node.disk("/dev/vdb", DiskPhase::Bound).await;
+    node.disk("/dev/vdd", DiskPhase::Available).await;
+    let lsn = eventually("the pool in the LocalStorageNode", || async {
+        node.lsn()
+            .await
+            .filter(|n| n.status.as_ref().is_some_and(|s| s.pools.contains_key(HDD)))
+    })
+    .await;
+    let pool = &lsn.status.expect("status").pools[HDD];
+    assert_eq!(
+        (
+            pool.total_capacity_bytes,
+            pool.free_capacity_bytes,
+            pool.disks.len()
+        ),
+        (300 * MI, 300 * MI, 2)
+    );
+    // Each disk was made a physical volume once; the group made in one command.
+    assert_eq!(node.lvm.count(OpKind::CreatePv), 2);
+    assert_eq!(node.lvm.count(OpKind::CreateVg), 1);
+    node.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_claim_that_matches_nothing_waits_with_reasons_and_binds_a_disk_plugged_later() {
+    let (_server, client) = cluster().await;
+    let mut node = FakeNode::new(&client);
+    node.add_disk("/dev/vdb", 101 * MI, true);
+    node.start();
+    node.disk("/dev/vdb", DiskPhase::Available).await;
+    let claim = node.claim("ssd", by_type(DiskType::Ssd)).await;
+    let c = node.wait_claim(&claim, ClaimPhase::Pending).await;
+    let st = c.status.expect("status");
+    let matched = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Matched")
+        .expect("Matched condition");
+    assert_eq!(matched.status, "False");
+    assert!(
+        matched.message.contains("type HDD, claim wants SSD"),
+        "{}",
+        matched.message
+    );
+    // Hot-plug an SSD: the claim takes it without anyone touching the claim.
+    node.add_disk("/dev/vdc", 101 * MI, false);
+    node.rescan();
+    node.wait_claim(&claim, ClaimPhase::Bound).await;
+    assert!(node.lvm.snapshot().vg(SSD).is_some());
+    node.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_claim_naming_an_unusable_disk_fails_with_the_reason_until_its_spec_changes() {
+    let (_server, client) = cluster().await;
+    let mut node = FakeNode::new(&client);
+    node.add_disk("/dev/vdb", 101 * MI, true);
+    node.add_disk("/dev/vdc", 101 * MI, true);
+    node.lvm.set_signature("/dev/vdc", "xfs");
+    node.start();
+    let good = disk_names(&node, &["/dev/vdb"]).await;
+    let bad = node.disk("/dev/vdc", DiskPhase::Unavailable).await;
+    let bad = bad.metadata.name.expect("name");
+    let claim = node
+        .claim(
+            "named",
+            DiskSelector {
+                local_disk_names: vec![good[0].clone(), bad.clone()],
+                ..Default::default()
+            },
+        )
+        .await;
+    let c = node.wait_claim(&claim, ClaimPhase::Failed).await;
+    let msg = c.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(msg.contains(&bad) && msg.contains("xfs"), "{msg}");
+    // Nothing was bound or touched.
+    assert!(node
+        .disks()
+        .await
+        .iter()
+        .all(|d| d.spec.claim_ref.is_none()));
+    assert_eq!(node.lvm.count(OpKind::CreatePv), 0);
+    // The user drops the bad disk from the claim: it starts again and completes.
+    Api::<LocalDiskClaim>::all(client.clone())
+        .patch(
+            &claim,
+            &PatchParams::default(),
+            &Patch::Merge(
+                &serde_json::json!({ "spec": { "description": { "localDiskNames": good } } }),
+            ),
+        )
+        .await
+        .expect("edit claim");
+    node.wait_claim(&claim, ClaimPhase::Bound).await;
+    node.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_disk_that_gains_data_before_pvcreate_is_refused_never_wiped() {
+    let (_server, client) = cluster().await;
+    let mut node = FakeNode::new(&client);
+    node.add_disk("/dev/vdb", 101 * MI, true);
+    node.add_disk("/dev/vdc", 101 * MI, true);
+    node.start();
+    let both = disk_names(&node, &["/dev/vdb", "/dev/vdc"]).await;
+    // Hold pvcreate of vdc; meanwhile someone writes a filesystem on it.
+    let gate = node.lvm.gate(OpKind::CreatePv, "/dev/vdc");
+    let claim = node.claim("all", by_type(DiskType::Hdd)).await;
+    eventually("pvcreate of vdc to be attempted", || async {
+        node.lvm
+            .calls()
+            .iter()
+            .any(|c| c.op == OpKind::CreatePv && c.target == "/dev/vdc")
+            .then_some(())
+    })
+    .await;
+    node.lvm.set_signature("/dev/vdc", "ext4");
+    gate.release();
+    // The claim gives vdc up (a selector claim goes on with what is left) and completes.
+    let c = node.wait_claim(&claim, ClaimPhase::Bound).await;
+    let st = c.status.expect("status");
+    assert_eq!(st.bound_disks, vec![both[0].clone()]);
+    let vdc = node.disk("/dev/vdc", DiskPhase::Unavailable).await;
+    assert!(vdc.spec.claim_ref.is_none(), "released");
+    assert_eq!(
+        node.lvm.signature("/dev/vdc").as_deref(),
+        Some("ext4"),
+        "never wiped"
+    );
+    node.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_claim_resumes_after_a_crash_at_each_of_its_points() {
+    let (_server, client) = cluster().await;
+    for point in [
+        CrashPoint::ClaimAfterChoose,
+        CrashPoint::ClaimAfterBindDisk,
+        CrashPoint::LvmAfterPvcreate,
+    ] {
+        let mut node = FakeNode::new(&client);
+        node.add_disk("/dev/vdb", 101 * MI, true);
+        node.add_disk("/dev/vdc", 201 * MI, true);
+        node.start();
+        disk_names(&node, &["/dev/vdb", "/dev/vdc"]).await;
+        node.stop();
+        node.start_crashing_at(point);
+        let claim = node.claim("crash", by_type(DiskType::Hdd)).await;
+        assert_eq!(node.crash().await, point);
+        // What the crash left behind.
+        match point {
+            CrashPoint::ClaimAfterChoose => {
+                assert!(node
+                    .disks()
+                    .await
+                    .iter()
+                    .all(|d| d.spec.claim_ref.is_none()))
+            }
+            CrashPoint::ClaimAfterBindDisk => assert_eq!(
+                node.disks()
+                    .await
+                    .iter()
+                    .filter(|d| d.spec.claim_ref.is_some())
+                    .count(),
+                1
+            ),
+            CrashPoint::LvmAfterPvcreate => {
+                let lvm = node.lvm.snapshot();
+                assert_eq!(lvm.pvs.len(), 1, "one PV, in no group yet");
+                assert!(lvm.vgs.is_empty());
+            }
+            _ => unreachable!(),
+        }
+        node.start();
+        node.wait_claim(&claim, ClaimPhase::Bound).await;
+        let lvm = node.lvm.snapshot();
+        assert_eq!(lvm.vg(HDD).map(|g| g.pv_count), Some(2), "after {point:?}");
+        assert_eq!(lvm.vgs.len(), 1);
+        node.disk("/dev/vdb", DiskPhase::Bound).await;
+        node.disk("/dev/vdc", DiskPhase::Bound).await;
+        node.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_transient_lvm_failure_while_extending_is_retried() {
+    let (_server, client) = cluster().await;
+    let mut node = FakeNode::new(&client);
+    node.add_disk("/dev/vdb", 101 * MI, true);
+    node.start();
+    disk_names(&node, &["/dev/vdb"]).await;
+    node.lvm.fail(
+        OpKind::CreateVg,
+        HDD,
+        LvmError::Report {
+            command: "vgcreate".into(),
+            reason: "locking failed".into(),
+        },
+        Some(2),
+    );
+    let claim = node.claim("retry", by_type(DiskType::Hdd)).await;
+    node.wait_claim(&claim, ClaimPhase::Bound).await;
+    assert_eq!(node.lvm.count(OpKind::CreateVg), 3);
+    node.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Replicas
+
+/// A node with a 300 MiB HDD pool and a running agent that has read it.
+async fn node_with_pool(client: &kube::Client) -> FakeNode {
+    let mut node = FakeNode::new(client);
+    node.add_disk("/dev/vdb", 101 * MI, true);
+    node.add_disk("/dev/vdc", 201 * MI, true);
+    node.pool(HDD, &["/dev/vdb", "/dev/vdc"]).await;
+    node.start();
+    node.disk("/dev/vdb", DiskPhase::Bound).await;
+    node
+}
+
+#[tokio::test]
+async fn a_replica_is_created_grown_and_removed_with_one_lvm_command_each() {
+    let (_server, client) = cluster().await;
+    let mut node = node_with_pool(&client).await;
+    let volume = unique("pvc");
+    // Warm the view, then count.
+    node.ctx().lvm.snapshot().await.expect("view");
+    let reports = node.lvm.count(OpKind::Report);
+    let r = node.replica(&volume, HDD, 5 * MI).await;
+    let ready = node.wait_ready(&r, 8 * MI).await;
+    let st = ready.status.clone().expect("status");
+    assert_eq!(
+        st.device_path.as_deref(),
+        Some(format!("/dev/{HDD}/{volume}").as_str())
+    );
+    assert_eq!(
+        st.synced, None,
+        "no replication: nothing to be in sync with"
+    );
+    assert!(ready
+        .metadata
+        .finalizers
+        .unwrap_or_default()
+        .contains(&FINALIZER_REPLICA.to_string()));
+    assert_eq!(node.lvm.count(OpKind::CreateLv), 1);
+    assert_eq!(
+        node.lvm.count(OpKind::Report),
+        reports,
+        "a create with a warm view reads nothing from LVM"
+    );
+    // The background re-read fills in the disks the extents landed on.
+    node.wait_replica(&r, "disks known", |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.disks == vec!["/dev/vdb".to_string()])
+    })
+    .await;
+
+    node.resize_replica(&r, 120 * MI).await;
+    let grown = node.wait_ready(&r, 120 * MI).await;
+    assert_eq!(node.lvm.count(OpKind::ExtendLv), 1);
+    // 120 MiB does not fit on vdb (100 MiB of extents): the volume spans both disks.
+    node.wait_replica(&r, "both disks listed", |r| {
+        r.status.as_ref().is_some_and(|s| s.disks.len() == 2)
+    })
+    .await;
+    assert_eq!(
+        grown.status.and_then(|s| s.allocated_capacity_bytes),
+        Some(120 * MI)
+    );
+
+    node.delete_replica(&r).await;
+    node.wait_replica_gone(&r).await;
+    assert!(node.lvm.snapshot().lv(HDD, &volume).is_none());
+    assert_eq!(node.lvm.count(OpKind::RemoveLv), 1);
+    node.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_volume_spanning_two_disks_counts_once_in_the_pool() {
+    let (_server, client) = cluster().await;
+    let mut node = node_with_pool(&client).await;
+    let r = node.replica(&unique("big"), HDD, 150 * MI).await;
+    node.wait_ready(&r, 152 * MI).await;
+    let lsn = eventually("the pool to count one volume", || async {
+        node.lsn().await.filter(|n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.pools.get(HDD))
+                .is_some_and(|p| p.free_capacity_bytes == 148 * MI)
+        })
+    })
+    .await;
+    let st = lsn.status.expect("status");
+    assert_eq!(st.pools[HDD].volume_count, 1);
+    assert_eq!(st.volume_count, 1);
+    node.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_full_pool_leaves_the_replica_not_ready_until_there_is_room() {
+    let (_server, client) = cluster().await;
+    let mut node = node_with_pool(&client).await;
+    let r = node.replica(&unique("huge"), HDD, 400 * MI).await;
+    let nr = node
+        .wait_replica(&r, "NotReady", |r| {
+            r.status.as_ref().and_then(|s| s.state) == Some(ReplicaState::NotReady)
+        })
+        .await;
+    let msg = nr.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(msg.contains("free but") && msg.contains(HDD), "{msg}");
+    assert_eq!(
+        node.lvm.count(OpKind::CreateLv),
+        0,
+        "refused before asking LVM"
+    );
+    // A disk joins the pool (a claim): the replica is made without anyone touching it.
+    node.add_disk("/dev/vdd", 201 * MI, true);
+    node.rescan();
+    let claim = node.claim("more", by_type(DiskType::Hdd)).await;
+    node.wait_claim(&claim, ClaimPhase::Bound).await;
+    node.wait_ready(&r, 400 * MI).await;
+    node.cleanup().await;
+}
+
+#[tokio::test]
+async fn lvm_failures_are_reported_and_retried_and_bad_names_fail_for_good() {
+    let (_server, client) = cluster().await;
+    let mut node = node_with_pool(&client).await;
+    let volume = unique("flaky");
+    node.lvm.fail(
+        OpKind::CreateLv,
+        &volume,
+        LvmError::Report {
+            command: "lvcreate".into(),
+            reason: "device busy".into(),
+        },
+        Some(1),
+    );
+    let r = node.replica(&volume, HDD, 4 * MI).await;
+    node.wait_ready(&r, 4 * MI).await;
+    assert_eq!(node.lvm.count(OpKind::CreateLv), 2);
+
+    // A volume name lvm2 refuses (the CSI layer maps names, but the agent must not loop).
+    let bad = node.replica("snapshot-of-something", HDD, 4 * MI).await;
+    let failed = node
+        .wait_replica(&bad, "Failed", |r| {
+            r.status.as_ref().and_then(|s| s.state) == Some(ReplicaState::Failed)
+        })
+        .await;
+    assert!(failed
+        .status
+        .and_then(|s| s.message)
+        .unwrap_or_default()
+        .contains("not a valid logical volume name"));
+    assert_eq!(
+        node.lvm.count(OpKind::CreateLv),
+        2,
+        "no LVM call for a bad name"
+    );
+    node.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_open_volume_is_not_removed_until_it_is_closed() {
+    let (_server, client) = cluster().await;
+    let mut node = node_with_pool(&client).await;
+    let volume = unique("busy");
+    let r = node.replica(&volume, HDD, 4 * MI).await;
+    node.wait_ready(&r, 4 * MI).await;
+    node.lvm.set_open(HDD, &volume, true);
+    node.rescan();
+    node.delete_replica(&r).await;
+    let held = node
+        .wait_replica(&r, "Deleting with a reason", |r| {
+            r.status.as_ref().and_then(|s| s.state) == Some(ReplicaState::Deleting)
+        })
+        .await;
+    assert!(held
+        .status
+        .and_then(|s| s.message)
+        .unwrap_or_default()
+        .contains("is open"));
+    assert!(node.lvm.snapshot().lv(HDD, &volume).is_some());
+    node.lvm.set_open(HDD, &volume, false);
+    node.rescan();
+    node.wait_replica_gone(&r).await;
+    node.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_inactive_volume_is_activated_and_a_vanished_one_is_never_recreated() {
+    let (_server, client) = cluster().await;
+    let mut node = node_with_pool(&client).await;
+    let volume = unique("v");
+    let r = node.replica(&volume, HDD, 4 * MI).await;
+    node.wait_ready(&r, 4 * MI).await;
+    node.lvm.deactivate(HDD, &volume);
+    node.rescan();
+    eventually("the volume to be activated again", || async {
+        (node.lvm.count(OpKind::ActivateLv) == 1).then_some(())
+    })
+    .await;
+    assert!(node
+        .lvm
+        .snapshot()
+        .lv(HDD, &volume)
+        .is_some_and(|l| l.active()));
+
+    node.lvm.remove_behind_the_back(HDD, &volume);
+    node.rescan();
+    let lost = node
+        .wait_replica(&r, "Failed", |r| {
+            r.status.as_ref().and_then(|s| s.state) == Some(ReplicaState::Failed)
+        })
+        .await;
+    assert!(lost
+        .status
+        .and_then(|s| s.message)
+        .unwrap_or_default()
+        .contains("not recreated empty"));
+    assert_eq!(node.lvm.count(OpKind::CreateLv), 1, "never recreated");
+    // Deleting it still works: there is nothing left to remove.
+    node.delete_replica(&r).await;
+    node.wait_replica_gone(&r).await;
+    node.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_replica_resumes_after_a_crash_at_each_of_its_points() {
+    let (_server, client) = cluster().await;
+    for point in [
+        CrashPoint::ReplicaAfterFinalizer,
+        CrashPoint::LvmAfterLvcreate,
+        CrashPoint::LvmAfterLvremove,
+    ] {
+        let mut node = node_with_pool(&client).await;
+        let volume = unique("crash");
+        let r = if point == CrashPoint::LvmAfterLvremove {
+            let r = node.replica(&volume, HDD, 4 * MI).await;
+            node.wait_ready(&r, 4 * MI).await;
+            node.stop();
+            node.start_crashing_at(point);
+            node.delete_replica(&r).await;
+            r
+        } else {
+            node.stop();
+            node.start_crashing_at(point);
+            node.replica(&volume, HDD, 4 * MI).await
+        };
+        assert_eq!(node.crash().await, point);
+        let lv = node.lvm.snapshot().lv(HDD, &volume).cloned();
+        match point {
+            CrashPoint::ReplicaAfterFinalizer => assert!(lv.is_none()),
+            CrashPoint::LvmAfterLvcreate => {
+                assert!(lv.is_some());
+                let st = node.get_replica(&r).await.and_then(|r| r.status);
+                assert!(st.and_then(|s| s.state).is_none(), "status not written yet");
+            }
+            CrashPoint::LvmAfterLvremove => {
+                assert!(lv.is_none());
+                assert!(node.get_replica(&r).await.is_some(), "finalizer still held");
+            }
+            _ => unreachable!(),
+        }
+        node.start();
+        if point == CrashPoint::LvmAfterLvremove {
+            node.wait_replica_gone(&r).await;
+        } else {
+            node.wait_ready(&r, 4 * MI).await;
+        }
+        let lvs = node.lvm.snapshot().lvs;
+        let expected = usize::from(point != CrashPoint::LvmAfterLvremove);
+        assert_eq!(lvs.len(), expected, "after {point:?}: {lvs:?}");
+        assert_eq!(
+            node.lvm.count(OpKind::CreateLv),
+            1,
+            "after {point:?}: created once"
+        );
+        node.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_volume_blocks_neither_another_pool_nor_disk_discovery() {
+    let (_server, client) = cluster().await;
+    let mut node = node_with_pool(&client).await;
+    node.add_disk("/dev/vdd", 101 * MI, false);
+    node.pool(SSD, &["/dev/vdd"]).await;
+    node.rescan();
+    node.disk("/dev/vdd", DiskPhase::Bound).await;
+    let slow = unique("slow");
+    let gate = node.lvm.gate(OpKind::CreateLv, &slow);
+    let r_slow = node.replica(&slow, HDD, 4 * MI).await;
+    eventually("the slow lvcreate to start", || async {
+        node.lvm
+            .calls()
+            .iter()
+            .any(|c| c.op == OpKind::CreateLv && c.target.contains(&slow))
+            .then_some(())
+    })
+    .await;
+    // Another pool goes ahead.
+    let fast = node.replica(&unique("fast"), SSD, 4 * MI).await;
+    node.wait_ready(&fast, 4 * MI).await;
+    // A disk plugged in now is discovered now.
+    node.add_disk("/dev/vdf", 101 * MI, true);
+    node.rescan();
+    node.disk("/dev/vdf", DiskPhase::Available).await;
+    assert!(
+        node.get_replica(&r_slow)
+            .await
+            .and_then(|r| r.status)
+            .and_then(|s| s.state)
+            .is_none(),
+        "the slow one is still held"
+    );
+    gate.release();
+    node.wait_ready(&r_slow, 4 * MI).await;
+    node.cleanup().await;
+}
+
+#[tokio::test]
+async fn another_nodes_objects_are_never_touched() {
+    let (_server, client) = cluster().await;
+    let mut node = node_with_pool(&client).await;
+    let mut other = FakeNode::new(&client);
+    let theirs = other.replica(&unique("theirs"), HDD, 4 * MI).await;
+    let ours = node.replica(&unique("ours"), HDD, 4 * MI).await;
+    node.wait_ready(&ours, 4 * MI).await;
+    let r = other.get_replica(&theirs).await.expect("exists");
+    assert!(r.metadata.finalizers.unwrap_or_default().is_empty());
+    assert!(r.status.is_none());
+    assert_eq!(node.lvm.count(OpKind::CreateLv), 1);
+    let claim = other.claim("theirs", DiskSelector::default()).await;
+    let c = Api::<LocalDiskClaim>::all(client.clone())
+        .get(&claim)
+        .await
+        .expect("claim");
+    assert!(c.status.is_none(), "not this agent's claim");
+    assert!(names(&node.disks().await).len() >= 2);
+    other.cleanup().await;
+    node.cleanup().await;
+}
