@@ -32,6 +32,7 @@ fn request(name: &str) -> CreateVolumeRequest {
             access_type: Some(AccessType::Mount(MountVolume {
                 fs_type: String::new(),
                 mount_flags: vec![],
+                volume_mount_group: String::new(),
             })),
         }],
         ..Default::default()

@@ -176,6 +176,7 @@ async fn binary_leads_serves_csi_and_metrics_and_releases_on_sigterm() {
                 access_type: Some(AccessType::Mount(MountVolume {
                     fs_type: "xfs".into(),
                     mount_flags: vec![],
+                    volume_mount_group: String::new(),
                 })),
             }],
             ..Default::default()

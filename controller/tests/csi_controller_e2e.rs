@@ -17,7 +17,7 @@ use hwameistor_csi::topology;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::api::ListParams;
 use kube::Api;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::time::Duration;
 use tonic::{Code, Request};
 
@@ -41,6 +41,7 @@ fn mount_cap() -> VolumeCapability {
         access_type: Some(AccessType::Mount(MountVolume {
             fs_type: String::new(),
             mount_flags: vec![],
+            volume_mount_group: String::new(),
         })),
     }
 }
@@ -67,7 +68,7 @@ fn create_req(
             limit_bytes: 0,
         }),
         volume_capabilities: vec![cap],
-        parameters: BTreeMap::from([
+        parameters: HashMap::from([
             ("poolClass".to_string(), "HDD".to_string()),
             (
                 "csi.storage.k8s.io/pvc/name".to_string(),
@@ -296,7 +297,7 @@ async fn create_publish_expand_delete_leaves_nothing_behind() {
     );
     let cap_n2 = csi
         .get_capacity(Request::new(GetCapacityRequest {
-            parameters: BTreeMap::from([("poolClass".to_string(), "HDD".to_string())]),
+            parameters: HashMap::from([("poolClass".to_string(), "HDD".to_string())]),
             accessible_topology: Some(topology::of_node("n2")),
             ..Default::default()
         }))
@@ -312,7 +313,7 @@ async fn create_publish_expand_delete_leaves_nothing_behind() {
     assert_eq!(all.available_capacity, 13 * GI);
     let ssd = csi
         .get_capacity(Request::new(GetCapacityRequest {
-            parameters: BTreeMap::from([("poolClass".to_string(), "SSD".to_string())]),
+            parameters: HashMap::from([("poolClass".to_string(), "SSD".to_string())]),
             ..Default::default()
         }))
         .await
@@ -321,7 +322,7 @@ async fn create_publish_expand_delete_leaves_nothing_behind() {
     assert_eq!(ssd.available_capacity, 0);
     let bad = csi
         .get_capacity(Request::new(GetCapacityRequest {
-            parameters: BTreeMap::from([("poolClass".to_string(), "tape".to_string())]),
+            parameters: HashMap::from([("poolClass".to_string(), "tape".to_string())]),
             ..Default::default()
         }))
         .await

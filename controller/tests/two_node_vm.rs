@@ -23,7 +23,7 @@ use hwameistor_sandbox::{
 };
 use hwameistor_testbed::{Vm, VmSpec};
 use kube::api::{Api, ListParams, PostParams};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +108,7 @@ fn cap(fs: &str) -> VolumeCapability {
         access_type: Some(AccessType::Mount(MountVolume {
             fs_type: fs.into(),
             mount_flags: vec![],
+            volume_mount_group: String::new(),
         })),
     }
 }
@@ -120,7 +121,7 @@ fn create(name: &str, bytes: i64, node: &str, fs: &str) -> CreateVolumeRequest {
             limit_bytes: 0,
         }),
         volume_capabilities: vec![cap(fs)],
-        parameters: BTreeMap::from([("poolClass".to_string(), "HDD".to_string())]),
+        parameters: HashMap::from([("poolClass".to_string(), "HDD".to_string())]),
         accessibility_requirements: Some(TopologyRequirement {
             requisite: vec![topology::of_node(node)],
             preferred: vec![topology::of_node(node)],

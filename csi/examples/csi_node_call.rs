@@ -20,7 +20,7 @@ use hwameistor_csi::csi::volume_capability::{
 };
 use hwameistor_csi::csi::*;
 use hwameistor_csi::PUBLISH_DEVICE_PATH;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use tonic::transport::{Endpoint, Uri};
 
 fn capability(kind: &str, read_only: bool) -> VolumeCapability {
@@ -34,6 +34,7 @@ fn capability(kind: &str, read_only: bool) -> VolumeCapability {
         fs => AccessType::Mount(MountVolume {
             fs_type: fs.to_string(),
             mount_flags: vec![],
+            volume_mount_group: String::new(),
         }),
     };
     VolumeCapability {
@@ -76,7 +77,7 @@ async fn main() {
             std::process::exit(1)
         }
     };
-    let ctx = |dev: String| BTreeMap::from([(PUBLISH_DEVICE_PATH.to_string(), dev)]);
+    let ctx = |dev: String| HashMap::from([(PUBLISH_DEVICE_PATH.to_string(), dev)]);
     let result: Result<String, tonic::Status> = match args[1].as_str() {
         "info" => node.node_get_info(NodeGetInfoRequest {}).await.map(|r| {
             let r = r.into_inner();
@@ -117,6 +118,7 @@ async fn main() {
                     limit_bytes: 0,
                 }),
                 volume_capability: None,
+                ..Default::default()
             })
             .await
             .map(|r| format!("capacity_bytes={}", r.into_inner().capacity_bytes))

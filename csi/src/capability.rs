@@ -41,12 +41,18 @@ pub enum CapabilityError {
         "a volume is either a raw block device or a filesystem; the capabilities ask for both"
     )]
     Mixed,
+    /// The driver does not offer VOLUME_MOUNT_GROUP: a group it would silently ignore
+    /// would leave the workload without the ownership it asked for.
+    #[error(
+        "volume_mount_group {0:?} is not supported: the driver does not change volume ownership"
+    )]
+    MountGroup(String),
 }
 
 fn mode_name(mode: i32) -> String {
-    Mode::from_i32(mode)
+    Mode::try_from(mode)
         .map(|m| format!("{m:?}"))
-        .unwrap_or_else(|| format!("#{mode}"))
+        .unwrap_or_else(|_| format!("#{mode}"))
 }
 
 /// Checks one capability.
@@ -57,9 +63,9 @@ pub fn check(cap: Option<&VolumeCapability>) -> Result<Requested, CapabilityErro
         .as_ref()
         .ok_or(CapabilityError::NoAccessMode)?
         .mode;
-    let read_only = match Mode::from_i32(mode) {
-        Some(Mode::SingleNodeWriter) => false,
-        Some(Mode::SingleNodeReaderOnly) => true,
+    let read_only = match Mode::try_from(mode) {
+        Ok(Mode::SingleNodeWriter) => false,
+        Ok(Mode::SingleNodeReaderOnly) => true,
         _ => return Err(CapabilityError::Mode(mode_name(mode))),
     };
     let access = match cap
@@ -69,6 +75,9 @@ pub fn check(cap: Option<&VolumeCapability>) -> Result<Requested, CapabilityErro
     {
         AccessType::Block(_) => Access::Block,
         AccessType::Mount(m) => {
+            if !m.volume_mount_group.is_empty() {
+                return Err(CapabilityError::MountGroup(m.volume_mount_group.clone()));
+            }
             let fs = match m.fs_type.as_str() {
                 "" => None,
                 other => Some(
@@ -117,6 +126,7 @@ pub(crate) mod tests {
             access_type: Some(AccessType::Mount(MountVolume {
                 fs_type: fs.into(),
                 mount_flags: vec![],
+                volume_mount_group: String::new(),
             })),
         }
     }
@@ -172,6 +182,14 @@ pub(crate) mod tests {
         let mut no_type = mount_cap("xfs", Mode::SingleNodeWriter);
         no_type.access_type = None;
         assert_eq!(check(Some(&no_type)), Err(CapabilityError::NoAccessType));
+        let mut grouped = mount_cap("xfs", Mode::SingleNodeWriter);
+        if let Some(AccessType::Mount(m)) = grouped.access_type.as_mut() {
+            m.volume_mount_group = "1000".into();
+        }
+        assert_eq!(
+            check(Some(&grouped)),
+            Err(CapabilityError::MountGroup("1000".into()))
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use hwameistor_core::sizing::{self, VolumeAccess};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, ResourceExt};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::time::Duration;
 use tonic::{Code, Request, Response, Status};
 
@@ -485,7 +485,7 @@ impl Controller for ControllerService {
             self.set_published(&lv, Some(&req.node_id)).await?;
             tracing::info!(volume = %req.volume_id, node = %req.node_id, "published");
         }
-        let mut publish_context = BTreeMap::from([(PUBLISH_DEVICE_PATH.to_string(), device)]);
+        let mut publish_context = HashMap::from([(PUBLISH_DEVICE_PATH.to_string(), device)]);
         if let Some(fs) = &lv.spec.fs_type {
             publish_context.insert(VOLUME_CONTEXT_FS_TYPE.to_string(), fs.clone());
         }
@@ -532,6 +532,9 @@ impl Controller for ControllerService {
             .map_err(|e| e.to_string())
             .and_then(|access| {
                 params::parse(&req.parameters).map_err(|e| e.to_string())?;
+                if !req.mutable_parameters.is_empty() {
+                    return Err("mutable parameters are not supported".to_string());
+                }
                 match (access, access_of(&lv)) {
                     (Access::Block, VolumeAccess::Block) => Ok(()),
                     (Access::Mount { fs: None, .. }, VolumeAccess::Filesystem(_)) => Ok(()),
@@ -550,6 +553,7 @@ impl Controller for ControllerService {
                     volume_context: req.volume_context,
                     volume_capabilities: req.volume_capabilities,
                     parameters: req.parameters,
+                    mutable_parameters: req.mutable_parameters,
                 }),
                 message: String::new(),
             },
@@ -640,7 +644,11 @@ impl Controller for ControllerService {
             .transpose()?;
         let nodes = self.list_nodes().await?;
         let available_capacity = capacity::available(&nodes, params.pool_class, node);
-        Ok(Response::new(GetCapacityResponse { available_capacity }))
+        Ok(Response::new(GetCapacityResponse {
+            available_capacity,
+            maximum_volume_size: None,
+            minimum_volume_size: None,
+        }))
     }
 
     async fn controller_get_capabilities(
@@ -785,6 +793,13 @@ impl Controller for ControllerService {
         _r: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
         Err(Status::unimplemented("GET_VOLUME is not offered"))
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        _r: Request<ControllerModifyVolumeRequest>,
+    ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
+        Err(Status::unimplemented("MODIFY_VOLUME is not offered"))
     }
 }
 

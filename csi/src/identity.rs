@@ -3,7 +3,7 @@
 use crate::csi::identity_server::Identity;
 use crate::csi::*;
 use hwameistor_api::CSI_DRIVER_NAME;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use tonic::{Request, Response, Status};
 
 pub struct IdentityService {
@@ -27,7 +27,7 @@ impl Identity for IdentityService {
         Ok(Response::new(GetPluginInfoResponse {
             name: CSI_DRIVER_NAME.to_string(),
             vendor_version: env!("CARGO_PKG_VERSION").to_string(),
-            manifest: BTreeMap::new(),
+            manifest: HashMap::new(),
         }))
     }
 

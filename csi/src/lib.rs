@@ -7,6 +7,25 @@
 //!   grows and measures volumes on the node, through one executor boundary ([`exec`]).
 //! - [`identity::IdentityService`] and [`server`] serve them on a Unix socket.
 //!
+//! # CSI bindings
+//!
+//! The driver implements **CSI spec v1.9.0** (package `csi.v1`) through the generated types,
+//! clients and servers of the crates.io crate `bpfman-csi` 1.8.0 (its version number is its
+//! own; its code carries the v1.9.0 messages, e.g. `ControllerModifyVolume`), re-exported
+//! as [`csi`]. Why these bindings:
+//!
+//! - they are generated from the upstream `csi.proto` with tonic 0.11 / prost 0.12, current
+//!   transport crates that tonic's Unix-socket serving works with unchanged, where the
+//!   former `k8s-csi` 0.4 was CSI v1.3 on tonic 0.5 / prost 0.8 (unmaintained since 2021);
+//! - they hold every service of the spec (identity, controller incl. snapshots,
+//!   `ControllerGetVolume` and `ControllerModifyVolume`, group controller, node) and
+//!   `VolumeCondition`, so snapshots or volume health can be added without new bindings;
+//! - a crate maintained with a released project (bpfman ships a CSI driver on it) is
+//!   preferred to vendoring the proto and generated code here.
+//!
+//! Of that surface the driver offers exactly what its capabilities advertise; every other
+//! RPC answers Unimplemented (see [`controller`] and [`node`]).
+//!
 //! # StorageClass parameters
 //!
 //! | key | values | default |
@@ -53,8 +72,8 @@ pub mod params;
 pub mod server;
 pub mod topology;
 
-/// The generated CSI v1.3.0 types, clients and servers.
-pub use k8s_csi::v1_3_0 as csi;
+/// The generated CSI types, clients and servers (see "CSI bindings" above).
+pub use bpfman_csi::v1 as csi;
 
 /// Publish-context key carrying the volume's block device on the node.
 pub const PUBLISH_DEVICE_PATH: &str = "devicePath";

@@ -8,7 +8,6 @@
 
 use hwameistor_api::volume::MAX_REPLICAS;
 use hwameistor_api::PoolClass;
-use std::collections::BTreeMap;
 use thiserror::Error;
 
 pub const PARAM_POOL_CLASS: &str = "poolClass";
@@ -95,10 +94,16 @@ fn bad(name: &str, value: &str, expected: &'static str) -> ParamError {
     }
 }
 
-/// Parses CreateVolume (or GetCapacity) parameters.
-pub fn parse(params: &BTreeMap<String, String>) -> Result<VolumeParams, ParamError> {
+/// Parses CreateVolume (or GetCapacity) parameters: any map of them (the CSI messages carry
+/// a `HashMap`, a StorageClass a `BTreeMap`).
+pub fn parse<'a>(
+    params: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<VolumeParams, ParamError> {
     let mut out = VolumeParams::default();
-    for (key, value) in params {
+    // Sorted, so a request with several bad keys always names the same one.
+    let mut pairs: Vec<(&String, &String)> = params.into_iter().collect();
+    pairs.sort();
+    for (key, value) in pairs {
         match key.as_str() {
             PARAM_POOL_CLASS => {
                 out.pool_class = PoolClass::parse(value)
@@ -138,8 +143,9 @@ pub fn parse(params: &BTreeMap<String, String>) -> Result<VolumeParams, ParamErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
-    fn p(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn p(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

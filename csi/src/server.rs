@@ -1,14 +1,10 @@
 //! Serving the CSI services on a Unix socket, the way the kubelet and sidecars reach them.
 
 use crate::errors::ServeError;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
-use tonic::transport::server::Connected;
 
 /// The socket path of a `unix:///path` endpoint (also `unix:/path` and a bare absolute path).
 pub fn socket_path(endpoint: &str) -> Result<PathBuf, ServeError> {
@@ -23,45 +19,12 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, ServeError> {
     }
 }
 
-/// A Unix connection as tonic 0.5 wants it: with (empty) connection info.
-pub struct UnixConnection(pub UnixStream);
-
-impl Connected for UnixConnection {
-    type ConnectInfo = ();
-    fn connect_info(&self) -> Self::ConnectInfo {}
-}
-
-impl AsyncRead for UnixConnection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for UnixConnection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
 /// Binds the socket, replacing a stale one left by a previous run (the kubelet and the
 /// sidecars reconnect to the path, so it must be reused).
-pub fn listen(
-    path: &Path,
-) -> Result<impl Stream<Item = std::io::Result<UnixConnection>>, ServeError> {
+///
+/// tonic's transport serves a tokio `UnixStream` as it is (it carries the peer's
+/// credentials as connection info), so no wrapper is needed.
+pub fn listen(path: &Path) -> Result<impl Stream<Item = std::io::Result<UnixStream>>, ServeError> {
     let err = |source| ServeError::Listen {
         path: path.display().to_string(),
         source,
@@ -75,7 +38,7 @@ pub fn listen(
         Err(e) => return Err(err(e)),
     }
     let listener = UnixListener::bind(path).map_err(err)?;
-    Ok(tokio_stream::wrappers::UnixListenerStream::new(listener).map(|c| c.map(UnixConnection)))
+    Ok(tokio_stream::wrappers::UnixListenerStream::new(listener))
 }
 
 /// Which services a process serves.

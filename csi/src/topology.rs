@@ -2,7 +2,7 @@
 
 use crate::csi::{Topology, TopologyRequirement};
 use hwameistor_api::TOPOLOGY_NODE_KEY;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -18,7 +18,7 @@ impl From<NoNodeKey> for tonic::Status {
 /// The topology of one node.
 pub fn of_node(node: &str) -> Topology {
     Topology {
-        segments: BTreeMap::from([(TOPOLOGY_NODE_KEY.to_string(), node.to_string())]),
+        segments: HashMap::from([(TOPOLOGY_NODE_KEY.to_string(), node.to_string())]),
     }
 }
 
@@ -83,7 +83,7 @@ mod tests {
     #[test]
     fn foreign_keys_are_not_a_node() {
         let other = Topology {
-            segments: BTreeMap::from([("kubernetes.io/hostname".to_string(), "a".to_string())]),
+            segments: HashMap::from([("kubernetes.io/hostname".to_string(), "a".to_string())]),
         };
         let req = TopologyRequirement {
             requisite: vec![other.clone()],

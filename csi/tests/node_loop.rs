@@ -13,7 +13,7 @@ use hwameistor_csi::exec::HostExecutor;
 use hwameistor_csi::node::host::Host;
 use hwameistor_csi::node::{mountinfo, NodeService};
 use hwameistor_csi::PUBLISH_DEVICE_PATH;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -69,8 +69,8 @@ impl Fixture {
         sh("losetup", &["-c", &self.dev]);
     }
 
-    fn publish_context(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([(PUBLISH_DEVICE_PATH.to_string(), self.dev.clone())])
+    fn publish_context(&self) -> HashMap<String, String> {
+        HashMap::from([(PUBLISH_DEVICE_PATH.to_string(), self.dev.clone())])
     }
 
     fn mounts_under(&self) -> Vec<String> {
@@ -113,6 +113,7 @@ fn mount_cap(fs: &str, mode: Mode) -> VolumeCapability {
         access_type: Some(AccessType::Mount(MountVolume {
             fs_type: fs.into(),
             mount_flags: vec![],
+            volume_mount_group: String::new(),
         })),
     }
 }
@@ -219,6 +220,7 @@ async fn expand(
         }),
         staging_target_path: fx.path("staging").to_string_lossy().into(),
         volume_capability: Some(cap),
+        ..Default::default()
     }))
     .await
     .expect("expand")
@@ -327,6 +329,7 @@ async fn xfs_volume_lifecycle_with_every_call_repeated() {
             }),
             staging_target_path: fx.path("staging").to_string_lossy().into(),
             volume_capability: Some(cap.clone()),
+            ..Default::default()
         }))
         .await
         .expect_err("device too small");
@@ -372,7 +375,7 @@ async fn ext4_volume_formats_mounts_and_grows() {
     // The filesystem comes from the volume context when the capability leaves it open.
     let cap = mount_cap("", Mode::SingleNodeWriter);
     let mut req = stage_req(&fx, cap.clone());
-    req.volume_context = BTreeMap::from([("fsType".to_string(), "ext4".to_string())]);
+    req.volume_context = HashMap::from([("fsType".to_string(), "ext4".to_string())]);
     svc.node_stage_volume(Request::new(req))
         .await
         .expect("stage ext4");
@@ -415,6 +418,7 @@ async fn ext4_volume_formats_mounts_and_grows() {
                 }),
                 staging_target_path: fx.path("staging").to_string_lossy().into(),
                 volume_capability: Some(cap.clone()),
+                ..Default::default()
             }))
             .await
             .expect_err("no CAP_SYS_RESOURCE");

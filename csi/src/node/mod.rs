@@ -18,7 +18,7 @@ use crate::params::FsType;
 use crate::{PUBLISH_DEVICE_PATH, VOLUME_CONTEXT_FS_TYPE};
 use host::{Contents, Host, HostError};
 use hwameistor_api::TOPOLOGY_NODE_KEY;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tonic::{Code, Request, Response, Status};
 
@@ -54,7 +54,7 @@ fn require(field: &str, v: &str) -> Result<(), Status> {
     }
 }
 
-fn device_from(publish_context: &BTreeMap<String, String>) -> Result<PathBuf, Status> {
+fn device_from(publish_context: &HashMap<String, String>) -> Result<PathBuf, Status> {
     publish_context
         .get(PUBLISH_DEVICE_PATH)
         .filter(|d| !d.is_empty())
@@ -472,7 +472,7 @@ impl Node for NodeService {
             node_id: self.node.clone(),
             max_volumes_per_node: self.max_volumes,
             accessible_topology: Some(Topology {
-                segments: BTreeMap::from([(TOPOLOGY_NODE_KEY.to_string(), self.node.clone())]),
+                segments: HashMap::from([(TOPOLOGY_NODE_KEY.to_string(), self.node.clone())]),
             }),
         }))
     }
