@@ -54,6 +54,14 @@ const VOLATILE_METADATA: [&str; 7] = [
     "deletionTimestamp",
 ];
 
+/// Annotations the API server or a controller maintains on objects we apply: they change
+/// as a consequence of a change (a DaemonSet's template generation goes up when its pod
+/// template changes) and are never a change of their own.
+const SERVER_MAINTAINED_ANNOTATIONS: [&str; 2] = [
+    "deprecated.daemonset.template.generation",
+    "deployment.kubernetes.io/revision",
+];
+
 /// Paths (like `spec.template.spec.containers[0].image`) where `desired` differs from
 /// `live`, ignoring status and server-maintained metadata.
 pub fn changed_paths(live: &Value, desired: &Value) -> Vec<String> {
@@ -79,6 +87,8 @@ fn diff_into(live: &Value, desired: &Value, path: &str, out: &mut Vec<String>) {
             for k in keys {
                 if (path.is_empty() && k == "status")
                     || (path == "metadata" && VOLATILE_METADATA.contains(&k.as_str()))
+                    || (path == "metadata.annotations"
+                        && SERVER_MAINTAINED_ANNOTATIONS.contains(&k.as_str()))
                 {
                     continue;
                 }
@@ -279,6 +289,8 @@ mod tests {
             ]
         );
         assert!(changed_paths(&live, &live).is_empty());
+        let ds = |generation: &str| json!({"metadata": {"annotations": {"deprecated.daemonset.template.generation": generation}}});
+        assert!(changed_paths(&ds("1"), &ds("2")).is_empty());
         assert_eq!(
             changed_paths(&json!({"l": [1]}), &json!({"l": [1, 2]})),
             ["l"]
