@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+use crate::cleanup::Cleanup;
 use crate::errors::Error;
 use crate::test_server::{ServerOptions, TestApiServer};
 
@@ -56,6 +57,15 @@ impl TestCluster {
 
     pub fn is_real(&self) -> bool {
         matches!(self, TestCluster::Real { .. })
+    }
+
+    /// A guard that deletes, when dropped, what is registered with it: on a
+    /// real cluster only (an in-process server goes with the test).
+    pub fn cleanup(&self) -> Cleanup {
+        match self {
+            TestCluster::Local(_) => Cleanup::new(None),
+            TestCluster::Real { kubeconfig } => Cleanup::new(Some(kubeconfig.clone())),
+        }
     }
 
     /// The local server, if this is not a real cluster.

@@ -27,8 +27,8 @@ use crate::patch::PatchType;
 use crate::protobuf;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{
-    lock, DeleteOptions, FieldValidation, ListOptions, SharedStore, Subresource, Target,
-    WriteOptions,
+    lock, DeleteOptions, FieldValidation, ListOptions, Propagation, SharedStore, Subresource,
+    Target, WriteOptions,
 };
 use crate::table;
 use crate::watch::{self as watchmod, event_line, Filter};
@@ -407,9 +407,19 @@ fn delete_options(q: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
             .and_then(Value::as_str)
             .map(str::to_string)
     });
-    o.orphan = policy.as_deref() == Some("Orphan")
+    let orphan = policy.as_deref() == Some("Orphan")
         || body_v.get("orphanDependents").and_then(Value::as_bool) == Some(true)
         || q.get("orphanDependents") == Some("true");
+    o.propagation = match policy.as_deref() {
+        _ if orphan => Propagation::Orphan,
+        Some("Foreground") => Propagation::Foreground,
+        None | Some("") | Some("Background") => Propagation::Background,
+        Some(other) => {
+            return Err(ApiError::unprocessable(format!(
+                "propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+            )))
+        }
+    };
     Ok(o)
 }
 
@@ -527,7 +537,9 @@ async fn resource(
             let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
             if let Some(c) = &page.continue_token {
                 meta["continue"] = json!(c);
-                meta["remainingItemCount"] = json!(page.remaining);
+                if let Some(n) = page.remaining {
+                    meta["remainingItemCount"] = json!(n);
+                }
             }
             if table::wants_table(&accept) {
                 let t = table::render(

@@ -14,6 +14,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
+use crate::builtins;
 use crate::errors::{ApiError, ApiResult, Cause};
 use crate::patch::{self, JsonPatchError, PatchType};
 use crate::resources::{
@@ -26,6 +27,13 @@ use crate::validation::{check_metadata_shape, validate_labels, validate_name};
 use crate::watch::{Event, EventType, Filter, History, WatchSession};
 
 pub type SharedStore = Arc<Mutex<Store>>;
+
+/// What a real server answers a strategic merge patch of a custom resource with.
+pub const CUSTOM_RESOURCE_PATCH_TYPES: &str = "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml";
+
+/// The finalizer that holds an owner deleted with `propagationPolicy=Foreground`
+/// until its blocking dependents are gone.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 
 /// Lock the store. A panic while holding the lock cannot leave a write half
 /// done in a way later requests care about more than a dead server would, so
@@ -96,9 +104,21 @@ pub struct DeleteOptions {
     pub dry_run: bool,
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
-    /// `propagationPolicy=Orphan`: dependents lose their owner reference
-    /// instead of being collected.
-    pub orphan: bool,
+    pub propagation: Propagation,
+}
+
+/// What happens to the dependents (objects whose ownerReferences name the
+/// deleted object) of a deleted object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Propagation {
+    /// The object goes at once; its dependents are collected after it.
+    #[default]
+    Background,
+    /// The object stays (deleting, with the `foregroundDeletion` finalizer)
+    /// until every dependent that blocks it (`blockOwnerDeletion`) is gone.
+    Foreground,
+    /// Dependents lose their owner reference instead of being collected.
+    Orphan,
 }
 
 /// The result of a delete.
@@ -125,7 +145,9 @@ pub struct ListPage {
     pub items: Vec<Value>,
     pub resource_version: u64,
     pub continue_token: Option<String>,
-    pub remaining: usize,
+    /// Items after this page; None when selectors filter the list, as a real
+    /// server cannot count those without reading them all.
+    pub remaining: Option<usize>,
 }
 
 /// One stored object with its (namespace, name) key.
@@ -410,6 +432,9 @@ impl Store {
         if r.key == crd_key() {
             self.unregister_crd(&r.name);
         }
+        for owner in owner_uids(&removed) {
+            self.release_foreground(&owner);
+        }
         if let Some(uid) = meta_str(&removed, "uid") {
             self.collect_garbage(uid);
         }
@@ -474,6 +499,95 @@ impl Store {
             }
             self.commit_put(&d, o, EventType::Modified, Some(old));
         }
+    }
+
+    /// Dependents of `owner_uid` whose reference to it has
+    /// `blockOwnerDeletion: true` (those a foreground deletion waits for).
+    fn blocking_dependents(&self, owner_uid: &str) -> usize {
+        let Some(deps) = self.dependents.get(owner_uid) else {
+            return 0;
+        };
+        deps.iter()
+            .filter_map(|d| self.get_ref(d))
+            .filter(|o| {
+                meta(o)
+                    .and_then(|m| m.get("ownerReferences"))
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| {
+                        refs.iter().any(|x| {
+                            x.get("uid").and_then(Value::as_str) == Some(owner_uid)
+                                && x.get("blockOwnerDeletion").and_then(Value::as_bool)
+                                    == Some(true)
+                        })
+                    })
+            })
+            .count()
+    }
+
+    /// `propagationPolicy=Foreground`: mark the object deleting with the
+    /// `foregroundDeletion` finalizer, delete its dependents, and let it go
+    /// once no blocking dependent remains (the garbage collector's job on a
+    /// real cluster, done synchronously here).
+    fn delete_foreground(&mut self, r: &ObjRef) -> Option<(Arc<Value>, bool)> {
+        let cur = self.get_ref(r)?;
+        let uid = meta_str(&cur, "uid").unwrap_or("").to_string();
+        let deps: Vec<ObjRef> = self
+            .dependents
+            .get(&uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        if deps.is_empty() {
+            return self.delete_object(r);
+        }
+        let mut marked = cur.clone();
+        if !finalizers(&cur).iter().any(|f| f == FOREGROUND_FINALIZER) {
+            let mut o = (*cur).clone();
+            let m = meta_mut(&mut o);
+            let mut fins = finalizers(&cur);
+            fins.push(FOREGROUND_FINALIZER.to_string());
+            m.insert("finalizers".into(), json!(fins));
+            if !is_deleting(&cur) {
+                m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
+                m.insert("deletionGracePeriodSeconds".into(), json!(0));
+            }
+            marked = self.commit_put(r, o, EventType::Modified, Some(cur));
+        }
+        for d in deps {
+            self.delete_object(&d);
+        }
+        self.release_foreground(&uid);
+        match self.get_ref(r) {
+            Some(now) => Some((now, false)),
+            None => Some((marked, true)),
+        }
+    }
+
+    /// Drop the `foregroundDeletion` finalizer of a deleting owner once no
+    /// blocking dependent is left, and remove the owner if nothing else holds it.
+    fn release_foreground(&mut self, owner_uid: &str) {
+        let Some(owner_ref) = self.uids.get(owner_uid).cloned() else {
+            return;
+        };
+        let Some(owner) = self.get_ref(&owner_ref) else {
+            return;
+        };
+        if !is_deleting(&owner)
+            || !finalizers(&owner).iter().any(|f| f == FOREGROUND_FINALIZER)
+            || self.blocking_dependents(owner_uid) > 0
+        {
+            return;
+        }
+        let mut o = (*owner).clone();
+        let rest: Vec<String> = finalizers(&owner)
+            .into_iter()
+            .filter(|f| f != FOREGROUND_FINALIZER)
+            .collect();
+        if rest.is_empty() && !self.has_contents(&owner_ref) {
+            self.remove_object(&owner_ref);
+            return;
+        }
+        meta_mut(&mut o).insert("finalizers".into(), json!(rest));
+        self.commit_put(&owner_ref, o, EventType::Modified, Some(owner));
     }
 
     /// The resource a CRD serves, if registered.
@@ -555,6 +669,9 @@ impl Store {
         m.insert("deletionGracePeriodSeconds".into(), json!(0));
         if r.key == namespace_key() {
             o["status"] = json!({"phase": "Terminating"});
+        }
+        if r.key == crd_key() {
+            mark_crd_terminating(&mut o);
         }
         let marked = self.commit_put(r, o, EventType::Modified, Some(cur));
         for c in self.contents(r) {
@@ -690,6 +807,14 @@ impl Store {
         let def = &t.def;
         let mut causes = validate_name(name, def.name_rule);
         causes.extend(validate_labels(obj));
+        if !def.is_custom() {
+            let key = def.key();
+            builtins::apply_defaults(&key, obj);
+            if let Some(old) = old {
+                causes.extend(builtins::immutable_field_errors(&key, old, obj));
+            }
+            builtins::maintain_generations(&key, old, obj);
+        }
         let mut unknown = Vec::new();
         schema::prune_metadata(obj, &mut unknown);
         if let Some(s) = def.version(&t.version).and_then(|v| v.schema.as_ref()) {
@@ -744,6 +869,9 @@ impl Store {
                         old.and_then(|o| o.get("status")),
                     );
                     obj["status"] = status;
+                    if is_deleting(obj) {
+                        mark_crd_terminating(obj);
+                    }
                 }
             }
         }
@@ -765,8 +893,10 @@ impl Store {
             .map(|v| v.selectable_fields.clone())
             .unwrap_or_default();
         for f in fs.fields() {
+            // metadata.namespace is only a field label of namespaced custom
+            // resources (the real server's converter refuses it otherwise).
             if f != "metadata.name"
-                && f != "metadata.namespace"
+                && !(f == "metadata.namespace" && t.def.namespaced)
                 && !selectable.iter().any(|s| s == f)
             {
                 return Err(ApiError::bad_request(format!(
@@ -823,8 +953,9 @@ impl Store {
             items: Vec::new(),
             resource_version: list_rv,
             continue_token: None,
-            remaining: 0,
+            remaining: None,
         };
+        let mut remaining = 0usize;
         let Some(map) = self.objects.get(&key) else {
             return Ok(page);
         };
@@ -851,15 +982,18 @@ impl Store {
                 continue;
             }
             if limit.is_some_and(|l| page.items.len() >= l) {
-                page.remaining += 1;
+                remaining += 1;
                 continue;
             }
             page.items.push(Self::present(t, obj));
             last = Some((ns.clone(), name.clone()));
         }
-        if page.remaining > 0 {
+        if remaining > 0 {
             if let Some((ns, name)) = last {
                 page.continue_token = Some(encode_continue(list_rv, &ns, &name));
+            }
+            if o.labels.is_empty() && o.fields.is_empty() {
+                page.remaining = Some(remaining);
             }
         }
         Ok(page)
@@ -992,10 +1126,27 @@ impl Store {
         Self::check_namespace(t, &mut body)?;
         let r = Self::obj_ref(t, name);
         let old = self.get_ref(&r).ok_or_else(|| t.not_found(name))?;
-        if let Some(rv) = meta_str(&body, "resourceVersion").filter(|s| !s.is_empty()) {
-            if Some(rv) != meta_str(&old, "resourceVersion") {
+        match meta_str(&body, "resourceVersion").filter(|s| !s.is_empty()) {
+            Some(rv) if Some(rv) != meta_str(&old, "resourceVersion") => {
                 return Err(ApiError::stale(&t.def.group, &t.def.plural, name));
             }
+            Some(_) => {}
+            None if !builtins::allows_unconditional_update(&t.def.key(), t.def.is_custom()) => {
+                // The real server names the resource (plural) where other
+                // Invalid errors name the kind, and prints the missing
+                // version as Go's %#v of a zero uint64.
+                return Err(ApiError::invalid(
+                    &t.def.group,
+                    &t.def.plural,
+                    name,
+                    vec![Cause::new(
+                        "FieldValueInvalid",
+                        "metadata.resourceVersion",
+                        "Invalid value: 0x0: must be specified for an update",
+                    )],
+                ));
+            }
+            None => {}
         }
         let new = Self::merge_server_fields(t, &old, body, sub);
         self.finish_update(t, &r, old, new, o)
@@ -1116,6 +1267,19 @@ impl Store {
                 warnings,
             });
         }
+        // Like the real registry, an update that leaves a deleting object
+        // without finalizers is not stored: the object is deleted, so
+        // watchers see one DELETED (carrying the last stored state) and no
+        // MODIFIED first.
+        if is_deleting(&new) && finalizers(&new).is_empty() && !self.has_contents(r) {
+            if let Some(removed) = self.remove_object(r) {
+                return Ok(Written {
+                    object: Self::present(t, &removed),
+                    created: false,
+                    warnings,
+                });
+            }
+        }
         let stored = self.commit_put(r, new, EventType::Modified, Some(old));
         if def.key() == crd_key() {
             self.register_crd(&stored);
@@ -1141,6 +1305,13 @@ impl Store {
         o: &WriteOptions,
     ) -> ApiResult<Written> {
         let def = t.def.clone();
+        if ptype == PatchType::Strategic && def.is_custom() {
+            // Custom resources have no patch strategies; the real server
+            // refuses the media type before looking at anything else.
+            return Err(ApiError::unsupported_media_type(
+                CUSTOM_RESOURCE_PATCH_TYPES,
+            ));
+        }
         if ptype == PatchType::Apply && o.field_manager.as_deref().unwrap_or("").is_empty() {
             return Err(ApiError::invalid(
                 &def.group,
@@ -1185,15 +1356,7 @@ impl Store {
                 if !patch_body.is_object() {
                     return Err(ApiError::bad_request("the patch must be a JSON object"));
                 }
-                if def.is_custom() {
-                    // Custom resources have no patch strategies: merge patch
-                    // semantics (directives dropped).
-                    let mut p = patch_body.clone();
-                    patch::strip_strategic_directives(&mut p);
-                    patch::merge_patch(&mut doc, &p);
-                } else {
-                    patch::strategic_merge_patch(&mut doc, patch_body);
-                }
+                patch::strategic_merge_patch(&mut doc, patch_body);
             }
             PatchType::Json => match patch::json_patch(&mut doc, patch_body) {
                 Ok(()) => {}
@@ -1239,7 +1402,9 @@ impl Store {
             }
         }
         if o.dry_run {
-            let waits = !finalizers(&cur).is_empty() || self.has_contents(&r);
+            let waits = !finalizers(&cur).is_empty()
+                || self.has_contents(&r)
+                || (o.propagation == Propagation::Foreground && self.blocking_dependents(&uid) > 0);
             let mut v = (*cur).clone();
             if waits && !is_deleting(&v) {
                 let m = meta_mut(&mut v);
@@ -1251,10 +1416,15 @@ impl Store {
                 finished: !waits,
             });
         }
-        if o.orphan {
-            self.orphan_dependents(&uid);
+        let (obj, finished) = match o.propagation {
+            Propagation::Orphan => {
+                self.orphan_dependents(&uid);
+                self.delete_object(&r)
+            }
+            Propagation::Background => self.delete_object(&r),
+            Propagation::Foreground => self.delete_foreground(&r),
         }
-        let (obj, finished) = self.delete_object(&r).ok_or_else(|| t.not_found(name))?;
+        .ok_or_else(|| t.not_found(name))?;
         Ok(Deleted {
             object: Self::present(t, &obj),
             finished,
@@ -1351,6 +1521,34 @@ impl Store {
             bookmarks,
             initial_end_rv,
         })
+    }
+}
+
+/// The condition a real server gives a CRD from the moment it is deleted
+/// until its custom resources are gone; creates are refused meanwhile.
+fn mark_crd_terminating(crd: &mut Value) {
+    if !crd.get("status").is_some_and(Value::is_object) {
+        crd["status"] = json!({});
+    }
+    if !crd["status"].get("conditions").is_some_and(Value::is_array) {
+        crd["status"]["conditions"] = json!([]);
+    }
+    if let Some(conds) = crd["status"]["conditions"].as_array_mut() {
+        let already = conds.iter().any(|c| {
+            c.get("type").and_then(Value::as_str) == Some("Terminating")
+                && c.get("status").and_then(Value::as_str) == Some("True")
+        });
+        if already {
+            return;
+        }
+        conds.retain(|c| c.get("type").and_then(Value::as_str) != Some("Terminating"));
+        conds.push(json!({
+            "type": "Terminating",
+            "status": "True",
+            "lastTransitionTime": now_rfc3339(),
+            "reason": "InstanceDeletionInProgress",
+            "message": "CustomResource deletion is in progress",
+        }));
     }
 }
 

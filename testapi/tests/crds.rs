@@ -1,5 +1,7 @@
 //! CRD serving, schema validation/pruning/defaulting, status subresource,
-//! generation, and discovery — through a real kube client.
+//! generation, and discovery — through a real kube client. Each test serves
+//! its custom resources from a CRD group of its own, so it holds on a shared
+//! real cluster too.
 
 mod common;
 
@@ -11,12 +13,12 @@ use serde_json::json;
 
 #[tokio::test]
 async fn crd_is_served_after_create_and_removed_with_its_objects() {
-    let (_server, client) = start().await;
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &lv_ar());
+    let ctx = start().await;
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ctx.lv_ar());
     let before = api_err(api.list(&ListParams::default()).await);
     assert_eq!(before.code, 404);
 
-    let crd = install_crd(&client, local_volume_crd()).await;
+    let crd = ctx.install_crd(local_volume_crd(&ctx.group())).await;
     let status = crd.status.expect("CRD status");
     let conds: Vec<(String, String)> = status
         .conditions
@@ -47,7 +49,7 @@ async fn crd_is_served_after_create_and_removed_with_its_objects() {
     let created = api
         .create(
             &PostParams::default(),
-            &lv(
+            &ctx.lv(
                 "v1",
                 json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 1024}),
             ),
@@ -60,28 +62,31 @@ async fn crd_is_served_after_create_and_removed_with_its_objects() {
 
     // The same object is served at the other version, with its apiVersion.
     let beta: Api<DynamicObject> = Api::all_with(
-        client.clone(),
-        &ar("LocalVolume", "localvolumes", "v1beta1"),
+        ctx.client.clone(),
+        &ctx.ar("LocalVolume", "localvolumes", "v1beta1"),
     );
     let at_beta = beta.get("v1").await.unwrap();
     assert_eq!(
         at_beta.types.as_ref().map(|t| t.api_version.as_str()),
-        Some("hwameistor.io/v1beta1")
+        Some(format!("{}/v1beta1", ctx.group()).as_str())
     );
     assert_eq!(at_beta.metadata.uid, created.metadata.uid);
 
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.delete("localvolumes.hwameistor.io", &DeleteParams::default())
+    let crds: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
+    crds.delete(&ctx.lv_crd_name(), &DeleteParams::default())
         .await
         .unwrap();
-    assert_eq!(api_err(api.get("v1").await).code, 404);
-    assert_eq!(
-        api_err(crds.get("localvolumes.hwameistor.io").await).code,
-        404
-    );
+    eventually("the CRD and its objects gone", || async {
+        api.get("v1").await.is_err_and(|e| is_404(&e))
+            && crds
+                .get(&ctx.lv_crd_name())
+                .await
+                .is_err_and(|e| is_404(&e))
+    })
+    .await;
 
     // Re-creating the CRD does not bring the old objects back.
-    install_crd(&client, local_volume_crd()).await;
+    ctx.install_crd(local_volume_crd(&ctx.group())).await;
     assert!(api
         .list(&ListParams::default())
         .await
@@ -90,12 +95,50 @@ async fn crd_is_served_after_create_and_removed_with_its_objects() {
         .is_empty());
 }
 
+/// Discovery once it lists this test's group with both its kinds: a real
+/// server publishes a new group a moment after the CRD is Established.
+async fn discover(ctx: &Ctx, aggregated: bool) -> Discovery {
+    let group = ctx.group();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let d = Discovery::new(ctx.client.clone());
+        let d = if aggregated {
+            d.run_aggregated().await
+        } else {
+            d.run().await
+        };
+        if let Ok(d) = d {
+            let kinds: Vec<String> = d
+                .get(&group)
+                .map(|g| {
+                    g.resources_by_stability()
+                        .into_iter()
+                        .map(|(ar, _)| ar.kind)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if kinds.iter().any(|k| k == "LocalVolume") && kinds.iter().any(|k| k == "LocalDisk") {
+                return d;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "group {group} not discovered in time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+fn is_404(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
 #[tokio::test]
 async fn crd_with_bad_names_is_rejected() {
-    let (_server, client) = start().await;
-    let mut crd = local_volume_crd();
-    crd["metadata"]["name"] = json!("wrong.hwameistor.io");
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let ctx = start().await;
+    let mut crd = local_volume_crd(&ctx.group());
+    crd["metadata"]["name"] = json!(format!("wrong.{}", ctx.group()));
+    let api: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
     let crd: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
     let err = api_err(api.create(&PostParams::default(), &crd).await);
     assert_eq!(err.code, 422);
@@ -106,20 +149,20 @@ async fn crd_with_bad_names_is_rejected() {
 
 #[tokio::test]
 async fn schema_violations_are_422_with_field_causes() {
-    let (_server, client) = start().await;
-    let api = local_volumes(&client).await;
+    let ctx = start().await;
+    let api = ctx.local_volumes().await;
     let pp = PostParams::default();
 
-    let err = api_err(api.create(&pp, &lv("v1", json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 1, "replicaNumber": 5}))).await);
+    let err = api_err(api.create(&pp, &ctx.lv("v1", json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 1, "replicaNumber": 5}))).await);
     assert_eq!(err.code, 422);
     assert_eq!(err.reason, "Invalid");
     assert_eq!(
         err.message,
-        "LocalVolume.hwameistor.io \"v1\" is invalid: spec.replicaNumber: Invalid value: 5: spec.replicaNumber in body should be less than or equal to 4"
+        format!("{} \"v1\" is invalid: spec.replicaNumber: Invalid value: 5: spec.replicaNumber in body should be less than or equal to 4", ctx.lv_kind())
     );
     let details = err.details.expect("details");
     assert_eq!(details.name, "v1");
-    assert_eq!(details.group, "hwameistor.io");
+    assert_eq!(details.group, ctx.group());
     assert_eq!(details.kind, "LocalVolume");
     assert_eq!(details.causes.len(), 1);
     assert_eq!(details.causes[0].reason, "FieldValueInvalid");
@@ -130,7 +173,7 @@ async fn schema_violations_are_422_with_field_causes() {
     );
 
     // Several violations at once: each one is a cause.
-    let bad = lv(
+    let bad = ctx.lv(
         "v2",
         json!({
             "poolName": "Nope",
@@ -169,7 +212,7 @@ async fn schema_violations_are_422_with_field_causes() {
     }
     assert!(
         err.message
-            .starts_with("LocalVolume.hwameistor.io \"v2\" is invalid: ["),
+            .starts_with(&format!("{} \"v2\" is invalid: [", ctx.lv_kind())),
         "{}",
         err.message
     );
@@ -177,7 +220,7 @@ async fn schema_violations_are_422_with_field_causes() {
     assert!(err.message.contains(r#"spec.poolName: Unsupported value: "Nope": supported values: "LocalStorage_PoolHDD", "LocalStorage_PoolSSD""#), "{}", err.message);
 
     // Missing required fields.
-    let err = api_err(api.create(&pp, &lv("v3", json!({}))).await);
+    let err = api_err(api.create(&pp, &ctx.lv("v3", json!({}))).await);
     let causes = err.details.unwrap().causes;
     let required: Vec<&str> = causes
         .iter()
@@ -192,7 +235,7 @@ async fn schema_violations_are_422_with_field_causes() {
     // An int-or-string accepts both forms.
     for size in [json!(10), json!("10Gi")] {
         let name = if size.is_string() { "s-str" } else { "s-int" };
-        api.create(&pp, &lv(name, json!({"poolName": "LocalStorage_PoolSSD", "requiredCapacityBytes": 1, "size": size})))
+        api.create(&pp, &ctx.lv(name, json!({"poolName": "LocalStorage_PoolSSD", "requiredCapacityBytes": 1, "size": size})))
             .await
             .unwrap();
     }
@@ -201,7 +244,7 @@ async fn schema_violations_are_422_with_field_causes() {
     let err = api_err(
         api.create(
             &pp,
-            &lv(
+            &ctx.lv(
                 "Bad_Name",
                 json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 1}),
             ),
@@ -210,7 +253,8 @@ async fn schema_violations_are_422_with_field_causes() {
     );
     assert_eq!(err.code, 422);
     assert_eq!(err.details.unwrap().causes[0].field, "metadata.name");
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::default_namespaced(client.clone());
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::default_namespaced(ctx.client.clone());
     let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
     cm.metadata.name = Some("UPPER".into());
     let err = api_err(cms.create(&pp, &cm).await);
@@ -220,9 +264,9 @@ async fn schema_violations_are_422_with_field_causes() {
 
 #[tokio::test]
 async fn unknown_fields_are_pruned_and_defaults_applied() {
-    let (_server, client) = start().await;
-    let api = local_volumes(&client).await;
-    let mut obj = lv(
+    let ctx = start().await;
+    let api = ctx.local_volumes().await;
+    let mut obj = ctx.lv(
         "p1",
         json!({
             "poolName": "LocalStorage_PoolHDD",
@@ -265,7 +309,7 @@ async fn unknown_fields_are_pruned_and_defaults_applied() {
     );
 
     // A null in a non-nullable field with a default gets the default.
-    let mut obj = lv(
+    let mut obj = ctx.lv(
         "p2",
         json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5, "replicaNumber": null}),
     );
@@ -279,15 +323,18 @@ async fn unknown_fields_are_pruned_and_defaults_applied() {
     assert_eq!(got.data["spec"]["replicaNumber"], json!(1));
 
     // fieldValidation=Strict turns pruning into a 400 (what kubectl apply sends).
-    let req = http::Request::post("/apis/hwameistor.io/v1alpha1/localvolumes?fieldValidation=Strict")
-        .header("Content-Type", "application/json")
-        .body(
-            serde_json::to_vec(&json!({"apiVersion": "hwameistor.io/v1alpha1", "kind": "LocalVolume", "metadata": {"name": "p3"},
-                "spec": {"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5, "bogus": 1}}))
-            .unwrap(),
-        )
-        .unwrap();
-    let err = api_err(client.request::<serde_json::Value>(req).await);
+    let req = http::Request::post(format!(
+        "/apis/{}/v1alpha1/localvolumes?fieldValidation=Strict",
+        ctx.group()
+    ))
+    .header("Content-Type", "application/json")
+    .body(
+        serde_json::to_vec(&json!({"apiVersion": format!("{}/v1alpha1", ctx.group()), "kind": "LocalVolume", "metadata": {"name": "p3"},
+            "spec": {"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5, "bogus": 1}}))
+        .unwrap(),
+    )
+    .unwrap();
+    let err = api_err(ctx.client.request::<serde_json::Value>(req).await);
     assert_eq!(err.code, 400);
     assert_eq!(
         err.message,
@@ -297,12 +344,12 @@ async fn unknown_fields_are_pruned_and_defaults_applied() {
 
 #[tokio::test]
 async fn status_subresource_is_isolated_and_generation_tracks_spec() {
-    let (_server, client) = start().await;
-    let api = local_volumes(&client).await;
+    let ctx = start().await;
+    let api = ctx.local_volumes().await;
     let created = api
         .create(
             &PostParams::default(),
-            &lv(
+            &ctx.lv(
                 "s1",
                 json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5}),
             ),
@@ -381,13 +428,14 @@ async fn status_subresource_is_isolated_and_generation_tracks_spec() {
     assert_eq!(rv_of(&same), rv_of(&labelled));
 
     // Without a status subresource, status is part of the object and counts.
-    install_crd(&client, local_disk_crd()).await;
+    ctx.install_crd(local_disk_crd(&ctx.group())).await;
+    let ns = ctx.namespace().await;
     let disks: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        "default",
-        &ar("LocalDisk", "localdisks", "v1alpha1"),
+        ctx.client.clone(),
+        &ns,
+        &ctx.ar("LocalDisk", "localdisks", "v1alpha1"),
     );
-    let mut d: DynamicObject = serde_json::from_value(json!({"apiVersion": "hwameistor.io/v1alpha1", "kind": "LocalDisk",
+    let mut d: DynamicObject = serde_json::from_value(json!({"apiVersion": format!("{}/v1alpha1", ctx.group()), "kind": "LocalDisk",
         "metadata": {"name": "d1"}, "spec": {"devicePath": "/dev/sdb"}, "status": {"state": "Free"}}))
     .unwrap();
     d = disks.create(&PostParams::default(), &d).await.unwrap();
@@ -411,17 +459,13 @@ async fn status_subresource_is_isolated_and_generation_tracks_spec() {
 
 #[tokio::test]
 async fn discovery_lists_builtins_and_crds() {
-    let (_server, client) = start().await;
-    install_crd(&client, local_volume_crd()).await;
-    install_crd(&client, local_disk_crd()).await;
+    let ctx = start().await;
+    ctx.install_crd(local_volume_crd(&ctx.group())).await;
+    ctx.install_crd(local_disk_crd(&ctx.group())).await;
+    let group = ctx.group();
 
     for aggregated in [false, true] {
-        let d = Discovery::new(client.clone());
-        let d = if aggregated {
-            d.run_aggregated().await.unwrap()
-        } else {
-            d.run().await.unwrap()
-        };
+        let d = discover(&ctx, aggregated).await;
         let find = |group: &str, kind: &str| {
             let g = d
                 .get(group)
@@ -431,7 +475,7 @@ async fn discovery_lists_builtins_and_crds() {
                 .find(|(ar, _)| ar.kind == kind)
                 .unwrap_or_else(|| panic!("{kind} discovered"))
         };
-        let (ar, caps) = find("hwameistor.io", "LocalVolume");
+        let (ar, caps) = find(&group, "LocalVolume");
         assert_eq!(ar.plural, "localvolumes");
         assert_eq!(
             ar.version, "v1beta1",
@@ -449,7 +493,7 @@ async fn discovery_lists_builtins_and_crds() {
                 .map(|(s, _)| s.plural.clone())
                 .collect::<Vec<_>>()
         );
-        let (_, caps) = find("hwameistor.io", "LocalDisk");
+        let (_, caps) = find(&group, "LocalDisk");
         assert_eq!(caps.scope, Scope::Namespaced);
         let (_, caps) = find("", "Pod");
         assert_eq!(caps.scope, Scope::Namespaced);
@@ -466,8 +510,9 @@ async fn discovery_lists_builtins_and_crds() {
     }
 
     // Short names and categories are published in legacy discovery.
-    let list = client
-        .list_api_group_resources("hwameistor.io/v1alpha1")
+    let list = ctx
+        .client
+        .list_api_group_resources(&format!("{group}/v1alpha1"))
         .await
         .unwrap();
     let lv = list
@@ -482,19 +527,19 @@ async fn discovery_lists_builtins_and_crds() {
         .resources
         .iter()
         .any(|r| r.name == "localvolumes/status"));
-    let core = client.list_core_api_resources("v1").await.unwrap();
+    let core = ctx.client.list_core_api_resources("v1").await.unwrap();
     let pods = core.resources.iter().find(|r| r.name == "pods").unwrap();
     assert_eq!(pods.short_names, Some(vec!["po".to_string()]));
     assert_eq!(pods.categories, Some(vec!["all".to_string()]));
-    let version = client.apiserver_version().await.unwrap();
+    let version = ctx.client.apiserver_version().await.unwrap();
     assert_eq!(version.major, "1");
 }
 
 #[tokio::test]
 async fn crd_deletion_waits_for_custom_resource_finalizers() {
-    let (_server, client) = start().await;
-    let api = local_volumes(&client).await;
-    let mut held = lv(
+    let ctx = start().await;
+    let api = ctx.local_volumes().await;
+    let mut held = ctx.lv(
         "held",
         json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 1}),
     );
@@ -502,7 +547,7 @@ async fn crd_deletion_waits_for_custom_resource_finalizers() {
     api.create(&PostParams::default(), &held).await.unwrap();
     api.create(
         &PostParams::default(),
-        &lv(
+        &ctx.lv(
             "free",
             json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 1}),
         ),
@@ -510,33 +555,47 @@ async fn crd_deletion_waits_for_custom_resource_finalizers() {
     .await
     .unwrap();
 
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.delete("localvolumes.hwameistor.io", &DeleteParams::default())
-        .await
-        .unwrap();
-    let crd = crds.get("localvolumes.hwameistor.io").await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
+    let name = ctx.lv_crd_name();
+    crds.delete(&name, &DeleteParams::default()).await.unwrap();
+    let crd = crds.get(&name).await.unwrap();
     assert!(
         crd.metadata.deletion_timestamp.is_some(),
         "CRD terminating while objects remain"
     );
-    assert_eq!(
-        api_err(api.get("free").await).code,
-        404,
-        "objects without finalizers go at once"
+    eventually("the CRD's Terminating condition", || async {
+        crds.get(&name).await.is_ok_and(|c| {
+            c.status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Terminating" && c.status == "True")
+        })
+    })
+    .await;
+    eventually("objects without finalizers gone", || async {
+        api.get("free").await.is_err_and(|e| is_404(&e))
+    })
+    .await;
+    eventually("the held object marked for deletion", || async {
+        api.get("held")
+            .await
+            .is_ok_and(|h| h.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+    // Creates are refused while the CRD terminates (a real server's handler
+    // may see the condition a moment after it is set).
+    let late = ctx.lv(
+        "late",
+        json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 1}),
     );
-    let held = api.get("held").await.unwrap();
-    assert!(held.metadata.deletion_timestamp.is_some());
-    let err = api_err(
-        api.create(
-            &PostParams::default(),
-            &lv(
-                "late",
-                json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 1}),
-            ),
+    eventually("creates refused with 405", || async {
+        matches!(
+            api.create(&PostParams::default(), &late).await,
+            Err(kube::Error::Api(s)) if s.code == 405
         )
-        .await,
-    );
-    assert_eq!(err.code, 405);
+    })
+    .await;
 
     api.patch(
         "held",
@@ -545,13 +604,14 @@ async fn crd_deletion_waits_for_custom_resource_finalizers() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        api_err(crds.get("localvolumes.hwameistor.io").await).code,
-        404
-    );
-    assert_eq!(
-        api_err(api.list(&ListParams::default()).await).code,
-        404,
-        "resource no longer served"
-    );
+    eventually("the CRD gone", || async {
+        crds.get(&name).await.is_err_and(|e| is_404(&e))
+    })
+    .await;
+    eventually("the resource no longer served", || async {
+        api.list(&ListParams::default())
+            .await
+            .is_err_and(|e| is_404(&e))
+    })
+    .await;
 }

@@ -1,6 +1,8 @@
 //! Object semantics through a real kube client: optimistic concurrency,
 //! finalizers, garbage collection, namespaces, selectors, pagination,
-//! patches, dry-run, error Status shapes, and TestCluster.
+//! patches, dry-run, immutable fields, error Status shapes, and TestCluster.
+//! Every test holds on the in-process server and on a real cluster
+//! (HWAMEISTOR_TEST_KUBECONFIG) unless it is marked otherwise.
 
 mod common;
 
@@ -9,12 +11,14 @@ use std::collections::BTreeMap;
 use common::*;
 use either::Either;
 use futures::StreamExt;
-use hwameistor_testapi::TestCluster;
+use hwameistor_testapi::{unique_name, TestCluster};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
-    Preconditions, PropagationPolicy,
+    Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
+    PropagationPolicy,
 };
 use kube::Client;
 use serde_json::json;
@@ -46,33 +50,20 @@ fn owner_ref(o: &ObjectMeta, kind: &str) -> OwnerReference {
     }
 }
 
-async fn create_ns(client: &Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    api.create(&PostParams::default(), &ns).await.unwrap();
+fn rv(meta: &ObjectMeta) -> u64 {
+    meta.resource_version.as_deref().unwrap().parse().unwrap()
 }
 
 #[tokio::test]
 async fn stale_resource_version_is_409_conflict() {
-    let (_server, client) = start().await;
-    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let ctx = start().await;
+    let ns = ctx.namespace().await;
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     let created = api
         .create(&PostParams::default(), &cm("c1", &[]))
         .await
         .unwrap();
-    let rv1: u64 = created
-        .metadata
-        .resource_version
-        .clone()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rv1 = rv(&created.metadata);
 
     let mut first = created.clone();
     first.data = Some(BTreeMap::from([("k".into(), "first".into())]));
@@ -80,14 +71,10 @@ async fn stale_resource_version_is_409_conflict() {
         .replace("c1", &PostParams::default(), &first)
         .await
         .unwrap();
-    let rv2: u64 = updated
-        .metadata
-        .resource_version
-        .clone()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(rv2 > rv1, "every write moves the global revision");
+    assert!(
+        rv(&updated.metadata) > rv1,
+        "every write moves the revision"
+    );
 
     let mut stale = created.clone();
     stale.data = Some(BTreeMap::from([("k".into(), "second".into())]));
@@ -111,32 +98,73 @@ async fn stale_resource_version_is_409_conflict() {
     );
     assert_eq!(err.code, 409);
 
-    // Without a resourceVersion the update is unconditional.
+    // Without a resourceVersion the update of a ConfigMap is unconditional.
     stale.metadata.resource_version = None;
     let forced = api
         .replace("c1", &PostParams::default(), &stale)
         .await
         .unwrap();
-    assert_eq!(forced.data.unwrap()["k"], "second");
+    assert_eq!(forced.data.clone().unwrap()["k"], "second");
 
-    // Lists carry the current global revision.
+    // Lists carry a revision at least as new as every write before them
+    // (other writers may have moved it on since, on a shared cluster).
     let list = api.list(&ListParams::default()).await.unwrap();
     let list_rv: u64 = list.metadata.resource_version.unwrap().parse().unwrap();
-    assert_eq!(
-        list_rv,
-        forced
-            .metadata
-            .resource_version
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    );
+    assert!(list_rv >= rv(&forced.metadata), "{list_rv}");
+}
+
+#[tokio::test]
+async fn custom_resources_need_a_resource_version_to_be_replaced() {
+    let ctx = start().await;
+    let api = ctx.local_volumes().await;
+    let created = api
+        .create(
+            &PostParams::default(),
+            &ctx.lv(
+                "r1",
+                json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5}),
+            ),
+        )
+        .await
+        .unwrap();
+    let mut unconditional = created.clone();
+    unconditional.metadata.resource_version = None;
+    unconditional.data["spec"]["replicaNumber"] = json!(2);
+    for result in [
+        api.replace("r1", &PostParams::default(), &unconditional)
+            .await,
+        api.replace_status("r1", &PostParams::default(), &unconditional)
+            .await,
+    ] {
+        let err = api_err(result);
+        assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+        assert_eq!(
+            err.message,
+            format!(
+                "localvolumes.{} \"r1\" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+                ctx.group()
+            )
+        );
+        assert_eq!(
+            err.details.unwrap().causes[0].field,
+            "metadata.resourceVersion"
+        );
+    }
+    // With the version read, the same update goes through.
+    let mut update = created.clone();
+    update.data["spec"]["replicaNumber"] = json!(2);
+    let replaced = api
+        .replace("r1", &PostParams::default(), &update)
+        .await
+        .unwrap();
+    assert_eq!(replaced.data["spec"]["replicaNumber"], 2);
 }
 
 #[tokio::test]
 async fn create_conflicts_generate_name_and_missing_namespace() {
-    let (_server, client) = start().await;
-    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let ctx = start().await;
+    let ns = ctx.namespace().await;
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     api.create(&PostParams::default(), &cm("dup", &[]))
         .await
         .unwrap();
@@ -151,13 +179,14 @@ async fn create_conflicts_generate_name_and_missing_namespace() {
     let name = made.metadata.name.unwrap();
     assert!(name.starts_with("pre-") && name.len() == 9, "{name}");
 
-    let missing: Api<ConfigMap> = Api::namespaced(client.clone(), "nowhere");
+    let nowhere = unique_name("nowhere");
+    let missing: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &nowhere);
     let err = api_err(missing.create(&PostParams::default(), &cm("x", &[])).await);
     assert_eq!(err.code, 404);
-    assert_eq!(err.message, "namespaces \"nowhere\" not found");
+    assert_eq!(err.message, format!("namespaces \"{nowhere}\" not found"));
 
     // default and kube-system exist from the start.
-    let nss: Api<Namespace> = Api::all(client.clone());
+    let nss: Api<Namespace> = Api::all(ctx.client.clone());
     for ns in ["default", "kube-system"] {
         let n = nss.get(ns).await.unwrap();
         assert_eq!(n.status.unwrap().phase.as_deref(), Some("Active"));
@@ -166,9 +195,9 @@ async fn create_conflicts_generate_name_and_missing_namespace() {
 
 #[tokio::test]
 async fn finalizers_hold_deletion_until_removed() {
-    let (_server, client) = start().await;
-    let api = local_volumes(&client).await;
-    let mut obj = lv(
+    let ctx = start().await;
+    let api = ctx.local_volumes().await;
+    let mut obj = ctx.lv(
         "f1",
         json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5}),
     );
@@ -220,13 +249,16 @@ async fn finalizers_hold_deletion_until_removed() {
     .unwrap();
     let err = api_err(api.get("f1").await);
     assert_eq!(err.code, 404);
-    assert_eq!(err.message, "localvolumes.hwameistor.io \"f1\" not found");
+    assert_eq!(
+        err.message,
+        format!("localvolumes.{} \"f1\" not found", ctx.group())
+    );
     assert_eq!(err.details.unwrap().kind, "localvolumes");
 
     // Without finalizers, delete removes at once and returns the object.
     api.create(
         &PostParams::default(),
-        &lv(
+        &ctx.lv(
             "f2",
             json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5}),
         ),
@@ -242,8 +274,9 @@ async fn finalizers_hold_deletion_until_removed() {
 
 #[tokio::test]
 async fn delete_preconditions_are_honoured() {
-    let (_server, client) = start().await;
-    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let ctx = start().await;
+    let ns = ctx.namespace().await;
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     let c = api
         .create(&PostParams::default(), &cm("pre", &[]))
         .await
@@ -279,9 +312,10 @@ async fn delete_preconditions_are_honoured() {
 
 #[tokio::test]
 async fn garbage_collection_cascades_to_dependents() {
-    let (_server, client) = start().await;
-    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
-    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    let ctx = start().await;
+    let ns = ctx.namespace().await;
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let pp = PostParams::default();
     let owner = cms.create(&pp, &cm("owner", &[])).await.unwrap();
     let other = cms.create(&pp, &cm("other", &[])).await.unwrap();
@@ -315,9 +349,21 @@ async fn garbage_collection_cascades_to_dependents() {
             && cms.get_opt("grand").await.unwrap().is_none()
     })
     .await;
-    assert!(cms.get_opt("shared").await.unwrap().is_some());
-    let held = cms.get("held").await.unwrap();
-    assert!(held.metadata.deletion_timestamp.is_some());
+    eventually("the held dependent marked for deletion", || async {
+        cms.get("held")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    })
+    .await;
+    let shared = cms.get("shared").await.unwrap();
+    assert_eq!(
+        shared.metadata.owner_references.unwrap().len(),
+        2,
+        "a dependent with another live owner stays as it was"
+    );
     cms.patch(
         "held",
         &PatchParams::default(),
@@ -337,33 +383,100 @@ async fn garbage_collection_cascades_to_dependents() {
         ..Default::default()
     };
     cms.delete("owner2", &dp).await.unwrap();
-    let orphan = cms.get("orphan").await.unwrap();
-    assert!(orphan
-        .metadata
-        .owner_references
-        .unwrap_or_default()
-        .is_empty());
+    eventually("the orphan released", || async {
+        cms.get("orphan")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    })
+    .await;
+    eventually("the orphaning owner gone", || async {
+        cms.get_opt("owner2").await.unwrap().is_none()
+    })
+    .await;
+    assert!(cms.get_opt("orphan").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn foreground_deletion_waits_for_blocking_dependents() {
+    let ctx = start().await;
+    let ns = ctx.namespace().await;
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let pp = PostParams::default();
+    let owner = cms.create(&pp, &cm("owner", &[])).await.unwrap();
+    let blocking = |name: &str, finalizer: bool| {
+        let mut c = cm(name, &[]);
+        let mut r = owner_ref(&owner.metadata, "ConfigMap");
+        r.block_owner_deletion = Some(true);
+        c.metadata.owner_references = Some(vec![r]);
+        if finalizer {
+            c.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+        }
+        c
+    };
+    cms.create(&pp, &blocking("free", false)).await.unwrap();
+    cms.create(&pp, &blocking("held", true)).await.unwrap();
+
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Foreground),
+        ..Default::default()
+    };
+    cms.delete("owner", &dp).await.unwrap();
+    // The owner stays, deleting, until its blocking dependents are gone.
+    eventually("the free dependent collected", || async {
+        cms.get_opt("free").await.unwrap().is_none()
+    })
+    .await;
+    eventually("the held dependent marked for deletion", || async {
+        cms.get("held")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    })
+    .await;
+    let waiting = cms.get("owner").await.unwrap();
+    assert!(waiting.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        waiting.metadata.finalizers.as_deref(),
+        Some(&["foregroundDeletion".to_string()][..])
+    );
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("the owner gone after its dependents", || async {
+        cms.get_opt("owner").await.unwrap().is_none()
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn deleting_a_namespace_deletes_its_objects() {
-    let (_server, client) = start().await;
-    create_ns(&client, "scratch").await;
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "scratch");
+    let ctx = start().await;
+    let scratch = ctx.namespace().await;
+    let elsewhere_ns = ctx.namespace().await;
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &scratch);
     let pp = PostParams::default();
     cms.create(&pp, &cm("a", &[])).await.unwrap();
     let mut held = cm("held", &[]);
     held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     cms.create(&pp, &held).await.unwrap();
-    let elsewhere: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let elsewhere: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &elsewhere_ns);
     elsewhere.create(&pp, &cm("a", &[])).await.unwrap();
 
-    let nss: Api<Namespace> = Api::all(client.clone());
-    nss.delete("scratch", &DeleteParams::default())
+    let nss: Api<Namespace> = Api::all(ctx.client.clone());
+    nss.delete(&scratch, &DeleteParams::default())
         .await
         .unwrap();
-    assert!(cms.get_opt("a").await.unwrap().is_none());
-    let ns = nss.get("scratch").await.unwrap();
+    let ns = nss.get(&scratch).await.unwrap();
     assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
     let err = api_err(cms.create(&pp, &cm("new", &[])).await);
     assert_eq!(err.code, 403);
@@ -372,6 +485,17 @@ async fn deleting_a_namespace_deletes_its_objects() {
         "{}",
         err.message
     );
+    eventually("the namespace's objects deleted", || async {
+        cms.get_opt("a").await.unwrap().is_none()
+            && cms
+                .get("held")
+                .await
+                .unwrap()
+                .metadata
+                .deletion_timestamp
+                .is_some()
+    })
+    .await;
 
     cms.patch(
         "held",
@@ -380,10 +504,10 @@ async fn deleting_a_namespace_deletes_its_objects() {
     )
     .await
     .unwrap();
-    assert!(
-        nss.get_opt("scratch").await.unwrap().is_none(),
-        "namespace goes once empty"
-    );
+    eventually("the namespace gone once empty", || async {
+        nss.get_opt(&scratch).await.unwrap().is_none()
+    })
+    .await;
     assert!(
         elsewhere.get_opt("a").await.unwrap().is_some(),
         "other namespaces untouched"
@@ -392,32 +516,39 @@ async fn deleting_a_namespace_deletes_its_objects() {
 
 #[tokio::test]
 async fn label_and_field_selectors_filter_lists() {
-    let (_server, client) = start().await;
-    create_ns(&client, "other").await;
+    let ctx = start().await;
+    let first = ctx.settled_namespace().await;
+    let second = ctx.settled_namespace().await;
     let pp = PostParams::default();
+    // Every pod carries the test's label, so lists across all namespaces can
+    // be narrowed to this test's pods on a shared cluster. The pods are bound
+    // to nodes that do not exist and never run.
     let mk = |name: &str, node: &str, labels: &[(&str, &str)]| -> Pod {
+        let mut l: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        l.insert("test".into(), ctx.id.clone());
         serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": labels.iter().cloned().collect::<BTreeMap<_, _>>()},
+            "metadata": {"name": name, "labels": l},
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}
         }))
         .unwrap()
     };
-    let default: Api<Pod> = Api::default_namespaced(client.clone());
-    let other: Api<Pod> = Api::namespaced(client.clone(), "other");
-    default
-        .create(&pp, &mk("p1", "node1", &[("app", "a"), ("tier", "db")]))
+    let one: Api<Pod> = Api::namespaced(ctx.client.clone(), &first);
+    let two: Api<Pod> = Api::namespaced(ctx.client.clone(), &second);
+    let node1 = format!("{}-node1", ctx.id);
+    let node2 = format!("{}-node2", ctx.id);
+    one.create(&pp, &mk("p1", &node1, &[("app", "a"), ("tier", "db")]))
         .await
         .unwrap();
-    default
-        .create(&pp, &mk("p2", "node2", &[("app", "b")]))
+    one.create(&pp, &mk("p2", &node2, &[("app", "b")]))
         .await
         .unwrap();
-    default
-        .create(&pp, &mk("p3", "node1", &[("tier", "web")]))
+    one.create(&pp, &mk("p3", &node1, &[("tier", "web")]))
         .await
         .unwrap();
-    other
-        .create(&pp, &mk("p4", "node1", &[("app", "a")]))
+    two.create(&pp, &mk("p4", &node1, &[("app", "a")]))
         .await
         .unwrap();
 
@@ -428,98 +559,116 @@ async fn label_and_field_selectors_filter_lists() {
             .collect()
     };
     let q = |s: &str| ListParams::default().labels(s);
-    assert_eq!(names(default.list(&q("app=a")).await.unwrap()), ["p1"]);
-    assert_eq!(names(default.list(&q("app==a")).await.unwrap()), ["p1"]);
+    assert_eq!(names(one.list(&q("app=a")).await.unwrap()), ["p1"]);
+    assert_eq!(names(one.list(&q("app==a")).await.unwrap()), ["p1"]);
+    assert_eq!(names(one.list(&q("app!=a")).await.unwrap()), ["p2", "p3"]);
     assert_eq!(
-        names(default.list(&q("app!=a")).await.unwrap()),
-        ["p2", "p3"]
-    );
-    assert_eq!(
-        names(default.list(&q("app in (a,b)")).await.unwrap()),
+        names(one.list(&q("app in (a,b)")).await.unwrap()),
         ["p1", "p2"]
     );
     assert_eq!(
-        names(default.list(&q("app notin (a)")).await.unwrap()),
+        names(one.list(&q("app notin (a)")).await.unwrap()),
         ["p2", "p3"]
     );
-    assert_eq!(names(default.list(&q("tier")).await.unwrap()), ["p1", "p3"]);
-    assert_eq!(names(default.list(&q("!app")).await.unwrap()), ["p3"]);
-    assert_eq!(
-        names(default.list(&q("app,tier=db")).await.unwrap()),
-        ["p1"]
-    );
-    let bad = api_err(default.list(&q("app in (a")).await);
+    assert_eq!(names(one.list(&q("tier")).await.unwrap()), ["p1", "p3"]);
+    assert_eq!(names(one.list(&q("!app")).await.unwrap()), ["p3"]);
+    assert_eq!(names(one.list(&q("app,tier=db")).await.unwrap()), ["p1"]);
+    let bad = api_err(one.list(&q("app in (a")).await);
     assert_eq!(bad.code, 400);
 
     let f = |s: &str| ListParams::default().fields(s);
     assert_eq!(
-        names(default.list(&f("spec.nodeName=node1")).await.unwrap()),
+        names(
+            one.list(&f(&format!("spec.nodeName={node1}")))
+                .await
+                .unwrap()
+        ),
         ["p1", "p3"]
     );
     assert_eq!(
-        names(default.list(&f("metadata.name=p2")).await.unwrap()),
+        names(one.list(&f("metadata.name=p2")).await.unwrap()),
         ["p2"]
     );
     assert_eq!(
         names(
-            default
-                .list(&f("metadata.name!=p2,spec.nodeName==node1"))
+            one.list(&f(&format!("metadata.name!=p2,spec.nodeName=={node1}")))
                 .await
                 .unwrap()
         ),
         ["p1", "p3"]
     );
 
-    // Across all namespaces (/api/v1/pods).
-    let all: Api<Pod> = Api::all(client.clone());
+    // Across all namespaces (/api/v1/pods), narrowed to this test's pods.
+    let all: Api<Pod> = Api::all(ctx.client.clone());
+    let mine = format!("test={}", ctx.id);
+    let mut got = names(all.list(&q(&mine)).await.unwrap());
+    got.sort();
+    assert_eq!(got, ["p1", "p2", "p3", "p4"]);
+    let mut got = names(all.list(&q(&format!("{mine},app=a"))).await.unwrap());
+    got.sort();
+    assert_eq!(got, ["p1", "p4"]);
     assert_eq!(
-        names(all.list(&ListParams::default()).await.unwrap()),
-        ["p1", "p2", "p3", "p4"]
-    );
-    assert_eq!(names(all.list(&q("app=a")).await.unwrap()), ["p1", "p4"]);
-    assert_eq!(
-        names(all.list(&f("metadata.namespace=other")).await.unwrap()),
+        names(
+            all.list(&q(&mine).fields(&format!("metadata.namespace={second}")))
+                .await
+                .unwrap()
+        ),
         ["p4"]
     );
 
-    // Custom resources: metadata fields and declared selectableFields only.
-    let lvs = local_volumes(&client).await;
-    lvs.create(
-        &pp,
-        &lv(
-            "l1",
-            json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 1}),
-        ),
-    )
-    .await
-    .unwrap();
-    lvs.create(
-        &pp,
-        &lv(
-            "l2",
-            json!({"poolName": "LocalStorage_PoolSSD", "requiredCapacityBytes": 1}),
-        ),
-    )
-    .await
-    .unwrap();
-    let got: Vec<String> = lvs
-        .list(&f("spec.poolName=LocalStorage_PoolSSD"))
+    // Custom resources: metadata.name and the CRD's selectableFields only.
+    let lvs = ctx.local_volumes().await;
+    let spec = |pool: &str, node: &str| json!({"poolName": pool, "requiredCapacityBytes": 1, "nodeName": node});
+    lvs.create(&pp, &ctx.lv("l1", spec("LocalStorage_PoolHDD", "n1")))
         .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|o| o.metadata.name.unwrap())
-        .collect();
-    assert_eq!(got, ["l2"]);
+        .unwrap();
+    lvs.create(&pp, &ctx.lv("l2", spec("LocalStorage_PoolSSD", "n2")))
+        .await
+        .unwrap();
+    lvs.create(&pp, &ctx.lv("l3", spec("LocalStorage_PoolSSD", "n1")))
+        .await
+        .unwrap();
+    let lv_names = |sel: String| {
+        let lvs = lvs.clone();
+        async move {
+            lvs.list(&f(&sel))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|o| o.metadata.name.unwrap())
+                .collect::<Vec<String>>()
+        }
+    };
+    assert_eq!(
+        lv_names("spec.poolName=LocalStorage_PoolSSD".into()).await,
+        ["l2", "l3"]
+    );
+    assert_eq!(lv_names("spec.nodeName=n1".into()).await, ["l1", "l3"]);
+    assert_eq!(lv_names("spec.nodeName==n2".into()).await, ["l2"]);
+    assert_eq!(lv_names("spec.nodeName!=n1".into()).await, ["l2"]);
+    assert_eq!(
+        lv_names("spec.nodeName=n1,spec.poolName=LocalStorage_PoolSSD".into()).await,
+        ["l3"]
+    );
+    assert_eq!(lv_names("metadata.name=l2".into()).await, ["l2"]);
     let err = api_err(lvs.list(&f("spec.replicaNumber=1")).await);
-    assert_eq!(err.code, 400);
+    assert_eq!((err.code, err.reason.as_str()), (400, "BadRequest"));
     assert_eq!(err.message, "field label not supported: spec.replicaNumber");
+    // A cluster-scoped resource has no namespace field label.
+    let err = api_err(lvs.list(&f("metadata.namespace=x")).await);
+    assert_eq!(err.code, 400);
+    assert_eq!(err.message, "field label not supported: metadata.namespace");
 }
 
 #[tokio::test]
 async fn lists_paginate_with_limit_and_continue() {
-    let (_server, client) = start().await;
-    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let ctx = start().await;
+    // A real cluster adds its own ConfigMap (kube-root-ca.crt) to every
+    // namespace: the pages count this test's objects among what is there.
+    let ns = ctx.settled_namespace().await;
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let before = api.list(&ListParams::default()).await.unwrap().items.len();
     for i in 0..25 {
         api.create(
             &PostParams::default(),
@@ -531,10 +680,10 @@ async fn lists_paginate_with_limit_and_continue() {
         .await
         .unwrap();
     }
+    let total = before + 25;
     let mut seen = Vec::new();
     let mut token: Option<String> = None;
     let mut pages = 0;
-    let mut first_rv = None;
     loop {
         let mut lp = ListParams::default().limit(10);
         if let Some(t) = &token {
@@ -542,7 +691,6 @@ async fn lists_paginate_with_limit_and_continue() {
         }
         let page = api.list(&lp).await.unwrap();
         pages += 1;
-        first_rv.get_or_insert(page.metadata.resource_version.clone());
         let n = page.items.len();
         seen.extend(page.items.into_iter().map(|c| c.metadata.name.unwrap()));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
@@ -550,24 +698,27 @@ async fn lists_paginate_with_limit_and_continue() {
                 assert_eq!(n, 10);
                 assert_eq!(
                     page.metadata.remaining_item_count,
-                    Some(25 - seen.len() as i64)
+                    Some((total - seen.len()) as i64)
                 );
                 token = Some(c);
             }
             None => break,
         }
     }
-    assert_eq!(pages, 3);
+    assert_eq!(pages, total.div_ceil(10));
+    let mine: Vec<String> = seen.into_iter().filter(|n| n.starts_with("cm-")).collect();
     let want: Vec<String> = (0..25).map(|i| format!("cm-{i:02}")).collect();
-    assert_eq!(seen, want);
+    assert_eq!(mine, want);
 
-    // Pagination combines with selectors.
+    // Pagination combines with selectors; a filtered list cannot count what
+    // remains, so it says nothing about it.
     let page = api
         .list(&ListParams::default().labels("even=y").limit(5))
         .await
         .unwrap();
     assert_eq!(page.items.len(), 5);
-    assert_eq!(page.metadata.remaining_item_count, Some(8));
+    assert!(page.metadata.continue_.is_some_and(|c| !c.is_empty()));
+    assert_eq!(page.metadata.remaining_item_count, None);
     let bad = api_err(
         api.list(&ListParams::default().limit(5).continue_token("garbage"))
             .await,
@@ -577,10 +728,10 @@ async fn lists_paginate_with_limit_and_continue() {
 
 #[tokio::test]
 async fn merge_json_strategic_and_apply_patches() {
-    let (_server, client) = start().await;
-    let api = local_volumes(&client).await;
+    let ctx = start().await;
+    let api = ctx.local_volumes().await;
     let pp = PatchParams::default();
-    api.create(&PostParams::default(), &lv("m1", json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5, "labels": {"a": "1", "b": "2"}})))
+    api.create(&PostParams::default(), &ctx.lv("m1", json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5, "labels": {"a": "1", "b": "2"}})))
         .await
         .unwrap();
 
@@ -597,14 +748,14 @@ async fn merge_json_strategic_and_apply_patches() {
     assert_eq!(o.data["spec"]["replicaNumber"], 2);
 
     // RFC 6902 JSON patch, including a passing and a failing `test`.
-    let path = "/apis/hwameistor.io/v1alpha1/localvolumes/m1";
+    let path = format!("/apis/{}/v1alpha1/localvolumes/m1", ctx.group());
     let ops = json!([
         {"op": "test", "path": "/spec/replicaNumber", "value": 2},
         {"op": "replace", "path": "/spec/replicaNumber", "value": 3},
         {"op": "add", "path": "/spec/labels/d", "value": "4"},
         {"op": "remove", "path": "/spec/labels/b"}
     ]);
-    let o = raw_patch(&client, path, "application/json-patch+json", &ops)
+    let o = raw_patch(&ctx.client, &path, "application/json-patch+json", &ops)
         .await
         .unwrap();
     assert_eq!(o["spec"]["replicaNumber"], 3);
@@ -613,7 +764,7 @@ async fn merge_json_strategic_and_apply_patches() {
         {"op": "test", "path": "/spec/replicaNumber", "value": 1},
         {"op": "replace", "path": "/spec/replicaNumber", "value": 4}
     ]);
-    let err = api_err(raw_patch(&client, path, "application/json-patch+json", &failing).await);
+    let err = api_err(raw_patch(&ctx.client, &path, "application/json-patch+json", &failing).await);
     assert_eq!(err.code, 422);
     assert_eq!(
         api.get("m1").await.unwrap().data["spec"]["replicaNumber"],
@@ -622,14 +773,38 @@ async fn merge_json_strategic_and_apply_patches() {
     );
     let err = api_err(
         raw_patch(
-            &client,
-            path,
+            &ctx.client,
+            &path,
             "application/json-patch+json",
             &json!({"op": "add"}),
         )
         .await,
     );
     assert_eq!(err.code, 400);
+
+    // Custom resources have no patch strategies: a strategic merge patch is
+    // refused for its media type.
+    let err = api_err(
+        api.patch(
+            "m1",
+            &pp,
+            &Patch::Strategic(json!({"spec": {"replicaNumber": 1}})),
+        )
+        .await,
+    );
+    assert_eq!(
+        (err.code, err.reason.as_str()),
+        (415, "UnsupportedMediaType")
+    );
+    assert!(
+        err.message.starts_with("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        api.get("m1").await.unwrap().data["spec"]["replicaNumber"],
+        3
+    );
 
     // A patch producing an invalid object is rejected by the schema.
     let err = api_err(
@@ -642,14 +817,19 @@ async fn merge_json_strategic_and_apply_patches() {
     );
     assert_eq!(err.code, 422);
 
-    // Server-side apply: creates when absent, merges when present.
-    let ssa = PatchParams::apply("test-manager");
+    // Server-side apply: creates when absent; another manager's apply merges
+    // into what the first one set.
+    let apply_body = |spec: serde_json::Value| {
+        Patch::Apply(
+            json!({"apiVersion": format!("{}/v1alpha1", ctx.group()), "kind": "LocalVolume",
+            "metadata": {"name": "m2"}, "spec": spec}),
+        )
+    };
     let applied = api
         .patch(
             "m2",
-            &ssa,
-            &Patch::Apply(json!({"apiVersion": "hwameistor.io/v1alpha1", "kind": "LocalVolume", "metadata": {"name": "m2"},
-                "spec": {"poolName": "LocalStorage_PoolSSD", "requiredCapacityBytes": 7}})),
+            &PatchParams::apply("test-manager"),
+            &apply_body(json!({"poolName": "LocalStorage_PoolSSD", "requiredCapacityBytes": 7})),
         )
         .await
         .unwrap();
@@ -657,23 +837,25 @@ async fn merge_json_strategic_and_apply_patches() {
     let applied = api
         .patch(
             "m2",
-            &ssa.clone().force(),
-            &Patch::Apply(json!({"apiVersion": "hwameistor.io/v1alpha1", "kind": "LocalVolume", "metadata": {"name": "m2"},
-                "spec": {"replicaNumber": 2}})),
+            &PatchParams::apply("other-manager").force(),
+            &apply_body(json!({"replicaNumber": 2})),
         )
         .await
         .unwrap();
     assert_eq!(applied.data["spec"]["replicaNumber"], 2);
     assert_eq!(applied.data["spec"]["poolName"], "LocalStorage_PoolSSD");
     // Apply without a field manager is 422.
-    let req = http::Request::patch("/apis/hwameistor.io/v1alpha1/localvolumes/m2")
+    let req = http::Request::patch(format!("/apis/{}/v1alpha1/localvolumes/m2", ctx.group()))
         .header("Content-Type", "application/apply-patch+yaml")
         .body(
-            b"apiVersion: hwameistor.io/v1alpha1\nkind: LocalVolume\nmetadata:\n  name: m2\n"
-                .to_vec(),
+            format!(
+                "apiVersion: {}/v1alpha1\nkind: LocalVolume\nmetadata:\n  name: m2\n",
+                ctx.group()
+            )
+            .into_bytes(),
         )
         .unwrap();
-    let err = api_err(client.request::<serde_json::Value>(req).await);
+    let err = api_err(ctx.client.request::<serde_json::Value>(req).await);
     assert_eq!(err.code, 422);
     assert!(
         err.message.contains("fieldManager: Required value"),
@@ -681,18 +863,19 @@ async fn merge_json_strategic_and_apply_patches() {
         err.message
     );
     // An unknown patch type is 415.
-    let req = http::Request::patch("/apis/hwameistor.io/v1alpha1/localvolumes/m2")
+    let req = http::Request::patch(format!("/apis/{}/v1alpha1/localvolumes/m2", ctx.group()))
         .header("Content-Type", "application/x-made-up")
         .body(b"{}".to_vec())
         .unwrap();
-    let err = api_err(client.request::<serde_json::Value>(req).await);
+    let err = api_err(ctx.client.request::<serde_json::Value>(req).await);
     assert_eq!(
         (err.code, err.reason.as_str()),
         (415, "UnsupportedMediaType")
     );
 
-    // Strategic merge patch on a built-in (approximated as merge patch).
-    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    // Strategic merge patch on a built-in.
+    let ns = ctx.settled_namespace().await;
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     cms.create(&PostParams::default(), &cm("s", &[("x", "1")]))
         .await
         .unwrap();
@@ -706,10 +889,13 @@ async fn merge_json_strategic_and_apply_patches() {
         .unwrap();
     assert_eq!(c.metadata.labels.unwrap().len(), 2);
     assert_eq!(c.data.unwrap().len(), 2);
-    // Strategic merge patch merges keyed lists on built-ins (pod conditions by type).
-    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    // Strategic merge patch merges keyed lists on built-ins (pod conditions
+    // by type). No scheduler by that name exists, so nothing else writes the
+    // pod's conditions on a real cluster; the finalizers are removed by the
+    // test's cleanup there.
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "finalizers": ["a/b"]},
-        "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+        "spec": {"schedulerName": "hwameistor-tests-no-scheduler", "containers": [{"name": "c", "image": "i"}]}}))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
     let set_condition = |t: &str, st: &str| {
@@ -753,6 +939,13 @@ async fn merge_json_strategic_and_apply_patches() {
         ["a/b", "c/d"],
         "finalizers merge as a set"
     );
+    pods.patch(
+        "p",
+        &pp,
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
 
     // Patching what does not exist is 404 (only apply creates).
     assert_eq!(
@@ -767,9 +960,8 @@ async fn merge_json_strategic_and_apply_patches() {
 
 #[tokio::test]
 async fn dry_run_validates_but_stores_nothing() {
-    let (server, client) = start().await;
-    let api = local_volumes(&client).await;
-    let rv_before = server.resource_version();
+    let ctx = start().await;
+    let api = ctx.local_volumes().await;
     let dry = PostParams {
         dry_run: true,
         ..Default::default()
@@ -777,7 +969,7 @@ async fn dry_run_validates_but_stores_nothing() {
     let o = api
         .create(
             &dry,
-            &lv(
+            &ctx.lv(
                 "d1",
                 json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5}),
             ),
@@ -792,23 +984,22 @@ async fn dry_run_validates_but_stores_nothing() {
     let err = api_err(
         api.create(
             &dry,
-            &lv("d1", json!({"poolName": "X", "requiredCapacityBytes": 5})),
+            &ctx.lv("d1", json!({"poolName": "X", "requiredCapacityBytes": 5})),
         )
         .await,
     );
     assert_eq!(err.code, 422);
-    assert_eq!(server.resource_version(), rv_before);
 
-    api.create(
-        &PostParams::default(),
-        &lv(
-            "d2",
-            json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5}),
-        ),
-    )
-    .await
-    .unwrap();
-    let rv = server.resource_version();
+    let stored = api
+        .create(
+            &PostParams::default(),
+            &ctx.lv(
+                "d2",
+                json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5}),
+            ),
+        )
+        .await
+        .unwrap();
     let dpp = PatchParams {
         dry_run: true,
         ..Default::default()
@@ -839,43 +1030,262 @@ async fn dry_run_validates_but_stores_nothing() {
     )
     .await
     .unwrap();
-    assert!(api.get_opt("d2").await.unwrap().is_some());
-    assert_eq!(server.resource_version(), rv, "dry runs write nothing");
+    let after = api.get("d2").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, stored.metadata.resource_version,
+        "dry runs write nothing"
+    );
+}
+
+#[tokio::test]
+async fn immutable_fields_of_built_ins_are_refused_on_update() {
+    let ctx = start().await;
+    let pp = PostParams::default();
+    let patch = PatchParams::default();
+
+    // CSIDriver: attachRequired and volumeLifecycleModes are fixed at creation
+    // (the real server's error path reads "attachedRequired").
+    let drivers: Api<CSIDriver> = Api::all(ctx.client.clone());
+    let driver = format!("{}.csi.hwameistor.io", ctx.id);
+    ctx.cleanup
+        .object(format!("/apis/storage.k8s.io/v1/csidrivers/{driver}"));
+    let created = drivers
+        .create(
+            &pp,
+            &serde_json::from_value(
+                json!({"metadata": {"name": driver}, "spec": {"podInfoOnMount": false}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        created.spec.attach_required,
+        Some(true),
+        "attachRequired defaults to true"
+    );
+    // Naming a default is no change; podInfoOnMount may change.
+    drivers
+        .patch(
+            &driver,
+            &patch,
+            &Patch::Merge(json!({"spec": {"attachRequired": true, "podInfoOnMount": true}})),
+        )
+        .await
+        .unwrap();
+    let err = api_err(
+        drivers
+            .patch(
+                &driver,
+                &patch,
+                &Patch::Merge(json!({"spec": {"attachRequired": false}})),
+            )
+            .await,
+    );
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        err.message,
+        format!("CSIDriver.storage.k8s.io \"{driver}\" is invalid: spec.attachedRequired: Invalid value: false: field is immutable")
+    );
+    let err = api_err(
+        drivers
+            .patch(
+                &driver,
+                &patch,
+                &Patch::Merge(json!({"spec": {"volumeLifecycleModes": ["Ephemeral"]}})),
+            )
+            .await,
+    );
+    assert_eq!(err.code, 422);
+    assert_eq!(
+        err.details.unwrap().causes[0].field,
+        "spec.volumeLifecycleModes"
+    );
+
+    // StorageClass: provisioner, parameters, reclaimPolicy, volumeBindingMode.
+    let classes: Api<StorageClass> = Api::all(ctx.client.clone());
+    let class = format!("{}-class", ctx.id);
+    ctx.cleanup
+        .object(format!("/apis/storage.k8s.io/v1/storageclasses/{class}"));
+    classes
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": class},
+                "provisioner": "lvm.hwameistor.io", "parameters": {"poolClass": "HDD"}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    classes
+        .patch(
+            &class,
+            &patch,
+            &Patch::Merge(json!({"allowVolumeExpansion": true, "reclaimPolicy": "Delete"})),
+        )
+        .await
+        .expect("allowVolumeExpansion may change; Delete is the default");
+    for (change, field, message) in [
+        (
+            json!({"parameters": {"poolClass": "SSD"}}),
+            "parameters",
+            "parameters: Forbidden: updates to parameters are forbidden.",
+        ),
+        (
+            json!({"provisioner": "other.example.com"}),
+            "provisioner",
+            "provisioner: Forbidden: updates to provisioner are forbidden.",
+        ),
+        (
+            json!({"reclaimPolicy": "Retain"}),
+            "reclaimPolicy",
+            "reclaimPolicy: Forbidden: updates to reclaimPolicy are forbidden.",
+        ),
+        (
+            json!({"volumeBindingMode": "WaitForFirstConsumer"}),
+            "volumeBindingMode",
+            // How the value is printed varies between Kubernetes versions.
+            "volumeBindingMode: Invalid value: ",
+        ),
+    ] {
+        let err = api_err(classes.patch(&class, &patch, &Patch::Merge(change)).await);
+        assert_eq!(err.code, 422, "{field}");
+        assert_eq!(err.details.unwrap().causes[0].field, field);
+        let prefix = format!("StorageClass.storage.k8s.io \"{class}\" is invalid: ");
+        if message.ends_with(": ") {
+            assert!(
+                err.message.starts_with(&format!("{prefix}{message}"))
+                    && err.message.ends_with("field is immutable"),
+                "{}",
+                err.message
+            );
+        } else {
+            assert_eq!(err.message, format!("{prefix}{message}"));
+        }
+    }
+
+    // Workloads: the selector of Deployments and DaemonSets; a StatefulSet's
+    // spec beyond replicas, template, update strategy and a few more.
+    let ns = ctx.namespace().await;
+    let template = |app: &str| {
+        json!({"metadata": {"labels": {"app": app, "v": "1"}},
+               "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    };
+    let workload = |app: &str| {
+        json!({"metadata": {"name": app},
+               "spec": {"replicas": 0, "selector": {"matchLabels": {"app": app}}, "template": template(app)}})
+    };
+    let selector_change = json!({"spec": {"selector": {"matchLabels": {"app": "x", "v": "1"}}}});
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    deployments
+        .create(&pp, &serde_json::from_value(workload("d")).unwrap())
+        .await
+        .unwrap();
+    deployments
+        .patch(
+            "d",
+            &patch,
+            &Patch::Merge(json!({"spec": {"replicas": 0, "minReadySeconds": 1}})),
+        )
+        .await
+        .unwrap();
+    let err = api_err(
+        deployments
+            .patch("d", &patch, &Patch::Merge(selector_change.clone()))
+            .await,
+    );
+    assert_eq!(err.code, 422);
+    let cause = &err.details.unwrap().causes[0];
+    assert_eq!(cause.field, "spec.selector");
+    assert!(
+        cause.message.ends_with("field is immutable"),
+        "{}",
+        cause.message
+    );
+
+    let sets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut ds = workload("ds");
+    ds["spec"].as_object_mut().unwrap().remove("replicas");
+    sets.create(&pp, &serde_json::from_value(ds).unwrap())
+        .await
+        .unwrap();
+    let err = api_err(
+        sets.patch("ds", &patch, &Patch::Merge(selector_change.clone()))
+            .await,
+    );
+    assert_eq!(err.code, 422);
+    assert_eq!(err.details.unwrap().causes[0].field, "spec.selector");
+
+    let stateful: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut sts = workload("sts");
+    sts["spec"]["serviceName"] = json!("sts");
+    stateful
+        .create(&pp, &serde_json::from_value(sts).unwrap())
+        .await
+        .unwrap();
+    stateful
+        .patch(
+            "sts",
+            &patch,
+            &Patch::Merge(json!({"spec": {"replicas": 0, "minReadySeconds": 2}})),
+        )
+        .await
+        .unwrap();
+    let err = api_err(
+        stateful
+            .patch(
+                "sts",
+                &patch,
+                &Patch::Merge(json!({"spec": {"serviceName": "other"}})),
+            )
+            .await,
+    );
+    assert_eq!(err.code, 422);
+    let cause = &err.details.unwrap().causes[0];
+    assert_eq!(cause.field, "spec");
+    assert!(
+        cause.message.starts_with("Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy'"),
+        "{}",
+        cause.message
+    );
 }
 
 #[tokio::test]
 async fn errors_are_status_objects_with_http_codes() {
-    let (server, client) = start().await;
-    // 401 without the right token.
-    let wrong = server
-        .kubeconfig_yaml("127.0.0.1")
-        .replace(server.token(), "wrong-token");
-    let kc = kube::config::Kubeconfig::from_yaml(&wrong).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+    let ctx = start().await;
+    let ns = ctx.namespace().await;
+    // 401 with a token the server does not know (the cluster's own TLS
+    // settings, but neither its token nor its client certificate).
+    let kubeconfig = ctx.cluster.kubeconfig_yaml("127.0.0.1").unwrap();
+    let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .unwrap();
+    cfg.auth_info = kube::config::AuthInfo {
+        token: Some("wrong-token".to_string().into()),
+        ..Default::default()
+    };
     let bad_client = Client::try_from(cfg).unwrap();
     let nss: Api<Namespace> = Api::all(bad_client);
     let err = api_err(nss.list(&ListParams::default()).await);
     assert_eq!((err.code, err.reason.as_str()), (401, "Unauthorized"));
 
     // 400 for an undecodable body.
-    let req = http::Request::post("/api/v1/namespaces/default/configmaps")
+    let req = http::Request::post(format!("/api/v1/namespaces/{ns}/configmaps"))
         .header("Content-Type", "application/json")
         .body(b"{not json".to_vec())
         .unwrap();
-    let err = api_err(client.request::<serde_json::Value>(req).await);
+    let err = api_err(ctx.client.request::<serde_json::Value>(req).await);
     assert_eq!((err.code, err.reason.as_str()), (400, "BadRequest"));
 
     // 404 for an unknown resource path and a missing object.
-    let req = http::Request::get("/apis/nope.io/v1/things")
+    let req = http::Request::get(format!("/apis/{}/v1/things", ctx.group()))
         .body(vec![])
         .unwrap();
     assert_eq!(
-        api_err(client.request::<serde_json::Value>(req).await).code,
+        api_err(ctx.client.request::<serde_json::Value>(req).await).code,
         404
     );
-    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     let err = api_err(cms.get("missing").await);
     assert_eq!(err.message, "configmaps \"missing\" not found");
     assert_eq!(
@@ -884,12 +1294,12 @@ async fn errors_are_status_objects_with_http_codes() {
     );
 
     // 405 for a verb the path does not take.
-    let req = http::Request::post("/api/v1/namespaces/default/configmaps/x")
+    let req = http::Request::post(format!("/api/v1/namespaces/{ns}/configmaps/x"))
         .header("Content-Type", "application/json")
         .body(b"{}".to_vec())
         .unwrap();
     assert_eq!(
-        api_err(client.request::<serde_json::Value>(req).await).code,
+        api_err(ctx.client.request::<serde_json::Value>(req).await).code,
         405
     );
 
@@ -904,10 +1314,10 @@ async fn errors_are_status_objects_with_http_codes() {
     assert_eq!(err.code, 400);
 
     // The raw body is a v1 Status.
-    let req = http::Request::get("/api/v1/namespaces/default/configmaps/missing")
+    let req = http::Request::get(format!("/api/v1/namespaces/{ns}/configmaps/missing"))
         .body(vec![])
         .unwrap();
-    let resp = client.send(req.map(Into::into)).await.unwrap();
+    let resp = ctx.client.send(req.map(Into::into)).await.unwrap();
     assert_eq!(resp.status().as_u16(), 404);
     let body = http_body_util::BodyExt::collect(resp.into_body())
         .await
@@ -924,12 +1334,13 @@ async fn errors_are_status_objects_with_http_codes() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    real_cluster,
+    ignore = "checks the kubeconfig of the in-process server TestCluster starts without HWAMEISTOR_TEST_KUBECONFIG"
+)]
 async fn test_cluster_local_and_kubeconfig_path() {
     let cluster = TestCluster::start().await.unwrap();
-    if cluster.is_real() {
-        eprintln!("HWAMEISTOR_TEST_KUBECONFIG is set; the local-server checks do not apply");
-        return;
-    }
+    assert!(!cluster.is_real());
     let yaml = cluster.kubeconfig_yaml("10.0.2.2").unwrap();
     let port = cluster.local().unwrap().addr().port();
     assert!(
@@ -941,6 +1352,10 @@ async fn test_cluster_local_and_kubeconfig_path() {
     let client = cluster.client().await.unwrap();
     let nss: Api<Namespace> = Api::all(client);
     assert!(nss.get("default").await.is_ok());
+    assert!(
+        !cluster.cleanup().is_active(),
+        "nothing to clean up locally"
+    );
 
     // The Real variant reads a kubeconfig file; point it at the local server.
     let dir = tempfile::tempdir().unwrap();
@@ -954,19 +1369,24 @@ async fn test_cluster_local_and_kubeconfig_path() {
         kubeconfig: path.clone(),
     };
     assert!(real.is_real());
+    assert!(real.cleanup().is_active());
     let api: Api<Namespace> = Api::all(real.client().await.unwrap());
     assert!(api.get("kube-system").await.is_ok());
     assert_eq!(
         real.kubeconfig_yaml("ignored").unwrap(),
         std::fs::read_to_string(&path).unwrap()
     );
-    let _unused: Option<DynamicObject> = None;
 }
 
 #[tokio::test]
+#[cfg_attr(
+    real_cluster,
+    ignore = "measures the in-process server's speed with 2000 objects"
+)]
 async fn thousands_of_objects_stay_fast() {
-    let (_server, client) = start().await;
-    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let ctx = start().await;
+    let ns = ctx.namespace().await;
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     let started = std::time::Instant::now();
     let results: Vec<_> = futures::stream::iter(0..2000)
         .map(|i| {

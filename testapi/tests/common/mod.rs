@@ -1,30 +1,213 @@
-//! Shared fixtures for the integration tests: a started server, a kube
-//! client, and a LocalVolume-like CRD exercising the schema features.
+//! Shared fixtures for the integration tests: a test context on the
+//! in-process server or on the real cluster HWAMEISTOR_TEST_KUBECONFIG names,
+//! with names of its own, and a LocalVolume-like CRD exercising the schema
+//! features.
+//!
+//! Every test works in namespaces it creates and on CRDs of a group of its
+//! own (`<id>.testapi.hwameistor.io`), so tests can run in parallel on one
+//! shared cluster, twice in a row, and never touch the project's real CRDs.
+//! What a test creates is deleted when its context is dropped (on a real
+//! cluster; the in-process server goes with the test).
 
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-use hwameistor_testapi::{ServerOptions, TestApiServer};
+use hwameistor_testapi::{unique_name, Cleanup, ServerOptions, TestApiServer, TestCluster};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch, PatchParams,
+    PostParams,
+};
 use kube::Client;
 use serde_json::{json, Value};
 
-pub async fn start() -> (TestApiServer, Client) {
-    start_with(ServerOptions::default()).await
+/// One test's view of its cluster. Field order matters: the cleanup guard is
+/// dropped first, while the in-process server (if any) still runs.
+pub struct Ctx {
+    pub cleanup: Cleanup,
+    pub client: Client,
+    /// This test's own suffix: its CRD group and namespaces carry it.
+    pub id: String,
+    pub cluster: TestCluster,
 }
 
-pub async fn start_with(opts: ServerOptions) -> (TestApiServer, Client) {
+/// A context on the cluster the environment selects.
+pub async fn start() -> Ctx {
+    let cluster = TestCluster::start().await.expect("cluster starts");
+    ctx(cluster).await
+}
+
+/// A context on a fresh in-process server with these options (tests that
+/// need the server's knobs are ignored on a real cluster).
+pub async fn start_local(opts: ServerOptions) -> Ctx {
     let server = TestApiServer::start(opts).await.expect("server starts");
-    let client = server.client().await.expect("client builds");
-    (server, client)
+    ctx(TestCluster::Local(server)).await
 }
 
-pub const GROUP: &str = "hwameistor.io";
+async fn ctx(cluster: TestCluster) -> Ctx {
+    let client = cluster.client().await.expect("client builds");
+    Ctx {
+        cleanup: cluster.cleanup(),
+        client,
+        id: unique_name("t"),
+        cluster,
+    }
+}
 
-/// Cluster-scoped LocalVolume, served at v1alpha1 (storage) and v1beta1.
-pub fn local_volume_crd() -> Value {
+/// Who applies the tests' CRDs.
+pub const FIELD_MANAGER: &str = "hwameistor-testapi-tests";
+
+impl Ctx {
+    pub fn is_real(&self) -> bool {
+        self.cluster.is_real()
+    }
+
+    /// The in-process server, for tests that are ignored on a real cluster.
+    pub fn server(&self) -> &TestApiServer {
+        self.cluster
+            .local()
+            .expect("this test runs on the in-process server only")
+    }
+
+    /// This test's API group for custom resources.
+    pub fn group(&self) -> String {
+        format!("{}.testapi.hwameistor.io", self.id)
+    }
+
+    pub fn ar(&self, kind: &str, plural: &str, version: &str) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(&self.group(), version, kind),
+            plural,
+        )
+    }
+
+    pub fn lv_ar(&self) -> ApiResource {
+        self.ar("LocalVolume", "localvolumes", "v1alpha1")
+    }
+
+    /// `LocalVolume.<group>` as the server names the kind in messages.
+    pub fn lv_kind(&self) -> String {
+        format!("LocalVolume.{}", self.group())
+    }
+
+    pub fn lv_crd_name(&self) -> String {
+        format!("localvolumes.{}", self.group())
+    }
+
+    /// A namespace of this test's own, deleted at the end.
+    pub async fn namespace(&self) -> String {
+        let name = unique_name(&self.id);
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        self.cleanup.namespace(&name);
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace created");
+        name
+    }
+
+    /// A namespace the controller manager has finished setting up, on a real
+    /// cluster: the `default` ServiceAccount exists (the ServiceAccount
+    /// admission refuses pods before) and so does the `kube-root-ca.crt`
+    /// ConfigMap (which would otherwise appear in the middle of a test).
+    pub async fn settled_namespace(&self) -> String {
+        let ns = self.namespace().await;
+        if self.is_real() {
+            let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &ns);
+            let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
+            eventually(
+                "the namespace's default ServiceAccount and root CA",
+                || async {
+                    sas.get_opt("default").await.ok().flatten().is_some()
+                        && cms
+                            .get_opt("kube-root-ca.crt")
+                            .await
+                            .ok()
+                            .flatten()
+                            .is_some()
+                },
+            )
+            .await;
+        }
+        ns
+    }
+
+    /// Apply a CRD (server-side apply: idempotent), wait until it is
+    /// Established and its resource served, and delete it at the end.
+    pub async fn install_crd(&self, crd: Value) -> CustomResourceDefinition {
+        let crd: CustomResourceDefinition =
+            serde_json::from_value(crd).expect("CRD fixture parses");
+        let name = crd.metadata.name.clone().expect("CRD fixture has a name");
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        self.cleanup.crd(&name);
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("CRD applied");
+        eventually("the CRD to be Established", || async {
+            api.get(&name).await.is_ok_and(|c| established(&c))
+        })
+        .await;
+        let version = crd
+            .spec
+            .versions
+            .iter()
+            .find(|v| v.served)
+            .map(|v| v.name.clone())
+            .expect("a served version");
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(&crd.spec.group, &version, &crd.spec.names.kind),
+            &crd.spec.names.plural,
+        );
+        let objects: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+        eventually("the custom resource to be served", || async {
+            objects.list(&ListParams::default().limit(1)).await.is_ok()
+        })
+        .await;
+        api.get(&name).await.expect("CRD readable")
+    }
+
+    /// Install this test's LocalVolume CRD and return an API for it.
+    pub async fn local_volumes(&self) -> Api<DynamicObject> {
+        self.install_crd(local_volume_crd(&self.group())).await;
+        Api::all_with(self.client.clone(), &self.lv_ar())
+    }
+
+    /// A LocalVolume object of this test's group.
+    pub fn lv(&self, name: &str, spec: Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": format!("{}/v1alpha1", self.group()),
+            "kind": "LocalVolume",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .expect("object parses")
+    }
+}
+
+pub fn established(crd: &CustomResourceDefinition) -> bool {
+    crd.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        })
+}
+
+/// Cluster-scoped LocalVolume in `group`, served at v1alpha1 (storage) and v1beta1.
+pub fn local_volume_crd(group: &str) -> Value {
     let schema = json!({
         "type": "object",
         "properties": {
@@ -44,6 +227,7 @@ pub fn local_volume_crd() -> Value {
                     "size": {"x-kubernetes-int-or-string": true, "anyOf": [{"type": "integer"}, {"type": "string"}]},
                     "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                     "note": {"type": "string", "nullable": true},
+                    "nodeName": {"type": "string"},
                     "template": {"type": "object", "x-kubernetes-embedded-resource": true, "x-kubernetes-preserve-unknown-fields": true},
                     "ratio": {"type": "number", "minimum": 0.5}
                 }
@@ -64,7 +248,7 @@ pub fn local_volume_crd() -> Value {
             "storage": storage,
             "schema": {"openAPIV3Schema": schema.clone()},
             "subresources": {"status": {}},
-            "selectableFields": [{"jsonPath": ".spec.poolName"}],
+            "selectableFields": [{"jsonPath": ".spec.poolName"}, {"jsonPath": ".spec.nodeName"}],
             "additionalPrinterColumns": [
                 {"name": "Pool", "type": "string", "jsonPath": ".spec.poolName"},
                 {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicaNumber"},
@@ -76,9 +260,9 @@ pub fn local_volume_crd() -> Value {
     json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "localvolumes.hwameistor.io"},
+        "metadata": {"name": format!("localvolumes.{group}")},
         "spec": {
-            "group": GROUP,
+            "group": group,
             "names": {"kind": "LocalVolume", "plural": "localvolumes", "shortNames": ["lv"], "categories": ["hwameistor"]},
             "scope": "Cluster",
             "versions": [version("v1alpha1", true), version("v1beta1", false)]
@@ -86,14 +270,14 @@ pub fn local_volume_crd() -> Value {
     })
 }
 
-/// Namespaced LocalDisk without a status subresource.
-pub fn local_disk_crd() -> Value {
+/// Namespaced LocalDisk in `group`, without a status subresource.
+pub fn local_disk_crd(group: &str) -> Value {
     json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "localdisks.hwameistor.io"},
+        "metadata": {"name": format!("localdisks.{group}")},
         "spec": {
-            "group": GROUP,
+            "group": group,
             "names": {"kind": "LocalDisk", "plural": "localdisks", "shortNames": ["ld"]},
             "scope": "Namespaced",
             "versions": [{
@@ -104,38 +288,6 @@ pub fn local_disk_crd() -> Value {
     })
 }
 
-pub fn ar(kind: &str, plural: &str, version: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, version, kind), plural)
-}
-
-pub fn lv_ar() -> ApiResource {
-    ar("LocalVolume", "localvolumes", "v1alpha1")
-}
-
-pub async fn install_crd(client: &Client, crd: Value) -> CustomResourceDefinition {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition = serde_json::from_value(crd).expect("CRD fixture parses");
-    api.create(&PostParams::default(), &crd)
-        .await
-        .expect("CRD created")
-}
-
-/// Install the LocalVolume CRD and return an API for it.
-pub async fn local_volumes(client: &Client) -> Api<DynamicObject> {
-    install_crd(client, local_volume_crd()).await;
-    Api::all_with(client.clone(), &lv_ar())
-}
-
-pub fn lv(name: &str, spec: Value) -> DynamicObject {
-    serde_json::from_value(json!({
-        "apiVersion": "hwameistor.io/v1alpha1",
-        "kind": "LocalVolume",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("object parses")
-}
-
 /// The Status of a failed call, or a panic naming what happened instead.
 pub fn api_err<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> kube::core::Status {
     match r {
@@ -144,19 +296,24 @@ pub fn api_err<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> kube::core::Sta
     }
 }
 
-/// Wait (bounded) for a condition on the server.
+/// Wait (bounded) for a condition on the server. The in-process server is
+/// synchronous; on a real cluster controllers (garbage collector, namespace
+/// and CRD finalizers) and caches need a moment, so the bound is generous.
 pub async fn eventually<F, Fut>(what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..100 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
         if f().await {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("timed out waiting for {what}");
 }
 
 pub fn rv_of(o: &DynamicObject) -> u64 {
