@@ -333,7 +333,7 @@ async fn xfs_volume_lifecycle_with_every_call_repeated() {
         }))
         .await
         .expect_err("device too small");
-    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.code(), Code::OutOfRange);
 
     for _ in 0..2 {
         svc.node_unpublish_volume(Request::new(unpublish_req(&fx, "rw")))
@@ -648,6 +648,7 @@ async fn bad_requests_get_the_spec_codes() {
             .code(),
         Code::InvalidArgument
     );
+    // A mode the driver cannot serve "exceeds capabilities".
     let mut r = stage_req(&fx, mount_cap("xfs", Mode::MultiNodeMultiWriter));
     r.volume_id = "x".into();
     assert_eq!(
@@ -656,7 +657,7 @@ async fn bad_requests_get_the_spec_codes() {
             .map(drop)
             .unwrap_err()
             .code(),
-        Code::InvalidArgument
+        Code::FailedPrecondition
     );
     let mut r = stage_req(&fx, cap.clone());
     r.publish_context

@@ -5,6 +5,14 @@
 //! formatted only when `blkid -p` finds no signature on it at all; a device that carries
 //! anything else (another filesystem, a partition table, an LVM label) is refused, never
 //! reformatted.
+//!
+//! # Error codes
+//!
+//! As the spec's tables say: a missing field is InvalidArgument; a capability the volume
+//! or the driver cannot serve is FailedPrecondition at stage and publish ("exceeds
+//! capabilities") and InvalidArgument at expand; a device or volume path that does not
+//! exist is NotFound; a target already holding something else is AlreadyExists; a second
+//! call for a volume while one runs is Aborted.
 
 pub mod host;
 pub mod mountinfo;
@@ -42,6 +50,36 @@ fn absolute(field: &str, p: &str) -> Result<PathBuf, Status> {
     let path = PathBuf::from(p);
     if !path.is_absolute() {
         return Err(invalid(format!("{field} {p:?} must be an absolute path")));
+    }
+    Ok(path)
+}
+
+/// A capability at stage or publish: a missing one, or one missing its parts, is an
+/// invalid request; one the driver cannot serve "exceeds capabilities", which the spec
+/// answers with FailedPrecondition for these two calls.
+fn node_capability(cap: Option<&VolumeCapability>) -> Result<capability::Requested, Status> {
+    use capability::CapabilityError as E;
+    capability::check(cap).map_err(|e| match e {
+        E::Missing | E::NoAccessType | E::NoAccessMode => invalid(e.to_string()),
+        E::Mode(_) | E::FsType(_) | E::Mixed | E::MountGroup(_) => precondition(e.to_string()),
+    })
+}
+
+/// A volume path for stats or expansion: a path with nothing at it names no volume
+/// (NotFound, whether or not it is absolute); one that exists must be absolute.
+fn existing_volume_path(p: &str) -> Result<PathBuf, Status> {
+    if p.is_empty() {
+        return Err(missing("volume_path"));
+    }
+    let path = PathBuf::from(p);
+    // symlink_metadata: a dangling link at the path is still something there.
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Err(not_found(format!("volume path {p} does not exist")));
+    }
+    if !path.is_absolute() {
+        return Err(invalid(format!(
+            "volume_path {p:?} must be an absolute path"
+        )));
     }
     Ok(path)
 }
@@ -98,16 +136,17 @@ impl NodeService {
         let numbers = self.existing_device(dev)?;
         mkdir_all(staging)?;
         if let Some(m) = self.host.mount_at(staging)? {
-            if (m.major, m.minor) == numbers {
+            if (m.major, m.minor) == numbers && m.read_only() == read_only {
                 return Ok(());
             }
             return Err(Status::new(
                 Code::AlreadyExists,
                 format!(
-                    "{} is already a mount of {} ({}), not of {}",
+                    "{} is already a mount of {} ({}, read-only {}), incompatible with staging {} read-only {read_only}",
                     staging.display(),
                     m.source,
                     m.fs_type,
+                    m.read_only(),
                     dev.display()
                 ),
             ));
@@ -243,12 +282,18 @@ impl Node for NodeService {
         let req = request.into_inner();
         require("volume_id", &req.volume_id)?;
         let staging = absolute("staging_target_path", &req.staging_target_path)?;
-        let cap = capability::check(req.volume_capability.as_ref())?;
+        let cap = node_capability(req.volume_capability.as_ref())?;
         let _guard = self.in_flight.begin(&req.volume_id)?;
         let dev = device_from(&req.publish_context)?;
         match cap.access {
             // A raw block volume is bind-mounted straight from the device at publish.
             Access::Block => {
+                if let Some(fs) = volume_fs(&req.publish_context, &req.volume_context) {
+                    return Err(precondition(format!(
+                        "volume {} is an {fs} filesystem volume; it cannot be used as a raw block device",
+                        req.volume_id
+                    )));
+                }
                 self.existing_device(&dev)?;
             }
             Access::Mount { fs, flags } => {
@@ -291,12 +336,24 @@ impl Node for NodeService {
         let req = request.into_inner();
         require("volume_id", &req.volume_id)?;
         let target = absolute("target_path", &req.target_path)?;
+        if req.staging_target_path.is_empty() {
+            // STAGE_UNSTAGE_VOLUME is offered: the spec's code for a publish without it.
+            return Err(precondition(
+                "staging_target_path is not set; the volume must be staged first",
+            ));
+        }
         let staging = absolute("staging_target_path", &req.staging_target_path)?;
-        let cap = capability::check(req.volume_capability.as_ref())?;
+        let cap = node_capability(req.volume_capability.as_ref())?;
         let read_only = req.readonly || cap.read_only;
         let _guard = self.in_flight.begin(&req.volume_id)?;
         match cap.access {
             Access::Block => {
+                if let Some(fs) = volume_fs(&req.publish_context, &req.volume_context) {
+                    return Err(precondition(format!(
+                        "volume {} is an {fs} filesystem volume; it cannot be used as a raw block device",
+                        req.volume_id
+                    )));
+                }
                 let dev = device_from(&req.publish_context)?;
                 self.publish_block(&dev, &target, read_only).await?;
             }
@@ -343,7 +400,7 @@ impl Node for NodeService {
     ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
         let req = request.into_inner();
         require("volume_id", &req.volume_id)?;
-        let path = absolute("volume_path", &req.volume_path)?;
+        let path = existing_volume_path(&req.volume_path)?;
         let meta = std::fs::metadata(&path)
             .map_err(|_| not_found(format!("volume path {} does not exist", path.display())))?;
         use std::os::unix::fs::FileTypeExt;
@@ -389,13 +446,7 @@ impl Node for NodeService {
     ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
         let req = request.into_inner();
         require("volume_id", &req.volume_id)?;
-        let path = absolute("volume_path", &req.volume_path)?;
-        if !path.exists() {
-            return Err(not_found(format!(
-                "volume path {} does not exist",
-                path.display()
-            )));
-        }
+        let path = existing_volume_path(&req.volume_path)?;
         let required = req
             .capacity_range
             .as_ref()
@@ -427,10 +478,15 @@ impl Node for NodeService {
             let numbers = (m.major, m.minor);
             let size = self.host.device_size(numbers)?;
             if required > size {
-                return Err(precondition(format!(
-                    "device {} is {size} bytes, smaller than the {required} bytes requested: the controller has not grown it yet",
-                    m.source
-                )));
+                // Not FailedPrecondition: for this call that means "volume in use, never
+                // retry". The range cannot be met by this device (yet): OutOfRange.
+                return Err(Status::new(
+                    Code::OutOfRange,
+                    format!(
+                        "device {} is {size} bytes, smaller than the {required} bytes requested: the controller has not grown it",
+                        m.source
+                    ),
+                ));
             }
             self.host
                 .grow(&m.fs_type, &m.source, Path::new(&m.mount_point))
@@ -476,6 +532,18 @@ impl Node for NodeService {
             }),
         }))
     }
+}
+
+/// The filesystem a volume was created with, from the contexts the controller filled in.
+fn volume_fs<'a>(
+    publish_context: &'a HashMap<String, String>,
+    volume_context: &'a HashMap<String, String>,
+) -> Option<&'a str> {
+    publish_context
+        .get(VOLUME_CONTEXT_FS_TYPE)
+        .or_else(|| volume_context.get(VOLUME_CONTEXT_FS_TYPE))
+        .map(String::as_str)
+        .filter(|fs| !fs.is_empty())
 }
 
 fn condition(present: bool, dev: &Path) -> VolumeCondition {
