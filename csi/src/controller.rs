@@ -5,6 +5,22 @@
 //! Ready (or the controller reports that no node has room, which becomes
 //! ResourceExhausted after the LocalVolume is removed again). Every call is idempotent:
 //! repeating it finds the object it created and waits for the same outcome.
+//!
+//! # Volume names and ids
+//!
+//! A CSI volume name may be any string; the LocalVolume is named
+//! [`volume_object_name`]`(name)` (the name itself when it is a valid object name, else a
+//! readable prefix and a hash), the original name is kept in the annotation
+//! [`ANNOTATION_CSI_NAME`] when it differs, and the object name is the volume id. An id
+//! that is no valid object name cannot name a volume of ours: it is answered as an unknown
+//! volume without asking the API server (which would refuse it as InvalidArgument).
+//!
+//! # Capabilities
+//!
+//! CREATE_DELETE_VOLUME, PUBLISH_UNPUBLISH_VOLUME, LIST_VOLUMES,
+//! LIST_VOLUMES_PUBLISHED_NODES, GET_CAPACITY, EXPAND_VOLUME and GET_VOLUME are offered
+//! and work; snapshots, clones, VOLUME_CONDITION and MODIFY_VOLUME are not offered and
+//! their RPCs answer Unimplemented.
 
 use crate::capability::{self, Access};
 use crate::csi::controller_server::Controller;
@@ -13,18 +29,20 @@ use crate::errors::{
     internal, invalid, kube_status, missing, not_found, precondition, size_status,
 };
 use crate::params::{self, FsType};
-use crate::{capacity, topology, PUBLISH_DEVICE_PATH, VOLUME_CONTEXT_FS_TYPE};
+use crate::{topology, PUBLISH_DEVICE_PATH, VOLUME_CONTEXT_FS_TYPE};
 use hwameistor_api::replica::replica_name;
-use hwameistor_api::volume::{CONDITION_SCHEDULED, REASON_NO_CAPACITY};
+use hwameistor_api::volume::{ANNOTATION_CSI_NAME, CONDITION_SCHEDULED, REASON_NO_CAPACITY};
 use hwameistor_api::{
     Accessibility, LocalStorageNode, LocalVolume, LocalVolumeReplica, LocalVolumeSpec, PoolClass,
     VolumeKind, VolumeState,
 };
+use hwameistor_core::naming::{is_plain_volume_name, volume_object_name};
+use hwameistor_core::placement;
 use hwameistor_core::sizing::{self, VolumeAccess};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, ResourceExt};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tonic::{Code, Request, Response, Status};
 
@@ -118,6 +136,16 @@ fn access_of(lv: &LocalVolume) -> VolumeAccess {
     }
 }
 
+/// Whether a volume of kind `have` serves the access `asked`.
+fn serves(asked: &Access, have: VolumeAccess) -> bool {
+    match (asked, have) {
+        (Access::Block, VolumeAccess::Block) => true,
+        (Access::Mount { fs: None, .. }, VolumeAccess::Filesystem(_)) => true,
+        (Access::Mount { fs: Some(a), .. }, VolumeAccess::Filesystem(b)) => *a == b,
+        _ => false,
+    }
+}
+
 fn volume_message(lv: &LocalVolume) -> Volume {
     Volume {
         capacity_bytes: lv.spec.required_capacity_bytes,
@@ -131,6 +159,22 @@ fn volume_message(lv: &LocalVolume) -> Volume {
         content_source: None,
         accessible_topology: nodes_of(lv).iter().map(|n| topology::of_node(n)).collect(),
     }
+}
+
+fn published_nodes(lv: &LocalVolume) -> Vec<String> {
+    lv.status
+        .as_ref()
+        .and_then(|s| s.published_node.clone())
+        .into_iter()
+        .collect()
+}
+
+/// The CSI volume name a LocalVolume was created for.
+pub fn csi_name_of(lv: &LocalVolume) -> String {
+    lv.annotations()
+        .get(ANNOTATION_CSI_NAME)
+        .cloned()
+        .unwrap_or_else(|| lv.name_any())
 }
 
 fn pool_class_of(lv: &LocalVolume) -> Option<PoolClass> {
@@ -154,7 +198,12 @@ impl ControllerService {
         Api::all(self.client.clone())
     }
 
+    /// The volume with id `name`, if it exists.
     async fn get_volume(&self, name: &str) -> Result<Option<LocalVolume>, Status> {
+        if !is_plain_volume_name(name) {
+            // Every id this driver hands out is a plain name (see the module docs).
+            return Ok(None);
+        }
         self.volumes()
             .get_opt(name)
             .await
@@ -168,6 +217,29 @@ impl ControllerService {
             .await
             .map_err(|e| kube_status("listing LocalStorageNodes", e))?
             .items)
+    }
+
+    /// The inputs of the controller's placement: nodes, and every replica placed so far.
+    async fn placement_state(
+        &self,
+    ) -> Result<(Vec<placement::NodeView>, Vec<placement::Placed>), Status> {
+        let nodes = self.list_nodes().await?;
+        let volumes = self
+            .volumes()
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| kube_status("listing LocalVolumes", e))?
+            .items;
+        let replicas = self
+            .replicas()
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| kube_status("listing LocalVolumeReplicas", e))?
+            .items;
+        Ok((
+            placement::node_views(&nodes),
+            placement::placed_replicas(&volumes, &replicas),
+        ))
     }
 
     /// Waits until `name` is Ready, gone, unschedulable or being deleted.
@@ -266,13 +338,39 @@ impl ControllerService {
     }
 }
 
-/// Whether an existing volume satisfies a repeated CreateVolume.
-fn compatible(
+/// Whether an existing volume satisfies a repeated CreateVolume for `csi_name`.
+pub fn compatible(
     existing: &LocalVolume,
+    csi_name: &str,
     want: &LocalVolumeSpec,
     range: &CapacityRange,
 ) -> Result<(), Status> {
+    let recorded = csi_name_of(existing);
+    if recorded != csi_name {
+        // Two names mapped to one object name: never hand one volume out for both.
+        return Err(Status::new(
+            Code::AlreadyExists,
+            format!(
+                "volume name {csi_name:?} maps to LocalVolume {}, which already belongs to volume name {recorded:?}; use another name",
+                existing.name_any()
+            ),
+        ));
+    }
     let e = &existing.spec;
+    let placed = nodes_of(existing);
+    if !want.accessibility.nodes.is_empty()
+        && !placed.is_empty()
+        && !placed.iter().any(|n| want.accessibility.nodes.contains(n))
+    {
+        return Err(Status::new(
+            Code::AlreadyExists,
+            format!(
+                "volume {} exists on {placed:?}, outside the requested topology {:?}",
+                existing.name_any(),
+                want.accessibility.nodes
+            ),
+        ));
+    }
     let size_ok = e.required_capacity_bytes >= range.required_bytes
         && (range.limit_bytes == 0 || e.required_capacity_bytes <= range.limit_bytes);
     if e.pool_name != want.pool_name
@@ -298,6 +396,11 @@ fn compatible(
 /// The spec CreateVolume writes and the size rule's input, from a request. Pure.
 pub fn volume_spec(req: &CreateVolumeRequest) -> Result<LocalVolumeSpec, Status> {
     require("name", &req.name)?;
+    if !req.mutable_parameters.is_empty() {
+        return Err(invalid(
+            "mutable parameters are not supported (MODIFY_VOLUME is not offered)",
+        ));
+    }
     if req.volume_content_source.is_some() {
         return Err(invalid(
             "volume content sources (snapshots, clones) are not supported",
@@ -356,24 +459,26 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         let spec = volume_spec(&req)?;
         let range = req.capacity_range.clone().unwrap_or_default();
-        let name = req.name.clone();
+        let name = volume_object_name(&req.name);
         match self.get_volume(&name).await? {
-            Some(existing) => compatible(&existing, &spec, &range)?,
+            Some(existing) => compatible(&existing, &req.name, &spec, &range)?,
             None => {
-                let class = PoolClass::from_pool_name(&spec.pool_name).unwrap_or(PoolClass::Hdd);
-                let nodes = self.list_nodes().await?;
-                // Refuse early, creating nothing, when no node reports room.
-                capacity::check_fits(
-                    &nodes,
-                    class,
-                    spec.required_capacity_bytes,
-                    &spec.accessibility.nodes,
-                )
-                .map_err(|why| Status::new(Code::ResourceExhausted, why))?;
-                let lv = LocalVolume::new(&name, spec.clone());
+                // No early refusal here: whether a pool has room is decided once, by the
+                // controller's placement (hwameistor_core::placement::place, which also
+                // counts volumes placed but not reported yet and the per-pool volume limit
+                // only the controller knows). A volume it cannot place gets NoCapacity,
+                // which wait_settled turns into ResourceExhausted after removing the object;
+                // a second, advisory check here could only disagree with it.
+                let mut lv = LocalVolume::new(&name, spec.clone());
+                if name != req.name {
+                    lv.metadata.annotations = Some(BTreeMap::from([(
+                        ANNOTATION_CSI_NAME.to_string(),
+                        req.name.clone(),
+                    )]));
+                }
                 match self.volumes().create(&PostParams::default(), &lv).await {
                     Ok(_) => {
-                        tracing::info!(volume = %name, bytes = spec.required_capacity_bytes, pool = %spec.pool_name, "LocalVolume created")
+                        tracing::info!(volume = %name, csi_name = %req.name, bytes = spec.required_capacity_bytes, pool = %spec.pool_name, "LocalVolume created")
                     }
                     Err(kube::Error::Api(s)) if s.code == 409 => {
                         // A concurrent repeat of this call won the race; it must ask for the same.
@@ -381,7 +486,7 @@ impl Controller for ControllerService {
                             .get_volume(&name)
                             .await?
                             .ok_or_else(|| Status::new(Code::Aborted, "volume vanished; retry"))?;
-                        compatible(&existing, &spec, &range)?;
+                        compatible(&existing, &req.name, &spec, &range)?;
                     }
                     Err(e) => return Err(kube_status("creating LocalVolume", e)),
                 }
@@ -500,10 +605,11 @@ impl Controller for ControllerService {
     ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
         let req = request.into_inner();
         require("volume_id", &req.volume_id)?;
-        let lv = self
-            .get_volume(&req.volume_id)
-            .await?
-            .ok_or_else(|| not_found(format!("volume {} does not exist", req.volume_id)))?;
+        // A volume that is gone is published nowhere: the spec asks for OK then, so a
+        // detach retried after the volume was deleted completes.
+        let Some(lv) = self.get_volume(&req.volume_id).await? else {
+            return Ok(Response::new(ControllerUnpublishVolumeResponse {}));
+        };
         let published = lv.status.as_ref().and_then(|s| s.published_node.clone());
         // An empty node id means "from every node".
         if published.is_some()
@@ -535,16 +641,14 @@ impl Controller for ControllerService {
                 if !req.mutable_parameters.is_empty() {
                     return Err("mutable parameters are not supported".to_string());
                 }
-                match (access, access_of(&lv)) {
-                    (Access::Block, VolumeAccess::Block) => Ok(()),
-                    (Access::Mount { fs: None, .. }, VolumeAccess::Filesystem(_)) => Ok(()),
-                    (Access::Mount { fs: Some(a), .. }, VolumeAccess::Filesystem(b)) if a == b => {
-                        Ok(())
-                    }
-                    (a, b) => Err(format!(
-                        "volume {} is {b:?}; it cannot serve {a:?}",
+                let have = access_of(&lv);
+                if serves(&access, have) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "volume {} is {have:?}; it cannot serve {access:?}",
                         req.volume_id
-                    )),
+                    ))
                 }
             });
         Ok(Response::new(match verdict {
@@ -612,12 +716,8 @@ impl Controller for ControllerService {
             .map(|lv| list_volumes_response::Entry {
                 volume: Some(volume_message(lv)),
                 status: Some(list_volumes_response::VolumeStatus {
-                    published_node_ids: lv
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.published_node.clone())
-                        .into_iter()
-                        .collect(),
+                    published_node_ids: published_nodes(lv),
+                    // VOLUME_CONDITION is not offered.
                     volume_condition: None,
                 }),
             })
@@ -633,21 +733,33 @@ impl Controller for ControllerService {
         request: Request<GetCapacityRequest>,
     ) -> Result<Response<GetCapacityResponse>, Status> {
         let req = request.into_inner();
-        for cap in &req.volume_capabilities {
-            capability::check(Some(cap))?;
-        }
+        let access = if req.volume_capabilities.is_empty() {
+            None
+        } else {
+            Some(capability::check_all(&req.volume_capabilities)?)
+        };
         let params = params::parse(&req.parameters)?;
         let node = req
             .accessible_topology
             .as_ref()
             .map(|t| topology::node_of(t).ok_or(topology::NoNodeKey))
             .transpose()?;
-        let nodes = self.list_nodes().await?;
-        let available_capacity = capacity::available(&nodes, params.pool_class, node);
+        let (nodes, placed) = self.placement_state().await?;
+        let room = placement::available(&nodes, params.pool_class, &placed, node);
+        // The smallest volume these capabilities allow (xfs has a floor of its own); without
+        // capabilities the filesystem is not known, so no minimum is claimed.
+        let minimum_volume_size = access.map(|a| {
+            let fs = match a {
+                Access::Block => return VolumeAccess::Block.min_bytes(),
+                Access::Mount { fs, .. } => fs.or(params.fs_type).unwrap_or_default(),
+            };
+            VolumeAccess::Filesystem(fs).min_bytes()
+        });
         Ok(Response::new(GetCapacityResponse {
-            available_capacity,
-            maximum_volume_size: None,
-            minimum_volume_size: None,
+            available_capacity: room.total,
+            // A volume lives in one pool: none larger than the roomiest pool fits.
+            maximum_volume_size: Some(room.largest),
+            minimum_volume_size,
         }))
     }
 
@@ -663,6 +775,7 @@ impl Controller for ControllerService {
             Type::GetCapacity,
             Type::ExpandVolume,
             Type::ListVolumesPublishedNodes,
+            Type::GetVolume,
         ]
         .into_iter()
         .map(|t| ControllerServiceCapability {
@@ -691,18 +804,44 @@ impl Controller for ControllerService {
             .get_volume(&req.volume_id)
             .await?
             .ok_or_else(|| not_found(format!("volume {} does not exist", req.volume_id)))?;
-        let access = match req.volume_capability.as_ref() {
-            Some(cap) => match capability::check(Some(cap))?.access {
-                Access::Block => VolumeAccess::Block,
-                Access::Mount { .. } => access_of(&lv),
-            },
-            None => access_of(&lv),
-        };
+        if lv.metadata.deletion_timestamp.is_some() {
+            return Err(not_found(format!(
+                "volume {} is being deleted",
+                req.volume_id
+            )));
+        }
+        let nodes = nodes_of(&lv);
+        if nodes.is_empty() {
+            // Still being created: an operation is pending for the volume.
+            return Err(Status::new(
+                Code::Aborted,
+                format!("volume {} is not placed yet; retry", req.volume_id),
+            ));
+        }
+        let access = access_of(&lv);
+        if let Some(cap) = req.volume_capability.as_ref() {
+            let asked = capability::check(Some(cap))?.access;
+            if !serves(&asked, access) {
+                return Err(invalid(format!(
+                    "volume {} is {access:?}; it cannot serve {asked:?}",
+                    req.volume_id
+                )));
+            }
+        }
         let node_expansion_required = access != VolumeAccess::Block;
         let want = sizing::volume_size(range.required_bytes, range.limit_bytes, access)
             .map_err(size_status)?;
         let have = lv.spec.required_capacity_bytes;
         let name = lv.name_any();
+        if range.limit_bytes > 0 && range.limit_bytes < have {
+            return Err(Status::new(
+                Code::OutOfRange,
+                format!(
+                    "volume {name} is {have} bytes; it cannot shrink to limit_bytes {}",
+                    range.limit_bytes
+                ),
+            ));
+        }
         if want > have {
             let class = pool_class_of(&lv).ok_or_else(|| {
                 internal(format!(
@@ -710,15 +849,20 @@ impl Controller for ControllerService {
                     lv.spec.pool_name
                 ))
             })?;
-            let nodes = self.list_nodes().await?;
-            for node in nodes_of(&lv) {
-                capacity::check_fits(&nodes, class, want - have, std::slice::from_ref(&node))
-                    .map_err(|why| {
-                        Status::new(
-                            Code::ResourceExhausted,
-                            format!("cannot grow {name} by {} bytes: {why}", want - have),
-                        )
-                    })?;
+            // The controller's rule: the volume's own allocation is its to grow into, and
+            // what is promised to other volumes but not reported yet is not free.
+            let (views, placed) = self.placement_state().await?;
+            for node in &nodes {
+                placement::check_growth(&views, node, class, &placed, &name, want).map_err(
+                    |why| {
+                        let code = match why {
+                            placement::GrowthError::NoRoom { .. } => Code::ResourceExhausted,
+                            // The node may come back: retry later.
+                            _ => Code::Unavailable,
+                        };
+                        Status::new(code, format!("cannot grow {name} to {want} bytes: {why}"))
+                    },
+                )?;
             }
             let patch = serde_json::json!({
                 "metadata": { "resourceVersion": lv.metadata.resource_version },
@@ -790,9 +934,22 @@ impl Controller for ControllerService {
 
     async fn controller_get_volume(
         &self,
-        _r: Request<ControllerGetVolumeRequest>,
+        request: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
-        Err(Status::unimplemented("GET_VOLUME is not offered"))
+        let req = request.into_inner();
+        require("volume_id", &req.volume_id)?;
+        let lv = self
+            .get_volume(&req.volume_id)
+            .await?
+            .ok_or_else(|| not_found(format!("volume {} does not exist", req.volume_id)))?;
+        Ok(Response::new(ControllerGetVolumeResponse {
+            volume: Some(volume_message(&lv)),
+            status: Some(controller_get_volume_response::VolumeStatus {
+                published_node_ids: published_nodes(&lv),
+                // VOLUME_CONDITION is not offered.
+                volume_condition: None,
+            }),
+        }))
     }
 
     async fn controller_modify_volume(

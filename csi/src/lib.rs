@@ -61,7 +61,6 @@
 #![allow(clippy::result_large_err)]
 
 pub mod capability;
-pub mod capacity;
 pub mod controller;
 pub mod errors;
 pub use hwameistor_hostexec as exec;
