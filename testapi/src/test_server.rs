@@ -113,6 +113,12 @@ impl TestApiServer {
     }
 
     /// A kube client built from the kubeconfig (real TLS and token path).
+    /// Watch events (not bookmarks) delivered so far by every test API server of this
+    /// process (benchmarks take differences).
+    pub fn watch_events_sent(&self) -> u64 {
+        crate::watch::EVENTS_SENT.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub async fn client(&self) -> Result<kube::Client, Error> {
         let kc = Kubeconfig::from_yaml(&self.kubeconfig_yaml("127.0.0.1"))?;
         let config =

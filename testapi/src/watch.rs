@@ -142,6 +142,10 @@ pub struct WatchSession {
     pub initial_end_rv: Option<u64>,
 }
 
+/// Watch events (not bookmarks) delivered by every server of this process, for benchmarks
+/// that count what a client receives.
+pub static EVENTS_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// One watch event line.
 pub fn event_line(kind: &str, object: &Value) -> Bytes {
     let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
@@ -177,6 +181,7 @@ pub async fn run(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let send = |kind: EventType, obj: &Arc<Value>, api_version: &str| {
+        EVENTS_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         event_line(kind.as_str(), &at_version(obj, api_version))
     };
     for (kind, obj) in std::mem::take(&mut s.initial) {
