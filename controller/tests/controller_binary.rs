@@ -13,7 +13,7 @@ use hwameistor_csi::csi::volume_capability::{
 };
 use hwameistor_csi::csi::{
     CapacityRange, CreateVolumeRequest, GetPluginCapabilitiesRequest, GetPluginInfoRequest,
-    VolumeCapability,
+    ProbeRequest, VolumeCapability,
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
@@ -162,6 +162,13 @@ async fn binary_leads_serves_csi_and_metrics_and_releases_on_sigterm() {
         3,
         "controller service, accessibility constraints, online expansion"
     );
+    // Leading means the API server answers and the election loop runs: Probe says ready.
+    let probe = IdentityClient::new(ch.clone())
+        .probe(ProbeRequest {})
+        .await
+        .expect("probe")
+        .into_inner();
+    assert_eq!(probe.ready, Some(true));
     let created = ControllerClient::new(ch)
         .create_volume(CreateVolumeRequest {
             name: "pvc-bin".into(),

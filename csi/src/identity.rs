@@ -1,20 +1,27 @@
-//! The CSI identity service: who the plugin is and what it offers.
+//! The CSI identity service: who the plugin is, what it offers, and whether it is ready
+//! (as the binary's [`ReadinessSource`] says).
 
 use crate::csi::identity_server::Identity;
 use crate::csi::*;
+use crate::readiness::{Readiness, ReadinessSource};
 use hwameistor_api::CSI_DRIVER_NAME;
 use std::collections::HashMap;
-use tonic::{Request, Response, Status};
+use std::sync::Arc;
+use tonic::{Code, Request, Response, Status};
 
 pub struct IdentityService {
     /// Whether this process serves the controller service too; the node plugin does not,
     /// and says so.
     controller: bool,
+    readiness: Arc<dyn ReadinessSource>,
 }
 
 impl IdentityService {
-    pub fn new(controller: bool) -> Self {
-        IdentityService { controller }
+    pub fn new(controller: bool, readiness: Arc<dyn ReadinessSource>) -> Self {
+        IdentityService {
+            controller,
+            readiness,
+        }
     }
 }
 
@@ -63,6 +70,51 @@ impl Identity for IdentityService {
         &self,
         _request: Request<ProbeRequest>,
     ) -> Result<Response<ProbeResponse>, Status> {
-        Ok(Response::new(ProbeResponse { ready: Some(true) }))
+        match self.readiness.readiness() {
+            Readiness::Ready => Ok(Response::new(ProbeResponse { ready: Some(true) })),
+            Readiness::Starting(why) => {
+                tracing::debug!(%why, "probe: not ready yet");
+                Ok(Response::new(ProbeResponse { ready: Some(false) }))
+            }
+            // The spec's code for "plugin not healthy" and "missing required dependency".
+            Readiness::Unhealthy(why) => Err(Status::new(
+                Code::FailedPrecondition,
+                format!("not healthy: {why}"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn probe_answers_what_the_source_says() {
+        let now = Arc::new(Mutex::new(Readiness::Starting("API not reached".into())));
+        let source = {
+            let now = now.clone();
+            move || now.lock().map(|r| r.clone()).unwrap_or(Readiness::Ready)
+        };
+        let svc = IdentityService::new(true, Arc::new(source));
+        let probe = || async { svc.probe(Request::new(ProbeRequest {})).await };
+        assert_eq!(
+            probe().await.map(|r| r.into_inner().ready).ok(),
+            Some(Some(false))
+        );
+        *now.lock().expect("lock") = Readiness::Ready;
+        assert_eq!(
+            probe().await.map(|r| r.into_inner().ready).ok(),
+            Some(Some(true))
+        );
+        *now.lock().expect("lock") = Readiness::Unhealthy("LVM cannot be read".into());
+        let err = probe().await.expect_err("unhealthy");
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert!(
+            err.message().contains("LVM cannot be read"),
+            "{}",
+            err.message()
+        );
     }
 }

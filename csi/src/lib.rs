@@ -5,7 +5,8 @@
 //!   make them real.
 //! - [`node::NodeService`] (run inside `hwameistor-agent`) formats, mounts, bind-mounts,
 //!   grows and measures volumes on the node, through one executor boundary ([`exec`]).
-//! - [`identity::IdentityService`] and [`server`] serve them on a Unix socket.
+//! - [`identity::IdentityService`] and [`server`] serve them on a Unix socket; Probe answers
+//!   from a [`readiness::ReadinessSource`] the binary supplies.
 //!
 //! # CSI bindings
 //!
@@ -68,6 +69,7 @@ pub mod identity;
 pub mod in_flight;
 pub mod node;
 pub mod params;
+pub mod readiness;
 pub mod server;
 pub mod topology;
 

@@ -11,6 +11,7 @@ use hwameistor_csi::exec::HostExecutor;
 use hwameistor_csi::identity::IdentityService;
 use hwameistor_csi::node::host::Host;
 use hwameistor_csi::node::NodeService;
+use hwameistor_csi::readiness::Readiness;
 use hwameistor_csi::server::{serve, Services};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +26,20 @@ async fn identity_and_node_services_answer_on_the_socket() {
     std::fs::write(&sock, b"stale").expect("stale file");
     let endpoint = format!("unix://{}", sock.display());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // Not ready until the test says so: Probe must answer what the binary's source says.
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let source = {
+        let ready = ready.clone();
+        move || {
+            if ready.load(std::sync::atomic::Ordering::SeqCst) {
+                Readiness::Ready
+            } else {
+                Readiness::Starting("warming up".into())
+            }
+        }
+    };
     let services = Services {
-        identity: IdentityService::new(false),
+        identity: IdentityService::new(false, Arc::new(source)),
         controller: None,
         node: Some(NodeService::new(
             "node-7".into(),
@@ -66,6 +79,16 @@ async fn identity_and_node_services_answer_on_the_socket() {
         .into_inner();
     assert_eq!(info.name, CSI_DRIVER_NAME);
     assert_eq!(info.vendor_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        identity
+            .probe(ProbeRequest {})
+            .await
+            .expect("probe")
+            .into_inner()
+            .ready,
+        Some(false)
+    );
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(
         identity
             .probe(ProbeRequest {})

@@ -8,6 +8,7 @@ use hwameistor_agent::discovery::{HostDisks, HostRoots};
 use hwameistor_agent::exec::{HostExecutor, HostMode};
 use hwameistor_agent::lvm::LvmCli;
 use hwameistor_agent::{claim_controller, replica_controller, scanner};
+use hwameistor_csi::readiness::{ApiReachability, Readiness, ReadinessSource};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +53,10 @@ struct Args {
 /// mounts run in this container's mount namespace (the kubelet directory is mounted with
 /// bidirectional propagation), so it always uses direct host commands, whatever
 /// `--host-mode` the LVM side uses.
-async fn csi_node(args: &Args) -> Result<(), hwameistor_csi::errors::ServeError> {
+async fn csi_node(
+    args: &Args,
+    readiness: Arc<dyn hwameistor_csi::readiness::ReadinessSource>,
+) -> Result<(), hwameistor_csi::errors::ServeError> {
     use hwameistor_csi::{
         exec::HostExecutor,
         identity::IdentityService,
@@ -64,7 +68,7 @@ async fn csi_node(args: &Args) -> Result<(), hwameistor_csi::errors::ServeError>
     };
     let host = Host::new(Arc::new(HostExecutor::direct(args.command_timeout)));
     let services = server::Services {
-        identity: IdentityService::new(false),
+        identity: IdentityService::new(false, readiness),
         controller: None,
         node: Some(NodeService::new(
             args.node_name.clone(),
@@ -106,7 +110,20 @@ async fn main() -> anyhow::Result<()> {
         Tuning::default(),
     );
     tracing::info!(node = %args.node_name, version = env!("CARGO_PKG_VERSION"), "agent starting");
-    let csi = csi_node(&args);
+    // CSI Probe: ready when LVM answered its last read and the API server answers.
+    let api = ApiReachability::new(Duration::from_secs(60));
+    tokio::spawn(api.clone().run(ctx.client.clone(), Duration::from_secs(10)));
+    let readiness = {
+        let lvm = ctx.lvm.clone();
+        move || {
+            let lvm = match lvm.health() {
+                Ok(()) => Readiness::Ready,
+                Err(e) => Readiness::Unhealthy(e),
+            };
+            Readiness::all([lvm, api.readiness()])
+        }
+    };
+    let csi = csi_node(&args, Arc::new(readiness));
     tokio::select! {
         r = csi => {
             if let Err(e) = r {

@@ -3,11 +3,12 @@
 use anyhow::Context as _;
 use clap::Parser;
 use hwameistor_controller::leader::{Elector, ElectorConfig};
-use hwameistor_controller::metrics::{self, Health, HealthLimits, Metrics};
+use hwameistor_controller::metrics::{self, Health, HealthLimits, Metrics, Unhealthy};
 use hwameistor_controller::volume_reconciler::{self, Scope};
 use hwameistor_core::placement::Policy;
 use hwameistor_csi::controller::{ControllerService, Timeouts};
 use hwameistor_csi::identity::IdentityService;
+use hwameistor_csi::readiness::Readiness;
 use hwameistor_csi::server::{self, Services};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,6 +66,16 @@ struct Args {
 fn parse_scope(s: &str) -> Result<Scope, String> {
     s.parse()
         .map_err(|e: volume_reconciler::ScopeError| e.to_string())
+}
+
+/// What CSI Probe answers: the same health as /readyz. An API server not reached since
+/// start is "still starting" (ready: false); anything else unhealthy is FailedPrecondition.
+fn probe_readiness(health: &Health) -> Readiness {
+    match health.readiness() {
+        Ok(()) => Readiness::Ready,
+        Err(e @ Unhealthy::ApiNeverReached { .. }) => Readiness::Starting(e.to_string()),
+        Err(e) => Readiness::Unhealthy(e.to_string()),
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -139,7 +150,10 @@ async fn main() -> anyhow::Result<()> {
         expand: args.csi_timeout,
     };
     let services = Services {
-        identity: IdentityService::new(true),
+        identity: IdentityService::new(true, {
+            let health = health.clone();
+            Arc::new(move || probe_readiness(&health))
+        }),
         controller: Some(ControllerService::new(client.clone(), timeouts)),
         node: None,
     };
