@@ -42,10 +42,18 @@ const EVENT_NOTE_LIMIT: usize = 1024;
 /// (`key=value[,key=value...]`) on LocalStorageNodes.
 ///
 /// A scoped controller places volumes only on matching nodes and acts only on LocalVolumes
-/// pinned to them: every node a volume names (its accessibility, and its placement once it
-/// has one) must match, and it must name at least one. A volume naming no node, or nodes of
-/// two partitions, belongs to no scoped controller. Several scoped controllers with
-/// disjoint selectors (and no unscoped one) thus never act on the same object.
+/// pinned to them. The nodes a volume is pinned to are where it is placed, or before that
+/// the nodes its accessibility allows. It is in scope when it is pinned to at least one
+/// node and none of them is a LocalStorageNode outside the scope:
+///
+/// - pinned to no node (unplaced, any node allowed): no scoped controller acts on it;
+/// - pinned to nodes of another partition (even one of them): not this one's;
+/// - pinned only to nodes that have no LocalStorageNode: every scoped controller takes it.
+///   It cannot be placed anywhere, and each reports the same NoCapacity reason, so a CSI
+///   request for it fails fast instead of timing out.
+///
+/// Several scoped controllers with disjoint selectors (and no unscoped one) thus never both
+/// place or change a volume that can live on some node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scope {
     labels: BTreeMap<String, String>,
@@ -122,19 +130,24 @@ impl Scope {
     }
 }
 
-/// Every node a volume names: where it may go and where it is.
-fn named_nodes(v: &LocalVolume) -> BTreeSet<&str> {
-    let placed = v
+/// The nodes a volume is pinned to: where it is placed, or before that where it may go.
+/// Once placed, only the placement counts: a node named in the accessibility that later
+/// joins another partition must not orphan a volume living on this one's node.
+fn pinned_nodes(v: &LocalVolume) -> BTreeSet<&str> {
+    let placed: BTreeSet<&str> = v
         .spec
         .config
         .iter()
-        .flat_map(|c| c.replicas.iter().map(|r| r.hostname.as_str()));
+        .flat_map(|c| c.replicas.iter().map(|r| r.hostname.as_str()))
+        .collect();
+    if !placed.is_empty() {
+        return placed;
+    }
     v.spec
         .accessibility
         .nodes
         .iter()
         .map(String::as_str)
-        .chain(placed)
         .collect()
 }
 
@@ -185,21 +198,22 @@ impl Context {
         })
     }
 
-    /// Whether this controller acts on `v` (see [`Scope`]). Reads the named nodes fresh, so
+    /// Whether this controller acts on `v` (see [`Scope`]). Reads the pinned nodes fresh, so
     /// the answer never depends on a cache that has not caught up.
     async fn in_scope(&self, v: &LocalVolume) -> Result<bool, kube::Error> {
         let Some(scope) = &self.scope else {
             return Ok(true);
         };
-        let named = named_nodes(v);
-        if named.is_empty() {
+        let pinned = pinned_nodes(v);
+        if pinned.is_empty() {
             return Ok(false);
         }
         let nodes: Api<LocalStorageNode> = Api::all(self.client.clone());
-        for name in named {
-            match nodes.get_opt(name).await? {
-                Some(n) if scope.matches(n.labels()) => {}
-                _ => return Ok(false),
+        for name in pinned {
+            if let Some(n) = nodes.get_opt(name).await? {
+                if !scope.matches(n.labels()) {
+                    return Ok(false);
+                }
             }
         }
         Ok(true)
@@ -247,8 +261,9 @@ fn truncate(mut s: String, limit: usize) -> String {
     s
 }
 
-/// Whether `v` already reports exactly this placement failure. Writing it again would only
-/// move lastTransitionTime, and that write would wake the volume again: a loop.
+/// Whether `v` already reports exactly this placement failure. Writing it again on every
+/// retry or wake-up would move lastTransitionTime (which marks a change of status),
+/// repeat the Warning event, and wake the volume once more with its own write.
 fn reports_no_room(v: &LocalVolume, why: &str) -> bool {
     let Some(st) = v.status.as_ref() else {
         return false;
@@ -716,10 +731,16 @@ mod tests {
     }
 
     #[test]
-    fn a_volume_names_its_allowed_and_its_placed_nodes() {
-        let v = volume("v", &["a", "b"], Some("c"));
-        assert_eq!(named_nodes(&v), BTreeSet::from(["a", "b", "c"]));
-        assert!(named_nodes(&volume("v", &[], None)).is_empty());
+    fn a_volume_is_pinned_where_it_is_placed_or_else_where_it_may_go() {
+        assert_eq!(
+            pinned_nodes(&volume("v", &["a", "b"], None)),
+            BTreeSet::from(["a", "b"])
+        );
+        assert_eq!(
+            pinned_nodes(&volume("v", &["a", "b"], Some("a"))),
+            BTreeSet::from(["a"])
+        );
+        assert!(pinned_nodes(&volume("v", &[], None)).is_empty());
     }
 
     #[test]
