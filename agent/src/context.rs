@@ -5,7 +5,6 @@ use crate::discovery::DiskSource;
 use crate::lvm::{LvmCache, LvmHost};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -41,8 +40,6 @@ pub struct Context {
     pub rescan: Notify,
     /// Wakes the claim reconciler (after a scan changed disks).
     pub disks_changed: tokio::sync::broadcast::Sender<()>,
-    /// Whether the last API request of the scanner succeeded (readiness).
-    pub api_ok: AtomicBool,
     pub tuning: Tuning,
     pub recorder: Recorder,
 }
@@ -71,18 +68,8 @@ impl Context {
             crash,
             rescan: Notify::new(),
             disks_changed,
-            api_ok: AtomicBool::new(false),
             tuning,
         })
-    }
-
-    /// Whether this agent can do its job: LVM answers and the API server did the last time.
-    pub fn health(&self) -> Result<(), String> {
-        self.lvm.health()?;
-        if !self.api_ok.load(Ordering::Relaxed) {
-            return Err("the last request to the API server failed".into());
-        }
-        Ok(())
     }
 
     /// A field selector for this node's objects (LocalDisk, LocalDiskClaim,

@@ -66,14 +66,7 @@ pub async fn scan_once(ctx: &Context) -> Result<ScanSummary, ScanError> {
     let (observed, lvm) = consistent_scan(ctx).await?;
     let api: Api<LocalDisk> = Api::all(ctx.client.clone());
     let mine = ListParams::default().fields(&ctx.node_selector());
-    let existing = match api.list(&mine).await {
-        Ok(l) => l.items,
-        Err(e) => {
-            ctx.api_ok
-                .store(false, std::sync::atomic::Ordering::Relaxed);
-            return Err(e.into());
-        }
-    };
+    let existing = api.list(&mine).await?.items;
     let actions = disks::plan(&ctx.node, &observed, &lvm, &existing);
     let changes = actions.len();
     for action in actions {
@@ -88,7 +81,6 @@ pub async fn scan_once(ctx: &Context) -> Result<ScanSummary, ScanError> {
         existing
     };
     update_node(ctx, &lvm, &disks_now, None).await?;
-    ctx.api_ok.store(true, std::sync::atomic::Ordering::Relaxed);
     if changes > 0 {
         let _ = ctx.disks_changed.send(());
     }

@@ -166,7 +166,7 @@ async fn disks_are_discovered_claimed_into_a_pool_and_serve_volumes() {
         );
     }
 
-    // A bound disk cannot be claimed again.
+    // A bound disk cannot be claimed again: a claim naming it fails with the reason.
     create_claim(
         &sb,
         &format!("{node}-again"),
@@ -180,7 +180,7 @@ async fn disks_are_discovered_claimed_into_a_pool_and_serve_volumes() {
     let again = check(
         &sb,
         &node,
-        wait_claim(&sb, &format!("{node}-again"), ClaimPhase::Pending).await,
+        wait_claim(&sb, &format!("{node}-again"), ClaimPhase::Failed).await,
     )
     .await;
     assert!(again
@@ -250,6 +250,42 @@ async fn disks_are_discovered_claimed_into_a_pool_and_serve_volumes() {
     assert_eq!(lv_size(&sb, &node, pool, "toobig").await, None);
     delete_replica(&sb, &big).await;
     check(&sb, &node, wait_replica_gone(&sb, &big).await).await;
+
+    // A volume larger than any one disk spans both: one volume listing both disks, counted
+    // once in the pool (lvs prints one row per segment).
+    let span = create_replica(&sb, "span", &node, 900 << 20).await;
+    check(&sb, &node, wait_replica_ready(&sb, &span, 900 << 20).await).await;
+    let devices = vm
+        .exec_ok(&format!("lvs --noheadings -o devices {pool}/span"))
+        .await
+        .expect("lvs devices");
+    assert_eq!(devices.lines().count(), 2, "two segments: {devices}");
+    let with_disks = check(
+        &sb,
+        &node,
+        eventually(WAIT, "the replica to list both disks", || async {
+            let r = api.get(&span).await?;
+            Ok(r.status.clone().filter(|s| s.disks.len() == 2))
+        })
+        .await,
+    )
+    .await;
+    assert_eq!(with_disks.allocated_capacity_bytes, Some(900 << 20));
+    let counted = check(
+        &sb,
+        &node,
+        eventually(WAIT, "the pool to count the volume once", || async {
+            let n = lsn_api.get(&node).await?;
+            Ok(n.status
+                .and_then(|s| s.pools.get(pool).cloned())
+                .filter(|p| p.free_capacity_bytes == p.total_capacity_bytes - (900 << 20)))
+        })
+        .await,
+    )
+    .await;
+    assert_eq!(counted.volume_count, 1, "{counted:?}");
+    delete_replica(&sb, &span).await;
+    check(&sb, &node, wait_replica_gone(&sb, &span).await).await;
 
     // Hot-plug: a new disk appears as a LocalDisk; a removed one becomes Inactive, not deleted.
     let mut sb = sb;

@@ -6,7 +6,7 @@ use hwameistor_agent::context::{Context, Tuning};
 use hwameistor_agent::crash::CrashPoints;
 use hwameistor_agent::discovery::{HostDisks, HostRoots};
 use hwameistor_agent::exec::{HostExecutor, HostMode};
-use hwameistor_agent::lvm::LvmCli;
+use hwameistor_agent::lvm::{LvmCli, LvmHealth};
 use hwameistor_agent::{claim_controller, replica_controller, scanner};
 use hwameistor_csi::readiness::{ApiReachability, Readiness, ReadinessSource};
 use std::path::PathBuf;
@@ -117,8 +117,9 @@ async fn main() -> anyhow::Result<()> {
         let lvm = ctx.lvm.clone();
         move || {
             let lvm = match lvm.health() {
-                Ok(()) => Readiness::Ready,
-                Err(e) => Readiness::Unhealthy(e),
+                LvmHealth::Ok => Readiness::Ready,
+                LvmHealth::NotReadYet => Readiness::Starting("LVM not read yet".into()),
+                LvmHealth::Failing(e) => Readiness::Unhealthy(e),
             };
             Readiness::all([lvm, api.readiness()])
         }

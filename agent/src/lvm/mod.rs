@@ -92,6 +92,16 @@ pub struct LvmCache {
     quiet: Duration,
 }
 
+/// What the last read of LVM says about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LvmHealth {
+    Ok,
+    /// The agent is starting: LVM has not been read yet.
+    NotReadYet,
+    /// The last read failed; the message says how.
+    Failing(String),
+}
+
 /// How long the host must have been quiet before a background re-read runs, so that a
 /// burst of operations is not slowed by re-reads between them.
 pub const QUIET: Duration = Duration::from_millis(1500);
@@ -135,12 +145,12 @@ impl LvmCache {
     }
 
     /// Whether LVM answered the last time it was read.
-    pub fn health(&self) -> Result<(), String> {
+    pub fn health(&self) -> LvmHealth {
         let v = self.view();
         match (&v.last_error, &v.state) {
-            (Some(e), _) => Err(format!("LVM cannot be read: {e}")),
-            (None, None) => Err("LVM has not been read yet".into()),
-            (None, Some(_)) => Ok(()),
+            (Some(e), _) => LvmHealth::Failing(format!("LVM cannot be read: {e}")),
+            (None, None) => LvmHealth::NotReadYet,
+            (None, Some(_)) => LvmHealth::Ok,
         }
     }
 
