@@ -21,6 +21,11 @@ pub enum Error {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("kubeconfig {path} cannot be handed to another host: {reason}")]
+    PortableKubeconfig {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 /// One entry of `Status.details.causes`.

@@ -9,18 +9,26 @@ use crate::resources::NameRule;
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 
-fn is_label(s: &str) -> bool {
+/// The shape of one RFC 1123 label: lower-case alphanumerics and '-', alphanumeric at both
+/// ends (no length limit: that is the caller's rule).
+fn label_shape(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.len() <= 63
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
 
+fn is_label(s: &str) -> bool {
+    s.len() <= 63 && label_shape(s)
+}
+
+/// A lower-case RFC 1123 subdomain as Kubernetes checks it: at most 253 characters matching
+/// the subdomain pattern. Unlike DNS, no part between dots is limited to 63 characters
+/// (apimachinery checks only the whole length and the pattern).
 pub fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_label)
+    s.len() <= 253 && s.split('.').all(label_shape)
 }
 
 /// Field errors for `metadata.name` under a resource's naming rule.
@@ -165,6 +173,20 @@ fn label_value_ok(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subdomains_limit_the_whole_name_not_its_parts() {
+        let long_part = "a".repeat(100);
+        assert!(
+            is_dns_subdomain(&long_part),
+            "a 100-character name without dots is valid"
+        );
+        assert!(is_dns_subdomain(&format!("{long_part}.example")));
+        assert!(!is_dns_subdomain(&"a".repeat(254)));
+        assert!(!is_dns_subdomain("Upper"));
+        assert!(!is_dns_subdomain("a..b"));
+        assert!(!is_label(&"a".repeat(64)));
+    }
 
     #[test]
     fn names() {
