@@ -6,7 +6,8 @@
 //! validation/pruning/defaulting, resourceVersion concurrency, watch
 //! (history replay, bookmarks, 410 Gone, streaming lists), patches (merge,
 //! JSON, strategic, server-side apply), status subresources, finalizers,
-//! garbage collection, namespace lifecycle and dry-run. [`TestCluster`]
+//! garbage collection (dangling owner references of surviving dependents
+//! removed, as the real collector does), namespace lifecycle and dry-run. [`TestCluster`]
 //! switches tests to a real cluster when `HWAMEISTOR_TEST_KUBECONFIG` is set.
 //!
 //! Like a real server it refuses what real clients trip over: changes to

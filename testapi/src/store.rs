@@ -465,6 +465,9 @@ impl Store {
     }
 
     /// Background cascading deletion: dependents with no other live owner go.
+    /// A dependent that still has a live owner stays, and loses its reference to
+    /// the one that is gone (the real garbage collector patches dangling
+    /// references away).
     fn collect_garbage(&mut self, owner_uid: &str) {
         let Some(deps) = self.dependents.remove(owner_uid) else {
             return;
@@ -476,7 +479,13 @@ impl Store {
             let other_live_owner = owner_uids(&obj)
                 .iter()
                 .any(|u| u != owner_uid && self.uids.contains_key(u));
-            if !other_live_owner {
+            if other_live_owner {
+                let mut o = (*obj).clone();
+                if let Some(Value::Array(refs)) = meta_mut(&mut o).get_mut("ownerReferences") {
+                    refs.retain(|x| x.get("uid").and_then(Value::as_str) != Some(owner_uid));
+                }
+                self.commit_put(&d, o, EventType::Modified, Some(obj));
+            } else {
                 self.delete_object(&d);
             }
         }
