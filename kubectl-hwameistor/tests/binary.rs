@@ -76,56 +76,87 @@ fn an_unloadable_kubeconfig_fails_with_exit_1() {
     );
 }
 
+/// Runs the binary on a blocking thread (it is a process; the test's runtime keeps serving
+/// an in-process API server meanwhile).
+async fn run_async(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args)
+    })
+    .await
+    .expect("the binary ran")
+}
+
+fn args(env: &Env, rest: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "--kubeconfig".to_string(),
+        env.kubeconfig.to_string_lossy().into_owned(),
+        "-n".to_string(),
+        env.ns.clone(),
+    ];
+    v.extend(rest.iter().map(|s| s.to_string()));
+    v
+}
+
 #[tokio::test]
-async fn commands_against_a_cluster_through_a_kubeconfig_file() {
-    let env = Env::start().await;
-    let kc = env.kubeconfig.to_str().unwrap().to_string();
-    // Not installed yet.
-    let kc2 = kc.clone();
-    let out = tokio::task::spawn_blocking(move || run(&["--kubeconfig", &kc2, "disk", "list"]))
-        .await
-        .unwrap();
+#[cfg_attr(
+    real_cluster,
+    ignore = "needs a cluster without the HwameiStor CRDs; on a shared cluster other tests install them"
+)]
+async fn the_binary_says_to_install_on_a_cluster_without_hwameistor() {
+    let env = Env::start_without_crds().await;
+    let out = run_async(args(&env, &["disk", "list"])).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr),
         "error: HwameiStor is not installed in this cluster: run `kubectl hwameistor install`\n"
     );
+}
 
-    env.install_crds().await;
-    populate(&env.client()).await;
-    let kc2 = kc.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        run(&[
-            "--kubeconfig",
-            &kc2,
-            "--request-timeout",
-            "10s",
-            "pool",
-            "list",
-        ])
-    })
-    .await
-    .unwrap();
+#[tokio::test]
+async fn commands_against_a_cluster_through_a_kubeconfig_file() {
+    let env = Env::start().await;
+    let fx = env.fx();
+    populate(&env.client(), &fx).await;
+    let out = run_async(args(&env, &["--request-timeout", "10s", "pool", "list"])).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
     assert_eq!(
-        text(&out.stdout).lines().collect::<Vec<_>>(),
+        cells(&stdout)[0],
+        ["NODE", "CLASS", "TOTAL", "USED", "FREE", "USE%", "VOLUMES", "DISKS"]
+    );
+    assert_eq!(
+        row(&stdout, &fx.node_a),
         [
-            "NODE     CLASS   TOTAL   USED   FREE    USE%   VOLUMES   DISKS",
-            "node-a   HDD     200Gi   20Gi   180Gi   10%    1         1",
-            "node-b   HDD     100Gi   10Gi   90Gi    10%    1         1",
+            fx.node_a.as_str(),
+            "HDD",
+            "200Gi",
+            "20Gi",
+            "180Gi",
+            "10%",
+            "1",
+            "1"
+        ]
+    );
+    assert_eq!(
+        row(&stdout, &fx.node_b),
+        [
+            fx.node_b.as_str(),
+            "HDD",
+            "100Gi",
+            "10Gi",
+            "90Gi",
+            "10%",
+            "1",
+            "1"
         ]
     );
     // A destructive command without a terminal and without --yes refuses, changing nothing.
-    let kc2 = kc.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        run(&["--kubeconfig", &kc2, "disk", "claim", "node-a"])
-    })
-    .await
-    .unwrap();
+    let out = run_async(args(&env, &["disk", "claim", &fx.node_a])).await;
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains("Plan for claim node-a-"),
+        err.contains(&format!("Plan for claim {}-", fx.node_a)),
         "the plan is shown first: {err}"
     );
     assert!(
@@ -133,17 +164,15 @@ async fn commands_against_a_cluster_through_a_kubeconfig_file() {
         "{err}"
     );
     let claims: kube::Api<hwameistor_api::LocalDiskClaim> = kube::Api::all(env.client());
-    assert!(claims
+    assert!(!claims
         .list(&Default::default())
         .await
         .unwrap()
         .items
-        .is_empty());
-    // diagnose exits 1 on errors (no agents, no controller in this cluster).
-    let out =
-        tokio::task::spawn_blocking(move || run(&["--kubeconfig", &kc, "diagnose", "-o", "json"]))
-            .await
-            .unwrap();
+        .iter()
+        .any(|c| c.spec.node_name == fx.node_a));
+    // diagnose exits 1 on errors (no agents, no controller in this test's namespace).
+    let out = run_async(args(&env, &["diagnose", "-o", "json"])).await;
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["errors"].as_u64().unwrap() > 0);

@@ -59,8 +59,13 @@ impl ApplyReport {
             Operation::Install => "install",
             Operation::Upgrade => "upgrade",
         };
+        // Replacements are rare and worth seeing; the count is left out when there are none.
+        let replaced = match count(ApplyAction::Replaced) {
+            0 => String::new(),
+            n => format!(", {n} replaced"),
+        };
         format!(
-            "{verb}{}: {} created, {} configured, {} unchanged",
+            "{verb}{}: {} created, {} configured{replaced}, {} unchanged",
             if self.dry_run {
                 " (dry run, nothing changed)"
             } else {
@@ -96,7 +101,7 @@ impl Render for ApplyReport {
                 o.key.kind.clone(),
                 or_dash(o.key.namespace.as_deref()),
                 o.key.name.clone(),
-                o.action.as_str().to_string(),
+                o.action_text(),
                 changes_cell(&o.changes, if wide { usize::MAX } else { 3 }),
             ]);
         }
@@ -231,8 +236,13 @@ async fn run(
                 key,
                 action: ApplyAction::Created,
                 changes: Vec::new(),
+                immutable: Vec::new(),
             },
-            _ => applier.apply_with_diff(obj, opts.dry_run).await?,
+            _ => {
+                applier
+                    .apply_with_diff(obj, opts.dry_run, remaining())
+                    .await?
+            }
         };
         if obj.kind() == "Namespace" && applied.action == ApplyAction::Created {
             new_namespaces.insert(obj.name().to_string());
@@ -240,7 +250,7 @@ async fn run(
         if obj.kind() == "CustomResourceDefinition" {
             crds_to_wait.push(obj.name().to_string());
         }
-        progress.task_done(&format!("{} {}", applied.action.as_str(), applied.key));
+        progress.task_done(&format!("{} {}", applied.action_text(), applied.key));
         report.objects.push(applied);
     }
     if !crds_to_wait.is_empty() && !opts.dry_run {
@@ -281,6 +291,7 @@ mod tests {
             },
             action,
             changes: vec![],
+            immutable: vec![],
         };
         let r = ApplyReport {
             operation: Operation::Upgrade,
@@ -297,6 +308,12 @@ mod tests {
         assert_eq!(
             r.summary(),
             "upgrade (dry run, nothing changed): 1 created, 0 configured, 2 unchanged"
+        );
+        let mut with_replacement = r.clone();
+        with_replacement.objects.push(obj(ApplyAction::Replaced));
+        assert_eq!(
+            with_replacement.summary(),
+            "upgrade (dry run, nothing changed): 1 created, 0 configured, 1 replaced, 2 unchanged"
         );
     }
 

@@ -1,7 +1,14 @@
-//! Shared fixtures for the cluster tests: a test API server, fake HwameiStor objects, and
+//! Shared fixtures for the cluster tests: a test cluster (the in-process test API server,
+//! or the real cluster HWAMEISTOR_TEST_KUBECONFIG names), fake HwameiStor objects, and
 //! TEST DOUBLES standing in for components that do not run in tests (kube-controller-
 //! manager marking workloads ready, the node agent binding claims). Each double is named
 //! as such and does only the bookkeeping the real component would publish.
+//!
+//! On a real cluster every test shares the cluster with other tests and runs: each one
+//! installs into a namespace of its own, names its nodes, disks, volumes and cluster-scoped
+//! objects with a suffix of its own ([`Env::id`]), only ever looks at those, and deletes
+//! them when its [`Env`] is dropped. The HwameiStor CRDs are applied (idempotently, with
+//! server-side apply) and never deleted.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -11,10 +18,12 @@ use hwameistor_api::{
     LocalVolumeReplica, LocalVolumeReplicaStatus, LocalVolumeStatus, NodeState, ObjectRef,
     PoolClass, PoolDisk, PoolStatus, ReplicaState, VolumeState,
 };
-use hwameistor_testapi::TestCluster;
+use hwameistor_testapi::{unique_name, Cleanup, TestCluster};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
+use kubectl_hwameistor::admin::customize::Customization;
 use kubectl_hwameistor::admin::install::{self, InstallOptions};
 use kubectl_hwameistor::admin::manifests::{embedded_files, Bundle};
 use kubectl_hwameistor::progress::Progress;
@@ -25,31 +34,78 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub const GI: i64 = 1 << 30;
-pub const NS: &str = "hwameistor";
 
-/// A running test API server, a client for it and a kubeconfig file naming it.
+/// The collections of HwameiStor's custom resources (all cluster-scoped).
+const HWAMEISTOR_COLLECTIONS: [&str; 5] = [
+    "/apis/hwameistor.io/v1alpha1/localdisks",
+    "/apis/hwameistor.io/v1alpha1/localdiskclaims",
+    "/apis/hwameistor.io/v1alpha1/localstoragenodes",
+    "/apis/hwameistor.io/v1alpha1/localvolumes",
+    "/apis/hwameistor.io/v1alpha1/localvolumereplicas",
+];
+
+/// A test's cluster, client, system namespace and kubeconfig file. Field order matters:
+/// the cleanup guard is dropped first, while an in-process server still runs.
 pub struct Env {
-    pub server: TestCluster,
+    pub cleanup: Cleanup,
+    /// This test's suffix: its nodes, disks, volumes, namespace and cluster-scoped objects
+    /// carry it.
+    pub id: String,
+    /// The namespace this test installs HwameiStor into (created by the install).
+    pub ns: String,
     pub cluster: Cluster,
     pub kubeconfig: PathBuf,
+    pub server: TestCluster,
     _dir: tempfile::TempDir,
 }
 
 impl Env {
+    /// A test cluster with the HwameiStor CRDs installed and Established.
     pub async fn start() -> Env {
-        let server = TestCluster::start().await.expect("start test API server");
+        let env = Env::start_without_crds().await;
+        env.install_crds().await;
+        env
+    }
+
+    /// A test cluster as it is: on the in-process server, one without HwameiStor (tests
+    /// that need that are not run on a real cluster, where other tests install the CRDs).
+    pub async fn start_without_crds() -> Env {
+        let server = TestCluster::start().await.expect("start test cluster");
         let client = server.client().await.expect("client");
         let dir = tempfile::tempdir().expect("tempdir");
-        let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            server.kubeconfig_yaml("127.0.0.1").expect("kubeconfig"),
-        )
-        .expect("write kubeconfig");
+        // A real cluster's kubeconfig is used where it is: it may name certificate files
+        // relative to itself.
+        let kubeconfig = match &server {
+            TestCluster::Real { kubeconfig } => kubeconfig.clone(),
+            TestCluster::Local(s) => {
+                let path = dir.path().join("kubeconfig");
+                s.write_kubeconfig(&path, "127.0.0.1")
+                    .expect("write kubeconfig");
+                path
+            }
+        };
+        let id = unique_name("t");
+        let ns = format!("hwameistor-{id}");
+        let cleanup = server.cleanup();
+        // Everything a test may create; deleting what does not exist is harmless.
+        cleanup.namespace(&ns);
+        for collection in HWAMEISTOR_COLLECTIONS {
+            cleanup.matching(collection, &id);
+        }
+        for (collection, name) in cluster_scoped_fixture_objects(&id) {
+            cleanup.object(format!("{collection}/{name}"));
+        }
+        for n in ["node-a", "node-b", "node-c"] {
+            cleanup.object(format!("/api/v1/nodes/{n}-{id}"));
+            cleanup.object(format!("/apis/storage.k8s.io/v1/csinodes/{n}-{id}"));
+        }
         Env {
-            server,
-            cluster: Cluster::new(client, NS),
+            cleanup,
+            cluster: Cluster::new(client, &ns),
+            id,
+            ns,
             kubeconfig,
+            server,
             _dir: dir,
         }
     }
@@ -58,14 +114,30 @@ impl Env {
         self.cluster.client.clone()
     }
 
-    /// Runs the CLI in-process with this server's kubeconfig; returns (exit code or error
-    /// text, stdout).
+    pub fn is_real(&self) -> bool {
+        self.server.is_real()
+    }
+
+    /// `base-<id>`: a name of this test's own.
+    pub fn name(&self, base: &str) -> String {
+        format!("{base}-{}", self.id)
+    }
+
+    /// The fixture names of this test (see [`populate`]).
+    pub fn fx(&self) -> Fixture {
+        Fixture::new(&self.id)
+    }
+
+    /// Runs the CLI in-process with this cluster's kubeconfig and this test's namespace;
+    /// returns (exit code or error text, stdout).
     pub async fn cli(&self, args: &[&str]) -> (Result<i32, String>, String) {
         let mut argv = vec![
             "kubectl-hwameistor",
             "--kubeconfig",
             self.kubeconfig.to_str().unwrap_or_default(),
             "-q",
+            "-n",
+            &self.ns,
         ];
         argv.extend_from_slice(args);
         let mut out = Vec::new();
@@ -75,7 +147,8 @@ impl Env {
         (code, String::from_utf8_lossy(&out).into_owned())
     }
 
-    /// Installs only the CRDs (what the lists need), without waiting for workloads.
+    /// Installs only the CRDs (what the lists need), without waiting for workloads. Server-
+    /// side apply: idempotent, and harmless to other tests on a shared cluster.
     pub async fn install_crds(&self) {
         let crds = Bundle::parse(
             embedded_files()
@@ -85,103 +158,214 @@ impl Env {
         )
         .expect("crds");
         let opts = InstallOptions {
-            customization: Default::default(),
+            customization: self.customization(),
             dry_run: false,
             wait: false,
-            timeout: Duration::from_secs(30),
+            timeout: Duration::from_secs(60),
         };
         install::install(&self.cluster, crds, &opts, &Progress::quiet())
             .await
             .expect("install CRDs");
     }
+
+    pub fn customization(&self) -> Customization {
+        Customization {
+            namespace: self.ns.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Install options for this test's namespace; `wait` for workloads to be ready.
+    pub fn install_opts(&self, wait: bool) -> InstallOptions {
+        InstallOptions {
+            customization: self.customization(),
+            dry_run: false,
+            wait,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The embedded CRDs plus [`deploy_fixture`] for this test.
+    pub fn full_bundle(&self) -> Bundle {
+        full_bundle_with(&deploy_fixture(&self.id))
+    }
+
+    /// Waits (on a real cluster) until the controller manager has made the `default`
+    /// ServiceAccount of this test's namespace, which pods need.
+    pub async fn wait_for_default_service_account(&self) {
+        if !self.is_real() {
+            return;
+        }
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client(), &self.ns);
+        eventually("the namespace's default ServiceAccount", || async {
+            sas.get_opt("default").await.ok().flatten().is_some()
+        })
+        .await;
+    }
+}
+
+/// Waits (bounded) for a condition: at once on the in-process server, after a moment of
+/// controller work on a real cluster.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The names [`populate`] uses for one test.
+#[derive(Clone, Debug)]
+pub struct Fixture {
+    pub node_a: String,
+    pub node_b: String,
+    pub volume: String,
+}
+
+impl Fixture {
+    pub fn new(id: &str) -> Self {
+        Fixture {
+            node_a: format!("node-a-{id}"),
+            node_b: format!("node-b-{id}"),
+            volume: format!("pvc-1-{id}"),
+        }
+    }
+
+    /// A disk of a node: `<node>-<dev>`.
+    pub fn disk(&self, node: &str, dev: &str) -> String {
+        format!("{node}-{dev}")
+    }
+
+    /// The PVC the volume is for, as `namespace/name`.
+    pub fn pvc(&self) -> String {
+        format!("default/data-{}", self.volume)
+    }
 }
 
 /// A deploy/ stand-in with one object of every kind the installer orders, written out of
-/// order on purpose (the real deploy/ manifests are being written by a colleague).
-pub const DEPLOY_FIXTURE: &str = r#"
+/// order on purpose. Cluster-scoped objects carry the test's suffix, so tests never share
+/// them; the namespaced ones go to the test's namespace through the install customization.
+pub fn deploy_fixture(id: &str) -> String {
+    format!(
+        r#"
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
-metadata: {name: hwameistor-storage-lvm-hdd}
-provisioner: lvm.hwameistor.io
-parameters: {poolClass: HDD}
+metadata: {{name: hwameistor-storage-lvm-hdd-{id}}}
+provisioner: lvm-{id}.hwameistor.io
+parameters: {{poolClass: HDD}}
 volumeBindingMode: WaitForFirstConsumer
 allowVolumeExpansion: true
 ---
 apiVersion: apps/v1
 kind: DaemonSet
-metadata: {name: hwameistor-node, namespace: hwameistor}
+metadata: {{name: hwameistor-node, namespace: hwameistor}}
 spec:
-  selector: {matchLabels: {app: hwameistor-node}}
+  selector: {{matchLabels: {{app: hwameistor-node}}}}
   template:
-    metadata: {labels: {app: hwameistor-node}}
+    metadata: {{labels: {{app: hwameistor-node}}}}
     spec:
       serviceAccountName: hwameistor-admin
       containers:
-      - {name: agent, image: ghcr.io/hwameistor/agent:v0.1.0}
-      - {name: registrar, image: registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.13.0}
+      - {{name: agent, image: ghcr.io/hwameistor/agent:v0.1.0}}
+      - {{name: registrar, image: registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.13.0}}
 ---
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: hwameistor-controller, namespace: hwameistor}
+metadata: {{name: hwameistor-controller, namespace: hwameistor}}
 spec:
   replicas: 1
-  selector: {matchLabels: {app: hwameistor-controller}}
+  selector: {{matchLabels: {{app: hwameistor-controller}}}}
   template:
-    metadata: {labels: {app: hwameistor-controller}}
+    metadata: {{labels: {{app: hwameistor-controller}}}}
     spec:
       serviceAccountName: hwameistor-admin
       containers:
-      - {name: controller, image: ghcr.io/hwameistor/controller:v0.1.0}
+      - {{name: controller, image: ghcr.io/hwameistor/controller:v0.1.0}}
 ---
 apiVersion: v1
 kind: Service
-metadata: {name: hwameistor-controller-metrics, namespace: hwameistor}
+metadata: {{name: hwameistor-controller-metrics, namespace: hwameistor}}
 spec:
-  selector: {app: hwameistor-controller}
-  ports: [{port: 8080}]
+  selector: {{app: hwameistor-controller}}
+  ports: [{{port: 8080}}]
 ---
 apiVersion: v1
 kind: ConfigMap
-metadata: {name: hwameistor-config, namespace: hwameistor}
-data: {logLevel: info}
+metadata: {{name: hwameistor-config, namespace: hwameistor}}
+data: {{logLevel: info}}
 ---
 apiVersion: storage.k8s.io/v1
 kind: CSIDriver
-metadata: {name: lvm.hwameistor.io}
-spec: {attachRequired: false, podInfoOnMount: true}
+metadata: {{name: lvm-{id}.hwameistor.io}}
+spec: {{attachRequired: false, podInfoOnMount: true}}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
-metadata: {name: hwameistor-admin}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: hwameistor-admin}
-subjects: [{kind: ServiceAccount, name: hwameistor-admin, namespace: hwameistor}]
+metadata: {{name: hwameistor-admin-{id}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: hwameistor-admin-{id}}}
+subjects: [{{kind: ServiceAccount, name: hwameistor-admin, namespace: hwameistor}}]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
-metadata: {name: hwameistor-admin}
-rules: [{apiGroups: [hwameistor.io], resources: ["*"], verbs: ["*"]}]
+metadata: {{name: hwameistor-admin-{id}}}
+rules: [{{apiGroups: [hwameistor.io], resources: ["*"], verbs: ["*"]}}]
 ---
 apiVersion: v1
 kind: ServiceAccount
-metadata: {name: hwameistor-admin, namespace: hwameistor}
+metadata: {{name: hwameistor-admin, namespace: hwameistor}}
 ---
 apiVersion: v1
 kind: Namespace
-metadata: {name: hwameistor}
-"#;
+metadata: {{name: hwameistor}}
+"#
+    )
+}
 
-/// The embedded CRDs plus [`DEPLOY_FIXTURE`].
-pub fn full_bundle() -> Bundle {
+/// (collection URL path, name) of the cluster-scoped objects of [`deploy_fixture`].
+pub fn cluster_scoped_fixture_objects(id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "/apis/storage.k8s.io/v1/storageclasses",
+            format!("hwameistor-storage-lvm-hdd-{id}"),
+        ),
+        (
+            "/apis/storage.k8s.io/v1/csidrivers",
+            format!("lvm-{id}.hwameistor.io"),
+        ),
+        (
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            format!("hwameistor-admin-{id}"),
+        ),
+        (
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            format!("hwameistor-admin-{id}"),
+        ),
+    ]
+}
+
+/// The embedded CRDs plus a deploy/ fixture.
+pub fn full_bundle_with(fixture: &str) -> Bundle {
     let crds = embedded_files()
         .iter()
         .copied()
         .filter(|(f, _)| f.starts_with("crds/"));
-    Bundle::parse(crds.chain([("deploy/fixture.yaml", DEPLOY_FIXTURE)])).expect("bundle")
+    Bundle::parse(crds.chain([("deploy/fixture.yaml", fixture)])).expect("bundle")
 }
 
 /// TEST DOUBLE for kube-controller-manager and the kubelets: marks every Deployment
 /// available and every DaemonSet ready (on `nodes` nodes) in `ns`, over and over, until
-/// the returned task is aborted.
+/// the returned task is aborted. Only meaningful on the in-process server: on a real
+/// cluster the controller manager owns these statuses and overwrites them.
 pub fn spawn_workload_readiness_double(
     client: Client,
     ns: &str,
@@ -343,7 +527,7 @@ pub fn replica(volume: &str, node: &str, capacity: i64, state: ReplicaState) -> 
     .expect("replica fixture");
     r.status = Some(LocalVolumeReplicaStatus {
         state: Some(state),
-        synced: None,
+        synced: Some(true),
         allocated_capacity_bytes: Some(capacity),
         ..Default::default()
     });
@@ -459,12 +643,14 @@ pub fn spawn_agent_claim_double(client: Client, node: &str) -> tokio::task::Join
 }
 
 /// Two nodes: node-a with an HDD pool and three disks (one blank HDD, one blank SSD, one
-/// with a filesystem), node-b with one volume's replica; one volume spans both.
-pub async fn populate(client: &Client) {
+/// with a filesystem), node-b with one volume's replica; one volume spans both. All names
+/// carry the fixture's suffix.
+pub async fn populate(client: &Client, fx: &Fixture) {
+    let (a, b) = (fx.node_a.as_str(), fx.node_b.as_str());
     create_with_status(
         client,
         storage_node(
-            "node-a",
+            a,
             NodeState::Ready,
             &[(PoolClass::Hdd, 200 * GI, 20 * GI, 1)],
         ),
@@ -473,7 +659,7 @@ pub async fn populate(client: &Client) {
     create_with_status(
         client,
         storage_node(
-            "node-b",
+            b,
             NodeState::Ready,
             &[(PoolClass::Hdd, 100 * GI, 10 * GI, 1)],
         ),
@@ -482,8 +668,8 @@ pub async fn populate(client: &Client) {
     create_with_status(
         client,
         disk(
-            "node-a-sdb",
-            "node-a",
+            &fx.disk(a, "sdb"),
+            a,
             DiskType::Hdd,
             100 * GI,
             DiskPhase::Available,
@@ -493,8 +679,8 @@ pub async fn populate(client: &Client) {
     create_with_status(
         client,
         disk(
-            "node-a-sdc",
-            "node-a",
+            &fx.disk(a, "sdc"),
+            a,
             DiskType::Ssd,
             50 * GI,
             DiskPhase::Available,
@@ -502,8 +688,8 @@ pub async fn populate(client: &Client) {
     )
     .await;
     let mut fs = disk(
-        "node-a-sdd",
-        "node-a",
+        &fx.disk(a, "sdd"),
+        a,
         DiskType::Hdd,
         100 * GI,
         DiskPhase::Unavailable,
@@ -516,8 +702,8 @@ pub async fn populate(client: &Client) {
     create_with_status(
         client,
         disk(
-            "node-b-sdb",
-            "node-b",
+            &fx.disk(b, "sdb"),
+            b,
             DiskType::Hdd,
             100 * GI,
             DiskPhase::Available,
@@ -526,17 +712,25 @@ pub async fn populate(client: &Client) {
     .await;
     create_with_status(
         client,
-        volume("pvc-1", 10 * GI, &["node-a", "node-b"], VolumeState::Ready),
+        volume(&fx.volume, 10 * GI, &[a, b], VolumeState::Ready),
     )
     .await;
-    create_with_status(
-        client,
-        replica("pvc-1", "node-a", 10 * GI, ReplicaState::Ready),
-    )
-    .await;
-    create_with_status(
-        client,
-        replica("pvc-1", "node-b", 10 * GI, ReplicaState::Ready),
-    )
-    .await;
+    create_with_status(client, replica(&fx.volume, a, 10 * GI, ReplicaState::Ready)).await;
+    create_with_status(client, replica(&fx.volume, b, 10 * GI, ReplicaState::Ready)).await;
+}
+
+/// The whitespace-separated cells of each line: tables compared cell by cell, since
+/// column widths depend on the (suffixed) names.
+pub fn cells(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+/// The cells of the first line whose first cell is `first`.
+pub fn row(text: &str, first: &str) -> Vec<String> {
+    cells(text)
+        .into_iter()
+        .find(|r| r.first().map(String::as_str) == Some(first))
+        .unwrap_or_else(|| panic!("no row for {first:?} in:\n{text}"))
 }
