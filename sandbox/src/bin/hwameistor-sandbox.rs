@@ -1,13 +1,16 @@
 //! `hwameistor-sandbox`: a local HwameiStor with no cluster needed. Starts the test API
-//! server, boots node VMs with virtual disks running the real node agent, and shows the
-//! system at work: disks discovered (one of them refused because it is in use), claimed into
-//! a pool, and a logical volume created from it.
+//! server, boots node VMs with virtual disks running the real node agent, runs the
+//! controller on this machine, and shows the system at work: disks discovered (one of them
+//! refused because it is in use), a claim naming the disk in use failing with the reason,
+//! the other disks claimed into pools, and a LocalVolume larger than any one disk placed by
+//! the controller and made by the agent across two disks.
 
 use clap::Parser;
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::*;
 use hwameistor_sandbox::{eventually, workspace_binary, Sandbox};
 use hwameistor_testbed::VmSpec;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, PostParams};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -117,6 +120,42 @@ async fn main() -> anyhow::Result<()> {
     }
     println!();
     let claims: Api<LocalDiskClaim> = Api::all(sb.client.clone());
+    // A claim naming the disk in use cannot complete: it fails at once, saying why, and
+    // touches nothing.
+    let first = &names[0];
+    let in_use = all
+        .iter()
+        .find(|d| {
+            d.status.as_ref().and_then(|s| s.serial.as_deref()) == Some(&format!("{first}-inuse"))
+        })
+        .and_then(|d| d.metadata.name.clone())
+        .unwrap_or_default();
+    claims
+        .create(
+            &PostParams::default(),
+            &LocalDiskClaim::new(
+                &format!("{first}-inuse"),
+                LocalDiskClaimSpec {
+                    node_name: first.clone(),
+                    description: DiskSelector {
+                        local_disk_names: vec![in_use],
+                        ..Default::default()
+                    },
+                },
+            ),
+        )
+        .await?;
+    let failed = eventually(WAIT, "the claim of the disk in use to fail", || async {
+        let c = claims.get(&format!("{first}-inuse")).await?;
+        Ok(c.status
+            .filter(|s| s.phase == Some(ClaimPhase::Failed))
+            .and_then(|s| s.message))
+    })
+    .await?;
+    step(
+        started,
+        &format!("claim {first}-inuse (naming the disk in use): Failed: {failed}"),
+    );
     for n in &names {
         let c = LocalDiskClaim::new(
             &format!("{n}-hdd"),
@@ -181,41 +220,96 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!();
-    // A logical volume through the agent's contract resource.
-    let replicas: Api<LocalVolumeReplica> = Api::all(sb.client.clone());
-    let node = &names[0];
-    let mut r = LocalVolumeReplica::new(
-        "demo-volume-r1",
-        LocalVolumeReplicaSpec {
-            volume_name: "demo-volume".into(),
-            pool_name: PoolClass::Hdd.pool_name().into(),
-            node_name: node.clone(),
-            volume_kind: VolumeKind::Lvm,
-            required_capacity_bytes: 1 << 30,
-        },
+    // The controller on this machine: it places volumes by the pools the agents report.
+    let controller_bin = workspace_binary("hwameistor-controller", "HWAMEISTOR_CONTROLLER_BIN")?;
+    let namespaces: Api<Namespace> = Api::all(sb.client.clone());
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(SYSTEM_NAMESPACE.into());
+    match namespaces.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, sb.cluster.kubeconfig_yaml("127.0.0.1")?)?;
+    let mut controller = tokio::process::Command::new(&controller_bin)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--identity", "sandbox", "--metrics-addr", "127.0.0.1:0"])
+        .arg("--csi-endpoint")
+        .arg(format!("unix://{}", dir.path().join("csi.sock").display()))
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()?;
+    step(started, "controller started on this machine");
+
+    // A volume larger than any one disk (the pools are 1 GiB + 2 GiB): the controller picks
+    // a node with room, the agent makes one logical volume across both disks.
+    let volumes: Api<LocalVolume> = Api::all(sb.client.clone());
+    let bytes: i64 = 2560 << 20;
+    volumes
+        .create(
+            &PostParams::default(),
+            &LocalVolume::new(
+                "demo-volume",
+                LocalVolumeSpec {
+                    pool_name: PoolClass::Hdd.pool_name().into(),
+                    volume_kind: VolumeKind::Lvm,
+                    required_capacity_bytes: bytes,
+                    replica_number: 1,
+                    convertible: false,
+                    accessibility: Accessibility::default(),
+                    pvc_namespace: None,
+                    pvc_name: None,
+                    fs_type: None,
+                    config: None,
+                },
+            ),
+        )
+        .await?;
+    step(
+        started,
+        &format!("created LocalVolume demo-volume of {}", format_size(bytes)),
     );
-    r.metadata.labels = Some([(LABEL_NODE.to_string(), node.clone())].into());
-    replicas.create(&PostParams::default(), &r).await?;
-    let ready = eventually(WAIT, "demo volume Ready", || async {
-        let r = replicas.get("demo-volume-r1").await?;
-        Ok((r.status.as_ref().and_then(|s| s.state) == Some(ReplicaState::Ready)).then_some(r))
+    let placed = eventually(WAIT, "demo-volume Ready", || async {
+        let v = volumes.get("demo-volume").await?;
+        Ok((v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)).then_some(v))
     })
     .await?;
-    let st = ready.status.unwrap_or_default();
+    let node = placed
+        .spec
+        .config
+        .as_ref()
+        .and_then(|c| c.replicas.first())
+        .map(|r| r.hostname.clone())
+        .unwrap_or_default();
+    let replicas: Api<LocalVolumeReplica> = Api::all(sb.client.clone());
+    let replica = eventually(WAIT, "the replica to list its disks", || async {
+        let r = replicas
+            .get(&replica::replica_name("demo-volume", &node))
+            .await?;
+        Ok(r.status
+            .clone()
+            .filter(|s| s.state == Some(ReplicaState::Ready) && !s.disks.is_empty()))
+    })
+    .await?;
     step(
         started,
         &format!(
-            "volume demo-volume Ready on {node}: {} ({})",
-            st.device_path.unwrap_or_default(),
-            format_size(st.allocated_capacity_bytes.unwrap_or(0))
+            "demo-volume Ready, placed on {node}: {} ({}) on {}",
+            replica.device_path.unwrap_or_default(),
+            format_size(replica.allocated_capacity_bytes.unwrap_or(0)),
+            replica.disks.join(" + ")
         ),
     );
     let lvs = sb
         .testbed
-        .vm(node)
-        .exec_ok("lvs -o lv_name,vg_name,lv_size LocalStorage_PoolHDD")
+        .vm(&node)
+        .exec_ok("lvs -o lv_name,vg_name,lv_size,devices LocalStorage_PoolHDD")
         .await?;
-    println!("\n{node}$ lvs\n{lvs}");
+    println!("\n{node}$ lvs -o lv_name,vg_name,lv_size,devices\n{lvs}");
+    controller.kill().await.ok();
     if args.keep_running {
         println!(
             "Explore with: kubectl --kubeconfig {} get localdisks,localdiskclaims,localstoragenodes,localvolumereplicas\nCtrl-C stops the sandbox and its VMs.",
