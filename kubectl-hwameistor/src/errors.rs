@@ -60,6 +60,9 @@ pub enum AdminError {
     #[error("aborted: {action} was not confirmed")]
     NotConfirmed { action: String },
 
+    #[error("cannot grow volume {volume:?}: {reason}; free space in the pool first (`kubectl hwameistor pool list`), or add disks (`kubectl hwameistor disk claim`)")]
+    NoRoom { volume: String, reason: String },
+
     #[error(
         "refusing to shrink volume {volume:?} from {current} to {requested}: volumes can only grow"
     )]

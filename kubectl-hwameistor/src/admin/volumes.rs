@@ -9,8 +9,10 @@ use crate::output::{or_dash, Render, TableView};
 use crate::progress::Progress;
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::{
-    LocalStorageNode, LocalVolume, LocalVolumeReplica, ReplicaState, VolumeState,
+    LocalStorageNode, LocalVolume, LocalVolumeReplica, PoolClass, ReplicaState, VolumeState,
 };
+use hwameistor_core::placement;
+use hwameistor_core::sizing::{self, FsType, VolumeAccess};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde::Serialize;
@@ -314,43 +316,53 @@ impl Render for ExpandReport {
     }
 }
 
-/// The checks before an expansion; pure. Returns notes (warnings) or an error.
+/// The size an expansion to `requested` bytes really asks for (the one size rule of
+/// `hwameistor-core`: the filesystem's floor, whole extents) and its notes, or why it is
+/// refused: shrinking, or a node of the volume without room for the growth, counted as the
+/// controller counts it (volumes placed but not reported yet included). Pure.
 pub fn check_expand(
     v: &LocalVolume,
-    to_bytes: i64,
+    requested: i64,
     nodes: &[LocalStorageNode],
-) -> Result<Vec<String>, AdminError> {
+    volumes: &[LocalVolume],
+    replicas: &[LocalVolumeReplica],
+) -> Result<(i64, Vec<String>), AdminError> {
     let from = v.spec.required_capacity_bytes;
+    let access = match v.spec.fs_type.as_deref().and_then(FsType::parse) {
+        Some(fs) => VolumeAccess::Filesystem(fs),
+        None => VolumeAccess::Block,
+    };
+    let to_bytes = sizing::volume_size(requested, 0, access)
+        .map_err(|e| AdminError::InvalidArgument(e.to_string()))?;
     if to_bytes < from {
         return Err(AdminError::Shrink {
             volume: v.name_any(),
             current: format_size(from),
-            requested: format_size(to_bytes),
+            requested: format_size(requested),
         });
     }
     let mut notes = Vec::new();
-    let delta = to_bytes - from;
-    let replica_nodes: Vec<String> = match &v.spec.config {
-        Some(c) => c.replicas.iter().map(|r| r.hostname.clone()).collect(),
-        None => v.spec.accessibility.nodes.clone(),
-    };
-    for node in &replica_nodes {
-        let free = nodes
-            .iter()
-            .find(|n| n.name_any() == *node)
-            .and_then(|n| n.status.as_ref())
-            .and_then(|s| s.pools.get(&v.spec.pool_name))
-            .map(|p| p.free_capacity_bytes);
-        match free {
-            Some(f) if f < delta => notes.push(format!(
-                "pool {} on node {node} has {} free, less than the {} this needs: the expansion will wait for space",
-                v.spec.pool_name,
-                format_size(f),
-                format_size(delta)
-            )),
-            None => notes.push(format!("node {node} reports no pool {}", v.spec.pool_name)),
-            _ => {}
+    if to_bytes != requested {
+        notes.push(format!(
+            "{} rounded up to {} (whole 4 MiB extents, and the filesystem's minimum)",
+            format_size(requested),
+            format_size(to_bytes)
+        ));
+    }
+    if let (Some(config), Some(class)) =
+        (&v.spec.config, PoolClass::from_pool_name(&v.spec.pool_name))
+    {
+        let views = placement::node_views(nodes);
+        let placed = placement::placed_replicas(volumes, replicas);
+        for r in &config.replicas {
+            placement::check_growth(&views, &r.hostname, class, &placed, &v.name_any(), to_bytes)
+                .map_err(|e| AdminError::NoRoom {
+                volume: v.name_any(),
+                reason: e.to_string(),
+            })?;
         }
+    } else {
+        notes.push("the volume is not placed yet: it will be created at the new size".into());
     }
     if v.spec.pvc_name.is_some() {
         notes.push(
@@ -358,7 +370,7 @@ pub fn check_expand(
                 .into(),
         );
     }
-    Ok(notes)
+    Ok((to_bytes, notes))
 }
 
 /// `volume expand VOL SIZE`: patch spec.requiredCapacityBytes, then (when `follow`) wait
@@ -374,7 +386,9 @@ pub async fn expand_volume(
     let v = require_volume(cluster, key).await?;
     let name = v.name_any();
     let nodes: Vec<LocalStorageNode> = list_all(cluster).await?;
-    let notes = check_expand(&v, to_bytes, &nodes)?;
+    let volumes: Vec<LocalVolume> = list_all(cluster).await?;
+    let replicas: Vec<LocalVolumeReplica> = list_all(cluster).await?;
+    let (to_bytes, notes) = check_expand(&v, to_bytes, &nodes, &volumes, &replicas)?;
     let from = v.spec.required_capacity_bytes;
     let allocated = v.status.as_ref().and_then(|s| s.allocated_capacity_bytes);
     let mut report = ExpandReport {
@@ -437,4 +451,128 @@ pub async fn expand_volume(
     report.allocated_bytes = Some(reached);
     report.complete = true;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hwameistor_api::{
+        LocalStorageNodeSpec, LocalStorageNodeStatus, LocalVolumeSpec, NodeState, PoolStatus,
+        ReplicaAssignment, VolumeConfig,
+    };
+    const MI: i64 = 1 << 20;
+    const GI: i64 = 1 << 30;
+
+    fn node(name: &str, total: i64, free: i64) -> LocalStorageNode {
+        let mut n = LocalStorageNode::new(
+            name,
+            LocalStorageNodeSpec {
+                hostname: name.into(),
+                storage_ip: None,
+            },
+        );
+        let class = PoolClass::Hdd;
+        n.status = Some(LocalStorageNodeStatus {
+            state: Some(NodeState::Ready),
+            pools: [(
+                class.pool_name().to_string(),
+                PoolStatus {
+                    name: class.pool_name().into(),
+                    class,
+                    total_capacity_bytes: total,
+                    used_capacity_bytes: total - free,
+                    free_capacity_bytes: free,
+                    extent_size_bytes: 4 * MI,
+                    volume_count: 0,
+                    disks: vec![],
+                },
+            )]
+            .into(),
+            ..Default::default()
+        });
+        n
+    }
+
+    fn volume(name: &str, bytes: i64, on: Option<&str>) -> LocalVolume {
+        let mut v = LocalVolume::new(
+            name,
+            LocalVolumeSpec {
+                pool_name: PoolClass::Hdd.pool_name().into(),
+                volume_kind: Default::default(),
+                required_capacity_bytes: bytes,
+                replica_number: 1,
+                convertible: false,
+                accessibility: Default::default(),
+                pvc_namespace: None,
+                pvc_name: None,
+                fs_type: Some("xfs".into()),
+                config: None,
+            },
+        );
+        v.spec.config = on.map(|n| VolumeConfig {
+            version: 1,
+            required_capacity_bytes: bytes,
+            resource_id: -1,
+            replicas: vec![ReplicaAssignment {
+                id: 1,
+                hostname: n.into(),
+                ip: None,
+            }],
+        });
+        v
+    }
+
+    #[test]
+    fn sizes_follow_the_core_rule_and_shrinking_is_refused() {
+        let v = volume("v", GI, Some("n1"));
+        let nodes = [node("n1", 10 * GI, 5 * GI)];
+        let (to, notes) =
+            check_expand(&v, GI + 1, &nodes, std::slice::from_ref(&v), &[]).expect("fits");
+        assert_eq!(to, GI + 4 * MI, "whole extents");
+        assert!(notes[0].contains("rounded up"), "{notes:?}");
+        let e =
+            check_expand(&v, GI / 2, &nodes, std::slice::from_ref(&v), &[]).expect_err("shrink");
+        assert!(matches!(e, AdminError::Shrink { .. }), "{e}");
+    }
+
+    #[test]
+    fn room_counts_volumes_placed_but_not_reported() {
+        let v = volume("v", GI, Some("n1"));
+        // v's 1 GiB exists (its replica reports it). The node reports 3 GiB free, but another
+        // volume of 2 GiB was placed there and its logical volume does not exist yet: only
+        // 1 GiB of growth fits.
+        let mut r = LocalVolumeReplica::new(
+            "v-n1",
+            hwameistor_api::LocalVolumeReplicaSpec {
+                volume_name: "v".into(),
+                pool_name: PoolClass::Hdd.pool_name().into(),
+                node_name: "n1".into(),
+                volume_kind: Default::default(),
+                required_capacity_bytes: GI,
+            },
+        );
+        r.status = Some(hwameistor_api::LocalVolumeReplicaStatus {
+            allocated_capacity_bytes: Some(GI),
+            ..Default::default()
+        });
+        let pending = volume("other", 2 * GI, Some("n1"));
+        let nodes = [node("n1", 10 * GI, 3 * GI)];
+        let all = [v.clone(), pending];
+        let replicas = [r];
+        check_expand(&v, 2 * GI, &nodes, &all, &replicas).expect("1 GiB more fits");
+        let e = check_expand(&v, 3 * GI, &nodes, &all, &replicas).expect_err("2 GiB more does not");
+        assert!(matches!(e, AdminError::NoRoom { .. }), "{e}");
+        assert!(e.to_string().contains("n1"), "{e}");
+    }
+
+    #[test]
+    fn an_unplaced_volume_just_grows() {
+        let v = volume("v", GI, None);
+        let (to, notes) = check_expand(&v, 2 * GI, &[], std::slice::from_ref(&v), &[]).expect("ok");
+        assert_eq!(to, 2 * GI);
+        assert!(
+            notes.iter().any(|n| n.contains("not placed yet")),
+            "{notes:?}"
+        );
+    }
 }
