@@ -193,14 +193,34 @@ async fn a_disk_that_gains_data_before_pvcreate_is_refused_never_wiped() {
     node.cleanup().await;
 }
 
+const CLAIM_POINTS: [CrashPoint; 3] = [
+    CrashPoint::ClaimAfterChoose,
+    CrashPoint::ClaimAfterBindDisk,
+    CrashPoint::LvmAfterPvcreate,
+];
+const REPLICA_POINTS: [CrashPoint; 3] = [
+    CrashPoint::ReplicaAfterFinalizer,
+    CrashPoint::LvmAfterLvcreate,
+    CrashPoint::LvmAfterLvremove,
+];
+
+#[test]
+fn every_crash_point_is_exercised_below() {
+    let mut tested: Vec<&str> = CLAIM_POINTS
+        .iter()
+        .chain(REPLICA_POINTS.iter())
+        .map(|p| p.name())
+        .collect();
+    let mut all: Vec<&str> = CrashPoint::ALL.iter().map(|p| p.name()).collect();
+    tested.sort();
+    all.sort();
+    assert_eq!(tested, all, "a crash point without a test");
+}
+
 #[tokio::test]
 async fn a_claim_resumes_after_a_crash_at_each_of_its_points() {
     let (_server, client) = cluster().await;
-    for point in [
-        CrashPoint::ClaimAfterChoose,
-        CrashPoint::ClaimAfterBindDisk,
-        CrashPoint::LvmAfterPvcreate,
-    ] {
+    for point in CLAIM_POINTS {
         let mut node = FakeNode::new(&client);
         node.add_disk("/dev/vdb", 101 * MI, true);
         node.add_disk("/dev/vdc", 201 * MI, true);
@@ -492,11 +512,7 @@ async fn an_inactive_volume_is_activated_and_a_vanished_one_is_never_recreated()
 #[tokio::test]
 async fn a_replica_resumes_after_a_crash_at_each_of_its_points() {
     let (_server, client) = cluster().await;
-    for point in [
-        CrashPoint::ReplicaAfterFinalizer,
-        CrashPoint::LvmAfterLvcreate,
-        CrashPoint::LvmAfterLvremove,
-    ] {
+    for point in REPLICA_POINTS {
         let mut node = node_with_pool(&client).await;
         let volume = unique("crash");
         let r = if point == CrashPoint::LvmAfterLvremove {
