@@ -20,7 +20,8 @@
 //! (422); a strategic merge patch of a custom resource (415); field selectors
 //! on custom resources other than `metadata.name`, `metadata.namespace`
 //! (namespaced ones) and the CRD's `selectableFields` (400, for lists and
-//! watches). Deletion honours `propagationPolicy` (Background, Foreground
+//! watches); `selectableFields` that name no scalar field of the schema
+//! (422). Deletion honours `propagationPolicy` (Background, Foreground
 //! with `blockOwnerDeletion`, Orphan), and an update that removes the last
 //! finalizer of a deleting object deletes it (one DELETED event, no MODIFIED).
 //!
@@ -44,9 +45,11 @@
 //!   happen synchronously within the request that allows them;
 //! - lists with a continue token read the current state, not a snapshot;
 //!   `resourceVersionMatch=Exact` reads the current state unless expired;
-//! - CEL rules (`x-kubernetes-validations`), list-type/map-keys uniqueness,
-//!   string formats other than int32/int64, and the validation of a CRD's
-//!   `selectableFields` themselves are not checked;
+//! - CEL rules (`x-kubernetes-validations`), list-type/map-keys uniqueness
+//!   and string formats other than int32/int64 are not validated; a CRD's
+//!   `selectableFields` are checked (a simple path to a string, boolean or
+//!   integer field of the schema, not in metadata, unique, at most eight)
+//!   with messages close to but not always the real server's;
 //! - protobuf request bodies are decoded only for v1 Namespace, ConfigMap,
 //!   Secret and ServiceAccount (what `kubectl create ...` sends); responses
 //!   are always JSON; no `/scale`, `/log`, `/exec`, no admission webhooks.

@@ -822,16 +822,21 @@ pub fn crd_to_def(crd: &Value) -> Result<ResourceDef, Vec<Cause>> {
                     .collect()
             })
             .unwrap_or_default();
-        let selectable_fields = v
+        let raw_selectable = v
             .get("selectableFields")
             .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|f| f.get("jsonPath").and_then(Value::as_str))
-                    .map(|p| p.trim_start_matches('.').to_string())
-                    .collect()
-            })
+            .cloned()
             .unwrap_or_default();
+        causes.extend(validate_selectable_fields(
+            &raw_selectable,
+            schema.as_ref(),
+            &format!("spec.versions[{i}].selectableFields"),
+        ));
+        let selectable_fields = raw_selectable
+            .iter()
+            .filter_map(|f| f.get("jsonPath").and_then(Value::as_str))
+            .map(|p| p.trim_start_matches('.').to_string())
+            .collect();
         versions.push(VersionDef {
             name: vname.to_string(),
             served,
@@ -876,6 +881,113 @@ pub fn crd_to_def(crd: &Value) -> Result<ResourceDef, Vec<Cause>> {
         crd_name: Some(name.to_string()),
         name_rule: NameRule::Subdomain,
     })
+}
+
+/// At most this many selectable fields per version.
+const MAX_SELECTABLE_FIELDS: usize = 8;
+
+/// The schema a simple JSON path (`.spec.nodeName`) names, or why it names none.
+fn schema_at<'a>(schema: &'a Value, path: &str) -> Result<&'a Value, String> {
+    let Some(rest) = path.strip_prefix('.') else {
+        return Err("must start with a '.'".into());
+    };
+    if rest.contains('[') {
+        return Err("array notation is not allowed".into());
+    }
+    let mut cur = schema;
+    for seg in rest.split('.') {
+        if seg.is_empty() {
+            return Err("has an empty part".into());
+        }
+        cur = match (
+            cur.get("properties").and_then(|p| p.get(seg)),
+            cur.get("additionalProperties").filter(|a| a.is_object()),
+        ) {
+            (Some(s), _) => s,
+            (None, Some(map_values)) => map_values,
+            (None, None) => {
+                return Err(format!(
+                    "does not refer to a valid field: {seg:?} is not declared"
+                ))
+            }
+        };
+    }
+    Ok(cur)
+}
+
+/// The checks a real server makes on a version's `selectableFields`: a
+/// simple path to a field of the version's schema, of type string, boolean or
+/// integer, not under metadata, each once, at most eight.
+fn validate_selectable_fields(fields: &[Value], schema: Option<&Value>, at: &str) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if fields.is_empty() {
+        return causes;
+    }
+    let Some(schema) = schema else {
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            at,
+            "Invalid value: \"\": selectableFields may only be set when version.schema.openAPIV3Schema is not included",
+        ));
+        return causes;
+    };
+    let mut unique: Vec<String> = Vec::new();
+    for (j, f) in fields.iter().enumerate() {
+        let field = format!("{at}[{j}].jsonPath");
+        let path = f
+            .get("jsonPath")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if path.is_empty() {
+            causes.push(Cause::new("FieldValueRequired", &field, "Required value"));
+            continue;
+        }
+        let quoted = serde_json::to_string(path).unwrap_or_default();
+        let invalid = |why: &str| {
+            Cause::new(
+                "FieldValueInvalid",
+                &field,
+                format!("Invalid value: {quoted}: {why}"),
+            )
+        };
+        match schema_at(schema, path) {
+            Err(why) => {
+                causes.push(invalid(&format!("is an invalid path: {why}")));
+                continue;
+            }
+            Ok(found) => {
+                if path.trim_start_matches('.').split('.').next() == Some("metadata") {
+                    causes.push(invalid("must not point to fields in metadata"));
+                }
+                if !matches!(
+                    found.get("type").and_then(Value::as_str),
+                    Some("string" | "boolean" | "integer")
+                ) {
+                    causes.push(invalid("must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed."));
+                }
+            }
+        }
+        if unique.iter().any(|u| u == path) {
+            causes.push(Cause::new(
+                "FieldValueDuplicate",
+                &field,
+                format!("Duplicate value: {quoted}"),
+            ));
+        } else {
+            unique.push(path.to_string());
+        }
+    }
+    if unique.len() > MAX_SELECTABLE_FIELDS {
+        causes.push(Cause::new(
+            "FieldValueTooMany",
+            at,
+            format!(
+                "Too many: {}: must have at most {MAX_SELECTABLE_FIELDS} items",
+                unique.len()
+            ),
+        ));
+    }
+    causes
 }
 
 /// The status the server maintains on an accepted CRD.

@@ -148,6 +148,58 @@ async fn crd_with_bad_names_is_rejected() {
 }
 
 #[tokio::test]
+async fn selectable_fields_must_name_scalar_fields_of_the_schema() {
+    let ctx = start().await;
+    // Registered first: a server that wrongly accepts one of these keeps no leftover.
+    ctx.cleanup.crd(ctx.lv_crd_name());
+    let api: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
+    let with_fields = |paths: &[&str]| {
+        let mut crd = local_volume_crd(&ctx.group());
+        let fields: Vec<serde_json::Value> = paths.iter().map(|p| json!({"jsonPath": p})).collect();
+        for v in crd["spec"]["versions"].as_array_mut().unwrap() {
+            v["selectableFields"] = json!(fields);
+        }
+        serde_json::from_value::<CustomResourceDefinition>(crd).unwrap()
+    };
+    for (paths, bad) in [
+        (&[".spec.accessibility"][..], 0),
+        (&[".spec.accessibility.nodes"], 0),
+        (&[".spec.poolName", ".spec.undeclared"], 1),
+        (&[".spec.nodeName", ".spec.nodeName"], 1),
+    ] {
+        let err = api_err(
+            api.create(&PostParams::default(), &with_fields(paths))
+                .await,
+        );
+        assert_eq!(
+            (err.code, err.reason.as_str()),
+            (422, "Invalid"),
+            "{paths:?}"
+        );
+        let fields: Vec<String> = err
+            .details
+            .unwrap()
+            .causes
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert!(
+            fields.contains(&format!(
+                "spec.versions[0].selectableFields[{bad}].jsonPath"
+            )),
+            "{paths:?}: {fields:?}"
+        );
+    }
+    // Strings, enums among them, integers and booleans are fine.
+    api.create(
+        &PostParams::default(),
+        &with_fields(&[".spec.poolName", ".spec.nodeName", ".spec.replicaNumber"]),
+    )
+    .await
+    .expect("scalar fields are selectable");
+}
+
+#[tokio::test]
 async fn schema_violations_are_422_with_field_causes() {
     let ctx = start().await;
     let api = ctx.local_volumes().await;
