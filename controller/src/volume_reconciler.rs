@@ -43,17 +43,17 @@ const EVENT_NOTE_LIMIT: usize = 1024;
 ///
 /// A scoped controller places volumes only on matching nodes and acts only on LocalVolumes
 /// pinned to them. The nodes a volume is pinned to are where it is placed, or before that
-/// the nodes its accessibility allows. It is in scope when it is pinned to at least one
-/// node and none of them is a LocalStorageNode outside the scope:
+/// the nodes its accessibility allows. It is in scope when at least one of them is a
+/// matching LocalStorageNode and none is a LocalStorageNode outside the scope (names with
+/// no LocalStorageNode are tolerated: placement reports them as not storage nodes):
 ///
 /// - pinned to no node (unplaced, any node allowed): no scoped controller acts on it;
-/// - pinned to nodes of another partition (even one of them): not this one's;
-/// - pinned only to nodes that have no LocalStorageNode: every scoped controller takes it.
-///   It cannot be placed anywhere, and each reports the same NoCapacity reason, so a CSI
-///   request for it fails fast instead of timing out.
+/// - pinned to a node of another partition (even one): not this one's;
+/// - pinned only to names without a LocalStorageNode: no scoped controller's either, until
+///   such a node appears (its watch event wakes the volume); a CSI request for it waits.
 ///
-/// Several scoped controllers with disjoint selectors (and no unscoped one) thus never both
-/// place or change a volume that can live on some node.
+/// Several scoped controllers with disjoint selectors (and no unscoped one) thus never act
+/// on the same volume.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scope {
     labels: BTreeMap<String, String>,
@@ -130,6 +130,12 @@ impl Scope {
     }
 }
 
+/// The scope verdict for a volume from its pinned nodes, each `Some(matches)` or `None` when
+/// it has no LocalStorageNode (see [`Scope`]).
+fn judge_scope(pinned: &[Option<bool>]) -> bool {
+    pinned.contains(&Some(true)) && !pinned.contains(&Some(false))
+}
+
 /// The nodes a volume is pinned to: where it is placed, or before that where it may go.
 /// Once placed, only the placement counts: a node named in the accessibility that later
 /// joins another partition must not orphan a volume living on this one's node.
@@ -204,19 +210,13 @@ impl Context {
         let Some(scope) = &self.scope else {
             return Ok(true);
         };
-        let pinned = pinned_nodes(v);
-        if pinned.is_empty() {
-            return Ok(false);
-        }
         let nodes: Api<LocalStorageNode> = Api::all(self.client.clone());
-        for name in pinned {
-            if let Some(n) = nodes.get_opt(name).await? {
-                if !scope.matches(n.labels()) {
-                    return Ok(false);
-                }
-            }
+        let mut seen = Vec::new();
+        for name in pinned_nodes(v) {
+            let node = nodes.get_opt(name).await?;
+            seen.push(node.map(|n| scope.matches(n.labels())));
         }
-        Ok(true)
+        Ok(judge_scope(&seen))
     }
 
     /// Publishes an Event; failing to is logged only, the resources carry the truth.
@@ -728,6 +728,22 @@ mod tests {
             }],
         });
         v
+    }
+
+    #[test]
+    fn a_volume_is_in_scope_on_matching_nodes_only() {
+        assert!(!judge_scope(&[]), "pinned nowhere");
+        assert!(judge_scope(&[Some(true)]));
+        assert!(
+            judge_scope(&[Some(true), None]),
+            "an unknown name is tolerated"
+        );
+        assert!(!judge_scope(&[None]), "unknown names only");
+        assert!(
+            !judge_scope(&[Some(true), Some(false)]),
+            "one node elsewhere"
+        );
+        assert!(!judge_scope(&[Some(false)]));
     }
 
     #[test]

@@ -54,8 +54,8 @@ struct Args {
     max_volumes_per_pool: Option<i64>,
     /// Partitioning option: act only on the LocalStorageNodes this equality label selector
     /// (key=value[,key=value...]) matches and on the LocalVolumes placed on them (before
-    /// placement: allowed on no node outside it). Unset: the whole cluster, as deployed.
-    /// Give each partition its own --lease-name.
+    /// placement: allowed on one of them and on no node of another partition). Unset: the
+    /// whole cluster, as deployed. Give each partition its own --lease-name.
     #[arg(long, value_parser = parse_scope)]
     scope_selector: Option<Scope>,
     /// Log as JSON lines.
