@@ -296,10 +296,19 @@ impl Cluster {
     /// returns its name.
     pub async fn add_node(&self, base: &str, total: i64, free: i64) -> String {
         let name = self.name(base);
-        self.nodes.lock().expect("node set").insert(name.clone());
-        let labels = BTreeMap::from([(SCOPE_LABEL.to_string(), self.id.clone())]);
-        create_node(&self.client, &name, labels, total, free).await;
+        self.add_node_named(&name, total, free).await;
         name
+    }
+
+    /// [`Self::add_node`] with the name as given: for a test that needs a short name, on a
+    /// server of its own.
+    pub async fn add_node_named(&self, name: &str, total: i64, free: i64) {
+        self.nodes
+            .lock()
+            .expect("node set")
+            .insert(name.to_string());
+        let labels = BTreeMap::from([(SCOPE_LABEL.to_string(), self.id.clone())]);
+        create_node(&self.client, name, labels, total, free).await;
     }
 
     /// Starts the fake node agent for this test's nodes.
@@ -380,9 +389,9 @@ pub async fn start() -> Cluster {
     c
 }
 
-/// Deletes every object of a kind whose name ends with `suffix`, removing finalizers left
-/// by controllers that no longer run.
-async fn purge<K>(api: &Api<K>, suffix: &str) -> Result<(), kube::Error>
+/// Deletes every object of a kind that `ours` picks, removing finalizers left by
+/// controllers that no longer run.
+async fn purge<K>(api: &Api<K>, ours: impl Fn(&K) -> bool) -> Result<(), kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
@@ -391,10 +400,10 @@ where
         other => other,
     };
     for o in api.list(&ListParams::default()).await?.items {
-        let name = o.name_any();
-        if !name.ends_with(suffix) {
+        if !ours(&o) {
             continue;
         }
+        let name = o.name_any();
         // Deleted first so that nothing can add a finalizer back (the API server refuses
         // new finalizers on an object being deleted), then unblocked.
         gone(api.delete(&name, &DeleteParams::default()).await.map(drop))?;
@@ -408,7 +417,9 @@ where
     Ok(())
 }
 
-/// Removes what the test `id` left on a real cluster, on a thread and runtime of its own:
+/// Removes what the test `id` left on a real cluster: every object named `*-<id>`, and the
+/// volumes and replicas on its nodes (volumes named by the CSI name mapping end with a
+/// hash instead). On a thread and runtime of its own:
 /// this runs in a drop, while the test's runtime (which drives the test's client) is blocked.
 /// Best effort: a failure is printed, never fails the test (names are unique per run, so a
 /// leftover cannot disturb another test).
@@ -422,13 +433,26 @@ pub fn remove_leftovers(kubeconfig: PathBuf, id: &str) {
         rt.block_on(async {
             let cluster = TestCluster::Real { kubeconfig };
             let client = cluster.client().await.map_err(|e| e.to_string())?;
+            let mine = |name: &str| name.ends_with(&suffix);
             let cleanup = async {
-                purge(&Api::<LocalVolumeReplica>::all(client.clone()), &suffix).await?;
-                purge(&Api::<LocalVolume>::all(client.clone()), &suffix).await?;
-                purge(&Api::<LocalStorageNode>::all(client.clone()), &suffix).await?;
+                purge(&Api::<LocalVolumeReplica>::all(client.clone()), |r| {
+                    mine(&r.name_any()) || mine(&r.spec.node_name)
+                })
+                .await?;
+                purge(&Api::<LocalVolume>::all(client.clone()), |v| {
+                    let placed = v.spec.config.iter().flat_map(|c| &c.replicas);
+                    mine(&v.name_any())
+                        || v.spec.accessibility.nodes.iter().any(|n| mine(n))
+                        || placed.map(|r| &r.hostname).any(|n| mine(n))
+                })
+                .await?;
+                purge(&Api::<LocalStorageNode>::all(client.clone()), |n| {
+                    mine(&n.name_any())
+                })
+                .await?;
                 purge(
                     &Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE),
-                    &suffix,
+                    |l| mine(&l.name_any()),
                 )
                 .await
             };
