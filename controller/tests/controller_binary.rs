@@ -19,7 +19,7 @@ use hwameistor_csi::csi::{
     GetPluginInfoRequest, ProbeRequest, VolumeCapability,
 };
 use hwameistor_csi::topology;
-use hwameistor_testapi::{ServerOptions, TestApiServer};
+use hwameistor_testapi::{ServerOptions, TestApiServer, TestCluster};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use std::path::{Path, PathBuf};
@@ -170,15 +170,18 @@ async fn binary_leads_serves_csi_and_metrics_and_releases_on_sigterm() {
     cluster.spawn_fake_agent();
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        cluster
-            .server
-            .kubeconfig_yaml("127.0.0.1")
-            .expect("kubeconfig"),
-    )
-    .expect("write kubeconfig");
+    // A real cluster's kubeconfig is used where it is: it may name certificate files by
+    // paths relative to itself.
+    let kubeconfig = match &cluster.server {
+        TestCluster::Real { kubeconfig } => kubeconfig.clone(),
+        TestCluster::Local(server) => {
+            let path = dir.path().join("kubeconfig");
+            server
+                .write_kubeconfig(&path, "127.0.0.1")
+                .expect("kubeconfig");
+            path
+        }
+    };
     let sock = dir.path().join("csi/csi.sock");
     let metrics = free_port();
     let (lease, identity) = (cluster.name("lease"), cluster.name("controller"));
