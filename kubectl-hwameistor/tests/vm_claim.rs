@@ -56,7 +56,9 @@ async fn a_disk_claimed_through_the_plugin_grows_a_pool_shown_by_pool_list() {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
 
-    // Claim only the disks of at least 300Mi: plug-a, not plug-b.
+    // Claim only the disks of at least 300Mi: plug-a, not plug-b. The claim's name is
+    // unique like the node's, so runs against one shared real cluster never collide.
+    let claim = format!("{node}-claim");
     let (code, out, err) = plugin(
         &kc,
         &[
@@ -69,7 +71,7 @@ async fn a_disk_claimed_through_the_plugin_grows_a_pool_shown_by_pool_list() {
             "--timeout",
             "120s",
             "--name",
-            "plugin-claim",
+            &claim,
         ],
     );
     assert_eq!(
