@@ -170,6 +170,58 @@ impl Sandbox {
     }
 }
 
+/// The controller binary running on this machine against a sandbox's API. Killed when
+/// dropped.
+pub struct ControllerProcess {
+    pub child: tokio::process::Child,
+    /// Holds its kubeconfig and CSI socket.
+    _dir: tempfile::TempDir,
+}
+
+impl ControllerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+}
+
+impl Sandbox {
+    /// Starts the controller binary `bin` on this machine (with `RUST_LOG=warn`, metrics on a
+    /// free loopback port, its CSI socket in a temporary directory), creating the system
+    /// namespace its lease lives in if needed.
+    pub async fn start_controller(
+        &self,
+        bin: &Path,
+        identity: &str,
+    ) -> Result<ControllerProcess, Error> {
+        use k8s_openapi::api::core::v1::Namespace;
+        use kube::api::PostParams;
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(hwameistor_api::SYSTEM_NAMESPACE.into());
+        match namespaces.create(&PostParams::default(), &ns).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        let dir =
+            tempfile::tempdir().map_err(|e| Error::Other(format!("temporary directory: {e}")))?;
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, self.cluster.kubeconfig_yaml("127.0.0.1")?)
+            .map_err(|e| Error::Other(format!("writing {}: {e}", kubeconfig.display())))?;
+        let child = tokio::process::Command::new(bin)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--identity", identity, "--metrics-addr", "127.0.0.1:0"])
+            .arg("--csi-endpoint")
+            .arg(format!("unix://{}", dir.path().join("csi.sock").display()))
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::Other(format!("starting {}: {e}", bin.display())))?;
+        Ok(ControllerProcess { child, _dir: dir })
+    }
+}
+
 /// A binary of this workspace's target directory (`rel` such as `hwameistor-agent` or
 /// `examples/csi_node_call`): the path in environment variable `env` if set, else next to the
 /// running executable (a binary in target/<profile>/) or one level up (a test in

@@ -10,7 +10,6 @@ use clap::Parser;
 use hwameistor_api::*;
 use hwameistor_sandbox::{eventually, workspace_binary, Sandbox};
 use hwameistor_testbed::VmSpec;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::wait::await_condition;
 use std::time::{Duration, Instant};
@@ -105,24 +104,8 @@ async fn main() -> anyhow::Result<()> {
         )
     })
     .await?;
-    let namespaces: Api<Namespace> = Api::all(sb.client.clone());
-    let mut ns = Namespace::default();
-    ns.metadata.name = Some(SYSTEM_NAMESPACE.into());
-    namespaces.create(&PostParams::default(), &ns).await?;
-
-    let dir = tempfile::tempdir()?;
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, sb.cluster.kubeconfig_yaml("127.0.0.1")?)?;
-    let mut controller = tokio::process::Command::new(&controller_bin)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["--identity", "bench", "--metrics-addr", "127.0.0.1:0"])
-        .arg("--csi-endpoint")
-        .arg(format!("unix://{}", dir.path().join("csi.sock").display()))
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()?;
-    let controller_pid = controller.id().unwrap_or(0);
+    let mut controller = sb.start_controller(&controller_bin, "bench").await?;
+    let controller_pid = controller.pid();
 
     let volumes: Api<LocalVolume> = Api::all(sb.client.clone());
     let ready = |o: Option<&LocalVolume>| {
@@ -196,7 +179,7 @@ async fn main() -> anyhow::Result<()> {
         "node agent (in the VM):     {:.1} MiB",
         agent_rss as f64 / 1024.0
     );
-    controller.kill().await.ok();
+    controller.child.kill().await.ok();
     sb.shutdown().await?;
     Ok(())
 }

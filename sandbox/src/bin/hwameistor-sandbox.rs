@@ -10,7 +10,6 @@ use hwameistor_api::quantity::format_size;
 use hwameistor_api::*;
 use hwameistor_sandbox::{eventually, workspace_binary, Sandbox};
 use hwameistor_testbed::VmSpec;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, PostParams};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -222,26 +221,7 @@ async fn main() -> anyhow::Result<()> {
     println!();
     // The controller on this machine: it places volumes by the pools the agents report.
     let controller_bin = workspace_binary("hwameistor-controller", "HWAMEISTOR_CONTROLLER_BIN")?;
-    let namespaces: Api<Namespace> = Api::all(sb.client.clone());
-    let mut ns = Namespace::default();
-    ns.metadata.name = Some(SYSTEM_NAMESPACE.into());
-    match namespaces.create(&PostParams::default(), &ns).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => return Err(e.into()),
-    }
-    let dir = tempfile::tempdir()?;
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, sb.cluster.kubeconfig_yaml("127.0.0.1")?)?;
-    let mut controller = tokio::process::Command::new(&controller_bin)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["--identity", "sandbox", "--metrics-addr", "127.0.0.1:0"])
-        .arg("--csi-endpoint")
-        .arg(format!("unix://{}", dir.path().join("csi.sock").display()))
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut controller = sb.start_controller(&controller_bin, "sandbox").await?;
     step(started, "controller started on this machine");
 
     // A volume larger than any one disk (the pools are 1 GiB + 2 GiB): the controller picks
@@ -309,7 +289,7 @@ async fn main() -> anyhow::Result<()> {
         .exec_ok("lvs -o lv_name,vg_name,lv_size,devices LocalStorage_PoolHDD")
         .await?;
     println!("\n{node}$ lvs -o lv_name,vg_name,lv_size,devices\n{lvs}");
-    controller.kill().await.ok();
+    controller.child.kill().await.ok();
     if args.keep_running {
         println!(
             "Explore with: kubectl --kubeconfig {} get localdisks,localdiskclaims,localstoragenodes,localvolumereplicas\nCtrl-C stops the sandbox and its VMs.",
