@@ -16,6 +16,9 @@ pub struct Tuning {
     pub retry: Duration,
     /// How long LVM must be quiet before a background re-read of it runs.
     pub lvm_quiet: Duration,
+    /// How long volume-level changes must have stopped before the disk scanner publishes
+    /// the pools again (disks appearing or going are scanned at once).
+    pub scan_quiet: Duration,
 }
 
 impl Default for Tuning {
@@ -23,6 +26,7 @@ impl Default for Tuning {
         Tuning {
             retry: Duration::from_secs(15),
             lvm_quiet: crate::lvm::QUIET,
+            scan_quiet: Duration::from_secs(1),
         }
     }
 }

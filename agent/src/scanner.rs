@@ -241,57 +241,93 @@ pub async fn run(
     resync: Duration,
     mut uevents: Option<tokio::sync::mpsc::Receiver<discovery::UEvent>>,
 ) {
+    use tokio::time::Instant;
     let mut lvm_changed = ctx.lvm.subscribe();
-    // After a uevent-triggered scan, scan once more shortly after: udev creates the
-    // by-id links a moment after the kernel announces the device.
-    let mut followup = false;
-    let mut last_resync = tokio::time::Instant::now();
+    let mut last_resync = Instant::now();
+    // When the next scan is due. A disk appearing or going is scanned at once (and once more
+    // shortly after: udev creates the by-id links a moment after the kernel announces the
+    // device). Changes of volumes (device-mapper uevents, the agent's own operations, a
+    // re-read of LVM) only move pool figures: those scans wait until such changes have
+    // stopped for a moment, so a burst of volume creations costs one scan, not one each.
+    let mut due = Some(Instant::now());
+    let mut followup: Option<Instant> = None;
     loop {
-        match scan_once(&ctx).await {
-            Ok(s) if s.changes > 0 => {
-                tracing::info!(disks = s.disks, changes = s.changes, "scan applied changes")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "scan failed");
-                if let ScanError::Lvm(le) = &e {
-                    let _ = update_node(&ctx, &Default::default(), &[], Some(le.to_string())).await;
-                }
-            }
-        }
+        let next_resync = last_resync + resync;
+        let wake = [due, followup, Some(next_resync)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_resync);
         let wait_uevent = async {
             match uevents.as_mut() {
-                Some(rx) => {
-                    if rx.recv().await.is_none() {
-                        std::future::pending::<()>().await;
+                Some(rx) => match rx.recv().await {
+                    Some(ev) => ev,
+                    None => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let now = Instant::now();
+        if wake <= now {
+            if wake == next_resync {
+                last_resync = now;
+                ctx.lvm.invalidate();
+            }
+            if followup.is_some_and(|f| f <= now) {
+                followup = None;
+            }
+            due = None;
+            match scan_once(&ctx).await {
+                Ok(s) if s.changes > 0 => {
+                    tracing::info!(disks = s.disks, changes = s.changes, "scan applied changes")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "scan failed");
+                    if let ScanError::Lvm(le) = &e {
+                        let _ =
+                            update_node(&ctx, &Default::default(), &[], Some(le.to_string())).await;
                     }
                 }
-                None => std::future::pending::<()>().await,
             }
+            continue;
+        }
+        let settle = |due: Option<Instant>| {
+            // Volume-level changes: after a quiet moment, never later than an earlier plan.
+            let quiet = Instant::now() + ctx.tuning.scan_quiet;
+            Some(due.map_or(quiet, |d| d.max(quiet)))
         };
-        let next = if followup {
-            Duration::from_millis(1500)
-        } else {
-            resync.saturating_sub(last_resync.elapsed())
-        };
-        followup = false;
         tokio::select! {
-            _ = wait_uevent => {
-                followup = true;
-                // Devices come in bursts (a disk and its partitions, a new logical volume's
-                // device-mapper node); gather them. LVM may have changed under us: re-read
-                // it in the background.
+            ev = wait_uevent => {
+                // Devices come in bursts (a disk and its partitions); gather them.
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                if let Some(rx) = uevents.as_mut() { while rx.try_recv().is_ok() {} }
+                let mut disk_event = is_disk_event(&ev);
+                if let Some(rx) = uevents.as_mut() {
+                    while let Ok(ev) = rx.try_recv() {
+                        disk_event |= is_disk_event(&ev);
+                    }
+                }
+                // LVM may have changed under us: re-read it in the background.
                 ctx.lvm.invalidate();
+                if disk_event {
+                    due = Some(Instant::now());
+                    followup = Some(Instant::now() + Duration::from_millis(1500));
+                } else {
+                    due = settle(due);
+                }
             }
-            _ = ctx.rescan.notified() => {}
-            // A lagging receiver still means "LVM changed": rescan either way.
-            _ = lvm_changed.recv() => {}
-            _ = tokio::time::sleep(next) => {
-                last_resync = tokio::time::Instant::now();
-                ctx.lvm.invalidate();
-            }
+            _ = ctx.rescan.notified() => due = settle(due),
+            // A lagging receiver still means "LVM changed".
+            _ = lvm_changed.recv() => due = settle(due),
+            _ = tokio::time::sleep_until(wake) => {}
         }
     }
+}
+
+/// Whether a uevent is about a disk (or its partitions), not a device-mapper or loop device
+/// built on top: only those change which disks exist.
+fn is_disk_event(ev: &discovery::UEvent) -> bool {
+    let name = ev.devname.as_deref().unwrap_or_default();
+    ev.action == discovery::OVERFLOW_ACTION
+        || !(name.starts_with("dm-") || name.starts_with("loop") || name.starts_with("zram"))
 }

@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
             .disk("b-3", 1 << 30)],
     )
     .await?;
-    let pid = sb.start_agent_with(node, &[], "RUST_LOG=info", "").await?;
+    let mut pid = sb.start_agent_with(node, &[], "RUST_LOG=info", "").await?;
     let disks: Api<LocalDisk> = Api::all(sb.client.clone());
     eventually(WAIT, "3 disks", || async {
         Ok((disks.list(&ListParams::default()).await?.items.len() == 3).then_some(()))
@@ -97,7 +97,17 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let vm = sb.testbed.vm(node);
-
+    // The bare commands run with the agent stopped: a running agent re-reads LVM after every
+    // device the bare commands create, which would slow them and flatter the agent.
+    vm.kill(pid, 15).await?;
+    eventually(WAIT, "the agent to stop", || async {
+        Ok(matches!(
+            vm.process_state(pid).await?,
+            hwameistor_testbed::ProcessState::Exited { .. }
+        )
+        .then_some(()))
+    })
+    .await?;
     // Bare lvcreate with the flags the agent uses, timed from the host through the exec
     // channel, less that channel's own round trip (measured with `true`).
     let mut channel = Vec::new();
@@ -114,6 +124,10 @@ async fn main() -> anyhow::Result<()> {
         bare.push((t0.elapsed().as_secs_f64() * 1000.0 - channel_ms).max(0.0));
     }
     vm.exec_ok_timeout("for lv in $(lvs --noheadings -o lv_name -S 'lv_name=~^bare' LocalStorage_PoolHDD); do lvremove --yes LocalStorage_PoolHDD/$lv >/dev/null; done", Duration::from_secs(600)).await?;
+    pid = sb.start_agent_with(node, &[], "RUST_LOG=info", "").await?;
+    // Give the restarted agent time to read LVM, list its objects and settle before timing
+    // it (it reads LVM on its first scan, within a second or two under emulation).
+    tokio::time::sleep(Duration::from_secs(8)).await;
 
     // Through the agent: create the LocalVolumeReplica, wait (watching) until Ready.
     let replicas: Api<LocalVolumeReplica> = Api::all(sb.client.clone());
