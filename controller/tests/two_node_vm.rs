@@ -183,6 +183,8 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
     let client_bin = target_binary("examples/csi_node_call", "HWAMEISTOR_CSI_CALL_BIN");
     let prefix = run_prefix();
     let (n1, n2) = (format!("{prefix}-n1"), format!("{prefix}-n2"));
+    // Volume names unique per run, like the nodes': runs share a real cluster.
+    let (xfs, ext4) = (format!("{prefix}-xfs"), format!("{prefix}-ext4"));
     let sb = Sandbox::start(
         &agent,
         vec![
@@ -215,7 +217,7 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
 
     // An xfs volume on n2, asked for smaller than xfs allows: rounded up to 300 MiB.
     let vol = csi
-        .create_volume(Request::new(create("pvc-xfs", 100 * MIB, &n2, "")))
+        .create_volume(Request::new(create(xfs.as_str(), 100 * MIB, &n2, "")))
         .await;
     let vol = match vol {
         Ok(v) => v.into_inner().volume.expect("volume"),
@@ -223,12 +225,12 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
     };
     assert_eq!(vol.capacity_bytes, 300 * MIB);
     assert_eq!(vol.accessible_topology, vec![topology::of_node(&n2)]);
-    assert_eq!(lv_size(vm2, "pvc-xfs").await, Some(300 * MIB));
-    assert_eq!(lv_size(vm1, "pvc-xfs").await, None);
+    assert_eq!(lv_size(vm2, xfs.as_str()).await, Some(300 * MIB));
+    assert_eq!(lv_size(vm1, xfs.as_str()).await, None);
 
     let published = csi
         .controller_publish_volume(Request::new(ControllerPublishVolumeRequest {
-            volume_id: "pvc-xfs".into(),
+            volume_id: xfs.as_str().into(),
             node_id: n2.clone(),
             volume_capability: Some(cap("")),
             ..Default::default()
@@ -241,14 +243,14 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
         .get("devicePath")
         .cloned()
         .expect("device");
-    assert_eq!(dev, "/dev/LocalStorage_PoolHDD/pvc-xfs");
+    assert_eq!(dev, format!("/dev/LocalStorage_PoolHDD/{xfs}"));
 
     let staging =
-        "/var/lib/kubelet/plugins/kubernetes.io/csi/lvm.hwameistor.io/pvc-xfs/globalmount";
-    let target = "/var/lib/kubelet/pods/pod-1/volumes/kubernetes.io~csi/pvc-xfs/mount";
+        format!("/var/lib/kubelet/plugins/kubernetes.io/csi/lvm.hwameistor.io/{xfs}/globalmount");
+    let target = format!("/var/lib/kubelet/pods/pod-1/volumes/kubernetes.io~csi/{xfs}/mount");
     for _ in 0..2 {
         assert_eq!(
-            call(&sb, vm2, &n2, &format!("stage pvc-xfs {dev} {staging} xfs")).await,
+            call(&sb, vm2, &n2, &format!("stage {xfs} {dev} {staging} xfs")).await,
             "ok"
         );
         assert_eq!(
@@ -256,7 +258,7 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
                 &sb,
                 vm2,
                 &n2,
-                &format!("publish pvc-xfs {dev} {staging} {target} xfs")
+                &format!("publish {xfs} {dev} {staging} {target} xfs")
             )
             .await,
             "ok"
@@ -274,12 +276,12 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
     ))
     .await
     .expect("write");
-    let before = df_bytes(vm2, target).await;
+    let before = df_bytes(vm2, &target).await;
 
     // Grow: the controller grows the LV on n2, the node grows xfs online.
     let grown = csi
         .controller_expand_volume(Request::new(ControllerExpandVolumeRequest {
-            volume_id: "pvc-xfs".into(),
+            volume_id: xfs.as_str().into(),
             capacity_range: Some(CapacityRange {
                 required_bytes: 600 * MIB,
                 limit_bytes: 0,
@@ -296,16 +298,16 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
         (grown.capacity_bytes, grown.node_expansion_required),
         (600 * MIB, true)
     );
-    assert_eq!(lv_size(vm2, "pvc-xfs").await, Some(600 * MIB));
+    assert_eq!(lv_size(vm2, xfs.as_str()).await, Some(600 * MIB));
     let out = call(
         &sb,
         vm2,
         &n2,
-        &format!("expand pvc-xfs {target} {staging} {}", 600 * MIB),
+        &format!("expand {xfs} {target} {staging} {}", 600 * MIB),
     )
     .await;
     assert_eq!(out, format!("ok capacity_bytes={}", 600 * MIB));
-    let after = df_bytes(vm2, target).await;
+    let after = df_bytes(vm2, &target).await;
     assert!(
         after > before + 250 * MIB,
         "xfs did not grow: {before} -> {after}"
@@ -317,7 +319,7 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
             .trim(),
         "provisioned-to-mount"
     );
-    let stats = call(&sb, vm2, &n2, &format!("stats pvc-xfs {target}")).await;
+    let stats = call(&sb, vm2, &n2, &format!("stats {xfs} {target}")).await;
     assert!(stats.contains("abnormal=false"), "{stats}");
     let total: i64 = stats
         .split_whitespace()
@@ -328,22 +330,31 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
 
     // A second volume that does not fit n1's pool: refused, nothing left behind.
     let err = csi
-        .create_volume(Request::new(create("pvc-huge", 2 << 30, &n1, "")))
+        .create_volume(Request::new(create(
+            &format!("{prefix}-huge"),
+            2 << 30,
+            &n1,
+            "",
+        )))
         .await
         .expect_err("no room");
     assert_eq!(err.code(), Code::ResourceExhausted);
     let volumes: Api<LocalVolume> = Api::all(sb.client.clone());
-    assert!(volumes.get_opt("pvc-huge").await.expect("get").is_none());
+    assert!(volumes
+        .get_opt(&format!("{prefix}-huge"))
+        .await
+        .expect("get")
+        .is_none());
 
     // ext4 on n1: formatted, mounted, grown online (root in the VM may resize ext4).
     let v = csi
-        .create_volume(Request::new(create("pvc-ext4", 64 * MIB, &n1, "ext4")))
+        .create_volume(Request::new(create(ext4.as_str(), 64 * MIB, &n1, "ext4")))
         .await
         .expect("ext4 volume")
         .into_inner();
     assert_eq!(v.volume.map(|v| v.capacity_bytes), Some(64 * MIB));
     csi.controller_publish_volume(Request::new(ControllerPublishVolumeRequest {
-        volume_id: "pvc-ext4".into(),
+        volume_id: ext4.as_str().into(),
         node_id: n1.clone(),
         volume_capability: Some(cap("ext4")),
         ..Default::default()
@@ -351,22 +362,22 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
     .await
     .expect("publish ext4");
     let (dev1, staging1, target1) = (
-        "/dev/LocalStorage_PoolHDD/pvc-ext4",
-        "/var/lib/kubelet/stage/pvc-ext4",
+        format!("/dev/LocalStorage_PoolHDD/{ext4}"),
+        format!("/var/lib/kubelet/stage/{ext4}"),
         "/var/lib/kubelet/pods/pod-2/mount",
     );
     call(
         &sb,
         vm1,
         &n1,
-        &format!("stage pvc-ext4 {dev1} {staging1} ext4"),
+        &format!("stage {ext4} {dev1} {staging1} ext4"),
     )
     .await;
     call(
         &sb,
         vm1,
         &n1,
-        &format!("publish pvc-ext4 {dev1} {staging1} {target1} ext4"),
+        &format!("publish {ext4} {dev1} {staging1} {target1} ext4"),
     )
     .await;
     vm1.exec_ok(&format!("echo ext4-data > {target1}/f && sync"))
@@ -374,7 +385,7 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
         .expect("write ext4");
     let small = df_bytes(vm1, target1).await;
     csi.controller_expand_volume(Request::new(ControllerExpandVolumeRequest {
-        volume_id: "pvc-ext4".into(),
+        volume_id: ext4.as_str().into(),
         capacity_range: Some(CapacityRange {
             required_bytes: 128 * MIB,
             limit_bytes: 0,
@@ -387,7 +398,7 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
         &sb,
         vm1,
         &n1,
-        &format!("expand pvc-ext4 {target1} {staging1} {}", 128 * MIB),
+        &format!("expand {ext4} {target1} {staging1} {}", 128 * MIB),
     )
     .await;
     let big = df_bytes(vm1, target1).await;
@@ -405,8 +416,8 @@ async fn volumes_are_provisioned_mounted_grown_and_removed_on_real_nodes() {
 
     // Tear down both, every node call twice; the logical volumes go with the objects.
     for (vm, node, vol, staging, target) in [
-        (vm2, &n2, "pvc-xfs", staging, target),
-        (vm1, &n1, "pvc-ext4", staging1, target1),
+        (vm2, &n2, xfs.as_str(), staging.as_str(), target.as_str()),
+        (vm1, &n1, ext4.as_str(), staging1.as_str(), target1),
     ] {
         for _ in 0..2 {
             call(&sb, vm, node, &format!("unpublish {vol} {target}")).await;
@@ -545,7 +556,9 @@ fn block_cap() -> VolumeCapability {
 async fn csi_converges_when_the_agent_dies_mid_create_and_mid_delete_and_serves_raw_block() {
     let agent = target_binary("hwameistor-agent", "HWAMEISTOR_AGENT_BIN");
     let client_bin = target_binary("examples/csi_node_call", "HWAMEISTOR_CSI_CALL_BIN");
-    let node = format!("{}-k1", run_prefix());
+    let prefix = run_prefix();
+    let node = format!("{prefix}-k1");
+    let blk = format!("{prefix}-blk");
     let sb = Sandbox::start(&agent, vec![VmSpec::new(&node).disk("kill-1", 1 << 30)])
         .await
         .expect("sandbox");
@@ -563,11 +576,11 @@ async fn csi_converges_when_the_agent_dies_mid_create_and_mid_delete_and_serves_
     wait_agent_exit(&sb, &node, pid).await;
     let armed = start_csi_agent(&sb, &node, "HWAMEISTOR_CRASH_POINT=lvm-after-lvcreate").await;
     let (created, _) = tokio::join!(
-        csi.create_volume(Request::new(create_block("pvc-blk", 64 * MIB, &node))),
+        csi.create_volume(Request::new(create_block(blk.as_str(), 64 * MIB, &node))),
         async {
             wait_agent_exit(&sb, &node, armed).await;
             assert_eq!(
-                lv_size(vm, "pvc-blk").await,
+                lv_size(vm, blk.as_str()).await,
                 Some(64 * MIB),
                 "crashed after lvcreate"
             );
@@ -588,7 +601,7 @@ async fn csi_converges_when_the_agent_dies_mid_create_and_mid_delete_and_serves_
         .expect("lvs");
     assert_eq!(
         lvs.split_whitespace().collect::<Vec<_>>(),
-        ["pvc-blk"],
+        [blk.as_str()],
         "one LV, no duplicate"
     );
 
@@ -596,7 +609,7 @@ async fn csi_converges_when_the_agent_dies_mid_create_and_mid_delete_and_serves_
     // formatted.
     let dev = csi
         .controller_publish_volume(Request::new(ControllerPublishVolumeRequest {
-            volume_id: "pvc-blk".into(),
+            volume_id: blk.as_str().into(),
             node_id: node.clone(),
             volume_capability: Some(block_cap()),
             ..Default::default()
@@ -609,21 +622,21 @@ async fn csi_converges_when_the_agent_dies_mid_create_and_mid_delete_and_serves_
         .cloned()
         .expect("device path");
     let staging =
-        "/var/lib/kubelet/plugins/kubernetes.io/csi/lvm.hwameistor.io/pvc-blk/globalmount";
-    let target = "/var/lib/kubelet/pods/pod-b/volumeDevices/kubernetes.io~csi/pvc-blk";
+        format!("/var/lib/kubelet/plugins/kubernetes.io/csi/lvm.hwameistor.io/{blk}/globalmount");
+    let target = format!("/var/lib/kubelet/pods/pod-b/volumeDevices/kubernetes.io~csi/{blk}");
     for _ in 0..2 {
         call(
             &sb,
             vm,
             &node,
-            &format!("stage pvc-blk {dev} {staging} block"),
+            &format!("stage {blk} {dev} {staging} block"),
         )
         .await;
         call(
             &sb,
             vm,
             &node,
-            &format!("publish pvc-blk {dev} {staging} {target} block"),
+            &format!("publish {blk} {dev} {staging} {target} block"),
         )
         .await;
     }
@@ -639,11 +652,11 @@ async fn csi_converges_when_the_agent_dies_mid_create_and_mid_delete_and_serves_
         sig.stdout
     );
     for _ in 0..2 {
-        call(&sb, vm, &node, &format!("unpublish pvc-blk {target}")).await;
-        call(&sb, vm, &node, &format!("unstage pvc-blk {staging}")).await;
+        call(&sb, vm, &node, &format!("unpublish {blk} {target}")).await;
+        call(&sb, vm, &node, &format!("unstage {blk} {staging}")).await;
     }
     csi.controller_unpublish_volume(Request::new(ControllerUnpublishVolumeRequest {
-        volume_id: "pvc-blk".into(),
+        volume_id: blk.as_str().into(),
         node_id: node.clone(),
         ..Default::default()
     }))
@@ -667,12 +680,16 @@ async fn csi_converges_when_the_agent_dies_mid_create_and_mid_delete_and_serves_
     let replicas: Api<LocalVolumeReplica> = Api::all(sb.client.clone());
     let (deleted, _) = tokio::join!(
         csi.delete_volume(Request::new(DeleteVolumeRequest {
-            volume_id: "pvc-blk".into(),
+            volume_id: blk.as_str().into(),
             ..Default::default()
         })),
         async {
             wait_agent_exit(&sb, &node, armed).await;
-            assert_eq!(lv_size(vm, "pvc-blk").await, None, "crashed after lvremove");
+            assert_eq!(
+                lv_size(vm, blk.as_str()).await,
+                None,
+                "crashed after lvremove"
+            );
             let left = replicas
                 .list(&ListParams::default())
                 .await
