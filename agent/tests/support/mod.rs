@@ -94,7 +94,8 @@ pub async fn wait_claim(
 
 pub async fn create_replica(sb: &Sandbox, volume: &str, node: &str, bytes: i64) -> String {
     let api: Api<LocalVolumeReplica> = Api::all(sb.client.clone());
-    let name = format!("{volume}-r1");
+    // Named after the node too: nodes are unique per run, so runs on a shared cluster never collide.
+    let name = replica::replica_name(volume, node);
     let mut r = LocalVolumeReplica::new(
         &name,
         LocalVolumeReplicaSpec {
