@@ -74,13 +74,10 @@ where
     }
 }
 
-/// A random prefix for node names, so runs against a shared real cluster never collide.
+/// A random prefix for node names, so runs against a shared real cluster never collide
+/// (testapi's one rule for generated names).
 pub fn run_prefix() -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..5)
-        .map(|_| (b'a' + rng.random_range(0..26)) as char)
-        .collect()
+    hwameistor_testapi::util::generate_name_suffix()
 }
 
 /// The API, the CRDs and the node VMs.

@@ -114,15 +114,7 @@ pub struct FakeNode {
 
 /// A random suffix, so tests on one shared cluster never meet each other's objects.
 pub fn unique(prefix: &str) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    format!("{prefix}-{:08x}", h.finish() as u32)
+    hwameistor_testapi::unique_name(prefix)
 }
 
 /// A test API server (or the real cluster) with the CRDs installed.

@@ -32,7 +32,6 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,25 +44,10 @@ pub const SCOPE_LABEL: &str = "hwameistor.io/test-scope";
 /// Where the controller's leases live.
 pub const LEASE_NAMESPACE: &str = "hwameistor";
 
-/// A random id of 8 lowercase letters and digits: a valid label value and name suffix.
+/// A random id of lowercase letters and digits (testapi's one rule for generated names): a
+/// valid label value and name suffix.
 pub fn unique_id() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    // RandomState is seeded randomly per process and per instance.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    let mut x = h.finish();
-    (0..8)
-        .map(|_| {
-            let c = ALPHABET[(x % ALPHABET.len() as u64) as usize] as char;
-            x /= ALPHABET.len() as u64;
-            c
-        })
-        .collect()
+    hwameistor_testapi::util::generate_name_suffix()
 }
 
 /// Connects to the test cluster (in-process, or real when the environment says so).
