@@ -398,16 +398,7 @@ async fn unknown_fields_are_pruned_and_defaults_applied() {
 async fn status_subresource_is_isolated_and_generation_tracks_spec() {
     let ctx = start().await;
     let api = ctx.local_volumes().await;
-    let created = api
-        .create(
-            &PostParams::default(),
-            &ctx.lv(
-                "s1",
-                json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5}),
-            ),
-        )
-        .await
-        .unwrap();
+    let created = ctx.create_lv(&api, "s1").await;
     assert_eq!(created.metadata.generation, Some(1));
 
     // A status write changes only status; spec in the body is ignored.

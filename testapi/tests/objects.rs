@@ -117,16 +117,7 @@ async fn stale_resource_version_is_409_conflict() {
 async fn custom_resources_need_a_resource_version_to_be_replaced() {
     let ctx = start().await;
     let api = ctx.local_volumes().await;
-    let created = api
-        .create(
-            &PostParams::default(),
-            &ctx.lv(
-                "r1",
-                json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5}),
-            ),
-        )
-        .await
-        .unwrap();
+    let created = ctx.create_lv(&api, "r1").await;
     let mut unconditional = created.clone();
     unconditional.metadata.resource_version = None;
     unconditional.data["spec"]["replicaNumber"] = json!(2);
@@ -997,16 +988,7 @@ async fn dry_run_validates_but_stores_nothing() {
     );
     assert_eq!(err.code, 422);
 
-    let stored = api
-        .create(
-            &PostParams::default(),
-            &ctx.lv(
-                "d2",
-                json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5}),
-            ),
-        )
-        .await
-        .unwrap();
+    let stored = ctx.create_lv(&api, "d2").await;
     let dpp = PatchParams {
         dry_run: true,
         ..Default::default()

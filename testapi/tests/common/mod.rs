@@ -194,6 +194,19 @@ impl Ctx {
         }))
         .expect("object parses")
     }
+
+    /// Creates a minimal valid LocalVolume named `name` through `api`.
+    pub async fn create_lv(&self, api: &Api<DynamicObject>, name: &str) -> DynamicObject {
+        api.create(
+            &PostParams::default(),
+            &self.lv(
+                name,
+                json!({"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 5}),
+            ),
+        )
+        .await
+        .expect("create LocalVolume")
+    }
 }
 
 pub fn established(crd: &CustomResourceDefinition) -> bool {
