@@ -5,6 +5,7 @@
 //! all decide through these modules, so a rule (how a size rounds, how much room a pool
 //! has, what a volume does next) cannot drift between them.
 //!
+//! - [`drbd`]: the model of a DRBD resource (states, configuration, metadata size, ids);
 //! - [`lvm`]: the model of a node's LVM state, extent rounding, logical volume names;
 //! - [`sizing`]: what size a requested capacity range becomes;
 //! - [`naming`]: the LocalVolume name of a CSI volume name;
@@ -15,6 +16,7 @@
 //!   LocalVolumeReplica and a LocalDiskClaim (node agent).
 
 pub mod claim;
+pub mod drbd;
 pub mod lvm;
 pub mod naming;
 pub mod placement;

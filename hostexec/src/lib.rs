@@ -12,6 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use thiserror::Error;
 
+pub mod drbd;
 pub mod lvm;
 
 /// A command to run on the host: a program and its arguments, never a shell line, so no
