@@ -64,6 +64,7 @@ pub(crate) struct VmConfig {
     pub memory_mib: u32,
     pub cpus: u32,
     pub disks: Vec<DiskSpec>,
+    /// This VM's own port on the L2 hub (the hub tells VMs apart by port).
     pub hub_port: u16,
     pub mac0: String,
     pub mac1: String,
@@ -401,6 +402,46 @@ impl Vm {
         self.boot().await
     }
 
+    /// Kills the VM's QEMU with SIGKILL: a power cut. No shutdown runs in the guest; what it
+    /// held in memory (page cache included) is gone, while every write the guest had
+    /// completed on a virtio disk, flushed or not, is in the disk's image file (see
+    /// `qemu::args` for why). The VM keeps its disks, name, addresses and network partitions;
+    /// [`Vm::power_on`] boots it again. Errors when the VM is not running.
+    ///
+    /// To crash a VM in the middle of work, run that work with [`Vm::spawn`] (or on another VM):
+    /// this takes `&mut self`, so no [`Vm::exec`] on this VM can be pending.
+    pub async fn crash(&mut self) -> Result<(), Error> {
+        let Some(mut child) = self.child.take() else {
+            return Err(self.vm_err("crash: VM is not running"));
+        };
+        // Kill first, then drop the guest connection: the guest must not see anything of the
+        // host going away before it dies.
+        let killed = child.kill().await;
+        self.guest = None;
+        killed.ctx(|| format!("VM {}: SIGKILL QEMU", self.name))?;
+        tracing::info!(vm = %self.name, "VM crashed (QEMU killed)");
+        Ok(())
+    }
+
+    /// Boots a VM that is not running, after [`Vm::crash`] or after its QEMU ended by itself
+    /// (guest poweroff or panic), with the same disk images in the same order, name, MACs and
+    /// private IP; waits for the exec daemon and writes `VmSpec::files` again, as
+    /// [`Vm::reboot`] does. Errors when the VM is running.
+    pub async fn power_on(&mut self) -> Result<(), Error> {
+        if let Some(child) = self.child.as_mut() {
+            match child.try_wait() {
+                // Exited on its own: reaped now, so it can start again.
+                Ok(Some(_)) => {
+                    self.child = None;
+                    self.guest = None;
+                }
+                Ok(None) => return Err(self.vm_err("power_on: VM is running")),
+                Err(e) => return Err(self.vm_err(format!("power_on: QEMU state: {e}"))),
+            }
+        }
+        self.boot().await
+    }
+
     /// Hot-plugs a new empty virtio disk; the guest's udevd creates its by-id link.
     pub async fn add_disk(&mut self, spec: DiskSpec) -> Result<(), Error> {
         validate_disk(&self.name, &spec)?;
@@ -418,6 +459,7 @@ impl Vm {
                 json!({
                     "driver": "raw",
                     "node-name": disk.node_name(),
+                    "cache": qemu::disk_cache_json(),
                     "file": { "driver": "file", "filename": disk.path.display().to_string() },
                 }),
             )
@@ -430,6 +472,7 @@ impl Vm {
                     "id": disk.device_id(),
                     "drive": disk.node_name(),
                     "serial": disk.serial,
+                    "write-cache": "on",
                 }),
             )
             .await
