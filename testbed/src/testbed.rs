@@ -23,7 +23,7 @@ impl std::fmt::Debug for Testbed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Testbed")
             .field("dir", &self.dir.path())
-            .field("hub_port", &self.hub.port())
+            .field("hub_ports", &self.hub.ports())
             .field("vms", &self.vms)
             .finish()
     }
@@ -56,7 +56,7 @@ impl Testbed {
             std::fs::copy(assets.initrd(), &initrd)
                 .ctx(|| format!("copy {}", assets.initrd().display()))?;
         }
-        let hub = Hub::start().await?;
+        let hub = Hub::start(specs.len()).await?;
         // MACs: locally administered QEMU prefix, a per-testbed nonce, then VM index and NIC, so
         // they are unique within the segment and unlikely to repeat across testbeds.
         let nonce = mac_nonce();
@@ -69,7 +69,7 @@ impl Testbed {
             )
             .collect();
         let mut vms = Vec::with_capacity(specs.len());
-        for (index, spec) in specs.into_iter().enumerate() {
+        for ((index, spec), &hub_port) in specs.into_iter().enumerate().zip(hub.ports()) {
             let vdir = dir.path().join(format!("vm{index}"));
             std::fs::create_dir_all(&vdir).ctx(|| format!("create {}", vdir.display()))?;
             let mut files = vec![("/etc/hosts".to_string(), hosts.clone().into_bytes())];
@@ -84,7 +84,7 @@ impl Testbed {
                 memory_mib: spec.memory_mib,
                 cpus: spec.cpus,
                 disks: spec.disks,
-                hub_port: hub.port(),
+                hub_port,
                 mac0: format!("52:54:00:{nonce:02x}:{index:02x}:00"),
                 mac1: format!("52:54:00:{nonce:02x}:{index:02x}:01"),
                 files,
@@ -129,6 +129,50 @@ impl Testbed {
 
     pub fn vms_mut(&mut self) -> &mut [Vm] {
         &mut self.vms
+    }
+
+    /// Cuts the private segment between VMs `a` and `b`: no frame passes between them, in
+    /// either direction, until [`Testbed::heal`]. Nothing in the VMs changes (links stay up,
+    /// addresses stay, connections just stop getting answers), every other pair still talks,
+    /// and each VM keeps its user-mode NIC, so both still reach the host (a Kubernetes API
+    /// server on host loopback, at [`crate::HOST_ADDR_FROM_GUEST`]). The cut belongs to the
+    /// pair, not to a QEMU process: it outlasts [`Vm::reboot`], [`Vm::crash`] and
+    /// [`Vm::power_on`]. Partitioning a pair twice is the same as once. Errors on an unknown
+    /// name or `a == b`.
+    pub fn partition(&self, a: &str, b: &str) -> Result<(), Error> {
+        let (a, b) = self.pair(a, b)?;
+        self.hub.set_blocked(a, b, true);
+        Ok(())
+    }
+
+    /// Restores the private segment between `a` and `b` (a no-op when they were not cut).
+    pub fn heal(&self, a: &str, b: &str) -> Result<(), Error> {
+        let (a, b) = self.pair(a, b)?;
+        self.hub.set_blocked(a, b, false);
+        Ok(())
+    }
+
+    /// Restores every cut made by [`Testbed::partition`].
+    pub fn heal_all(&self) {
+        self.hub.unblock_all();
+    }
+
+    fn pair(&self, a: &str, b: &str) -> Result<(usize, usize), Error> {
+        let index = |name: &str| {
+            self.try_vm(name).map(Vm::index).ok_or_else(|| {
+                Error::InvalidSpec(format!(
+                    "no VM named {name}; have {:?}",
+                    self.vms.iter().map(Vm::name).collect::<Vec<_>>()
+                ))
+            })
+        };
+        let (ia, ib) = (index(a)?, index(b)?);
+        if ia == ib {
+            return Err(Error::InvalidSpec(format!(
+                "cannot partition VM {a} from itself"
+            )));
+        }
+        Ok((ia, ib))
     }
 
     /// The testbed's directory on the host (disk images, consoles, sockets).
