@@ -32,8 +32,9 @@ pub use node::{
 };
 pub use replica::{
     LocalVolumeReplica, LocalVolumeReplicaSpec, LocalVolumeReplicaStatus, ReplicaState,
+    ReplicationPeer, ReplicationSpec, ReplicationStatus,
 };
 pub use volume::{
-    Accessibility, LocalVolume, LocalVolumeSpec, LocalVolumeStatus, ReplicaAssignment,
-    VolumeConfig, VolumeKind, VolumeState,
+    Accessibility, HaState, LocalVolume, LocalVolumeSpec, LocalVolumeStatus, ReplicaAssignment,
+    SplitBrainResolution, VolumeConfig, VolumeKind, VolumeState,
 };

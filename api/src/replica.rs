@@ -23,6 +23,10 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Synced","type":"boolean","jsonPath":".status.synced"}"#,
     printcolumn = r#"{"name":"Device","type":"string","jsonPath":".status.devicePath"}"#,
+    printcolumn = r#"{"name":"Role","type":"string","jsonPath":".status.replication.role"}"#,
+    printcolumn = r#"{"name":"Disk","type":"string","jsonPath":".status.replication.diskState"}"#,
+    printcolumn = r#"{"name":"Connection","type":"string","jsonPath":".status.replication.connectionState"}"#,
+    printcolumn = r#"{"name":"Sync","type":"string","priority":1,"jsonPath":".status.replication.syncProgress"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -35,6 +39,85 @@ pub struct LocalVolumeReplicaSpec {
     pub volume_kind: VolumeKind,
     #[schemars(range(min = 4194304))]
     pub required_capacity_bytes: i64,
+    /// What this replica's node needs to run the volume's replication (DRBD) resource;
+    /// absent for a volume without replication. Written by the controller from the
+    /// volume's config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationSpec>,
+}
+
+/// The other replica of an HA volume.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationPeer {
+    pub node: String,
+    /// Its replication address.
+    #[schemars(length(min = 1))]
+    pub address: String,
+}
+
+/// A replica's part of its volume's replication resource.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationSpec {
+    /// DRBD resource name.
+    #[schemars(length(min = 1, max = 63))]
+    pub resource: String,
+    /// DRBD minor: the device is /dev/drbd<minor>.
+    #[schemars(range(min = 0, max = 1048575))]
+    pub minor: i64,
+    /// TCP port of the replication link (the same on both nodes).
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i64,
+    /// This node's replication address.
+    #[schemars(length(min = 1))]
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<ReplicationPeer>,
+    /// The controller allows this replica to be primary (see the volume's config).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub primary: bool,
+    /// Fenced: may lack acknowledged writes; never promoted until resynced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outdated: bool,
+    /// No replica of the volume held data yet: a primary may make its never-written disk
+    /// UpToDate (the initial sync runs from it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub initial: bool,
+    /// The operator resolved a split brain against this replica: its changes since the
+    /// split are discarded when it reconnects.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub discard_my_data: bool,
+}
+
+/// What the node's replication layer reports for a replica (DRBD's own words).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationStatus {
+    /// `Primary`, `Secondary` or `Unknown` (the resource is not up).
+    pub role: String,
+    /// Local disk state: `UpToDate`, `Inconsistent`, `Outdated`, `Diskless`, ...
+    pub disk_state: String,
+    /// `Connected`, `SyncSource`, `SyncTarget`, `WFConnection`, `StandAlone`, ...
+    pub connection_state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_disk_state: Option<String>,
+    /// Bytes known to differ from the peer.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub out_of_sync_bytes: i64,
+    /// Resync progress while one runs, e.g. `42.5%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_progress: Option<String>,
+    /// I/O is frozen, waiting for the peer to be fenced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
+    /// DRBD met a split brain on this resource (set when DRBD reports it, cleared once
+    /// connected again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub split_brain: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -71,6 +154,9 @@ pub struct LocalVolumeReplicaStatus {
     /// Physical volumes the logical volume lives on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<String>,
+    /// For a replicated volume: what its replication layer reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

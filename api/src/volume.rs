@@ -20,6 +20,9 @@ pub const REASON_PLACED: &str = "Placed";
 /// Annotation on a LocalVolume made by CSI CreateVolume holding the CSI volume name it was
 /// created for, when that name could not be the object's name as it is.
 pub const ANNOTATION_CSI_NAME: &str = "hwameistor.io/csi-volume-name";
+/// Condition type on a LocalVolume and its replicas: both replicas were primary while
+/// disconnected (DRBD split brain). Status True until the operator resolved it.
+pub const CONDITION_SPLIT_BRAIN: &str = "SplitBrain";
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum VolumeKind {
@@ -47,6 +50,18 @@ pub struct ReplicaAssignment {
     /// The node's replication address (its LocalStorageNode's `storageIP`), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// The replica the controller allows to be primary (serve the volume's I/O). At most one
+    /// replica of a volume has it; it moves only by a compare-and-swap on this object
+    /// (switchover when the volume is published elsewhere, failover after fencing).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub primary: bool,
+    /// Fenced: this replica may lack writes its peer acknowledged. It must never be
+    /// promoted, and serves again only after it resynced from its peer (the controller
+    /// clears the mark once it reports UpToDate). Set with a compare-and-swap by whichever
+    /// side fences first: the primary's node when it loses its peer, or the controller when
+    /// the primary's node is lost.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outdated: bool,
 }
 
 /// The placement the controller decided: the desired state node agents act on.
@@ -64,6 +79,21 @@ pub struct VolumeConfig {
     pub resource_id: i64,
     #[serde(default)]
     pub replicas: Vec<ReplicaAssignment>,
+    /// No replica has held data yet: the primary may turn its never-written (Inconsistent)
+    /// disk UpToDate, from which the initial full sync runs. Cleared by the controller as
+    /// soon as a replica reports UpToDate, so a later promotion is never forced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub initial: bool,
+}
+
+/// The operator's choice after a split brain: the data of the replica on `keep` survives;
+/// the other replica's changes since the split are discarded and it resyncs from `keep`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SplitBrainResolution {
+    /// The node whose replica's data is kept.
+    #[schemars(length(min = 1))]
+    pub keep: String,
 }
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -83,6 +113,7 @@ pub struct VolumeConfig {
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Resource","type":"integer","jsonPath":".spec.config.resourceId"}"#,
     printcolumn = r#"{"name":"Published","type":"string","jsonPath":".status.publishedNode"}"#,
+    printcolumn = r#"{"name":"HA","type":"string","priority":1,"jsonPath":".status.haState"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -113,6 +144,10 @@ pub struct LocalVolumeSpec {
     /// Placement decided by the controller; absent until the volume is scheduled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<VolumeConfig>,
+    /// Set by `kubectl hwameistor volume resolve-split-brain`; removed by the controller
+    /// once the replicas are connected again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_brain_resolution: Option<SplitBrainResolution>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -127,6 +162,20 @@ pub enum VolumeState {
     Expanding,
     /// Being deleted; waits for its replicas to go.
     Deleting,
+}
+
+/// How an HA volume's copies stand, as the controller sums up its replicas' reports.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum HaState {
+    /// Both replicas connected and UpToDate.
+    Healthy,
+    /// A resync is running: one replica is not UpToDate yet.
+    Syncing,
+    /// One copy only: a replica is down, disconnected, outdated or not created yet.
+    Degraded,
+    /// Both replicas were primary while disconnected; they stay apart until the operator
+    /// chooses which data to keep (`kubectl hwameistor volume resolve-split-brain`).
+    SplitBrain,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -147,6 +196,9 @@ pub struct LocalVolumeStatus {
     pub published_node: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fs_type: Option<String>,
+    /// For an HA volume: how its copies stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_state: Option<HaState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

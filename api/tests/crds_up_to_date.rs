@@ -69,12 +69,25 @@ fn printed_columns_follow_the_documented_layout() {
             "STATE",
             "RESOURCE",
             "PUBLISHED",
+            "HA",
             "AGE"
         ]
     );
     assert_eq!(
         cols("LocalVolumeReplica"),
-        ["KIND", "CAPACITY", "NODE", "STATE", "SYNCED", "DEVICE", "AGE"]
+        [
+            "KIND",
+            "CAPACITY",
+            "NODE",
+            "STATE",
+            "SYNCED",
+            "DEVICE",
+            "ROLE",
+            "DISK",
+            "CONNECTION",
+            "SYNC",
+            "AGE"
+        ]
     );
 }
 

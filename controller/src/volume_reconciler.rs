@@ -11,11 +11,14 @@
 
 use crate::metrics::Metrics;
 use futures::StreamExt;
-use hwameistor_api::volume::{CONDITION_SCHEDULED, REASON_NO_CAPACITY, REASON_PLACED};
+use hwameistor_api::volume::{
+    CONDITION_SCHEDULED, CONDITION_SPLIT_BRAIN, REASON_NO_CAPACITY, REASON_PLACED,
+};
 use hwameistor_api::{
-    LocalStorageNode, LocalVolume, LocalVolumeReplica, NodeState, PoolClass, PoolStatus,
+    HaState, LocalStorageNode, LocalVolume, LocalVolumeReplica, NodeState, PoolClass, PoolStatus,
     ReplicaAssignment, VolumeConfig, VolumeState, FINALIZER_VOLUME, LABEL_VOLUME,
 };
+use hwameistor_core::ha;
 use hwameistor_core::placement::{self, PlacementError, Policy};
 use hwameistor_core::volume::{self as volume_state, StatusUpdate, Step};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -355,6 +358,7 @@ async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::E
             class,
             bytes: fresh.spec.required_capacity_bytes,
             replicas: fresh.spec.replica_number.max(1) as usize,
+            replicated: fresh.spec.replica_number > 1,
             accessibility: fresh.spec.accessibility.nodes.clone(),
         });
     let decision = match request {
@@ -372,12 +376,30 @@ async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::E
             reasons: format!("pool {} is not a HwameiStor pool", fresh.spec.pool_name),
         }),
     };
+    let replicated = fresh.spec.replica_number > 1;
+    // Under the placement lock, from every volume there is: two volumes placed at once
+    // never get the same resource (minor and port).
+    let resource_id = if replicated {
+        ha::allocate_resource_id(&all)
+    } else {
+        Some(-1)
+    };
+    let decision = match (decision, resource_id) {
+        (Ok(_), None) => Err(PlacementError::NoRoom {
+            need: 1,
+            found: 0,
+            class: PoolClass::from_pool_name(&fresh.spec.pool_name).unwrap_or(PoolClass::Hdd),
+            bytes: String::new(),
+            reasons: "every replication resource id (DRBD minor) is in use".into(),
+        }),
+        (d, _) => d,
+    };
     match decision {
         Ok(chosen) => {
             let config = VolumeConfig {
                 version: 1,
                 required_capacity_bytes: fresh.spec.required_capacity_bytes,
-                resource_id: -1,
+                resource_id: resource_id.unwrap_or(-1),
                 replicas: chosen
                     .iter()
                     .enumerate()
@@ -388,8 +410,12 @@ async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::E
                             .iter()
                             .find(|x| x.metadata.name.as_deref() == Some(n))
                             .and_then(|x| x.spec.storage_ip.clone()),
+                        // The scheduler's node (first) serves first; the other follows.
+                        primary: replicated && i == 0,
+                        outdated: false,
                     })
                     .collect(),
+                initial: replicated,
             };
             let patch = serde_json::json!({ "metadata": { "resourceVersion": fresh.metadata.resource_version }, "spec": { "config": config } });
             let placed = volumes
@@ -432,9 +458,41 @@ fn status_json(s: &StatusUpdate, generation: Option<i64>) -> serde_json::Value {
         "state": s.state,
         "replicas": s.replicas,
         "allocatedCapacityBytes": s.allocated,
+        "haState": s.ha_state,
         "message": s.message,
         "observedGeneration": generation,
     })
+}
+
+/// The volume's conditions with the split-brain condition set to `on` (kept as it is when
+/// unchanged, so its transition time means something).
+fn with_split_brain(v: &LocalVolume, on: bool, message: &str) -> Option<Vec<Condition>> {
+    let mut conds = v
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let want = if on { "True" } else { "False" };
+    let existing = conds.iter().position(|c| c.type_ == CONDITION_SPLIT_BRAIN);
+    match existing {
+        Some(i) if conds[i].status == want => None,
+        None if !on => None,
+        _ => {
+            let c = Condition {
+                type_: CONDITION_SPLIT_BRAIN.into(),
+                status: want.into(),
+                reason: if on { "SplitBrainDetected" } else { "Resolved" }.into(),
+                message: message.into(),
+                last_transition_time: Time(jiff::Timestamp::now()),
+                observed_generation: v.metadata.generation,
+            };
+            match existing {
+                Some(i) => conds[i] = c,
+                None => conds.push(c),
+            }
+            Some(conds)
+        }
+    }
 }
 
 fn event_for(state: VolumeState) -> (bool, &'static str) {
@@ -470,14 +528,67 @@ async fn reconcile_steps(v: Arc<LocalVolume>, ctx: Arc<Context>) -> Result<Actio
                 }
             }
             Step::UpdateConfig(config) => {
+                // A compare-and-swap: the config is also changed by fencing (the primary's
+                // node) and failover; a stale decision must lose.
                 let patch = serde_json::json!({ "metadata": { "resourceVersion": current.metadata.resource_version }, "spec": { "config": config } });
+                let before = current.spec.config.clone().unwrap_or_default();
+                match volumes
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                if config.required_capacity_bytes > before.required_capacity_bytes {
+                    tracing::info!(volume = %name, bytes = config.required_capacity_bytes, "growing volume");
+                    let note = format!("growing to {} bytes", config.required_capacity_bytes);
+                    ctx.event(&current, false, "VolumeExpanding", "Expand", note)
+                        .await;
+                }
+                if before.initial && !config.initial {
+                    tracing::info!(volume = %name, "a replica holds up-to-date data; initial sync under way or done");
+                }
+                for (a, b) in before.replicas.iter().zip(&config.replicas) {
+                    if a.outdated && !b.outdated {
+                        let note = format!(
+                            "the replica on {} resynced and is up to date again",
+                            b.hostname
+                        );
+                        tracing::info!(volume = %name, node = %b.hostname, "replica no longer outdated");
+                        ctx.event(&current, false, "ReplicaResynced", "Resync", note)
+                            .await;
+                    }
+                }
+            }
+            Step::UpdateReplication {
+                name: rname,
+                replication,
+            } => {
+                let patch = serde_json::json!({ "spec": { "replication": replication } });
+                match replicas_api
+                    .patch(&rname, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Step::ClearSplitBrainResolution => {
+                let patch = serde_json::json!({ "spec": { "splitBrainResolution": null } });
                 volumes
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
-                tracing::info!(volume = %name, bytes = config.required_capacity_bytes, "growing volume");
-                let note = format!("growing to {} bytes", config.required_capacity_bytes);
-                ctx.event(&current, false, "VolumeExpanding", "Expand", note)
-                    .await;
+                tracing::info!(volume = %name, "split brain resolved; replicas connected again");
+                ctx.event(
+                    &current,
+                    false,
+                    "SplitBrainResolved",
+                    "Resolve",
+                    "the replicas are connected again".into(),
+                )
+                .await;
             }
             Step::CreateReplica(r) => {
                 let rname = r.name_any();
@@ -541,12 +652,36 @@ async fn reconcile_steps(v: Arc<LocalVolume>, ctx: Arc<Context>) -> Result<Actio
             }
             Step::Status(s) => {
                 let before = current.status.as_ref().and_then(|st| st.state);
-                patch_status(
-                    &volumes,
-                    &current,
-                    status_json(&s, current.metadata.generation),
-                )
-                .await?;
+                let before_ha = current.status.as_ref().and_then(|st| st.ha_state);
+                let mut json = status_json(&s, current.metadata.generation);
+                let split = s.ha_state == Some(HaState::SplitBrain);
+                let msg = if split {
+                    s.message.clone().unwrap_or_default()
+                } else {
+                    "the replicas are connected again".to_string()
+                };
+                if let Some(conds) = with_split_brain(&current, split, &msg) {
+                    json["conditions"] = serde_json::to_value(conds).unwrap_or_default();
+                }
+                patch_status(&volumes, &current, json).await?;
+                if split && before_ha != Some(HaState::SplitBrain) {
+                    tracing::error!(volume = %name, "split brain detected");
+                    ctx.event(&current, true, "SplitBrain", "Replicate", msg)
+                        .await;
+                } else if s.ha_state != before_ha {
+                    if let Some(h) = s.ha_state {
+                        tracing::info!(volume = %name, ha = ?h, "HA state changed");
+                        let warning = h == HaState::Degraded;
+                        ctx.event(
+                            &current,
+                            warning,
+                            &format!("Ha{h:?}"),
+                            "Replicate",
+                            format!("HA state {h:?}"),
+                        )
+                        .await;
+                    }
+                }
                 if before != Some(s.state) {
                     let (warning, reason) = event_for(s.state);
                     let note = s
@@ -715,6 +850,7 @@ mod tests {
                 pvc_name: None,
                 fs_type: None,
                 config: None,
+                split_brain_resolution: None,
             },
         );
         v.spec.config = placed_on.map(|n| VolumeConfig {
@@ -725,7 +861,9 @@ mod tests {
                 id: 1,
                 hostname: n.into(),
                 ip: None,
+                ..Default::default()
             }],
+            initial: false,
         });
         v
     }

@@ -1154,6 +1154,7 @@ async fn a_node_whose_pool_grows_places_the_waiting_volume_at_once() {
             pvc_name: None,
             fs_type: Some("xfs".into()),
             config: None,
+            split_brain_resolution: None,
         },
     );
     volumes

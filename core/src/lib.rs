@@ -6,6 +6,7 @@
 //! has, what a volume does next) cannot drift between them.
 //!
 //! - [`drbd`]: the model of a DRBD resource (states, configuration, metadata size, ids);
+//! - [`ha`]: HA volumes: who may be primary, fencing, failover, switchover, health;
 //! - [`lvm`]: the model of a node's LVM state, extent rounding, logical volume names;
 //! - [`sizing`]: what size a requested capacity range becomes;
 //! - [`naming`]: the LocalVolume name of a CSI volume name;
@@ -17,6 +18,7 @@
 
 pub mod claim;
 pub mod drbd;
+pub mod ha;
 pub mod lvm;
 pub mod naming;
 pub mod placement;

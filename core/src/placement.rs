@@ -25,6 +25,9 @@ pub struct PoolView {
 pub struct NodeView {
     pub name: String,
     pub ready: bool,
+    /// The node's replication address (LocalStorageNode `storageIP`); HA replicas go only
+    /// to nodes that have one.
+    pub storage_ip: Option<String>,
     pub pools: BTreeMap<PoolClass, PoolView>,
 }
 
@@ -38,6 +41,9 @@ pub struct Placed {
     pub required: i64,
     /// What the node reports the replica has; `None` until its logical volume exists.
     pub allocated: Option<i64>,
+    /// Bytes of replication metadata beside the data (its own logical volume); 0 for a
+    /// volume without replication.
+    pub meta: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +52,9 @@ pub struct Request {
     pub class: PoolClass,
     pub bytes: i64,
     pub replicas: usize,
+    /// Replicated (HA): every replica also needs replication metadata and its node a
+    /// replication address.
+    pub replicated: bool,
     /// Allowed nodes in order of preference; empty means any node.
     pub accessibility: Vec<String>,
 }
@@ -96,9 +105,14 @@ fn tally(node: &str, class: PoolClass, pool: &PoolView, placed: &[Placed], exclu
         .filter(|p| p.node == node && p.class == class && p.volume != exclude)
     {
         let want = round_up_to_extent(p.required, pool.extent);
+        let meta = if p.meta > 0 {
+            round_up_to_extent(p.meta, pool.extent)
+        } else {
+            0
+        };
         match p.allocated {
             None => {
-                t.pending = t.pending.saturating_add(want);
+                t.pending = t.pending.saturating_add(want + meta);
                 t.unreported += 1;
             }
             // An expansion not done yet still needs its difference.
@@ -106,7 +120,7 @@ fn tally(node: &str, class: PoolClass, pool: &PoolView, placed: &[Placed], exclu
         }
         t.committed = t
             .committed
-            .saturating_add(want.max(p.allocated.unwrap_or(0)));
+            .saturating_add(want.max(p.allocated.unwrap_or(0)) + meta);
     }
     t
 }
@@ -258,12 +272,22 @@ pub fn place(
             reasons.push(format!("{} is not Ready", node.name));
             continue;
         }
+        if req.replicated && node.storage_ip.is_none() {
+            reasons.push(format!(
+                "{} has no replication address (storageIP) for HA volumes",
+                node.name
+            ));
+            continue;
+        }
         let Some(pool) = node.pools.get(&req.class) else {
             reasons.push(format!("{} has no {} pool", node.name, req.class));
             continue;
         };
         let r = room(&node.name, req.class, pool, placed, &req.volume);
-        let need = round_up_to_extent(req.bytes, pool.extent);
+        let mut need = round_up_to_extent(req.bytes, pool.extent);
+        if req.replicated {
+            need += round_up_to_extent(crate::drbd::meta_bytes(req.bytes), pool.extent);
+        }
         if r.bytes < need {
             reasons.push(format!("{} has {} free", node.name, format_size(r.bytes)));
             continue;
@@ -316,6 +340,7 @@ pub fn node_views(nodes: &[LocalStorageNode]) -> Vec<NodeView> {
             NodeView {
                 name: n.metadata.name.clone().unwrap_or_default(),
                 ready: st.state == Some(NodeState::Ready),
+                storage_ip: n.spec.storage_ip.clone(),
                 pools: st
                     .pools
                     .values()
@@ -359,6 +384,11 @@ pub fn placed_replicas(volumes: &[LocalVolume], replicas: &[LocalVolumeReplica])
                 class,
                 required: v.spec.required_capacity_bytes,
                 allocated,
+                meta: if config.resource_id >= 0 {
+                    crate::drbd::meta_bytes(v.spec.required_capacity_bytes)
+                } else {
+                    0
+                },
             });
         }
     }
@@ -376,6 +406,7 @@ mod tests {
         NodeView {
             name: name.into(),
             ready: true,
+            storage_ip: Some(format!("10.0.0.{}", name.len())),
             pools: BTreeMap::from([(
                 HDD,
                 PoolView {
@@ -394,6 +425,7 @@ mod tests {
             class: HDD,
             bytes,
             replicas: 1,
+            replicated: false,
             accessibility: accessibility.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -405,6 +437,7 @@ mod tests {
             class: HDD,
             required,
             allocated,
+            meta: 0,
         }
     }
 
@@ -533,6 +566,7 @@ mod tests {
                 class: PoolClass::Ssd,
                 required: 3 * GI,
                 allocated: None,
+                meta: 0,
             },
             placed("v", "b", 3 * GI, None),
         ];
@@ -549,6 +583,7 @@ mod tests {
         let ssd_only = NodeView {
             name: "ssd".into(),
             ready: true,
+            storage_ip: None,
             pools: BTreeMap::from([(PoolClass::Ssd, node("x", GI, GI, 0).pools[&HDD].clone())]),
         };
         let busy = node("busy", 10 * GI, 10 * GI, 1);
@@ -717,5 +752,36 @@ mod tests {
                 class: PoolClass::Ssd
             })
         );
+    }
+
+    #[test]
+    fn ha_replicas_need_two_nodes_with_addresses_and_room_for_metadata() {
+        let p = Policy::default();
+        let mut r = req(GI, &["b", "a", "c"]);
+        r.replicas = 2;
+        r.replicated = true;
+        let mut no_ip = node("c", 10 * GI, 10 * GI, 0);
+        no_ip.storage_ip = None;
+        // Exactly 1 GiB free: the data fits, its metadata does not.
+        let tight = node("b", 10 * GI, GI, 0);
+        let roomy = node("a", 10 * GI, 2 * GI, 0);
+        let err = place(&r, &[tight.clone(), roomy.clone(), no_ip.clone()], &[], &p)
+            .expect_err("only one node fits");
+        let msg = err.to_string();
+        assert!(msg.contains("c has no replication address"), "{msg}");
+        assert!(
+            msg.contains("b has 1.0 GiB free") || msg.contains("b has"),
+            "{msg}"
+        );
+        let mut ok = node("b", 10 * GI, GI + 4 * MI, 0);
+        ok.storage_ip = Some("10.0.0.2".into());
+        let chosen = place(&r, &[ok, roomy, no_ip], &[], &p).expect("fits");
+        // The scheduler's node (first in the accessibility) comes first.
+        assert_eq!(chosen, vec!["b".to_string(), "a".to_string()]);
+        // Placed HA replicas count their metadata.
+        let mut ha = placed("v", "a", GI, None);
+        ha.meta = crate::drbd::meta_bytes(GI);
+        let pool = &node("a", 10 * GI, 2 * GI, 0).pools[&HDD];
+        assert_eq!(room("a", HDD, pool, &[ha], "x").bytes, GI - 4 * MI);
     }
 }

@@ -49,6 +49,7 @@ pub fn ready_status(r: &LocalVolumeReplica, lv: &Lv) -> LocalVolumeReplicaStatus
         device_path: Some(lv.path.clone()),
         allocated_capacity_bytes: Some(lv.size),
         disks: lv.devices.clone(),
+        replication: None,
         message: None,
         observed_generation: r.metadata.generation,
         conditions: r
@@ -134,6 +135,7 @@ mod tests {
                 node_name: "n1".into(),
                 volume_kind: Default::default(),
                 required_capacity_bytes: 8 << 20,
+                replication: None,
             },
         )
     }

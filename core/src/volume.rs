@@ -4,10 +4,12 @@
 //! the next one. The finalizer goes on before anything is placed and comes off only after
 //! every replica is gone, so a deleted volume never leaves a logical volume behind.
 
+use crate::drbd::DEFAULT_PORT_BASE;
+use crate::ha;
 use hwameistor_api::replica::replica_name;
 use hwameistor_api::{
-    LocalVolume, LocalVolumeReplica, LocalVolumeReplicaSpec, ReplicaState, VolumeConfig,
-    VolumeState, FINALIZER_VOLUME, LABEL_NODE, LABEL_VOLUME,
+    HaState, LocalVolume, LocalVolumeReplica, LocalVolumeReplicaSpec, ReplicaState,
+    ReplicationSpec, VolumeConfig, VolumeState, FINALIZER_VOLUME, LABEL_NODE, LABEL_VOLUME,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
@@ -20,6 +22,8 @@ pub struct StatusUpdate {
     pub replicas: Vec<String>,
     pub allocated: Option<i64>,
     pub message: Option<String>,
+    /// How an HA volume's copies stand; `None` for a volume without replication.
+    pub ha_state: Option<HaState>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -30,6 +34,13 @@ pub enum Step {
     /// The volume grew: carry the new size into the placement.
     UpdateConfig(VolumeConfig),
     CreateReplica(Box<LocalVolumeReplica>),
+    /// Carry the volume's replication decisions (primary, fenced, peer) into a replica.
+    UpdateReplication {
+        name: String,
+        replication: Option<Box<ReplicationSpec>>,
+    },
+    /// The split brain the operator resolved is over (both replicas connected again).
+    ClearSplitBrainResolution,
     ResizeReplica {
         name: String,
         bytes: i64,
@@ -59,12 +70,14 @@ fn current_status(v: &LocalVolume) -> StatusUpdate {
         replicas: st.replicas,
         allocated: st.allocated_capacity_bytes,
         message: st.message,
+        ha_state: st.ha_state,
     }
 }
 
-/// The replica object the volume's placement on `node` calls for.
-pub fn replica_for(v: &LocalVolume, node: &str, bytes: i64) -> LocalVolumeReplica {
+/// The replica object the volume's placement `config` calls for on `node`.
+pub fn replica_for(v: &LocalVolume, config: &VolumeConfig, node: &str) -> LocalVolumeReplica {
     let volume = name(v);
+    let bytes = config.required_capacity_bytes;
     let mut r = LocalVolumeReplica::new(
         &replica_name(&volume, node),
         LocalVolumeReplicaSpec {
@@ -73,6 +86,7 @@ pub fn replica_for(v: &LocalVolume, node: &str, bytes: i64) -> LocalVolumeReplic
             node_name: node.to_string(),
             volume_kind: v.spec.volume_kind,
             required_capacity_bytes: bytes,
+            replication: ha::replication_spec(v, config, node, DEFAULT_PORT_BASE),
         },
     );
     r.metadata.labels = Some(BTreeMap::from([
@@ -145,8 +159,14 @@ pub fn desired_status(
     } else {
         VolumeState::Creating
     };
+    let ha_state = ha::ha_state(config, replicas);
+    if ha_state == Some(HaState::SplitBrain) {
+        let nodes: Vec<String> = config.replicas.iter().map(|a| a.hostname.clone()).collect();
+        problems.insert(0, ha::split_brain_message(&volume, &nodes));
+    }
     StatusUpdate {
         state,
+        ha_state,
         replicas: names,
         allocated: if all_present { allocated } else { None },
         message: if problems.is_empty() {
@@ -206,11 +226,7 @@ pub fn next_step(v: &LocalVolume, replicas: &[LocalVolumeReplica]) -> Step {
                 // The old object is still going away; create the new one after.
                 return Step::Wait;
             }
-            return Step::CreateReplica(Box::new(replica_for(
-                v,
-                &a.hostname,
-                config.required_capacity_bytes,
-            )));
+            return Step::CreateReplica(Box::new(replica_for(v, config, &a.hostname)));
         }
     }
     let extra: Vec<String> = replicas
@@ -226,6 +242,27 @@ pub fn next_step(v: &LocalVolume, replicas: &[LocalVolumeReplica]) -> Step {
         .collect();
     if !extra.is_empty() {
         return Step::DeleteReplicas(extra);
+    }
+    for r in replicas
+        .iter()
+        .filter(|r| r.metadata.deletion_timestamp.is_none())
+    {
+        let want = ha::replication_spec(v, config, &r.spec.node_name, DEFAULT_PORT_BASE);
+        if r.spec.replication != want {
+            return Step::UpdateReplication {
+                name: r.metadata.name.clone().unwrap_or_default(),
+                replication: want.map(Box::new),
+            };
+        }
+    }
+    if let Some(next) = ha::settle(config, replicas) {
+        return Step::UpdateConfig(next);
+    }
+    if v.spec.split_brain_resolution.is_some()
+        && ha::ha_state(config, replicas)
+            .is_some_and(|s| s != HaState::SplitBrain && s != HaState::Degraded)
+    {
+        return Step::ClearSplitBrainResolution;
     }
     if let Some(r) = replicas
         .iter()
@@ -267,6 +304,7 @@ mod tests {
                 pvc_name: None,
                 fs_type: Some("xfs".into()),
                 config: None,
+                split_brain_resolution: None,
             },
         );
         v.metadata.uid = Some("uid-1".into());
@@ -287,13 +325,21 @@ mod tests {
                 id: 1,
                 hostname: node.into(),
                 ip: None,
+                ..Default::default()
             }],
+            initial: false,
         });
         v
     }
 
+    fn replica_at(v: &LocalVolume, node: &str, size: i64) -> LocalVolumeReplica {
+        let mut c = v.spec.config.clone().unwrap_or_default();
+        c.required_capacity_bytes = size;
+        replica_for(v, &c, node)
+    }
+
     fn ready_replica(v: &LocalVolume, node: &str, size: i64) -> LocalVolumeReplica {
-        let mut r = replica_for(v, node, size);
+        let mut r = replica_at(v, node, size);
         r.status = Some(LocalVolumeReplicaStatus {
             state: Some(ReplicaState::Ready),
             device_path: Some(format!("/dev/LocalStorage_PoolHDD/{}", "pvc-1")),
@@ -347,7 +393,7 @@ mod tests {
         );
 
         // Replica exists but the agent has not reported: Creating, with the reason.
-        let pending = replica_for(&v, "n1", 300 * MI);
+        let pending = replica_at(&v, "n1", 300 * MI);
         let Step::Status(s) = next_step(&v, std::slice::from_ref(&pending)) else {
             panic!("status expected")
         };
@@ -370,7 +416,8 @@ mod tests {
                 state: VolumeState::Ready,
                 replicas: vec!["pvc-1-n1".into()],
                 allocated: Some(300 * MI),
-                message: None
+                message: None,
+                ha_state: None,
             }
         );
         let v = set_state(v, s);
@@ -493,5 +540,128 @@ mod tests {
         let v = placed(with_finalizer(volume()), "n1");
         let old = deleting(ready_replica(&v, "n1", 300 * MI));
         assert_eq!(next_step(&v, &[old]), Step::Wait);
+    }
+
+    fn placed_ha(mut v: LocalVolume) -> LocalVolume {
+        v.spec.replica_number = 2;
+        v.spec.config = Some(VolumeConfig {
+            version: 1,
+            required_capacity_bytes: v.spec.required_capacity_bytes,
+            resource_id: 4,
+            replicas: vec![
+                ReplicaAssignment {
+                    id: 1,
+                    hostname: "n1".into(),
+                    ip: Some("10.0.0.1".into()),
+                    primary: true,
+                    outdated: false,
+                },
+                ReplicaAssignment {
+                    id: 2,
+                    hostname: "n2".into(),
+                    ip: Some("10.0.0.2".into()),
+                    primary: false,
+                    outdated: false,
+                },
+            ],
+            initial: true,
+        });
+        v
+    }
+
+    fn drbd_reports(
+        mut r: LocalVolumeReplica,
+        role: &str,
+        disk: &str,
+        conn: &str,
+    ) -> LocalVolumeReplica {
+        let st = r.status.get_or_insert_with(Default::default);
+        st.replication = Some(hwameistor_api::ReplicationStatus {
+            role: role.into(),
+            disk_state: disk.into(),
+            connection_state: conn.into(),
+            ..Default::default()
+        });
+        r
+    }
+
+    #[test]
+    fn ha_replicas_carry_the_replication_decisions() {
+        let v = placed_ha(with_finalizer(volume()));
+        let Step::CreateReplica(r1) = next_step(&v, &[]) else {
+            panic!("create expected")
+        };
+        let rep = r1.spec.replication.clone().expect("replication");
+        assert_eq!((rep.minor, rep.port), (4, DEFAULT_PORT_BASE + 4));
+        assert!(rep.primary && rep.initial);
+        assert_eq!(rep.peer.as_ref().map(|p| p.node.as_str()), Some("n2"));
+        let r1 = ready_replica(&v, "n1", 300 * MI);
+        let Step::CreateReplica(r2) = next_step(&v, std::slice::from_ref(&r1)) else {
+            panic!("second create expected")
+        };
+        assert!(!r2.spec.replication.as_ref().unwrap().primary);
+
+        // The primary node reports UpToDate: `initial` is cleared in the config...
+        let r1 = drbd_reports(r1, "Primary", "UpToDate", "SyncSource");
+        let r2 = drbd_reports(
+            ready_replica(&v, "n2", 300 * MI),
+            "Secondary",
+            "Inconsistent",
+            "SyncTarget",
+        );
+        let Step::UpdateConfig(c) = next_step(&v, &[r1.clone(), r2.clone()]) else {
+            panic!("settle expected")
+        };
+        assert!(!c.initial);
+        // ... and then carried into each replica.
+        let mut v2 = v.clone();
+        v2.spec.config = Some(c);
+        let Step::UpdateReplication { name, replication } =
+            next_step(&v2, &[r1.clone(), r2.clone()])
+        else {
+            panic!("update expected")
+        };
+        assert_eq!(name, "pvc-1-n1");
+        assert!(!replication.unwrap().initial);
+    }
+
+    #[test]
+    fn a_split_brain_is_in_the_status_with_the_way_out() {
+        let mut v = placed_ha(with_finalizer(volume()));
+        v.spec.config.as_mut().unwrap().initial = false;
+        let c = v.spec.config.clone().unwrap();
+        let mut rs: Vec<LocalVolumeReplica> = ["n1", "n2"]
+            .iter()
+            .map(|n| {
+                let mut r = replica_for(&v, &c, n);
+                r.status = ready_replica(&v, n, 300 * MI).status;
+                drbd_reports(r, "Primary", "UpToDate", "StandAlone")
+            })
+            .collect();
+        for r in &mut rs {
+            r.status
+                .as_mut()
+                .unwrap()
+                .replication
+                .as_mut()
+                .unwrap()
+                .split_brain = true;
+        }
+        let Step::Status(s) = next_step(&v, &rs) else {
+            panic!("status expected")
+        };
+        assert_eq!(s.ha_state, Some(HaState::SplitBrain));
+        assert!(s
+            .message
+            .unwrap()
+            .contains("resolve-split-brain pvc-1 --keep"));
+        // The operator chose n2: n1 is told to discard its changes.
+        v.spec.split_brain_resolution =
+            Some(hwameistor_api::SplitBrainResolution { keep: "n2".into() });
+        let Step::UpdateReplication { name, replication } = next_step(&v, &rs) else {
+            panic!("update expected")
+        };
+        assert_eq!(name, "pvc-1-n1");
+        assert!(replication.unwrap().discard_my_data);
     }
 }

@@ -446,6 +446,7 @@ pub fn volume_spec(req: &CreateVolumeRequest) -> Result<LocalVolumeSpec, Status>
         pvc_name: params.pvc_name,
         fs_type,
         config: None,
+        split_brain_resolution: None,
     })
 }
 

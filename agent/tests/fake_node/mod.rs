@@ -295,6 +295,7 @@ impl FakeNode {
                 node_name: self.name.clone(),
                 volume_kind: VolumeKind::Lvm,
                 required_capacity_bytes: bytes,
+                replication: None,
             },
         );
         r.metadata.labels = Some(BTreeMap::from([

@@ -104,6 +104,7 @@ pub async fn create_replica(sb: &Sandbox, volume: &str, node: &str, bytes: i64) 
             node_name: node.into(),
             volume_kind: VolumeKind::Lvm,
             required_capacity_bytes: bytes,
+            replication: None,
         },
     );
     r.metadata.labels = Some(

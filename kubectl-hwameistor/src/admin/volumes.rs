@@ -507,6 +507,7 @@ mod tests {
                 pvc_name: None,
                 fs_type: Some("xfs".into()),
                 config: None,
+                split_brain_resolution: None,
             },
         );
         v.spec.config = on.map(|n| VolumeConfig {
@@ -517,7 +518,9 @@ mod tests {
                 id: 1,
                 hostname: n.into(),
                 ip: None,
+                ..Default::default()
             }],
+            initial: false,
         });
         v
     }
@@ -549,6 +552,7 @@ mod tests {
                 node_name: "n1".into(),
                 volume_kind: Default::default(),
                 required_capacity_bytes: GI,
+                replication: None,
             },
         );
         r.status = Some(hwameistor_api::LocalVolumeReplicaStatus {

@@ -142,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
                 node_name: node.into(),
                 volume_kind: VolumeKind::Lvm,
                 required_capacity_bytes: 8 << 20,
+                replication: None,
             },
         );
         r.metadata.labels = Some([(LABEL_NODE.to_string(), node.to_string())].into());

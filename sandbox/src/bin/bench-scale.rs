@@ -131,6 +131,7 @@ async fn populate_node(client: Client, node: String, replicas: usize) -> Result<
                 node_name: node.clone(),
                 volume_kind: VolumeKind::Lvm,
                 required_capacity_bytes: 1 << 30,
+                replication: None,
             },
         );
         r.metadata.labels = Some(BTreeMap::from([

@@ -51,6 +51,7 @@ fn volume(name: &str, node: &str) -> LocalVolume {
             pvc_name: None,
             fs_type: None,
             config: None,
+            split_brain_resolution: None,
         },
     )
 }

@@ -244,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
                     pvc_name: None,
                     fs_type: None,
                     config: None,
+                    split_brain_resolution: None,
                 },
             ),
         )

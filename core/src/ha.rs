@@ -1,0 +1,675 @@
+//! HA volume decisions: who may be primary, who is fenced, when to fail over, and how an HA
+//! volume's copies stand. Pure.
+//!
+//! The record of who may serve a volume is its config (`spec.config.replicas[].primary` and
+//! `.outdated`). It changes only by a compare-and-swap on the LocalVolume (resourceVersion
+//! precondition), and every path that changes it goes through a function here:
+//!
+//! - [`fence_peer`]: the primary's node lost its peer and DRBD froze its I/O; it may resume
+//!   only once the peer is recorded outdated.
+//! - [`failover`]: the controller saw the primary's node lost past a grace period; the
+//!   survivor may be promoted only once the old primary is recorded outdated, and only if
+//!   the survivor holds up-to-date data and is not itself outdated.
+//! - [`switch_primary`]: the volume is published on the other node while the primary is
+//!   not in use there.
+//!
+//! Because both a fence and a failover must win the same compare-and-swap, at most one of
+//! them happens for one loss of connection: either the primary goes on and the survivor is
+//! outdated (never promoted until resynced), or the survivor is promoted and the old primary
+//! is outdated (its frozen I/O is never resumed). Nothing acknowledged is ever lost.
+
+use crate::drbd::{self, port_for, resource_name};
+use hwameistor_api::volume::CONDITION_SPLIT_BRAIN;
+use hwameistor_api::{
+    HaState, LocalVolume, LocalVolumeReplica, ReplicaAssignment, ReplicationPeer, ReplicationSpec,
+    ReplicationStatus, VolumeConfig,
+};
+use std::fmt;
+
+/// Whether a volume is replicated (has a replication resource).
+pub fn is_ha(config: &VolumeConfig) -> bool {
+    config.resource_id >= 0
+}
+
+/// The lowest replication resource id no volume holds (a free list rebuilt from the
+/// volumes that exist), or `None` when every id is taken.
+pub fn allocate_resource_id(volumes: &[LocalVolume]) -> Option<i64> {
+    drbd::free_resource_id(
+        volumes
+            .iter()
+            .filter_map(|v| v.spec.config.as_ref())
+            .map(|c| c.resource_id),
+    )
+}
+
+fn assignment<'a>(config: &'a VolumeConfig, node: &str) -> Option<&'a ReplicaAssignment> {
+    config.replicas.iter().find(|a| a.hostname == node)
+}
+
+fn replica_on<'a>(
+    replicas: &'a [LocalVolumeReplica],
+    node: &str,
+) -> Option<&'a LocalVolumeReplica> {
+    replicas
+        .iter()
+        .find(|r| r.spec.node_name == node && r.metadata.deletion_timestamp.is_none())
+}
+
+fn replication_status(r: Option<&LocalVolumeReplica>) -> Option<&ReplicationStatus> {
+    r.and_then(|r| r.status.as_ref())
+        .and_then(|s| s.replication.as_ref())
+}
+
+fn up_to_date(r: Option<&LocalVolumeReplica>) -> bool {
+    replication_status(r).is_some_and(|s| s.disk_state == drbd::DiskState::UpToDate.as_str())
+}
+
+fn is_primary(r: Option<&LocalVolumeReplica>) -> bool {
+    replication_status(r).is_some_and(|s| s.role == drbd::Role::Primary.as_str())
+}
+
+/// The replication part of the replica on `node`, from the volume's config; `None` for a
+/// volume without replication, or a node the config does not place it on, or when a
+/// node's replication address is not known yet (the replica cannot be configured).
+pub fn replication_spec(
+    v: &LocalVolume,
+    config: &VolumeConfig,
+    node: &str,
+    port_base: i64,
+) -> Option<ReplicationSpec> {
+    if !is_ha(config) {
+        return None;
+    }
+    let me = assignment(config, node)?;
+    let address = me.ip.clone()?;
+    let peer = config
+        .replicas
+        .iter()
+        .find(|a| a.hostname != node)
+        .and_then(|a| {
+            a.ip.clone().map(|address| ReplicationPeer {
+                node: a.hostname.clone(),
+                address,
+            })
+        });
+    let volume = v.metadata.name.clone().unwrap_or_default();
+    let discard_my_data =
+        v.spec.split_brain_resolution.as_ref().is_some_and(|r| {
+            r.keep != node && config.replicas.iter().any(|a| a.hostname == r.keep)
+        });
+    Some(ReplicationSpec {
+        resource: resource_name(&volume, config.resource_id),
+        minor: config.resource_id,
+        port: port_for(port_base, config.resource_id),
+        address,
+        peer,
+        primary: me.primary,
+        outdated: me.outdated,
+        initial: config.initial,
+        discard_my_data,
+    })
+}
+
+/// What the fence-peer handler of `node` (whose DRBD froze I/O after losing its peer)
+/// does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FenceVerdict {
+    /// Record the peer outdated with this config (compare-and-swap), then resume I/O.
+    Fence(VolumeConfig),
+    /// The peer is recorded outdated already: resume I/O.
+    AlreadyFenced,
+    /// Do not resume: I/O stays frozen. The reason says why (this replica was fenced
+    /// itself, or is not the one allowed to be primary).
+    Refuse(String),
+}
+
+/// The fence decision for `node`'s replica, which lost its peer while primary (or while
+/// being promoted).
+pub fn fence_peer(config: &VolumeConfig, node: &str) -> FenceVerdict {
+    let Some(me) = assignment(config, node) else {
+        return FenceVerdict::Refuse(format!("node {node} holds no replica of this volume"));
+    };
+    if me.outdated {
+        return FenceVerdict::Refuse(format!(
+            "the replica on {node} is recorded outdated (fenced): its peer may have been promoted"
+        ));
+    }
+    if !me.primary {
+        return FenceVerdict::Refuse(format!(
+            "the replica on {node} is not the one allowed to be primary"
+        ));
+    }
+    let peers: Vec<&ReplicaAssignment> = config
+        .replicas
+        .iter()
+        .filter(|a| a.hostname != node)
+        .collect();
+    if peers.iter().all(|a| a.outdated) {
+        return FenceVerdict::AlreadyFenced;
+    }
+    let mut next = config.clone();
+    for a in next.replicas.iter_mut().filter(|a| a.hostname != node) {
+        a.outdated = true;
+    }
+    next.version += 1;
+    FenceVerdict::Fence(next)
+}
+
+/// Why a failover does not happen (yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoFailover {
+    /// Nothing to do: the primary's node is there, or no replica is primary.
+    NotNeeded,
+    /// The primary's node is lost but no survivor may take over; the reason says why (its
+    /// data is not up to date, it is fenced, its node is lost too).
+    Blocked(String),
+}
+
+impl fmt::Display for NoFailover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoFailover::NotNeeded => f.write_str("no failover needed"),
+            NoFailover::Blocked(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The config after failing over from a lost primary: the old primary recorded outdated
+/// (fenced) and the survivor allowed to be primary. `lost(node)` says whether a node is
+/// lost (not ready for longer than the grace period).
+pub fn failover(
+    config: &VolumeConfig,
+    replicas: &[LocalVolumeReplica],
+    lost: impl Fn(&str) -> bool,
+) -> Result<VolumeConfig, NoFailover> {
+    if !is_ha(config) {
+        return Err(NoFailover::NotNeeded);
+    }
+    let Some(old) = config.replicas.iter().find(|a| a.primary) else {
+        return Err(NoFailover::NotNeeded);
+    };
+    if !lost(&old.hostname) {
+        return Err(NoFailover::NotNeeded);
+    }
+    let mut why = Vec::new();
+    let survivor = config.replicas.iter().find(|a| {
+        if a.hostname == old.hostname {
+            return false;
+        }
+        if a.outdated {
+            why.push(format!(
+                "the replica on {} is outdated (the primary fenced it and went on writing)",
+                a.hostname
+            ));
+            return false;
+        }
+        if lost(&a.hostname) {
+            why.push(format!("node {} is lost too", a.hostname));
+            return false;
+        }
+        if !up_to_date(replica_on(replicas, &a.hostname)) {
+            why.push(format!(
+                "the replica on {} does not report up-to-date data",
+                a.hostname
+            ));
+            return false;
+        }
+        true
+    });
+    let Some(survivor) = survivor.map(|a| a.hostname.clone()) else {
+        if why.is_empty() {
+            why.push("the volume has no other replica".into());
+        }
+        return Err(NoFailover::Blocked(format!(
+            "primary node {} is lost; no failover: {}",
+            old.hostname,
+            why.join("; ")
+        )));
+    };
+    let old = old.hostname.clone();
+    let mut next = config.clone();
+    for a in &mut next.replicas {
+        if a.hostname == old {
+            a.primary = false;
+            a.outdated = true;
+        } else if a.hostname == survivor {
+            a.primary = true;
+        }
+    }
+    next.version += 1;
+    Ok(next)
+}
+
+/// The config that lets `to`'s replica be primary, for a volume being published on `to`.
+/// `Ok(None)` when it may be primary already.
+pub fn switch_primary(
+    config: &VolumeConfig,
+    replicas: &[LocalVolumeReplica],
+    to: &str,
+) -> Result<Option<VolumeConfig>, String> {
+    let Some(me) = assignment(config, to) else {
+        return Err(format!("node {to} holds no replica of this volume"));
+    };
+    if me.outdated {
+        return Err(format!(
+            "the replica on {to} is outdated (fenced); it serves again once it has resynced from its peer"
+        ));
+    }
+    if me.primary {
+        return Ok(None);
+    }
+    if !up_to_date(replica_on(replicas, to)) {
+        return Err(format!(
+            "the replica on {to} does not hold up-to-date data yet (initial sync or resync running)"
+        ));
+    }
+    if let Some(cur) = config.replicas.iter().find(|a| a.primary) {
+        if is_primary(replica_on(replicas, &cur.hostname)) {
+            return Err(format!(
+                "the replica on {} is still primary (in use there); it must be unstaged first",
+                cur.hostname
+            ));
+        }
+    }
+    let mut next = config.clone();
+    for a in &mut next.replicas {
+        a.primary = a.hostname == to;
+    }
+    next.version += 1;
+    Ok(Some(next))
+}
+
+/// The config with what the replicas' reports settled: `initial` cleared once a replica
+/// holds up-to-date data, and `outdated` cleared from a replica that resynced (connected
+/// and UpToDate). `None` when nothing changes.
+pub fn settle(config: &VolumeConfig, replicas: &[LocalVolumeReplica]) -> Option<VolumeConfig> {
+    if !is_ha(config) {
+        return None;
+    }
+    let mut next = config.clone();
+    if next.initial
+        && next
+            .replicas
+            .iter()
+            .any(|a| up_to_date(replica_on(replicas, &a.hostname)))
+    {
+        next.initial = false;
+    }
+    for a in &mut next.replicas {
+        let r = replica_on(replicas, &a.hostname);
+        let resynced = replication_status(r).is_some_and(|s| {
+            s.disk_state == drbd::DiskState::UpToDate.as_str()
+                && drbd::ConnState::parse(&s.connection_state).is_some_and(|c| c.connected())
+                && !s.split_brain
+        });
+        if a.outdated && resynced && !a.primary {
+            a.outdated = false;
+        }
+    }
+    if next == *config {
+        return None;
+    }
+    next.version += 1;
+    Some(next)
+}
+
+/// Whether either replica reports a split brain.
+pub fn split_brain(replicas: &[LocalVolumeReplica]) -> bool {
+    replicas
+        .iter()
+        .any(|r| replication_status(Some(r)).is_some_and(|s| s.split_brain))
+}
+
+/// How an HA volume's copies stand.
+pub fn ha_state(config: &VolumeConfig, replicas: &[LocalVolumeReplica]) -> Option<HaState> {
+    if !is_ha(config) {
+        return None;
+    }
+    if split_brain(replicas) {
+        return Some(HaState::SplitBrain);
+    }
+    let mut syncing = false;
+    for a in &config.replicas {
+        let Some(s) = replication_status(replica_on(replicas, &a.hostname)) else {
+            return Some(HaState::Degraded);
+        };
+        let conn = drbd::ConnState::parse(&s.connection_state);
+        if a.outdated || !conn.is_some_and(|c| c.connected()) {
+            return Some(HaState::Degraded);
+        }
+        if conn.is_some_and(|c| c.syncing()) || s.disk_state != drbd::DiskState::UpToDate.as_str() {
+            syncing = true;
+        }
+    }
+    Some(if syncing {
+        HaState::Syncing
+    } else {
+        HaState::Healthy
+    })
+}
+
+/// The type of the condition a split brain puts on the volume and its replicas.
+pub const SPLIT_BRAIN_CONDITION: &str = CONDITION_SPLIT_BRAIN;
+
+/// The message that tells the operator how to resolve a split brain of `volume`.
+pub fn split_brain_message(volume: &str, nodes: &[String]) -> String {
+    format!(
+        "both replicas ({}) were primary while disconnected and hold different data; nothing was discarded. Choose the node whose data to keep: kubectl hwameistor volume resolve-split-brain {volume} --keep <{}>",
+        nodes.join(", "),
+        nodes.join("|")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hwameistor_api::{
+        LocalVolumeReplicaSpec, LocalVolumeReplicaStatus, LocalVolumeSpec, SplitBrainResolution,
+    };
+
+    fn config() -> VolumeConfig {
+        VolumeConfig {
+            version: 3,
+            required_capacity_bytes: 1 << 30,
+            resource_id: 5,
+            replicas: vec![
+                ReplicaAssignment {
+                    id: 1,
+                    hostname: "a".into(),
+                    ip: Some("10.0.0.1".into()),
+                    primary: true,
+                    outdated: false,
+                },
+                ReplicaAssignment {
+                    id: 2,
+                    hostname: "b".into(),
+                    ip: Some("10.0.0.2".into()),
+                    primary: false,
+                    outdated: false,
+                },
+            ],
+            initial: false,
+        }
+    }
+
+    fn replica(node: &str, role: &str, disk: &str, conn: &str) -> LocalVolumeReplica {
+        let mut r = LocalVolumeReplica::new(
+            &format!("v-{node}"),
+            LocalVolumeReplicaSpec {
+                volume_name: "v".into(),
+                pool_name: "LocalStorage_PoolHDD".into(),
+                node_name: node.into(),
+                volume_kind: Default::default(),
+                required_capacity_bytes: 1 << 30,
+                replication: None,
+            },
+        );
+        r.status = Some(LocalVolumeReplicaStatus {
+            replication: Some(ReplicationStatus {
+                role: role.into(),
+                disk_state: disk.into(),
+                connection_state: conn.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        r
+    }
+
+    fn volume(config: VolumeConfig) -> LocalVolume {
+        let mut v = LocalVolume::new(
+            "v",
+            LocalVolumeSpec {
+                pool_name: "LocalStorage_PoolHDD".into(),
+                volume_kind: Default::default(),
+                required_capacity_bytes: 1 << 30,
+                replica_number: 2,
+                convertible: false,
+                accessibility: Default::default(),
+                pvc_namespace: None,
+                pvc_name: None,
+                fs_type: Some("xfs".into()),
+                config: Some(config),
+                split_brain_resolution: None,
+            },
+        );
+        v.metadata.uid = Some("u".into());
+        v
+    }
+
+    fn lost<'a>(nodes: &'a [&'a str]) -> impl Fn(&str) -> bool + 'a {
+        move |n| nodes.contains(&n)
+    }
+
+    #[test]
+    fn resource_ids_come_from_a_free_list_of_existing_volumes() {
+        let mut c1 = config();
+        c1.resource_id = 0;
+        let mut c2 = config();
+        c2.resource_id = 2;
+        let mut plain = config();
+        plain.resource_id = -1;
+        let vols = [volume(c1), volume(c2), volume(plain)];
+        assert_eq!(allocate_resource_id(&vols), Some(1));
+        assert_eq!(allocate_resource_id(&[]), Some(0));
+    }
+
+    #[test]
+    fn each_replica_gets_its_peer_port_minor_and_role() {
+        let v = volume(config());
+        let c = v.spec.config.clone().unwrap();
+        let a = replication_spec(&v, &c, "a", 43001).unwrap();
+        assert_eq!(a.minor, 5);
+        assert_eq!(a.port, 43006);
+        assert_eq!(a.address, "10.0.0.1");
+        assert_eq!(
+            a.peer,
+            Some(ReplicationPeer {
+                node: "b".into(),
+                address: "10.0.0.2".into()
+            })
+        );
+        assert!(a.primary && !a.outdated && !a.discard_my_data);
+        let b = replication_spec(&v, &c, "b", 43001).unwrap();
+        assert!(!b.primary);
+        assert_eq!(b.resource, a.resource);
+        assert!(replication_spec(&v, &c, "zz", 43001).is_none());
+        let mut plain = c.clone();
+        plain.resource_id = -1;
+        assert!(replication_spec(&v, &plain, "a", 43001).is_none());
+        let mut no_ip = c.clone();
+        no_ip.replicas[0].ip = None;
+        assert!(replication_spec(&v, &no_ip, "a", 43001).is_none());
+        assert!(replication_spec(&v, &no_ip, "b", 43001)
+            .unwrap()
+            .peer
+            .is_none());
+    }
+
+    #[test]
+    fn split_brain_resolution_discards_only_the_other_side() {
+        let mut v = volume(config());
+        v.spec.split_brain_resolution = Some(SplitBrainResolution { keep: "b".into() });
+        let c = v.spec.config.clone().unwrap();
+        assert!(replication_spec(&v, &c, "a", 1).unwrap().discard_my_data);
+        assert!(!replication_spec(&v, &c, "b", 1).unwrap().discard_my_data);
+        // A node that holds no replica discards nothing anywhere.
+        v.spec.split_brain_resolution = Some(SplitBrainResolution { keep: "zz".into() });
+        assert!(!replication_spec(&v, &c, "a", 1).unwrap().discard_my_data);
+        assert!(!replication_spec(&v, &c, "b", 1).unwrap().discard_my_data);
+    }
+
+    #[test]
+    fn the_primary_fences_its_peer_once() {
+        let c = config();
+        let FenceVerdict::Fence(next) = fence_peer(&c, "a") else {
+            panic!("expected a fence")
+        };
+        assert!(next.replicas[1].outdated && !next.replicas[0].outdated);
+        assert_eq!(next.version, c.version + 1);
+        assert_eq!(fence_peer(&next, "a"), FenceVerdict::AlreadyFenced);
+    }
+
+    #[test]
+    fn a_fenced_or_secondary_replica_never_resumes() {
+        let c = config();
+        assert!(matches!(fence_peer(&c, "b"), FenceVerdict::Refuse(_)));
+        assert!(matches!(fence_peer(&c, "zz"), FenceVerdict::Refuse(_)));
+        let failed_over = failover(
+            &c,
+            &[replica("b", "Secondary", "UpToDate", "WFConnection")],
+            lost(&["a"]),
+        )
+        .unwrap();
+        // The old primary comes back and its handler runs: it was fenced, it stays frozen.
+        assert!(
+            matches!(fence_peer(&failed_over, "a"), FenceVerdict::Refuse(m) if m.contains("outdated"))
+        );
+    }
+
+    #[test]
+    fn failover_fences_the_lost_primary_and_promotes_an_up_to_date_survivor() {
+        let c = config();
+        let rs = [replica("b", "Secondary", "UpToDate", "WFConnection")];
+        let next = failover(&c, &rs, lost(&["a"])).unwrap();
+        assert!(!next.replicas[0].primary && next.replicas[0].outdated);
+        assert!(next.replicas[1].primary && !next.replicas[1].outdated);
+        assert_eq!(next.version, c.version + 1);
+        // Nothing lost, nothing to do.
+        assert_eq!(failover(&c, &rs, lost(&[])), Err(NoFailover::NotNeeded));
+        // The secondary lost: not a failover.
+        assert_eq!(failover(&c, &rs, lost(&["b"])), Err(NoFailover::NotNeeded));
+    }
+
+    #[test]
+    fn failover_never_promotes_what_may_lack_acknowledged_writes() {
+        // The primary fenced the survivor first: the fence won the race.
+        let c = config();
+        let FenceVerdict::Fence(fenced) = fence_peer(&c, "a") else {
+            panic!()
+        };
+        let rs = [replica("b", "Secondary", "UpToDate", "WFConnection")];
+        let Err(NoFailover::Blocked(why)) = failover(&fenced, &rs, lost(&["a"])) else {
+            panic!("expected blocked")
+        };
+        assert!(why.contains("outdated"), "{why}");
+        // A survivor mid-resync (Inconsistent), or silent.
+        for rs in [
+            vec![replica("b", "Secondary", "Inconsistent", "WFConnection")],
+            vec![replica("b", "Secondary", "Outdated", "WFConnection")],
+            vec![],
+        ] {
+            assert!(matches!(
+                failover(&c, &rs, lost(&["a"])),
+                Err(NoFailover::Blocked(_))
+            ));
+        }
+        // Both nodes lost.
+        assert!(matches!(
+            failover(&c, &rs, lost(&["a", "b"])),
+            Err(NoFailover::Blocked(w)) if w.contains("lost too")
+        ));
+        // Once failed over, a second loss of the same node changes nothing.
+        let next = failover(&c, &rs, lost(&["a"])).unwrap();
+        assert_eq!(
+            failover(&next, &rs, lost(&["a"])),
+            Err(NoFailover::NotNeeded)
+        );
+    }
+
+    #[test]
+    fn switchover_needs_up_to_date_data_and_a_demoted_primary() {
+        let c = config();
+        let demoted = [
+            replica("a", "Secondary", "UpToDate", "Connected"),
+            replica("b", "Secondary", "UpToDate", "Connected"),
+        ];
+        let next = switch_primary(&c, &demoted, "b").unwrap().unwrap();
+        assert!(next.replicas[1].primary && !next.replicas[0].primary);
+        assert_eq!(switch_primary(&c, &demoted, "a"), Ok(None));
+        let in_use = [
+            replica("a", "Primary", "UpToDate", "Connected"),
+            replica("b", "Secondary", "UpToDate", "Connected"),
+        ];
+        assert!(switch_primary(&c, &in_use, "b")
+            .unwrap_err()
+            .contains("still primary"));
+        let syncing = [
+            replica("a", "Secondary", "UpToDate", "SyncSource"),
+            replica("b", "Secondary", "Inconsistent", "SyncTarget"),
+        ];
+        assert!(switch_primary(&c, &syncing, "b")
+            .unwrap_err()
+            .contains("up-to-date"));
+        let mut fenced = c.clone();
+        fenced.replicas[1].outdated = true;
+        assert!(switch_primary(&fenced, &demoted, "b")
+            .unwrap_err()
+            .contains("outdated"));
+        assert!(switch_primary(&c, &demoted, "zz").is_err());
+    }
+
+    #[test]
+    fn settle_clears_initial_and_outdated_only_when_data_says_so() {
+        let mut c = config();
+        c.initial = true;
+        c.replicas[1].outdated = true;
+        let syncing = [
+            replica("a", "Primary", "UpToDate", "SyncSource"),
+            replica("b", "Secondary", "Inconsistent", "SyncTarget"),
+        ];
+        let next = settle(&c, &syncing).unwrap();
+        assert!(!next.initial);
+        assert!(next.replicas[1].outdated, "still resyncing");
+        let done = [
+            replica("a", "Primary", "UpToDate", "Connected"),
+            replica("b", "Secondary", "UpToDate", "Connected"),
+        ];
+        let next2 = settle(&next, &done).unwrap();
+        assert!(!next2.replicas[1].outdated);
+        assert_eq!(settle(&next2, &done), None);
+        // UpToDate but disconnected is not resynced.
+        let mut c3 = config();
+        c3.replicas[1].outdated = true;
+        let alone = [replica("b", "Secondary", "UpToDate", "StandAlone")];
+        assert_eq!(settle(&c3, &alone), None);
+        // Nobody up to date yet: initial stays.
+        let mut c4 = config();
+        c4.initial = true;
+        let fresh = [replica("a", "Secondary", "Inconsistent", "Connected")];
+        assert_eq!(settle(&c4, &fresh), None);
+    }
+
+    #[test]
+    fn ha_state_sums_up_the_replicas() {
+        let c = config();
+        let healthy = [
+            replica("a", "Primary", "UpToDate", "Connected"),
+            replica("b", "Secondary", "UpToDate", "Connected"),
+        ];
+        assert_eq!(ha_state(&c, &healthy), Some(HaState::Healthy));
+        let syncing = [
+            replica("a", "Primary", "UpToDate", "SyncSource"),
+            replica("b", "Secondary", "Inconsistent", "SyncTarget"),
+        ];
+        assert_eq!(ha_state(&c, &syncing), Some(HaState::Syncing));
+        let degraded = [
+            replica("a", "Primary", "UpToDate", "WFConnection"),
+            replica("b", "Secondary", "UpToDate", "WFConnection"),
+        ];
+        assert_eq!(ha_state(&c, &degraded), Some(HaState::Degraded));
+        assert_eq!(ha_state(&c, &healthy[..1]), Some(HaState::Degraded));
+        let mut sb = healthy.clone();
+        for r in &mut sb {
+            let s = r.status.as_mut().unwrap().replication.as_mut().unwrap();
+            s.connection_state = "StandAlone".into();
+            s.split_brain = true;
+        }
+        assert_eq!(ha_state(&c, &sb), Some(HaState::SplitBrain));
+        let mut plain = c.clone();
+        plain.resource_id = -1;
+        assert_eq!(ha_state(&plain, &healthy), None);
+        let msg = split_brain_message("v", &["a".into(), "b".into()]);
+        assert!(msg.contains("resolve-split-brain v --keep <a|b>"), "{msg}");
+    }
+}
