@@ -88,6 +88,10 @@ pub struct ReplicationSpec {
     /// split are discarded when it reconnects.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub discard_my_data: bool,
+    /// The operator resolved a split brain in favour of this replica: it reconnects and its
+    /// peer resyncs from it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_my_data: bool,
 }
 
 /// What the node's replication layer reports for a replica (DRBD's own words).

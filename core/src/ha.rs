@@ -93,10 +93,15 @@ pub fn replication_spec(
             })
         });
     let volume = v.metadata.name.clone().unwrap_or_default();
-    let discard_my_data =
-        v.spec.split_brain_resolution.as_ref().is_some_and(|r| {
-            r.keep != node && config.replicas.iter().any(|a| a.hostname == r.keep)
-        });
+    // A resolution naming a node without a replica decides nothing.
+    let keep = v
+        .spec
+        .split_brain_resolution
+        .as_ref()
+        .map(|r| r.keep.as_str())
+        .filter(|k| config.replicas.iter().any(|a| a.hostname == *k));
+    let discard_my_data = keep.is_some_and(|k| k != node);
+    let keep_my_data = keep == Some(node);
     Some(ReplicationSpec {
         resource: resource_name(&volume, config.resource_id),
         minor: config.resource_id,
@@ -107,6 +112,7 @@ pub fn replication_spec(
         outdated: me.outdated,
         initial: config.initial,
         discard_my_data,
+        keep_my_data,
     })
 }
 
@@ -493,6 +499,8 @@ mod tests {
         let c = v.spec.config.clone().unwrap();
         assert!(replication_spec(&v, &c, "a", 1).unwrap().discard_my_data);
         assert!(!replication_spec(&v, &c, "b", 1).unwrap().discard_my_data);
+        assert!(replication_spec(&v, &c, "b", 1).unwrap().keep_my_data);
+        assert!(!replication_spec(&v, &c, "a", 1).unwrap().keep_my_data);
         // A node that holds no replica discards nothing anywhere.
         v.spec.split_brain_resolution = Some(SplitBrainResolution { keep: "zz".into() });
         assert!(!replication_spec(&v, &c, "a", 1).unwrap().discard_my_data);

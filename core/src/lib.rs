@@ -7,6 +7,7 @@
 //!
 //! - [`drbd`]: the model of a DRBD resource (states, configuration, metadata size, ids);
 //! - [`ha`]: HA volumes: who may be primary, fencing, failover, switchover, health;
+//! - [`ha_replica`]: the next step of an HA replica on its node (volumes, DRBD, role);
 //! - [`lvm`]: the model of a node's LVM state, extent rounding, logical volume names;
 //! - [`sizing`]: what size a requested capacity range becomes;
 //! - [`naming`]: the LocalVolume name of a CSI volume name;
@@ -19,6 +20,7 @@
 pub mod claim;
 pub mod drbd;
 pub mod ha;
+pub mod ha_replica;
 pub mod lvm;
 pub mod naming;
 pub mod placement;
