@@ -46,6 +46,10 @@ pub struct Context {
     pub disks_changed: tokio::sync::broadcast::Sender<()>,
     pub tuning: Tuning,
     pub recorder: Recorder,
+    /// DRBD replication for HA replicas; `None` when the agent runs without it.
+    pub replication: Option<Arc<crate::ha::Replication>>,
+    /// This node's replication address, published as its LocalStorageNode's `storageIP`.
+    pub storage_ip: Option<String>,
 }
 
 impl Context {
@@ -56,6 +60,22 @@ impl Context {
         disks: Arc<dyn DiskSource>,
         crash: CrashPoints,
         tuning: Tuning,
+    ) -> Arc<Self> {
+        Self::with_replication(client, node, lvm, disks, crash, tuning, None, None)
+    }
+
+    /// A context whose agent also runs HA replicas through `replication`, reachable by
+    /// its peers at `storage_ip`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_replication(
+        client: Client,
+        node: String,
+        lvm: Arc<dyn LvmHost>,
+        disks: Arc<dyn DiskSource>,
+        crash: CrashPoints,
+        tuning: Tuning,
+        replication: Option<Arc<crate::ha::Replication>>,
+        storage_ip: Option<String>,
     ) -> Arc<Self> {
         let reporter = Reporter {
             controller: "hwameistor-agent".into(),
@@ -73,6 +93,8 @@ impl Context {
             rescan: Notify::new(),
             disks_changed,
             tuning,
+            replication,
+            storage_ip,
         })
     }
 

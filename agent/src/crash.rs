@@ -28,16 +28,25 @@ pub enum CrashPoint {
     LvmAfterLvcreate,
     /// The logical volume is gone; the replica still holds its finalizer.
     LvmAfterLvremove,
+    /// An HA replica's DRBD metadata is created; the resource is not up.
+    HaAfterMetadata,
+    /// An HA replica's DRBD resource is up; its status does not say so yet.
+    HaAfterUp,
+    /// The first primary of a new HA volume was forced; it is still primary.
+    HaAfterForcedPrimary,
 }
 
 impl CrashPoint {
-    pub const ALL: [CrashPoint; 6] = [
+    pub const ALL: [CrashPoint; 9] = [
         CrashPoint::ClaimAfterChoose,
         CrashPoint::ClaimAfterBindDisk,
         CrashPoint::LvmAfterPvcreate,
         CrashPoint::ReplicaAfterFinalizer,
         CrashPoint::LvmAfterLvcreate,
         CrashPoint::LvmAfterLvremove,
+        CrashPoint::HaAfterMetadata,
+        CrashPoint::HaAfterUp,
+        CrashPoint::HaAfterForcedPrimary,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +57,9 @@ impl CrashPoint {
             CrashPoint::ReplicaAfterFinalizer => "replica-after-finalizer",
             CrashPoint::LvmAfterLvcreate => "lvm-after-lvcreate",
             CrashPoint::LvmAfterLvremove => "lvm-after-lvremove",
+            CrashPoint::HaAfterMetadata => "ha-after-metadata",
+            CrashPoint::HaAfterUp => "ha-after-up",
+            CrashPoint::HaAfterForcedPrimary => "ha-after-forced-primary",
         }
     }
 

@@ -12,6 +12,8 @@ pub mod context;
 pub mod crash;
 pub mod discovery;
 pub mod disks;
+pub mod ha;
+pub mod heartbeat;
 pub use hwameistor_hostexec as exec;
 pub mod lvm;
 pub mod replica_controller;

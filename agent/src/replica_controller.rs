@@ -30,7 +30,7 @@ pub enum ReplicaError {
     Stuck(usize),
 }
 
-async fn set_finalizers(
+pub(crate) async fn set_finalizers(
     api: &Api<LocalVolumeReplica>,
     r: &LocalVolumeReplica,
     finalizers: Vec<String>,
@@ -48,7 +48,7 @@ async fn set_finalizers(
     .await
 }
 
-async fn write_status(
+pub(crate) async fn write_status(
     api: &Api<LocalVolumeReplica>,
     r: &LocalVolumeReplica,
     status: LocalVolumeReplicaStatus,
@@ -98,6 +98,21 @@ pub async fn reconcile(
 ) -> Result<Action, ReplicaError> {
     if obj.spec.node_name != ctx.node {
         return Ok(Action::await_change());
+    }
+    if obj.spec.replication.is_some() {
+        let Some(rep) = ctx.replication.as_ref() else {
+            // An HA replica on a node whose agent runs without replication: say so, once.
+            let api: Api<LocalVolumeReplica> = Api::all(ctx.client.clone());
+            let msg = "this node's agent runs without DRBD replication (--drbd off); it cannot hold a replica of an HA volume".to_string();
+            if obj.status.as_ref().and_then(|s| s.message.as_deref()) != Some(msg.as_str()) {
+                let mut st = obj.status.clone().unwrap_or_default();
+                st.state = Some(ReplicaState::NotReady);
+                st.message = Some(msg);
+                write_status(&api, &obj, st).await?;
+            }
+            return Ok(Action::await_change());
+        };
+        return crate::ha::reconcile(&ctx, rep, (*obj).clone()).await;
     }
     let name = obj.metadata.name.clone().unwrap_or_default();
     let api: Api<LocalVolumeReplica> = Api::all(ctx.client.clone());
@@ -199,7 +214,12 @@ pub async fn run(ctx: Arc<Context>) {
     // Only this node's replicas; all of them are looked at again when a re-read of LVM found
     // it changed (a volume removed by hand, the disks of a new volume now known).
     let cfg = watcher::Config::default().fields(&ctx.node_selector());
-    let changed = crate::claim_controller::broadcast_stream(ctx.lvm.subscribe());
+    let lvm_changed = crate::claim_controller::broadcast_stream(ctx.lvm.subscribe());
+    let drbd_changed = match ctx.replication.as_ref() {
+        Some(rep) => crate::claim_controller::broadcast_stream(rep.subscribe()).boxed(),
+        None => futures::stream::pending().boxed(),
+    };
+    let changed = futures::stream::select(lvm_changed, drbd_changed);
     Controller::new(api, cfg)
         .reconcile_all_on(changed)
         .shutdown_on_signal()

@@ -17,7 +17,7 @@ use hwameistor_api::{
 };
 use hwameistor_core::pools;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,7 +167,7 @@ pub async fn update_node(
                 &ctx.node,
                 LocalStorageNodeSpec {
                     hostname: ctx.node.clone(),
-                    storage_ip: None,
+                    storage_ip: ctx.storage_ip.clone(),
                 },
             );
             n.metadata.labels = Some([(LABEL_NODE.to_string(), ctx.node.clone())].into());
@@ -178,6 +178,13 @@ pub async fn update_node(
             }
         }
     };
+    if ctx.storage_ip.is_some() && lsn.spec.storage_ip != ctx.storage_ip {
+        // The address changed (or was never published): peers configure DRBD with it.
+        let patch = serde_json::json!({ "spec": { "storageIP": ctx.storage_ip } });
+        lsn = api
+            .patch(&ctx.node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
     let pools = pools::pool_status(lvm, disks);
     let old = lsn.status.clone().unwrap_or_default();
     let ready = problem.is_none();

@@ -209,7 +209,7 @@ impl Context {
 
     /// Whether this controller acts on `v` (see [`Scope`]). Reads the pinned nodes fresh, so
     /// the answer never depends on a cache that has not caught up.
-    async fn in_scope(&self, v: &LocalVolume) -> Result<bool, kube::Error> {
+    pub(crate) async fn in_scope(&self, v: &LocalVolume) -> Result<bool, kube::Error> {
         let Some(scope) = &self.scope else {
             return Ok(true);
         };
@@ -223,7 +223,7 @@ impl Context {
     }
 
     /// Publishes an Event; failing to is logged only, the resources carry the truth.
-    async fn event(
+    pub(crate) async fn event(
         &self,
         v: &LocalVolume,
         warning: bool,

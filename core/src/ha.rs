@@ -161,6 +161,13 @@ pub fn fence_peer(config: &VolumeConfig, node: &str) -> FenceVerdict {
     FenceVerdict::Fence(next)
 }
 
+/// Whether a node whose heartbeat was last renewed at `renewed_ms` (declared valid for
+/// `valid_ms`) counts as lost at `now_ms`: silent for longer than its validity plus
+/// `grace_ms`. All times in milliseconds since the epoch.
+pub fn heartbeat_lost(renewed_ms: i64, valid_ms: i64, now_ms: i64, grace_ms: i64) -> bool {
+    now_ms > renewed_ms.saturating_add(valid_ms).saturating_add(grace_ms)
+}
+
 /// Why a failover does not happen (yet).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NoFailover {
@@ -445,6 +452,17 @@ mod tests {
 
     fn lost<'a>(nodes: &'a [&'a str]) -> impl Fn(&str) -> bool + 'a {
         move |n| nodes.contains(&n)
+    }
+
+    #[test]
+    fn a_node_is_lost_only_after_validity_and_grace() {
+        assert!(!heartbeat_lost(1_000, 10_000, 11_000, 5_000));
+        assert!(!heartbeat_lost(1_000, 10_000, 16_000, 5_000));
+        assert!(heartbeat_lost(1_000, 10_000, 16_001, 5_000));
+        assert!(
+            !heartbeat_lost(i64::MAX - 5, 10, i64::MAX, 10),
+            "no overflow"
+        );
     }
 
     #[test]

@@ -40,9 +40,15 @@ pub fn pool_status(lvm: &LvmState, disks: &[LocalDisk]) -> BTreeMap<String, Pool
                 used_capacity_bytes: vg.size - vg.free,
                 free_capacity_bytes: vg.free,
                 extent_size_bytes: vg.extent_size,
+                // A replicated volume's metadata volume is part of that volume, not one
+                // more volume.
                 volume_count: lvs
                     .get(vg.name.as_str())
-                    .map(|l| l.len() as i64)
+                    .map(|l| {
+                        l.iter()
+                            .filter(|lv| !lv.name.ends_with(crate::drbd::META_LV_SUFFIX))
+                            .count() as i64
+                    })
                     .unwrap_or(0),
                 disks: pool_disks,
             },
@@ -97,14 +103,25 @@ mod tests {
                     pv_count: 1,
                 },
             ],
-            lvs: vec![Lv {
-                name: "pvc-1".into(),
-                vg_name: "LocalStorage_PoolHDD".into(),
-                size: 40,
-                attr: "-wi-a-----".into(),
-                path: "/dev/LocalStorage_PoolHDD/pvc-1".into(),
-                devices: vec!["/dev/vdb".into()],
-            }],
+            lvs: vec![
+                Lv {
+                    name: "pvc-1".into(),
+                    vg_name: "LocalStorage_PoolHDD".into(),
+                    size: 36,
+                    attr: "-wi-a-----".into(),
+                    path: "/dev/LocalStorage_PoolHDD/pvc-1".into(),
+                    devices: vec!["/dev/vdb".into()],
+                },
+                // An HA volume's metadata: space used, not a volume of its own.
+                Lv {
+                    name: "pvc-1_drbdmeta".into(),
+                    vg_name: "LocalStorage_PoolHDD".into(),
+                    size: 4,
+                    attr: "-wi-a-----".into(),
+                    path: "/dev/LocalStorage_PoolHDD/pvc-1_drbdmeta".into(),
+                    devices: vec!["/dev/vdb".into()],
+                },
+            ],
         };
         let pools = pool_status(&lvm, &[]);
         assert_eq!(pools.len(), 1);

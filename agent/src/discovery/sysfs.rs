@@ -43,6 +43,9 @@ fn numbered(name: &str, prefix: &str) -> bool {
 fn excluded_by_name(name: &str, include_loop: bool) -> Option<&'static str> {
     if name.starts_with("dm-") {
         Some("device-mapper")
+    } else if numbered(name, "drbd") {
+        // Our own replicated volumes: a disk of a pool must never be one.
+        Some("drbd")
     } else if numbered(name, "md") || name.starts_with("md_") {
         Some("md")
     } else if numbered(name, "zram") {
@@ -272,12 +275,13 @@ mod tests {
     #[test]
     fn names_excluded() {
         for name in [
-            "dm-0", "md0", "md127", "md_d0", "zram0", "ram15", "loop3", "sr0", "fd0",
+            "dm-0", "md0", "md127", "md_d0", "zram0", "ram15", "loop3", "sr0", "fd0", "drbd0",
+            "drbd1000",
         ] {
             assert!(excluded_by_name(name, false).is_some(), "{name}");
         }
         for name in [
-            "sda", "vdb", "nvme0n1", "mmcblk0", "xvda", "mdx", "srv", "ramp",
+            "sda", "vdb", "nvme0n1", "mmcblk0", "xvda", "mdx", "srv", "ramp", "drbdx",
         ] {
             assert!(excluded_by_name(name, false).is_none(), "{name}");
         }

@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
+use hwameistor_controller::failover::{self, FailoverConfig};
 use hwameistor_controller::leader::{Elector, ElectorConfig};
 use hwameistor_controller::metrics::{self, Health, HealthLimits, Metrics, Unhealthy};
 use hwameistor_controller::volume_reconciler::{self, Scope};
@@ -58,6 +59,14 @@ struct Args {
     /// whole cluster, as deployed. Give each partition its own --lease-name.
     #[arg(long, value_parser = parse_scope)]
     scope_selector: Option<Scope>,
+    /// How long past its heartbeat's validity an agent must stay silent before the HA
+    /// volumes whose primary it holds fail over (fencing keeps this safe; this sets only how
+    /// soon a failover is tried).
+    #[arg(long, default_value = "5s", value_parser = hwameistor_api::duration::parse_duration)]
+    failover_grace: Duration,
+    /// How often HA volumes are checked for a lost primary.
+    #[arg(long, default_value = "1s", value_parser = hwameistor_api::duration::parse_duration)]
+    failover_tick: Duration,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -173,7 +182,18 @@ async fn main() -> anyhow::Result<()> {
         args.scope_selector.clone(),
     );
     let elector = Elector::new(client, config).with_health(health.clone());
-    let lead = move || volume_reconciler::run(ctx.clone());
+    let failover_cfg = FailoverConfig {
+        namespace: args.namespace.clone(),
+        grace: args.failover_grace,
+        tick: args.failover_tick,
+    };
+    let lead = move || {
+        let (ctx, cfg) = (ctx.clone(), failover_cfg.clone());
+        async move {
+            // Both run while this instance leads; neither ends on its own.
+            tokio::join!(volume_reconciler::run(ctx.clone()), failover::run(ctx, cfg));
+        }
+    };
     let mut election = tokio::spawn(elector.run(lead, stopped(stop_rx.clone())));
 
     // Anything that ends but a signal is a failure: exit non-zero so the kubelet restarts
