@@ -2211,3 +2211,823 @@ impl Drbd for FakeDrbd {
         Ok(s.status(&self.node))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hwameistor_hostexec::lvm::Lvm;
+
+    const R: &str = "r0";
+    const GI: u64 = 1 << 30;
+    const MI: u64 = 1 << 20;
+
+    fn cfg(handler: bool) -> ResourceConfig {
+        let host = |n: &str, ip: &str| Host {
+            hostname: n.into(),
+            address: ip.into(),
+            disk: format!("/dev/vg/{R}"),
+            meta_disk: format!("/dev/vg/{R}_drbdmeta"),
+        };
+        ResourceConfig {
+            name: R.into(),
+            minor: 7,
+            port: 43008,
+            hosts: vec![host("a", "10.0.0.1"), host("b", "10.0.0.2")],
+            handler: handler.then(|| "/usr/bin/handler".to_string()),
+        }
+    }
+
+    /// A new resource configured, with metadata, up on both nodes (connected, both
+    /// Inconsistent).
+    async fn pair(handler: bool) -> (FakeDrbdNet, FakeDrbd, FakeDrbd) {
+        let net = FakeDrbdNet::new();
+        let (a, b) = (net.node("a"), net.node("b"));
+        for d in [&a, &b] {
+            assert!(d.write_config(&cfg(handler)).await.expect("config"));
+            d.create_metadata(R).await.expect("create-md");
+            d.up(R).await.expect("up");
+        }
+        (net, a, b)
+    }
+
+    /// A synced resource, primary on `a`.
+    async fn replicated(handler: bool) -> (FakeDrbdNet, FakeDrbd, FakeDrbd) {
+        let (net, a, b) = pair(handler).await;
+        a.primary(R, true).await.expect("forced primary");
+        net.settle().await;
+        (net, a, b)
+    }
+
+    fn st(net: &FakeDrbdNet, node: &str) -> ResourceStatus {
+        net.resource(node, R).expect("resource up")
+    }
+
+    fn conn(net: &FakeDrbdNet, node: &str) -> (ConnState, DiskState, DiskState) {
+        let s = st(net, node);
+        (s.connection, s.disk, s.peer_disk)
+    }
+
+    fn fence_calls(net: &FakeDrbdNet, node: &str) -> usize {
+        net.helper_calls()
+            .iter()
+            .filter(|c| c.node == node && c.command == "fence-peer")
+            .count()
+    }
+
+    fn exec_stderr(r: Result<(), DrbdError>) -> String {
+        match r {
+            Err(DrbdError::Exec(e)) => e.stderr().to_string(),
+            other => panic!("expected a command failure, got {other:?}"),
+        }
+    }
+
+    use ConnState::*;
+    use DiskState::*;
+
+    #[tokio::test]
+    async fn kernel_is_84_unless_missing_or_another_version() {
+        let net = FakeDrbdNet::new();
+        let a = net.node("a");
+        assert_eq!(a.kernel().await.expect("k").version, KERNEL_VERSION);
+        net.set_kernel("a", None);
+        assert!(matches!(a.kernel().await, Err(DrbdError::NotLoaded { .. })));
+        assert!(matches!(a.status().await, Err(DrbdError::NotLoaded { .. })));
+        net.set_kernel("a", Some("9.2.12"));
+        assert!(matches!(
+            a.kernel().await,
+            Err(DrbdError::UnsupportedVersion { found }) if found == "9.2.12"
+        ));
+        a.write_config(&cfg(true))
+            .await
+            .expect("files need no kernel");
+        a.create_metadata(R)
+            .await
+            .expect("drbdmeta needs no kernel");
+        assert!(matches!(
+            a.up(R).await,
+            Err(DrbdError::UnsupportedVersion { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn files_and_metadata_are_what_drbdadm_needs() {
+        let net = FakeDrbdNet::new();
+        let a = net.node("a");
+        assert!(matches!(
+            a.has_metadata(R).await,
+            Err(DrbdError::NoSuchResource(_))
+        ));
+        assert!(a.write_config(&cfg(true)).await.expect("w"));
+        assert!(!a.write_config(&cfg(true)).await.expect("same"));
+        assert!(a.write_config(&cfg(false)).await.expect("changed"));
+        assert_eq!(net.config("a", R), Some(cfg(false)));
+        assert!(!a.has_metadata(R).await.expect("md?"));
+        let no_md = exec_stderr(a.up(R).await);
+        assert!(no_md.contains("No valid meta-data"), "{no_md}");
+        a.create_metadata(R).await.expect("md");
+        assert!(matches!(
+            a.create_metadata(R).await,
+            Err(DrbdError::MetadataExists(_))
+        ));
+        assert!(a.has_metadata(R).await.expect("md?"));
+        a.up(R).await.expect("up");
+        assert!(exec_stderr(a.up(R).await).contains("exists already"));
+        assert!(exec_stderr(a.wipe_metadata(R).await).contains("is configured"));
+        let s = st(&net, "a");
+        assert_eq!(
+            (
+                s.minor,
+                s.role,
+                s.peer_role,
+                s.connection,
+                s.disk,
+                s.peer_disk
+            ),
+            (
+                7,
+                Role::Secondary,
+                Role::Unknown,
+                WFConnection,
+                Inconsistent,
+                DUnknown
+            )
+        );
+        a.down(R).await.expect("down");
+        a.down(R).await.expect("down again is fine");
+        assert!(a.status().await.expect("status").is_empty());
+        a.wipe_metadata(R).await.expect("wipe");
+        assert!(!a.has_metadata(R).await.expect("md?"));
+        // A file that does not name this node, or names no peer.
+        let mut other = cfg(true);
+        other.hosts[0].hostname = "c".into();
+        a.write_config(&other).await.expect("w");
+        assert!(matches!(a.up(R).await, Err(DrbdError::NoSuchResource(_))));
+        let mut lonely = cfg(true);
+        lonely.hosts.truncate(1);
+        a.write_config(&lonely).await.expect("w");
+        assert!(exec_stderr(a.create_metadata(R).await).contains("exactly one peer"));
+        a.remove_config(R).await.expect("rm");
+        a.remove_config(R).await.expect("rm again");
+        assert!(matches!(a.down(R).await, Err(DrbdError::NoSuchResource(_))));
+    }
+
+    #[tokio::test]
+    async fn a_new_pair_syncs_fully_from_the_forced_primary() {
+        let (net, a, b) = pair(true).await;
+        assert_eq!(conn(&net, "a"), (Connected, Inconsistent, Inconsistent));
+        assert!(matches!(
+            a.primary(R, false).await,
+            Err(DrbdError::NotUpToDate(_))
+        ));
+        net.hold_sync(R);
+        a.primary(R, true).await.expect("forced");
+        let (sa, sb) = (st(&net, "a"), st(&net, "b"));
+        assert_eq!(
+            (sa.role, sa.connection, sa.disk, sa.peer_disk),
+            (Role::Primary, SyncSource, UpToDate, Inconsistent)
+        );
+        assert_eq!(
+            (sb.peer_role, sb.connection, sb.disk),
+            (Role::Primary, SyncTarget, Inconsistent)
+        );
+        assert_eq!(sa.out_of_sync_bytes, GI);
+        assert_eq!(sb.sync_percent, Some(0.0));
+        // Writes during the sync are mirrored; the target gets them with the sync.
+        net.write("a", R, 4096).expect("write");
+        net.advance_sync(R, GI / 4);
+        let sb = st(&net, "b");
+        assert_eq!(
+            (sb.out_of_sync_bytes, sb.sync_percent),
+            (3 * GI / 4, Some(25.0))
+        );
+        // b cannot be demoted into anything, and a connected SyncTarget may be promoted
+        // only if the peer is not primary.
+        assert!(matches!(
+            b.primary(R, false).await,
+            Err(DrbdError::PeerIsPrimary(_))
+        ));
+        net.advance_sync(R, 3 * GI / 4);
+        assert_eq!(conn(&net, "b"), (Connected, UpToDate, UpToDate));
+        assert_eq!(st(&net, "b").sync_percent, None);
+        assert_eq!(net.generation("a", R), net.generation("b", R));
+        assert_eq!(net.data("a", R), net.data("b", R));
+        assert!(net.helper_calls().is_empty(), "nothing fenced");
+        // Held syncs are released at once.
+        a.secondary(R).await.expect("demote");
+        net.release_sync(R);
+    }
+
+    #[tokio::test]
+    async fn a_sync_target_may_be_promoted_while_its_up_to_date_peer_is_connected() {
+        let (net, a, b) = pair(true).await;
+        net.hold_sync(R);
+        a.primary(R, true).await.expect("forced");
+        a.secondary(R).await.expect("demote");
+        b.primary(R, false).await.expect("DRBD serves b from a");
+        assert_eq!(
+            (st(&net, "b").role, st(&net, "b").disk),
+            (Role::Primary, Inconsistent)
+        );
+        net.release_sync(R);
+        assert_eq!(conn(&net, "b"), (Connected, UpToDate, UpToDate));
+    }
+
+    #[tokio::test]
+    async fn skipping_the_initial_sync_needs_a_connected_new_pair() {
+        let (net, a, _b) = pair(true).await;
+        a.skip_initial_sync(R).await.expect("skip");
+        assert_eq!(conn(&net, "a"), (Connected, UpToDate, UpToDate));
+        assert_eq!(net.generation("a", R), net.generation("b", R));
+        assert_eq!(st(&net, "b").out_of_sync_bytes, 0);
+
+        // Apart it only moves this side's generation on: the disk stays Inconsistent and
+        // the pair can no longer connect (this side would be a source without data).
+        let net = FakeDrbdNet::new();
+        let (a, b) = (net.node("a"), net.node("b"));
+        for d in [&a, &b] {
+            d.write_config(&cfg(true)).await.expect("config");
+            d.create_metadata(R).await.expect("md");
+        }
+        a.up(R).await.expect("up");
+        a.skip_initial_sync(R).await.expect("accepted");
+        assert_eq!(st(&net, "a").disk, Inconsistent);
+        b.up(R).await.expect("up");
+        assert_eq!(st(&net, "a").connection, StandAlone);
+        assert_eq!(st(&net, "b").connection, WFConnection);
+    }
+
+    #[tokio::test]
+    async fn switchover_needs_the_old_primary_closed_and_demoted() {
+        let (net, a, b) = replicated(true).await;
+        let gen = net.generation("a", R);
+        net.set_open("a", R, true);
+        assert!(matches!(
+            b.primary(R, false).await,
+            Err(DrbdError::PeerIsPrimary(_))
+        ));
+        assert!(matches!(a.secondary(R).await, Err(DrbdError::InUse(_))));
+        assert!(matches!(a.down(R).await, Err(DrbdError::InUse(_))));
+        net.set_open("a", R, false);
+        a.secondary(R).await.expect("demote");
+        b.primary(R, false).await.expect("promote");
+        let sb = st(&net, "b");
+        assert_eq!(
+            (sb.role, sb.peer_role, sb.connection),
+            (Role::Primary, Role::Secondary, Connected)
+        );
+        assert_eq!(net.generation("b", R), gen, "connected: no new generation");
+        net.write("b", R, MI).expect("write");
+        assert!(matches!(net.write("a", R, MI), Err(WriteError::NotPrimary)));
+        assert_eq!(net.data("a", R), net.data("b", R), "protocol C");
+    }
+
+    #[tokio::test]
+    async fn a_cut_link_freezes_the_primary_until_fencing_outdates_the_peer() {
+        let (net, _a, _b) = replicated(true).await;
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let wait = Arc::new(Mutex::new(Some(wait)));
+        net.set_helper("a", move |_| {
+            let wait = wait.lock().ok().and_then(|mut w| w.take());
+            async move {
+                if let Some(w) = wait {
+                    let _ = w.await;
+                }
+                4
+            }
+        });
+        let gen = net.generation("a", R);
+        net.cut("a", "b");
+        tokio::task::yield_now().await;
+        let sa = st(&net, "a");
+        assert!(sa.suspended, "frozen while the handler runs");
+        assert_eq!(
+            (sa.connection, sa.peer_role, sa.peer_disk),
+            (WFConnection, Role::Unknown, DUnknown)
+        );
+        assert_eq!(net.write("a", R, MI), Err(WriteError::Suspended));
+        assert_eq!(
+            net.helper_calls(),
+            vec![HelperCall {
+                node: "a".into(),
+                command: "fence-peer".into(),
+                resource: R.into(),
+                minor: 7,
+            }]
+        );
+        let sb = st(&net, "b");
+        assert_eq!(
+            (sb.connection, sb.disk, sb.suspended),
+            (WFConnection, UpToDate, false)
+        );
+        let _ = release.send(());
+        net.settle().await;
+        let sa = st(&net, "a");
+        assert_eq!((sa.suspended, sa.peer_disk), (false, Outdated));
+        assert_ne!(
+            net.generation("a", R),
+            gen,
+            "a new generation after fencing"
+        );
+        net.write("a", R, 3 * MI).expect("write");
+        assert_eq!(st(&net, "a").out_of_sync_bytes, 3 * MI);
+        net.hold_sync(R);
+        net.heal("a", "b");
+        let sb = st(&net, "b");
+        assert_eq!(
+            (sb.connection, sb.disk, sb.out_of_sync_bytes),
+            (SyncTarget, Inconsistent, 3 * MI)
+        );
+        net.release_sync(R);
+        assert_eq!(conn(&net, "b"), (Connected, UpToDate, UpToDate));
+        assert_eq!(net.data("a", R), net.data("b", R));
+        assert_eq!(net.generation("a", R), net.generation("b", R));
+    }
+
+    #[tokio::test]
+    async fn a_failed_fence_keeps_io_frozen_until_resumed_or_reconnected() {
+        let (net, a, _b) = replicated(true).await;
+        net.set_helper("a", |_| async { 1 });
+        let gen = net.generation("a", R);
+        net.cut("a", "b");
+        net.settle().await;
+        let sa = st(&net, "a");
+        assert_eq!((sa.suspended, sa.peer_disk), (true, DUnknown));
+        assert_eq!(fence_calls(&net, "a"), 1);
+        // The link comes back: I/O resumes with no new generation and nothing to sync.
+        net.heal("a", "b");
+        let sa = st(&net, "a");
+        assert_eq!((sa.suspended, sa.connection), (false, Connected));
+        assert_eq!(net.generation("a", R), gen);
+        // Again, and this time an operator resumes I/O by hand: a new generation starts.
+        net.cut("a", "b");
+        net.settle().await;
+        assert!(st(&net, "a").suspended);
+        a.resume_io(R).await.expect("resume");
+        assert!(!st(&net, "a").suspended);
+        assert_ne!(net.generation("a", R), gen);
+        net.write("a", R, MI).expect("write after resume");
+    }
+
+    #[tokio::test]
+    async fn fence_exit_5_resumes_an_up_to_date_primary() {
+        let (net, _a, _b) = replicated(true).await;
+        net.set_helper("a", |_| async { 5 });
+        net.cut("a", "b");
+        net.settle().await;
+        let sa = st(&net, "a");
+        assert_eq!((sa.suspended, sa.peer_disk), (false, Outdated));
+    }
+
+    #[tokio::test]
+    async fn without_handlers_in_the_config_nothing_runs_and_io_stays_frozen() {
+        let (net, a, _b) = replicated(false).await;
+        net.set_helper("a", |_| async { 4 });
+        net.cut("a", "b");
+        net.settle().await;
+        assert!(st(&net, "a").suspended);
+        assert!(net.helper_calls().is_empty());
+        a.resume_io(R).await.expect("resume");
+        assert!(!st(&net, "a").suspended);
+    }
+
+    #[tokio::test]
+    async fn a_crashed_secondary_is_fenced_and_resyncs_after_boot() {
+        let (net, _a, b) = replicated(true).await;
+        net.set_helper("a", |_| async { 7 });
+        net.crash("b");
+        assert!(!net.is_up("b"));
+        assert!(net.status("b").is_empty());
+        assert!(matches!(b.status().await, Err(DrbdError::Exec(_))));
+        net.settle().await;
+        assert_eq!(fence_calls(&net, "a"), 1);
+        let sa = st(&net, "a");
+        assert_eq!(
+            (sa.suspended, sa.connection, sa.peer_disk),
+            (false, WFConnection, Outdated)
+        );
+        net.write("a", R, 2 * MI).expect("write");
+        net.boot("b");
+        // While the link is down too, b comes back Consistent: it may have missed writes.
+        net.cut("a", "b");
+        b.up(R).await.expect("up");
+        assert_eq!(conn(&net, "b"), (WFConnection, Consistent, DUnknown));
+        assert!(matches!(
+            b.primary(R, false).await,
+            Err(DrbdError::NotUpToDate(_))
+        ));
+        net.hold_sync(R);
+        net.heal("a", "b");
+        let sb = st(&net, "b");
+        assert_eq!((sb.connection, sb.out_of_sync_bytes), (SyncTarget, 2 * MI));
+        net.release_sync(R);
+        assert_eq!(net.data("a", R), net.data("b", R));
+    }
+
+    #[tokio::test]
+    async fn a_crashed_primary_rejoins_as_sync_target_of_the_promoted_secondary() {
+        let (net, a, b) = replicated(true).await;
+        net.set_open("a", R, true);
+        net.write("a", R, MI).expect("write");
+        net.crash("a");
+        net.settle().await;
+        let sb = st(&net, "b");
+        assert_eq!(
+            (sb.connection, sb.disk, sb.peer_disk, sb.suspended),
+            (WFConnection, UpToDate, DUnknown, false)
+        );
+        assert!(net.helper_calls().is_empty(), "a secondary does not fence");
+        // Promotion without a fenced peer is refused...
+        let e = exec_stderr(b.primary(R, false).await);
+        assert!(e.contains("peer is not outdated"), "{e}");
+        assert_eq!(
+            fence_calls(&net, "b"),
+            1,
+            "b's handler ran (no helper: failed)"
+        );
+        // ...and allowed once the handler outdates (here: stonith) the peer.
+        net.set_helper("b", |c| async move {
+            assert_eq!(c.command, "fence-peer");
+            7
+        });
+        b.primary(R, false).await.expect("promote");
+        assert_eq!(fence_calls(&net, "b"), 2);
+        assert_eq!(st(&net, "b").peer_disk, Outdated);
+        net.write("b", R, 5 * MI).expect("write");
+        net.boot("a");
+        assert!(net.status("a").is_empty(), "nothing is up after a boot");
+        net.hold_sync(R);
+        a.up(R).await.expect("up");
+        let sa = st(&net, "a");
+        assert_eq!(
+            (sa.role, sa.connection, sa.disk, sa.out_of_sync_bytes),
+            (Role::Secondary, SyncTarget, Inconsistent, 5 * MI)
+        );
+        net.release_sync(R);
+        assert_eq!(conn(&net, "a"), (Connected, UpToDate, UpToDate));
+        assert_eq!(net.data("a", R), net.data("b", R));
+        assert_eq!(net.generation("a", R), net.generation("b", R));
+    }
+
+    /// Both sides primary and written while apart.
+    async fn split(handler: bool) -> (FakeDrbdNet, FakeDrbd, FakeDrbd) {
+        let (net, a, b) = replicated(handler).await;
+        // Both handlers claim the peer is outdated (say, a broken fencing setup).
+        net.set_helper("a", |_| async { 4 });
+        net.set_helper("b", |_| async { 4 });
+        net.cut("a", "b");
+        net.settle().await;
+        b.primary(R, false).await.expect("b promoted");
+        net.write("a", R, 2 * MI).expect("a writes");
+        net.write("b", R, 3 * MI).expect("b writes");
+        net.heal("a", "b");
+        net.settle().await;
+        (net, a, b)
+    }
+
+    #[tokio::test]
+    async fn both_primaries_apart_is_split_brain_and_discarding_one_side_resolves_it() {
+        let (net, a, b) = split(true).await;
+        for n in ["a", "b"] {
+            let s = st(&net, n);
+            assert_eq!(
+                (s.role, s.connection, s.peer_role),
+                (Role::Primary, StandAlone, Role::Unknown)
+            );
+            assert!(net
+                .helper_calls()
+                .iter()
+                .any(|c| c.node == n && c.command == "split-brain"));
+        }
+        let kept = net.data("a", R);
+        // Connecting again without a decision meets the split brain again.
+        a.connect(R, false).await.expect("connect a");
+        assert_eq!(st(&net, "a").connection, WFConnection);
+        b.connect(R, false).await.expect("connect b");
+        net.settle().await;
+        assert_eq!(st(&net, "a").connection, StandAlone);
+        let sb_calls = |net: &FakeDrbdNet| {
+            net.helper_calls()
+                .iter()
+                .filter(|c| c.command == "split-brain")
+                .count()
+        };
+        assert_eq!(sb_calls(&net), 4);
+        // b's changes are discarded: it must be secondary to become SyncTarget.
+        b.secondary(R).await.expect("demote b");
+        net.hold_sync(R);
+        b.connect(R, true).await.expect("discard");
+        assert_eq!(b.calls().last().map(|c| c.force), Some(true));
+        a.connect(R, false).await.expect("connect a");
+        let sb = st(&net, "b");
+        assert_eq!(
+            (sb.connection, sb.disk, sb.out_of_sync_bytes),
+            (SyncTarget, Inconsistent, 5 * MI)
+        );
+        net.release_sync(R);
+        assert_eq!(conn(&net, "b"), (Connected, UpToDate, UpToDate));
+        assert_eq!(net.data("b", R), kept);
+        assert_eq!(sb_calls(&net), 4);
+    }
+
+    #[tokio::test]
+    async fn a_primary_cannot_discard_its_data() {
+        let (net, a, b) = split(true).await;
+        b.connect(R, true).await.expect("discard while primary");
+        a.connect(R, false).await.expect("connect");
+        // "I shall become SyncTarget, but I am primary!"
+        assert_eq!(st(&net, "b").connection, StandAlone);
+        assert_eq!(st(&net, "a").connection, WFConnection);
+    }
+
+    #[tokio::test]
+    async fn a_clean_down_of_the_secondary_outdates_it_without_fencing() {
+        let (net, a, b) = replicated(true).await;
+        net.set_helper("a", |_| async { 1 });
+        b.down(R).await.expect("down");
+        net.settle().await;
+        let sa = st(&net, "a");
+        assert_eq!(
+            (sa.connection, sa.peer_disk, sa.suspended),
+            (WFConnection, Outdated, false)
+        );
+        assert!(net.helper_calls().is_empty());
+        net.write("a", R, MI).expect("write");
+        // b comes back Outdated: no promotion until it has resynced.
+        net.cut("a", "b");
+        b.up(R).await.expect("up");
+        assert_eq!(conn(&net, "b"), (WFConnection, Outdated, DUnknown));
+        assert!(matches!(
+            b.primary(R, false).await,
+            Err(DrbdError::NotUpToDate(_))
+        ));
+        net.heal("a", "b");
+        assert_eq!(conn(&net, "b"), (Connected, UpToDate, UpToDate));
+        assert_eq!(net.data("a", R), net.data("b", R));
+        // A disconnect by the primary outdates the secondary the same way.
+        a.disconnect(R).await.expect("disconnect");
+        assert_eq!(conn(&net, "a"), (StandAlone, UpToDate, Outdated));
+        assert_eq!(conn(&net, "b"), (WFConnection, Outdated, DUnknown));
+        a.disconnect(R).await.expect("again: already StandAlone");
+        assert!(exec_stderr(b.connect(R, false).await).contains("net-config"));
+        a.adjust(R).await.expect("adjust reconnects");
+        assert_eq!(conn(&net, "a"), (Connected, UpToDate, UpToDate));
+    }
+
+    #[tokio::test]
+    async fn two_secondaries_part_without_outdating() {
+        let (net, a, b) = replicated(true).await;
+        a.secondary(R).await.expect("demote");
+        b.down(R).await.expect("down");
+        assert_eq!(conn(&net, "a"), (WFConnection, UpToDate, DUnknown));
+        // A later promotion must fence: the peer may have been promoted meanwhile.
+        net.set_helper("a", |_| async { 4 });
+        a.primary(R, false).await.expect("promote");
+        assert_eq!(fence_calls(&net, "a"), 1);
+    }
+
+    #[tokio::test]
+    async fn outdate_follows_drbd() {
+        let (net, a, b) = replicated(true).await;
+        assert!(exec_stderr(a.outdate(R).await).contains("UpToDate data"));
+        assert!(exec_stderr(b.outdate(R).await).contains("while Connected"));
+        net.set_helper("a", |_| async { 4 });
+        net.cut("a", "b");
+        net.settle().await;
+        b.outdate(R).await.expect("outdate");
+        b.outdate(R).await.expect("again");
+        assert_eq!(st(&net, "b").disk, Outdated);
+        assert!(matches!(
+            b.primary(R, false).await,
+            Err(DrbdError::NotUpToDate(_))
+        ));
+        // A resource that is down is outdated in its metadata.
+        b.down(R).await.expect("down");
+        b.outdate(R).await.expect("outdate down");
+        b.up(R).await.expect("up");
+        assert_eq!(st(&net, "b").disk, Outdated);
+        // force overrides it (and forces the split: the peer is not fenced here).
+        b.primary(R, true).await.expect("forced");
+        assert_eq!(st(&net, "b").disk, UpToDate);
+        // An Inconsistent disk cannot be outdated.
+        let c = FakeDrbdNet::new().node("a");
+        c.write_config(&cfg(true)).await.expect("w");
+        c.create_metadata(R).await.expect("md");
+        assert!(exec_stderr(c.outdate(R).await).contains("lower than outdated"));
+    }
+
+    #[tokio::test]
+    async fn a_consistent_disk_promotes_once_the_peer_is_fenced() {
+        let (net, a, _b) = replicated(true).await;
+        a.secondary(R).await.expect("demote");
+        net.crash("a");
+        net.boot("a");
+        net.cut("a", "b");
+        a.up(R).await.expect("up");
+        assert_eq!(st(&net, "a").disk, Consistent);
+        net.set_helper("a", |_| async { 1 });
+        assert!(matches!(
+            a.primary(R, false).await,
+            Err(DrbdError::NotUpToDate(_))
+        ));
+        net.set_helper("a", |_| async { 4 });
+        a.primary(R, false).await.expect("promote");
+        let sa = st(&net, "a");
+        assert_eq!((sa.disk, sa.peer_disk), (UpToDate, Outdated));
+        assert_eq!(fence_calls(&net, "a"), 2);
+    }
+
+    #[tokio::test]
+    async fn unrelated_data_never_connects() {
+        let net = FakeDrbdNet::new();
+        let (a, b) = (net.node("a"), net.node("b"));
+        net.cut("a", "b");
+        for d in [&a, &b] {
+            d.write_config(&cfg(false)).await.expect("config");
+            d.create_metadata(R).await.expect("md");
+            d.up(R).await.expect("up");
+            d.primary(R, true).await.expect("forced");
+            d.secondary(R).await.expect("demote");
+        }
+        net.heal("a", "b");
+        assert_eq!(st(&net, "a").connection, StandAlone);
+        assert_eq!(st(&net, "b").connection, StandAlone);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_resync_resumes_where_it_stopped() {
+        let (net, a, _b) = pair(true).await;
+        net.hold_sync(R);
+        a.primary(R, true).await.expect("forced");
+        net.advance_sync(R, GI - 10 * MI);
+        net.cut("a", "b");
+        net.settle().await;
+        let sa = st(&net, "a");
+        // The peer was Inconsistent: nothing to fence.
+        assert_eq!((sa.suspended, sa.peer_disk), (false, Inconsistent));
+        assert_eq!(st(&net, "b").disk, Inconsistent);
+        net.write("a", R, 2 * MI).expect("write");
+        net.heal("a", "b");
+        let sb = st(&net, "b");
+        assert_eq!((sb.connection, sb.out_of_sync_bytes), (SyncTarget, 12 * MI));
+        net.release_sync(R);
+        assert_eq!(net.data("a", R), net.data("b", R));
+    }
+
+    #[tokio::test]
+    async fn faults_gates_and_the_call_log() {
+        let net = FakeDrbdNet::new();
+        let a = net.node("a");
+        a.write_config(&cfg(true)).await.expect("w");
+        a.create_metadata(R).await.expect("md");
+        a.fail(
+            DrbdOp::Up,
+            R,
+            DrbdError::Parse {
+                command: "x".into(),
+                reason: "boom".into(),
+            },
+            Some(1),
+        );
+        assert!(matches!(a.up(R).await, Err(DrbdError::Parse { .. })));
+        assert!(net.status("a").is_empty(), "a failed call does nothing");
+        a.up(R).await.expect("second try");
+        assert_eq!(a.count(DrbdOp::Up), 2);
+        assert_eq!(
+            a.calls().first(),
+            Some(&Call {
+                op: DrbdOp::WriteConfig,
+                resource: R.into(),
+                force: false
+            })
+        );
+        // A call held at a gate, and the node crashing meanwhile: the call never lands.
+        let gate = a.gate(DrbdOp::Primary, R);
+        let held = tokio::spawn({
+            let a = a.clone();
+            async move { a.primary(R, true).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!held.is_finished());
+        a.status().await.expect("other calls pass");
+        net.crash("a");
+        net.boot("a");
+        gate.release();
+        let r = held.await.expect("join");
+        assert!(
+            matches!(r, Err(DrbdError::Exec(ExecError::Spawn { .. }))),
+            "{r:?}"
+        );
+        a.fail(
+            DrbdOp::Status,
+            "",
+            DrbdError::NoSuchResource("x".into()),
+            None,
+        );
+        assert!(a.status().await.is_err());
+        assert!(a.status().await.is_err());
+        a.clear_faults();
+        assert!(a.status().await.expect("status").is_empty());
+    }
+
+    #[tokio::test]
+    async fn resize_grows_to_the_smaller_backing_disk_and_resyncs_the_new_area() {
+        let (net, a, b) = pair(true).await;
+        a.skip_initial_sync(R).await.expect("skip");
+        let disk = format!("/dev/vg/{R}");
+        net.set_disk_size("a", &disk, 2 * GI);
+        net.set_disk_size("b", &disk, 3 * GI / 2);
+        assert!(exec_stderr(a.resize(R).await).contains("Need one Primary"));
+        a.primary(R, false).await.expect("promote");
+        net.hold_sync(R);
+        b.resize(R).await.expect("resize from the secondary");
+        assert_eq!(net.device_size("a", R), Some(3 * GI / 2));
+        assert_eq!(net.device_size("b", R), Some(3 * GI / 2));
+        let sb = st(&net, "b");
+        assert_eq!((sb.connection, sb.out_of_sync_bytes), (SyncTarget, GI / 2));
+        assert!(exec_stderr(a.resize(R).await).contains("during resync"));
+        net.release_sync(R);
+        // Apart, the size stays the last agreed one.
+        net.set_disk_size("b", &disk, 2 * GI);
+        net.set_helper("a", |_| async { 4 });
+        net.cut("a", "b");
+        net.settle().await;
+        a.resize(R).await.expect("resize apart");
+        assert_eq!(net.device_size("a", R), Some(3 * GI / 2));
+        // A consistent disk that shrank does not attach; a new replica on a disk smaller
+        // than the device is refused by the side with the data.
+        net.set_disk_size("b", &disk, GI);
+        b.down(R).await.expect("down");
+        assert!(exec_stderr(b.up(R).await).contains("smaller than requested"));
+        b.wipe_metadata(R).await.expect("wipe");
+        b.create_metadata(R).await.expect("md");
+        b.up(R).await.expect("up");
+        net.heal("a", "b");
+        assert_eq!(st(&net, "a").connection, StandAlone);
+        assert_eq!(st(&net, "b").connection, WFConnection);
+    }
+
+    #[tokio::test]
+    async fn sizes_come_from_the_nodes_lvm() {
+        let net = FakeDrbdNet::new();
+        let mut lvms = Vec::new();
+        for n in ["a", "b"] {
+            let lvm = FakeLvm::new();
+            lvm.add_device("/dev/vdb", (4 * GI + MI) as i64);
+            lvm.create_pv("/dev/vdb").await.expect("pv");
+            lvm.create_vg("vg", &["/dev/vdb".into()]).await.expect("vg");
+            net.attach_lvm(n, &lvm);
+            let d = net.node(n);
+            d.write_config(&cfg(true)).await.expect("w");
+            assert!(exec_stderr(d.create_metadata(R).await).contains("No such file"));
+            lvm.create_lv("vg", &format!("{R}_drbdmeta"), 4 * MI as i64)
+                .await
+                .expect("meta lv");
+            d.create_metadata(R).await.expect("md");
+            assert!(exec_stderr(d.up(R).await).contains("backing device"));
+            lvm.create_lv("vg", R, GI as i64).await.expect("data lv");
+            d.up(R).await.expect("up");
+            lvms.push(lvm);
+        }
+        let (a, b) = (net.node("a"), net.node("b"));
+        a.primary(R, true).await.expect("forced");
+        assert_eq!(net.device_size("a", R), Some(GI));
+        for lvm in &lvms {
+            lvm.extend_lv("vg", R, 2 * GI as i64).await.expect("grow");
+        }
+        b.resize(R).await.expect("resize");
+        assert_eq!(net.device_size("b", R), Some(2 * GI));
+        // The metadata volume's bitmap caps the device: 4 MiB covers ~127 GiB, 40 KiB
+        // only 128 MiB.
+        net.set_disk_size("a", &format!("/dev/vg/{R}_drbdmeta"), 40 * 1024);
+        a.secondary(R).await.expect("demote");
+        a.down(R).await.expect("down");
+        assert!(exec_stderr(a.up(R).await).contains("smaller than requested"));
+        // Metadata whose volume is removed is gone.
+        b.down(R).await.expect("down");
+        lvms[1]
+            .remove_lv("vg", &format!("{R}_drbdmeta"))
+            .await
+            .expect("lvremove");
+        assert!(!b.has_metadata(R).await.expect("md?"));
+    }
+
+    #[tokio::test]
+    async fn adjust_brings_a_resource_up_and_follows_a_new_peer_address() {
+        let (net, a, b) = replicated(true).await;
+        net.crash("b");
+        net.boot("b");
+        b.adjust(R).await.expect("adjust = up");
+        net.settle().await;
+        assert_eq!(conn(&net, "b"), (Connected, UpToDate, UpToDate));
+        // b moves to a new address: a connects only once its file says so too.
+        let mut moved = cfg(true);
+        moved.hosts[1].address = "10.0.0.9".into();
+        b.write_config(&moved).await.expect("w");
+        b.adjust(R).await.expect("adjust");
+        assert_eq!(conn(&net, "b"), (WFConnection, Outdated, DUnknown));
+        assert_eq!(st(&net, "a").peer_disk, Outdated, "negotiated: no fencing");
+        a.write_config(&moved).await.expect("w");
+        a.adjust(R).await.expect("adjust");
+        assert_eq!(conn(&net, "b"), (Connected, UpToDate, UpToDate));
+    }
+}
