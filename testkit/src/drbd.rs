@@ -3030,4 +3030,92 @@ mod tests {
         a.adjust(R).await.expect("adjust");
         assert_eq!(conn(&net, "b"), (Connected, UpToDate, UpToDate));
     }
+
+    #[tokio::test]
+    async fn a_frozen_primary_never_diverges_and_rejoins_as_sync_target() {
+        let (net, a, b) = replicated(true).await;
+        net.set_helper("a", |_| async { 1 });
+        net.set_helper("b", |_| async { 7 });
+        net.set_open("a", R, true);
+        net.cut("a", "b");
+        net.settle().await;
+        assert!(st(&net, "a").suspended);
+        b.primary(R, false).await.expect("b promoted, a fenced");
+        net.write("b", R, MI).expect("b writes");
+        net.heal("a", "b");
+        net.settle().await;
+        // "I shall become SyncTarget, but I am primary!": a refuses, b keeps waiting; no
+        // split brain, since a never wrote.
+        let sa = st(&net, "a");
+        assert_eq!(
+            (sa.role, sa.connection, sa.suspended),
+            (Role::Primary, StandAlone, true)
+        );
+        assert_eq!(st(&net, "b").connection, WFConnection);
+        assert!(!net
+            .helper_calls()
+            .iter()
+            .any(|c| c.command == "split-brain"));
+        net.set_open("a", R, false);
+        a.secondary(R).await.expect("demote while frozen");
+        a.connect(R, false).await.expect("connect");
+        let sa = st(&net, "a");
+        assert_eq!(
+            (sa.connection, sa.disk, sa.suspended),
+            (Connected, UpToDate, false)
+        );
+        assert_eq!(net.data("a", R), net.data("b", R));
+    }
+
+    #[tokio::test]
+    async fn a_late_fence_answer_for_an_earlier_connection_is_ignored() {
+        let (net, _a, _b) = replicated(true).await;
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let wait = Arc::new(Mutex::new(Some(wait)));
+        net.set_helper("a", move |_| {
+            let first = wait.lock().ok().and_then(|mut w| w.take());
+            async move {
+                match first {
+                    // The first run hangs, then says "outdated".
+                    Some(w) => {
+                        let _ = w.await;
+                        4
+                    }
+                    None => 1,
+                }
+            }
+        });
+        net.cut("a", "b");
+        tokio::task::yield_now().await;
+        net.heal("a", "b");
+        assert!(!st(&net, "a").suspended, "resumed by the reconnection");
+        net.cut("a", "b");
+        tokio::task::yield_now().await;
+        assert!(st(&net, "a").suspended);
+        let _ = release.send(());
+        net.settle().await;
+        assert_eq!(fence_calls(&net, "a"), 2);
+        let sa = st(&net, "a");
+        assert_eq!((sa.suspended, sa.peer_disk), (true, DUnknown));
+    }
+
+    #[tokio::test]
+    async fn an_agent_dying_at_a_gate_leaves_nothing_done() {
+        let net = FakeDrbdNet::new();
+        let a = net.node("a");
+        a.write_config(&cfg(true)).await.expect("w");
+        a.create_metadata(R).await.expect("md");
+        let gate = a.gate(DrbdOp::Up, R);
+        let agent = tokio::spawn({
+            let a = a.clone();
+            async move { a.up(R).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(a.count(DrbdOp::Up), 1, "the call was made");
+        agent.abort();
+        let _ = agent.await;
+        gate.release();
+        assert!(net.status("a").is_empty());
+        a.up(R).await.expect("a new agent brings it up");
+    }
 }
