@@ -2837,20 +2837,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unrelated_data_never_connects() {
+    async fn sides_forced_apart_are_split_brain_and_unrelated_data_never_connects() {
+        // Two new sides each forced primary while apart: both generations descend from
+        // "just created", which DRBD calls split brain.
         let net = FakeDrbdNet::new();
         let (a, b) = (net.node("a"), net.node("b"));
         net.cut("a", "b");
         for d in [&a, &b] {
-            d.write_config(&cfg(false)).await.expect("config");
+            d.write_config(&cfg(true)).await.expect("config");
             d.create_metadata(R).await.expect("md");
             d.up(R).await.expect("up");
             d.primary(R, true).await.expect("forced");
             d.secondary(R).await.expect("demote");
         }
         net.heal("a", "b");
+        net.settle().await;
         assert_eq!(st(&net, "a").connection, StandAlone);
         assert_eq!(st(&net, "b").connection, StandAlone);
+        let split_brains = |net: &FakeDrbdNet| {
+            net.helper_calls()
+                .iter()
+                .filter(|c| c.command == "split-brain")
+                .count()
+        };
+        assert_eq!(split_brains(&net), 2);
+
+        // A replica re-created and forced on its own shares no generation at all with the
+        // old one: "Unrelated data, aborting!" (no split-brain handler).
+        let (net, a, b) = replicated(true).await;
+        a.secondary(R).await.expect("demote");
+        b.down(R).await.expect("down");
+        b.wipe_metadata(R).await.expect("wipe");
+        b.create_metadata(R).await.expect("md");
+        net.cut("a", "b");
+        b.up(R).await.expect("up");
+        b.primary(R, true).await.expect("forced");
+        b.secondary(R).await.expect("demote");
+        net.heal("a", "b");
+        net.settle().await;
+        assert_eq!(st(&net, "a").connection, StandAlone);
+        assert_eq!(st(&net, "b").connection, StandAlone);
+        assert_eq!(split_brains(&net), 0);
     }
 
     #[tokio::test]
