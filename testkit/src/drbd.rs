@@ -52,6 +52,15 @@
 //!   UpToDate with a new generation and, without a fenced peer, forces the split; connected
 //!   to an Inconsistent peer it starts the full initial sync. `secondary`/`down` refuse
 //!   InUse while the device is open ([`FakeDrbdNet::set_open`]).
+//! - **Other commands.** `outdate` is refused while primary or connected and for a disk
+//!   below Outdated; on a resource that is down it outdates the metadata (drbdmeta).
+//!   `skip_initial_sync` (`new-current-uuid --clear-bitmap`) makes both sides UpToDate only
+//!   while connected, idle and both never held data; otherwise it only starts a new local
+//!   generation, as DRBD does. `connect` refuses a resource that is not StandAlone;
+//!   `disconnect` of a StandAlone one and `down` of one that is not up succeed. `adjust`
+//!   brings a down resource up, reconnects a StandAlone one and follows a changed peer
+//!   address or port (never the minor of a running resource). `wipe_metadata` refuses
+//!   while up. Untyped refusals carry drbdsetup's wording in the error's stderr.
 //! - **Writes** ([`FakeDrbdNet::write`]) on a primary: refused while I/O is frozen; while
 //!   connected they land on both (protocol C); while apart they grow the local bitmap.
 //!   Each write makes a new data version ([`FakeDrbdNet::data`]) so tests can check which
@@ -72,6 +81,8 @@
 //!   events run as Tokio tasks, as the kernel runs them asynchronously; wait for them with
 //!   [`FakeDrbdNet::settle`]. The call made by `primary` is awaited inside it, as
 //!   `drbdsetup primary` waits. Every call is recorded ([`FakeDrbdNet::helper_calls`]).
+//!   A node without a registered helper runs a handler that fails. Operations that start
+//!   handler runs need a Tokio runtime (any `#[tokio::test]`).
 //! - **Faults, gates and the call log** per node, as [`FakeLvm`] has them. A call made
 //!   before its node crashed fails (the process that made it died with the node).
 //!
