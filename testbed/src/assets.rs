@@ -184,6 +184,9 @@ const PROGRAMS: &[(&str, &str, bool)] = &[
     ("thin_dump", "thin-provisioning-tools", false),
     ("thin_restore", "thin-provisioning-tools", false),
     ("bash", "bash", false),
+    // Benchmarks: raw link throughput (`dd | socat`) and sync-write latency (fio).
+    ("socat", "socat", false),
+    ("fio", "fio", false),
 ];
 
 /// LVM commands, all dispatched by `lvm` on argv[0].

@@ -91,6 +91,14 @@ async fn disks_lvm_filesystems_drbd() {
         // The generated config must parse (usage-count no, no prompt).
         vm.exec_ok("drbdadm dump all >/dev/null").await?;
 
+        // Optional benchmark tools: when the host has them, the guest runs them (every library
+        // they link was copied).
+        for (tool, version) in [("socat", "socat -V"), ("fio", "fio --version")] {
+            if std::path::Path::new("/usr/bin").join(tool).exists() {
+                vm.exec_ok(version).await?;
+            }
+        }
+
         tb.shutdown().await
     })
     .await;
