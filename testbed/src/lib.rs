@@ -6,6 +6,10 @@
 //! networking to reach the host's loopback (at 10.0.2.2), and a private L2 segment between the
 //! VMs (192.168.77.0/24). A small exec daemon in each guest runs commands for the test.
 //!
+//! For failover tests: [`Vm::crash`] cuts a VM's power (SIGKILL of QEMU) and [`Vm::power_on`]
+//! boots it again with its disks; [`Testbed::partition`] cuts the private segment between two
+//! VMs (both keep the host) until [`Testbed::heal`].
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), hwameistor_testbed::Error> {
 //! use hwameistor_testbed::{BinarySpec, Testbed, TestbedAssets, VmSpec};
