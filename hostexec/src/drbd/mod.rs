@@ -12,6 +12,8 @@
 //! Failures callers act on are typed ([`DrbdError`]'s named variants); anything else is the
 //! command's failure with its command line and stderr.
 
+pub mod status;
+
 use crate::ExecError;
 use async_trait::async_trait;
 use hwameistor_core::drbd::{ResourceConfig, ResourceStatus};
