@@ -3,7 +3,8 @@
 //!
 //! [`Drbd`] is the boundary: the agent decides (with `hwameistor-core`) and calls these
 //! operations; the command-line implementation drives `drbdadm`/`drbdsetup` through the
-//! crate's [`Executor`](crate::Executor); tests use a stateful in-memory DRBD that
+//! crate's [`Executor`](crate::Executor) ([`DrbdCli`], with its own configuration directory
+//! written through [`ConfigFiles`]); tests use a stateful in-memory DRBD that
 //! implements the same trait (in `hwameistor-testkit`). Every operation does exactly one
 //! thing, and none discards data on its own: metadata is never overwritten, `primary` is
 //! forced only when the caller says so, and `connect` discards local data only when the
@@ -12,7 +13,12 @@
 //! Failures callers act on are typed ([`DrbdError`]'s named variants); anything else is the
 //! command's failure with its command line and stderr.
 
+mod cli;
+mod files;
 pub mod status;
+
+pub use cli::{DrbdCli, DEFAULT_CONFIG_DIR, MAIN_CONFIG_FILE};
+pub use files::{ConfigFiles, LocalConfigFiles};
 
 use crate::ExecError;
 use async_trait::async_trait;

@@ -599,12 +599,9 @@ mod fuzz {
         for s in v {
             assert!(!s.name.is_empty());
             assert_eq!(s.out_of_sync_bytes % 1024, 0, "{s:?}");
-            match s.sync_percent {
-                Some(p) => {
-                    assert!(s.connection.syncing(), "{s:?}");
-                    assert!(p.is_finite() && (0.0..=100.0).contains(&p), "{s:?}");
-                }
-                None => {}
+            if let Some(p) = s.sync_percent {
+                assert!(s.connection.syncing(), "{s:?}");
+                assert!(p.is_finite() && (0.0..=100.0).contains(&p), "{s:?}");
             }
         }
         assert!(
