@@ -71,9 +71,12 @@ async fn ping_fails(from: &Vm, to: &Vm) -> Result<(), Error> {
 
 /// What a node on one side of a partition sees: `cut` unreachable, `peer` and the host reachable.
 async fn check_side(me: &Vm, cut: &Vm, peer: &Vm, host_port: u16) -> Result<(), Error> {
-    ping_fails(me, cut).await?;
-    pings(me, peer).await?;
-    reaches_host(me, host_port).await
+    tokio::try_join!(
+        ping_fails(me, cut),
+        pings(me, peer),
+        reaches_host(me, host_port)
+    )
+    .map(drop)
 }
 
 /// `ip/prefix mac` of eth1.
