@@ -574,3 +574,131 @@ pub async fn reconcile(
     }
     Err(ReplicaError::Stuck(24))
 }
+
+/// Why a volume cannot be staged on this node (yet).
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("volume {0} has no replica on this node")]
+    NoReplica(String),
+    /// Retry later: the controller has not allowed this replica to be primary, or DRBD is
+    /// not ready.
+    #[error("{0}")]
+    NotYet(String),
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+/// Makes this node's replica of HA volume `volume` primary, for staging it here, and
+/// returns its device. Only a replica the volume's config allows to be primary is promoted
+/// (the controller agrees); DRBD refuses on its own when the peer is primary or this side
+/// holds no up-to-date data. The volume counts as staged from the first attempt, so the
+/// reconciler does not demote it in between.
+pub async fn stage(ctx: &Context, rep: &Replication, volume: &str) -> Result<String, StageError> {
+    let api: Api<LocalVolumeReplica> = Api::all(ctx.client.clone());
+    let name = hwameistor_api::replica::replica_name(volume, &ctx.node);
+    let r = api
+        .get_opt(&name)
+        .await?
+        .ok_or_else(|| StageError::NoReplica(volume.to_string()))?;
+    let Some(spec) = r.spec.replication.as_ref() else {
+        return Err(StageError::NoReplica(volume.to_string()));
+    };
+    if spec.outdated {
+        return Err(StageError::NotYet(format!(
+            "the replica of {volume} on {} is outdated (fenced); it serves again after resyncing",
+            ctx.node
+        )));
+    }
+    if !spec.primary {
+        return Err(StageError::NotYet(format!(
+            "the controller has not allowed the replica of {volume} on {} to be primary (it is published or primary elsewhere)",
+            ctx.node
+        )));
+    }
+    rep.set_staged(volume, true);
+    let status = rep
+        .poll()
+        .await
+        .map_err(|e| StageError::NotYet(format!("reading DRBD state failed: {e}")))?;
+    let Some(st) = status.iter().find(|s| s.name == spec.resource) else {
+        return Err(StageError::NotYet(format!(
+            "DRBD resource {} is not up on {} yet",
+            spec.resource, ctx.node
+        )));
+    };
+    if st.role != drbd::Role::Primary {
+        rep.drbd
+            .primary(&spec.resource, false)
+            .await
+            .map_err(|e| StageError::NotYet(format!("promoting {}: {e}", spec.resource)))?;
+        tracing::info!(volume, resource = %spec.resource, "promoted for staging");
+        let _ = rep.poll().await;
+    }
+    Ok(drbd::device_path(st.minor))
+}
+
+/// Ends staging of HA volume `volume` on this node: demotes its replica (refused while the
+/// device is still open).
+pub async fn unstage(ctx: &Context, rep: &Replication, volume: &str) -> Result<(), StageError> {
+    let api: Api<LocalVolumeReplica> = Api::all(ctx.client.clone());
+    let name = hwameistor_api::replica::replica_name(volume, &ctx.node);
+    let Some(r) = api.get_opt(&name).await? else {
+        rep.set_staged(volume, false);
+        return Ok(());
+    };
+    let Some(spec) = r.spec.replication.as_ref() else {
+        rep.set_staged(volume, false);
+        return Ok(());
+    };
+    let up = rep
+        .poll()
+        .await
+        .map_err(|e| StageError::NotYet(format!("reading DRBD state failed: {e}")))?
+        .into_iter()
+        .find(|s| s.name == spec.resource);
+    if let Some(st) = up {
+        if st.role == drbd::Role::Primary {
+            rep.drbd
+                .secondary(&spec.resource)
+                .await
+                .map_err(|e| StageError::NotYet(format!("demoting {}: {e}", spec.resource)))?;
+            tracing::info!(volume, resource = %spec.resource, "demoted after unstaging");
+        }
+    }
+    rep.set_staged(volume, false);
+    let _ = rep.poll().await;
+    Ok(())
+}
+
+/// HA staging for the CSI node service: NodeStage promotes, NodeUnstage demotes.
+pub struct CsiReplication {
+    pub ctx: Arc<Context>,
+    pub replication: Arc<Replication>,
+}
+
+#[tonic::async_trait]
+impl hwameistor_csi::node::Replicated for CsiReplication {
+    async fn promote(&self, volume_id: &str) -> Result<Option<std::path::PathBuf>, tonic::Status> {
+        match stage(&self.ctx, &self.replication, volume_id).await {
+            Ok(dev) => Ok(Some(dev.into())),
+            // Not an HA volume, or not one with a replica here: the plain path decides.
+            Err(StageError::NoReplica(_)) => Ok(None),
+            // Retried by the kubelet: the controller has not switched the primary yet, or
+            // DRBD is still coming up.
+            Err(StageError::NotYet(why)) => Err(tonic::Status::unavailable(why)),
+            Err(StageError::Kube(e)) => Err(tonic::Status::unavailable(format!(
+                "reading the volume's replica: {e}"
+            ))),
+        }
+    }
+
+    async fn demote(&self, volume_id: &str) -> Result<(), tonic::Status> {
+        match unstage(&self.ctx, &self.replication, volume_id).await {
+            Ok(()) | Err(StageError::NoReplica(_)) => Ok(()),
+            Err(StageError::NotYet(why)) => Err(tonic::Status::unavailable(why)),
+            Err(StageError::Kube(e)) => Err(tonic::Status::unavailable(format!(
+                "reading the volume's replica: {e}"
+            ))),
+        }
+    }
+}

@@ -75,22 +75,22 @@ pub struct ReplicationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<ReplicationPeer>,
     /// The controller allows this replica to be primary (see the volume's config).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub primary: bool,
     /// Fenced: may lack acknowledged writes; never promoted until resynced.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub outdated: bool,
     /// No replica of the volume held data yet: a primary may make its never-written disk
     /// UpToDate (the initial sync runs from it).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub initial: bool,
     /// The operator resolved a split brain against this replica: its changes since the
     /// split are discarded when it reconnects.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub discard_my_data: bool,
     /// The operator resolved a split brain in favour of this replica: it reconnects and its
     /// peer resyncs from it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub keep_my_data: bool,
 }
 
@@ -116,11 +116,11 @@ pub struct ReplicationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_progress: Option<String>,
     /// I/O is frozen, waiting for the peer to be fenced.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub suspended: bool,
     /// DRBD met a split brain on this resource (set when DRBD reports it, cleared once
     /// connected again).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub split_brain: bool,
 }
 

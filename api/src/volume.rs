@@ -41,6 +41,10 @@ pub struct Accessibility {
 }
 
 /// One replica placement decided by the controller.
+///
+/// Its flags are always serialized, `false` included: the controller and the agents change
+/// them with merge patches, where an absent field means "unchanged" and a flag could
+/// otherwise never be cleared.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicaAssignment {
@@ -53,14 +57,14 @@ pub struct ReplicaAssignment {
     /// The replica the controller allows to be primary (serve the volume's I/O). At most one
     /// replica of a volume has it; it moves only by a compare-and-swap on this object
     /// (switchover when the volume is published elsewhere, failover after fencing).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub primary: bool,
     /// Fenced: this replica may lack writes its peer acknowledged. It must never be
     /// promoted, and serves again only after it resynced from its peer (the controller
     /// clears the mark once it reports UpToDate). Set with a compare-and-swap by whichever
     /// side fences first: the primary's node when it loses its peer, or the controller when
     /// the primary's node is lost.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub outdated: bool,
 }
 
@@ -82,7 +86,7 @@ pub struct VolumeConfig {
     /// No replica has held data yet: the primary may turn its never-written (Inconsistent)
     /// disk UpToDate, from which the initial full sync runs. Cleared by the controller as
     /// soon as a replica reports UpToDate, so a later promotion is never forced.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub initial: bool,
 }
 

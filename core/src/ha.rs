@@ -310,11 +310,20 @@ pub fn settle(config: &VolumeConfig, replicas: &[LocalVolumeReplica]) -> Option<
     }
     for a in &mut next.replicas {
         let r = replica_on(replicas, &a.hostname);
-        let resynced = replication_status(r).is_some_and(|s| {
-            s.disk_state == drbd::DiskState::UpToDate.as_str()
-                && drbd::ConnState::parse(&s.connection_state).is_some_and(|c| c.connected())
-                && !s.split_brain
+        // Only a report made after the replica was told it is outdated counts: the last
+        // report of a node that died says "UpToDate, Connected" and must not clear a
+        // fence set after it.
+        let told = r.is_some_and(|r| {
+            r.spec.replication.as_ref().is_some_and(|s| s.outdated)
+                && r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation
+                && r.metadata.generation.is_some()
         });
+        let resynced = told
+            && replication_status(r).is_some_and(|s| {
+                s.disk_state == drbd::DiskState::UpToDate.as_str()
+                    && drbd::ConnState::parse(&s.connection_state).is_some_and(|c| c.connected())
+                    && !s.split_brain
+            });
         if a.outdated && resynced && !a.primary {
             a.outdated = false;
         }
@@ -651,13 +660,34 @@ mod tests {
             replica("a", "Primary", "UpToDate", "Connected"),
             replica("b", "Secondary", "UpToDate", "Connected"),
         ];
+        // A report from before the replica was told it is outdated (a dead node's last
+        // word) clears nothing.
+        assert_eq!(settle(&next, &done), None);
+        let mut told = done.clone();
+        told[1].spec.replication = Some(ReplicationSpec {
+            outdated: true,
+            ..Default::default()
+        });
+        told[1].metadata.generation = Some(3);
+        told[1].status.as_mut().unwrap().observed_generation = Some(2);
+        assert_eq!(
+            settle(&next, &told),
+            None,
+            "reported before seeing the flag"
+        );
+        told[1].status.as_mut().unwrap().observed_generation = Some(3);
+        let done = told;
         let next2 = settle(&next, &done).unwrap();
         assert!(!next2.replicas[1].outdated);
         assert_eq!(settle(&next2, &done), None);
         // UpToDate but disconnected is not resynced.
         let mut c3 = config();
         c3.replicas[1].outdated = true;
-        let alone = [replica("b", "Secondary", "UpToDate", "StandAlone")];
+        let mut alone = [replica("b", "Secondary", "UpToDate", "StandAlone")];
+        alone[0].spec.replication = Some(ReplicationSpec {
+            outdated: true,
+            ..Default::default()
+        });
         assert_eq!(settle(&c3, &alone), None);
         // Nobody up to date yet: initial stays.
         let mut c4 = config();

@@ -284,6 +284,17 @@ pub fn next_step(node: &str, r: &LocalVolumeReplica, lvm: &LvmState, view: &Drbd
     }
     if st.connection == ConnState::StandAlone {
         if rep.discard_my_data {
+            // DRBD discards only a secondary's data: demote first (never under a user).
+            if st.role == Role::Primary {
+                if view.staged {
+                    let msg = "the operator chose to discard this replica's data after the split brain; unstage the volume here (stop its pod) so it can resync".to_string();
+                    return put_status(
+                        r,
+                        status_with(r, ReplicaState::NotReady, Some(msg), data, rep, view),
+                    );
+                }
+                return HaStep::Demote;
+            }
             return HaStep::Connect {
                 discard_my_data: true,
             };
@@ -300,9 +311,13 @@ pub fn next_step(node: &str, r: &LocalVolumeReplica, lvm: &LvmState, view: &Drbd
     if st.role == Role::Primary && !rep.primary && !view.staged {
         return HaStep::Demote;
     }
+    // Forced only once both sides are connected: both then provably never held data, and
+    // the initial sync starts at once (forcing alone would start a generation the peer
+    // could later dispute).
     if rep.primary
         && rep.initial
         && st.role != Role::Primary
+        && st.connection.connected()
         && st.disk == DiskState::Inconsistent
         && st.peer_disk != DiskState::UpToDate
         && !held_data(r)
@@ -485,6 +500,17 @@ mod tests {
             next_step("n1", &replica(spec(true, false)), &both, &fresh),
             HaStep::ForcePrimary
         ));
+        // Not before the peer is there.
+        let alone = up(
+            Role::Secondary,
+            ConnState::WFConnection,
+            DiskState::Inconsistent,
+            DiskState::DUnknown,
+        );
+        assert!(!matches!(
+            next_step("n1", &replica(spec(true, true)), &both, &alone),
+            HaStep::ForcePrimary
+        ));
         // The peer already has the data (initial not cleared yet): it syncs from there.
         let peer_has = up(
             Role::Secondary,
@@ -581,8 +607,21 @@ mod tests {
         assert!(st.message.unwrap().contains("resolve-split-brain"));
         let mut discard = spec(false, false);
         discard.discard_my_data = true;
+        // Still primary and in use: it says what to do, and waits.
+        let HaStep::Status(st) = next_step("n1", &replica(discard.clone()), &both, &v) else {
+            panic!("status expected")
+        };
+        assert!(st.message.unwrap().contains("unstage"));
+        let mut unused = v.clone();
+        unused.staged = false;
         assert_eq!(
-            next_step("n1", &replica(discard), &both, &v),
+            next_step("n1", &replica(discard.clone()), &both, &unused),
+            HaStep::Demote
+        );
+        let mut secondary = unused.clone();
+        secondary.status.as_mut().unwrap().role = Role::Secondary;
+        assert_eq!(
+            next_step("n1", &replica(discard), &both, &secondary),
             HaStep::Connect {
                 discard_my_data: true
             }

@@ -12,10 +12,12 @@ use hwameistor_agent::claim_controller;
 use hwameistor_agent::context::{Context, Tuning};
 use hwameistor_agent::crash::{CrashPoint, CrashPoints};
 use hwameistor_agent::discovery::{DiscoveryError, DiskSource, ObservedDisk};
+use hwameistor_agent::ha::{self, Replication};
+use hwameistor_agent::heartbeat;
 use hwameistor_agent::replica_controller;
 use hwameistor_agent::scanner;
 use hwameistor_api::*;
-use hwameistor_testkit::FakeLvm;
+use hwameistor_testkit::{FakeDrbd, FakeDrbdNet, FakeLvm};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use std::collections::BTreeMap;
@@ -109,8 +111,21 @@ pub struct FakeNode {
     pub client: Client,
     pub lvm: FakeLvm,
     pub disks: Arc<FakeDisks>,
+    /// The node's DRBD, for nodes that hold HA replicas.
+    pub drbd: Option<FakeDrbd>,
+    /// The node's replication address.
+    pub storage_ip: Option<String>,
     agent: Option<Running>,
 }
+
+/// Namespace of the agents' heartbeat Leases in these tests.
+pub const LEASE_NAMESPACE: &str = "default";
+/// How often a test agent renews its heartbeat, and for how long it declares it valid.
+pub const HEARTBEAT: Duration = Duration::from_millis(200);
+pub const HEARTBEAT_VALID: Duration = Duration::from_secs(1);
+/// The handler program name written into test resource files (the fake runs the test's
+/// callback for it).
+pub const HELPER: &str = "/usr/local/bin/hwameistor-drbd-helper";
 
 /// A random suffix, so tests on one shared cluster never meet each other's objects.
 pub fn unique(prefix: &str) -> String {
@@ -147,8 +162,20 @@ impl FakeNode {
             name,
             client: client.clone(),
             lvm,
+            drbd: None,
+            storage_ip: None,
             agent: None,
         }
+    }
+
+    /// A node with DRBD (on `net`) and the replication address `ip`.
+    pub fn with_drbd(client: &Client, net: &FakeDrbdNet, ip: &str) -> FakeNode {
+        let mut n = FakeNode::new(client);
+        let d = net.node(&n.name);
+        net.attach_lvm(&n.name, &n.lvm);
+        n.drbd = Some(d);
+        n.storage_ip = Some(ip.to_string());
+        n
     }
 
     /// Attaches a disk (hot-plug when the agent runs: call [`FakeNode::rescan`]).
@@ -186,20 +213,44 @@ impl FakeNode {
             "an agent already runs on {}",
             self.name
         );
-        let ctx = Context::new(
+        let replication = self
+            .drbd
+            .as_ref()
+            .map(|d| Replication::new(Arc::new(d.clone()), Some(HELPER.into())));
+        let ctx = Context::with_replication(
             self.client.clone(),
             self.name.clone(),
             Arc::new(self.lvm.clone()),
             self.disks.clone(),
             crash,
             tuning(),
+            replication.clone(),
+            self.storage_ip.clone(),
         );
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(ctx.lvm.clone().run_refresher()),
             tokio::spawn(scanner::run(ctx.clone(), Duration::from_secs(60), None)),
             tokio::spawn(claim_controller::run(ctx.clone())),
             tokio::spawn(replica_controller::run(ctx.clone())),
         ];
+        if let (Some(rep), Some(d)) = (replication, self.drbd.as_ref()) {
+            tasks.push(tokio::spawn(
+                rep.clone().run_monitor(Duration::from_millis(50)),
+            ));
+            tasks.push(tokio::spawn(heartbeat::run(
+                self.client.clone(),
+                LEASE_NAMESPACE.into(),
+                self.name.clone(),
+                HEARTBEAT,
+                HEARTBEAT_VALID,
+            )));
+            // DRBD's handler program reaches this agent (and fails once it is gone).
+            let (c, r) = (ctx.clone(), rep.clone());
+            d.net().set_helper(&self.name, move |call| {
+                let (c, r) = (c.clone(), r.clone());
+                async move { ha::on_helper(&c, &r, &call.command, &call.resource).await }
+            });
+        }
         self.agent = Some(Running {
             ctx,
             tasks,
@@ -219,13 +270,21 @@ impl FakeNode {
             .await
             .expect("crash point reached in time")
             .expect("crash channel open");
-        self.agent = None;
+        self.stop();
         p
     }
 
     /// Stops the agent (as a clean kill would).
     pub fn stop(&mut self) {
         self.agent = None;
+        if let Some(d) = &self.drbd {
+            d.net().clear_helper(&self.name);
+        }
+    }
+
+    /// The running agent's replication side.
+    pub fn replication(&self) -> Arc<Replication> {
+        self.ctx().replication.clone().expect("a node with DRBD")
     }
 
     /// Asks the running agent to scan its disks now (what a uevent does).

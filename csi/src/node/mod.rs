@@ -35,6 +35,20 @@ pub struct NodeService {
     host: Host,
     max_volumes: i64,
     in_flight: InFlight,
+    replication: Option<std::sync::Arc<dyn Replicated>>,
+}
+
+/// The node's replication layer, as staging needs it: an HA volume is served from its DRBD
+/// device, never from the logical volume under it, and only by the replica the controller
+/// allows to be primary.
+#[tonic::async_trait]
+pub trait Replicated: Send + Sync + 'static {
+    /// Before staging `volume_id` here: for an HA volume, promotes this node's replica and
+    /// returns its device (an error says why not, e.g. not allowed to be primary);
+    /// `Ok(None)` for a volume without replication.
+    async fn promote(&self, volume_id: &str) -> Result<Option<PathBuf>, Status>;
+    /// After unstaging `volume_id` here: demotes an HA volume's replica (no-op otherwise).
+    async fn demote(&self, volume_id: &str) -> Result<(), Status>;
 }
 
 impl From<HostError> for Status {
@@ -112,7 +126,14 @@ impl NodeService {
             host,
             max_volumes,
             in_flight: InFlight::default(),
+            replication: None,
         }
+    }
+
+    /// Serves HA volumes through `replication`.
+    pub fn with_replication(mut self, replication: std::sync::Arc<dyn Replicated>) -> Self {
+        self.replication = Some(replication);
+        self
     }
 
     fn existing_device(&self, dev: &Path) -> Result<(u32, u32), Status> {
@@ -284,7 +305,13 @@ impl Node for NodeService {
         let staging = absolute("staging_target_path", &req.staging_target_path)?;
         let cap = node_capability(req.volume_capability.as_ref())?;
         let _guard = self.in_flight.begin(&req.volume_id)?;
-        let dev = device_from(&req.publish_context)?;
+        let mut dev = device_from(&req.publish_context)?;
+        if let Some(rep) = &self.replication {
+            if let Some(drbd) = rep.promote(&req.volume_id).await? {
+                // The replicated device, whatever the publish context names.
+                dev = drbd;
+            }
+        }
         match cap.access {
             // A raw block volume is bind-mounted straight from the device at publish.
             Access::Block => {
@@ -325,6 +352,9 @@ impl Node for NodeService {
         let staging = absolute("staging_target_path", &req.staging_target_path)?;
         let _guard = self.in_flight.begin(&req.volume_id)?;
         self.unmount_all(&staging).await?;
+        if let Some(rep) = &self.replication {
+            rep.demote(&req.volume_id).await?;
+        }
         tracing::info!(volume = %req.volume_id, staging = %staging.display(), "unstaged");
         Ok(Response::new(NodeUnstageVolumeResponse {}))
     }

@@ -1,0 +1,657 @@
+//! HA volumes in the middle layer: two node agents (real reconcilers, fake LVM and a fake
+//! DRBD that behaves like 8.4 in what the logic depends on) and the controller's volume
+//! reconciler and failover loop, on the test API server (or a real cluster). Creation and
+//! the initial sync, staging on the allowed node only, failover after the primary's node
+//! is lost (and only after fencing), a partition with both nodes on the API, a split brain
+//! kept until the operator resolves it, crashes of the agent at each HA step, and removal
+//! without leftovers. Seconds per test, no VM.
+
+mod fake_node;
+
+use fake_node::*;
+use hwameistor_agent::crash::CrashPoint;
+use hwameistor_agent::ha;
+use hwameistor_api::*;
+use hwameistor_controller::failover::{self, FailoverConfig};
+use hwameistor_controller::metrics::Metrics;
+use hwameistor_controller::volume_reconciler::{self, Scope};
+use hwameistor_core::placement::Policy;
+use hwameistor_hostexec::drbd::Drbd;
+use hwameistor_testkit::FakeDrbdNet;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SCOPE_LABEL: &str = "hwameistor.io/test-scope";
+const HA_POINTS: [CrashPoint; 3] = [
+    CrashPoint::HaAfterMetadata,
+    CrashPoint::HaAfterUp,
+    CrashPoint::HaAfterForcedPrimary,
+];
+
+/// Two DRBD nodes with a pool each, their agents, and a controller acting on them only.
+struct Pair {
+    client: Client,
+    net: FakeDrbdNet,
+    a: FakeNode,
+    b: FakeNode,
+    controller: Vec<tokio::task::JoinHandle<()>>,
+    scope: String,
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for t in &self.controller {
+            t.abort();
+        }
+    }
+}
+
+async fn scoped_node(client: &Client, node: &FakeNode, scope: &str) {
+    // Created before the agent starts, with the label the test's controller acts on.
+    let mut lsn = LocalStorageNode::new(
+        &node.name,
+        LocalStorageNodeSpec {
+            hostname: node.name.clone(),
+            storage_ip: node.storage_ip.clone(),
+        },
+    );
+    lsn.metadata.labels = Some(
+        [
+            (SCOPE_LABEL.to_string(), scope.to_string()),
+            (LABEL_NODE.to_string(), node.name.clone()),
+        ]
+        .into(),
+    );
+    Api::<LocalStorageNode>::all(client.clone())
+        .create(&PostParams::default(), &lsn)
+        .await
+        .expect("create node");
+}
+
+impl Pair {
+    async fn new(client: &Client) -> Pair {
+        let net = FakeDrbdNet::new();
+        let scope = unique("ha");
+        let a = FakeNode::with_drbd(client, &net, "10.77.0.1");
+        let b = FakeNode::with_drbd(client, &net, "10.77.0.2");
+        for n in [&a, &b] {
+            n.add_disk("/dev/vdb", 2 * GI, true);
+            n.pool(HDD, &["/dev/vdb"]).await;
+            scoped_node(client, n, &scope).await;
+        }
+        Pair {
+            client: client.clone(),
+            net,
+            a,
+            b,
+            controller: vec![],
+            scope,
+        }
+    }
+
+    async fn start(&mut self) {
+        self.a.start();
+        self.b.start();
+        for n in [&self.a, &self.b] {
+            eventually(&format!("{} Ready with a pool", n.name), || async {
+                let l = n.lsn().await?;
+                let st = l.status?;
+                (st.state == Some(NodeState::Ready)
+                    && st.pools.contains_key(HDD)
+                    && l.spec.storage_ip.is_some())
+                .then_some(())
+            })
+            .await;
+        }
+        self.start_controller();
+    }
+
+    fn start_controller(&mut self) {
+        let scope = Scope::from_str(&format!("{SCOPE_LABEL}={}", self.scope)).expect("scope");
+        let ctx = volume_reconciler::Context::new_scoped(
+            self.client.clone(),
+            &unique("controller"),
+            Arc::new(Metrics::default()),
+            Policy::default(),
+            Some(scope),
+        );
+        let cfg = FailoverConfig {
+            namespace: LEASE_NAMESPACE.into(),
+            grace: Duration::from_millis(500),
+            tick: Duration::from_millis(100),
+        };
+        self.controller = vec![
+            tokio::spawn(volume_reconciler::run(ctx.clone())),
+            tokio::spawn(failover::run(ctx, cfg)),
+        ];
+    }
+
+    fn node(&self, name: &str) -> &FakeNode {
+        if self.a.name == name {
+            &self.a
+        } else {
+            &self.b
+        }
+    }
+
+    async fn create_volume(&self, bytes: i64) -> String {
+        let name = unique("pvc-ha");
+        let v = LocalVolume::new(
+            &name,
+            LocalVolumeSpec {
+                pool_name: HDD.into(),
+                volume_kind: VolumeKind::Lvm,
+                required_capacity_bytes: bytes,
+                replica_number: 2,
+                convertible: false,
+                accessibility: Accessibility {
+                    nodes: vec![self.a.name.clone(), self.b.name.clone()],
+                },
+                pvc_namespace: None,
+                pvc_name: None,
+                fs_type: Some("xfs".into()),
+                config: None,
+                split_brain_resolution: None,
+            },
+        );
+        self.volumes()
+            .create(&PostParams::default(), &v)
+            .await
+            .expect("create volume");
+        name
+    }
+
+    fn volumes(&self) -> Api<LocalVolume> {
+        Api::all(self.client.clone())
+    }
+
+    async fn volume(&self, name: &str) -> LocalVolume {
+        self.volumes().get(name).await.expect("get volume")
+    }
+
+    async fn wait_volume(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&LocalVolume) -> bool,
+    ) -> LocalVolume {
+        eventually(&format!("volume {name}: {what}"), || async {
+            self.volumes()
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .filter(|v| check(v))
+        })
+        .await
+    }
+
+    async fn wait_healthy(&self, name: &str) -> LocalVolume {
+        self.wait_volume(name, "Ready and Healthy", |v| {
+            let st = v.status.clone().unwrap_or_default();
+            st.state == Some(VolumeState::Ready) && st.ha_state == Some(HaState::Healthy)
+        })
+        .await
+    }
+
+    fn resource(v: &LocalVolume) -> String {
+        let c = v.spec.config.as_ref().expect("placed");
+        hwameistor_core::drbd::resource_name(
+            &v.metadata.name.clone().unwrap_or_default(),
+            c.resource_id,
+        )
+    }
+
+    fn primary(v: &LocalVolume) -> Option<String> {
+        v.spec
+            .config
+            .as_ref()?
+            .replicas
+            .iter()
+            .find(|a| a.primary)
+            .map(|a| a.hostname.clone())
+    }
+
+    fn outdated(v: &LocalVolume, node: &str) -> bool {
+        v.spec
+            .config
+            .as_ref()
+            .is_some_and(|c| c.replicas.iter().any(|a| a.hostname == node && a.outdated))
+    }
+
+    async fn delete_and_check_nothing_left(&self, name: &str, res: &str) {
+        self.volumes()
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete volume");
+        eventually(&format!("volume {name} gone"), || async {
+            self.volumes()
+                .get_opt(name)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        for n in [&self.a, &self.b] {
+            assert!(
+                self.net.resource(&n.name, res).is_none(),
+                "{res} still up on {}",
+                n.name
+            );
+            assert!(
+                self.net.config(&n.name, res).is_none(),
+                "{res}'s file left on {}",
+                n.name
+            );
+            let lvs: Vec<String> = n
+                .lvm
+                .snapshot()
+                .lvs
+                .iter()
+                .map(|l| l.name.clone())
+                .collect();
+            assert!(
+                !lvs.iter().any(|l| l.starts_with(name)),
+                "volumes left on {}: {lvs:?}",
+                n.name
+            );
+        }
+    }
+}
+
+async fn stage(n: &FakeNode, volume: &str) -> Result<String, ha::StageError> {
+    ha::stage(&n.ctx(), &n.replication(), volume).await
+}
+
+/// Stages as the kubelet does: retried until the controller's decision reached the node.
+async fn stage_retried(n: &FakeNode, volume: &str) -> String {
+    eventually(&format!("{volume} staged on {}", n.name), || async {
+        stage(n, volume).await.ok()
+    })
+    .await
+}
+
+#[test]
+fn every_ha_crash_point_is_exercised_below() {
+    let mut all: Vec<&str> = CrashPoint::ALL
+        .iter()
+        .map(|p| p.name())
+        .filter(|n| n.starts_with("ha-"))
+        .collect();
+    let mut tested: Vec<&str> = HA_POINTS.iter().map(|p| p.name()).collect();
+    all.sort();
+    tested.sort();
+    assert_eq!(tested, all, "an HA crash point without a test");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ha_volume_is_synced_on_two_nodes_served_by_the_allowed_one_and_removed_cleanly() {
+    let (_server, client) = cluster().await;
+    let mut p = Pair::new(&client).await;
+    p.start().await;
+    let vol = p.create_volume(256 * MI).await;
+    let v = p.wait_healthy(&vol).await;
+    let res = Pair::resource(&v);
+    let config = v.spec.config.clone().expect("config");
+    assert!(config.resource_id >= 0);
+    assert!(
+        !config.initial,
+        "initial is cleared once a replica is UpToDate"
+    );
+    assert_eq!(Pair::primary(&v).as_deref(), Some(p.a.name.as_str()));
+    // What each node was told, and what it reports.
+    for (n, peer) in [(&p.a, &p.b), (&p.b, &p.a)] {
+        let r = n
+            .get_replica(&replica::replica_name(&vol, &n.name))
+            .await
+            .expect("replica");
+        let spec = r.spec.replication.clone().expect("replication spec");
+        assert_eq!(
+            spec.peer.as_ref().map(|x| x.node.as_str()),
+            Some(peer.name.as_str())
+        );
+        assert_eq!(
+            spec.peer.as_ref().map(|x| x.address.clone()),
+            peer.storage_ip.clone()
+        );
+        assert_eq!(spec.minor, config.resource_id);
+        let st = r.status.clone().expect("status");
+        assert_eq!(st.synced, Some(true));
+        assert_eq!(
+            st.device_path.as_deref(),
+            Some(format!("/dev/drbd{}", spec.minor).as_str())
+        );
+        let rs = st.replication.expect("replication status");
+        assert_eq!(
+            (rs.role.as_str(), rs.disk_state.as_str()),
+            ("Secondary", "UpToDate")
+        );
+        // The data volume is untouched by DRBD: its metadata has a volume of its own.
+        let lvs = n.lvm.snapshot().lvs;
+        assert!(lvs.iter().any(|l| l.name == vol));
+        assert!(lvs.iter().any(|l| l.name == format!("{vol}_drbdmeta")));
+    }
+    // One forced promotion in all (the initial one, on the allowed node), never again.
+    let forced = |n: &FakeNode| {
+        n.drbd
+            .as_ref()
+            .expect("drbd")
+            .calls()
+            .iter()
+            .filter(|c| c.op == hwameistor_testkit::DrbdOp::Primary && c.force)
+            .count()
+    };
+    assert_eq!((forced(&p.a), forced(&p.b)), (1, 0));
+
+    // Only the replica the controller allows is promoted for staging.
+    let refused = stage(&p.b, &vol).await.expect_err("b is not allowed");
+    assert!(refused.to_string().contains("not allowed"), "{refused}");
+    let dev = stage(&p.a, &vol).await.expect("stage on a");
+    assert_eq!(dev, format!("/dev/drbd{}", config.resource_id));
+    p.net.set_open(&p.a.name, &res, true);
+    p.net
+        .write(&p.a.name, &res, 4096)
+        .expect("write on the primary");
+    assert_eq!(
+        p.net.data(&p.a.name, &res),
+        p.net.data(&p.b.name, &res),
+        "protocol C"
+    );
+    // The staged primary is not demoted by the reconciler; unstaging an open device fails.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        p.net.resource(&p.a.name, &res).map(|s| s.role),
+        Some(hwameistor_core::drbd::Role::Primary)
+    );
+    assert!(ha::unstage(&p.a.ctx(), &p.a.replication(), &vol)
+        .await
+        .is_err());
+    p.net.set_open(&p.a.name, &res, false);
+    ha::unstage(&p.a.ctx(), &p.a.replication(), &vol)
+        .await
+        .expect("unstage");
+
+    p.delete_and_check_nothing_left(&vol, &res).await;
+    p.a.cleanup().await;
+    p.b.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_primary_is_fenced_then_the_survivor_serves_and_the_returning_node_resyncs() {
+    let (_server, client) = cluster().await;
+    let mut p = Pair::new(&client).await;
+    p.start().await;
+    let vol = p.create_volume(128 * MI).await;
+    let v = p.wait_healthy(&vol).await;
+    let res = Pair::resource(&v);
+    stage(&p.a, &vol).await.expect("stage on a");
+    p.net.set_open(&p.a.name, &res, true);
+    for _ in 0..3 {
+        p.net.write(&p.a.name, &res, 4096).expect("write");
+    }
+    let acknowledged = p.net.data(&p.a.name, &res);
+
+    // The primary's node dies: agent, kernel and heartbeat at once.
+    let (a_name, b_name) = (p.a.name.clone(), p.b.name.clone());
+    p.a.stop();
+    p.net.crash(&a_name);
+    let lost_at = Instant::now();
+    let v = p
+        .wait_volume(&vol, "failed over to b", |v| {
+            Pair::primary(v).as_deref() == Some(b_name.as_str()) && Pair::outdated(v, &a_name)
+        })
+        .await;
+    assert!(!Pair::outdated(&v, &b_name));
+    // The survivor is promoted (DRBD asks to fence the unreachable peer: already recorded).
+    let dev = stage_retried(&p.b, &vol).await;
+    let usable = lost_at.elapsed();
+    eprintln!("failover: node lost -> usable on the survivor in {usable:?} (heartbeat valid {HEARTBEAT_VALID:?} + grace 500ms)");
+    assert!(dev.starts_with("/dev/drbd"));
+    assert_eq!(
+        p.net.data(&b_name, &res),
+        acknowledged,
+        "every acknowledged write is there"
+    );
+    p.net.set_open(&b_name, &res, true);
+    p.net
+        .write(&b_name, &res, 4096)
+        .expect("write on the survivor");
+    let survivor_data = p.net.data(&b_name, &res);
+
+    // The lost node comes back: it rejoins as a secondary, resyncs, and is cleared.
+    p.net.boot(&a_name);
+    p.a.start();
+    let v = p
+        .wait_volume(&vol, "healthy again with a no longer outdated", |v| {
+            let st = v.status.clone().unwrap_or_default();
+            st.ha_state == Some(HaState::Healthy) && !Pair::outdated(v, &a_name)
+        })
+        .await;
+    assert_eq!(Pair::primary(&v).as_deref(), Some(b_name.as_str()));
+    assert_eq!(
+        p.net.data(&a_name, &res),
+        survivor_data,
+        "a resynced from b"
+    );
+    assert_eq!(
+        p.net.resource(&a_name, &res).map(|s| s.role),
+        Some(hwameistor_core::drbd::Role::Secondary)
+    );
+    // The old primary may not be staged while b serves.
+    assert!(stage(&p.a, &vol).await.is_err());
+
+    p.net.set_open(&b_name, &res, false);
+    ha::unstage(&p.b.ctx(), &p.b.replication(), &vol)
+        .await
+        .expect("unstage");
+    p.delete_and_check_nothing_left(&vol, &res).await;
+    p.a.cleanup().await;
+    p.b.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_leaves_exactly_one_writer_and_heals_without_split_brain() {
+    let (_server, client) = cluster().await;
+    let mut p = Pair::new(&client).await;
+    p.start().await;
+    let vol = p.create_volume(128 * MI).await;
+    let v = p.wait_healthy(&vol).await;
+    let res = Pair::resource(&v);
+    let (a_name, b_name) = (p.a.name.clone(), p.b.name.clone());
+    stage(&p.a, &vol).await.expect("stage on a");
+    p.net.set_open(&a_name, &res, true);
+
+    p.net.cut(&a_name, &b_name);
+    p.net.settle().await;
+    // The primary fenced its peer through the API, and writes on.
+    let v = p
+        .wait_volume(&vol, "b recorded outdated", |v| Pair::outdated(v, &b_name))
+        .await;
+    assert_eq!(Pair::primary(&v).as_deref(), Some(a_name.as_str()));
+    let a_status = p.net.resource(&a_name, &res).expect("up on a");
+    assert!(
+        !a_status.suspended,
+        "I/O resumed once the peer was recorded outdated"
+    );
+    p.net.write(&a_name, &res, 8192).expect("a writes on");
+    // b can never serve meanwhile, and the controller does not fail over (a is alive).
+    assert!(stage(&p.b, &vol).await.is_err());
+    tokio::time::sleep(HEARTBEAT_VALID + Duration::from_millis(700)).await;
+    assert_eq!(
+        Pair::primary(&p.volume(&vol).await).as_deref(),
+        Some(a_name.as_str())
+    );
+
+    p.net.heal(&a_name, &b_name);
+    p.wait_volume(&vol, "healthy with b resynced", |v| {
+        let st = v.status.clone().unwrap_or_default();
+        st.ha_state == Some(HaState::Healthy) && !Pair::outdated(v, &b_name)
+    })
+    .await;
+    assert_eq!(p.net.data(&a_name, &res), p.net.data(&b_name, &res));
+    assert!(
+        !p.net
+            .helper_calls()
+            .iter()
+            .any(|c| c.command == "split-brain"),
+        "no split brain"
+    );
+    p.net.set_open(&a_name, &res, false);
+    ha::unstage(&p.a.ctx(), &p.a.replication(), &vol)
+        .await
+        .expect("unstage");
+    p.delete_and_check_nothing_left(&vol, &res).await;
+    p.a.cleanup().await;
+    p.b.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_brain_keeps_both_copies_until_the_operator_chooses_one() {
+    let (_server, client) = cluster().await;
+    let mut p = Pair::new(&client).await;
+    p.start().await;
+    let vol = p.create_volume(128 * MI).await;
+    let v = p.wait_healthy(&vol).await;
+    let res = Pair::resource(&v);
+    let (a_name, b_name) = (p.a.name.clone(), p.b.name.clone());
+
+    // Test-only path to a split brain: both sides forced primary while apart, both written.
+    p.net.cut(&a_name, &b_name);
+    p.net.settle().await;
+    for n in [&p.a, &p.b] {
+        n.replication().set_staged(&vol, true);
+        n.drbd
+            .as_ref()
+            .expect("drbd")
+            .primary(&res, true)
+            .await
+            .expect("forced primary");
+        p.net.set_open(&n.name, &res, true);
+    }
+    p.net.settle().await;
+    p.net.write(&a_name, &res, 4096).expect("write on a");
+    p.net.write(&b_name, &res, 4096).expect("write on b");
+    p.net.write(&b_name, &res, 4096).expect("write on b");
+    let (data_a, data_b) = (p.net.data(&a_name, &res), p.net.data(&b_name, &res));
+    assert_ne!(data_a, data_b);
+    p.net.heal(&a_name, &b_name);
+    p.net.settle().await;
+
+    let v = p
+        .wait_volume(&vol, "split brain surfaced", |v| {
+            v.status.as_ref().and_then(|s| s.ha_state) == Some(HaState::SplitBrain)
+        })
+        .await;
+    let st = v.status.clone().expect("status");
+    assert!(
+        st.message
+            .as_deref()
+            .unwrap_or("")
+            .contains(&format!("resolve-split-brain {vol} --keep")),
+        "{:?}",
+        st.message
+    );
+    assert!(st
+        .conditions
+        .iter()
+        .any(|c| c.type_ == volume::CONDITION_SPLIT_BRAIN && c.status == "True"));
+    for n in [&p.a, &p.b] {
+        n.wait_replica(
+            &replica::replica_name(&vol, &n.name),
+            "split brain reported",
+            |r| {
+                r.status
+                    .as_ref()
+                    .and_then(|s| s.replication.as_ref())
+                    .is_some_and(|x| x.split_brain)
+            },
+        )
+        .await;
+    }
+    // Nothing is discarded while nobody chose.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        (p.net.data(&a_name, &res), p.net.data(&b_name, &res)),
+        (data_a, data_b)
+    );
+
+    // The applications stop; the operator keeps b's data.
+    for n in [&p.a, &p.b] {
+        p.net.set_open(&n.name, &res, false);
+        n.replication().set_staged(&vol, false);
+    }
+    p.volumes()
+        .patch(
+            &vol,
+            &PatchParams::default(),
+            &Patch::Merge(
+                &serde_json::json!({ "spec": { "splitBrainResolution": { "keep": b_name } } }),
+            ),
+        )
+        .await
+        .expect("resolve");
+    let v = p
+        .wait_volume(&vol, "resolved and healthy", |v| {
+            let st = v.status.clone().unwrap_or_default();
+            st.ha_state == Some(HaState::Healthy) && v.spec.split_brain_resolution.is_none()
+        })
+        .await;
+    assert!(v
+        .status
+        .expect("status")
+        .conditions
+        .iter()
+        .any(|c| c.type_ == volume::CONDITION_SPLIT_BRAIN && c.status == "False"));
+    assert_eq!(p.net.data(&a_name, &res), data_b, "a took b's data");
+    assert_eq!(p.net.data(&b_name, &res), data_b);
+    p.delete_and_check_nothing_left(&vol, &res).await;
+    p.a.cleanup().await;
+    p.b.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ha_replica_converges_after_the_agent_dies_at_each_step() {
+    let (_server, client) = cluster().await;
+    for point in HA_POINTS {
+        let mut p = Pair::new(&client).await;
+        p.a.start_crashing_at(point);
+        p.b.start();
+        for n in [&p.a, &p.b] {
+            eventually(&format!("{} Ready", n.name), || async {
+                let st = n.lsn().await?.status?;
+                (st.state == Some(NodeState::Ready) && st.pools.contains_key(HDD)).then_some(())
+            })
+            .await;
+        }
+        p.start_controller();
+        let vol = p.create_volume(64 * MI).await;
+        assert_eq!(p.a.crash().await, point);
+        p.a.start();
+        let v = p.wait_healthy(&vol).await;
+        let res = Pair::resource(&v);
+        let forced: usize = [&p.a, &p.b]
+            .iter()
+            .map(|n| {
+                n.drbd
+                    .as_ref()
+                    .expect("drbd")
+                    .calls()
+                    .iter()
+                    .filter(|c| c.op == hwameistor_testkit::DrbdOp::Primary && c.force)
+                    .count()
+            })
+            .sum();
+        assert_eq!(
+            forced, 1,
+            "{point:?}: the initial promotion is forced once only"
+        );
+        p.delete_and_check_nothing_left(&vol, &res).await;
+        p.a.cleanup().await;
+        p.b.cleanup().await;
+        let _ = p.node("");
+    }
+}
