@@ -1230,3 +1230,115 @@ async fn a_node_whose_pool_grows_places_the_waiting_volume_at_once() {
     })
     .await;
 }
+
+/// Sets what DRBD reports for the replica of `volume` on `node` (the fake agent keeps it).
+async fn set_role(client: &kube::Client, volume: &str, node: &str, role: &str) {
+    let api: Api<LocalVolumeReplica> = Api::all(client.clone());
+    let name = hwameistor_api::replica::replica_name(volume, node);
+    let patch = serde_json::json!({ "status": { "replication": {
+        "role": role, "diskState": "UpToDate", "connectionState": "Connected",
+        "peerDiskState": "UpToDate", "outOfSyncBytes": 0,
+    } } });
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("replica status");
+}
+
+#[tokio::test]
+async fn an_ha_volume_spans_two_nodes_and_its_primary_moves_only_when_unused() {
+    let cluster = start_scoped().await;
+    let client = cluster.client.clone();
+    let n1 = cluster.add_node("ha1", 10 * GI, 8 * GI).await;
+    let n2 = cluster.add_node("ha2", 10 * GI, 6 * GI).await;
+    let pvc = cluster.name("pvc-ha");
+    let csi = service(&client);
+    let volumes: Api<LocalVolume> = Api::all(client.clone());
+
+    // WaitForFirstConsumer with strict topology names n2 only: n2 holds the first replica,
+    // the other goes to another node with room.
+    let mut req = create_req(&pvc, GI, Some(&n2), mount_cap());
+    req.parameters.insert("replicaNumber".into(), "2".into());
+    let vol = csi
+        .create_volume(Request::new(req))
+        .await
+        .expect("create")
+        .into_inner()
+        .volume
+        .expect("volume");
+    let mut topo = vol.accessible_topology.clone();
+    topo.sort_by_key(|t| t.segments.values().cloned().collect::<Vec<_>>());
+    let mut want = vec![topology::of_node(&n1), topology::of_node(&n2)];
+    want.sort_by_key(|t| t.segments.values().cloned().collect::<Vec<_>>());
+    assert_eq!(topo, want, "usable from both nodes");
+    let lv = volumes.get(&pvc).await.expect("lv");
+    let config = lv.spec.config.clone().expect("placed");
+    assert!(config.resource_id >= 0, "a replication resource");
+    let primary = |lv: &LocalVolume| {
+        lv.spec
+            .config
+            .as_ref()
+            .and_then(|c| c.replicas.iter().find(|a| a.primary))
+            .map(|a| a.hostname.clone())
+    };
+    assert_eq!(primary(&lv).as_deref(), Some(n2.as_str()));
+
+    // Published on n2, the primary: the DRBD device, never the logical volume.
+    let ctx = csi
+        .controller_publish_volume(Request::new(publish_req(&pvc, &n2)))
+        .await
+        .expect("publish on n2")
+        .into_inner();
+    assert_eq!(
+        ctx.publish_context.get("devicePath").map(String::as_str),
+        Some(format!("/dev/drbd{}", config.resource_id).as_str())
+    );
+    // While published on n2, n1 is refused (one node at a time).
+    let err = csi
+        .controller_publish_volume(Request::new(publish_req(&pvc, &n1)))
+        .await
+        .expect_err("published elsewhere");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    // Unpublished, but n2 is still primary (in use there): refused, the primary stays.
+    csi.controller_unpublish_volume(Request::new(ControllerUnpublishVolumeRequest {
+        volume_id: pvc.clone(),
+        node_id: n2.clone(),
+        ..Default::default()
+    }))
+    .await
+    .expect("unpublish");
+    set_role(&client, &pvc, &n2, "Primary").await;
+    let err = csi
+        .controller_publish_volume(Request::new(publish_req(&pvc, &n1)))
+        .await
+        .expect_err("still primary on n2");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("still primary"), "{}", err.message());
+    assert_eq!(
+        primary(&volumes.get(&pvc).await.expect("lv")).as_deref(),
+        Some(n2.as_str())
+    );
+    // Demoted on n2: the primary moves to n1 and the publish goes through.
+    set_role(&client, &pvc, &n2, "Secondary").await;
+    csi.controller_publish_volume(Request::new(publish_req(&pvc, &n1)))
+        .await
+        .expect("publish on n1");
+    let lv = volumes.get(&pvc).await.expect("lv");
+    assert_eq!(primary(&lv).as_deref(), Some(n1.as_str()));
+    assert_eq!(
+        lv.status.as_ref().and_then(|s| s.published_node.as_deref()),
+        Some(n1.as_str())
+    );
+    csi.controller_unpublish_volume(Request::new(ControllerUnpublishVolumeRequest {
+        volume_id: pvc.clone(),
+        node_id: n1.clone(),
+        ..Default::default()
+    }))
+    .await
+    .expect("unpublish");
+    csi.delete_volume(Request::new(DeleteVolumeRequest {
+        volume_id: pvc.clone(),
+        ..Default::default()
+    }))
+    .await
+    .expect("delete");
+}

@@ -365,10 +365,14 @@ fn storage_classes_use_parameters_the_driver_accepts() {
         [
             "hwameistor-lvm-hdd",
             "hwameistor-lvm-ssd",
-            "hwameistor-lvm-nvme"
+            "hwameistor-lvm-nvme",
+            "hwameistor-lvm-hdd-ha",
+            "hwameistor-lvm-ssd-ha",
+            "hwameistor-lvm-nvme-ha"
         ]
     );
-    for (sc, class) in o.storage_classes.iter().zip(PoolClass::ALL) {
+    let classes = PoolClass::ALL.iter().chain(PoolClass::ALL.iter());
+    for (i, (sc, &class)) in o.storage_classes.iter().zip(classes).enumerate() {
         assert_eq!(sc.provisioner, CSI_DRIVER_NAME);
         assert_eq!(
             sc.volume_binding_mode.as_deref(),
@@ -380,6 +384,8 @@ fn storage_classes_use_parameters_the_driver_accepts() {
             .unwrap_or_else(|e| panic!("{:?}: {e}", sc.metadata.name));
         assert_eq!(parsed.pool_class, class);
         assert_eq!(parsed.fs_type, Some(hwameistor_csi::params::FsType::Xfs));
+        // The first three are plain, the -ha ones replicated on two nodes.
+        assert_eq!(parsed.replicas.get(), if i < 3 { 1 } else { 2 });
     }
 }
 

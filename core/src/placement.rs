@@ -257,11 +257,18 @@ pub fn place(
 ) -> Result<Vec<String>, PlacementError> {
     let mut fitting: Vec<(usize, &NodeView, Room)> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
+    // An HA volume's accessibility names where it must be usable (with WaitForFirstConsumer
+    // and strict topology: the pod's node only); its other replica may go to any node,
+    // after the named ones.
     let allowed_rank = |name: &str| -> Option<usize> {
         if req.accessibility.is_empty() {
             Some(0)
         } else {
-            req.accessibility.iter().position(|n| n == name)
+            match req.accessibility.iter().position(|n| n == name) {
+                Some(i) => Some(i),
+                None if req.replicated => Some(req.accessibility.len()),
+                None => None,
+            }
         }
     };
     for node in nodes {
@@ -312,7 +319,17 @@ pub fn place(
             .then(a.2.volumes.cmp(&b.2.volumes))
             .then(a.1.name.cmp(&b.1.name))
     });
-    if fitting.len() < req.replicas {
+    let reaches_accessible = req.accessibility.is_empty()
+        || fitting
+            .first()
+            .is_some_and(|(rank, _, _)| *rank < req.accessibility.len());
+    if !reaches_accessible && fitting.len() >= req.replicas {
+        reasons.push(format!(
+            "none of the nodes it must be usable from ({}) has room",
+            req.accessibility.join(", ")
+        ));
+    }
+    if fitting.len() < req.replicas || !reaches_accessible {
         if reasons.is_empty() {
             reasons.push("there are no storage nodes".into());
         }
@@ -783,5 +800,42 @@ mod tests {
         ha.meta = crate::drbd::meta_bytes(GI);
         let pool = &node("a", 10 * GI, 2 * GI, 0).pools[&HDD];
         assert_eq!(room("a", HDD, pool, &[ha], "x").bytes, GI - 4 * MI);
+    }
+
+    #[test]
+    fn an_ha_volume_pinned_to_the_pods_node_gets_its_second_replica_anywhere() {
+        let p = Policy::default();
+        let mut r = req(GI, &["b"]);
+        r.replicas = 2;
+        r.replicated = true;
+        let nodes = [
+            node("a", 10 * GI, 9 * GI, 0),
+            node("b", 10 * GI, 2 * GI, 0),
+            node("c", 10 * GI, 5 * GI, 0),
+        ];
+        // b first (where the pod runs), then the roomiest other node.
+        assert_eq!(
+            place(&r, &nodes, &[], &p).expect("fits"),
+            vec!["b".to_string(), "a".to_string()]
+        );
+        // The pod's node is full: no placement, even though two other nodes fit.
+        let full = [
+            node("a", 10 * GI, 9 * GI, 0),
+            node("b", 10 * GI, GI / 2, 0),
+            node("c", 10 * GI, 5 * GI, 0),
+        ];
+        let err = place(&r, &full, &[], &p).expect_err("the pod's node has no room");
+        assert!(
+            err.to_string()
+                .contains("none of the nodes it must be usable from (b)"),
+            "{err}"
+        );
+        // A plain volume stays within its accessibility.
+        let mut plain = req(GI, &["b"]);
+        plain.replicas = 1;
+        assert_eq!(
+            place(&plain, &nodes, &[], &p).expect("fits"),
+            vec!["b".to_string()]
+        );
     }
 }

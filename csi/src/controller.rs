@@ -34,11 +34,11 @@ use hwameistor_api::replica::replica_name;
 use hwameistor_api::volume::{ANNOTATION_CSI_NAME, CONDITION_SCHEDULED, REASON_NO_CAPACITY};
 use hwameistor_api::{
     Accessibility, LocalStorageNode, LocalVolume, LocalVolumeReplica, LocalVolumeSpec, PoolClass,
-    VolumeKind, VolumeState,
+    VolumeKind, VolumeState, LABEL_VOLUME,
 };
 use hwameistor_core::naming::{is_plain_volume_name, volume_object_name};
-use hwameistor_core::placement;
 use hwameistor_core::sizing::{self, VolumeAccess};
+use hwameistor_core::{ha, placement};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, ResourceExt};
@@ -528,7 +528,7 @@ impl Controller for ControllerService {
         require("volume_id", &req.volume_id)?;
         require("node_id", &req.node_id)?;
         let cap = capability::check(req.volume_capability.as_ref())?;
-        let lv = self
+        let mut lv = self
             .get_volume(&req.volume_id)
             .await?
             .ok_or_else(|| not_found(format!("volume {} does not exist", req.volume_id)))?;
@@ -563,10 +563,73 @@ impl Controller for ControllerService {
             .and_then(|s| s.published_node.as_deref())
             .filter(|n| *n != req.node_id)
         {
-            return Err(precondition(format!(
-                "volume {} is published on node {other}; a local volume serves one node",
-                req.volume_id
-            )));
+            // An HA volume whose replica there is fenced (failed over from a lost node)
+            // may be published here: that node can never write to it again.
+            let fenced = lv
+                .spec
+                .config
+                .as_ref()
+                .is_some_and(|c| c.replicas.iter().any(|a| a.hostname == other && a.outdated));
+            if !fenced {
+                return Err(precondition(format!(
+                    "volume {} is published on node {other}; a local volume serves one node",
+                    req.volume_id
+                )));
+            }
+        }
+        let mut switched = false;
+        if let Some(config) = lv.spec.config.as_ref().filter(|c| ha::is_ha(c)) {
+            let replicas = self
+                .replicas()
+                .list(&ListParams::default().labels(&format!("{LABEL_VOLUME}={}", req.volume_id)))
+                .await
+                .map_err(|e| kube_status("listing LocalVolumeReplicas", e))?
+                .items;
+            match ha::switch_primary(config, &replicas, &req.node_id) {
+                Ok(None) => {}
+                Ok(Some(next)) => {
+                    // Compare-and-swap: a failover or a fence racing with this wins or
+                    // loses as a whole; the attacher retries on Aborted.
+                    let patch = serde_json::json!({
+                        "metadata": { "resourceVersion": lv.metadata.resource_version },
+                        "spec": { "config": next },
+                    });
+                    match self
+                        .volumes()
+                        .patch(
+                            &req.volume_id,
+                            &PatchParams::default(),
+                            &Patch::Merge(&patch),
+                        )
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!(volume = %req.volume_id, node = %req.node_id, "HA primary switched over")
+                        }
+                        Err(kube::Error::Api(s)) if s.code == 409 => {
+                            return Err(Status::new(
+                                Code::Aborted,
+                                format!("volume {} changed meanwhile; retry", req.volume_id),
+                            ))
+                        }
+                        Err(e) => return Err(kube_status("switching the HA primary", e)),
+                    }
+                    switched = true;
+                }
+                Err(why) => {
+                    return Err(precondition(format!(
+                        "HA volume {} cannot be served from {}: {why}",
+                        req.volume_id, req.node_id
+                    )))
+                }
+            }
+        }
+        if switched {
+            // The record below is a compare-and-swap on the volume as it is now.
+            lv = self
+                .get_volume(&req.volume_id)
+                .await?
+                .ok_or_else(|| not_found(format!("volume {} does not exist", req.volume_id)))?;
         }
         let replica = self
             .replicas()
@@ -1053,14 +1116,14 @@ mod tests {
         );
         let (c, m) = code(create(
             "v",
-            &[("replicaNumber", "2")],
+            &[("replicaNumber", "3")],
             vec![mount_cap("", w)],
             1,
         ))
-        .expect("HA");
+        .expect("three replicas");
         assert_eq!(c, Code::InvalidArgument);
         assert!(
-            m.contains("replicaNumber") && m.contains("HA replication is not available yet"),
+            m.contains("replicaNumber") && m.contains("two nodes"),
             "{m}"
         );
         let (c, m) = code(create(

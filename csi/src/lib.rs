@@ -32,7 +32,7 @@
 //! | key | values | default |
 //! | --- | --- | --- |
 //! | `poolClass` | `HDD`, `SSD`, `NVMe` (any case) | `HDD` |
-//! | `replicaNumber` | `"1"` (2–4 are refused until HA replication exists) | `"1"` |
+//! | `replicaNumber` | `"1"`, or `"2"` for an HA volume replicated over DRBD (3 and 4 are refused: DRBD 8.4 has two peers) | `"1"` |
 //! | `csi.storage.k8s.io/fstype` | `xfs`, `ext4` | `xfs` |
 //!
 //! Any other key is refused with InvalidArgument naming it, except the

@@ -116,11 +116,11 @@ pub fn parse<'a>(
                     .ok()
                     .filter(|n| (1..=MAX_REPLICAS as u32).contains(n))
                     .ok_or_else(|| bad(key, value, "a whole number from 1 to 4"))?;
-                if n != 1 {
+                if n > 2 {
                     return Err(ParamError::Unsupported {
                         name: key.clone(),
                         value: value.clone(),
-                        reason: "HA replication is not available yet; use replicaNumber \"1\"",
+                        reason: "DRBD 8.4 replicates between two nodes; use replicaNumber \"1\" or \"2\" (HA)",
                     });
                 }
                 out.replicas = ReplicaCount(n);
@@ -205,15 +205,18 @@ mod tests {
     }
 
     #[test]
-    fn replication_is_refused_with_a_reason() {
-        for n in ["2", "3", "4"] {
-            let err = parse(&p(&[("replicaNumber", n)])).expect_err("HA not yet");
+    fn two_replicas_are_ha_and_more_are_refused_with_a_reason() {
+        assert_eq!(
+            parse(&p(&[("replicaNumber", "2")]))
+                .expect("HA")
+                .replicas
+                .get(),
+            2
+        );
+        for n in ["3", "4"] {
+            let err = parse(&p(&[("replicaNumber", n)])).expect_err("more than two");
             assert_eq!(err.parameter(), "replicaNumber");
-            assert!(
-                err.to_string()
-                    .contains("HA replication is not available yet"),
-                "{err}"
-            );
+            assert!(err.to_string().contains("two nodes"), "{err}");
         }
     }
 

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use hwameistor_api::{
     LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, LocalVolume,
     LocalVolumeReplica, LocalVolumeReplicaStatus, NodeState, PoolClass, PoolStatus, ReplicaState,
-    FINALIZER_REPLICA,
+    ReplicationStatus, FINALIZER_REPLICA,
 };
 use hwameistor_controller::metrics::Metrics;
 use hwameistor_controller::volume_reconciler::{self, Scope};
@@ -120,7 +120,8 @@ pub async fn create_node(
         name,
         LocalStorageNodeSpec {
             hostname: name.into(),
-            storage_ip: None,
+            // A replication address of its own (never contacted: no agent runs).
+            storage_ip: Some(test_ip(name)),
         },
     );
     node.metadata.labels = Some(labels);
@@ -128,6 +129,14 @@ pub async fn create_node(
         .await
         .expect("create node");
     set_pool(client, name, total, free).await;
+}
+
+/// A documentation-range address derived from the node's name.
+pub fn test_ip(name: &str) -> String {
+    let h = name
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("198.51.{}.{}", (h >> 8) % 256, h % 254 + 1)
 }
 
 /// Sets a node's HDD pool to `total` bytes, `free` of them free, as its agent would report.
@@ -187,13 +196,31 @@ async fn fake_agent_step(
         .await?;
         return Ok(());
     }
-    let want = LocalVolumeReplicaStatus {
+    let mut want = LocalVolumeReplicaStatus {
         state: Some(ReplicaState::Ready),
         device_path: Some(format!("/dev/{}/{}", r.spec.pool_name, r.spec.volume_name)),
         allocated_capacity_bytes: Some(r.spec.required_capacity_bytes),
         observed_generation: r.metadata.generation,
         ..Default::default()
     };
+    if let Some(rep) = &r.spec.replication {
+        // An HA replica: served from its DRBD device, connected and up to date, unless the
+        // test has set what DRBD reports (kept as the test wrote it).
+        want.device_path = Some(format!("/dev/drbd{}", rep.minor));
+        want.synced = Some(true);
+        want.replication = r
+            .status
+            .as_ref()
+            .and_then(|s| s.replication.clone())
+            .or(Some(ReplicationStatus {
+                role: "Secondary".into(),
+                disk_state: "UpToDate".into(),
+                connection_state: "Connected".into(),
+                peer_role: Some("Secondary".into()),
+                peer_disk_state: Some("UpToDate".into()),
+                ..Default::default()
+            }));
+    }
     if r.status.as_ref() != Some(&want) {
         api.patch_status(
             &name,
