@@ -1,9 +1,10 @@
 //! Exact table and JSON output of the result types, built from typed structs (no cluster).
 
+use hwameistor_api::HaState;
 use kubectl_hwameistor::admin::diagnose::{DiagnoseReport, Finding, Severity};
 use kubectl_hwameistor::admin::disks::{DiskList, DiskRow};
 use kubectl_hwameistor::admin::pools::{PoolList, PoolRow};
-use kubectl_hwameistor::admin::volumes::{ReplicaRow, VolumeList, VolumeRow};
+use kubectl_hwameistor::admin::volumes::{ReplicaRow, VolumeDetail, VolumeList, VolumeRow};
 use kubectl_hwameistor::output::{render, OutputFormat, OutputOptions};
 
 const GI: i64 = 1 << 30;
@@ -151,6 +152,7 @@ fn volumes() -> VolumeList {
         allocated_bytes: Some(10 * GI),
         device: Some("/dev/LocalStorage_PoolHDD/pvc-1".into()),
         message: None,
+        ..Default::default()
     };
     VolumeList {
         items: vec![VolumeRow {
@@ -166,6 +168,8 @@ fn volumes() -> VolumeList {
             pvc_namespace: Some("default".into()),
             pvc_name: Some("data-db-0".into()),
             message: None,
+            ha_state: None,
+            split_brain_keep: None,
         }],
     }
 }
@@ -176,8 +180,8 @@ fn volume_table_shows_replicas_with_their_nodes_and_states() {
     assert_eq!(
         lines(&out),
         [
-            "NAME    POOL                   CAPACITY   REPLICAS   NODES                          STATE      PUBLISHED   PVC",
-            "pvc-1   LocalStorage_PoolHDD   10Gi       1/2        node-a:Ready,node-b:NotReady   NotReady   node-a      default/data-db-0",
+            "NAME    POOL                   CAPACITY   REPLICAS   NODES                          STATE      HA   PUBLISHED   PVC",
+            "pvc-1   LocalStorage_PoolHDD   10Gi       1/2        node-a:Ready,node-b:NotReady   NotReady   -    node-a      default/data-db-0",
         ]
     );
 }
@@ -248,4 +252,148 @@ fn diagnose_table_and_json() {
     assert!(json.contains("\"severity\": \"error\""), "{json}");
     assert!(json.contains("\"errors\": 1"), "{json}");
     assert_eq!(report.exit_code(false), 1);
+}
+
+/// An HA volume resyncing: node-a primary, node-b outdated and catching up.
+fn ha_volume() -> VolumeRow {
+    let replica = |node: &str| ReplicaRow {
+        name: format!("pvc-2-{node}"),
+        node: node.into(),
+        state: Some("Ready".into()),
+        synced: Some(node == "node-a"),
+        allocated_bytes: Some(10 * GI),
+        device: Some("/dev/drbd7".into()),
+        message: None,
+        missing: false,
+        allowed_primary: Some(node == "node-a"),
+        outdated: Some(node == "node-b"),
+        role: Some(
+            if node == "node-a" {
+                "Primary"
+            } else {
+                "Secondary"
+            }
+            .into(),
+        ),
+        disk_state: Some(
+            if node == "node-a" {
+                "UpToDate"
+            } else {
+                "Inconsistent"
+            }
+            .into(),
+        ),
+        connection_state: Some(
+            if node == "node-a" {
+                "SyncSource"
+            } else {
+                "SyncTarget"
+            }
+            .into(),
+        ),
+        peer_role: Some(
+            if node == "node-a" {
+                "Secondary"
+            } else {
+                "Primary"
+            }
+            .into(),
+        ),
+        peer_disk_state: Some(
+            if node == "node-a" {
+                "Inconsistent"
+            } else {
+                "UpToDate"
+            }
+            .into(),
+        ),
+        sync_progress: Some("42.5%".into()),
+        out_of_sync_bytes: Some(if node == "node-a" { 0 } else { 6 * GI }),
+        suspended: Some(false),
+        split_brain: Some(false),
+    };
+    VolumeRow {
+        name: "pvc-2".into(),
+        pool: "LocalStorage_PoolHDD".into(),
+        required_bytes: 10 * GI,
+        allocated_bytes: Some(10 * GI),
+        used_bytes: None,
+        replica_number: 2,
+        replicas: vec![replica("node-a"), replica("node-b")],
+        state: Some("Ready".into()),
+        published_node: Some("node-a".into()),
+        pvc_namespace: Some("default".into()),
+        pvc_name: Some("data-db-1".into()),
+        message: None,
+        ha_state: Some(HaState::Syncing),
+        split_brain_keep: None,
+    }
+}
+
+#[test]
+fn ha_volume_detail_shows_each_replicas_replication_and_assignment() {
+    let d = VolumeDetail {
+        volume: ha_volume(),
+    };
+    assert_eq!(
+        lines(&render(&d, opts(OutputFormat::Table)).unwrap()),
+        [
+            "NAME    POOL                   CAPACITY   REPLICAS   NODES                       STATE   HA        PUBLISHED   PVC",
+            "pvc-2   LocalStorage_PoolHDD   10Gi       2/2        node-a:Ready,node-b:Ready   Ready   Syncing   node-a      default/data-db-1",
+            "",
+            "Replicas:",
+            "REPLICA        NODE     STATE   SYNCED   ALLOCATED   DEVICE       MESSAGE",
+            "pvc-2-node-a   node-a   Ready   true     10Gi        /dev/drbd7   -",
+            "pvc-2-node-b   node-b   Ready   false    10Gi        /dev/drbd7   -",
+            "",
+            "Replication (HA Syncing):",
+            "NODE     ASSIGNED   ROLE        DISK           CONNECTION   PEER-ROLE   PEER-DISK      SYNC                     FLAGS",
+            "node-a   primary    Primary     UpToDate       SyncSource   Secondary   Inconsistent   42.5%                    -",
+            "node-b   outdated   Secondary   Inconsistent   SyncTarget   Primary     UpToDate       42.5%, 6Gi out of sync   -",
+        ]
+    );
+    // JSON carries the same fields.
+    let json: serde_json::Value =
+        serde_json::from_str(&render(&d, opts(OutputFormat::Json)).unwrap()).unwrap();
+    let b = &json["volume"]["replicas"][1];
+    assert_eq!(json["volume"]["haState"], "Syncing");
+    assert_eq!(
+        (
+            &b["node"],
+            &b["allowedPrimary"],
+            &b["outdated"],
+            &b["role"],
+            &b["diskState"],
+            &b["connectionState"],
+            &b["peerDiskState"],
+            &b["syncProgress"],
+            &b["outOfSyncBytes"]
+        ),
+        (
+            &"node-b".into(),
+            &false.into(),
+            &true.into(),
+            &"Secondary".into(),
+            &"Inconsistent".into(),
+            &"SyncTarget".into(),
+            &"UpToDate".into(),
+            &"42.5%".into(),
+            &(6 * GI).into()
+        )
+    );
+}
+
+#[test]
+fn volume_list_shows_the_ha_state_and_wide_the_allowed_primary() {
+    let list = VolumeList {
+        items: vec![volumes().items[0].clone(), ha_volume()],
+    };
+    assert_eq!(
+        lines(&render(&list, opts(OutputFormat::Wide)).unwrap()),
+        [
+            "NAME    POOL                   CAPACITY   REPLICAS   NODES                          STATE      HA        PUBLISHED   PVC                 ALLOCATED   USED   PRIMARY   MESSAGE",
+            "pvc-1   LocalStorage_PoolHDD   10Gi       1/2        node-a:Ready,node-b:NotReady   NotReady   -         node-a      default/data-db-0   10Gi        -      -         -",
+            "pvc-2   LocalStorage_PoolHDD   10Gi       2/2        node-a:Ready,node-b:Ready      Ready      Syncing   node-a      default/data-db-1   10Gi        -      node-a    -",
+        ]
+    );
 }

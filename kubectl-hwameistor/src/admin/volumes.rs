@@ -8,11 +8,13 @@ use crate::errors::AdminError;
 use crate::output::{or_dash, Render, TableView};
 use crate::progress::Progress;
 use hwameistor_api::quantity::format_size;
+use hwameistor_api::replica::replica_name;
 use hwameistor_api::{
-    LocalStorageNode, LocalVolume, LocalVolumeReplica, PoolClass, ReplicaState, VolumeState,
+    HaState, LocalStorageNode, LocalVolume, LocalVolumeReplica, PoolClass, ReplicaAssignment,
+    ReplicaState, VolumeConfig, VolumeState,
 };
-use hwameistor_core::placement;
 use hwameistor_core::sizing::{self, FsType, VolumeAccess};
+use hwameistor_core::{ha, placement};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde::Serialize;
@@ -27,8 +29,9 @@ fn replica_state(s: Option<ReplicaState>) -> Option<String> {
     s.map(|s| format!("{s:?}"))
 }
 
-/// A replica as listed with its volume.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// A replica as listed with its volume. An HA volume also gets a row, marked `missing`, for
+/// each node its config places a replica on that has no LocalVolumeReplica.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicaRow {
     pub name: String,
@@ -39,9 +42,82 @@ pub struct ReplicaRow {
     pub allocated_bytes: Option<i64>,
     pub device: Option<String>,
     pub message: Option<String>,
+    /// The volume's config places a replica on this node but no LocalVolumeReplica exists
+    /// (not created yet, or deleted); the name is the one it gets.
+    pub missing: bool,
+    /// HA volumes (absent otherwise): the volume's config allows this replica to be primary.
+    pub allowed_primary: Option<bool>,
+    /// HA volumes: the volume's config records this replica outdated (fenced: it may lack
+    /// writes its peer acknowledged, and is never promoted until it has resynced).
+    pub outdated: Option<bool>,
+    /// What the replication layer (DRBD) reports, in its own words; absent when it reports
+    /// nothing (no replication, or the resource is not up).
+    pub role: Option<String>,
+    pub disk_state: Option<String>,
+    pub connection_state: Option<String>,
+    pub peer_role: Option<String>,
+    pub peer_disk_state: Option<String>,
+    /// Resync progress while one runs, e.g. `42.5%`.
+    pub sync_progress: Option<String>,
+    pub out_of_sync_bytes: Option<i64>,
+    /// I/O is frozen, waiting for the peer to be fenced.
+    pub suspended: Option<bool>,
+    pub split_brain: Option<bool>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+impl ReplicaRow {
+    /// The replica's state as a cell: `Missing` for a replica the config wants but that
+    /// does not exist.
+    pub fn state_cell(&self) -> String {
+        if self.missing {
+            "Missing".into()
+        } else {
+            or_dash(self.state.as_deref())
+        }
+    }
+
+    /// What the volume's config assigns this replica: `primary` (allowed to serve),
+    /// `secondary`, or `outdated` (fenced); `-` for a volume without replication.
+    pub fn assigned_cell(&self) -> String {
+        match (self.allowed_primary, self.outdated) {
+            (Some(true), Some(true)) => "primary,outdated".into(),
+            (Some(true), _) => "primary".into(),
+            (_, Some(true)) => "outdated".into(),
+            (Some(false), _) => "secondary".into(),
+            _ => "-".into(),
+        }
+    }
+
+    /// Resync progress and bytes out of sync, e.g. `42.5%, 1Gi out of sync`; None when in
+    /// sync or unknown.
+    pub fn sync_text(&self) -> Option<String> {
+        let behind = self
+            .out_of_sync_bytes
+            .filter(|b| *b > 0)
+            .map(|b| format!("{} out of sync", format_size(b)));
+        match (self.sync_progress.clone(), behind) {
+            (Some(p), Some(b)) => Some(format!("{p}, {b}")),
+            (p, b) => p.or(b),
+        }
+    }
+
+    /// Conditions worth flagging: split brain, frozen I/O, missing.
+    pub fn flags(&self) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        if self.missing {
+            f.push("missing (no LocalVolumeReplica)");
+        }
+        if self.split_brain == Some(true) {
+            f.push("split brain");
+        }
+        if self.suspended == Some(true) {
+            f.push("I/O suspended");
+        }
+        f
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeRow {
     pub name: String,
@@ -56,6 +132,12 @@ pub struct VolumeRow {
     pub pvc_namespace: Option<String>,
     pub pvc_name: Option<String>,
     pub message: Option<String>,
+    /// HA volumes: how the copies stand (`Healthy`, `Syncing`, `Degraded`, `SplitBrain`), as
+    /// the controller reports it (computed by the same rule while it has not yet); absent
+    /// for a volume without replication.
+    pub ha_state: Option<HaState>,
+    /// A split-brain resolution waiting to be carried out: the node whose data is kept.
+    pub split_brain_keep: Option<String>,
 }
 
 impl VolumeRow {
@@ -66,17 +148,92 @@ impl VolumeRow {
             .count()
     }
 
-    fn pvc(&self) -> String {
+    /// `namespace/name` of the PVC, or `-`.
+    pub fn pvc(&self) -> String {
         match (&self.pvc_namespace, &self.pvc_name) {
             (Some(ns), Some(n)) => format!("{ns}/{n}"),
             (None, Some(n)) => n.clone(),
             _ => "-".into(),
         }
     }
+
+    /// Whether the volume is replicated (HA).
+    pub fn is_ha(&self) -> bool {
+        self.ha_state.is_some()
+    }
+
+    /// In split brain: the HA state says so, or a replica reports one (before the
+    /// controller summed it up).
+    pub fn in_split_brain(&self) -> bool {
+        self.ha_state == Some(HaState::SplitBrain)
+            || self.replicas.iter().any(|r| r.split_brain == Some(true))
+    }
+
+    /// The HA state as a cell, `-` for a volume without replication.
+    pub fn ha_cell(&self) -> String {
+        self.ha_state
+            .map_or_else(|| "-".to_string(), |h| format!("{h:?}"))
+    }
+
+    /// The node whose replica the config allows to be primary.
+    pub fn allowed_primary(&self) -> Option<&str> {
+        self.replicas
+            .iter()
+            .find(|r| r.allowed_primary == Some(true))
+            .map(|r| r.node.as_str())
+    }
+
+    /// Where a resync stands, per replica being synced: `node-b from node-a: 42.5%, 1Gi out
+    /// of sync`; replicas reporting progress otherwise when no side says it is the target.
+    pub fn resync_progress(&self) -> Vec<String> {
+        use hwameistor_core::drbd::ConnState::{PausedSyncT, StartingSyncT, SyncTarget, WFBitMapT};
+        let target = |r: &&ReplicaRow| {
+            r.connection_state
+                .as_deref()
+                .and_then(hwameistor_core::drbd::ConnState::parse)
+                .is_some_and(|c| matches!(c, StartingSyncT | WFBitMapT | SyncTarget | PausedSyncT))
+        };
+        let targets: Vec<String> = self
+            .replicas
+            .iter()
+            .filter(target)
+            .map(|r| {
+                let from: Vec<&str> = self
+                    .replicas
+                    .iter()
+                    .map(|p| p.node.as_str())
+                    .filter(|p| *p != r.node)
+                    .collect();
+                let what = r
+                    .sync_text()
+                    .unwrap_or_else(|| r.connection_state.clone().unwrap_or_default());
+                format!("{} from {}: {what}", r.node, from.join(", "))
+            })
+            .collect();
+        if !targets.is_empty() {
+            return targets;
+        }
+        self.replicas
+            .iter()
+            .filter_map(|r| r.sync_text().map(|t| format!("{}: {t}", r.node)))
+            .collect()
+    }
+
+    /// The command that resolves this volume's split brain, with the nodes to choose from.
+    pub fn resolve_command(&self) -> String {
+        let nodes: Vec<&str> = self.replicas.iter().map(|r| r.node.as_str()).collect();
+        format!(
+            "kubectl hwameistor volume resolve-split-brain {} --keep <{}>",
+            self.name,
+            nodes.join("|")
+        )
+    }
 }
 
-fn replica_row(r: &LocalVolumeReplica) -> ReplicaRow {
+fn replica_row(r: &LocalVolumeReplica, config: Option<&VolumeConfig>) -> ReplicaRow {
     let st = r.status.clone().unwrap_or_default();
+    let assigned = config.and_then(|c| c.replicas.iter().find(|a| a.hostname == r.spec.node_name));
+    let rep = st.replication;
     ReplicaRow {
         name: r.name_any(),
         node: r.spec.node_name.clone(),
@@ -85,15 +242,60 @@ fn replica_row(r: &LocalVolumeReplica) -> ReplicaRow {
         allocated_bytes: st.allocated_capacity_bytes,
         device: st.device_path,
         message: st.message,
+        missing: false,
+        allowed_primary: config.map(|_| assigned.is_some_and(|a| a.primary)),
+        outdated: config.map(|_| assigned.is_some_and(|a| a.outdated)),
+        role: rep.as_ref().map(|x| x.role.clone()),
+        disk_state: rep.as_ref().map(|x| x.disk_state.clone()),
+        connection_state: rep.as_ref().map(|x| x.connection_state.clone()),
+        peer_role: rep.as_ref().and_then(|x| x.peer_role.clone()),
+        peer_disk_state: rep.as_ref().and_then(|x| x.peer_disk_state.clone()),
+        sync_progress: rep.as_ref().and_then(|x| x.sync_progress.clone()),
+        out_of_sync_bytes: rep.as_ref().map(|x| x.out_of_sync_bytes),
+        suspended: rep.as_ref().map(|x| x.suspended),
+        split_brain: rep.as_ref().map(|x| x.split_brain),
     }
 }
 
-fn volume_row(v: &LocalVolume, replicas: &[&LocalVolumeReplica]) -> VolumeRow {
+/// The row of a replica an HA volume's config places on a node that has none.
+fn missing_row(volume: &str, a: &ReplicaAssignment) -> ReplicaRow {
+    ReplicaRow {
+        name: replica_name(volume, &a.hostname),
+        node: a.hostname.clone(),
+        missing: true,
+        allowed_primary: Some(a.primary),
+        outdated: Some(a.outdated),
+        ..Default::default()
+    }
+}
+
+/// One volume and its replicas as a row. Pure.
+pub fn volume_row(v: &LocalVolume, replicas: &[&LocalVolumeReplica]) -> VolumeRow {
     let st = v.status.clone().unwrap_or_default();
-    let mut rows: Vec<ReplicaRow> = replicas.iter().map(|r| replica_row(r)).collect();
-    rows.sort_by(|a, b| a.node.cmp(&b.node));
+    let name = v.name_any();
+    let ha_config = v.spec.config.as_ref().filter(|c| ha::is_ha(c));
+    let live: Vec<&LocalVolumeReplica> = replicas
+        .iter()
+        .copied()
+        .filter(|r| r.metadata.deletion_timestamp.is_none())
+        .collect();
+    let mut rows: Vec<ReplicaRow> = replicas.iter().map(|r| replica_row(r, ha_config)).collect();
+    if let Some(c) = ha_config {
+        for a in &c.replicas {
+            if !live.iter().any(|r| r.spec.node_name == a.hostname) {
+                rows.push(missing_row(&name, a));
+            }
+        }
+    }
+    rows.sort_by(|a, b| a.node.cmp(&b.node).then(a.missing.cmp(&b.missing)));
+    let ha_state = st.ha_state.or_else(|| {
+        ha_config.and_then(|c| {
+            let owned: Vec<LocalVolumeReplica> = live.iter().map(|r| (*r).clone()).collect();
+            ha::ha_state(c, &owned)
+        })
+    });
     VolumeRow {
-        name: v.name_any(),
+        name,
         pool: v.spec.pool_name.clone(),
         required_bytes: v.spec.required_capacity_bytes,
         allocated_bytes: st.allocated_capacity_bytes,
@@ -105,6 +307,12 @@ fn volume_row(v: &LocalVolume, replicas: &[&LocalVolumeReplica]) -> VolumeRow {
         pvc_namespace: v.spec.pvc_namespace.clone(),
         pvc_name: v.spec.pvc_name.clone(),
         message: st.message,
+        ha_state,
+        split_brain_keep: v
+            .spec
+            .split_brain_resolution
+            .as_ref()
+            .map(|r| r.keep.clone()),
     }
 }
 
@@ -147,11 +355,12 @@ fn volume_table(rows: &[VolumeRow], wide: bool) -> TableView {
         "REPLICAS",
         "NODES",
         "STATE",
+        "HA",
         "PUBLISHED",
         "PVC",
     ];
     if wide {
-        headers.extend(["ALLOCATED", "USED", "MESSAGE"]);
+        headers.extend(["ALLOCATED", "USED", "PRIMARY", "MESSAGE"]);
     }
     let mut t = TableView::new(&headers);
     for v in rows {
@@ -160,7 +369,14 @@ fn volume_table(rows: &[VolumeRow], wide: bool) -> TableView {
         } else {
             v.replicas
                 .iter()
-                .map(|r| format!("{}:{}", r.node, r.state.as_deref().unwrap_or("Unknown")))
+                .map(|r| {
+                    let state = if r.missing {
+                        "Missing"
+                    } else {
+                        r.state.as_deref().unwrap_or("Unknown")
+                    };
+                    format!("{}:{state}", r.node)
+                })
                 .collect::<Vec<_>>()
                 .join(",")
         };
@@ -171,6 +387,7 @@ fn volume_table(rows: &[VolumeRow], wide: bool) -> TableView {
             format!("{}/{}", v.ready_replicas(), v.replica_number),
             nodes,
             or_dash(v.state.as_deref()),
+            v.ha_cell(),
             or_dash(v.published_node.as_deref()),
             v.pvc(),
         ];
@@ -178,6 +395,7 @@ fn volume_table(rows: &[VolumeRow], wide: bool) -> TableView {
             row.extend([
                 size_cell(v.allocated_bytes),
                 size_cell(v.used_bytes),
+                or_dash(v.allowed_primary()),
                 or_dash(v.message.as_deref()),
             ]);
         }
@@ -212,6 +430,7 @@ pub struct VolumeDetail {
 
 impl Render for VolumeDetail {
     fn tables(&self, wide: bool) -> Vec<TableView> {
+        let v = &self.volume;
         let mut r = TableView::new(&[
             "REPLICA",
             "NODE",
@@ -222,23 +441,105 @@ impl Render for VolumeDetail {
             "MESSAGE",
         ])
         .titled("Replicas:");
-        for x in &self.volume.replicas {
+        for x in &v.replicas {
             r.push(vec![
                 x.name.clone(),
                 x.node.clone(),
-                or_dash(x.state.as_deref()),
+                x.state_cell(),
                 x.synced.map_or_else(|| "-".to_string(), |s| s.to_string()),
                 size_cell(x.allocated_bytes),
                 or_dash(x.device.as_deref()),
                 or_dash(x.message.as_deref()),
             ]);
         }
-        vec![volume_table(std::slice::from_ref(&self.volume), wide), r]
+        let mut tables = vec![volume_table(std::slice::from_ref(v), wide), r];
+        if v.is_ha() {
+            tables.push(replication_table(v));
+            let mut notes = TableView::new(&["NOTE"]).titled("Notes:");
+            for n in ha_notes(v) {
+                notes.push(vec![n]);
+            }
+            tables.push(notes);
+        }
+        tables
     }
 }
 
+/// An HA volume's replicas as the replication layer sees them, with what the volume's
+/// config assigns each.
+fn replication_table(v: &VolumeRow) -> TableView {
+    let title = format!("Replication (HA {}):", v.ha_cell());
+    let mut t = TableView::new(&[
+        "NODE",
+        "ASSIGNED",
+        "ROLE",
+        "DISK",
+        "CONNECTION",
+        "PEER-ROLE",
+        "PEER-DISK",
+        "SYNC",
+        "FLAGS",
+    ])
+    .titled(title);
+    for x in &v.replicas {
+        let mut flags: Vec<String> = x.flags().into_iter().map(str::to_string).collect();
+        match v.split_brain_keep.as_deref() {
+            Some(k) if k == x.node => flags.push("data kept (resolution)".into()),
+            Some(_) => flags.push("changes discarded (resolution)".into()),
+            None => {}
+        }
+        t.push(vec![
+            x.node.clone(),
+            x.assigned_cell(),
+            or_dash(x.role.as_deref()),
+            or_dash(x.disk_state.as_deref()),
+            or_dash(x.connection_state.as_deref()),
+            or_dash(x.peer_role.as_deref()),
+            or_dash(x.peer_disk_state.as_deref()),
+            or_dash(x.sync_text().as_deref()),
+            if flags.is_empty() {
+                "-".into()
+            } else {
+                flags.join(", ")
+            },
+        ]);
+    }
+    t
+}
+
+/// What an operator should know about an HA volume's state, and what to do. Pure.
+pub fn ha_notes(v: &VolumeRow) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(keep) = &v.split_brain_keep {
+        let others: Vec<&str> = v
+            .replicas
+            .iter()
+            .map(|r| r.node.as_str())
+            .filter(|n| n != keep)
+            .collect();
+        notes.push(format!(
+            "split-brain resolution pending: the data of {keep} is kept; the changes of {} since the split are discarded and it resyncs from {keep}; the controller clears the resolution once they are connected again",
+            others.join(", ")
+        ));
+    } else if v.in_split_brain() {
+        notes.push(format!(
+            "split brain: both replicas were primary while disconnected and hold different data; nothing was discarded. Choose the node whose data to keep: {}",
+            v.resolve_command()
+        ));
+    }
+    for r in &v.replicas {
+        if r.suspended == Some(true) {
+            notes.push(format!(
+                "I/O on {} is suspended: frozen until its peer is recorded outdated (fenced)",
+                r.node
+            ));
+        }
+    }
+    notes
+}
+
 /// Finds a volume by name, or by `pvc-namespace/pvc-name`, which is what users have at hand.
-fn find_volume<'a>(volumes: &'a [LocalVolume], key: &str) -> Option<&'a LocalVolume> {
+pub fn find_volume<'a>(volumes: &'a [LocalVolume], key: &str) -> Option<&'a LocalVolume> {
     volumes.iter().find(|v| v.name_any() == key).or_else(|| {
         let (ns, name) = key.split_once('/')?;
         volumes.iter().find(|v| {
@@ -247,7 +548,9 @@ fn find_volume<'a>(volumes: &'a [LocalVolume], key: &str) -> Option<&'a LocalVol
     })
 }
 
-async fn require_volume(cluster: &Cluster, key: &str) -> Result<LocalVolume, AdminError> {
+/// Reads a volume by name, or by `NAMESPACE/PVC`; an unknown one fails naming those that
+/// exist.
+pub async fn require_volume(cluster: &Cluster, key: &str) -> Result<LocalVolume, AdminError> {
     if !key.contains('/') {
         if let Some(v) = get_opt::<LocalVolume>(cluster, key).await? {
             return Ok(v);
@@ -455,10 +758,11 @@ pub async fn expand_volume(
 
 #[cfg(test)]
 mod tests {
+    use super::ha_fixtures::*;
     use super::*;
+    use crate::output::{render_tables, Render};
     use hwameistor_api::{
         LocalStorageNodeSpec, LocalStorageNodeStatus, LocalVolumeSpec, NodeState, PoolStatus,
-        ReplicaAssignment, VolumeConfig,
     };
     const MI: i64 = 1 << 20;
     const GI: i64 = 1 << 30;
@@ -578,5 +882,230 @@ mod tests {
             notes.iter().any(|n| n.contains("not placed yet")),
             "{notes:?}"
         );
+    }
+
+    #[test]
+    fn ha_rows_carry_replication_and_what_the_config_assigns() {
+        let mut v = ha_volume("v", &["a", "b"], "a", Some(HaState::Syncing));
+        v.spec.config.as_mut().unwrap().replicas[1].outdated = true;
+        let a = ha_replica("v", "a", "Primary", "UpToDate", "SyncSource");
+        let mut b = ha_replica("v", "b", "Secondary", "Inconsistent", "SyncTarget");
+        let rep = b.status.as_mut().unwrap().replication.as_mut().unwrap();
+        rep.sync_progress = Some("42.5%".into());
+        rep.out_of_sync_bytes = GI;
+        let row = volume_row(&v, &[&b, &a]);
+        assert_eq!(row.ha_state, Some(HaState::Syncing));
+        let (ra, rb) = (&row.replicas[0], &row.replicas[1]);
+        assert_eq!((ra.node.as_str(), rb.node.as_str()), ("a", "b"), "by node");
+        assert_eq!(
+            (ra.assigned_cell(), rb.assigned_cell()),
+            ("primary".to_string(), "outdated".to_string())
+        );
+        assert_eq!(rb.role.as_deref(), Some("Secondary"));
+        assert_eq!(rb.disk_state.as_deref(), Some("Inconsistent"));
+        assert_eq!(rb.connection_state.as_deref(), Some("SyncTarget"));
+        assert_eq!(rb.peer_disk_state.as_deref(), Some("UpToDate"));
+        assert_eq!(rb.sync_text().as_deref(), Some("42.5%, 1Gi out of sync"));
+        assert_eq!(ra.sync_text(), None);
+        assert_eq!(row.allowed_primary(), Some("a"));
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(json["haState"], "Syncing");
+        assert_eq!(json["replicas"][1]["outdated"], true);
+        assert_eq!(json["replicas"][1]["syncProgress"], "42.5%");
+        assert_eq!(json["replicas"][1]["outOfSyncBytes"], GI);
+        assert_eq!(json["replicas"][0]["allowedPrimary"], true);
+    }
+
+    #[test]
+    fn a_replica_the_config_wants_but_that_does_not_exist_shows_as_missing() {
+        // No haState reported yet: the core's rule stands in for the controller's report.
+        let v = ha_volume("v", &["a", "b"], "a", None);
+        let a = ha_replica("v", "a", "Primary", "UpToDate", "WFConnection");
+        let row = volume_row(&v, &[&a]);
+        assert_eq!(row.ha_state, Some(HaState::Degraded));
+        let b = &row.replicas[1];
+        assert!(b.missing);
+        assert_eq!(b.name, "v-b");
+        assert_eq!(b.state_cell(), "Missing");
+        let t = volume_table(std::slice::from_ref(&row), false);
+        assert_eq!(t.rows[0][4], "a:Ready,b:Missing");
+        assert_eq!(t.rows[0][6], "Degraded");
+    }
+
+    #[test]
+    fn plain_volumes_have_no_ha_fields() {
+        let v = volume("v", GI, Some("n1"));
+        let r = ha_replica("v", "n1", "Primary", "UpToDate", "Connected");
+        let row = volume_row(&v, &[&r]);
+        assert_eq!(row.ha_state, None);
+        assert_eq!(row.replicas[0].allowed_primary, None);
+        assert_eq!(row.replicas[0].assigned_cell(), "-");
+        let list = VolumeList { items: vec![row] };
+        let t = &list.tables(true)[0];
+        assert_eq!(
+            t.headers,
+            [
+                "NAME",
+                "POOL",
+                "CAPACITY",
+                "REPLICAS",
+                "NODES",
+                "STATE",
+                "HA",
+                "PUBLISHED",
+                "PVC",
+                "ALLOCATED",
+                "USED",
+                "PRIMARY",
+                "MESSAGE"
+            ]
+        );
+        assert_eq!(t.rows[0][6], "-");
+        assert_eq!(t.rows[0][11], "-");
+    }
+
+    #[test]
+    fn a_split_brain_volume_shows_the_command_and_then_the_pending_resolution() {
+        let mut v = ha_volume("v", &["a", "b"], "a", Some(HaState::SplitBrain));
+        let mut a = ha_replica("v", "a", "Primary", "UpToDate", "StandAlone");
+        let mut b = ha_replica("v", "b", "Primary", "UpToDate", "StandAlone");
+        for r in [&mut a, &mut b] {
+            r.status
+                .as_mut()
+                .unwrap()
+                .replication
+                .as_mut()
+                .unwrap()
+                .split_brain = true;
+        }
+        let detail = VolumeDetail {
+            volume: volume_row(&v, &[&a, &b]),
+        };
+        let text = render_tables(&detail.tables(false), false);
+        assert!(text.contains("Replication (HA SplitBrain):"), "{text}");
+        assert!(
+            text.contains("kubectl hwameistor volume resolve-split-brain v --keep <a|b>"),
+            "{text}"
+        );
+        assert!(text.contains("split brain"), "{text}");
+        v.spec.split_brain_resolution =
+            Some(hwameistor_api::SplitBrainResolution { keep: "a".into() });
+        let row = volume_row(&v, &[&a, &b]);
+        assert_eq!(row.split_brain_keep.as_deref(), Some("a"));
+        let notes = ha_notes(&row);
+        assert!(
+            notes[0].starts_with(
+                "split-brain resolution pending: the data of a is kept; the changes of b"
+            ),
+            "{notes:?}"
+        );
+        let t = replication_table(&row);
+        assert!(t.rows[0][8].contains("data kept"), "{:?}", t.rows[0]);
+        assert!(
+            t.rows[1][8].contains("changes discarded"),
+            "{:?}",
+            t.rows[1]
+        );
+    }
+}
+
+/// HA volumes and replicas as the controller and the agents report them, for the tests of
+/// the modules that read them.
+#[cfg(test)]
+pub(crate) mod ha_fixtures {
+    use hwameistor_api::{
+        HaState, LocalVolume, LocalVolumeReplica, LocalVolumeReplicaSpec, LocalVolumeReplicaStatus,
+        LocalVolumeSpec, LocalVolumeStatus, PoolClass, ReplicaAssignment, ReplicaState,
+        ReplicationStatus, VolumeConfig, VolumeState,
+    };
+
+    pub const GIB: i64 = 1 << 30;
+
+    /// A placed HA volume on `nodes` whose config lets `primary` serve it.
+    pub fn ha_volume(
+        name: &str,
+        nodes: &[&str],
+        primary: &str,
+        ha: Option<HaState>,
+    ) -> LocalVolume {
+        let mut v = LocalVolume::new(
+            name,
+            LocalVolumeSpec {
+                pool_name: PoolClass::Hdd.pool_name().into(),
+                volume_kind: Default::default(),
+                required_capacity_bytes: GIB,
+                replica_number: nodes.len() as i64,
+                convertible: false,
+                accessibility: Default::default(),
+                pvc_namespace: Some("default".into()),
+                pvc_name: Some(format!("data-{name}")),
+                fs_type: Some("xfs".into()),
+                config: Some(VolumeConfig {
+                    version: 3,
+                    required_capacity_bytes: GIB,
+                    resource_id: 7,
+                    replicas: nodes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| ReplicaAssignment {
+                            id: i as i64 + 1,
+                            hostname: n.to_string(),
+                            ip: Some(format!("10.0.0.{}", i + 1)),
+                            primary: *n == primary,
+                            outdated: false,
+                        })
+                        .collect(),
+                    initial: false,
+                }),
+                split_brain_resolution: None,
+            },
+        );
+        v.metadata.resource_version = Some("41".into());
+        v.status = Some(LocalVolumeStatus {
+            state: Some(VolumeState::Ready),
+            allocated_capacity_bytes: Some(GIB),
+            published_node: Some(primary.to_string()),
+            ha_state: ha,
+            ..Default::default()
+        });
+        v
+    }
+
+    /// A Ready replica of `volume` on `node` whose DRBD reports the given role, disk and
+    /// connection states (its peer Secondary and UpToDate).
+    pub fn ha_replica(
+        volume: &str,
+        node: &str,
+        role: &str,
+        disk: &str,
+        conn: &str,
+    ) -> LocalVolumeReplica {
+        let mut r = LocalVolumeReplica::new(
+            &format!("{volume}-{node}"),
+            LocalVolumeReplicaSpec {
+                volume_name: volume.into(),
+                pool_name: PoolClass::Hdd.pool_name().into(),
+                node_name: node.into(),
+                volume_kind: Default::default(),
+                required_capacity_bytes: GIB,
+                replication: None,
+            },
+        );
+        r.status = Some(LocalVolumeReplicaStatus {
+            state: Some(ReplicaState::Ready),
+            synced: Some(disk == "UpToDate"),
+            allocated_capacity_bytes: Some(GIB),
+            device_path: Some("/dev/drbd7".into()),
+            replication: Some(ReplicationStatus {
+                role: role.into(),
+                disk_state: disk.into(),
+                connection_state: conn.into(),
+                peer_role: Some("Secondary".into()),
+                peer_disk_state: Some("UpToDate".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        r
     }
 }
