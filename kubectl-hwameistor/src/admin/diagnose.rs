@@ -4,14 +4,16 @@
 
 use super::disks::unavailability;
 use super::lookup::list_all;
+use super::volumes::{ReplicaRow, VolumeRow};
 use crate::client::Cluster;
 use crate::errors::AdminError;
 use crate::output::{or_dash, Render, TableView};
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::{
-    ClaimPhase, DiskPhase, DiskPresence, LocalDisk, LocalDiskClaim, LocalStorageNode, LocalVolume,
-    LocalVolumeReplica, NodeState, ReplicaState, VolumeState, CSI_DRIVER_NAME,
+    ClaimPhase, DiskPhase, DiskPresence, HaState, LocalDisk, LocalDiskClaim, LocalStorageNode,
+    LocalVolume, LocalVolumeReplica, NodeState, ReplicaState, VolumeState, CSI_DRIVER_NAME,
 };
+use hwameistor_core::drbd::ConnState;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -31,6 +33,8 @@ pub const POOL_FULL_PERCENT: i64 = 90;
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Ok,
+    /// Nothing wrong, but under way (e.g. a resync): worth knowing, never an exit code.
+    Info,
     Warning,
     Error,
 }
@@ -39,6 +43,7 @@ impl Severity {
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Ok => "ok",
+            Severity::Info => "info",
             Severity::Warning => "warning",
             Severity::Error => "error",
         }
@@ -454,6 +459,166 @@ fn check_volumes(s: &Snapshot, f: &mut Findings) {
     }
 }
 
+/// HA volumes, one finding per problem: a split brain is an error whose hint is the
+/// command that resolves it (a warning once a resolution is pending); frozen I/O is an
+/// error; a replica down, disconnected, outdated or missing is a warning naming it and why;
+/// a resync is info with its progress.
+fn check_ha(s: &Snapshot, f: &mut Findings) {
+    let rows = super::volumes::volume_list(&s.volumes, &s.replicas).items;
+    let mut ha = 0;
+    let mut bad = 0;
+    for v in rows.iter().filter(|v| v.is_ha()) {
+        ha += 1;
+        let found = ha_findings(v);
+        bad += found
+            .iter()
+            .filter(|x| x.severity >= Severity::Warning)
+            .count();
+        f.0.extend(found);
+    }
+    if bad == 0 {
+        f.ok(
+            "ha",
+            format!("{ha} HA volume(s), none degraded or in split brain"),
+        );
+    }
+}
+
+/// The other replicas' nodes of `v`, joined.
+fn peers_of(v: &VolumeRow, node: &str) -> String {
+    let peers: Vec<&str> = v
+        .replicas
+        .iter()
+        .map(|r| r.node.as_str())
+        .filter(|n| *n != node)
+        .collect();
+    if peers.is_empty() {
+        "its peer".into()
+    } else {
+        peers.join(", ")
+    }
+}
+
+/// Why a replica of a Degraded volume is not a full copy, and what to check; None when it
+/// is one. Pure.
+fn degraded_reason(v: &VolumeRow, r: &ReplicaRow) -> Option<(String, String)> {
+    let node = &r.node;
+    let peer = peers_of(v, node);
+    let agent = format!("kubectl hwameistor node get {node}");
+    if r.missing {
+        return Some((
+            format!("no replica on {node}: the volume's config places one there but no LocalVolumeReplica exists (not created yet, or deleted)"),
+            format!("the controller creates it: check the controller and the room in {node}'s pool ({agent})"),
+        ));
+    }
+    let Some(conn) = r.connection_state.as_deref() else {
+        return Some((
+            format!("the replica on {node} reports no replication state: its DRBD resource is not up"),
+            format!("check the agent on {node} ({agent}) and the replica's message (kubectl hwameistor volume get {})", v.name),
+        ));
+    };
+    let mut why = Vec::new();
+    let connected = ConnState::parse(conn).is_some_and(|c| c.connected());
+    if !connected {
+        why.push(format!("is disconnected ({conn})"));
+    }
+    if r.outdated == Some(true) {
+        why.push("is outdated (fenced: it may lack writes its peer acknowledged, and is not promoted until it has resynced)".to_string());
+    }
+    if why.is_empty() {
+        return None;
+    }
+    let hint = if connected {
+        format!(
+            "it resyncs from {peer} by itself; if it does not, check the agent on {node} ({agent})"
+        )
+    } else {
+        format!("check that {node} is up and its agent runs ({agent}), and the replication network between {node} and {peer}; it resyncs once connected")
+    };
+    Some((
+        format!("one copy only: the replica on {node} {}", why.join(" and ")),
+        hint,
+    ))
+}
+
+/// The findings of one HA volume. Pure.
+pub fn ha_findings(v: &VolumeRow) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut add = |severity: Severity, message: String, hint: String| {
+        out.push(Finding {
+            check: "ha".into(),
+            severity,
+            object: Some(format!("volume {}", v.name)),
+            message,
+            hint: Some(hint),
+        })
+    };
+    let get = format!("kubectl hwameistor volume get {}", v.name);
+    for r in v.replicas.iter().filter(|r| r.suspended == Some(true)) {
+        let peer = peers_of(v, &r.node);
+        add(
+            Severity::Error,
+            format!("I/O on {} is suspended: writes to the volume hang until {peer} is recorded outdated (fenced)", r.node),
+            format!("the agent on {} resumes I/O once it has fenced {peer} through the API: check that agent's logs and its access to the API server; {get} shows whether {} was fenced itself", r.node, r.node),
+        );
+    }
+    if v.in_split_brain() {
+        let nodes: Vec<&str> = v.replicas.iter().map(|r| r.node.as_str()).collect();
+        match v.split_brain_keep.as_deref() {
+            None => add(
+                Severity::Error,
+                format!("split brain: both replicas ({}) were primary while disconnected and hold different data; nothing was discarded, and they stay apart until you choose the node whose data to keep", nodes.join(", ")),
+                v.resolve_command(),
+            ),
+            Some(keep) => {
+                let peer = peers_of(v, keep);
+                add(
+                    Severity::Warning,
+                    format!("split brain being resolved: the data of {keep} is kept; the changes of {peer} since the split are discarded once it reconnects"),
+                    format!("{get} follows it; {peer} waits while its replica is in use there (stop its pod)"),
+                );
+            }
+        }
+        return out;
+    }
+    match v.ha_state {
+        Some(HaState::Degraded) => {
+            let reasons: Vec<(String, String)> = v
+                .replicas
+                .iter()
+                .filter_map(|r| degraded_reason(v, r))
+                .collect();
+            if reasons.is_empty() {
+                add(
+                    Severity::Warning,
+                    format!(
+                        "one copy only (HA state Degraded){}",
+                        v.message
+                            .as_deref()
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
+                    ),
+                    format!("{get} shows each replica's replication state"),
+                );
+            }
+            for (message, hint) in reasons {
+                add(Severity::Warning, message, hint);
+            }
+        }
+        Some(HaState::Syncing) => {
+            let progress = v.resync_progress();
+            let message = if progress.is_empty() {
+                "resync running".to_string()
+            } else {
+                format!("resync running: {}", progress.join("; "))
+            };
+            add(Severity::Info, message, format!("{get} shows the progress"));
+        }
+        _ => {}
+    }
+    out
+}
+
 fn check_disks(s: &Snapshot, f: &mut Findings) {
     let mut bad = 0;
     for d in &s.disks {
@@ -557,6 +722,7 @@ pub fn diagnose_snapshot(s: &Snapshot) -> DiagnoseReport {
     if installed {
         check_pools(s, &mut f);
         check_volumes(s, &mut f);
+        check_ha(s, &mut f);
         check_disks(s, &mut f);
         check_claims(s, &mut f);
     }
@@ -631,4 +797,215 @@ pub async fn collect(cluster: &Cluster) -> Result<Snapshot, AdminError> {
 
 pub async fn diagnose(cluster: &Cluster) -> Result<DiagnoseReport, AdminError> {
     Ok(diagnose_snapshot(&collect(cluster).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::volumes::ha_fixtures::*;
+    use super::super::volumes::volume_row;
+    use super::*;
+    use hwameistor_api::SplitBrainResolution;
+
+    fn findings(v: &LocalVolume, replicas: &[&LocalVolumeReplica]) -> Vec<Finding> {
+        ha_findings(&volume_row(v, replicas))
+    }
+
+    fn split(r: &mut LocalVolumeReplica) {
+        r.status
+            .as_mut()
+            .unwrap()
+            .replication
+            .as_mut()
+            .unwrap()
+            .split_brain = true;
+    }
+
+    #[test]
+    fn a_split_brain_is_an_error_whose_hint_is_the_command() {
+        let mut v = ha_volume(
+            "pvc-1",
+            &["node-a", "node-b"],
+            "node-a",
+            Some(HaState::SplitBrain),
+        );
+        let mut a = ha_replica("pvc-1", "node-a", "Primary", "UpToDate", "StandAlone");
+        let mut b = ha_replica("pvc-1", "node-b", "Primary", "UpToDate", "StandAlone");
+        split(&mut a);
+        split(&mut b);
+        let f = findings(&v, &[&a, &b]);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(
+            (f[0].check.as_str(), f[0].severity),
+            ("ha", Severity::Error)
+        );
+        assert_eq!(f[0].object.as_deref(), Some("volume pvc-1"));
+        assert_eq!(
+            f[0].hint.as_deref(),
+            Some("kubectl hwameistor volume resolve-split-brain pvc-1 --keep <node-a|node-b>")
+        );
+        assert!(
+            f[0].message
+                .starts_with("split brain: both replicas (node-a, node-b)"),
+            "{}",
+            f[0].message
+        );
+        // A replica's report counts before the controller summed it up.
+        v.status.as_mut().unwrap().ha_state = Some(HaState::Healthy);
+        assert_eq!(findings(&v, &[&a, &b])[0].severity, Severity::Error);
+        // Once resolved, a warning that says what happens and what it waits for.
+        v.spec.split_brain_resolution = Some(SplitBrainResolution {
+            keep: "node-a".into(),
+        });
+        let f = findings(&v, &[&a, &b]);
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert!(
+            f[0].message.contains("the data of node-a is kept"),
+            "{}",
+            f[0].message
+        );
+        assert!(
+            f[0].hint.as_deref().unwrap().contains("stop its pod"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn degraded_names_the_replica_and_why() {
+        let mut v = ha_volume(
+            "v",
+            &["node-a", "node-b"],
+            "node-a",
+            Some(HaState::Degraded),
+        );
+        v.spec.config.as_mut().unwrap().replicas[1].outdated = true;
+        let a = ha_replica("v", "node-a", "Primary", "UpToDate", "WFConnection");
+        let b = ha_replica("v", "node-b", "Secondary", "Outdated", "StandAlone");
+        let f = findings(&v, &[&a, &b]);
+        // node-a waits for its peer: the copy that is missing is node-b's.
+        let msgs: Vec<&str> = f.iter().map(|x| x.message.as_str()).collect();
+        assert_eq!(f.len(), 2, "{msgs:?}");
+        assert!(f.iter().all(|x| x.severity == Severity::Warning));
+        assert_eq!(
+            msgs[0],
+            "one copy only: the replica on node-a is disconnected (WFConnection)"
+        );
+        assert!(
+            msgs[1].starts_with("one copy only: the replica on node-b is disconnected (StandAlone) and is outdated (fenced"),
+            "{msgs:?}"
+        );
+        assert!(f[1]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("kubectl hwameistor node get node-b"));
+
+        // A replica the config wants but that does not exist.
+        let f = findings(&v, &[&a]);
+        assert!(
+            f.iter()
+                .any(|x| x.message.starts_with("no replica on node-b")),
+            "{f:?}"
+        );
+        // A replica whose DRBD resource is not up.
+        let mut down = ha_replica("v", "node-b", "", "", "");
+        down.status.as_mut().unwrap().replication = None;
+        let f = findings(&v, &[&a, &down]);
+        assert!(
+            f.iter().any(|x| x.message == "the replica on node-b reports no replication state: its DRBD resource is not up"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_resync_is_info_with_its_progress_and_healthy_says_nothing() {
+        let v = ha_volume("v", &["node-a", "node-b"], "node-a", Some(HaState::Syncing));
+        let a = ha_replica("v", "node-a", "Primary", "UpToDate", "SyncSource");
+        let mut b = ha_replica("v", "node-b", "Secondary", "Inconsistent", "SyncTarget");
+        let rep = b.status.as_mut().unwrap().replication.as_mut().unwrap();
+        rep.sync_progress = Some("42.5%".into());
+        rep.out_of_sync_bytes = 512 << 20;
+        let f = findings(&v, &[&a, &b]);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].severity, Severity::Info);
+        assert_eq!(
+            f[0].message,
+            "resync running: node-b from node-a: 42.5%, 512Mi out of sync"
+        );
+        assert_eq!(
+            f[0].hint.as_deref(),
+            Some("kubectl hwameistor volume get v shows the progress")
+        );
+
+        let v = ha_volume("v", &["node-a", "node-b"], "node-a", Some(HaState::Healthy));
+        let a = ha_replica("v", "node-a", "Primary", "UpToDate", "Connected");
+        let b = ha_replica("v", "node-b", "Secondary", "UpToDate", "Connected");
+        assert!(findings(&v, &[&a, &b]).is_empty());
+    }
+
+    #[test]
+    fn frozen_io_is_an_error() {
+        let v = ha_volume(
+            "v",
+            &["node-a", "node-b"],
+            "node-a",
+            Some(HaState::Degraded),
+        );
+        let mut a = ha_replica("v", "node-a", "Primary", "UpToDate", "WFConnection");
+        a.status
+            .as_mut()
+            .unwrap()
+            .replication
+            .as_mut()
+            .unwrap()
+            .suspended = true;
+        let b = ha_replica("v", "node-b", "Secondary", "UpToDate", "WFConnection");
+        let f = findings(&v, &[&a, &b]);
+        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(
+            f[0].message,
+            "I/O on node-a is suspended: writes to the volume hang until node-b is recorded outdated (fenced)"
+        );
+    }
+
+    #[test]
+    fn the_ha_check_runs_with_the_others_and_info_is_not_a_warning() {
+        let crds = hwameistor_api::crds::all()
+            .into_iter()
+            .map(|mut c| {
+                c.status = serde_json::from_value(serde_json::json!({
+                    "conditions": [{"type": "Established", "status": "True"}]
+                }))
+                .unwrap();
+                c
+            })
+            .collect();
+        let v = ha_volume("v", &["node-a", "node-b"], "node-a", Some(HaState::Syncing));
+        let b = ha_replica("v", "node-b", "Secondary", "Inconsistent", "SyncTarget");
+        let s = Snapshot {
+            crds,
+            volumes: vec![v, ha_volume("plain", &["node-a"], "node-a", None)],
+            replicas: vec![
+                ha_replica("v", "node-a", "Primary", "UpToDate", "SyncSource"),
+                b,
+            ],
+            ..Default::default()
+        };
+        let mut plain = s.clone();
+        plain.volumes[1].spec.config.as_mut().unwrap().resource_id = -1;
+        let r = diagnose_snapshot(&plain);
+        let ha: Vec<&Finding> = r.findings.iter().filter(|f| f.check == "ha").collect();
+        assert_eq!(ha.len(), 2, "{ha:?}");
+        assert_eq!(ha[0].severity, Severity::Info);
+        assert_eq!(ha[1].severity, Severity::Ok);
+        assert_eq!(
+            ha[1].message,
+            "1 HA volume(s), none degraded or in split brain"
+        );
+        assert_eq!(
+            r.exit_code(true),
+            if r.warnings + r.errors > 0 { 1 } else { 0 }
+        );
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"severity\":\"info\""), "{json}");
+    }
 }
