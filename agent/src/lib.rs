@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod disks;
 pub mod ha;
 pub mod heartbeat;
+pub mod helper_socket;
 pub use hwameistor_hostexec as exec;
 pub mod lvm;
 pub mod replica_controller;

@@ -477,10 +477,28 @@ fn rbac_binds_existing_accounts_to_existing_roles_with_what_the_code_needs() {
         "localvolumereplicas/status",
         "update"
     ));
+    // Fencing: the agent records a lost peer outdated on the volume (compare-and-swap).
+    assert!(grants(&node, "hwameistor.io", "localvolumes", "get"));
+    assert!(grants(&node, "hwameistor.io", "localvolumes", "patch"));
     assert!(
-        !grants(&node, "hwameistor.io", "localvolumes", "get"),
-        "the node agent never reads volumes"
+        !grants(&node, "hwameistor.io", "localvolumes", "create")
+            && !grants(&node, "hwameistor.io", "localvolumes", "delete"),
+        "the node agent never creates or deletes volumes"
     );
+    assert!(grants(&node, "", "nodes", "get"), "the storage IP");
+    let node_leases = o
+        .roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some("hwameistor-node-leases"))
+        .expect("node lease role");
+    for verb in ["get", "create", "patch"] {
+        assert!(grants(
+            node_leases.rules.as_deref().unwrap_or_default(),
+            "coordination.k8s.io",
+            "leases",
+            verb
+        ));
+    }
     let leases = o
         .roles
         .iter()

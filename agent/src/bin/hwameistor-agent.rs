@@ -6,9 +6,11 @@ use hwameistor_agent::context::{Context, Tuning};
 use hwameistor_agent::crash::CrashPoints;
 use hwameistor_agent::discovery::{HostDisks, HostRoots};
 use hwameistor_agent::exec::{HostExecutor, HostMode};
+use hwameistor_agent::ha::Replication;
 use hwameistor_agent::lvm::{LvmCli, LvmHealth};
 use hwameistor_agent::{claim_controller, replica_controller, scanner};
 use hwameistor_csi::readiness::{ApiReachability, Readiness, ReadinessSource};
+use hwameistor_hostexec::drbd::{DrbdCli, LocalConfigFiles};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +49,63 @@ struct Args {
     /// Most volumes the CSI node service accepts on this node (reported to the scheduler).
     #[arg(long, default_value_t = 1000)]
     csi_max_volumes: i64,
+    /// Run HA replicas with DRBD (8.4). Without it, HA replicas on this node report that
+    /// they cannot run.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    drbd: bool,
+    /// Directory of the agent's own DRBD configuration (drbd.conf and one file per
+    /// resource); the node's /etc/drbd.conf is never used.
+    #[arg(long, default_value = "/etc/hwameistor/drbd")]
+    drbd_config_dir: String,
+    /// The program DRBD runs to fence a peer or report a split brain (named in every
+    /// resource file); it reaches this agent through --drbd-helper-socket.
+    #[arg(long, default_value = "/usr/local/bin/hwameistor-drbd-helper")]
+    drbd_helper: String,
+    #[arg(long, default_value = hwameistor_agent::helper_socket::DEFAULT_SOCKET)]
+    drbd_helper_socket: PathBuf,
+    /// This node's replication address, published as its LocalStorageNode's storageIP.
+    /// Unset: the Node's `hwameistor.io/storage-ip` annotation, else its InternalIP.
+    #[arg(long, env = "STORAGE_IP")]
+    storage_ip: Option<String>,
+    /// Namespace of the heartbeat Lease the controller watches for failover.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "hwameistor")]
+    namespace: String,
+    /// How often the heartbeat is renewed, and how long each renewal is declared valid.
+    #[arg(long, default_value = "2s", value_parser = hwameistor_api::duration::parse_duration)]
+    heartbeat: Duration,
+    #[arg(long, default_value = "6s", value_parser = hwameistor_api::duration::parse_duration)]
+    heartbeat_valid: Duration,
+}
+
+/// Annotation on a Node naming its replication address.
+const STORAGE_IP_ANNOTATION: &str = "hwameistor.io/storage-ip";
+
+/// The replication address: the flag, else the Node's annotation, else its InternalIP.
+async fn storage_ip(client: &kube::Client, args: &Args) -> Option<String> {
+    if let Some(ip) = &args.storage_ip {
+        return Some(ip.clone());
+    }
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let node = match nodes.get_opt(&args.node_name).await {
+        Ok(n) => n?,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read this node's Node object for its storage IP");
+            return None;
+        }
+    };
+    if let Some(ip) = node
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(STORAGE_IP_ANNOTATION))
+    {
+        return Some(ip.clone());
+    }
+    node.status?
+        .addresses?
+        .into_iter()
+        .find(|a| a.type_ == "InternalIP")
+        .map(|a| a.address)
 }
 
 /// The CSI node service, when asked for; otherwise a future that never completes. Its
@@ -56,6 +115,7 @@ struct Args {
 async fn csi_node(
     args: &Args,
     readiness: Arc<dyn hwameistor_csi::readiness::ReadinessSource>,
+    replication: Option<Arc<dyn hwameistor_csi::node::Replicated>>,
 ) -> Result<(), hwameistor_csi::errors::ServeError> {
     use hwameistor_csi::{
         exec::HostExecutor,
@@ -70,11 +130,13 @@ async fn csi_node(
     let services = server::Services {
         identity: IdentityService::new(false, readiness),
         controller: None,
-        node: Some(NodeService::new(
-            args.node_name.clone(),
-            host,
-            args.csi_max_volumes,
-        )),
+        node: Some({
+            let n = NodeService::new(args.node_name.clone(), host, args.csi_max_volumes);
+            match replication {
+                Some(r) => n.with_replication(r),
+                None => n,
+            }
+        }),
     };
     server::serve(&endpoint, services, std::future::pending()).await
 }
@@ -101,13 +163,35 @@ async fn main() -> anyhow::Result<()> {
         sys: args.sys_root.clone(),
         ..HostRoots::default()
     };
-    let ctx = Context::new(
+    let replication = if args.drbd {
+        // Files are written from this process: in nsenter mode the config directory must be
+        // the same path in the container and on the host (a hostPath mount).
+        let drbd = DrbdCli::with_config_dir(
+            exec.clone(),
+            Arc::new(LocalConfigFiles),
+            &args.drbd_config_dir,
+        )
+        .context("--drbd-config-dir")?;
+        Some(Replication::new(
+            Arc::new(drbd),
+            Some(args.drbd_helper.clone()),
+        ))
+    } else {
+        None
+    };
+    let ip = storage_ip(&client, &args).await;
+    if ip.is_none() {
+        tracing::warn!("no storage IP (flag, Node annotation or InternalIP): this node cannot hold HA replicas");
+    }
+    let ctx = Context::with_replication(
         client,
         args.node_name.clone(),
         Arc::new(LvmCli::new(exec)),
         Arc::new(HostDisks { roots }),
         crash,
         Tuning::default(),
+        replication.clone(),
+        ip,
     );
     tracing::info!(node = %args.node_name, version = env!("CARGO_PKG_VERSION"), "agent starting");
     // CSI Probe: ready when LVM answered its last read and the API server answers.
@@ -124,7 +208,37 @@ async fn main() -> anyhow::Result<()> {
             Readiness::all([lvm, api.readiness()])
         }
     };
-    let csi = csi_node(&args, Arc::new(readiness));
+    let csi_replication = replication.clone().map(|r| {
+        Arc::new(hwameistor_agent::ha::CsiReplication {
+            ctx: ctx.clone(),
+            replication: r,
+        }) as Arc<dyn hwameistor_csi::node::Replicated>
+    });
+    let csi = csi_node(&args, Arc::new(readiness), csi_replication);
+    let ha = {
+        let (ctx, rep, socket) = (
+            ctx.clone(),
+            replication.clone(),
+            args.drbd_helper_socket.clone(),
+        );
+        async move {
+            let Some(rep) = rep else {
+                return std::future::pending::<()>().await;
+            };
+            tokio::spawn(rep.clone().run_monitor(Duration::from_secs(1)));
+            if let Err(e) = hwameistor_agent::helper_socket::serve(ctx, rep, &socket).await {
+                tracing::error!(error = %e, socket = %socket.display(), "DRBD helper socket failed; fencing falls back to the replica reconciler");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    let beat = hwameistor_agent::heartbeat::run(
+        ctx.client.clone(),
+        args.namespace.clone(),
+        args.node_name.clone(),
+        args.heartbeat,
+        args.heartbeat_valid,
+    );
     tokio::select! {
         r = csi => {
             if let Err(e) = r {
@@ -136,6 +250,8 @@ async fn main() -> anyhow::Result<()> {
         _ = scanner::run(ctx.clone(), args.resync, scanner::host_uevents()) => {}
         _ = claim_controller::run(ctx.clone()) => {}
         _ = replica_controller::run(ctx.clone()) => {}
+        _ = ha => {}
+        _ = beat => {}
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; stopping"); }
     }
     Ok(())
