@@ -1002,6 +1002,7 @@ async fn lists_show_disks_pools_nodes_and_volumes() {
             "2/2",
             &format!("{a}:Ready,{b}:Ready"),
             "Ready",
+            "-",
             a,
             &fx.pvc()
         ]
