@@ -60,6 +60,38 @@ pub enum AdminError {
     #[error("aborted: {action} was not confirmed")]
     NotConfirmed { action: String },
 
+    #[error("aborted: {action} was not confirmed (typed {typed:?}, not {expected:?}); nothing was changed")]
+    TypedMismatch {
+        action: String,
+        typed: String,
+        expected: String,
+    },
+
+    #[error("volume {volume:?} is not replicated (HA): it has a single copy, so there is no split brain to resolve")]
+    NotHa { volume: String },
+
+    #[error("volume {volume:?} is not in split brain (HA state {ha_state}, and no replica reports one); nothing to resolve")]
+    NotSplitBrain { volume: String, ha_state: String },
+
+    #[error(
+        "node {node:?} holds no replica of volume {volume:?}; {}",
+        known_list("its replicas are on", nodes, "it has no replicas")
+    )]
+    NotAReplicaNode {
+        volume: String,
+        node: String,
+        nodes: Vec<String>,
+    },
+
+    #[error("a split-brain resolution of volume {volume:?} is already pending (the data of {keep} is kept); the controller clears it once the replicas are connected again: `kubectl hwameistor volume get {volume}` shows how far it is")]
+    ResolutionPending { volume: String, keep: String },
+
+    #[error("{what} changed since it was read (another writer, or the controller): nothing was written; run the command again to see its current state")]
+    Conflict { what: String },
+
+    #[error("{0}")]
+    ResolutionAbandoned(String),
+
     #[error("cannot grow volume {volume:?}: {reason}; free space in the pool first (`kubectl hwameistor pool list`), or add disks (`kubectl hwameistor disk claim`)")]
     NoRoom { volume: String, reason: String },
 

@@ -14,6 +14,7 @@ pub mod manifests;
 pub mod nodes;
 pub mod pools;
 pub mod readiness;
+pub mod split_brain;
 pub mod uninstall;
 pub mod volumes;
 pub mod webhook_certs;

@@ -51,7 +51,7 @@ pub enum Command {
     /// Pools per node and class.
     #[command(subcommand, visible_alias = "pools")]
     Pool(inspect::PoolCommand),
-    /// Volumes: list, show, expand.
+    /// Volumes: list, show, expand, resolve a split brain.
     #[command(subcommand, visible_aliases = ["volumes", "vol"])]
     Volume(volume::VolumeCommand),
     /// Check the health of everything HwameiStor needs; non-zero exit on errors.
