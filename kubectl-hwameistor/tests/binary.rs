@@ -177,3 +177,43 @@ async fn commands_against_a_cluster_through_a_kubeconfig_file() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["errors"].as_u64().unwrap() > 0);
 }
+
+#[tokio::test]
+async fn resolving_a_split_brain_without_a_terminal_shows_the_plan_and_refuses() {
+    let env = Env::start().await;
+    let fx = env.fx();
+    let name = split_brain_volume(&env, "sb").await;
+    let volumes: kube::Api<hwameistor_api::LocalVolume> = kube::Api::all(env.client());
+    let before = volumes.get(&name).await.unwrap();
+    let out = run_async(args(
+        &env,
+        &["volume", "resolve-split-brain", &name, "--keep", &fx.node_a],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no result: {}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "Plan: resolve the split brain of volume {name} (PVC default/data-{name})\n"
+        )),
+        "the plan is shown first: {err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "The changes made on {} since the split are DISCARDED",
+            fx.node_b
+        )),
+        "{err}"
+    );
+    assert!(
+        err.ends_with(&format!("error: discard the changes made on {} to volume {name} since the split brain needs confirmation, but stdin is not a terminal: pass --yes to proceed\n", fx.node_b)),
+        "{err}"
+    );
+    let after = volumes.get(&name).await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    assert_eq!(after.spec.split_brain_resolution, None);
+}

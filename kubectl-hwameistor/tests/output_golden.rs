@@ -4,6 +4,7 @@ use hwameistor_api::HaState;
 use kubectl_hwameistor::admin::diagnose::{DiagnoseReport, Finding, Severity};
 use kubectl_hwameistor::admin::disks::{DiskList, DiskRow};
 use kubectl_hwameistor::admin::pools::{PoolList, PoolRow};
+use kubectl_hwameistor::admin::split_brain;
 use kubectl_hwameistor::admin::volumes::{ReplicaRow, VolumeDetail, VolumeList, VolumeRow};
 use kubectl_hwameistor::output::{render, OutputFormat, OutputOptions};
 
@@ -395,5 +396,57 @@ fn volume_list_shows_the_ha_state_and_wide_the_allowed_primary() {
             "pvc-1   LocalStorage_PoolHDD   10Gi       1/2        node-a:Ready,node-b:NotReady   NotReady   -         node-a      default/data-db-0   10Gi        -      -         -",
             "pvc-2   LocalStorage_PoolHDD   10Gi       2/2        node-a:Ready,node-b:Ready      Ready      Syncing   node-a      default/data-db-1   10Gi        -      node-a    -",
         ]
+    );
+}
+
+#[test]
+fn the_split_brain_plan_says_what_is_kept_and_what_is_discarded() {
+    let v: hwameistor_api::LocalVolume = serde_json::from_value(serde_json::json!({
+        "apiVersion": "hwameistor.io/v1alpha1", "kind": "LocalVolume",
+        "metadata": {"name": "pvc-3", "resourceVersion": "812"},
+        "spec": {"poolName": "LocalStorage_PoolHDD", "requiredCapacityBytes": 10 * GI, "replicaNumber": 2,
+                 "pvcNamespace": "default", "pvcName": "data-db-0",
+                 "config": {"version": 9, "requiredCapacityBytes": 10 * GI, "resourceId": 3, "replicas": [
+                     {"id": 1, "hostname": "node-a", "ip": "10.0.0.1", "primary": true},
+                     {"id": 2, "hostname": "node-b", "ip": "10.0.0.2"}]}},
+        "status": {"state": "Ready", "haState": "SplitBrain", "publishedNode": "node-b"}
+    }))
+    .unwrap();
+    let replicas: Vec<hwameistor_api::LocalVolumeReplica> = ["node-a", "node-b"]
+        .iter()
+        .map(|n| {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "hwameistor.io/v1alpha1", "kind": "LocalVolumeReplica",
+                "metadata": {"name": format!("pvc-3-{n}")},
+                "spec": {"volumeName": "pvc-3", "poolName": "LocalStorage_PoolHDD", "nodeName": n,
+                         "requiredCapacityBytes": 10 * GI},
+                "status": {"state": "Ready", "replication": {"role": "Primary", "diskState": "UpToDate",
+                           "connectionState": "StandAlone", "splitBrain": true}}
+            }))
+            .unwrap()
+        })
+        .collect();
+    let refs: Vec<&hwameistor_api::LocalVolumeReplica> = replicas.iter().collect();
+    let plan = split_brain::plan_for(&v, &refs, "node-a").unwrap();
+    assert_eq!(
+        lines(&render(&plan, opts(OutputFormat::Table)).unwrap()),
+        [
+            "Plan: resolve the split brain of volume pvc-3 (PVC default/data-db-0)",
+            "NODE     REPLICA        ROLE      DISK       CONNECTION   ASSIGNED    DATA",
+            "node-a   pvc-3-node-a   Primary   UpToDate   StandAlone   primary     KEPT",
+            "node-b   pvc-3-node-b   Primary   UpToDate   StandAlone   secondary   DISCARDED since the split; resyncs from node-a",
+            "",
+            "Notes:",
+            "NOTE",
+            "The data of node-a is KEPT: it is the volume's data from now on.",
+            "The changes made on node-b since the split are DISCARDED: node-b drops them and resyncs from node-a. They cannot be recovered afterwards.",
+            "The volume is published on node-b: the pod using PVC default/data-db-0 runs there. Stop it (scale its workload down) now: node-b must not be in use; its replica waits, NotReady, until nothing uses the volume there, and only then discards and resyncs.",
+            "The controller last allowed node-a to be primary (to serve the volume).",
+            "Written as spec.splitBrainResolution.keep=node-a on LocalVolume pvc-3, only if it is unchanged since it was read (resourceVersion 812).",
+        ]
+    );
+    assert_eq!(
+        plan.confirmation_action(),
+        "discard the changes made on node-b to volume pvc-3 since the split brain"
     );
 }

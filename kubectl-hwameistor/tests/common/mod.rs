@@ -13,10 +13,10 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use hwameistor_api::{
-    ClaimPhase, DiskPhase, DiskPresence, DiskType, LocalDisk, LocalDiskClaim, LocalDiskSpec,
-    LocalDiskStatus, LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, LocalVolume,
-    LocalVolumeReplica, LocalVolumeReplicaStatus, LocalVolumeStatus, NodeState, ObjectRef,
-    PoolClass, PoolDisk, PoolStatus, ReplicaState, VolumeState,
+    ClaimPhase, DiskPhase, DiskPresence, DiskType, HaState, LocalDisk, LocalDiskClaim,
+    LocalDiskSpec, LocalDiskStatus, LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus,
+    LocalVolume, LocalVolumeReplica, LocalVolumeReplicaStatus, LocalVolumeStatus, NodeState,
+    ObjectRef, PoolClass, PoolDisk, PoolStatus, ReplicaState, VolumeState, LABEL_VOLUME,
 };
 use hwameistor_testapi::{unique_name, Cleanup, TestCluster};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
@@ -28,7 +28,7 @@ use kubectl_hwameistor::admin::install::{self, InstallOptions};
 use kubectl_hwameistor::admin::manifests::{embedded_files, Bundle};
 use kubectl_hwameistor::progress::Progress;
 use kubectl_hwameistor::Cluster;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -717,6 +717,88 @@ pub async fn populate(client: &Client, fx: &Fixture) {
     .await;
     create_with_status(client, replica(&fx.volume, a, 10 * GI, ReplicaState::Ready)).await;
     create_with_status(client, replica(&fx.volume, b, 10 * GI, ReplicaState::Ready)).await;
+}
+
+/// An HA volume on `a` and `b` (the config lets `a` be primary), published on `a`, with
+/// the HA state the controller reported.
+pub fn ha_volume(name: &str, a: &str, b: &str, ha: HaState) -> LocalVolume {
+    serde_json::from_value(json!({
+        "apiVersion": "hwameistor.io/v1alpha1",
+        "kind": "LocalVolume",
+        "metadata": {"name": name},
+        "spec": {
+            "poolName": PoolClass::Hdd.pool_name(),
+            "requiredCapacityBytes": GI,
+            "replicaNumber": 2,
+            "accessibility": {"nodes": [a, b]},
+            "pvcNamespace": "default",
+            "pvcName": format!("data-{name}"),
+            "fsType": "xfs",
+            "config": {
+                "version": 3,
+                "requiredCapacityBytes": GI,
+                "resourceId": 7,
+                "replicas": [
+                    {"id": 1, "hostname": a, "ip": "10.0.0.1", "primary": true},
+                    {"id": 2, "hostname": b, "ip": "10.0.0.2"},
+                ],
+            },
+        },
+        "status": {
+            "state": VolumeState::Ready,
+            "allocatedCapacityBytes": GI,
+            "replicas": [format!("{name}-{a}"), format!("{name}-{b}")],
+            "publishedNode": a,
+            "haState": ha,
+        },
+    }))
+    .expect("HA volume fixture")
+}
+
+/// The replica of `volume` on `node`, labelled as the controller labels it, Ready, with
+/// what its DRBD reports.
+pub fn ha_replica(volume: &str, node: &str, replication: Value) -> LocalVolumeReplica {
+    serde_json::from_value(json!({
+        "apiVersion": "hwameistor.io/v1alpha1",
+        "kind": "LocalVolumeReplica",
+        "metadata": {"name": format!("{volume}-{node}"), "labels": {LABEL_VOLUME: volume}},
+        "spec": {
+            "volumeName": volume,
+            "poolName": PoolClass::Hdd.pool_name(),
+            "nodeName": node,
+            "requiredCapacityBytes": GI,
+        },
+        "status": {
+            "state": ReplicaState::Ready,
+            "synced": replication["diskState"] == "UpToDate",
+            "allocatedCapacityBytes": GI,
+            "devicePath": "/dev/drbd7",
+            "replication": replication,
+        },
+    }))
+    .expect("HA replica fixture")
+}
+
+/// What each side of a split brain reports: Primary, UpToDate, alone.
+pub fn split_side() -> Value {
+    json!({"role": "Primary", "diskState": "UpToDate", "connectionState": "StandAlone",
+           "peerDiskState": "DUnknown", "splitBrain": true})
+}
+
+/// Creates an HA volume in split brain on the fixture's two nodes; returns its name.
+pub async fn split_brain_volume(env: &Env, base: &str) -> String {
+    let fx = env.fx();
+    let name = env.name(base);
+    let c = env.client();
+    create_with_status(
+        &c,
+        ha_volume(&name, &fx.node_a, &fx.node_b, HaState::SplitBrain),
+    )
+    .await;
+    for n in [&fx.node_a, &fx.node_b] {
+        create_with_status(&c, ha_replica(&name, n, split_side())).await;
+    }
+    name
 }
 
 /// The whitespace-separated cells of each line: tables compared cell by cell, since
