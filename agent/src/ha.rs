@@ -555,7 +555,9 @@ pub async fn reconcile(
                     )
                     .await;
                 }
-                continue;
+                // The report is the last step: what changes next (a resync's progress, a
+                // connection) wakes the replica through the DRBD monitor.
+                return Ok(Action::await_change());
             }
         };
         if let Err(e) = result {

@@ -9,7 +9,10 @@
 //! outdated and rejoins as a secondary that resyncs.
 //!
 //! A node without a Lease is not judged lost: the controller never fails over on the
-//! absence of information, only on a heartbeat that stopped.
+//! absence of information, only on a heartbeat that stopped. "Stopped" is judged on this
+//! controller's own clock (when it last saw the Lease change), never by comparing the
+//! node's renewTime with the local time: a node whose clock runs ahead would otherwise never
+//! look lost, and one whose clock runs behind would look lost while alive.
 
 use crate::volume_reconciler::Context;
 use hwameistor_api::{LocalVolume, LocalVolumeReplica, LABEL_VOLUME};
@@ -17,9 +20,9 @@ use hwameistor_core::ha::{self, NoFailover};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Prefix of the agents' heartbeat Leases (the node name follows), as the agent names them.
 pub const NODE_LEASE_PREFIX: &str = "hwameistor-node-";
@@ -34,38 +37,66 @@ pub struct FailoverConfig {
     pub tick: Duration,
 }
 
-/// Each node's last heartbeat: (renewed, valid for), in milliseconds.
-fn heartbeats(leases: &[Lease]) -> BTreeMap<String, (i64, i64)> {
-    leases
-        .iter()
-        .filter_map(|l| {
-            let node = l.name_any().strip_prefix(NODE_LEASE_PREFIX)?.to_string();
-            let spec = l.spec.as_ref()?;
-            let renewed = spec.renew_time.as_ref()?.0.as_millisecond();
-            let valid = i64::from(spec.lease_duration_seconds?) * 1000;
-            Some((node, (renewed, valid)))
+/// When this controller last saw each node's heartbeat change, on its own clock.
+#[derive(Default)]
+pub struct Heartbeats {
+    /// Node → (the Lease's renewTime as written, when it was first seen, valid for ms).
+    seen: HashMap<String, (Option<String>, Instant, i64)>,
+    started: Option<Instant>,
+}
+
+impl Heartbeats {
+    /// Records the Leases as listed now.
+    pub fn observe(&mut self, leases: &[Lease], now: Instant) {
+        self.started.get_or_insert(now);
+        for l in leases {
+            let Some(node) = l
+                .name_any()
+                .strip_prefix(NODE_LEASE_PREFIX)
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let Some(spec) = l.spec.as_ref() else {
+                continue;
+            };
+            let renew = spec.renew_time.as_ref().map(|t| t.0.to_string());
+            let valid = i64::from(spec.lease_duration_seconds.unwrap_or(0)) * 1000;
+            match self.seen.get_mut(&node) {
+                Some(e) if e.0 == renew => e.2 = valid,
+                _ => {
+                    self.seen.insert(node, (renew, now, valid));
+                }
+            }
+        }
+    }
+
+    /// Whether `node` stopped renewing: unchanged for longer than its validity plus
+    /// `grace`, as this controller saw it.
+    pub fn lost(&self, node: &str, now: Instant, grace: Duration) -> bool {
+        self.seen.get(node).is_some_and(|(_, changed, valid)| {
+            let silent =
+                i64::try_from(now.duration_since(*changed).as_millis()).unwrap_or(i64::MAX);
+            let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+            ha::heartbeat_lost(0, *valid, silent, grace)
         })
-        .collect()
+    }
 }
 
 /// One pass over the HA volumes. Returns the volumes failed over.
 pub async fn check_once(
     ctx: &Context,
     cfg: &FailoverConfig,
+    beats: &mut Heartbeats,
     reported: &mut HashMap<String, String>,
 ) -> Result<Vec<String>, kube::Error> {
     let leases = Api::<Lease>::namespaced(ctx.client.clone(), &cfg.namespace)
         .list(&ListParams::default())
         .await?
         .items;
-    let beats = heartbeats(&leases);
-    let now = jiff::Timestamp::now().as_millisecond();
-    let grace = i64::try_from(cfg.grace.as_millis()).unwrap_or(i64::MAX);
-    let lost = |node: &str| {
-        beats
-            .get(node)
-            .is_some_and(|&(renewed, valid)| ha::heartbeat_lost(renewed, valid, now, grace))
-    };
+    let now = Instant::now();
+    beats.observe(&leases, now);
+    let lost = |node: &str| beats.lost(node, now, cfg.grace);
     let volumes: Api<LocalVolume> = Api::all(ctx.client.clone());
     let replicas_api: Api<LocalVolumeReplica> = Api::all(ctx.client.clone());
     let mut failed_over = Vec::new();
@@ -149,10 +180,58 @@ pub async fn check_once(
 /// Checks every `cfg.tick` for as long as this controller leads.
 pub async fn run(ctx: Arc<Context>, cfg: FailoverConfig) {
     let mut reported = HashMap::new();
+    let mut beats = Heartbeats::default();
     loop {
-        if let Err(e) = check_once(&ctx, &cfg, &mut reported).await {
+        if let Err(e) = check_once(&ctx, &cfg, &mut beats, &mut reported).await {
             tracing::warn!(error = %e, "failover check failed; retrying");
         }
         tokio::time::sleep(cfg.tick).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    fn lease(node: &str, renew_s: i64) -> Lease {
+        let mut l = Lease::default();
+        l.metadata.name = Some(format!("{NODE_LEASE_PREFIX}{node}"));
+        l.spec = Some(LeaseSpec {
+            renew_time: Some(MicroTime(
+                jiff::Timestamp::from_second(renew_s).expect("time"),
+            )),
+            lease_duration_seconds: Some(3),
+            ..Default::default()
+        });
+        l
+    }
+
+    #[test]
+    fn a_node_is_lost_when_its_lease_stops_changing_whatever_its_clock_says() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(2);
+        let mut b = Heartbeats::default();
+        // The node's clock is a day ahead: irrelevant, only changes count.
+        let ahead = 86_400 + 1_000_000;
+        b.observe(&[lease("n1", ahead)], t0);
+        assert!(!b.lost("n1", t0 + Duration::from_secs(4), grace));
+        b.observe(&[lease("n1", ahead + 1)], t0 + Duration::from_secs(4));
+        assert!(!b.lost("n1", t0 + Duration::from_secs(8), grace));
+        // Silent for validity (3 s) plus grace (2 s) since the last change.
+        b.observe(&[lease("n1", ahead + 1)], t0 + Duration::from_secs(9));
+        assert!(b.lost("n1", t0 + Duration::from_millis(9_001), grace));
+        // A node without a Lease is never judged lost.
+        assert!(!b.lost("n2", t0 + Duration::from_secs(100), grace));
+        // Other Leases are ignored.
+        let mut other = lease("x", 1);
+        other.metadata.name = Some("hwameistor-controller".into());
+        b.observe(&[other], t0);
+        assert!(!b.lost(
+            "hwameistor-controller",
+            t0 + Duration::from_secs(100),
+            grace
+        ));
     }
 }
