@@ -5,7 +5,7 @@
 //! the test with the package to install.
 
 use async_trait::async_trait;
-use futures::future::BoxFuture;
+use futures::future::{join_all, BoxFuture};
 use hwameistor_core::drbd::{ConnState, DiskState, Host, ResourceConfig, ResourceStatus, Role};
 use hwameistor_hostexec::drbd::{ConfigFiles, Drbd, DrbdCli, DrbdError};
 use hwameistor_hostexec::lvm::{Lvm, LvmCli};
@@ -19,7 +19,7 @@ const MIB: i64 = 1 << 20;
 const TEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// Upper bound of one command in a VM.
 const CMD_TIMEOUT: Duration = Duration::from_secs(90);
-/// Upper bound of one wait for a DRBD state (a resync of 32 MiB takes seconds).
+/// Upper bound of one wait for a DRBD state (a resync of 16 MiB takes seconds).
 const STATE_TIMEOUT: Duration = Duration::from_secs(90);
 const DIR: &str = "/etc/hwameistor/drbd";
 const VG: &str = "vg";
@@ -183,6 +183,24 @@ impl Node {
         all.into_iter().find(|s| s.name == res)
     }
 
+    /// Runs `line` until its output satisfies `ok`; panics after [`STATE_TIMEOUT`].
+    async fn until(&self, what: &str, line: &str, ok: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let out = self.sh(line).await;
+            if ok(&out) {
+                return out;
+            }
+            if start.elapsed() > STATE_TIMEOUT {
+                panic!(
+                    "{}: no {what} within {STATE_TIMEOUT:?}; last output:\n{out}",
+                    self.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// Polls the resource's state until `ok` holds; panics with the last state after
     /// [`STATE_TIMEOUT`]. Returns the states seen on the way (each distinct one once).
     async fn wait(
@@ -295,7 +313,8 @@ async fn scenario(tb: &Arc<Testbed>) {
 
     // The module is loaded at boot; unload it on n1 so kernel() has to load it.
     n1.sh("rmmod drbd").await;
-    for n in both {
+    // Steps of the same kind run on both nodes at once (the VMs are slow, not busy).
+    join_all(both.map(|n| async move {
         tb.vm(&n.name)
             .write_file_mode(HANDLER, HANDLER_SCRIPT.as_bytes(), 0o755)
             .await
@@ -308,19 +327,20 @@ async fn scenario(tb: &Arc<Testbed>) {
             .await
             .expect("vg");
         for (lv, size) in [
-            ("r0", 32 * MIB),
+            ("r0", 16 * MIB),
             ("r0_drbdmeta", 4 * MIB),
-            ("r1", 16 * MIB),
+            ("r1", 8 * MIB),
             ("r1_drbdmeta", 4 * MIB),
         ] {
             n.lvm.create_lv(VG, lv, size).await.expect("lv");
         }
-    }
+    }))
+    .await;
     eprintln!("kernel and volumes: {:?}", t.elapsed());
 
     // Configuration and metadata.
     let r0 = config("r0", 0, &both);
-    for n in both {
+    join_all(both.map(|n| async {
         assert!(n.drbd.write_config(&r0).await.expect("write"));
         assert!(!n.drbd.write_config(&r0).await.expect("unchanged"));
         let main = n.sh(&format!("cat {DIR}/drbd.conf")).await;
@@ -336,7 +356,8 @@ async fn scenario(tb: &Arc<Testbed>) {
             n.drbd.up("nosuch").await,
             Err(DrbdError::NoSuchResource("nosuch".into()))
         );
-    }
+    }))
+    .await;
     // The node's own /etc/drbd.conf plays no part: our file is the only one given.
     assert!(!n1
         .sh("drbdadm dump all 2>&1 || true")
@@ -344,10 +365,11 @@ async fn scenario(tb: &Arc<Testbed>) {
         .contains("resource r0"));
 
     // Up on both: connected, nothing UpToDate yet.
-    for n in both {
+    join_all(both.map(|n| async {
         n.drbd.up("r0").await.expect("up");
         n.drbd.adjust("r0").await.expect("adjust");
-    }
+    }))
+    .await;
     n1.drbd.up("r0").await.expect("up again is adjust");
     let fresh = n1
         .wait("r0", "connected", |s| s.connection == ConnState::Connected)
@@ -362,7 +384,7 @@ async fn scenario(tb: &Arc<Testbed>) {
             Role::Secondary
         )
     );
-    assert!(s.out_of_sync_bytes > 30 * MIB as u64, "{s:?}");
+    assert!(s.out_of_sync_bytes > 15 * MIB as u64, "{s:?}");
     assert_eq!(
         n1.drbd.primary("r0", false).await,
         Err(DrbdError::NotUpToDate("r0".into()))
@@ -375,7 +397,7 @@ async fn scenario(tb: &Arc<Testbed>) {
     assert_eq!(seen.last().map(|s| s.role), Some(Role::Primary));
     let progress: Vec<_> = seen.iter().filter_map(|s| s.sync_percent).collect();
     eprintln!(
-        "initial sync of 32 MiB: {:?} (progress seen: {progress:?})",
+        "initial sync of 16 MiB: {:?} (progress seen: {progress:?})",
         t.elapsed()
     );
     assert!(progress.iter().all(|p| (0.0..=100.0).contains(p)));
@@ -412,15 +434,18 @@ async fn scenario(tb: &Arc<Testbed>) {
     eprintln!("switchover: {:?}", t.elapsed());
 
     // Resize: both backing volumes grown, then one primary grows the device.
-    for n in both {
-        n.lvm.extend_lv(VG, "r0", 48 * MIB).await.expect("lvextend");
-    }
+    join_all(both.map(|n| async { n.lvm.extend_lv(VG, "r0", 24 * MIB).await.expect("lvextend") }))
+        .await;
     let e = n1.drbd.resize("r0").await.expect_err("no primary");
     assert!(e.to_string().contains("Need one Primary"), "{e}");
     n1.drbd.primary("r0", false).await.expect("primary");
     n1.drbd.resize("r0").await.expect("resize");
-    let size = n1.sh("blockdev --getsize64 /dev/drbd0").await;
-    assert_eq!(size.trim(), (48 * MIB).to_string());
+    // The new size takes effect once the peers have agreed on it, just after the command.
+    let grown = (24 * MIB).to_string();
+    n1.until("grown device", "blockdev --getsize64 /dev/drbd0", |s| {
+        s.trim() == grown
+    })
+    .await;
     n1.wait("r0", "synced after resize", synced).await;
     eprintln!("resize: {:?}", t.elapsed());
 
@@ -450,8 +475,14 @@ async fn scenario(tb: &Arc<Testbed>) {
     n1.sh("echo 1 > /tmp/fence-exit; rm -f /tmp/fence.log")
         .await;
     n2.sh("ip link set eth1 down").await;
-    let frozen = n1.wait("r0", "frozen", |s| s.suspended).await;
-    let s = frozen.last().expect("state");
+    // I/O freezes the moment the loss is noticed, before the handler runs; wait for the
+    // kernel's verdict on the handler's answer.
+    n1.until("the fence-peer handler's answer", "dmesg", |d| {
+        d.contains("fence-peer helper broken, returned 1")
+    })
+    .await;
+    let s = n1.state("r0").await.expect("r0");
+    assert!(s.suspended, "still frozen: {s:?}");
     assert_eq!(
         (s.role, s.connection, s.peer_disk),
         (Role::Primary, ConnState::WFConnection, DiskState::DUnknown)
@@ -493,18 +524,22 @@ async fn scenario(tb: &Arc<Testbed>) {
 
     // A second resource whose initial sync is skipped (both sides freshly zeroed).
     let r1 = config("r1", 1, &both);
-    for n in both {
+    join_all(both.map(|n| async {
         n.drbd.write_config(&r1).await.expect("write r1");
         n.drbd.create_metadata("r1").await.expect("create-md r1");
         n.drbd.up("r1").await.expect("up r1");
-    }
+    }))
+    .await;
     n1.wait("r1", "connected", |s| {
         s.connection == ConnState::Connected && s.peer_disk == DiskState::Inconsistent
     })
     .await;
     n1.drbd.skip_initial_sync("r1").await.expect("skip sync");
-    let s = n1.state("r1").await.expect("r1");
-    assert!(synced(&s), "no resync needed: {s:?}");
+    let seen = n1.wait("r1", "UpToDate on both", synced).await;
+    assert!(
+        seen.iter().all(|s| !s.connection.syncing()),
+        "no resync: {seen:#?}"
+    );
     let all = n2.drbd.status().await.expect("status");
     assert_eq!(
         all.iter()
@@ -516,7 +551,7 @@ async fn scenario(tb: &Arc<Testbed>) {
 
     // Down, wipe, and the metadata device reused.
     n1.drbd.secondary("r0").await.expect("secondary");
-    for n in both {
+    join_all(both.map(|n| async move {
         for r in ["r0", "r1"] {
             n.drbd.down(r).await.expect("down");
             n.drbd.down(r).await.expect("down again");
@@ -525,7 +560,8 @@ async fn scenario(tb: &Arc<Testbed>) {
         assert!(n.drbd.has_metadata("r0").await.expect("probe after down"));
         n.drbd.wipe_metadata("r0").await.expect("wipe");
         assert!(!n.drbd.has_metadata("r0").await.expect("probe after wipe"));
-    }
+    }))
+    .await;
     // wipe-md leaves the activity log behind; creating metadata again must still work.
     n1.drbd
         .create_metadata("r0")
@@ -533,7 +569,7 @@ async fn scenario(tb: &Arc<Testbed>) {
         .expect("create-md again");
     assert!(n1.drbd.has_metadata("r0").await.expect("probe"));
     n1.drbd.wipe_metadata("r0").await.expect("wipe again");
-    for n in both {
+    join_all(both.map(|n| async move {
         for r in ["r0", "r1"] {
             n.drbd.remove_config(r).await.expect("remove");
             n.drbd.remove_config(r).await.expect("remove again");
@@ -542,7 +578,8 @@ async fn scenario(tb: &Arc<Testbed>) {
             n.drbd.up("r0").await,
             Err(DrbdError::NoSuchResource("r0".into()))
         );
-    }
+    }))
+    .await;
     let left = n1.sh(&format!("ls {DIR}")).await;
     assert_eq!(left.trim(), "drbd.conf");
     eprintln!("down, wipe, remove: {:?}", t.elapsed());
