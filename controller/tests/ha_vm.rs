@@ -1,0 +1,396 @@
+//! HA volumes on real nodes: two QEMU VMs joined by a private link run the real agent with
+//! DRBD 8.4; the test process runs the volume reconciler, the failover loop and the CSI
+//! controller service against the test API server, and drives each node's CSI service as
+//! the kubelet would. A volume is created on both nodes and synced, written and checksummed
+//! on one, moved to the other with the same checksum, then the serving node's VM is killed
+//! outright mid-write: the survivor takes over after fencing with every acknowledged record,
+//! and the killed node, powered on again, resyncs and is healthy.
+//!
+//! Needs root, QEMU and the host packages of scripts/install-host-deps.sh, and the agent,
+//! the DRBD helper and the csi_node_call example built (`cargo build --workspace
+//! --all-targets`).
+
+mod vm_support;
+
+use hwameistor_controller::failover::{self, FailoverConfig};
+use std::time::Instant;
+use vm_support::*;
+
+const HELPER: &str = "/usr/local/bin/hwameistor-drbd-helper";
+const LEASES: &str = "default";
+/// The heartbeat the agents declare valid, and the grace the controller adds.
+const HEARTBEAT_VALID: Duration = Duration::from_secs(3);
+const GRACE: Duration = Duration::from_secs(2);
+
+fn ha_create(name: &str, bytes: i64, node: &str) -> CreateVolumeRequest {
+    let mut req = create(name, bytes, node, "ext4");
+    req.parameters
+        .insert("replicaNumber".to_string(), "2".to_string());
+    req
+}
+
+async fn ha_agent(sb: &Sandbox, node: &str) -> u32 {
+    let ip = sb.testbed.vm(node).private_ip();
+    start_csi_agent_with(
+        sb,
+        node,
+        "",
+        &format!(
+            "--storage-ip {ip} --namespace {LEASES} --heartbeat 1s --heartbeat-valid {}s --drbd-helper {HELPER}",
+            HEARTBEAT_VALID.as_secs()
+        ),
+    )
+    .await
+}
+
+async fn volume(sb: &Sandbox, name: &str) -> LocalVolume {
+    Api::<LocalVolume>::all(sb.client.clone())
+        .get(name)
+        .await
+        .expect("get volume")
+}
+
+fn primary(v: &LocalVolume) -> Option<String> {
+    v.spec
+        .config
+        .as_ref()?
+        .replicas
+        .iter()
+        .find(|a| a.primary)
+        .map(|a| a.hostname.clone())
+}
+
+async fn wait_volume(
+    sb: &Sandbox,
+    nodes: &[&str],
+    name: &str,
+    what: &str,
+    check: impl Fn(&LocalVolume) -> bool,
+) -> LocalVolume {
+    let api: Api<LocalVolume> = Api::all(sb.client.clone());
+    ok(
+        sb,
+        nodes,
+        eventually(WAIT, &format!("volume {name}: {what}"), || async {
+            Ok(api.get_opt(name).await?.filter(|v| check(v)))
+        })
+        .await,
+    )
+    .await
+}
+
+fn healthy(v: &LocalVolume) -> bool {
+    let st = v.status.clone().unwrap_or_default();
+    st.state == Some(VolumeState::Ready) && st.ha_state == Some(HaState::Healthy)
+}
+
+async fn publish(csi: &ControllerService, vol: &str, node: &str) -> Result<String, tonic::Status> {
+    let r = csi
+        .controller_publish_volume(Request::new(ControllerPublishVolumeRequest {
+            volume_id: vol.into(),
+            node_id: node.into(),
+            volume_capability: Some(cap("ext4")),
+            ..Default::default()
+        }))
+        .await?;
+    Ok(r.into_inner()
+        .publish_context
+        .get("devicePath")
+        .cloned()
+        .unwrap_or_default())
+}
+
+async fn unpublish(csi: &ControllerService, vol: &str, node: &str) {
+    csi.controller_unpublish_volume(Request::new(ControllerUnpublishVolumeRequest {
+        volume_id: vol.into(),
+        node_id: node.into(),
+        ..Default::default()
+    }))
+    .await
+    .expect("unpublish");
+}
+
+fn paths(vol: &str, pod: &str) -> (String, String) {
+    (
+        format!("/var/lib/kubelet/plugins/kubernetes.io/csi/lvm.hwameistor.io/{vol}/globalmount"),
+        format!("/var/lib/kubelet/pods/{pod}/volumes/kubernetes.io~csi/{vol}/mount"),
+    )
+}
+
+/// Stages and publishes as the kubelet does, retrying while the node answers Unavailable
+/// (the primary has not reached it yet).
+async fn mount_on(sb: &Sandbox, node: &str, vol: &str, dev: &str, pod: &str) -> String {
+    let vm = sb.testbed.vm(node);
+    let (staging, target) = paths(vol, pod);
+    ok(
+        sb,
+        &[node],
+        eventually(WAIT, &format!("{vol} staged on {node}"), || async {
+            let out = vm
+                .exec(&format!("{CALL} {SOCKET} stage {vol} {dev} {staging} ext4"))
+                .await?;
+            Ok(out.success().then_some(()))
+        })
+        .await,
+    )
+    .await;
+    call(
+        sb,
+        vm,
+        node,
+        &format!("publish {vol} {dev} {staging} {target} ext4"),
+    )
+    .await;
+    target
+}
+
+async fn unmount_on(sb: &Sandbox, node: &str, vol: &str, pod: &str) {
+    let vm = sb.testbed.vm(node);
+    let (staging, target) = paths(vol, pod);
+    call(sb, vm, node, &format!("unpublish {vol} {target}")).await;
+    call(sb, vm, node, &format!("unstage {vol} {staging}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ha_volume_moves_between_nodes_and_survives_the_loss_of_its_node() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "hwameistor_controller=info,hwameistor_csi=info",
+        ))
+        .with_test_writer()
+        .try_init();
+    let agent = target_binary("hwameistor-agent", "HWAMEISTOR_AGENT_BIN");
+    let helper = target_binary("hwameistor-drbd-helper", "HWAMEISTOR_DRBD_HELPER_BIN");
+    let client_bin = target_binary("examples/csi_node_call", "HWAMEISTOR_CSI_CALL_BIN");
+    let prefix = run_prefix();
+    let (n1, n2) = (format!("{prefix}-h1"), format!("{prefix}-h2"));
+    let vol = format!("{prefix}-ha");
+    let mut sb = Sandbox::start(
+        &agent,
+        vec![
+            VmSpec::new(&n1).disk("ha-disk-1", 1 << 30),
+            VmSpec::new(&n2).disk("ha-disk-2", 1 << 30),
+        ],
+    )
+    .await
+    .expect("sandbox: test API server and two node VMs");
+    let client_bytes = stripped_client(&client_bin);
+    let helper_bytes = stripped_client(&helper);
+    for n in [&n1, &n2] {
+        let vm = sb.testbed.vm(n);
+        vm.write_file_mode(CALL, &client_bytes, 0o755)
+            .await
+            .expect("install client");
+        vm.write_file_mode(HELPER, &helper_bytes, 0o755)
+            .await
+            .expect("install helper");
+        ha_agent(&sb, n).await;
+    }
+    for n in [&n1, &n2] {
+        claim_pool(&sb, n).await;
+    }
+    let nodes = [n1.as_str(), n2.as_str()];
+    let (reconciler, csi) = control_plane(&sb, "ha-vm-test", Duration::from_secs(120));
+    let failover_loop = {
+        let ctx = hwameistor_controller::volume_reconciler::Context::new(
+            sb.client.clone(),
+            "ha-vm-failover",
+            Arc::new(Metrics::default()),
+            Policy::default(),
+        );
+        tokio::spawn(failover::run(
+            ctx,
+            FailoverConfig {
+                namespace: LEASES.into(),
+                grace: GRACE,
+                tick: Duration::from_millis(250),
+            },
+        ))
+    };
+
+    // Created on n1 (the pod's node) and n2, initial sync over the private link.
+    let created = csi
+        .create_volume(Request::new(ha_create(&vol, 128 * MIB, &n1)))
+        .await;
+    if let Err(e) = created {
+        panic!("create: {e:?}{}", logs(&sb, &nodes).await);
+    }
+    let v = wait_volume(&sb, &nodes, &vol, "Ready and Healthy", healthy).await;
+    assert_eq!(primary(&v).as_deref(), Some(n1.as_str()));
+    let minor = v.spec.config.as_ref().expect("config").resource_id;
+    for n in nodes {
+        let vm = sb.testbed.vm(n);
+        let lvs = vm
+            .exec_ok("lvs --noheadings -o lv_name LocalStorage_PoolHDD")
+            .await
+            .expect("lvs");
+        let mut names: Vec<&str> = lvs.split_whitespace().collect();
+        names.sort();
+        assert_eq!(names, [vol.clone(), format!("{vol}_drbdmeta")], "on {n}");
+        let state = vm
+            .exec_ok(&format!(
+                "drbdsetup-84 events2 --now {vol} 2>/dev/null || cat /proc/drbd"
+            ))
+            .await
+            .unwrap_or_default();
+        assert!(state.contains("UpToDate"), "{n}: {state}");
+    }
+
+    // Served on n1 from the DRBD device: data with a checksum.
+    let dev = publish(&csi, &vol, &n1).await.expect("publish on n1");
+    assert_eq!(dev, format!("/dev/drbd{minor}"));
+    let target = mount_on(&sb, &n1, &vol, &dev, "pod-1").await;
+    sb.testbed.vm(&n1).exec_ok(&format!(
+        "dd if=/dev/urandom of={target}/data bs=1M count=8 2>/dev/null && sync && sha256sum {target}/data | cut -d' ' -f1 > /tmp/sum"
+    ))
+    .await
+    .expect("write data");
+    let sum = sb
+        .testbed
+        .vm(&n1)
+        .exec_ok("cat /tmp/sum")
+        .await
+        .expect("sum");
+
+    // Moved to n2: unstaged (demoted) on n1, the primary switches, same data there.
+    unmount_on(&sb, &n1, &vol, "pod-1").await;
+    unpublish(&csi, &vol, &n1).await;
+    let dev2 = ok(
+        &sb,
+        &nodes,
+        eventually(WAIT, "publish on n2", || async {
+            Ok(publish(&csi, &vol, &n2).await.ok())
+        })
+        .await,
+    )
+    .await;
+    assert_eq!(dev2, dev);
+    assert_eq!(
+        primary(&volume(&sb, &vol).await).as_deref(),
+        Some(n2.as_str())
+    );
+    let target2 = mount_on(&sb, &n2, &vol, &dev2, "pod-2").await;
+    let sum2 = sb
+        .testbed
+        .vm(&n2)
+        .exec_ok(&format!("sha256sum {target2}/data | cut -d' ' -f1"))
+        .await
+        .expect("read on n2");
+    assert_eq!(sum2.trim(), sum.trim(), "same data on the other node");
+
+    // n2 dies mid-write: a writer appends fsynced records; the last one read back proves
+    // every earlier one was acknowledged durable.
+    sb.testbed.vm(&n2).spawn(
+        &format!("i=0; while true; do echo record-$i >> {target2}/log; sync {target2}/log; i=$((i+1)); done"),
+        "/tmp/writer.log",
+    )
+    .await
+    .expect("writer");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let last_line = sb
+        .testbed
+        .vm(&n2)
+        .exec_ok(&format!("tail -n 1 {target2}/log"))
+        .await
+        .expect("read log");
+    let seen: i64 = last_line
+        .trim()
+        .strip_prefix("record-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("log line {last_line:?}"));
+    assert!(seen > 1, "the writer made progress");
+    let durable = seen - 1;
+    sb.testbed.vm_mut(&n2).crash().await.expect("crash n2");
+    let lost_at = Instant::now();
+
+    let v = wait_volume(&sb, &[&n1], &vol, "failed over to n1", |v| {
+        primary(v).as_deref() == Some(n1.as_str())
+            && v.spec
+                .config
+                .as_ref()
+                .is_some_and(|c| c.replicas.iter().any(|a| a.hostname == n2 && a.outdated))
+    })
+    .await;
+    let fenced_after = lost_at.elapsed();
+    assert!(v.status.and_then(|s| s.ha_state) != Some(HaState::Healthy));
+    // Published on n2, which is fenced: n1 may take it.
+    let dev1 = ok(
+        &sb,
+        &[&n1],
+        eventually(WAIT, "publish on the survivor", || async {
+            Ok(publish(&csi, &vol, &n1).await.ok())
+        })
+        .await,
+    )
+    .await;
+    let target1 = mount_on(&sb, &n1, &vol, &dev1, "pod-3").await;
+    let usable_after = lost_at.elapsed();
+    eprintln!(
+        "failover on VMs: node killed -> fenced and primary moved in {fenced_after:?}, usable mount in {usable_after:?} (heartbeat valid {HEARTBEAT_VALID:?} + grace {GRACE:?})"
+    );
+    let vm1 = sb.testbed.vm(&n1);
+    let records = vm1
+        .exec_ok(&format!("cat {target1}/log"))
+        .await
+        .expect("read log on the survivor");
+    let got: Vec<&str> = records.lines().collect();
+    for i in 0..=durable {
+        assert_eq!(
+            got.get(i as usize).copied(),
+            Some(format!("record-{i}").as_str()),
+            "acknowledged record {i} of {durable} is on the survivor"
+        );
+    }
+    let sum1 = vm1
+        .exec_ok(&format!("sha256sum {target1}/data | cut -d' ' -f1"))
+        .await
+        .expect("read data");
+    assert_eq!(sum1.trim(), sum.trim());
+
+    // n2 comes back with its disk: its replica rejoins as secondary, resyncs, is cleared.
+    sb.testbed
+        .vm_mut(&n2)
+        .power_on()
+        .await
+        .expect("power on n2");
+    ha_agent(&sb, &n2).await;
+    let v = wait_volume(&sb, &nodes, &vol, "healthy again with n2 resynced", |v| {
+        healthy(v)
+            && !v
+                .spec
+                .config
+                .as_ref()
+                .is_some_and(|c| c.replicas.iter().any(|a| a.outdated))
+    })
+    .await;
+    assert_eq!(primary(&v).as_deref(), Some(n1.as_str()));
+
+    // Removed: nothing left on either node.
+    unmount_on(&sb, &n1, &vol, "pod-3").await;
+    unpublish(&csi, &vol, &n1).await;
+    if let Err(e) = csi
+        .delete_volume(Request::new(DeleteVolumeRequest {
+            volume_id: vol.clone(),
+            ..Default::default()
+        }))
+        .await
+    {
+        panic!("delete: {e:?}{}", logs(&sb, &nodes).await);
+    }
+    for n in nodes {
+        let vm = sb.testbed.vm(n);
+        let lvs = vm
+            .exec_ok("lvs --noheadings -o lv_name LocalStorage_PoolHDD")
+            .await
+            .expect("lvs");
+        assert!(lvs.trim().is_empty(), "volumes left on {n}: {lvs}");
+        let res = vm
+            .exec_ok("ls /etc/hwameistor/drbd/ 2>/dev/null | grep -c '\\.res$' || true")
+            .await
+            .unwrap_or_default();
+        assert_eq!(res.trim(), "0", "resource files left on {n}");
+    }
+    failover_loop.abort();
+    reconciler.abort();
+    sb.shutdown().await.expect("shutdown");
+}
