@@ -511,6 +511,36 @@ pub async fn reconcile(
                 r
             }
             HaStep::Demote => rep.drbd.secondary(&resource).await,
+            HaStep::Resize { promote } => {
+                let r = async {
+                    if promote {
+                        rep.drbd.primary(&resource, false).await?;
+                    }
+                    let grown = rep.drbd.resize(&resource).await;
+                    if promote {
+                        // Demoted whatever the resize did: nobody uses the volume here.
+                        rep.drbd.secondary(&resource).await?;
+                    }
+                    grown
+                }
+                .await;
+                if r.is_ok() {
+                    let size = rep
+                        .poll()
+                        .await
+                        .ok()
+                        .and_then(|all| all.into_iter().find(|s| s.name == resource))
+                        .map(|s| s.size_bytes)
+                        .unwrap_or(0);
+                    let want = u64::try_from(current.spec.required_capacity_bytes).unwrap_or(0);
+                    tracing::info!(replica = %name, resource = %resource, size, want, "DRBD device resized");
+                    if size < want {
+                        // The peer's volume has not grown yet: DRBD grows to the smaller.
+                        return Ok(Action::requeue(ctx.tuning.retry));
+                    }
+                }
+                r
+            }
             HaStep::Outdate => rep.drbd.outdate(&resource).await,
             HaStep::Down => rep.drbd.down(&resource).await,
             HaStep::WipeMetadata => rep.drbd.wipe_metadata(&resource).await,

@@ -655,3 +655,61 @@ async fn an_ha_replica_converges_after_the_agent_dies_at_each_step() {
         let _ = p.node("");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ha_volume_grows_both_volumes_then_its_device_in_use_or_not() {
+    let (_server, client) = cluster().await;
+    let mut p = Pair::new(&client).await;
+    p.start().await;
+    let vol = p.create_volume(128 * MI).await;
+    let v = p.wait_healthy(&vol).await;
+    let res = Pair::resource(&v);
+    let grow = |bytes: i64| {
+        let api = p.volumes();
+        let vol = vol.clone();
+        async move {
+            api.patch(
+                &vol,
+                &PatchParams::default(),
+                &Patch::Merge(&serde_json::json!({ "spec": { "requiredCapacityBytes": bytes } })),
+            )
+            .await
+            .expect("grow")
+        }
+    };
+    let grown_to = |bytes: i64| {
+        move |v: &LocalVolume| {
+            let st = v.status.clone().unwrap_or_default();
+            st.state == Some(VolumeState::Ready) && st.allocated_capacity_bytes == Some(bytes)
+        }
+    };
+
+    // In use on a: a resizes its device once both volumes grew; the data stays.
+    stage(&p.a, &vol).await.expect("stage on a");
+    p.net.set_open(&p.a.name, &res, true);
+    p.net.write(&p.a.name, &res, 4096).expect("write");
+    let before = p.net.data(&p.a.name, &res);
+    grow(192 * MI).await;
+    p.wait_volume(&vol, "grown to 192 MiB in use", grown_to(192 * MI)).await;
+    for n in [&p.a, &p.b] {
+        assert_eq!(p.net.device_size(&n.name, &res), Some(192 << 20), "on {}", n.name);
+        let lv = n.lvm.snapshot().lvs.into_iter().find(|l| l.name == vol).expect("lv");
+        assert_eq!(lv.size, 192 * MI);
+    }
+    assert_eq!(p.net.data(&p.b.name, &res), before, "nothing lost");
+    p.net.set_open(&p.a.name, &res, false);
+    ha::unstage(&p.a.ctx(), &p.a.replication(), &vol).await.expect("unstage");
+
+    // Unused: the allowed replica promotes itself for the resize and demotes after.
+    grow(256 * MI).await;
+    p.wait_volume(&vol, "grown to 256 MiB unused", grown_to(256 * MI)).await;
+    for n in [&p.a, &p.b] {
+        let st = p.net.resource(&n.name, &res).expect("up");
+        assert_eq!(st.size_bytes, 256 << 20);
+        assert_eq!(st.role, hwameistor_core::drbd::Role::Secondary, "demoted after");
+    }
+    p.wait_healthy(&vol).await;
+    p.delete_and_check_nothing_left(&vol, &res).await;
+    p.a.cleanup().await;
+    p.b.cleanup().await;
+}

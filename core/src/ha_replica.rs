@@ -57,6 +57,12 @@ pub enum HaStep {
     /// runs from it).
     ForcePrimary,
     Demote,
+    /// Grow the DRBD device to its (grown) backing volumes. DRBD needs a primary: with
+    /// `promote`, nobody uses the volume and this allowed replica is promoted for the
+    /// resize and demoted after.
+    Resize {
+        promote: bool,
+    },
     /// Mark the local disk Outdated: the controller recorded it fenced.
     Outdate,
     /// I/O is frozen after losing the peer while primary: record the peer outdated (or
@@ -142,6 +148,11 @@ fn status_with(
     }
     match &view.status {
         Some(s) => {
+            // What the application can use is the device, not the volume under it: a
+            // grown volume counts once the device grew too.
+            if s.size_bytes > 0 {
+                st.allocated_capacity_bytes = Some(i64::try_from(s.size_bytes).unwrap_or(i64::MAX));
+            }
             st.device_path = Some(drbd::device_path(s.minor));
             st.synced = Some(s.up_to_date());
             st.replication = Some(replication_status(s, view.split_brain));
@@ -335,6 +346,22 @@ pub fn next_step(node: &str, r: &LocalVolumeReplica, lvm: &LvmState, view: &Drbd
     {
         return HaStep::Outdate;
     }
+    // Online growth: both data volumes grow first (each node its own), then the device,
+    // from the side that is primary (or may be, when nobody uses the volume), once the
+    // link is up and no resync runs; then the filesystem (CSI NodeExpandVolume).
+    let required = u64::try_from(r.spec.required_capacity_bytes).unwrap_or(0);
+    if st.size_bytes < required
+        && st.connection == ConnState::Connected
+        && st.disk == DiskState::UpToDate
+        && st.peer_disk == DiskState::UpToDate
+    {
+        if st.role == Role::Primary {
+            return HaStep::Resize { promote: false };
+        }
+        if rep.primary && !view.staged && st.peer_role != Role::Primary {
+            return HaStep::Resize { promote: true };
+        }
+    }
     let (state, message) = match st.disk {
         DiskState::Diskless | DiskState::Failed => (
             ReplicaState::NotReady,
@@ -431,6 +458,7 @@ mod tests {
                 out_of_sync_bytes: 0,
                 sync_percent: None,
                 suspended: false,
+                size_bytes: 64 * MI as u64,
             }),
             ..Default::default()
         }
@@ -787,5 +815,62 @@ mod tests {
             panic!("status expected")
         };
         assert_eq!(st.state, Some(ReplicaState::Failed));
+    }
+
+    #[test]
+    fn a_grown_volume_grows_its_device_from_the_primary_side_once_in_sync() {
+        let mut r = replica(spec(true, false));
+        r.spec.required_capacity_bytes = 128 * MI;
+        let grown = LvmState {
+            lvs: vec![lv("v1", 128 * MI), lv("v1_drbdmeta", 4 * MI)],
+            ..Default::default()
+        };
+        let mut p = up(
+            Role::Primary,
+            ConnState::Connected,
+            DiskState::UpToDate,
+            DiskState::UpToDate,
+        );
+        p.staged = true;
+        assert_eq!(
+            next_step("n1", &r, &grown, &p),
+            HaStep::Resize { promote: false }
+        );
+        // Unused: the allowed replica promotes itself for the resize.
+        let idle = up(
+            Role::Secondary,
+            ConnState::Connected,
+            DiskState::UpToDate,
+            DiskState::UpToDate,
+        );
+        assert_eq!(
+            next_step("n1", &r, &grown, &idle),
+            HaStep::Resize { promote: true }
+        );
+        // The other replica never does; nor anyone during a resync or apart.
+        let other = replica(spec(false, false));
+        let mut other = other;
+        other.spec.required_capacity_bytes = 128 * MI;
+        assert!(matches!(
+            next_step("n1", &other, &grown, &idle),
+            HaStep::Status(_)
+        ));
+        let syncing = up(
+            Role::Primary,
+            ConnState::SyncSource,
+            DiskState::UpToDate,
+            DiskState::Inconsistent,
+        );
+        let mut syncing = syncing;
+        syncing.staged = true;
+        assert!(matches!(
+            next_step("n1", &r, &grown, &syncing),
+            HaStep::Status(_)
+        ));
+        // Its report counts the device, not the volume under it.
+        let HaStep::Status(st) = next_step("n1", &other, &grown, &idle) else {
+            panic!("status expected")
+        };
+        assert_eq!(st.allocated_capacity_bytes, Some(64 * MI));
     }
 }

@@ -1124,6 +1124,7 @@ impl NetState {
                     out_of_sync_bytes: oos,
                     sync_percent,
                     suspended: r.suspended,
+                    size_bytes: r.size,
                 }
             })
             .collect();

@@ -199,6 +199,7 @@ fn status_of(
         out_of_sync_bytes: oos_kib.saturating_mul(1024),
         sync_percent,
         suspended,
+        size_bytes: size_kib.saturating_mul(1024),
     })
 }
 
@@ -434,6 +435,7 @@ response helper name:r0 peer-node-id:0 conn-name:peer volume:0 minor:0 helper:in
                 out_of_sync_bytes: 0,
                 sync_percent: None,
                 suspended: false,
+                size_bytes: 64 << 20,
             }
         );
     }
