@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the sandbox need on the host:
 # QEMU to boot node VMs, and the tools that are copied into the VMs' initramfs
-# (busybox, LVM, DRBD utilities, filesystems, udev; socat and fio for benchmarks
+# (busybox, LVM, DRBD utilities, filesystems, udev; socat for benchmarks
 # of the private link and of sync writes), and kubectl for the kubectl
 # compatibility tests. Idempotent; needs root.
 set -euo pipefail
-pkgs=(qemu-system-x86 busybox-static lvm2 drbd-utils xfsprogs e2fsprogs udev util-linux fdisk cpio kmod socat fio)
+pkgs=(qemu-system-x86 busybox-static lvm2 drbd-utils xfsprogs e2fsprogs udev util-linux fdisk cpio kmod socat)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -190,6 +190,16 @@ impl Sandbox {
         bin: &Path,
         identity: &str,
     ) -> Result<ControllerProcess, Error> {
+        self.start_controller_with(bin, identity, &[]).await
+    }
+
+    /// [`Sandbox::start_controller`] with extra controller arguments.
+    pub async fn start_controller_with(
+        &self,
+        bin: &Path,
+        identity: &str,
+        extra: &[&str],
+    ) -> Result<ControllerProcess, Error> {
         use k8s_openapi::api::core::v1::Namespace;
         use kube::api::PostParams;
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
@@ -211,6 +221,7 @@ impl Sandbox {
             .args(["--identity", identity, "--metrics-addr", "127.0.0.1:0"])
             .arg("--csi-endpoint")
             .arg(format!("unix://{}", dir.path().join("csi.sock").display()))
+            .args(extra)
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)
             .spawn()
