@@ -13,6 +13,7 @@
 mod vm_support;
 
 use hwameistor_controller::failover::{self, FailoverConfig};
+use kube::api::{Patch, PatchParams};
 use std::time::Instant;
 use vm_support::*;
 
@@ -278,6 +279,55 @@ async fn an_ha_volume_moves_between_nodes_and_survives_the_loss_of_its_node() {
         .expect("read on n2");
     assert_eq!(sum2.trim(), sum.trim(), "same data on the other node");
 
+    // Grown online while in use on n2: both volumes, then the device, then ext4.
+    let before = df_bytes(sb.testbed.vm(&n2), &target2).await;
+    let grown = csi
+        .controller_expand_volume(Request::new(ControllerExpandVolumeRequest {
+            volume_id: vol.clone(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 192 * MIB,
+                limit_bytes: 0,
+            }),
+            volume_capability: Some(cap("ext4")),
+            ..Default::default()
+        }))
+        .await;
+    match grown {
+        Ok(g) => assert_eq!(g.into_inner().capacity_bytes, 192 * MIB),
+        Err(e) => panic!("expand: {e:?}{}", logs(&sb, &nodes).await),
+    }
+    for n in nodes {
+        assert_eq!(
+            lv_size(sb.testbed.vm(n), &vol).await,
+            Some(192 * MIB),
+            "on {n}"
+        );
+    }
+    let (staging2, _) = paths(&vol, "pod-2");
+    let out = call(
+        &sb,
+        sb.testbed.vm(&n2),
+        &n2,
+        &format!("expand {vol} {target2} {staging2} {}", 192 * MIB),
+    )
+    .await;
+    assert_eq!(out, format!("ok capacity_bytes={}", 192 * MIB));
+    let after = df_bytes(sb.testbed.vm(&n2), &target2).await;
+    assert!(
+        after > before + 50 * MIB,
+        "ext4 did not grow: {before} -> {after}"
+    );
+    let sum3 = sb
+        .testbed
+        .vm(&n2)
+        .exec_ok(&format!("sha256sum {target2}/data | cut -d' ' -f1"))
+        .await
+        .expect("read after growth");
+    assert_eq!(sum3.trim(), sum.trim(), "data intact after growth");
+    // The grown area resyncs to n1; until it is done n1 holds no up-to-date copy (and a
+    // failover to it would be refused).
+    wait_volume(&sb, &nodes, &vol, "healthy after growth", healthy).await;
+
     // n2 dies mid-write: a writer appends fsynced records; the last one read back proves
     // every earlier one was acknowledged durable.
     sb.testbed.vm(&n2).spawn(
@@ -391,6 +441,216 @@ async fn an_ha_volume_moves_between_nodes_and_survives_the_loss_of_its_node() {
         assert_eq!(res.trim(), "0", "resource files left on {n}");
     }
     failover_loop.abort();
+    reconciler.abort();
+    sb.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_keeps_one_writer_and_a_forced_split_brain_waits_for_the_operator() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "hwameistor_controller=info,hwameistor_csi=info",
+        ))
+        .with_test_writer()
+        .try_init();
+    let agent = target_binary("hwameistor-agent", "HWAMEISTOR_AGENT_BIN");
+    let helper = target_binary("hwameistor-drbd-helper", "HWAMEISTOR_DRBD_HELPER_BIN");
+    let client_bin = target_binary("examples/csi_node_call", "HWAMEISTOR_CSI_CALL_BIN");
+    let prefix = run_prefix();
+    let (n1, n2) = (format!("{prefix}-p1"), format!("{prefix}-p2"));
+    let vol = format!("{prefix}-hp");
+    let sb = Sandbox::start(
+        &agent,
+        vec![
+            VmSpec::new(&n1).disk("hp-disk-1", 1 << 30),
+            VmSpec::new(&n2).disk("hp-disk-2", 1 << 30),
+        ],
+    )
+    .await
+    .expect("sandbox: test API server and two node VMs");
+    let client_bytes = stripped_client(&client_bin);
+    let helper_bytes = stripped_client(&helper);
+    for n in [&n1, &n2] {
+        let vm = sb.testbed.vm(n);
+        vm.write_file_mode(CALL, &client_bytes, 0o755)
+            .await
+            .expect("install client");
+        vm.write_file_mode(HELPER, &helper_bytes, 0o755)
+            .await
+            .expect("install helper");
+        ha_agent(&sb, n).await;
+    }
+    for n in [&n1, &n2] {
+        claim_pool(&sb, n).await;
+    }
+    let nodes = [n1.as_str(), n2.as_str()];
+    let (reconciler, csi) = control_plane(&sb, "ha-vm-partition", Duration::from_secs(120));
+    let created = csi
+        .create_volume(Request::new(ha_create(&vol, 64 * MIB, &n1)))
+        .await;
+    if let Err(e) = created {
+        panic!("create: {e:?}{}", logs(&sb, &nodes).await);
+    }
+    wait_volume(&sb, &nodes, &vol, "Ready and Healthy", healthy).await;
+    let dev = publish(&csi, &vol, &n1).await.expect("publish on n1");
+    let target = mount_on(&sb, &n1, &vol, &dev, "pod-p").await;
+    let outdated = |node: String| {
+        move |v: &LocalVolume| {
+            v.spec
+                .config
+                .as_ref()
+                .is_some_and(|c| c.replicas.iter().any(|a| a.hostname == node && a.outdated))
+        }
+    };
+
+    // The link between the nodes is cut; both keep the API. DRBD freezes n1's I/O and
+    // runs the fence-peer handler, which reaches the agent: n2 is recorded outdated and
+    // n1 writes on. n2 can never serve meanwhile.
+    sb.testbed.partition(&n1, &n2).expect("partition");
+    let t = Instant::now();
+    let write = sb
+        .testbed
+        .vm(&n1)
+        .exec_timeout(
+            &format!("echo after-the-cut > {target}/cut && sync {target}/cut"),
+            Duration::from_secs(90),
+        )
+        .await
+        .expect("exec");
+    assert!(
+        write.success(),
+        "n1 writes on after fencing: {write:?}{}",
+        logs(&sb, &nodes).await
+    );
+    eprintln!(
+        "partition: write on the primary completed {:?} after the cut",
+        t.elapsed()
+    );
+    wait_volume(
+        &sb,
+        &nodes,
+        &vol,
+        "n2 recorded outdated",
+        outdated(n2.clone()),
+    )
+    .await;
+    assert_eq!(
+        primary(&volume(&sb, &vol).await).as_deref(),
+        Some(n1.as_str())
+    );
+    let refused = publish(&csi, &vol, &n2)
+        .await
+        .expect_err("n2 may not serve");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+
+    // Healed: n2 resyncs from n1, its mark is cleared, no split brain.
+    sb.testbed.heal(&n1, &n2).expect("heal");
+    wait_volume(&sb, &nodes, &vol, "healthy with n2 resynced", |v| {
+        healthy(v) && !outdated(n2.clone())(v)
+    })
+    .await;
+
+    // Test-only path to a split brain: apart again, n2 forced primary and written while n1
+    // writes too. Detected on reconnection and surfaced; both copies stay until the
+    // operator chooses; then one copy, as chosen.
+    unmount_on(&sb, &n1, &vol, "pod-p").await;
+    unpublish(&csi, &vol, &n1).await;
+    // The agents are stopped meanwhile: they would demote what the test promotes by hand.
+    for n in nodes {
+        let vm = sb.testbed.vm(n);
+        let pid: u32 = vm
+            .exec_ok("pidof hwameistor-agent")
+            .await
+            .expect("agent running")
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("pid");
+        vm.kill(pid, 9).await.expect("stop agent");
+        wait_agent_exit(&sb, n, pid).await;
+    }
+    sb.testbed.partition(&n1, &n2).expect("partition");
+    let drbdadm = "drbdadm -c /etc/hwameistor/drbd/drbd.conf".to_string();
+    for n in nodes {
+        let vm = sb.testbed.vm(n);
+        let out = vm
+            .exec(&format!(
+                "{drbdadm} primary --force {vol} && dd if=/dev/urandom of={dev} bs=4k count=16 oflag=direct conv=fsync && dd if={dev} bs=4k count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1 > /tmp/sb-sum && {drbdadm} secondary {vol}"
+            ))
+            .await
+            .expect("exec");
+        assert!(
+            out.success(),
+            "forcing {n}: {out:?}{}",
+            logs(&sb, &nodes).await
+        );
+    }
+    let sum1 = sb
+        .testbed
+        .vm(&n1)
+        .exec_ok("cat /tmp/sb-sum")
+        .await
+        .expect("sum");
+    let sum2 = sb
+        .testbed
+        .vm(&n2)
+        .exec_ok("cat /tmp/sb-sum")
+        .await
+        .expect("sum");
+    assert_ne!(sum1, sum2);
+    for n in nodes {
+        ha_agent(&sb, n).await;
+    }
+    sb.testbed.heal(&n1, &n2).expect("heal");
+    let v = wait_volume(&sb, &nodes, &vol, "split brain surfaced", |v| {
+        v.status.as_ref().and_then(|s| s.ha_state) == Some(HaState::SplitBrain)
+    })
+    .await;
+    let msg = v.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(msg.contains("resolve-split-brain"), "{msg}");
+    // Both copies intact, nothing discarded (a secondary's device is not readable in
+    // 8.4: read the data volumes instead).
+    let lv_sum = |n: &str| {
+        let vm = sb.testbed.vm(n);
+        let vol = vol.clone();
+        async move {
+            vm.exec_ok(&format!(
+                "dd if=/dev/LocalStorage_PoolHDD/{vol} bs=4k count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1"
+            ))
+            .await
+            .expect("read data volume")
+        }
+    };
+    assert_eq!(lv_sum(&n1).await, sum1);
+    assert_eq!(lv_sum(&n2).await, sum2);
+
+    // The operator keeps n1's data.
+    Api::<LocalVolume>::all(sb.client.clone())
+        .patch(
+            &vol,
+            &PatchParams::default(),
+            &Patch::Merge(
+                &serde_json::json!({ "spec": { "splitBrainResolution": { "keep": n1 } } }),
+            ),
+        )
+        .await
+        .expect("resolve");
+    wait_volume(&sb, &nodes, &vol, "resolved and healthy", |v| {
+        healthy(v) && v.spec.split_brain_resolution.is_none()
+    })
+    .await;
+    assert_eq!(lv_sum(&n2).await, sum1, "n2 took n1's data");
+    assert_eq!(lv_sum(&n1).await, sum1);
+
+    if let Err(e) = csi
+        .delete_volume(Request::new(DeleteVolumeRequest {
+            volume_id: vol.clone(),
+            ..Default::default()
+        }))
+        .await
+    {
+        panic!("delete: {e:?}{}", logs(&sb, &nodes).await);
+    }
     reconciler.abort();
     sb.shutdown().await.expect("shutdown");
 }

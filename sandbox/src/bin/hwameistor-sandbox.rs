@@ -2,8 +2,9 @@
 //! server, boots node VMs with virtual disks running the real node agent, runs the
 //! controller on this machine, and shows the system at work: disks discovered (one of them
 //! refused because it is in use), a claim naming the disk in use failing with the reason,
-//! the other disks claimed into pools, and a LocalVolume larger than any one disk placed by
-//! the controller and made by the agent across two disks.
+//! the other disks claimed into pools, a LocalVolume larger than any one disk placed by the
+//! controller and made by the agent across two disks, and (with two nodes or more) an HA
+//! volume replicated by DRBD on two nodes, synced.
 
 use clap::Parser;
 use hwameistor_api::quantity::format_size;
@@ -33,6 +34,8 @@ struct Args {
 }
 
 const WAIT: Duration = Duration::from_secs(120);
+/// Where the node VMs find the program DRBD runs to fence a peer or report a split brain.
+const GUEST_HELPER: &str = "/usr/local/bin/hwameistor-drbd-helper";
 
 fn step(started: Instant, msg: &str) {
     println!("[{:>5.1}s] {msg}", started.elapsed().as_secs_f64());
@@ -43,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let started = Instant::now();
     let agent = workspace_binary("hwameistor-agent", "HWAMEISTOR_AGENT_BIN")?;
+    let helper = workspace_binary("hwameistor-drbd-helper", "HWAMEISTOR_DRBD_HELPER_BIN")?;
     let names: Vec<String> = (1..=args.nodes).map(|i| format!("node{i}")).collect();
     let specs: Vec<VmSpec> = names
         .iter()
@@ -78,7 +82,21 @@ async fn main() -> anyhow::Result<()> {
             .vm(n)
             .exec_ok(&format!("mkfs.xfs -q -f /dev/disk/by-id/virtio-{n}-inuse"))
             .await?;
-        sb.start_agent(n, &[]).await?;
+        // The DRBD helper beside the agent, and the node's replication address (its
+        // address on the VMs' private link).
+        let vm = sb.testbed.vm(n);
+        vm.write_file_mode(GUEST_HELPER, &std::fs::read(&helper)?, 0o755)
+            .await?;
+        sb.start_agent_with(
+            n,
+            &[],
+            "RUST_LOG=info,hwameistor_agent=debug",
+            &format!(
+                "--resync 20s --storage-ip {} --namespace {SYSTEM_NAMESPACE} --drbd-helper {GUEST_HELPER}",
+                vm.private_ip()
+            ),
+        )
+        .await?;
     }
     step(started, "agents started; waiting for disk discovery");
     let disks: Api<LocalDisk> = Api::all(sb.client.clone());
@@ -290,6 +308,90 @@ async fn main() -> anyhow::Result<()> {
         .exec_ok("lvs -o lv_name,vg_name,lv_size,devices LocalStorage_PoolHDD")
         .await?;
     println!("\n{node}$ lvs -o lv_name,vg_name,lv_size,devices\n{lvs}");
+
+    // An HA volume: two replicas on two nodes, kept in sync by DRBD (protocol C).
+    if names.len() >= 2 {
+        let ha_bytes: i64 = 256 << 20;
+        volumes
+            .create(
+                &PostParams::default(),
+                &LocalVolume::new(
+                    "demo-ha",
+                    LocalVolumeSpec {
+                        pool_name: PoolClass::Hdd.pool_name().into(),
+                        volume_kind: VolumeKind::Lvm,
+                        required_capacity_bytes: ha_bytes,
+                        replica_number: 2,
+                        convertible: false,
+                        accessibility: Accessibility::default(),
+                        pvc_namespace: None,
+                        pvc_name: None,
+                        fs_type: None,
+                        config: None,
+                        split_brain_resolution: None,
+                    },
+                ),
+            )
+            .await?;
+        step(
+            started,
+            &format!(
+                "created HA LocalVolume demo-ha of {} (replicaNumber 2)",
+                format_size(ha_bytes)
+            ),
+        );
+        let ha = eventually(WAIT, "demo-ha Ready and Healthy", || async {
+            let v = volumes.get("demo-ha").await?;
+            let st = v.status.clone().unwrap_or_default();
+            Ok(
+                (st.state == Some(VolumeState::Ready) && st.ha_state == Some(HaState::Healthy))
+                    .then_some(v),
+            )
+        })
+        .await?;
+        let config = ha.spec.config.clone().unwrap_or_default();
+        step(
+            started,
+            &format!(
+                "demo-ha Healthy: DRBD resource {} on /dev/drbd{}, initial sync done",
+                config.resource_id, config.resource_id
+            ),
+        );
+        println!("\n$ kubectl get lvr (demo-ha)");
+        println!(
+            "{:<24} {:<8} {:<7} {:<10} {:<11} {:<12} {:<8}",
+            "NAME", "NODE", "STATE", "ROLE", "DISK", "CONNECTION", "ALLOWED"
+        );
+        for a in &config.replicas {
+            let r = replicas
+                .get(&replica::replica_name("demo-ha", &a.hostname))
+                .await?;
+            let st = r.status.clone().unwrap_or_default();
+            let rs = st.replication.clone().unwrap_or_default();
+            println!(
+                "{:<24} {:<8} {:<7} {:<10} {:<11} {:<12} {:<8}",
+                r.metadata.name.clone().unwrap_or_default(),
+                a.hostname,
+                st.state.map(|s| format!("{s:?}")).unwrap_or_default(),
+                rs.role,
+                rs.disk_state,
+                rs.connection_state,
+                if a.primary { "primary" } else { "-" }
+            );
+        }
+        let first = config
+            .replicas
+            .first()
+            .map(|a| a.hostname.clone())
+            .unwrap_or_default();
+        let events = sb
+            .testbed
+            .vm(&first)
+            .exec_ok("drbdsetup events2 --now demo-ha")
+            .await
+            .unwrap_or_default();
+        println!("\n{first}$ drbdsetup events2 --now demo-ha\n{events}");
+    }
     controller.child.kill().await.ok();
     if args.keep_running {
         println!(
