@@ -620,19 +620,24 @@ pub enum StageError {
     Kube(#[from] kube::Error),
 }
 
+/// The replication part of this node's replica of `volume`; `None` when there is no replica
+/// here or the volume is not replicated.
+async fn replication_here(
+    ctx: &Context,
+    volume: &str,
+) -> Result<Option<hwameistor_api::ReplicationSpec>, kube::Error> {
+    let api: Api<LocalVolumeReplica> = Api::all(ctx.client.clone());
+    let name = hwameistor_api::replica::replica_name(volume, &ctx.node);
+    Ok(api.get_opt(&name).await?.and_then(|r| r.spec.replication))
+}
+
 /// Makes this node's replica of HA volume `volume` primary, for staging it here, and
 /// returns its device. Only a replica the volume's config allows to be primary is promoted
 /// (the controller agrees); DRBD refuses on its own when the peer is primary or this side
 /// holds no up-to-date data. The volume counts as staged from the first attempt, so the
 /// reconciler does not demote it in between.
 pub async fn stage(ctx: &Context, rep: &Replication, volume: &str) -> Result<String, StageError> {
-    let api: Api<LocalVolumeReplica> = Api::all(ctx.client.clone());
-    let name = hwameistor_api::replica::replica_name(volume, &ctx.node);
-    let r = api
-        .get_opt(&name)
-        .await?
-        .ok_or_else(|| StageError::NoReplica(volume.to_string()))?;
-    let Some(spec) = r.spec.replication.as_ref() else {
+    let Some(spec) = replication_here(ctx, volume).await? else {
         return Err(StageError::NoReplica(volume.to_string()));
     };
     if spec.outdated {
@@ -672,13 +677,7 @@ pub async fn stage(ctx: &Context, rep: &Replication, volume: &str) -> Result<Str
 /// Ends staging of HA volume `volume` on this node: demotes its replica (refused while the
 /// device is still open).
 pub async fn unstage(ctx: &Context, rep: &Replication, volume: &str) -> Result<(), StageError> {
-    let api: Api<LocalVolumeReplica> = Api::all(ctx.client.clone());
-    let name = hwameistor_api::replica::replica_name(volume, &ctx.node);
-    let Some(r) = api.get_opt(&name).await? else {
-        rep.set_staged(volume, false);
-        return Ok(());
-    };
-    let Some(spec) = r.spec.replication.as_ref() else {
+    let Some(spec) = replication_here(ctx, volume).await? else {
         rep.set_staged(volume, false);
         return Ok(());
     };

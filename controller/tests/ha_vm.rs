@@ -152,8 +152,9 @@ async fn unmount_on(sb: &Sandbox, node: &str, vol: &str, pod: &str) {
     call(sb, vm, node, &format!("unstage {vol} {staging}")).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ha_volume_moves_between_nodes_and_survives_the_loss_of_its_node() {
+/// Two node VMs (`<run>-<tag>1`, `<run>-<tag>2`) with the agent (DRBD on), the DRBD helper
+/// and the CSI client, a pool each; and the name of this test's volume (`<run>-<volume>`).
+async fn ha_sandbox(tag: &str, volume: &str) -> (Sandbox, String, String, String) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(
             "hwameistor_controller=info,hwameistor_csi=info",
@@ -164,13 +165,12 @@ async fn an_ha_volume_moves_between_nodes_and_survives_the_loss_of_its_node() {
     let helper = target_binary("hwameistor-drbd-helper", "HWAMEISTOR_DRBD_HELPER_BIN");
     let client_bin = target_binary("examples/csi_node_call", "HWAMEISTOR_CSI_CALL_BIN");
     let prefix = run_prefix();
-    let (n1, n2) = (format!("{prefix}-h1"), format!("{prefix}-h2"));
-    let vol = format!("{prefix}-ha");
-    let mut sb = Sandbox::start(
+    let (n1, n2) = (format!("{prefix}-{tag}1"), format!("{prefix}-{tag}2"));
+    let sb = Sandbox::start(
         &agent,
         vec![
-            VmSpec::new(&n1).disk("ha-disk-1", 1 << 30),
-            VmSpec::new(&n2).disk("ha-disk-2", 1 << 30),
+            VmSpec::new(&n1).disk(format!("{tag}-disk-1"), 1 << 30),
+            VmSpec::new(&n2).disk(format!("{tag}-disk-2"), 1 << 30),
         ],
     )
     .await
@@ -190,6 +190,12 @@ async fn an_ha_volume_moves_between_nodes_and_survives_the_loss_of_its_node() {
     for n in [&n1, &n2] {
         claim_pool(&sb, n).await;
     }
+    (sb, n1, n2, format!("{prefix}-{volume}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ha_volume_moves_between_nodes_and_survives_the_loss_of_its_node() {
+    let (mut sb, n1, n2, vol) = ha_sandbox("h", "ha").await;
     let nodes = [n1.as_str(), n2.as_str()];
     let (reconciler, csi) = control_plane(&sb, "ha-vm-test", Duration::from_secs(120));
     let failover_loop = {
@@ -447,42 +453,7 @@ async fn an_ha_volume_moves_between_nodes_and_survives_the_loss_of_its_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_keeps_one_writer_and_a_forced_split_brain_waits_for_the_operator() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "hwameistor_controller=info,hwameistor_csi=info",
-        ))
-        .with_test_writer()
-        .try_init();
-    let agent = target_binary("hwameistor-agent", "HWAMEISTOR_AGENT_BIN");
-    let helper = target_binary("hwameistor-drbd-helper", "HWAMEISTOR_DRBD_HELPER_BIN");
-    let client_bin = target_binary("examples/csi_node_call", "HWAMEISTOR_CSI_CALL_BIN");
-    let prefix = run_prefix();
-    let (n1, n2) = (format!("{prefix}-p1"), format!("{prefix}-p2"));
-    let vol = format!("{prefix}-hp");
-    let sb = Sandbox::start(
-        &agent,
-        vec![
-            VmSpec::new(&n1).disk("hp-disk-1", 1 << 30),
-            VmSpec::new(&n2).disk("hp-disk-2", 1 << 30),
-        ],
-    )
-    .await
-    .expect("sandbox: test API server and two node VMs");
-    let client_bytes = stripped_client(&client_bin);
-    let helper_bytes = stripped_client(&helper);
-    for n in [&n1, &n2] {
-        let vm = sb.testbed.vm(n);
-        vm.write_file_mode(CALL, &client_bytes, 0o755)
-            .await
-            .expect("install client");
-        vm.write_file_mode(HELPER, &helper_bytes, 0o755)
-            .await
-            .expect("install helper");
-        ha_agent(&sb, n).await;
-    }
-    for n in [&n1, &n2] {
-        claim_pool(&sb, n).await;
-    }
+    let (sb, n1, n2, vol) = ha_sandbox("p", "hp").await;
     let nodes = [n1.as_str(), n2.as_str()];
     let (reconciler, csi) = control_plane(&sb, "ha-vm-partition", Duration::from_secs(120));
     let created = csi
@@ -525,6 +496,20 @@ async fn a_partition_keeps_one_writer_and_a_forced_split_brain_waits_for_the_ope
     eprintln!(
         "partition: write on the primary completed {:?} after the cut",
         t.elapsed()
+    );
+    // The fast path was taken: DRBD ran the handler of our resource file (drbdadm finds it
+    // through /run/drbd), the helper reached the agent over its socket.
+    let log = String::from_utf8_lossy(
+        &sb.testbed
+            .vm(&n1)
+            .read_file(GUEST_AGENT_LOG)
+            .await
+            .expect("agent log"),
+    )
+    .into_owned();
+    assert!(
+        log.contains("DRBD helper call") && log.contains("fence-peer"),
+        "the fence-peer handler reached the agent:{log}"
     );
     wait_volume(
         &sb,
