@@ -690,23 +690,42 @@ async fn an_ha_volume_grows_both_volumes_then_its_device_in_use_or_not() {
     p.net.write(&p.a.name, &res, 4096).expect("write");
     let before = p.net.data(&p.a.name, &res);
     grow(192 * MI).await;
-    p.wait_volume(&vol, "grown to 192 MiB in use", grown_to(192 * MI)).await;
+    p.wait_volume(&vol, "grown to 192 MiB in use", grown_to(192 * MI))
+        .await;
     for n in [&p.a, &p.b] {
-        assert_eq!(p.net.device_size(&n.name, &res), Some(192 << 20), "on {}", n.name);
-        let lv = n.lvm.snapshot().lvs.into_iter().find(|l| l.name == vol).expect("lv");
+        assert_eq!(
+            p.net.device_size(&n.name, &res),
+            Some(192 << 20),
+            "on {}",
+            n.name
+        );
+        let lv = n
+            .lvm
+            .snapshot()
+            .lvs
+            .into_iter()
+            .find(|l| l.name == vol)
+            .expect("lv");
         assert_eq!(lv.size, 192 * MI);
     }
     assert_eq!(p.net.data(&p.b.name, &res), before, "nothing lost");
     p.net.set_open(&p.a.name, &res, false);
-    ha::unstage(&p.a.ctx(), &p.a.replication(), &vol).await.expect("unstage");
+    ha::unstage(&p.a.ctx(), &p.a.replication(), &vol)
+        .await
+        .expect("unstage");
 
     // Unused: the allowed replica promotes itself for the resize and demotes after.
     grow(256 * MI).await;
-    p.wait_volume(&vol, "grown to 256 MiB unused", grown_to(256 * MI)).await;
+    p.wait_volume(&vol, "grown to 256 MiB unused", grown_to(256 * MI))
+        .await;
     for n in [&p.a, &p.b] {
         let st = p.net.resource(&n.name, &res).expect("up");
         assert_eq!(st.size_bytes, 256 << 20);
-        assert_eq!(st.role, hwameistor_core::drbd::Role::Secondary, "demoted after");
+        assert_eq!(
+            st.role,
+            hwameistor_core::drbd::Role::Secondary,
+            "demoted after"
+        );
     }
     p.wait_healthy(&vol).await;
     p.delete_and_check_nothing_left(&vol, &res).await;
