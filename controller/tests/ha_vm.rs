@@ -555,20 +555,49 @@ async fn a_partition_keeps_one_writer_and_a_forced_split_brain_waits_for_the_ope
         wait_agent_exit(&sb, n, pid).await;
     }
     sb.testbed.partition(&n1, &n2).expect("partition");
+    // Both sides must have noticed the loss before either is forced (a side that still
+    // believes it is connected refuses a second primary).
+    for n in nodes {
+        let vm = sb.testbed.vm(n);
+        ok(
+            &sb,
+            &nodes,
+            eventually(WAIT, &format!("{n} to see the link lost"), || async {
+                let p = vm.exec_ok("cat /proc/drbd").await?;
+                Ok((!p.contains("cs:Connected") && !p.contains("cs:Sync")).then_some(()))
+            })
+            .await,
+        )
+        .await;
+    }
     let drbdadm = "drbdadm -c /etc/hwameistor/drbd/drbd.conf".to_string();
     for n in nodes {
         let vm = sb.testbed.vm(n);
-        let out = vm
-            .exec(&format!(
-                "{drbdadm} primary --force {vol} && dd if=/dev/urandom of={dev} bs=4k count=16 oflag=direct conv=fsync && dd if={dev} bs=4k count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1 > /tmp/sb-sum && {drbdadm} secondary {vol}"
-            ))
-            .await
-            .expect("exec");
-        assert!(
-            out.success(),
-            "forcing {n}: {out:?}{}",
-            logs(&sb, &nodes).await
-        );
+        // The forced promotion first asks the fence-peer handler (which fails: the agents
+        // are stopped); DRBD may refuse while it still settles the lost connection, so it
+        // is tried a few times.
+        let mut last = None;
+        for _ in 0..5 {
+            let out = vm
+                .exec(&format!(
+                    "{drbdadm} primary --force {vol} && dd if=/dev/urandom of={dev} bs=4k count=16 oflag=direct conv=fsync && dd if={dev} bs=4k count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1 > /tmp/sb-sum && {drbdadm} secondary {vol}"
+                ))
+                .await
+                .expect("exec");
+            if out.success() {
+                last = None;
+                break;
+            }
+            last = Some(out);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        if let Some(out) = last {
+            let dmesg = vm
+                .exec_ok("dmesg | grep -i drbd | tail -30")
+                .await
+                .unwrap_or_default();
+            panic!("forcing {n}: {out:?}\n{dmesg}{}", logs(&sb, &nodes).await);
+        }
     }
     let sum1 = sb
         .testbed
