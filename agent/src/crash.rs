@@ -34,10 +34,18 @@ pub enum CrashPoint {
     HaAfterUp,
     /// The first primary of a new HA volume was forced; it is still primary.
     HaAfterForcedPrimary,
+    /// A lost peer is recorded outdated on the volume; this side's I/O is still frozen.
+    HaAfterFence,
+    /// An unused HA volume's device was grown by promoting this replica; it is still primary.
+    HaAfterResize,
+    /// An HA replica's resource is down; its metadata, file and volumes are still there.
+    HaAfterDown,
+    /// An HA replica's metadata is wiped; its file and volumes are still there.
+    HaAfterWipe,
 }
 
 impl CrashPoint {
-    pub const ALL: [CrashPoint; 9] = [
+    pub const ALL: [CrashPoint; 13] = [
         CrashPoint::ClaimAfterChoose,
         CrashPoint::ClaimAfterBindDisk,
         CrashPoint::LvmAfterPvcreate,
@@ -47,6 +55,10 @@ impl CrashPoint {
         CrashPoint::HaAfterMetadata,
         CrashPoint::HaAfterUp,
         CrashPoint::HaAfterForcedPrimary,
+        CrashPoint::HaAfterFence,
+        CrashPoint::HaAfterResize,
+        CrashPoint::HaAfterDown,
+        CrashPoint::HaAfterWipe,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +72,10 @@ impl CrashPoint {
             CrashPoint::HaAfterMetadata => "ha-after-metadata",
             CrashPoint::HaAfterUp => "ha-after-up",
             CrashPoint::HaAfterForcedPrimary => "ha-after-forced-primary",
+            CrashPoint::HaAfterFence => "ha-after-fence",
+            CrashPoint::HaAfterResize => "ha-after-resize",
+            CrashPoint::HaAfterDown => "ha-after-down",
+            CrashPoint::HaAfterWipe => "ha-after-wipe",
         }
     }
 

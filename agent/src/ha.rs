@@ -510,13 +510,25 @@ pub async fn reconcile(
                 ctx.crash.point(CrashPoint::HaAfterForcedPrimary).await;
                 r
             }
-            HaStep::Demote => rep.drbd.secondary(&resource).await,
+            HaStep::Demote => match rep.drbd.secondary(&resource).await {
+                // Open here: something uses it (a staging this agent does not remember, e.g.
+                // after a restart). It stays primary and counts as staged.
+                Err(DrbdError::InUse(_)) => {
+                    tracing::info!(replica = %name, resource = %resource, "device in use here: kept primary, counted as staged");
+                    rep.set_staged(&current.spec.volume_name, true);
+                    Ok(())
+                }
+                r => r,
+            },
             HaStep::Resize { promote } => {
                 let r = async {
                     if promote {
                         rep.drbd.primary(&resource, false).await?;
                     }
                     let grown = rep.drbd.resize(&resource).await;
+                    if promote && grown.is_ok() {
+                        ctx.crash.point(CrashPoint::HaAfterResize).await;
+                    }
                     if promote {
                         // Demoted whatever the resize did: nobody uses the volume here.
                         rep.drbd.secondary(&resource).await?;
@@ -542,10 +554,23 @@ pub async fn reconcile(
                 r
             }
             HaStep::Outdate => rep.drbd.outdate(&resource).await,
-            HaStep::Down => rep.drbd.down(&resource).await,
-            HaStep::WipeMetadata => rep.drbd.wipe_metadata(&resource).await,
+            HaStep::Down => {
+                let r = rep.drbd.down(&resource).await;
+                if r.is_ok() {
+                    ctx.crash.point(CrashPoint::HaAfterDown).await;
+                }
+                r
+            }
+            HaStep::WipeMetadata => {
+                let r = rep.drbd.wipe_metadata(&resource).await;
+                if r.is_ok() {
+                    ctx.crash.point(CrashPoint::HaAfterWipe).await;
+                }
+                r
+            }
             HaStep::Fence => match fence(ctx, &current.spec.volume_name).await? {
                 Fenced::PeerOutdated => {
+                    ctx.crash.point(CrashPoint::HaAfterFence).await;
                     let r = rep.drbd.resume_io(&resource).await;
                     if r.is_ok() {
                         tracing::warn!(replica = %name, "I/O resumed after the peer was recorded outdated");

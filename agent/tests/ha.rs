@@ -30,6 +30,9 @@ const HA_POINTS: [CrashPoint; 3] = [
     CrashPoint::HaAfterUp,
     CrashPoint::HaAfterForcedPrimary,
 ];
+const TEARDOWN_POINTS: [CrashPoint; 2] = [CrashPoint::HaAfterDown, CrashPoint::HaAfterWipe];
+/// Tested one each below.
+const OTHER_POINTS: [CrashPoint; 2] = [CrashPoint::HaAfterFence, CrashPoint::HaAfterResize];
 
 /// Two DRBD nodes with a pool each, their agents, and a controller acting on them only.
 struct Pair {
@@ -227,6 +230,10 @@ impl Pair {
             .delete(name, &DeleteParams::default())
             .await
             .expect("delete volume");
+        self.check_gone_and_nothing_left(name, res).await;
+    }
+
+    async fn check_gone_and_nothing_left(&self, name: &str, res: &str) {
         eventually(&format!("volume {name} gone"), || async {
             self.volumes()
                 .get_opt(name)
@@ -282,7 +289,12 @@ fn every_ha_crash_point_is_exercised_below() {
         .map(|p| p.name())
         .filter(|n| n.starts_with("ha-"))
         .collect();
-    let mut tested: Vec<&str> = HA_POINTS.iter().map(|p| p.name()).collect();
+    let mut tested: Vec<&str> = HA_POINTS
+        .iter()
+        .chain(TEARDOWN_POINTS.iter())
+        .chain(OTHER_POINTS.iter())
+        .map(|p| p.name())
+        .collect();
     all.sort();
     tested.sort();
     assert_eq!(tested, all, "an HA crash point without a test");
@@ -728,6 +740,123 @@ async fn an_ha_volume_grows_both_volumes_then_its_device_in_use_or_not() {
         );
     }
     p.wait_healthy(&vol).await;
+    p.delete_and_check_nothing_left(&vol, &res).await;
+    p.a.cleanup().await;
+    p.b.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ha_replica_is_removed_completely_after_the_agent_dies_at_each_teardown_step() {
+    let (_server, client) = cluster().await;
+    for point in TEARDOWN_POINTS {
+        let mut p = Pair::new(&client).await;
+        p.start().await;
+        let vol = p.create_volume(64 * MI).await;
+        let v = p.wait_healthy(&vol).await;
+        let res = Pair::resource(&v);
+        p.a.stop();
+        p.a.start_crashing_at(point);
+        p.volumes()
+            .delete(&vol, &DeleteParams::default())
+            .await
+            .expect("delete volume");
+        assert_eq!(p.a.crash().await, point);
+        p.a.start();
+        p.check_gone_and_nothing_left(&vol, &res).await;
+        p.a.cleanup().await;
+        p.b.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_by_the_reconciler_resumes_io_even_across_an_agent_crash() {
+    let (_server, client) = cluster().await;
+    let mut p = Pair::new(&client).await;
+    p.start().await;
+    let vol = p.create_volume(64 * MI).await;
+    let v = p.wait_healthy(&vol).await;
+    let res = Pair::resource(&v);
+    let (a_name, b_name) = (p.a.name.clone(), p.b.name.clone());
+    stage(&p.a, &vol).await.expect("stage on a");
+    p.net.set_open(&a_name, &res, true);
+    // DRBD's handler cannot reach the agent: the reconciler's Fence step is the only path.
+    p.a.stop();
+    p.a.start_crashing_at(CrashPoint::HaAfterFence);
+    p.net.clear_helper(&a_name);
+    p.net.cut(&a_name, &b_name);
+    p.net.settle().await;
+    assert_eq!(p.a.crash().await, CrashPoint::HaAfterFence);
+    // Recorded, not yet resumed: the agent died between the two.
+    assert!(Pair::outdated(&p.volume(&vol).await, &b_name));
+    assert!(p.net.resource(&a_name, &res).expect("up").suspended);
+    assert!(p.net.write(&a_name, &res, 4096).is_err(), "frozen");
+    p.a.start();
+    p.net.clear_helper(&a_name);
+    eventually("I/O resumed on a", || async {
+        p.net
+            .resource(&a_name, &res)
+            .filter(|s| !s.suspended)
+            .map(|_| ())
+    })
+    .await;
+    p.net.write(&a_name, &res, 4096).expect("a writes on");
+    // Still primary and in use (the restarted agent learned it from the refused demote).
+    assert_eq!(
+        p.net.resource(&a_name, &res).map(|s| s.role),
+        Some(hwameistor_core::drbd::Role::Primary)
+    );
+    p.net.heal(&a_name, &b_name);
+    p.wait_volume(&vol, "healthy with b resynced", |v| {
+        let st = v.status.clone().unwrap_or_default();
+        st.ha_state == Some(HaState::Healthy) && !Pair::outdated(v, &b_name)
+    })
+    .await;
+    assert_eq!(p.net.data(&a_name, &res), p.net.data(&b_name, &res));
+    p.net.set_open(&a_name, &res, false);
+    ha::unstage(&p.a.ctx(), &p.a.replication(), &vol)
+        .await
+        .expect("unstage");
+    p.delete_and_check_nothing_left(&vol, &res).await;
+    p.a.cleanup().await;
+    p.b.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_volume_grown_while_the_agent_dies_mid_resize_ends_grown_and_demoted() {
+    let (_server, client) = cluster().await;
+    let mut p = Pair::new(&client).await;
+    p.start().await;
+    let vol = p.create_volume(64 * MI).await;
+    let v = p.wait_healthy(&vol).await;
+    let res = Pair::resource(&v);
+    p.a.stop();
+    p.a.start_crashing_at(CrashPoint::HaAfterResize);
+    p.volumes()
+        .patch(
+            &vol,
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({ "spec": { "requiredCapacityBytes": 128 * MI } })),
+        )
+        .await
+        .expect("grow");
+    assert_eq!(p.a.crash().await, CrashPoint::HaAfterResize);
+    assert_eq!(
+        p.net.resource(&p.a.name, &res).map(|s| s.role),
+        Some(hwameistor_core::drbd::Role::Primary),
+        "promoted for the resize when the agent died"
+    );
+    p.a.start();
+    p.wait_volume(&vol, "grown and healthy", |v| {
+        let st = v.status.clone().unwrap_or_default();
+        st.ha_state == Some(HaState::Healthy) && st.allocated_capacity_bytes == Some(128 * MI)
+    })
+    .await;
+    eventually("a demoted again", || async {
+        (p.net.resource(&p.a.name, &res).map(|s| s.role)
+            == Some(hwameistor_core::drbd::Role::Secondary))
+        .then_some(())
+    })
+    .await;
     p.delete_and_check_nothing_left(&vol, &res).await;
     p.a.cleanup().await;
     p.b.cleanup().await;
