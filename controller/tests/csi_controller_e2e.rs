@@ -1254,6 +1254,34 @@ async fn an_ha_volume_spans_two_nodes_and_its_primary_moves_only_when_unused() {
     let csi = service(&client);
     let volumes: Api<LocalVolume> = Api::all(client.clone());
 
+    // Capacity for the HA class on n2: bounded by a second node's room, less metadata (on a
+    // shared cluster other tests' nodes may be that second node: only the bounds are sure).
+    let capacity = |replicas: &str| {
+        let csi = &csi;
+        let n2 = n2.clone();
+        let replicas = replicas.to_string();
+        async move {
+            csi.get_capacity(Request::new(GetCapacityRequest {
+                parameters: HashMap::from([
+                    ("poolClass".to_string(), "HDD".to_string()),
+                    ("replicaNumber".to_string(), replicas),
+                ]),
+                accessible_topology: Some(topology::of_node(&n2)),
+                ..Default::default()
+            }))
+            .await
+            .expect("capacity")
+            .into_inner()
+        }
+    };
+    let (plain, ha) = (capacity("1").await, capacity("2").await);
+    assert!(
+        ha.available_capacity > 0 && ha.available_capacity < plain.available_capacity,
+        "HA {} vs plain {}",
+        ha.available_capacity,
+        plain.available_capacity
+    );
+
     // WaitForFirstConsumer with strict topology names n2 only: n2 holds the first replica,
     // the other goes to another node with room.
     let mut req = create_req(&pvc, GI, Some(&n2), mount_cap());

@@ -173,6 +173,50 @@ pub fn available(
     out
 }
 
+/// Room for new HA volumes (two replicas) of `class` whose first replica is on `only_node`
+/// (or on any node when `None`): on each candidate node, what it has and what the roomiest
+/// other candidate has, whichever is less, less the replication metadata. Candidates are
+/// Ready nodes with such a pool and a replication address, as [`place`] requires.
+pub fn available_replicated(
+    nodes: &[NodeView],
+    class: PoolClass,
+    placed: &[Placed],
+    only_node: Option<&str>,
+) -> Available {
+    let rooms: Vec<(&str, i64, i64)> = nodes
+        .iter()
+        .filter(|n| n.ready && n.storage_ip.is_some())
+        .filter_map(|n| {
+            let pool = n.pools.get(&class)?;
+            Some((
+                n.name.as_str(),
+                room(&n.name, class, pool, placed, "").bytes,
+                pool.extent,
+            ))
+        })
+        .collect();
+    let mut out = Available::default();
+    for &(name, own, extent) in rooms
+        .iter()
+        .filter(|(name, _, _)| only_node.is_none_or(|o| *name == o))
+    {
+        let Some(other) = rooms
+            .iter()
+            .filter(|(n, _, _)| *n != name)
+            .map(|(_, r, _)| *r)
+            .max()
+        else {
+            continue;
+        };
+        let both = own.min(other);
+        // The metadata volume beside the data, rounded as the agent makes it.
+        let usable = (both - round_up_to_extent(crate::drbd::meta_bytes(both), extent)).max(0);
+        out.total = out.total.saturating_add(usable);
+        out.largest = out.largest.max(usable);
+    }
+    out
+}
+
 /// Why a volume cannot grow on a node.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum GrowthError {
@@ -837,5 +881,34 @@ mod tests {
             place(&plain, &nodes, &[], &p).expect("fits"),
             vec!["b".to_string()]
         );
+    }
+
+    #[test]
+    fn ha_capacity_needs_a_second_node_and_leaves_room_for_metadata() {
+        let a = node("a", 10 * GI, 4 * GI, 0);
+        let b = node("b", 10 * GI, 2 * GI, 0);
+        let mut c = node("c", 10 * GI, 8 * GI, 0);
+        c.storage_ip = None;
+        // From a: b is the only other candidate (c has no replication address).
+        let from_a = available_replicated(&[a.clone(), b.clone(), c.clone()], HDD, &[], Some("a"));
+        assert_eq!(from_a.largest, 2 * GI - 4 * MI);
+        // From b: a has more than b, so b's own room bounds it.
+        let from_b = available_replicated(&[a.clone(), b.clone(), c.clone()], HDD, &[], Some("b"));
+        assert_eq!(from_b.largest, 2 * GI - 4 * MI);
+        // From c: not a candidate.
+        assert_eq!(
+            available_replicated(&[a.clone(), b.clone(), c], HDD, &[], Some("c")),
+            Available::default()
+        );
+        // Alone, no HA volume fits anywhere.
+        assert_eq!(
+            available_replicated(&[a.clone()], HDD, &[], None),
+            Available::default()
+        );
+        // Every size offered is one place() accepts.
+        let mut r = req(from_a.largest, &["a"]);
+        r.replicas = 2;
+        r.replicated = true;
+        assert!(place(&r, &[a, b], &[], &Policy::default()).is_ok());
     }
 }

@@ -809,7 +809,12 @@ impl Controller for ControllerService {
             .map(|t| topology::node_of(t).ok_or(topology::NoNodeKey))
             .transpose()?;
         let (nodes, placed) = self.placement_state().await?;
-        let room = placement::available(&nodes, params.pool_class, &placed, node);
+        // An HA class needs room on a second node too (and metadata beside the data).
+        let room = if params.replicas.get() > 1 {
+            placement::available_replicated(&nodes, params.pool_class, &placed, node)
+        } else {
+            placement::available(&nodes, params.pool_class, &placed, node)
+        };
         // The smallest volume these capabilities allow (xfs has a floor of its own); without
         // capabilities the filesystem is not known, so no minimum is claimed.
         let minimum_volume_size = access.map(|a| {
