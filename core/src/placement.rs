@@ -902,7 +902,7 @@ mod tests {
         );
         // Alone, no HA volume fits anywhere.
         assert_eq!(
-            available_replicated(&[a.clone()], HDD, &[], None),
+            available_replicated(std::slice::from_ref(&a), HDD, &[], None),
             Available::default()
         );
         // Every size offered is one place() accepts.
