@@ -42,13 +42,11 @@ pub struct FailoverConfig {
 pub struct Heartbeats {
     /// Node → (the Lease's renewTime as written, when it was first seen, valid for ms).
     seen: HashMap<String, (Option<String>, Instant, i64)>,
-    started: Option<Instant>,
 }
 
 impl Heartbeats {
     /// Records the Leases as listed now.
     pub fn observe(&mut self, leases: &[Lease], now: Instant) {
-        self.started.get_or_insert(now);
         for l in leases {
             let Some(node) = l
                 .name_any()
@@ -78,7 +76,7 @@ impl Heartbeats {
             let silent =
                 i64::try_from(now.duration_since(*changed).as_millis()).unwrap_or(i64::MAX);
             let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
-            ha::heartbeat_lost(0, *valid, silent, grace)
+            ha::heartbeat_lost(silent, *valid, grace)
         })
     }
 }

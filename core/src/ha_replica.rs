@@ -91,11 +91,6 @@ fn has_finalizer(r: &LocalVolumeReplica) -> bool {
         .is_some_and(|f| f.iter().any(|x| x == FINALIZER_REPLICA))
 }
 
-/// Bytes of the metadata logical volume for a replica of `bytes` (before extent rounding).
-pub fn meta_volume_bytes(bytes: i64) -> i64 {
-    drbd::meta_bytes(bytes)
-}
-
 /// Whether this replica held up-to-date data at some point (its reports say so): such a
 /// replica is never forced primary again.
 fn held_data(r: &LocalVolumeReplica) -> bool {
@@ -269,7 +264,7 @@ pub fn next_step(node: &str, r: &LocalVolumeReplica, lvm: &LvmState, view: &Drbd
             }
         }
     }
-    let meta_bytes = meta_volume_bytes(r.spec.required_capacity_bytes);
+    let meta_bytes = drbd::meta_bytes(r.spec.required_capacity_bytes);
     match meta {
         Some(m) if m.size >= meta_bytes && m.active() => {}
         _ => {
