@@ -16,42 +16,82 @@ pub const MAX_MINOR: i64 = 65535;
 /// Suffix of the metadata logical volume beside a volume's data logical volume.
 pub const META_LV_SUFFIX: &str = "_drbdmeta";
 
-/// The role of one side of a resource.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Role {
-    Primary,
-    Secondary,
-    Unknown,
+/// Declares a state enum once: its variants, the names DRBD prints (the variants' own),
+/// and parsing them back.
+macro_rules! drbd_states {
+    ($(#[$doc:meta])* $name:ident { $($v:ident),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($v,)* }
+
+        impl $name {
+            /// The name DRBD prints.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => stringify!($v),)* }
+            }
+            /// Parses the name DRBD prints; `None` for anything else.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $(stringify!($v) => Some(Self::$v),)* _ => None }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
 }
 
-/// DRBD 8.4's connection states (`cs:` in /proc/drbd, `connection:` in events).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ConnState {
-    StandAlone,
-    Disconnecting,
-    Unconnected,
-    Timeout,
-    BrokenPipe,
-    NetworkFailure,
-    ProtocolError,
-    TearDown,
-    WFConnection,
-    WFReportParams,
-    Connected,
-    StartingSyncS,
-    StartingSyncT,
-    WFBitMapS,
-    WFBitMapT,
-    WFSyncUUID,
-    SyncSource,
-    SyncTarget,
-    PausedSyncS,
-    PausedSyncT,
-    VerifyS,
-    VerifyT,
-    Ahead,
-    Behind,
-}
+drbd_states!(
+    /// The role of one side of a resource.
+    Role { Primary, Secondary, Unknown }
+);
+
+drbd_states!(
+    /// DRBD 8.4's connection states (`cs:` in /proc/drbd).
+    ConnState {
+        StandAlone,
+        Disconnecting,
+        Unconnected,
+        Timeout,
+        BrokenPipe,
+        NetworkFailure,
+        ProtocolError,
+        TearDown,
+        WFConnection,
+        WFReportParams,
+        Connected,
+        StartingSyncS,
+        StartingSyncT,
+        WFBitMapS,
+        WFBitMapT,
+        WFSyncUUID,
+        SyncSource,
+        SyncTarget,
+        PausedSyncS,
+        PausedSyncT,
+        VerifyS,
+        VerifyT,
+        Ahead,
+        Behind,
+    }
+);
+
+drbd_states!(
+    /// DRBD's disk states (`ds:` in /proc/drbd).
+    DiskState {
+        Diskless,
+        Attaching,
+        Failed,
+        Negotiating,
+        Inconsistent,
+        Outdated,
+        DUnknown,
+        Consistent,
+        UpToDate,
+    }
+);
 
 impl ConnState {
     /// A link to the peer exists (a replication or resync relation is established).
@@ -93,83 +133,6 @@ impl ConnState {
         )
     }
 }
-
-/// DRBD's disk states (`ds:` in /proc/drbd).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DiskState {
-    Diskless,
-    Attaching,
-    Failed,
-    Negotiating,
-    Inconsistent,
-    Outdated,
-    DUnknown,
-    Consistent,
-    UpToDate,
-}
-
-macro_rules! names {
-    ($t:ty { $($v:ident),* $(,)? }) => {
-        impl $t {
-            /// The name DRBD prints.
-            pub fn as_str(self) -> &'static str {
-                match self { $(Self::$v => stringify!($v),)* }
-            }
-            /// Parses the name DRBD prints; `None` for anything else.
-            pub fn parse(s: &str) -> Option<Self> {
-                match s { $(stringify!($v) => Some(Self::$v),)* _ => None }
-            }
-        }
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-names!(Role {
-    Primary,
-    Secondary,
-    Unknown
-});
-names!(ConnState {
-    StandAlone,
-    Disconnecting,
-    Unconnected,
-    Timeout,
-    BrokenPipe,
-    NetworkFailure,
-    ProtocolError,
-    TearDown,
-    WFConnection,
-    WFReportParams,
-    Connected,
-    StartingSyncS,
-    StartingSyncT,
-    WFBitMapS,
-    WFBitMapT,
-    WFSyncUUID,
-    SyncSource,
-    SyncTarget,
-    PausedSyncS,
-    PausedSyncT,
-    VerifyS,
-    VerifyT,
-    Ahead,
-    Behind,
-});
-names!(DiskState {
-    Diskless,
-    Attaching,
-    Failed,
-    Negotiating,
-    Inconsistent,
-    Outdated,
-    DUnknown,
-    Consistent,
-    UpToDate,
-});
 
 /// What the kernel reports about one resource (one volume, one peer: DRBD 8.4).
 #[derive(Clone, Debug, PartialEq)]
