@@ -348,6 +348,49 @@ async fn record_error(
     Ok(())
 }
 
+/// Writes the replica's resource file and applies a change to a running resource.
+/// `Some(action)` when that failed (recorded on the replica).
+async fn configure(
+    ctx: &Context,
+    rep: &Replication,
+    api: &Api<LocalVolumeReplica>,
+    r: &LocalVolumeReplica,
+) -> Result<Option<Action>, kube::Error> {
+    if r.metadata.deletion_timestamp.is_some() || rep.kernel().await.is_err() {
+        return Ok(None);
+    }
+    let Some(cfg) = resource_config(&ctx.node, r, rep.handler.as_deref()) else {
+        return Ok(None);
+    };
+    let failed = match rep.drbd.write_config(&cfg).await {
+        Ok(false) => None,
+        Ok(true) => {
+            let up = rep
+                .poll()
+                .await
+                .is_ok_and(|all| all.iter().any(|s| s.name == cfg.name));
+            // A resource that is not up yet is brought up by its own step, after its metadata.
+            if up {
+                rep.drbd
+                    .adjust(&cfg.name)
+                    .await
+                    .err()
+                    .map(|e| format!("applying the changed DRBD configuration failed: {e}"))
+            } else {
+                None
+            }
+        }
+        Err(e) => Some(format!("writing the DRBD configuration failed: {e}")),
+    };
+    match failed {
+        None => Ok(None),
+        Some(m) => {
+            record_error(ctx, api, r, ReplicaState::NotReady, "Configure", m).await?;
+            Ok(Some(Action::requeue(ctx.tuning.retry)))
+        }
+    }
+}
+
 /// Brings one HA replica of this node to its goal.
 pub async fn reconcile(
     ctx: &Context,
@@ -356,45 +399,14 @@ pub async fn reconcile(
 ) -> Result<Action, ReplicaError> {
     let name = current.metadata.name.clone().unwrap_or_default();
     let api: Api<LocalVolumeReplica> = Api::all(ctx.client.clone());
+    // The resource file follows the spec, which changes only with a new reconcile (our own
+    // writes in the loop below touch finalizers and status): written once here.
+    if let Some(action) = configure(ctx, rep, &api, &current).await? {
+        return Ok(action);
+    }
     for _ in 0..24 {
         let lvm = ctx.lvm.snapshot().await?;
         let deleting = current.metadata.deletion_timestamp.is_some();
-        if !deleting && rep.kernel().await.is_ok() {
-            if let Some(cfg) = resource_config(&ctx.node, &current, rep.handler.as_deref()) {
-                match rep.drbd.write_config(&cfg).await {
-                    Ok(true) => {
-                        let up = rep
-                            .poll()
-                            .await
-                            .map(|all| all.iter().any(|s| s.name == cfg.name))
-                            .unwrap_or(false);
-                        if up {
-                            if let Err(e) = rep.drbd.adjust(&cfg.name).await {
-                                let m =
-                                    format!("applying the changed DRBD configuration failed: {e}");
-                                record_error(
-                                    ctx,
-                                    &api,
-                                    &current,
-                                    ReplicaState::NotReady,
-                                    "Configure",
-                                    m,
-                                )
-                                .await?;
-                                return Ok(Action::requeue(ctx.tuning.retry));
-                            }
-                        }
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        let m = format!("writing the DRBD configuration failed: {e}");
-                        record_error(ctx, &api, &current, ReplicaState::NotReady, "Configure", m)
-                            .await?;
-                        return Ok(Action::requeue(ctx.tuning.retry));
-                    }
-                }
-            }
-        }
         let v = view(ctx, rep, &current).await;
         let step = ha_replica::next_step(&ctx.node, &current, &lvm, &v);
         tracing::debug!(replica = %name, ?step, "HA replica step");
