@@ -140,6 +140,32 @@ impl Pair {
         }
     }
 
+    /// A started pair with a healthy HA volume of `bytes`: the pair, the volume and its
+    /// DRBD resource.
+    async fn with_healthy_volume(client: &Client, bytes: i64) -> (Pair, String, String) {
+        let mut p = Pair::new(client).await;
+        p.start().await;
+        let vol = p.create_volume(bytes).await;
+        let v = p.wait_healthy(&vol).await;
+        let res = Pair::resource(&v);
+        (p, vol, res)
+    }
+
+    /// Closes the device on `node` and unstages the volume there (as a pod going away).
+    async fn unstage(&self, node: &FakeNode, vol: &str, res: &str) {
+        self.net.set_open(&node.name, res, false);
+        ha::unstage(&node.ctx(), &node.replication(), vol)
+            .await
+            .expect("unstage");
+    }
+
+    /// Deletes the volume, checks nothing is left on either node, and removes the nodes.
+    async fn finish(mut self, vol: &str, res: &str) {
+        self.delete_and_check_nothing_left(vol, res).await;
+        self.a.cleanup().await;
+        self.b.cleanup().await;
+    }
+
     async fn create_volume(&self, bytes: i64) -> String {
         let name = unique("pvc-ha");
         let v = LocalVolume::new(
@@ -303,11 +329,8 @@ fn every_ha_crash_point_is_exercised_below() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ha_volume_is_synced_on_two_nodes_served_by_the_allowed_one_and_removed_cleanly() {
     let (_server, client) = cluster().await;
-    let mut p = Pair::new(&client).await;
-    p.start().await;
-    let vol = p.create_volume(256 * MI).await;
-    let v = p.wait_healthy(&vol).await;
-    let res = Pair::resource(&v);
+    let (p, vol, res) = Pair::with_healthy_volume(&client, 256 * MI).await;
+    let v = p.volume(&vol).await;
     let config = v.spec.config.clone().expect("config");
     assert!(config.resource_id >= 0);
     assert!(
@@ -387,19 +410,13 @@ async fn an_ha_volume_is_synced_on_two_nodes_served_by_the_allowed_one_and_remov
         .await
         .expect("unstage");
 
-    p.delete_and_check_nothing_left(&vol, &res).await;
-    p.a.cleanup().await;
-    p.b.cleanup().await;
+    p.finish(&vol, &res).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_primary_is_fenced_then_the_survivor_serves_and_the_returning_node_resyncs() {
     let (_server, client) = cluster().await;
-    let mut p = Pair::new(&client).await;
-    p.start().await;
-    let vol = p.create_volume(128 * MI).await;
-    let v = p.wait_healthy(&vol).await;
-    let res = Pair::resource(&v);
+    let (mut p, vol, res) = Pair::with_healthy_volume(&client, 128 * MI).await;
     stage(&p.a, &vol).await.expect("stage on a");
     p.net.set_open(&p.a.name, &res, true);
     for _ in 0..3 {
@@ -456,23 +473,14 @@ async fn a_lost_primary_is_fenced_then_the_survivor_serves_and_the_returning_nod
     // The old primary may not be staged while b serves.
     assert!(stage(&p.a, &vol).await.is_err());
 
-    p.net.set_open(&b_name, &res, false);
-    ha::unstage(&p.b.ctx(), &p.b.replication(), &vol)
-        .await
-        .expect("unstage");
-    p.delete_and_check_nothing_left(&vol, &res).await;
-    p.a.cleanup().await;
-    p.b.cleanup().await;
+    p.unstage(&p.b, &vol, &res).await;
+    p.finish(&vol, &res).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_leaves_exactly_one_writer_and_heals_without_split_brain() {
     let (_server, client) = cluster().await;
-    let mut p = Pair::new(&client).await;
-    p.start().await;
-    let vol = p.create_volume(128 * MI).await;
-    let v = p.wait_healthy(&vol).await;
-    let res = Pair::resource(&v);
+    let (p, vol, res) = Pair::with_healthy_volume(&client, 128 * MI).await;
     let (a_name, b_name) = (p.a.name.clone(), p.b.name.clone());
     stage(&p.a, &vol).await.expect("stage on a");
     p.net.set_open(&a_name, &res, true);
@@ -512,23 +520,14 @@ async fn a_partition_leaves_exactly_one_writer_and_heals_without_split_brain() {
             .any(|c| c.command == "split-brain"),
         "no split brain"
     );
-    p.net.set_open(&a_name, &res, false);
-    ha::unstage(&p.a.ctx(), &p.a.replication(), &vol)
-        .await
-        .expect("unstage");
-    p.delete_and_check_nothing_left(&vol, &res).await;
-    p.a.cleanup().await;
-    p.b.cleanup().await;
+    p.unstage(&p.a, &vol, &res).await;
+    p.finish(&vol, &res).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_brain_keeps_both_copies_until_the_operator_chooses_one() {
     let (_server, client) = cluster().await;
-    let mut p = Pair::new(&client).await;
-    p.start().await;
-    let vol = p.create_volume(128 * MI).await;
-    let v = p.wait_healthy(&vol).await;
-    let res = Pair::resource(&v);
+    let (p, vol, res) = Pair::with_healthy_volume(&client, 128 * MI).await;
     let (a_name, b_name) = (p.a.name.clone(), p.b.name.clone());
 
     // Test-only path to a split brain: both sides forced primary while apart, both written.
@@ -620,9 +619,7 @@ async fn a_split_brain_keeps_both_copies_until_the_operator_chooses_one() {
         .any(|c| c.type_ == volume::CONDITION_SPLIT_BRAIN && c.status == "False"));
     assert_eq!(p.net.data(&a_name, &res), data_b, "a took b's data");
     assert_eq!(p.net.data(&b_name, &res), data_b);
-    p.delete_and_check_nothing_left(&vol, &res).await;
-    p.a.cleanup().await;
-    p.b.cleanup().await;
+    p.finish(&vol, &res).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -671,11 +668,7 @@ async fn an_ha_replica_converges_after_the_agent_dies_at_each_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ha_volume_grows_both_volumes_then_its_device_in_use_or_not() {
     let (_server, client) = cluster().await;
-    let mut p = Pair::new(&client).await;
-    p.start().await;
-    let vol = p.create_volume(128 * MI).await;
-    let v = p.wait_healthy(&vol).await;
-    let res = Pair::resource(&v);
+    let (p, vol, res) = Pair::with_healthy_volume(&client, 128 * MI).await;
     let grow = |bytes: i64| {
         let api = p.volumes();
         let vol = vol.clone();
@@ -740,9 +733,7 @@ async fn an_ha_volume_grows_both_volumes_then_its_device_in_use_or_not() {
         );
     }
     p.wait_healthy(&vol).await;
-    p.delete_and_check_nothing_left(&vol, &res).await;
-    p.a.cleanup().await;
-    p.b.cleanup().await;
+    p.finish(&vol, &res).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -771,11 +762,7 @@ async fn an_ha_replica_is_removed_completely_after_the_agent_dies_at_each_teardo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fence_by_the_reconciler_resumes_io_even_across_an_agent_crash() {
     let (_server, client) = cluster().await;
-    let mut p = Pair::new(&client).await;
-    p.start().await;
-    let vol = p.create_volume(64 * MI).await;
-    let v = p.wait_healthy(&vol).await;
-    let res = Pair::resource(&v);
+    let (mut p, vol, res) = Pair::with_healthy_volume(&client, 64 * MI).await;
     let (a_name, b_name) = (p.a.name.clone(), p.b.name.clone());
     stage(&p.a, &vol).await.expect("stage on a");
     p.net.set_open(&a_name, &res, true);
@@ -812,23 +799,14 @@ async fn a_fence_by_the_reconciler_resumes_io_even_across_an_agent_crash() {
     })
     .await;
     assert_eq!(p.net.data(&a_name, &res), p.net.data(&b_name, &res));
-    p.net.set_open(&a_name, &res, false);
-    ha::unstage(&p.a.ctx(), &p.a.replication(), &vol)
-        .await
-        .expect("unstage");
-    p.delete_and_check_nothing_left(&vol, &res).await;
-    p.a.cleanup().await;
-    p.b.cleanup().await;
+    p.unstage(&p.a, &vol, &res).await;
+    p.finish(&vol, &res).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unused_volume_grown_while_the_agent_dies_mid_resize_ends_grown_and_demoted() {
     let (_server, client) = cluster().await;
-    let mut p = Pair::new(&client).await;
-    p.start().await;
-    let vol = p.create_volume(64 * MI).await;
-    let v = p.wait_healthy(&vol).await;
-    let res = Pair::resource(&v);
+    let (mut p, vol, res) = Pair::with_healthy_volume(&client, 64 * MI).await;
     p.a.stop();
     p.a.start_crashing_at(CrashPoint::HaAfterResize);
     p.volumes()
@@ -857,7 +835,5 @@ async fn an_unused_volume_grown_while_the_agent_dies_mid_resize_ends_grown_and_d
         .then_some(())
     })
     .await;
-    p.delete_and_check_nothing_left(&vol, &res).await;
-    p.a.cleanup().await;
-    p.b.cleanup().await;
+    p.finish(&vol, &res).await;
 }
