@@ -92,6 +92,12 @@ pub struct ReplicationSpec {
     /// peer resyncs from it.
     #[serde(default)]
     pub keep_my_data: bool,
+    /// The version of the volume's config this was written from. Every config change (a
+    /// fence included) reaches both replicas, so a report made after a replica saw this
+    /// version describes the node after that change.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub config_version: i64,
 }
 
 /// What the node's replication layer reports for a replica (DRBD's own words).

@@ -112,6 +112,7 @@ pub fn replication_spec(
         initial: config.initial,
         discard_my_data,
         keep_my_data,
+        config_version: config.version,
     })
 }
 
@@ -306,23 +307,38 @@ pub fn settle(config: &VolumeConfig, replicas: &[LocalVolumeReplica]) -> Option<
     {
         next.initial = false;
     }
+    // A fence is lifted only on fresh reports from both sides: the fenced replica connected
+    // and UpToDate, and its peer (the side that went on writing) connected to it and seeing
+    // it UpToDate. The fenced side alone is not enough: right after a cut it may still
+    // believe itself connected, its DRBD not having noticed yet what its peer already acted
+    // on; and the last report of a node that died says "Connected" forever.
+    let fresh = |r: &LocalVolumeReplica| {
+        r.spec
+            .replication
+            .as_ref()
+            .is_some_and(|s| s.config_version == config.version)
+            && r.metadata.generation.is_some()
+            && r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation
+    };
+    let connected_with_up_to_date_peer = |r: &LocalVolumeReplica| {
+        replication_status(Some(r)).is_some_and(|s| {
+            !s.split_brain
+                && drbd::ConnState::parse(&s.connection_state).is_some_and(|c| c.connected())
+                && s.peer_disk_state.as_deref() == Some(drbd::DiskState::UpToDate.as_str())
+        })
+    };
     for a in &mut next.replicas {
-        let r = replica_on(replicas, &a.hostname);
-        // Only a report made after the replica was told it is outdated counts: the last
-        // report of a node that died says "UpToDate, Connected" and must not clear a
-        // fence set after it.
-        let told = r.is_some_and(|r| {
-            r.spec.replication.as_ref().is_some_and(|s| s.outdated)
-                && r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation
-                && r.metadata.generation.is_some()
-        });
-        let resynced = told
-            && replication_status(r).is_some_and(|s| {
-                s.disk_state == drbd::DiskState::UpToDate.as_str()
-                    && drbd::ConnState::parse(&s.connection_state).is_some_and(|c| c.connected())
-                    && !s.split_brain
-            });
-        if a.outdated && resynced && !a.primary {
+        if !a.outdated || a.primary {
+            continue;
+        }
+        let me = replica_on(replicas, &a.hostname);
+        let peer = replicas
+            .iter()
+            .find(|r| r.spec.node_name != a.hostname && r.metadata.deletion_timestamp.is_none());
+        let resynced = me
+            .is_some_and(|r| fresh(r) && up_to_date(Some(r)) && connected_with_up_to_date_peer(r))
+            && peer.is_some_and(|p| fresh(p) && connected_with_up_to_date_peer(p));
+        if resynced {
             a.outdated = false;
         }
     }
@@ -648,30 +664,52 @@ mod tests {
         let next = settle(&c, &syncing).unwrap();
         assert!(!next.initial);
         assert!(next.replicas[1].outdated, "still resyncing");
-        let done = [
-            replica("a", "Primary", "UpToDate", "Connected"),
-            replica("b", "Secondary", "UpToDate", "Connected"),
+        // Reports as seen by each side, made after it saw config version `seen` (the
+        // generation of the object `gen`, observed at `observed`).
+        let report =
+            |node: &str, role: &str, conn: &str, peer_disk: &str, seen: i64, observed: i64| {
+                let mut r = replica(node, role, "UpToDate", conn);
+                r.spec.replication = Some(ReplicationSpec {
+                    outdated: node == "b",
+                    config_version: seen,
+                    ..Default::default()
+                });
+                r.metadata.generation = Some(3);
+                let st = r.status.as_mut().unwrap();
+                st.observed_generation = Some(observed);
+                st.replication.as_mut().unwrap().peer_disk_state = Some(peer_disk.into());
+                r
+            };
+        let v = next.version;
+        let resynced = [
+            report("a", "Primary", "Connected", "UpToDate", v, 3),
+            report("b", "Secondary", "Connected", "UpToDate", v, 3),
         ];
-        // A report from before the replica was told it is outdated (a dead node's last
-        // word) clears nothing.
-        assert_eq!(settle(&next, &done), None);
-        let mut told = done.clone();
-        told[1].spec.replication = Some(ReplicationSpec {
-            outdated: true,
-            ..Default::default()
-        });
-        told[1].metadata.generation = Some(3);
-        told[1].status.as_mut().unwrap().observed_generation = Some(2);
-        assert_eq!(
-            settle(&next, &told),
-            None,
-            "reported before seeing the flag"
-        );
-        told[1].status.as_mut().unwrap().observed_generation = Some(3);
-        let done = told;
-        let next2 = settle(&next, &done).unwrap();
+        let next2 = settle(&next, &resynced).unwrap();
         assert!(!next2.replicas[1].outdated);
-        assert_eq!(settle(&next2, &done), None);
+        // Stale on either side, the fence stays: the last word of a node that died, a report
+        // made before the replica saw the fence, or a config version not yet propagated.
+        for stale in [
+            [
+                report("a", "Primary", "Connected", "UpToDate", v, 3),
+                report("b", "Secondary", "Connected", "UpToDate", v, 2),
+            ],
+            [
+                report("a", "Primary", "Connected", "UpToDate", v - 1, 3),
+                report("b", "Secondary", "Connected", "UpToDate", v, 3),
+            ],
+        ] {
+            assert_eq!(settle(&next, &stale), None);
+        }
+        // Right after a cut the fenced side may still believe itself connected: the
+        // primary's fresh word (it lost the link) keeps the fence.
+        let cut = [
+            report("a", "Primary", "WFConnection", "Outdated", v, 3),
+            report("b", "Secondary", "Connected", "UpToDate", v, 3),
+        ];
+        assert_eq!(settle(&next, &cut), None);
+        // The peer alone is not enough.
+        assert_eq!(settle(&next, &resynced[1..]), None);
         // UpToDate but disconnected is not resynced.
         let mut c3 = config();
         c3.replicas[1].outdated = true;

@@ -403,6 +403,7 @@ mod tests {
             initial,
             discard_my_data: false,
             keep_my_data: false,
+            config_version: 0,
         }
     }
 
