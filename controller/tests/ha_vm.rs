@@ -23,6 +23,15 @@ const LEASES: &str = "default";
 const HEARTBEAT_VALID: Duration = Duration::from_secs(3);
 const GRACE: Duration = Duration::from_secs(2);
 
+/// The SHA-256 of what `source` (a shell command writing to stdout) prints, in the VM.
+async fn sha256(vm: &Vm, source: &str) -> String {
+    vm.exec_ok(&format!("{source} | sha256sum | cut -d' ' -f1"))
+        .await
+        .unwrap_or_else(|e| panic!("checksum of `{source}`: {e}"))
+        .trim()
+        .to_string()
+}
+
 fn ha_create(name: &str, bytes: i64, node: &str) -> CreateVolumeRequest {
     let mut req = create(name, bytes, node, "ext4");
     req.parameters
@@ -247,17 +256,14 @@ async fn an_ha_volume_moves_between_nodes_and_survives_the_loss_of_its_node() {
     let dev = publish(&csi, &vol, &n1).await.expect("publish on n1");
     assert_eq!(dev, format!("/dev/drbd{minor}"));
     let target = mount_on(&sb, &n1, &vol, &dev, "pod-1").await;
-    sb.testbed.vm(&n1).exec_ok(&format!(
-        "dd if=/dev/urandom of={target}/data bs=1M count=8 2>/dev/null && sync && sha256sum {target}/data | cut -d' ' -f1 > /tmp/sum"
-    ))
-    .await
-    .expect("write data");
-    let sum = sb
-        .testbed
+    sb.testbed
         .vm(&n1)
-        .exec_ok("cat /tmp/sum")
+        .exec_ok(&format!(
+            "dd if=/dev/urandom of={target}/data bs=1M count=8 2>/dev/null && sync"
+        ))
         .await
-        .expect("sum");
+        .expect("write data");
+    let sum = sha256(sb.testbed.vm(&n1), &format!("cat {target}/data")).await;
 
     // Moved to n2: unstaged (demoted) on n1, the primary switches, same data there.
     unmount_on(&sb, &n1, &vol, "pod-1").await;
@@ -277,13 +283,8 @@ async fn an_ha_volume_moves_between_nodes_and_survives_the_loss_of_its_node() {
         Some(n2.as_str())
     );
     let target2 = mount_on(&sb, &n2, &vol, &dev2, "pod-2").await;
-    let sum2 = sb
-        .testbed
-        .vm(&n2)
-        .exec_ok(&format!("sha256sum {target2}/data | cut -d' ' -f1"))
-        .await
-        .expect("read on n2");
-    assert_eq!(sum2.trim(), sum.trim(), "same data on the other node");
+    let sum2 = sha256(sb.testbed.vm(&n2), &format!("cat {target2}/data")).await;
+    assert_eq!(sum2, sum, "same data on the other node");
 
     // Grown online while in use on n2: both volumes, then the device, then ext4.
     let before = df_bytes(sb.testbed.vm(&n2), &target2).await;
@@ -323,13 +324,8 @@ async fn an_ha_volume_moves_between_nodes_and_survives_the_loss_of_its_node() {
         after > before + 50 * MIB,
         "ext4 did not grow: {before} -> {after}"
     );
-    let sum3 = sb
-        .testbed
-        .vm(&n2)
-        .exec_ok(&format!("sha256sum {target2}/data | cut -d' ' -f1"))
-        .await
-        .expect("read after growth");
-    assert_eq!(sum3.trim(), sum.trim(), "data intact after growth");
+    let sum3 = sha256(sb.testbed.vm(&n2), &format!("cat {target2}/data")).await;
+    assert_eq!(sum3, sum, "data intact after growth");
     // The grown area resyncs to n1; until it is done n1 holds no up-to-date copy (and a
     // failover to it would be refused).
     wait_volume(&sb, &nodes, &vol, "healthy after growth", healthy).await;
@@ -397,11 +393,8 @@ async fn an_ha_volume_moves_between_nodes_and_survives_the_loss_of_its_node() {
             "acknowledged record {i} of {durable} is on the survivor"
         );
     }
-    let sum1 = vm1
-        .exec_ok(&format!("sha256sum {target1}/data | cut -d' ' -f1"))
-        .await
-        .expect("read data");
-    assert_eq!(sum1.trim(), sum.trim());
+    let sum1 = sha256(vm1, &format!("cat {target1}/data")).await;
+    assert_eq!(sum1, sum);
 
     // n2 comes back with its disk: its replica rejoins as secondary, resyncs, is cleared.
     sb.testbed
@@ -580,7 +573,7 @@ async fn a_partition_keeps_one_writer_and_a_forced_split_brain_waits_for_the_ope
         for _ in 0..5 {
             let out = vm
                 .exec(&format!(
-                    "{drbdadm} primary --force {vol} && dd if=/dev/urandom of={dev} bs=4k count=16 oflag=direct conv=fsync && dd if={dev} bs=4k count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1 > /tmp/sb-sum && {drbdadm} secondary {vol}"
+                    "{drbdadm} primary --force {vol} && dd if=/dev/urandom of={dev} bs=4k count=16 oflag=direct conv=fsync && {drbdadm} secondary {vol}"
                 ))
                 .await
                 .expect("exec");
@@ -599,18 +592,12 @@ async fn a_partition_keeps_one_writer_and_a_forced_split_brain_waits_for_the_ope
             panic!("forcing {n}: {out:?}\n{dmesg}{}", logs(&sb, &nodes).await);
         }
     }
-    let sum1 = sb
-        .testbed
-        .vm(&n1)
-        .exec_ok("cat /tmp/sb-sum")
-        .await
-        .expect("sum");
-    let sum2 = sb
-        .testbed
-        .vm(&n2)
-        .exec_ok("cat /tmp/sb-sum")
-        .await
-        .expect("sum");
+    // What each side wrote, read back from its data volume (a secondary's DRBD device is
+    // not readable in 8.4).
+    let lv_read =
+        format!("dd if=/dev/LocalStorage_PoolHDD/{vol} bs=4k count=16 iflag=direct 2>/dev/null");
+    let lv_sum = |n: &str| sha256(sb.testbed.vm(n), &lv_read);
+    let (sum1, sum2) = (lv_sum(&n1).await, lv_sum(&n2).await);
     assert_ne!(sum1, sum2);
     for n in nodes {
         ha_agent(&sb, n).await;
@@ -622,19 +609,7 @@ async fn a_partition_keeps_one_writer_and_a_forced_split_brain_waits_for_the_ope
     .await;
     let msg = v.status.and_then(|s| s.message).unwrap_or_default();
     assert!(msg.contains("resolve-split-brain"), "{msg}");
-    // Both copies intact, nothing discarded (a secondary's device is not readable in
-    // 8.4: read the data volumes instead).
-    let lv_sum = |n: &str| {
-        let vm = sb.testbed.vm(n);
-        let vol = vol.clone();
-        async move {
-            vm.exec_ok(&format!(
-                "dd if=/dev/LocalStorage_PoolHDD/{vol} bs=4k count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1"
-            ))
-            .await
-            .expect("read data volume")
-        }
-    };
+    // Both copies intact, nothing discarded.
     assert_eq!(lv_sum(&n1).await, sum1);
     assert_eq!(lv_sum(&n2).await, sum2);
 
