@@ -219,6 +219,8 @@ pub async fn update_node(
         volume_count: pools.values().map(|p| p.volume_count).sum(),
         pools,
         agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        // Published by the block mover when it starts, not by the scan.
+        mover: lsn.status.as_ref().and_then(|s| s.mover.clone()),
         conditions: vec![condition],
     };
     // Write only on change: status churn costs the API server and every watcher.

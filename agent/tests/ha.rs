@@ -184,6 +184,7 @@ impl Pair {
                 fs_type: Some("xfs".into()),
                 config: None,
                 split_brain_resolution: None,
+                operation: None,
             },
         );
         self.volumes()

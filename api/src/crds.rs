@@ -3,7 +3,10 @@
 //! `manifests/crds/` holds the rendered YAML; a test fails when it is stale, and
 //! `cargo run -p hwameistor-api --bin crdgen` rewrites it.
 
-use crate::{LocalDisk, LocalDiskClaim, LocalStorageNode, LocalVolume, LocalVolumeReplica};
+use crate::{
+    LocalDisk, LocalDiskClaim, LocalStorageNode, LocalVolume, LocalVolumeConvert,
+    LocalVolumeExpand, LocalVolumeMigrate, LocalVolumeReplica,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
@@ -15,6 +18,9 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         LocalStorageNode::crd(),
         LocalVolume::crd(),
         LocalVolumeReplica::crd(),
+        LocalVolumeMigrate::crd(),
+        LocalVolumeConvert::crd(),
+        LocalVolumeExpand::crd(),
     ]
 }
 

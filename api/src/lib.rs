@@ -14,6 +14,7 @@ pub mod crds;
 pub mod disk;
 pub mod duration;
 pub mod node;
+pub mod operation;
 pub mod quantity;
 pub mod replica;
 pub mod volume;
@@ -28,11 +29,17 @@ pub use disk::{
     PartitionInfo,
 };
 pub use node::{
-    LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, NodeState, PoolDisk, PoolStatus,
+    LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, MoverEndpoint, NodeState,
+    PoolDisk, PoolStatus,
+};
+pub use operation::{
+    LocalVolumeConvert, LocalVolumeConvertSpec, LocalVolumeExpand, LocalVolumeExpandSpec,
+    LocalVolumeMigrate, LocalVolumeMigrateSpec, OperationKind, OperationPhase, OperationProgress,
+    OperationRef, OperationStatus,
 };
 pub use replica::{
-    LocalVolumeReplica, LocalVolumeReplicaSpec, LocalVolumeReplicaStatus, ReplicaState,
-    ReplicationPeer, ReplicationSpec, ReplicationStatus,
+    CopySource, CopyStatus, LocalVolumeReplica, LocalVolumeReplicaSpec, LocalVolumeReplicaStatus,
+    ReplicaState, ReplicationPeer, ReplicationSpec, ReplicationStatus,
 };
 pub use volume::{
     Accessibility, HaState, LocalVolume, LocalVolumeSpec, LocalVolumeStatus, ReplicaAssignment,

@@ -76,6 +76,17 @@ pub struct PoolStatus {
     pub disks: Vec<PoolDisk>,
 }
 
+/// A node's block mover, as its agent publishes it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MoverEndpoint {
+    /// `address:port` on the node's storage network.
+    #[schemars(length(min = 1))]
+    pub endpoint: String,
+    #[schemars(length(min = 1))]
+    pub public_key: String,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalStorageNodeStatus {
@@ -89,6 +100,10 @@ pub struct LocalStorageNodeStatus {
     pub volume_count: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+    /// Where the node's block mover listens and its public key (base64 X25519): two agents
+    /// derive a copy's key from their keys and the operation, so no secret is handed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover: Option<MoverEndpoint>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

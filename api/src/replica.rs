@@ -44,6 +44,61 @@ pub struct LocalVolumeReplicaSpec {
     /// volume's config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicationSpec>,
+    /// Fill this new replica with the block mover from another node's replica (a volume
+    /// without replication moving nodes). Written by the controller from the volume's config
+    /// and the operation holding it; removed once the copy is verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_from: Option<CopySource>,
+}
+
+/// Where a replica's data is copied from, and by which operation.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CopySource {
+    /// The node holding the replica copied from.
+    #[schemars(length(min = 1))]
+    pub node: String,
+    /// The operation copying, by name and uid: the two agents derive the copy's key from
+    /// it, so a copy for another operation (or an old one of the same name) is refused.
+    #[schemars(length(min = 1))]
+    pub operation: String,
+    #[schemars(length(min = 1))]
+    pub operation_uid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1048576))]
+    pub bandwidth_limit_bytes_per_second: Option<i64>,
+}
+
+/// How a block copy into a replica stands, as the target node's agent reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyStatus {
+    /// The operation uid the copy belongs to.
+    pub operation_uid: String,
+    #[schemars(range(min = 0))]
+    pub bytes_done: i64,
+    #[schemars(range(min = 0))]
+    pub bytes_total: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub bytes_per_second: Option<i64>,
+    /// Times the copy resumed from its checkpoint after a failure.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub resumes: i64,
+    /// Chunks re-sent because they arrived damaged.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub resends: i64,
+    /// The whole copy was read back and its digest equals the source's.
+    #[serde(default)]
+    pub verified: bool,
+    /// The end-to-end digest (hex) both sides computed, once verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The last error, while retrying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The other replica of an HA volume.
@@ -167,6 +222,9 @@ pub struct LocalVolumeReplicaStatus {
     /// For a replicated volume: what its replication layer reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicationStatus>,
+    /// For a replica filled by the block mover: how the copy stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

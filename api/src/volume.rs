@@ -1,5 +1,6 @@
 //! LocalVolume: the volume a PersistentVolume maps to.
 
+use crate::operation::OperationRef;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -66,6 +67,16 @@ pub struct ReplicaAssignment {
     /// the primary's node is lost.
     #[serde(default)]
     pub outdated: bool,
+    /// Being replaced by an operation (a migration off this node): kept intact, with its data,
+    /// but out of the volume's replication until the operation either removes it (its
+    /// replacement is complete and verified) or makes it active again (abort). Never
+    /// primary.
+    #[serde(default)]
+    pub leaving: bool,
+    /// A new replica the block mover fills from the replica on this node (a volume without
+    /// replication moving nodes). It is not used before the copy is verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_from: Option<String>,
 }
 
 /// The placement the controller decided: the desired state node agents act on.
@@ -152,6 +163,10 @@ pub struct LocalVolumeSpec {
     /// once the replicas are connected again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_brain_resolution: Option<SplitBrainResolution>,
+    /// The operation (migrate, convert, expand) holding the volume: only it changes the
+    /// placement until it ends. Set and cleared by the controller with a compare-and-swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<OperationRef>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

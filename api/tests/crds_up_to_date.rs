@@ -24,8 +24,19 @@ fn checked_in_crd_yaml_matches_the_rust_types() {
 
 #[test]
 fn every_crd_is_cluster_scoped_with_status_and_short_name() {
-    let want_short = ["ld", "ldc", "lsn", "lv", "lvr"];
-    for (crd, short) in hwameistor_api::crds::all().iter().zip(want_short) {
+    let want_short = [
+        "ld",
+        "ldc",
+        "lsn",
+        "lv",
+        "lvr",
+        "lvmigrate",
+        "lvconvert",
+        "lvexpand",
+    ];
+    let crds = hwameistor_api::crds::all();
+    assert_eq!(crds.len(), want_short.len());
+    for (crd, short) in crds.iter().zip(want_short) {
         assert_eq!(crd.spec.group, "hwameistor.io");
         assert_eq!(crd.spec.scope, "Cluster");
         assert_eq!(
@@ -89,6 +100,58 @@ fn printed_columns_follow_the_documented_layout() {
             "AGE"
         ]
     );
+    assert_eq!(
+        cols("LocalVolumeMigrate"),
+        ["VOLUME", "FROM", "TO", "PHASE", "STEP", "PROGRESS", "ABORT", "MESSAGE", "AGE"]
+    );
+    assert_eq!(
+        cols("LocalVolumeConvert"),
+        ["VOLUME", "REPLICAS", "TO", "PHASE", "STEP", "PROGRESS", "ABORT", "MESSAGE", "AGE"]
+    );
+    assert_eq!(
+        cols("LocalVolumeExpand"),
+        [
+            "VOLUME",
+            "CAPACITY",
+            "ALLOCATED",
+            "PHASE",
+            "STEP",
+            "ABORT",
+            "MESSAGE",
+            "AGE"
+        ]
+    );
+}
+
+/// The schema refuses what the operations can never run: a conversion to anything but two
+/// replicas, an expansion below the smallest volume, a migration without a source.
+#[test]
+fn operation_schemas_refuse_impossible_requests() {
+    let spec = |kind: &str| -> serde_json::Value {
+        let crd = hwameistor_api::crds::all()
+            .into_iter()
+            .find(|c| c.spec.names.kind == kind)
+            .expect("crd");
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).expect("schema");
+        schema["openAPIV3Schema"]["properties"]["spec"].clone()
+    };
+    let convert = spec("LocalVolumeConvert");
+    assert_eq!(convert["properties"]["replicaNumber"]["minimum"], 2.0);
+    assert_eq!(convert["properties"]["replicaNumber"]["maximum"], 2.0);
+    let expand = spec("LocalVolumeExpand");
+    assert_eq!(
+        expand["properties"]["requiredCapacityBytes"]["minimum"],
+        4194304.0
+    );
+    let migrate = spec("LocalVolumeMigrate");
+    let required: Vec<&str> = migrate["required"]
+        .as_array()
+        .expect("required")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(required.contains(&"volumeName") && required.contains(&"sourceNode"));
+    assert_eq!(migrate["properties"]["sourceNode"]["minLength"], 1);
 }
 
 #[test]

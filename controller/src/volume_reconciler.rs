@@ -413,6 +413,8 @@ async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::E
                         // The scheduler's node (first) serves first; the other follows.
                         primary: replicated && i == 0,
                         outdated: false,
+                        leaving: false,
+                        copy_from: None,
                     })
                     .collect(),
                 initial: replicated,
@@ -851,6 +853,7 @@ mod tests {
                 fs_type: None,
                 config: None,
                 split_brain_resolution: None,
+                operation: None,
             },
         );
         v.spec.config = placed_on.map(|n| VolumeConfig {

@@ -1155,6 +1155,7 @@ async fn a_node_whose_pool_grows_places_the_waiting_volume_at_once() {
             fs_type: Some("xfs".into()),
             config: None,
             split_brain_resolution: None,
+            operation: None,
         },
     );
     volumes

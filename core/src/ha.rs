@@ -412,6 +412,8 @@ mod tests {
                     ip: Some("10.0.0.1".into()),
                     primary: true,
                     outdated: false,
+                    copy_from: None,
+                    leaving: false,
                 },
                 ReplicaAssignment {
                     id: 2,
@@ -419,6 +421,8 @@ mod tests {
                     ip: Some("10.0.0.2".into()),
                     primary: false,
                     outdated: false,
+                    copy_from: None,
+                    leaving: false,
                 },
             ],
             initial: false,
@@ -435,6 +439,7 @@ mod tests {
                 volume_kind: Default::default(),
                 required_capacity_bytes: 1 << 30,
                 replication: None,
+                copy_from: None,
             },
         );
         r.status = Some(LocalVolumeReplicaStatus {
@@ -464,6 +469,7 @@ mod tests {
                 fs_type: Some("xfs".into()),
                 config: Some(config),
                 split_brain_resolution: None,
+                operation: None,
             },
         );
         v.metadata.uid = Some("u".into());

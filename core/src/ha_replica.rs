@@ -417,6 +417,7 @@ mod tests {
                 volume_kind: Default::default(),
                 required_capacity_bytes: 64 * MI,
                 replication: Some(rep),
+                copy_from: None,
             },
         );
         r.metadata.finalizers = Some(vec![FINALIZER_REPLICA.into()]);

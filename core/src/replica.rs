@@ -50,6 +50,8 @@ pub fn ready_status(r: &LocalVolumeReplica, lv: &Lv) -> LocalVolumeReplicaStatus
         allocated_capacity_bytes: Some(lv.size),
         disks: lv.devices.clone(),
         replication: None,
+        // A copy's report stays with the replica it filled (history of how it got its data).
+        copy: r.status.as_ref().and_then(|s| s.copy.clone()),
         message: None,
         observed_generation: r.metadata.generation,
         conditions: r
@@ -136,6 +138,7 @@ mod tests {
                 volume_kind: Default::default(),
                 required_capacity_bytes: 8 << 20,
                 replication: None,
+                copy_from: None,
             },
         )
     }

@@ -8,7 +8,7 @@ use crate::drbd::DEFAULT_PORT_BASE;
 use crate::ha;
 use hwameistor_api::replica::replica_name;
 use hwameistor_api::{
-    HaState, LocalVolume, LocalVolumeReplica, LocalVolumeReplicaSpec, ReplicaState,
+    CopySource, HaState, LocalVolume, LocalVolumeReplica, LocalVolumeReplicaSpec, ReplicaState,
     ReplicationSpec, VolumeConfig, VolumeState, FINALIZER_VOLUME, LABEL_NODE, LABEL_VOLUME,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -74,6 +74,26 @@ fn current_status(v: &LocalVolume) -> StatusUpdate {
     }
 }
 
+/// Where the block mover fills the replica on `node` from: the config says it is a copy of
+/// another node's replica, and the operation holding the volume names the copy (its uid
+/// keys it). `None` when the replica is not a copy, or no operation holds the volume (a copy
+/// is never started without one).
+pub fn copy_source(v: &LocalVolume, config: &VolumeConfig, node: &str) -> Option<CopySource> {
+    let from = config
+        .replicas
+        .iter()
+        .find(|a| a.hostname == node)?
+        .copy_from
+        .clone()?;
+    let op = v.spec.operation.as_ref()?;
+    Some(CopySource {
+        node: from,
+        operation: op.name.clone(),
+        operation_uid: op.uid.clone(),
+        bandwidth_limit_bytes_per_second: op.bandwidth_limit_bytes_per_second,
+    })
+}
+
 /// The replica object the volume's placement `config` calls for on `node`.
 pub fn replica_for(v: &LocalVolume, config: &VolumeConfig, node: &str) -> LocalVolumeReplica {
     let volume = name(v);
@@ -87,6 +107,7 @@ pub fn replica_for(v: &LocalVolume, config: &VolumeConfig, node: &str) -> LocalV
             volume_kind: v.spec.volume_kind,
             required_capacity_bytes: bytes,
             replication: ha::replication_spec(v, config, node, DEFAULT_PORT_BASE),
+            copy_from: copy_source(v, config, node),
         },
     );
     r.metadata.labels = Some(BTreeMap::from([
@@ -305,6 +326,7 @@ mod tests {
                 fs_type: Some("xfs".into()),
                 config: None,
                 split_brain_resolution: None,
+                operation: None,
             },
         );
         v.metadata.uid = Some("uid-1".into());
@@ -555,6 +577,8 @@ mod tests {
                     ip: Some("10.0.0.1".into()),
                     primary: true,
                     outdated: false,
+                    copy_from: None,
+                    leaving: false,
                 },
                 ReplicaAssignment {
                     id: 2,
@@ -562,6 +586,8 @@ mod tests {
                     ip: Some("10.0.0.2".into()),
                     primary: false,
                     outdated: false,
+                    copy_from: None,
+                    leaving: false,
                 },
             ],
             initial: true,

@@ -447,6 +447,7 @@ pub fn volume_spec(req: &CreateVolumeRequest) -> Result<LocalVolumeSpec, Status>
         fs_type,
         config: None,
         split_brain_resolution: None,
+        operation: None,
     })
 }
 

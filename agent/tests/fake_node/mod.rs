@@ -355,6 +355,7 @@ impl FakeNode {
                 volume_kind: VolumeKind::Lvm,
                 required_capacity_bytes: bytes,
                 replication: None,
+                copy_from: None,
             },
         );
         r.metadata.labels = Some(BTreeMap::from([

@@ -105,6 +105,7 @@ pub async fn create_replica(sb: &Sandbox, volume: &str, node: &str, bytes: i64) 
             volume_kind: VolumeKind::Lvm,
             required_capacity_bytes: bytes,
             replication: None,
+            copy_from: None,
         },
     );
     r.metadata.labels = Some(

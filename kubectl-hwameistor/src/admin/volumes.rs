@@ -812,6 +812,7 @@ mod tests {
                 fs_type: Some("xfs".into()),
                 config: None,
                 split_brain_resolution: None,
+                operation: None,
             },
         );
         v.spec.config = on.map(|n| VolumeConfig {
@@ -857,6 +858,7 @@ mod tests {
                 volume_kind: Default::default(),
                 required_capacity_bytes: GI,
                 replication: None,
+                copy_from: None,
             },
         );
         r.status = Some(hwameistor_api::LocalVolumeReplicaStatus {
@@ -1053,11 +1055,14 @@ pub(crate) mod ha_fixtures {
                             ip: Some(format!("10.0.0.{}", i + 1)),
                             primary: *n == primary,
                             outdated: false,
+                            copy_from: None,
+                            leaving: false,
                         })
                         .collect(),
                     initial: false,
                 }),
                 split_brain_resolution: None,
+                operation: None,
             },
         );
         v.metadata.resource_version = Some("41".into());
@@ -1089,6 +1094,7 @@ pub(crate) mod ha_fixtures {
                 volume_kind: Default::default(),
                 required_capacity_bytes: GIB,
                 replication: None,
+                copy_from: None,
             },
         );
         r.status = Some(LocalVolumeReplicaStatus {

@@ -481,6 +481,7 @@ pub fn storage_node(
             .collect(),
         volume_count: pools.iter().map(|p| p.3).sum(),
         agent_version: Some("v0.1.0".into()),
+        mover: None,
         conditions: vec![],
     });
     n

@@ -201,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
                 fs_type: None,
                 config: None,
                 split_brain_resolution: None,
+                operation: None,
             },
         );
         volumes.create(&PostParams::default(), &v).await?;

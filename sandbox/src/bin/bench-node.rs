@@ -143,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
                 volume_kind: VolumeKind::Lvm,
                 required_capacity_bytes: 8 << 20,
                 replication: None,
+                copy_from: None,
             },
         );
         r.metadata.labels = Some([(LABEL_NODE.to_string(), node.to_string())].into());

@@ -132,6 +132,7 @@ async fn populate_node(client: Client, node: String, replicas: usize) -> Result<
                 volume_kind: VolumeKind::Lvm,
                 required_capacity_bytes: 1 << 30,
                 replication: None,
+                copy_from: None,
             },
         );
         r.metadata.labels = Some(BTreeMap::from([

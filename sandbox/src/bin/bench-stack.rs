@@ -52,6 +52,7 @@ fn volume(name: &str, node: &str) -> LocalVolume {
             fs_type: None,
             config: None,
             split_brain_resolution: None,
+            operation: None,
         },
     )
 }

@@ -263,6 +263,7 @@ async fn main() -> anyhow::Result<()> {
                     fs_type: None,
                     config: None,
                     split_brain_resolution: None,
+                    operation: None,
                 },
             ),
         )
@@ -329,6 +330,7 @@ async fn main() -> anyhow::Result<()> {
                         fs_type: None,
                         config: None,
                         split_brain_resolution: None,
+                        operation: None,
                     },
                 ),
             )
