@@ -147,6 +147,11 @@ pub struct ReplicationSpec {
     /// peer resyncs from it.
     #[serde(default)]
     pub keep_my_data: bool,
+    /// Being replaced (a migration off this node): the resource is taken down and kept,
+    /// data and metadata intact, out of the replication until the operation removes this
+    /// replica or makes it active again. Never primary. `peer` is absent meanwhile.
+    #[serde(default)]
+    pub leaving: bool,
     /// The version of the volume's config this was written from. Every config change (a
     /// fence included) reaches both replicas, so a report made after a replica saw this
     /// version describes the node after that change.

@@ -566,8 +566,10 @@ async fn reconcile_steps(v: Arc<LocalVolume>, ctx: Arc<Context>) -> Result<Actio
             Step::UpdateReplication {
                 name: rname,
                 replication,
+                copy_from,
             } => {
-                let patch = serde_json::json!({ "spec": { "replication": replication } });
+                // `null` clears a field in a merge patch: both are written as they should be.
+                let patch = serde_json::json!({ "spec": { "replication": replication, "copyFrom": copy_from } });
                 match replicas_api
                     .patch(&rname, &PatchParams::default(), &Patch::Merge(&patch))
                     .await

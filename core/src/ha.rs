@@ -45,6 +45,17 @@ fn assignment<'a>(config: &'a VolumeConfig, node: &str) -> Option<&'a ReplicaAss
     config.replicas.iter().find(|a| a.hostname == node)
 }
 
+/// The replicas in the volume's replication: all but those a migration is replacing (with
+/// DRBD 8.4 a resource has two nodes, so a leaving replica makes room for its replacement).
+pub fn active(config: &VolumeConfig) -> impl Iterator<Item = &ReplicaAssignment> {
+    config.replicas.iter().filter(|a| !a.leaving)
+}
+
+/// The replica `node`'s replica replicates with: the other active one.
+pub fn active_peer<'a>(config: &'a VolumeConfig, node: &str) -> Option<&'a ReplicaAssignment> {
+    active(config).find(|a| a.hostname != node)
+}
+
 fn replica_on<'a>(
     replicas: &'a [LocalVolumeReplica],
     node: &str,
@@ -81,10 +92,9 @@ pub fn replication_spec(
     }
     let me = assignment(config, node)?;
     let address = me.ip.clone()?;
-    let peer = config
-        .replicas
-        .iter()
-        .find(|a| a.hostname != node)
+    // A leaving replica is out of the replication: no peer (its resource goes down).
+    let peer = active_peer(config, node)
+        .filter(|_| !me.leaving)
         .and_then(|a| {
             a.ip.clone().map(|address| ReplicationPeer {
                 node: a.hostname.clone(),
@@ -107,11 +117,12 @@ pub fn replication_spec(
         port: port_for(port_base, config.resource_id),
         address,
         peer,
-        primary: me.primary,
+        primary: me.primary && !me.leaving,
         outdated: me.outdated,
         initial: config.initial,
         discard_my_data,
         keep_my_data,
+        leaving: me.leaving,
         config_version: config.version,
     })
 }
@@ -140,21 +151,23 @@ pub fn fence_peer(config: &VolumeConfig, node: &str) -> FenceVerdict {
             "the replica on {node} is recorded outdated (fenced): its peer may have been promoted"
         ));
     }
-    if !me.primary {
+    if !me.primary || me.leaving {
         return FenceVerdict::Refuse(format!(
             "the replica on {node} is not the one allowed to be primary"
         ));
     }
-    let peers: Vec<&ReplicaAssignment> = config
-        .replicas
-        .iter()
-        .filter(|a| a.hostname != node)
-        .collect();
+    // A leaving replica is out of the replication already (its resource is down, and it is
+    // never promoted): only the active peer needs the mark.
+    let peers: Vec<&ReplicaAssignment> = active(config).filter(|a| a.hostname != node).collect();
     if peers.iter().all(|a| a.outdated) {
         return FenceVerdict::AlreadyFenced;
     }
     let mut next = config.clone();
-    for a in next.replicas.iter_mut().filter(|a| a.hostname != node) {
+    for a in next
+        .replicas
+        .iter_mut()
+        .filter(|a| a.hostname != node && !a.leaving)
+    {
         a.outdated = true;
     }
     next.version += 1;
@@ -206,6 +219,13 @@ pub fn failover(
     let mut why = Vec::new();
     let survivor = config.replicas.iter().find(|a| {
         if a.hostname == old.hostname {
+            return false;
+        }
+        if a.leaving {
+            why.push(format!(
+                "the replica on {} is being replaced by a migration (its resource is down)",
+                a.hostname
+            ));
             return false;
         }
         if a.outdated {
@@ -262,6 +282,11 @@ pub fn switch_primary(
     let Some(me) = assignment(config, to) else {
         return Err(format!("node {to} holds no replica of this volume"));
     };
+    if me.leaving {
+        return Err(format!(
+            "the replica on {to} is being moved off {to} by a migration; the volume serves from its other nodes"
+        ));
+    }
     if me.outdated {
         return Err(format!(
             "the replica on {to} is outdated (fenced); it serves again once it has resynced from its peer"
@@ -299,12 +324,7 @@ pub fn settle(config: &VolumeConfig, replicas: &[LocalVolumeReplica]) -> Option<
         return None;
     }
     let mut next = config.clone();
-    if next.initial
-        && next
-            .replicas
-            .iter()
-            .any(|a| up_to_date(replica_on(replicas, &a.hostname)))
-    {
+    if next.initial && active(config).any(|a| up_to_date(replica_on(replicas, &a.hostname))) {
         next.initial = false;
     }
     // A fence is lifted only on fresh reports from both sides: the fenced replica connected
@@ -328,13 +348,11 @@ pub fn settle(config: &VolumeConfig, replicas: &[LocalVolumeReplica]) -> Option<
         })
     };
     for a in &mut next.replicas {
-        if !a.outdated || a.primary {
+        if !a.outdated || a.primary || a.leaving {
             continue;
         }
         let me = replica_on(replicas, &a.hostname);
-        let peer = replicas
-            .iter()
-            .find(|r| r.spec.node_name != a.hostname && r.metadata.deletion_timestamp.is_none());
+        let peer = active_peer(config, &a.hostname).and_then(|p| replica_on(replicas, &p.hostname));
         let resynced = me
             .is_some_and(|r| fresh(r) && up_to_date(Some(r)) && connected_with_up_to_date_peer(r))
             && peer.is_some_and(|p| fresh(p) && connected_with_up_to_date_peer(p));
@@ -365,7 +383,7 @@ pub fn ha_state(config: &VolumeConfig, replicas: &[LocalVolumeReplica]) -> Optio
         return Some(HaState::SplitBrain);
     }
     let mut syncing = false;
-    for a in &config.replicas {
+    for a in active(config) {
         let Some(s) = replication_status(replica_on(replicas, &a.hostname)) else {
             return Some(HaState::Degraded);
         };
@@ -763,5 +781,61 @@ mod tests {
         assert_eq!(ha_state(&plain, &healthy), None);
         let msg = split_brain_message("v", &["a".into(), "b".into()]);
         assert!(msg.contains("resolve-split-brain v --keep <a|b>"), "{msg}");
+    }
+
+    /// `a` (primary) stays, `b` is being replaced by `c`.
+    fn moving_b_to_c() -> VolumeConfig {
+        let mut c = config();
+        c.replicas[1].leaving = true;
+        c.replicas.push(ReplicaAssignment {
+            id: 3,
+            hostname: "c".into(),
+            ip: Some("10.0.0.3".into()),
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn a_leaving_replica_is_out_of_the_replication_and_never_serves() {
+        let c = moving_b_to_c();
+        let v = volume(c.clone());
+        let b = replication_spec(&v, &c, "b", 43001).expect("b keeps its spec");
+        assert!(b.leaving && b.peer.is_none() && !b.primary);
+        let a = replication_spec(&v, &c, "a", 43001).expect("a");
+        assert_eq!(a.peer.map(|p| p.node).as_deref(), Some("c"));
+        let new = replication_spec(&v, &c, "c", 43001).expect("c");
+        assert_eq!(new.peer.map(|p| p.node).as_deref(), Some("a"));
+        assert!(!new.leaving && !new.primary);
+
+        // Fencing marks the active peer only.
+        let FenceVerdict::Fence(f) = fence_peer(&c, "a") else {
+            panic!("fence expected")
+        };
+        assert!(f.replicas[2].outdated && !f.replicas[1].outdated);
+        // A leaving replica cannot fence, be switched to, or survive a failover.
+        let mut b_primary = c.clone();
+        b_primary.replicas[0].primary = false;
+        b_primary.replicas[1].primary = true;
+        assert!(matches!(
+            fence_peer(&b_primary, "b"),
+            FenceVerdict::Refuse(_)
+        ));
+        let up = [
+            replica("a", "Secondary", "UpToDate", "StandAlone"),
+            replica("b", "Unknown", "UpToDate", "StandAlone"),
+        ];
+        let err = switch_primary(&c, &up, "b").expect_err("refused");
+        assert!(err.contains("migration"), "{err}");
+        let Err(NoFailover::Blocked(why)) = failover(&c, &up, lost(&["a"])) else {
+            panic!("no survivor")
+        };
+        assert!(why.contains("being replaced"), "{why}");
+        // Health counts the active replicas only.
+        let pair = [
+            replica("a", "Primary", "UpToDate", "Connected"),
+            replica("c", "Secondary", "UpToDate", "Connected"),
+        ];
+        assert_eq!(ha_state(&c, &pair), Some(HaState::Healthy));
     }
 }

@@ -243,6 +243,35 @@ pub fn next_step(node: &str, r: &LocalVolumeReplica, lvm: &LvmState, view: &Drbd
         );
         return put_status(r, want);
     }
+    // A replica a migration replaces: its resource goes down and stays down, its data and
+    // metadata kept untouched, until the operation removes it (its replacement is complete)
+    // or makes it active again (aborted). Nothing is created for it.
+    if rep.leaving {
+        if let Some(st) = &view.status {
+            if st.role == Role::Primary && view.staged {
+                let msg = "being replaced by a migration, but the volume is in use on this node; it leaves once unstaged".to_string();
+                return put_status(
+                    r,
+                    status_with(r, ReplicaState::NotReady, Some(msg), data, rep, view),
+                );
+            }
+            return HaStep::Down;
+        }
+        let (state, msg) = match data {
+            Some(_) => (
+                ReplicaState::Ready,
+                "being replaced by a migration: its resource is down, its data kept until the new replica is complete",
+            ),
+            None => (
+                ReplicaState::NotReady,
+                "being replaced by a migration, and its data volume is missing on this node",
+            ),
+        };
+        return put_status(
+            r,
+            status_with(r, state, Some(msg.to_string()), data, rep, view),
+        );
+    }
     // The data volume, by the plain replica's rules (a vanished volume that held data is
     // never recreated empty).
     match data {
@@ -404,6 +433,7 @@ mod tests {
             discard_my_data: false,
             keep_my_data: false,
             config_version: 0,
+            leaving: false,
         }
     }
 
@@ -869,5 +899,49 @@ mod tests {
             panic!("status expected")
         };
         assert_eq!(st.allocated_capacity_bytes, Some(64 * MI));
+    }
+
+    #[test]
+    fn a_leaving_replica_goes_down_and_keeps_its_volumes() {
+        let mut rep = spec(false, false);
+        rep.leaving = true;
+        rep.peer = None;
+        let r = replica(rep);
+        let running = up(
+            Role::Secondary,
+            ConnState::Connected,
+            DiskState::UpToDate,
+            DiskState::UpToDate,
+        );
+        assert_eq!(next_step("n1", &r, &lvm_both(), &running), HaStep::Down);
+        // Under a user it waits (never a forced down of a mounted device).
+        let mut staged = up(
+            Role::Primary,
+            ConnState::Connected,
+            DiskState::UpToDate,
+            DiskState::UpToDate,
+        );
+        staged.staged = true;
+        let HaStep::Status(st) = next_step("n1", &r, &lvm_both(), &staged) else {
+            panic!("status expected")
+        };
+        assert_eq!(st.state, Some(ReplicaState::NotReady));
+        // Down: nothing is created, wiped or removed; it reports its data kept.
+        let down = DrbdView {
+            has_metadata: Some(true),
+            ..Default::default()
+        };
+        let HaStep::Status(st) = next_step("n1", &r, &lvm_both(), &down) else {
+            panic!("status expected")
+        };
+        assert_eq!(st.state, Some(ReplicaState::Ready));
+        assert!(st
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("data kept")));
+        let HaStep::Status(st) = next_step("n1", &r, &LvmState::default(), &down) else {
+            panic!("status expected")
+        };
+        assert_eq!(st.state, Some(ReplicaState::NotReady), "never recreated");
     }
 }

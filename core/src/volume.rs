@@ -34,10 +34,12 @@ pub enum Step {
     /// The volume grew: carry the new size into the placement.
     UpdateConfig(VolumeConfig),
     CreateReplica(Box<LocalVolumeReplica>),
-    /// Carry the volume's replication decisions (primary, fenced, peer) into a replica.
+    /// Carry the volume's replication decisions (primary, fenced, peer) and the copy
+    /// source (a replica filled by the block mover) into a replica.
     UpdateReplication {
         name: String,
         replication: Option<Box<ReplicationSpec>>,
+        copy_from: Option<Box<CopySource>>,
     },
     /// The split brain the operator resolved is over (both replicas connected again).
     ClearSplitBrainResolution,
@@ -142,7 +144,9 @@ pub fn desired_status(
     let mut allocated: Option<i64> = None;
     let mut all_ready = true;
     let mut all_present = true;
-    for a in &config.replicas {
+    // A leaving replica (a migration replaces it) keeps its data but serves nothing: the
+    // volume stands on the others.
+    for a in config.replicas.iter().filter(|a| !a.leaving) {
         let rname = replica_name(&volume, &a.hostname);
         let Some(r) = replicas
             .iter()
@@ -180,6 +184,19 @@ pub fn desired_status(
     } else {
         VolumeState::Creating
     };
+    for r in replicas.iter().filter(|r| {
+        r.metadata.deletion_timestamp.is_none()
+            && !config
+                .replicas
+                .iter()
+                .any(|a| a.hostname == r.spec.node_name)
+    }) {
+        problems.push(format!(
+            "replica {} on {} is not in the volume's placement; it is kept (only an operation that moved the volume removes a replica)",
+            r.metadata.name.as_deref().unwrap_or_default(),
+            r.spec.node_name
+        ));
+    }
     let ha_state = ha::ha_state(config, replicas);
     if ha_state == Some(HaState::SplitBrain) {
         let nodes: Vec<String> = config.replicas.iter().map(|a| a.hostname.clone()).collect();
@@ -250,29 +267,23 @@ pub fn next_step(v: &LocalVolume, replicas: &[LocalVolumeReplica]) -> Step {
             return Step::CreateReplica(Box::new(replica_for(v, config, &a.hostname)));
         }
     }
-    let extra: Vec<String> = replicas
-        .iter()
-        .filter(|r| {
-            r.metadata.deletion_timestamp.is_none()
-                && !config
-                    .replicas
-                    .iter()
-                    .any(|a| a.hostname == r.spec.node_name)
-        })
-        .filter_map(|r| r.metadata.name.clone())
-        .collect();
-    if !extra.is_empty() {
-        return Step::DeleteReplicas(extra);
-    }
-    for r in replicas
-        .iter()
-        .filter(|r| r.metadata.deletion_timestamp.is_none())
-    {
+    // A replica off the placement is never deleted here: only the operation that moved the
+    // volume removes its old replica, once the new one is complete (see `operation`). Such
+    // a replica is reported in the status instead.
+    for r in replicas.iter().filter(|r| {
+        r.metadata.deletion_timestamp.is_none()
+            && config
+                .replicas
+                .iter()
+                .any(|a| a.hostname == r.spec.node_name)
+    }) {
         let want = ha::replication_spec(v, config, &r.spec.node_name, DEFAULT_PORT_BASE);
-        if r.spec.replication != want {
+        let copy = copy_source(v, config, &r.spec.node_name);
+        if r.spec.replication != want || r.spec.copy_from != copy {
             return Step::UpdateReplication {
                 name: r.metadata.name.clone().unwrap_or_default(),
                 replication: want.map(Box::new),
+                copy_from: copy.map(Box::new),
             };
         }
     }
@@ -547,14 +558,75 @@ mod tests {
     }
 
     #[test]
-    fn replicas_off_the_placement_are_removed() {
+    fn replicas_off_the_placement_are_kept_and_reported_never_deleted() {
         let v = placed(with_finalizer(volume()), "n1");
         let stray = ready_replica(&v, "n9", 300 * MI);
         let good = ready_replica(&v, "n1", 300 * MI);
-        assert_eq!(
-            next_step(&v, &[good, stray]),
-            Step::DeleteReplicas(vec!["pvc-1-n9".into()])
+        let Step::Status(s) = next_step(&v, &[good.clone(), stray.clone()]) else {
+            panic!("a status, never a deletion");
+        };
+        assert_eq!(s.state, VolumeState::Ready);
+        assert!(
+            s.message
+                .as_deref()
+                .is_some_and(|m| m.contains("pvc-1-n9 on n9 is not in the volume's placement")),
+            "{s:?}"
         );
+        let v = set_state(v, s);
+        assert_eq!(next_step(&v, &[good, stray]), Step::Wait);
+    }
+
+    #[test]
+    fn a_leaving_replica_is_kept_and_the_volume_stands_on_the_others() {
+        let mut v = placed(with_finalizer(volume()), "n1");
+        let cfg = v.spec.config.as_mut().expect("config");
+        cfg.replicas[0].leaving = true;
+        cfg.replicas.push(ReplicaAssignment {
+            id: 2,
+            hostname: "n2".into(),
+            copy_from: Some("n1".into()),
+            ..Default::default()
+        });
+        v.spec.operation = Some(hwameistor_api::OperationRef {
+            kind: Some(hwameistor_api::OperationKind::Migrate),
+            name: "mig-1".into(),
+            uid: "op-uid".into(),
+            bandwidth_limit_bytes_per_second: None,
+        });
+        let old = ready_replica(&v, "n1", 300 * MI);
+        // The copy's replica carries its source and the operation keying it.
+        let Step::CreateReplica(new) = next_step(&v, std::slice::from_ref(&old)) else {
+            panic!("the copy's replica is created");
+        };
+        assert_eq!(
+            new.spec.copy_from,
+            Some(CopySource {
+                node: "n1".into(),
+                operation: "mig-1".into(),
+                operation_uid: "op-uid".into(),
+                bandwidth_limit_bytes_per_second: None,
+            })
+        );
+        // Until the copy is Ready the volume is not; the leaving replica does not count.
+        let Step::Status(s) = next_step(&v, &[old.clone(), *new.clone()]) else {
+            panic!("status");
+        };
+        assert_eq!(s.state, VolumeState::Creating);
+        let ready_new = ready_replica(&v, "n2", 300 * MI);
+        let Step::Status(s) = next_step(&v, &[old.clone(), ready_new.clone()]) else {
+            panic!("status");
+        };
+        assert_eq!(s.state, VolumeState::Ready);
+        // The operation ends the copy: the source is dropped from the replica's spec.
+        let mut done = v.clone();
+        done.spec.operation = None;
+        let Step::UpdateReplication {
+            name, copy_from, ..
+        } = next_step(&done, &[old, ready_new])
+        else {
+            panic!("the copy source is cleared");
+        };
+        assert_eq!((name.as_str(), copy_from), ("pvc-1-n2", None));
     }
 
     #[test]
@@ -642,8 +714,9 @@ mod tests {
         // ... and then carried into each replica.
         let mut v2 = v.clone();
         v2.spec.config = Some(c);
-        let Step::UpdateReplication { name, replication } =
-            next_step(&v2, &[r1.clone(), r2.clone()])
+        let Step::UpdateReplication {
+            name, replication, ..
+        } = next_step(&v2, &[r1.clone(), r2.clone()])
         else {
             panic!("update expected")
         };
@@ -684,7 +757,10 @@ mod tests {
         // The operator chose n2: n1 is told to discard its changes.
         v.spec.split_brain_resolution =
             Some(hwameistor_api::SplitBrainResolution { keep: "n2".into() });
-        let Step::UpdateReplication { name, replication } = next_step(&v, &rs) else {
+        let Step::UpdateReplication {
+            name, replication, ..
+        } = next_step(&v, &rs)
+        else {
             panic!("update expected")
         };
         assert_eq!(name, "pvc-1-n1");
