@@ -11,6 +11,7 @@
 //! - [`lvm`]: the model of a node's LVM state, extent rounding, logical volume names;
 //! - [`sizing`]: what size a requested capacity range becomes;
 //! - [`naming`]: the LocalVolume name of a CSI volume name;
+//! - [`operation`]: the state machines of volume operations (migrate, convert, expand);
 //! - [`placement`]: where a volume's replicas go, and how much room a pool has left counting
 //!   volumes placed but not reported yet;
 //! - [`pools`]: a node's pools as its LocalStorageNode reports them;
@@ -23,6 +24,7 @@ pub mod ha;
 pub mod ha_replica;
 pub mod lvm;
 pub mod naming;
+pub mod operation;
 pub mod placement;
 pub mod pools;
 pub mod replica;

@@ -96,6 +96,35 @@ pub fn copy_source(v: &LocalVolume, config: &VolumeConfig, node: &str) -> Option
     })
 }
 
+/// Why the volume may not be published on `node` now, as its placement stands during an
+/// operation: a leaving replica serves nothing (its resource is down), a replica being
+/// filled by the block mover is not a copy yet, and the replica a copy reads from must not
+/// change while it is read. `None` when nothing in the placement forbids it.
+pub fn publish_refusal(config: &VolumeConfig, node: &str) -> Option<String> {
+    let me = config.replicas.iter().find(|a| a.hostname == node)?;
+    if me.leaving
+        && config
+            .replicas
+            .iter()
+            .any(|a| a.copy_from.as_deref() == Some(node))
+    {
+        return Some(format!(
+            "the volume is being copied off {node} by a migration; it can be used again once the copy is complete (on its new node) or the migration is aborted"
+        ));
+    }
+    if me.leaving {
+        return Some(format!(
+            "the replica on {node} is being moved off {node} by a migration; the volume serves from its other node(s)"
+        ));
+    }
+    if let Some(from) = &me.copy_from {
+        return Some(format!(
+            "the replica on {node} is still being copied from {from} by a migration"
+        ));
+    }
+    None
+}
+
 /// The replica object the volume's placement `config` calls for on `node`.
 pub fn replica_for(v: &LocalVolume, config: &VolumeConfig, node: &str) -> LocalVolumeReplica {
     let volume = name(v);
@@ -574,6 +603,24 @@ mod tests {
         );
         let v = set_state(v, s);
         assert_eq!(next_step(&v, &[good, stray]), Step::Wait);
+    }
+
+    #[test]
+    fn a_volume_is_not_published_where_a_migration_reads_or_writes() {
+        let mut c = placed(volume(), "n1").spec.config.expect("config");
+        assert_eq!(publish_refusal(&c, "n1"), None);
+        c.replicas[0].leaving = true;
+        c.replicas.push(ReplicaAssignment {
+            id: 2,
+            hostname: "n2".into(),
+            copy_from: Some("n1".into()),
+            ..Default::default()
+        });
+        assert!(publish_refusal(&c, "n1").is_some_and(|m| m.contains("being copied off n1")));
+        assert!(publish_refusal(&c, "n2").is_some_and(|m| m.contains("still being copied from n1")));
+        c.replicas[1].copy_from = None;
+        assert!(publish_refusal(&c, "n1").is_some_and(|m| m.contains("serves from its other")));
+        assert_eq!(publish_refusal(&c, "n2"), None);
     }
 
     #[test]

@@ -1,0 +1,240 @@
+//! LocalVolumeConvert: turn a single-replica volume into an HA one (two replicas over DRBD)
+//! without moving its data.
+//!
+//! Steps: `AddReplica` (the volume gets a replication resource; its replica gains DRBD
+//! with external metadata, so the data volume is not touched; it is the one allowed to be
+//! primary and, the resource being new, the one forced UpToDate; a second replica is added
+//! on another node) → `Sync` (the full initial sync from the existing replica, until the
+//! new one is UpToDate on fresh reports from both) → `Accessibility` (usable from both
+//! nodes) → Succeeded.
+//!
+//! The volume's device changes (the DRBD device over the logical volume), so a volume in
+//! use converts only once unpublished. Abort is possible before `AddReplica`; undoing DRBD
+//! under a volume is not built yet, so later an abort is refused with that reason.
+
+use super::migrate::{choose_target, ha_in_sync};
+use super::{
+    accessibility_step, at_step, finish, progress, replica_on, Machine, Op, OpStep, Start,
+    VolumeChange, World,
+};
+use crate::lvm::round_up_to_extent;
+use crate::placement::room;
+use crate::{drbd, ha};
+use hwameistor_api::quantity::format_size;
+use hwameistor_api::{
+    LocalVolume, LocalVolumeConvertSpec, OperationPhase, OperationStatus, PoolClass,
+    ReplicaAssignment, VolumeConfig, VolumeState,
+};
+
+pub const STEP_ADD: &str = "AddReplica";
+pub const STEP_SYNC: &str = "Sync";
+pub const STEP_ACCESS: &str = "Accessibility";
+
+pub struct Convert<'a> {
+    pub spec: &'a LocalVolumeConvertSpec,
+}
+
+fn converted(config: &VolumeConfig, target: &str) -> bool {
+    ha::is_ha(config) && config.replicas.iter().any(|a| a.hostname == target)
+}
+
+impl Machine for Convert<'_> {
+    fn start(&self, _op: &Op, w: &World, v: &LocalVolume) -> Start {
+        let Some(config) = v.spec.config.as_ref() else {
+            return Start::Wait("the volume is not placed yet".into());
+        };
+        if ha::is_ha(config) {
+            return if config.replicas.len() >= 2 {
+                let on: Vec<&str> = config
+                    .replicas
+                    .iter()
+                    .map(|a| a.hostname.as_str())
+                    .collect();
+                Start::Done(format!(
+                    "the volume is replicated already (on {})",
+                    on.join(", ")
+                ))
+            } else {
+                Start::Fail("the volume has a replication resource but one replica; migrate or recreate it instead".into())
+            };
+        }
+        let [source] = config.replicas.as_slice() else {
+            return Start::Fail(format!(
+                "a volume without replication has one replica, this one has {}",
+                config.replicas.len()
+            ));
+        };
+        let st = v.status.clone().unwrap_or_default();
+        if st.state != Some(VolumeState::Ready) {
+            let state = st
+                .state
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_else(|| "not reported".into());
+            return Start::Wait(format!(
+                "the volume is {state}; only a Ready volume converts"
+            ));
+        }
+        if let Some(node) = st.published_node.as_deref() {
+            return Start::Wait(format!(
+                "the volume is in use on {node}; converting puts DRBD under it and changes its device, so it converts once unpublished (stop its pod); online conversion of volumes created convertible is not built yet"
+            ));
+        }
+        let Some(class) = PoolClass::from_pool_name(&v.spec.pool_name) else {
+            return Start::Fail(format!("unknown pool {}", v.spec.pool_name));
+        };
+        let Some(node) = w.nodes.iter().find(|n| n.name == source.hostname) else {
+            return Start::Wait(format!(
+                "{} does not report as a storage node",
+                source.hostname
+            ));
+        };
+        if node.storage_ip.is_none() {
+            return Start::Fail(format!(
+                "{} has no replication address (storageIP); set one on its LocalStorageNode or Node",
+                source.hostname
+            ));
+        }
+        if let Some(pool) = node.pools.get(&class) {
+            let meta = round_up_to_extent(
+                drbd::meta_bytes(config.required_capacity_bytes),
+                pool.extent,
+            );
+            let r = room(&node.name, class, pool, w.placed, "");
+            if r.bytes < meta {
+                return Start::Fail(format!(
+                    "{} needs {} free in its {class} pool for the replication metadata and has {}",
+                    node.name,
+                    format_size(meta),
+                    format_size(r.bytes)
+                ));
+            }
+        }
+        if w.free_resource_id.is_none() {
+            return Start::Fail("every replication resource id is taken".into());
+        }
+        let suggested: Vec<String> = self.spec.target_node.iter().cloned().collect();
+        let target = match choose_target(&suggested, w, v, config, true) {
+            Ok(t) => t,
+            Err(why) => return Start::Fail(why),
+        };
+        Start::Go(Box::new(OperationStatus {
+            step: Some(STEP_ADD.into()),
+            target_node: Some(target),
+            source_nodes: vec![source.hostname.clone()],
+            ..Default::default()
+        }))
+    }
+
+    fn run(&self, op: &Op, w: &World, v: &LocalVolume) -> OpStep {
+        let (Some(config), Some(target)) =
+            (v.spec.config.as_ref(), op.status.target_node.as_deref())
+        else {
+            return finish(
+                op,
+                w,
+                OperationPhase::Failed,
+                "no target node recorded; nothing was changed".into(),
+            );
+        };
+        if !converted(config, target) {
+            if ha::is_ha(config) || config.replicas.len() != 1 {
+                return finish(
+                    op,
+                    w,
+                    OperationPhase::Failed,
+                    "the volume's placement changed under the conversion; nothing was changed"
+                        .into(),
+                );
+            }
+            if op.status.step.as_deref() != Some(STEP_ADD) {
+                return at_step(op, STEP_ADD, None);
+            }
+            let Some(id) = w.free_resource_id else {
+                return finish(
+                    op,
+                    w,
+                    OperationPhase::Failed,
+                    "every replication resource id is taken".into(),
+                );
+            };
+            let ip = |n: &str| {
+                w.nodes
+                    .iter()
+                    .find(|x| x.name == n)
+                    .and_then(|x| x.storage_ip.clone())
+            };
+            let mut next = config.clone();
+            next.resource_id = id;
+            // The existing replica holds the data: it alone may be primary, and the resource
+            // being new it is the one made UpToDate; the full sync runs from it.
+            next.initial = true;
+            for a in &mut next.replicas {
+                a.primary = true;
+                a.ip = ip(&a.hostname);
+            }
+            let nid = next.replicas.iter().map(|a| a.id).max().unwrap_or(0) + 1;
+            next.replicas.push(ReplicaAssignment {
+                id: nid,
+                hostname: target.to_string(),
+                ip: ip(target),
+                primary: false,
+                outdated: true,
+                leaving: false,
+                copy_from: None,
+            });
+            next.version += 1;
+            return OpStep::UpdateVolume(Box::new(VolumeChange {
+                config: Some(next),
+                replica_number: Some(2),
+                ..Default::default()
+            }));
+        }
+        if !ha_in_sync(config, w.replicas, target) {
+            let total = config.required_capacity_bytes;
+            let rep = replica_on(w.replicas, target)
+                .and_then(|r| r.status.as_ref())
+                .and_then(|s| s.replication.as_ref());
+            let done = match rep {
+                Some(s) if s.disk_state == drbd::DiskState::UpToDate.as_str() => total,
+                Some(s)
+                    if drbd::ConnState::parse(&s.connection_state)
+                        .is_some_and(|c| c.connected()) =>
+                {
+                    total - s.out_of_sync_bytes
+                }
+                _ => 0,
+            };
+            return at_step(op, STEP_SYNC, Some(progress(done, total, None)));
+        }
+        let nodes: Vec<String> = config.replicas.iter().map(|a| a.hostname.clone()).collect();
+        if let Some(step) = accessibility_step(w, v, &nodes) {
+            if op.status.step.as_deref() != Some(STEP_ACCESS) {
+                return at_step(op, STEP_ACCESS, None);
+            }
+            return step;
+        }
+        finish(
+            op,
+            w,
+            OperationPhase::Succeeded,
+            format!("replicated on {}", nodes.join(" and ")),
+        )
+    }
+
+    fn abortable(&self, op: &Op, v: &LocalVolume) -> Result<(), String> {
+        let (Some(config), Some(target)) =
+            (v.spec.config.as_ref(), op.status.target_node.as_deref())
+        else {
+            return Ok(());
+        };
+        if converted(config, target) {
+            return Err("DRBD was set up under the volume already and taking it away again is not built yet; the conversion completes".into());
+        }
+        Ok(())
+    }
+
+    fn undo(&self, _op: &Op, _w: &World, _v: &LocalVolume) -> Option<OpStep> {
+        // Abortable only before the volume changed: nothing to undo.
+        None
+    }
+}

@@ -1,0 +1,465 @@
+//! LocalVolumeMigrate: move a volume's replica off a node.
+//!
+//! HA volume (DRBD): `AddReplica` (the source replica is marked leaving: its resource goes
+//! down with data and metadata kept; the new replica joins the staying one, which resyncs
+//! it) → `Sync` (until the new replica is UpToDate, both sides say so after seeing the
+//! current config, and its fence mark is cleared) → `Accessibility` (the volume, then its
+//! PersistentVolume, usable from the new nodes) → `Prune` (the source leaves the
+//! placement, then its replica is deleted) → Succeeded. DRBD 8.4 replicates to one peer,
+//! so during `Sync` the staying replica is the only complete copy; the source is kept
+//! intact until the new one is complete, and an abort reconnects it.
+//!
+//! Volume without replication: the same with `Copy` instead of `Sync`: the block mover
+//! fills the new replica from the source (agent to agent, checkpointed, digest-verified),
+//! only while nobody uses the volume (the source is read as a whole; publishing is refused
+//! meanwhile).
+//!
+//! Abort is possible until `Prune` removes the source from the placement: the new replica
+//! leaves the placement and is deleted, the source comes back (HA: it reconnects and
+//! resyncs what it missed), the accessibility goes back.
+
+use super::{
+    accessibility_step, any_replica_on, at_step, finish, progress, replica_on, Machine, Op, OpStep,
+    Start, VolumeChange, World,
+};
+use crate::ha;
+use crate::placement::{place, Request};
+use hwameistor_api::quantity::format_size;
+use hwameistor_api::{
+    HaState, LocalVolume, LocalVolumeMigrateSpec, LocalVolumeReplica, OperationPhase,
+    OperationStatus, PoolClass, ReplicaAssignment, ReplicaState, VolumeConfig, VolumeState,
+};
+
+pub const STEP_ADD: &str = "AddReplica";
+pub const STEP_SYNC: &str = "Sync";
+pub const STEP_COPY: &str = "Copy";
+pub const STEP_ACCESS: &str = "Accessibility";
+pub const STEP_PRUNE: &str = "Prune";
+
+pub struct Migrate<'a> {
+    pub spec: &'a LocalVolumeMigrateSpec,
+}
+
+/// Where the volume stands in a move of `source` to `target`, read from its config (the
+/// record every step changes by compare-and-swap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Neither changed yet.
+    Before,
+    /// The target joined, the source is leaving.
+    Moving,
+    /// The source left the placement.
+    Pruned,
+    /// Something else changed the placement.
+    Foreign,
+}
+
+fn stage(config: &VolumeConfig, source: &str, target: &str) -> Stage {
+    let has = |n: &str| config.replicas.iter().any(|a| a.hostname == n);
+    match (has(source), has(target)) {
+        (true, false) => Stage::Before,
+        (true, true) => Stage::Moving,
+        (false, true) => Stage::Pruned,
+        (false, false) => Stage::Foreign,
+    }
+}
+
+/// The node the replica goes to: among the suggested nodes (any when none), a Ready node
+/// holding no replica of the volume, with room (HA: and a replication address and room
+/// for metadata; without replication: a block mover on it).
+pub fn choose_target(
+    suggested: &[String],
+    w: &World,
+    v: &LocalVolume,
+    config: &VolumeConfig,
+    replicated: bool,
+) -> Result<String, String> {
+    let class = PoolClass::from_pool_name(&v.spec.pool_name)
+        .ok_or_else(|| format!("unknown pool {}", v.spec.pool_name))?;
+    let mut excluded = Vec::new();
+    let candidates: Vec<_> = w
+        .nodes
+        .iter()
+        .filter(|n| {
+            let keep = (suggested.is_empty() || suggested.contains(&n.name))
+                && !config.replicas.iter().any(|a| a.hostname == n.name)
+                && !any_replica_on(w.replicas, &n.name);
+            if keep && !replicated && !w.movers.contains(&n.name) {
+                excluded.push(format!("{} runs no block mover", n.name));
+                return false;
+            }
+            keep
+        })
+        .cloned()
+        .collect();
+    for t in suggested {
+        if !w.nodes.iter().any(|n| &n.name == t) {
+            excluded.push(format!("{t} is not a storage node"));
+        } else if config.replicas.iter().any(|a| &a.hostname == t) {
+            excluded.push(format!("{t} holds a replica of the volume already"));
+        }
+    }
+    let req = Request {
+        volume: v.metadata.name.clone().unwrap_or_default(),
+        class,
+        bytes: config.required_capacity_bytes,
+        replicas: 1,
+        replicated,
+        accessibility: Vec::new(),
+    };
+    match place(&req, &candidates, w.placed, &w.policy) {
+        Ok(nodes) => nodes
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no node can take the replica".to_string()),
+        Err(e) => {
+            let mut why = e.to_string();
+            if !excluded.is_empty() {
+                why = format!("{why}; {}", excluded.join("; "));
+            }
+            Err(format!("no node can take the replica: {why}"))
+        }
+    }
+}
+
+/// Whether the replica on `node` of an HA volume is a complete copy: it and its peer report,
+/// after seeing the current config, that they are connected and both UpToDate, and the
+/// controller cleared its fence mark.
+pub fn ha_in_sync(config: &VolumeConfig, replicas: &[LocalVolumeReplica], node: &str) -> bool {
+    let Some(me) = config.replicas.iter().find(|a| a.hostname == node) else {
+        return false;
+    };
+    if me.outdated || me.leaving {
+        return false;
+    }
+    let Some(peer) = ha::active_peer(config, node) else {
+        return false;
+    };
+    let fresh_connected_up_to_date = |r: Option<&LocalVolumeReplica>, own: bool| {
+        r.is_some_and(|r| {
+            let fresh = r
+                .spec
+                .replication
+                .as_ref()
+                .is_some_and(|s| s.config_version == config.version)
+                && r.metadata.generation.is_some()
+                && r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation;
+            let rep = r.status.as_ref().and_then(|s| s.replication.as_ref());
+            fresh
+                && rep.is_some_and(|s| {
+                    s.connection_state == crate::drbd::ConnState::Connected.as_str()
+                        && s.peer_disk_state.as_deref()
+                            == Some(crate::drbd::DiskState::UpToDate.as_str())
+                        && (!own || s.disk_state == crate::drbd::DiskState::UpToDate.as_str())
+                })
+        })
+    };
+    fresh_connected_up_to_date(replica_on(replicas, node), true)
+        && fresh_connected_up_to_date(replica_on(replicas, &peer.hostname), false)
+}
+
+/// Resync progress of the replica on `node` (bytes of `total` in sync).
+fn sync_progress(
+    replicas: &[LocalVolumeReplica],
+    node: &str,
+    total: i64,
+) -> hwameistor_api::OperationProgress {
+    let rep = replica_on(replicas, node)
+        .and_then(|r| r.status.as_ref())
+        .and_then(|s| s.replication.as_ref());
+    let done = match rep {
+        Some(s) if s.disk_state == crate::drbd::DiskState::UpToDate.as_str() => total,
+        Some(s)
+            if crate::drbd::ConnState::parse(&s.connection_state)
+                .is_some_and(|c| c.connected()) =>
+        {
+            total - s.out_of_sync_bytes
+        }
+        _ => 0,
+    };
+    progress(done, total, None)
+}
+
+fn copy_verified(r: Option<&LocalVolumeReplica>, uid: &str) -> bool {
+    r.and_then(|r| r.status.as_ref()).is_some_and(|s| {
+        s.state == Some(ReplicaState::Ready)
+            && s.copy
+                .as_ref()
+                .is_some_and(|c| c.operation_uid == uid && c.verified)
+    })
+}
+
+impl Migrate<'_> {
+    fn source(&self) -> &str {
+        &self.spec.source_node
+    }
+
+    /// The config with `target` joined and the source leaving.
+    fn add_target(&self, w: &World, config: &VolumeConfig, target: &str) -> VolumeConfig {
+        let replicated = ha::is_ha(config);
+        let mut next = config.clone();
+        let source_was_primary = next
+            .replicas
+            .iter()
+            .any(|a| a.hostname == self.source() && a.primary);
+        for a in &mut next.replicas {
+            if a.hostname == self.source() {
+                a.leaving = true;
+                a.primary = false;
+                // It stops receiving writes: a copy that may be stale once it is back.
+                a.outdated = replicated;
+            } else if source_was_primary && replicated && !a.leaving {
+                a.primary = true;
+            }
+        }
+        let id = next.replicas.iter().map(|a| a.id).max().unwrap_or(0) + 1;
+        next.replicas.push(ReplicaAssignment {
+            id,
+            hostname: target.to_string(),
+            ip: w
+                .nodes
+                .iter()
+                .find(|n| n.name == target)
+                .and_then(|n| n.storage_ip.clone()),
+            primary: false,
+            // No data until resynced: never promoted before, and a lost link to it needs no
+            // fence.
+            outdated: replicated,
+            leaving: false,
+            copy_from: (!replicated).then(|| self.source().to_string()),
+        });
+        next.version += 1;
+        next
+    }
+
+    /// The nodes the volume is usable from once moved: its replicas' but the source's, and
+    /// the target's.
+    fn nodes_after(&self, config: &VolumeConfig, target: &str) -> Vec<String> {
+        let mut nodes: Vec<String> = config
+            .replicas
+            .iter()
+            .map(|a| a.hostname.clone())
+            .filter(|n| n != self.source() && n != target)
+            .collect();
+        nodes.push(target.to_string());
+        nodes
+    }
+}
+
+impl Machine for Migrate<'_> {
+    fn bandwidth(&self) -> Option<i64> {
+        self.spec.bandwidth_limit_bytes_per_second
+    }
+
+    fn start(&self, _op: &Op, w: &World, v: &LocalVolume) -> Start {
+        let Some(config) = v.spec.config.as_ref() else {
+            return Start::Wait("the volume is not placed yet".into());
+        };
+        let source = self.source();
+        if !config.replicas.iter().any(|a| a.hostname == source) {
+            let on: Vec<&str> = config
+                .replicas
+                .iter()
+                .map(|a| a.hostname.as_str())
+                .collect();
+            return Start::Fail(format!(
+                "the volume has no replica on {source}; its replicas are on {}",
+                on.join(", ")
+            ));
+        }
+        let st = v.status.clone().unwrap_or_default();
+        if st.state != Some(VolumeState::Ready) {
+            let state = st
+                .state
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_else(|| "not reported".into());
+            return Start::Wait(format!(
+                "the volume is {state}; a replica moves only off a Ready volume"
+            ));
+        }
+        let replicated = ha::is_ha(config);
+        if replicated {
+            if st.ha_state != Some(HaState::Healthy) {
+                return Start::Wait(format!(
+                    "the HA volume is {}; both replicas must be in sync before one moves (the staying one is the only complete copy during the move)",
+                    st.ha_state.map(|h| format!("{h:?}")).unwrap_or_else(|| "not reported".into())
+                ));
+            }
+            if st.published_node.as_deref() == Some(source) {
+                return Start::Wait(format!(
+                    "the volume is in use on {source} (published there); its replica moves once the pod stops there (drain the node or delete the pod)"
+                ));
+            }
+        } else {
+            if let Some(node) = st.published_node.as_deref() {
+                return Start::Wait(format!(
+                    "the volume is in use on {node}; a volume without replication is copied while nobody uses it: stop its pod (scale it down, or drain {node})"
+                ));
+            }
+            if !w.movers.contains(source) {
+                return Start::Wait(format!(
+                    "{source} runs no block mover (its agent has not published one)"
+                ));
+            }
+        }
+        let target = match choose_target(&self.spec.target_nodes, w, v, config, replicated) {
+            Ok(t) => t,
+            Err(why) => return Start::Fail(why),
+        };
+        Start::Go(Box::new(OperationStatus {
+            step: Some(STEP_ADD.into()),
+            target_node: Some(target),
+            source_nodes: config.replicas.iter().map(|a| a.hostname.clone()).collect(),
+            ..Default::default()
+        }))
+    }
+
+    fn run(&self, op: &Op, w: &World, v: &LocalVolume) -> OpStep {
+        let (Some(config), Some(target)) =
+            (v.spec.config.as_ref(), op.status.target_node.as_deref())
+        else {
+            return finish(
+                op,
+                w,
+                OperationPhase::Failed,
+                "no target node recorded; nothing was changed".into(),
+            );
+        };
+        let source = self.source();
+        let replicated = ha::is_ha(config);
+        match stage(config, source, target) {
+            Stage::Foreign => finish(
+                op,
+                w,
+                OperationPhase::Failed,
+                format!("the volume's placement no longer names {source} nor {target}; something else changed it"),
+            ),
+            Stage::Before => {
+                if op.status.step.as_deref() != Some(STEP_ADD) {
+                    return at_step(op, STEP_ADD, None);
+                }
+                OpStep::UpdateVolume(Box::new(VolumeChange {
+                    config: Some(self.add_target(w, config, target)),
+                    ..Default::default()
+                }))
+            }
+            Stage::Moving => {
+                let total = config.required_capacity_bytes;
+                if replicated {
+                    if !ha_in_sync(config, w.replicas, target) {
+                        return at_step(op, STEP_SYNC, Some(sync_progress(w.replicas, target, total)));
+                    }
+                } else {
+                    let r = replica_on(w.replicas, target);
+                    if !copy_verified(r, op.uid) {
+                        let copy = r.and_then(|r| r.status.as_ref()).and_then(|s| s.copy.clone());
+                        let p = match copy.filter(|c| c.operation_uid == op.uid) {
+                            Some(c) => progress(c.bytes_done, c.bytes_total.max(total), c.bytes_per_second),
+                            None => progress(0, total, None),
+                        };
+                        return at_step(op, STEP_COPY, Some(p));
+                    }
+                }
+                if let Some(step) = accessibility_step(w, v, &self.nodes_after(config, target)) {
+                    if op.status.step.as_deref() != Some(STEP_ACCESS) {
+                        return at_step(op, STEP_ACCESS, Some(progress(total, total, None)));
+                    }
+                    return step;
+                }
+                if op.status.step.as_deref() != Some(STEP_PRUNE) {
+                    return at_step(op, STEP_PRUNE, None);
+                }
+                let mut next = config.clone();
+                next.replicas.retain(|a| a.hostname != source);
+                for a in &mut next.replicas {
+                    a.copy_from = None;
+                }
+                next.version += 1;
+                OpStep::UpdateVolume(Box::new(VolumeChange {
+                    config: Some(next),
+                    ..Default::default()
+                }))
+            }
+            Stage::Pruned => {
+                if let Some(step) = accessibility_step(w, v, &self.nodes_after(config, target)) {
+                    return step;
+                }
+                if let Some(r) = replica_on(w.replicas, source) {
+                    return OpStep::DeleteReplica(r.metadata.name.clone().unwrap_or_default());
+                }
+                if any_replica_on(w.replicas, source) {
+                    // Its agent removes the logical volume(s), then the object goes.
+                    return at_step(op, STEP_PRUNE, None);
+                }
+                finish(
+                    op,
+                    w,
+                    OperationPhase::Succeeded,
+                    format!(
+                        "moved from {source} to {target} ({})",
+                        format_size(config.required_capacity_bytes)
+                    ),
+                )
+            }
+        }
+    }
+
+    fn abortable(&self, op: &Op, v: &LocalVolume) -> Result<(), String> {
+        let (Some(config), Some(target)) =
+            (v.spec.config.as_ref(), op.status.target_node.as_deref())
+        else {
+            return Ok(());
+        };
+        match stage(config, self.source(), target) {
+            Stage::Pruned => Err(format!(
+                "the new replica on {target} was complete and verified and {} left the placement; the migration completes",
+                self.source()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn undo(&self, op: &Op, w: &World, v: &LocalVolume) -> Option<OpStep> {
+        let config = v.spec.config.as_ref()?;
+        let source = self.source();
+        if let Some(target) = op.status.target_node.as_deref() {
+            if config.replicas.iter().any(|a| a.hostname == target)
+                || config
+                    .replicas
+                    .iter()
+                    .any(|a| a.hostname == source && a.leaving)
+            {
+                let mut next = config.clone();
+                next.replicas.retain(|a| a.hostname != target);
+                for a in &mut next.replicas {
+                    if a.hostname == source {
+                        // Back in the replication; an HA source keeps its fence mark until
+                        // it resynced what it missed (the controller clears it then).
+                        a.leaving = false;
+                    }
+                }
+                next.version += 1;
+                return Some(OpStep::UpdateVolume(Box::new(VolumeChange {
+                    config: Some(next),
+                    ..Default::default()
+                })));
+            }
+            if let Some(r) = replica_on(w.replicas, target) {
+                return Some(OpStep::DeleteReplica(
+                    r.metadata.name.clone().unwrap_or_default(),
+                ));
+            }
+            if any_replica_on(w.replicas, target) {
+                return Some(OpStep::Wait {
+                    seconds: super::POLL_SECONDS,
+                });
+            }
+        }
+        if !op.status.source_nodes.is_empty() {
+            if let Some(step) = accessibility_step(w, v, &op.status.source_nodes) {
+                return Some(step);
+            }
+        }
+        None
+    }
+}

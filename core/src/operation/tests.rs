@@ -1,0 +1,696 @@
+//! Every operation's transitions, abort points and refusals, on the simulation in
+//! `testing`.
+
+use super::convert::Convert;
+use super::expand::Expand;
+use super::migrate::{ha_in_sync, Migrate};
+use super::testing::{ready, volume, Sim, GI};
+use super::*;
+use hwameistor_api::{
+    LocalVolumeConvertSpec, LocalVolumeMigrateSpec, OperationKind, OperationPhase, VolumeState,
+};
+
+fn migrate_spec(from: &str, to: &[&str]) -> LocalVolumeMigrateSpec {
+    LocalVolumeMigrateSpec {
+        volume_name: "vol".into(),
+        source_node: from.into(),
+        target_nodes: to.iter().map(|n| n.to_string()).collect(),
+        migrate_all_volumes: true,
+        bandwidth_limit_bytes_per_second: None,
+        abort: false,
+        ttl_seconds_after_finished: None,
+    }
+}
+
+fn convert_spec() -> LocalVolumeConvertSpec {
+    LocalVolumeConvertSpec {
+        volume_name: "vol".into(),
+        replica_number: 2,
+        target_node: None,
+        abort: false,
+        ttl_seconds_after_finished: None,
+    }
+}
+
+fn phase(sim: &Sim) -> Option<OperationPhase> {
+    sim.status.phase
+}
+
+/// Invariants checked after every step of a move of `source`: the source's replica is
+/// deleted only once the new one is complete; the source is never both leaving and gone
+/// from the placement before the target is in sync.
+fn check_move_invariants(sim: &Sim, source: &str, target: &str, replicated: bool) {
+    let last = sim.log.last().expect("a step");
+    if let OpStep::DeleteReplica(name) = last {
+        if name.ends_with(source) {
+            assert_eq!(sim.status.target_node.as_deref(), Some(target));
+            assert!(
+                !sim.config().replicas.iter().any(|a| a.hostname == source),
+                "the source leaves the placement before its replica is deleted"
+            );
+            let t = sim
+                .replicas
+                .iter()
+                .find(|r| r.spec.node_name == target)
+                .expect("target replica exists when the source goes");
+            if replicated {
+                assert!(ha_in_sync(sim.config(), &sim.replicas, target));
+            } else {
+                assert!(t
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.copy.as_ref())
+                    .is_some_and(|c| c.verified));
+            }
+        }
+    }
+    if let OpStep::UpdateVolume(c) = last {
+        if let Some(cfg) = &c.config {
+            if !cfg.replicas.iter().any(|a| a.hostname == source)
+                && sim.status.phase == Some(OperationPhase::Running)
+            {
+                let t = sim.replicas.iter().find(|r| r.spec.node_name == target);
+                assert!(t.is_some(), "pruned only with the new replica there");
+            }
+        }
+    }
+}
+
+#[test]
+fn expand_walks_grow_wait_succeeded_and_releases() {
+    let mut sim = ready(Sim::new(OperationKind::Expand, volume(&["a"]), &["a", "b"]));
+    let m = Expand {
+        required_capacity_bytes: 2 * GI,
+    };
+    assert!(matches!(sim.step(&m), OpStep::Acquire(_)));
+    assert!(matches!(sim.step(&m), OpStep::Status(_)));
+    assert_eq!(phase(&sim), Some(OperationPhase::Running));
+    assert_eq!(sim.status.original_capacity_bytes, Some(GI));
+    assert!(sim.status.start_time.is_some());
+    sim.run(&m, 20);
+    assert_eq!(
+        phase(&sim),
+        Some(OperationPhase::Succeeded),
+        "{:?}",
+        sim.status
+    );
+    assert_eq!(sim.volume().spec.required_capacity_bytes, 2 * GI);
+    assert!(sim.volume().spec.operation.is_none(), "released");
+    assert!(sim.status.completion_time.is_some());
+    let running = sim
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Running")
+        .expect("Running condition");
+    assert_eq!(
+        (running.status.as_str(), running.reason.as_str()),
+        ("False", "Succeeded")
+    );
+    // History until the time-to-live, then deleted.
+    assert!(matches!(sim.step(&m), OpStep::Wait { .. }));
+    sim.now = jiff::Timestamp::from_second(sim.now.as_second() + 3600).expect("t");
+    assert_eq!(sim.step(&m), OpStep::Delete);
+}
+
+#[test]
+fn expand_refusals_and_no_ops() {
+    let m = |b| Expand {
+        required_capacity_bytes: b,
+    };
+    let mut sim = ready(Sim::new(OperationKind::Expand, volume(&["a"]), &["a"]));
+    sim.step(&m(GI / 2));
+    assert_eq!(phase(&sim), Some(OperationPhase::Failed));
+    assert!(sim
+        .status
+        .message
+        .as_deref()
+        .is_some_and(|s| s.contains("never shrink")));
+
+    let mut sim = ready(Sim::new(OperationKind::Expand, volume(&["a"]), &["a"]));
+    sim.step(&m(GI));
+    assert_eq!(phase(&sim), Some(OperationPhase::Succeeded));
+    assert!(sim.volume().spec.operation.is_none(), "never acquired");
+
+    let mut sim = ready(Sim::new(OperationKind::Expand, volume(&["a"]), &["a"]));
+    sim.step(&m(500 * GI));
+    assert_eq!(phase(&sim), Some(OperationPhase::Failed));
+    let msg = sim.status.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("no room to grow") && msg.contains("a can hold"),
+        "{msg}"
+    );
+    assert_eq!(
+        sim.volume().spec.required_capacity_bytes,
+        GI,
+        "nothing changed"
+    );
+}
+
+#[test]
+fn expand_abort_before_growing_changes_nothing_after_is_refused() {
+    let m = Expand {
+        required_capacity_bytes: 2 * GI,
+    };
+    let mut sim = ready(Sim::new(OperationKind::Expand, volume(&["a"]), &["a"]));
+    sim.step(&m); // acquire
+    sim.step(&m); // running
+    sim.abort = true;
+    sim.run(&m, 10);
+    assert_eq!(phase(&sim), Some(OperationPhase::Aborted));
+    assert_eq!(sim.volume().spec.required_capacity_bytes, GI);
+
+    let mut sim = ready(Sim::new(OperationKind::Expand, volume(&["a"]), &["a"]));
+    while sim.volume().spec.required_capacity_bytes < 2 * GI {
+        sim.step(&m);
+    }
+    sim.abort = true;
+    sim.step(&m);
+    assert!(sim
+        .status
+        .message
+        .as_deref()
+        .is_some_and(|s| s.starts_with("abort refused")));
+    sim.run(&m, 10);
+    assert_eq!(phase(&sim), Some(OperationPhase::Succeeded));
+}
+
+#[test]
+fn an_operation_waits_for_a_held_volume_and_for_a_slot() {
+    let m = Expand {
+        required_capacity_bytes: 2 * GI,
+    };
+    let mut sim = ready(Sim::new(OperationKind::Expand, volume(&["a"]), &["a"]));
+    sim.v.as_mut().expect("v").spec.operation = Some(hwameistor_api::OperationRef {
+        kind: Some(OperationKind::Migrate),
+        name: "other".into(),
+        uid: "other-uid".into(),
+        bandwidth_limit_bytes_per_second: None,
+    });
+    sim.step(&m);
+    assert_eq!(phase(&sim), Some(OperationPhase::Pending));
+    assert!(sim
+        .status
+        .message
+        .as_deref()
+        .is_some_and(|s| s.contains("Migrate other")));
+    assert!(
+        matches!(sim.step(&m), OpStep::Wait { .. }),
+        "no status churn"
+    );
+    sim.v.as_mut().expect("v").spec.operation = None;
+    sim.slot = Err("4 operations move data already".into());
+    sim.step(&m);
+    assert_eq!(
+        sim.status.message.as_deref(),
+        Some("4 operations move data already")
+    );
+    sim.slot = Ok(());
+    sim.run(&m, 20);
+    assert_eq!(phase(&sim), Some(OperationPhase::Succeeded));
+}
+
+#[test]
+fn an_operation_fails_when_its_volume_goes_or_its_hold_is_lost() {
+    let m = Expand {
+        required_capacity_bytes: 2 * GI,
+    };
+    let mut sim = ready(Sim::new(OperationKind::Expand, volume(&["a"]), &["a"]));
+    sim.v = None;
+    sim.step(&m);
+    assert_eq!(phase(&sim), Some(OperationPhase::Failed));
+
+    let mut sim = ready(Sim::new(OperationKind::Expand, volume(&["a"]), &["a"]));
+    sim.step(&m);
+    sim.step(&m);
+    sim.v.as_mut().expect("v").spec.operation = None;
+    sim.step(&m);
+    assert_eq!(phase(&sim), Some(OperationPhase::Failed));
+    assert!(sim
+        .status
+        .message
+        .as_deref()
+        .is_some_and(|s| s.contains("no longer records")));
+}
+
+#[test]
+fn migrate_ha_joins_syncs_switches_accessibility_then_prunes() {
+    let mut sim = ready(Sim::new(
+        OperationKind::Migrate,
+        volume(&["a", "b"]),
+        &["a", "b", "c"],
+    ));
+    let spec = migrate_spec("b", &[]);
+    let m = Migrate { spec: &spec };
+    sim.held.insert("c".into());
+    let mut saw_sync = false;
+    for _ in 0..12 {
+        sim.step(&m);
+        check_move_invariants(&sim, "b", "c", true);
+        if sim.status.step.as_deref() == Some(migrate::STEP_SYNC) {
+            saw_sync = true;
+            let p = sim.status.progress.clone().expect("progress");
+            assert_eq!((p.bytes_total, p.percent), (GI, 50));
+            // During the sync the source is kept, down, with its data.
+            let src = sim
+                .config()
+                .replicas
+                .iter()
+                .find(|a| a.hostname == "b")
+                .cloned();
+            assert!(src.is_some_and(|a| a.leaving && !a.primary));
+            assert!(sim.replicas.iter().any(|r| r.spec.node_name == "b"));
+        }
+    }
+    assert!(saw_sync, "{:?}", sim.status);
+    assert_eq!(phase(&sim), Some(OperationPhase::Running));
+    sim.held.clear();
+    sim.settle();
+    for _ in 0..30 {
+        sim.step(&m);
+        check_move_invariants(&sim, "b", "c", true);
+        if sim.volume().spec.operation.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        phase(&sim),
+        Some(OperationPhase::Succeeded),
+        "{:?}",
+        sim.status
+    );
+    assert_eq!(sim.config_nodes(), ["a", "c"]);
+    assert_eq!(sim.replica_nodes(), ["a", "c"]);
+    assert!(sim
+        .config()
+        .replicas
+        .iter()
+        .all(|a| !a.leaving && !a.outdated));
+    assert_eq!(sim.volume().spec.accessibility.nodes, ["a", "c"]);
+    assert_eq!(
+        sim.pv.as_ref().map(|p| p.nodes.clone()),
+        Some(vec!["a".into(), "c".into()])
+    );
+    assert_eq!(
+        sim.volume().status.as_ref().and_then(|s| s.ha_state),
+        Some(hwameistor_api::HaState::Healthy)
+    );
+    // The primary stayed where it was.
+    assert!(sim
+        .config()
+        .replicas
+        .iter()
+        .any(|a| a.hostname == "a" && a.primary));
+}
+
+#[test]
+fn migrate_ha_of_the_primary_moves_the_primary_to_the_staying_replica() {
+    let mut sim = ready(Sim::new(
+        OperationKind::Migrate,
+        volume(&["a", "b"]),
+        &["a", "b", "c"],
+    ));
+    let spec = migrate_spec("a", &["c"]);
+    let m = Migrate { spec: &spec };
+    sim.run(&m, 40);
+    assert_eq!(
+        phase(&sim),
+        Some(OperationPhase::Succeeded),
+        "{:?}",
+        sim.status
+    );
+    assert_eq!(sim.config_nodes(), ["b", "c"]);
+    assert!(sim
+        .config()
+        .replicas
+        .iter()
+        .any(|a| a.hostname == "b" && a.primary));
+}
+
+#[test]
+fn migrate_waits_while_in_use_where_it_must_not_be() {
+    // HA: in use on the source waits; in use on the staying node does not.
+    let mut sim = ready(Sim::new(
+        OperationKind::Migrate,
+        volume(&["a", "b"]),
+        &["a", "b", "c"],
+    ));
+    sim.v
+        .as_mut()
+        .and_then(|v| v.status.as_mut())
+        .expect("st")
+        .published_node = Some("b".into());
+    let spec = migrate_spec("b", &[]);
+    let m = Migrate { spec: &spec };
+    sim.step(&m);
+    assert_eq!(phase(&sim), Some(OperationPhase::Pending));
+    assert!(sim
+        .status
+        .message
+        .as_deref()
+        .is_some_and(|s| s.contains("in use on b")));
+    sim.v
+        .as_mut()
+        .and_then(|v| v.status.as_mut())
+        .expect("st")
+        .published_node = Some("a".into());
+    assert!(matches!(sim.step(&m), OpStep::Acquire(_)));
+
+    // Without replication: in use anywhere waits.
+    let mut sim = ready(Sim::new(
+        OperationKind::Migrate,
+        volume(&["a"]),
+        &["a", "b"],
+    ));
+    sim.v
+        .as_mut()
+        .and_then(|v| v.status.as_mut())
+        .expect("st")
+        .published_node = Some("a".into());
+    let spec = migrate_spec("a", &[]);
+    let m = Migrate { spec: &spec };
+    sim.step(&m);
+    assert!(sim
+        .status
+        .message
+        .as_deref()
+        .is_some_and(|s| s.contains("copied while nobody uses it")));
+}
+
+#[test]
+fn migrate_refusals_say_what_is_wrong() {
+    let mut sim = ready(Sim::new(
+        OperationKind::Migrate,
+        volume(&["a"]),
+        &["a", "b"],
+    ));
+    let spec = migrate_spec("z", &[]);
+    sim.step(&Migrate { spec: &spec });
+    assert_eq!(phase(&sim), Some(OperationPhase::Failed));
+    assert!(sim
+        .status
+        .message
+        .as_deref()
+        .is_some_and(|s| s.contains("no replica on z; its replicas are on a")));
+
+    let mut sim = ready(Sim::new(
+        OperationKind::Migrate,
+        volume(&["a"]),
+        &["a", "b"],
+    ));
+    let spec = migrate_spec("a", &["a"]);
+    sim.step(&Migrate { spec: &spec });
+    assert_eq!(phase(&sim), Some(OperationPhase::Failed));
+    assert!(
+        sim.status
+            .message
+            .as_deref()
+            .is_some_and(|s| s.contains("a holds a replica of the volume already")),
+        "{:?}",
+        sim.status.message
+    );
+
+    let mut sim = ready(Sim::new(
+        OperationKind::Migrate,
+        volume(&["a"]),
+        &["a", "b"],
+    ));
+    sim.nodes[1]
+        .pools
+        .values_mut()
+        .for_each(|p| p.free = GI / 2);
+    let spec = migrate_spec("a", &[]);
+    sim.step(&Migrate { spec: &spec });
+    assert!(
+        sim.status.message.as_deref().is_some_and(
+            |s| s.contains("no node can take the replica") && s.contains("b has 512Mi free")
+        ),
+        "{:?}",
+        sim.status.message
+    );
+
+    let mut sim = ready(Sim::new(
+        OperationKind::Migrate,
+        volume(&["a"]),
+        &["a", "b"],
+    ));
+    sim.movers.remove("b");
+    sim.step(&Migrate { spec: &spec });
+    assert!(
+        sim.status
+            .message
+            .as_deref()
+            .is_some_and(|s| s.contains("b runs no block mover")),
+        "{:?}",
+        sim.status.message
+    );
+}
+
+#[test]
+fn migrate_without_replication_copies_verifies_then_prunes() {
+    let mut sim = ready(Sim::new(
+        OperationKind::Migrate,
+        volume(&["a"]),
+        &["a", "b"],
+    ));
+    let spec = migrate_spec("a", &[]);
+    let m = Migrate { spec: &spec };
+    sim.held.insert("b".into());
+    for _ in 0..10 {
+        sim.step(&m);
+        check_move_invariants(&sim, "a", "b", false);
+    }
+    assert_eq!(sim.status.step.as_deref(), Some(migrate::STEP_COPY));
+    let p = sim.status.progress.clone().expect("progress");
+    assert_eq!((p.percent, p.bytes_per_second), (25, Some(100 << 20)));
+    assert!(p.eta_seconds.is_some());
+    let copy = sim
+        .replicas
+        .iter()
+        .find(|r| r.spec.node_name == "b")
+        .and_then(|r| r.spec.copy_from.clone())
+        .expect("the new replica names its source");
+    assert_eq!(
+        (copy.node.as_str(), copy.operation_uid.as_str()),
+        ("a", "op-uid")
+    );
+    sim.held.clear();
+    sim.settle();
+    for _ in 0..30 {
+        sim.step(&m);
+        check_move_invariants(&sim, "a", "b", false);
+        if sim.volume().spec.operation.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        phase(&sim),
+        Some(OperationPhase::Succeeded),
+        "{:?}",
+        sim.status
+    );
+    assert_eq!(sim.config_nodes(), ["b"]);
+    assert_eq!(sim.replica_nodes(), ["b"]);
+    assert!(sim.config().replicas[0].copy_from.is_none());
+    assert!(
+        sim.replicas[0].spec.copy_from.is_none(),
+        "copy source cleared"
+    );
+    assert_eq!(
+        sim.pv.as_ref().map(|p| p.nodes.clone()),
+        Some(vec!["b".into()])
+    );
+    assert_eq!(
+        sim.volume().status.as_ref().and_then(|s| s.state),
+        Some(VolumeState::Ready)
+    );
+}
+
+/// Aborts a move after every possible number of steps: it ends Aborted with the volume as
+/// it was (its data on the source), or, once the source left the placement, the abort is
+/// refused and it completes.
+fn abort_at_every_step(volume_on: &[&str], source: &str, nodes: &[&str]) {
+    let replicated = volume_on.len() > 1;
+    let spec = migrate_spec(source, &[]);
+    let m = Migrate { spec: &spec };
+    let mut total = None;
+    let mut undid_a_join = false;
+    let mut refused = false;
+    for k in 0.. {
+        let mut sim = ready(Sim::new(OperationKind::Migrate, volume(volume_on), nodes));
+        let before_nodes = sim.config_nodes();
+        let before_access = sim.volume().spec.accessibility.nodes.clone();
+        for _ in 0..k {
+            sim.step(&m);
+        }
+        if total.is_some_and(|t| k > t) {
+            break;
+        }
+        if sim.status.phase.is_some_and(|p| p.is_final()) {
+            total = Some(k);
+        }
+        sim.abort = true;
+        sim.run(&m, 60);
+        let target = sim.status.target_node.clone().unwrap_or_default();
+        match phase(&sim) {
+            Some(OperationPhase::Aborted) => {
+                undid_a_join |= sim.log.iter().any(
+                    |s| matches!(s, OpStep::DeleteReplica(n) if !target.is_empty() && n.ends_with(&target)),
+                );
+                assert_eq!(sim.config_nodes(), before_nodes, "abort after {k} steps");
+                assert_eq!(sim.replica_nodes(), before_nodes, "abort after {k} steps");
+                assert!(sim
+                    .config()
+                    .replicas
+                    .iter()
+                    .all(|a| !a.leaving && a.copy_from.is_none()));
+                assert_eq!(
+                    sim.volume().spec.accessibility.nodes,
+                    before_access,
+                    "after {k}"
+                );
+                assert_eq!(
+                    sim.pv.as_ref().map(|p| p.nodes.clone()),
+                    Some(before_access.clone())
+                );
+                if replicated {
+                    // Back in the replication; the fence mark is cleared once resynced.
+                    assert!(
+                        sim.config().replicas.iter().all(|a| !a.outdated),
+                        "after {k}"
+                    );
+                    assert!(sim.config().replicas.iter().any(|a| a.primary));
+                }
+            }
+            Some(OperationPhase::Succeeded) => {
+                refused |= sim.status.message.is_some()
+                    && sim.log.iter().any(|s| matches!(s, OpStep::Status(st) if st.message.as_deref().is_some_and(|m| m.starts_with("abort refused"))));
+                assert!(!sim.config_nodes().contains(&source.to_string()));
+                assert!(sim.config_nodes().contains(&target));
+            }
+            other => panic!("abort after {k} steps ended {other:?}: {:?}", sim.status),
+        }
+        assert!(sim.volume().spec.operation.is_none());
+    }
+    assert!(total.is_some());
+    assert!(undid_a_join, "some abort undid a joined replica");
+    assert!(refused, "an abort after the prune was refused");
+}
+
+#[test]
+fn migrate_ha_abort_at_every_step() {
+    abort_at_every_step(&["a", "b"], "b", &["a", "b", "c"]);
+    abort_at_every_step(&["a", "b"], "a", &["a", "b", "c"]);
+}
+
+#[test]
+fn migrate_without_replication_abort_at_every_step() {
+    abort_at_every_step(&["a"], "a", &["a", "b"]);
+}
+
+#[test]
+fn convert_adds_drbd_with_the_existing_replica_as_the_source_of_the_sync() {
+    let mut sim = ready(Sim::new(
+        OperationKind::Convert,
+        volume(&["a"]),
+        &["a", "b"],
+    ));
+    let spec = convert_spec();
+    let m = Convert { spec: &spec };
+    sim.held.insert("b".into());
+    for _ in 0..10 {
+        sim.step(&m);
+    }
+    assert_eq!(sim.status.step.as_deref(), Some(convert::STEP_SYNC));
+    let c = sim.config().clone();
+    assert_eq!(c.resource_id, 3);
+    assert_eq!(sim.volume().spec.replica_number, 2);
+    let a = c.replicas.iter().find(|a| a.hostname == "a").expect("a");
+    let b = c.replicas.iter().find(|a| a.hostname == "b").expect("b");
+    assert!(
+        a.primary && !b.primary && b.outdated,
+        "only the data's replica may be forced"
+    );
+    // Both replicas run replication now: the old one over its data volume, untouched.
+    assert!(sim.replicas.iter().all(|r| r.spec.replication.is_some()));
+    sim.held.clear();
+    sim.settle();
+    sim.run(&m, 30);
+    assert_eq!(
+        phase(&sim),
+        Some(OperationPhase::Succeeded),
+        "{:?}",
+        sim.status
+    );
+    assert!(!sim.config().initial);
+    assert_eq!(sim.volume().spec.accessibility.nodes, ["a", "b"]);
+    assert_eq!(
+        sim.pv.as_ref().map(|p| p.nodes.clone()),
+        Some(vec!["a".into(), "b".into()])
+    );
+}
+
+#[test]
+fn convert_waits_while_published_and_aborts_only_before_drbd() {
+    let spec = convert_spec();
+    let m = Convert { spec: &spec };
+    let mut sim = ready(Sim::new(
+        OperationKind::Convert,
+        volume(&["a"]),
+        &["a", "b"],
+    ));
+    sim.v
+        .as_mut()
+        .and_then(|v| v.status.as_mut())
+        .expect("st")
+        .published_node = Some("a".into());
+    sim.step(&m);
+    assert_eq!(phase(&sim), Some(OperationPhase::Pending));
+    assert!(sim
+        .status
+        .message
+        .as_deref()
+        .is_some_and(|s| s.contains("converts once unpublished")));
+    sim.abort = true;
+    sim.step(&m);
+    assert_eq!(phase(&sim), Some(OperationPhase::Aborted));
+
+    let mut sim = ready(Sim::new(
+        OperationKind::Convert,
+        volume(&["a"]),
+        &["a", "b"],
+    ));
+    sim.held.insert("b".into());
+    while !crate::ha::is_ha(sim.config()) {
+        sim.step(&m);
+    }
+    sim.abort = true;
+    sim.step(&m);
+    assert!(sim
+        .status
+        .message
+        .as_deref()
+        .is_some_and(|s| s.contains("abort refused")));
+    sim.held.clear();
+    sim.settle();
+    sim.run(&m, 30);
+    assert_eq!(phase(&sim), Some(OperationPhase::Succeeded));
+
+    let mut sim = ready(Sim::new(
+        OperationKind::Convert,
+        volume(&["a", "b"]),
+        &["a", "b"],
+    ));
+    sim.step(&m);
+    assert_eq!(phase(&sim), Some(OperationPhase::Succeeded), "already HA");
+}
+
+#[test]
+fn progress_rounds_and_estimates() {
+    let p = progress(GI / 4, GI, Some(1 << 20));
+    assert_eq!(p.percent, 25);
+    assert_eq!(p.eta_seconds, Some(768));
+    let p = progress(2 * GI, GI, None);
+    assert_eq!((p.bytes_done, p.percent, p.eta_seconds), (GI, 100, None));
+    assert_eq!(progress(0, 0, Some(0)).percent, 100);
+}
