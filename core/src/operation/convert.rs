@@ -207,7 +207,7 @@ impl Machine for Convert<'_> {
             return at_step(op, STEP_SYNC, Some(progress(done, total, None)));
         }
         let nodes: Vec<String> = config.replicas.iter().map(|a| a.hostname.clone()).collect();
-        if let Some(step) = accessibility_step(w, v, &nodes) {
+        if let Some(step) = accessibility_step(op, w, v, STEP_ACCESS, &nodes) {
             if op.status.step.as_deref() != Some(STEP_ACCESS) {
                 return at_step(op, STEP_ACCESS, None);
             }

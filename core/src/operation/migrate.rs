@@ -9,6 +9,9 @@
 //! so during `Sync` the staying replica is the only complete copy; the source is kept
 //! intact until the new one is complete, and an abort reconnects it.
 //!
+//! (Prune comes before Accessibility: a PersistentVolume's affinity changes only while the
+//! volume is unused, and that wait must not keep an old replica alive.)
+//!
 //! Volume without replication: the same with `Copy` instead of `Sync`: the block mover
 //! fills the new replica from the source (agent to agent, checkpointed, digest-verified),
 //! only while nobody uses the volume (the source is read as a whole; publishing is refused
@@ -360,14 +363,8 @@ impl Machine for Migrate<'_> {
                         return at_step(op, STEP_COPY, Some(p));
                     }
                 }
-                if let Some(step) = accessibility_step(w, v, &self.nodes_after(config, target)) {
-                    if op.status.step.as_deref() != Some(STEP_ACCESS) {
-                        return at_step(op, STEP_ACCESS, Some(progress(total, total, None)));
-                    }
-                    return step;
-                }
                 if op.status.step.as_deref() != Some(STEP_PRUNE) {
-                    return at_step(op, STEP_PRUNE, None);
+                    return at_step(op, STEP_PRUNE, Some(progress(total, total, None)));
                 }
                 let mut next = config.clone();
                 next.replicas.retain(|a| a.hostname != source);
@@ -381,15 +378,19 @@ impl Machine for Migrate<'_> {
                 }))
             }
             Stage::Pruned => {
-                if let Some(step) = accessibility_step(w, v, &self.nodes_after(config, target)) {
-                    return step;
-                }
                 if let Some(r) = replica_on(w.replicas, source) {
                     return OpStep::DeleteReplica(r.metadata.name.clone().unwrap_or_default());
                 }
                 if any_replica_on(w.replicas, source) {
                     // Its agent removes the logical volume(s), then the object goes.
                     return at_step(op, STEP_PRUNE, None);
+                }
+                let nodes = self.nodes_after(config, target);
+                if let Some(step) = accessibility_step(op, w, v, STEP_ACCESS, &nodes) {
+                    if op.status.step.as_deref() != Some(STEP_ACCESS) {
+                        return at_step(op, STEP_ACCESS, None);
+                    }
+                    return step;
                 }
                 finish(
                     op,
@@ -453,11 +454,6 @@ impl Machine for Migrate<'_> {
                 return Some(OpStep::Wait {
                     seconds: super::POLL_SECONDS,
                 });
-            }
-        }
-        if !op.status.source_nodes.is_empty() {
-            if let Some(step) = accessibility_step(w, v, &op.status.source_nodes) {
-                return Some(step);
             }
         }
         None

@@ -435,8 +435,16 @@ pub fn any_replica_on(replicas: &[LocalVolumeReplica], node: &str) -> bool {
 }
 
 /// The step that brings the volume's accessibility and its PersistentVolume's node affinity
-/// to `nodes` (sorted), or `None` when both are there.
-pub fn accessibility_step(w: &World, v: &LocalVolume, nodes: &[String]) -> Option<OpStep> {
+/// to `nodes`, or `None` when both are there. The PersistentVolume is re-created to change
+/// its affinity (Kubernetes keeps it immutable), which is done only while nobody uses the
+/// volume: until then the operation waits at `step`, saying so.
+pub fn accessibility_step(
+    op: &Op,
+    w: &World,
+    v: &LocalVolume,
+    step: &str,
+    nodes: &[String],
+) -> Option<OpStep> {
     let mut want: Vec<String> = nodes.to_vec();
     want.sort();
     let mut have = v.spec.accessibility.nodes.clone();
@@ -447,18 +455,35 @@ pub fn accessibility_step(w: &World, v: &LocalVolume, nodes: &[String]) -> Optio
             ..Default::default()
         })));
     }
-    if let Some(pv) = w.pv {
-        let mut pv_nodes = pv.nodes.clone();
-        pv_nodes.sort();
-        // A PV without node affinity can be used anywhere already.
-        if !pv_nodes.is_empty() && pv_nodes != want {
-            return Some(OpStep::RewritePvAffinity {
-                pv: pv.name.clone(),
-                nodes: want,
-            });
-        }
+    let pv = w.pv?;
+    let mut pv_nodes = pv.nodes.clone();
+    pv_nodes.sort();
+    // A PV without node affinity can be used anywhere already.
+    if pv_nodes.is_empty() || pv_nodes == want {
+        return None;
     }
-    None
+    if let Some(node) = v.status.as_ref().and_then(|s| s.published_node.as_deref()) {
+        let msg = format!(
+            "the data is moved; the PersistentVolume {} still names {} and is re-created with {} once the volume is unpublished (it is in use on {node}; Kubernetes keeps a PV's node affinity immutable)",
+            pv.name,
+            pv_nodes.join(", "),
+            want.join(", ")
+        );
+        let mut st = op.status.clone();
+        st.step = Some(step.to_string());
+        st.message = Some(msg);
+        return Some(if st == *op.status {
+            OpStep::Wait {
+                seconds: POLL_SECONDS,
+            }
+        } else {
+            OpStep::Status(Box::new(st))
+        });
+    }
+    Some(OpStep::RewritePvAffinity {
+        pv: pv.name.clone(),
+        nodes: want,
+    })
 }
 
 #[cfg(test)]

@@ -694,3 +694,61 @@ fn progress_rounds_and_estimates() {
     assert_eq!((p.bytes_done, p.percent, p.eta_seconds), (GI, 100, None));
     assert_eq!(progress(0, 0, Some(0)).percent, 100);
 }
+
+#[test]
+fn the_pv_is_recreated_only_once_the_volume_is_unpublished() {
+    // HA volume in use on the staying node: the data moves online; the old replica goes;
+    // the PV waits for the pod to stop.
+    let mut sim = ready(Sim::new(
+        OperationKind::Migrate,
+        volume(&["a", "b"]),
+        &["a", "b", "c"],
+    ));
+    sim.v
+        .as_mut()
+        .and_then(|v| v.status.as_mut())
+        .expect("st")
+        .published_node = Some("a".into());
+    let spec = migrate_spec("b", &["c"]);
+    let m = Migrate { spec: &spec };
+    for _ in 0..30 {
+        sim.step(&m);
+    }
+    assert_eq!(phase(&sim), Some(OperationPhase::Running));
+    assert_eq!(sim.status.step.as_deref(), Some(migrate::STEP_ACCESS));
+    assert!(
+        sim.status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("re-created with a, c once the volume is unpublished")),
+        "{:?}",
+        sim.status.message
+    );
+    assert_eq!(
+        sim.replica_nodes(),
+        ["a", "c"],
+        "the old replica did not wait for the PV"
+    );
+    assert_eq!(sim.volume().spec.accessibility.nodes, ["a", "c"]);
+    assert_eq!(
+        sim.pv.as_ref().map(|p| p.nodes.clone()),
+        Some(vec!["a".into(), "b".into()])
+    );
+    assert!(
+        !sim.log
+            .iter()
+            .any(|s| matches!(s, OpStep::RewritePvAffinity { .. })),
+        "never under a running pod"
+    );
+    sim.v
+        .as_mut()
+        .and_then(|v| v.status.as_mut())
+        .expect("st")
+        .published_node = None;
+    sim.run(&m, 10);
+    assert_eq!(phase(&sim), Some(OperationPhase::Succeeded));
+    assert_eq!(
+        sim.pv.as_ref().map(|p| p.nodes.clone()),
+        Some(vec!["a".into(), "c".into()])
+    );
+}
