@@ -120,6 +120,75 @@ pub enum AdminError {
         detail: String,
     },
 
+    #[error(
+        "volume {volume:?} is not placed yet (no node holds a replica of it): nothing to {action}"
+    )]
+    NotPlaced { volume: String, action: String },
+
+    #[error("volume {volume:?} is replicated (HA) with replicas on {}: say which one moves with --from NODE", nodes.join(", "))]
+    FromRequired { volume: String, nodes: Vec<String> },
+
+    #[error("cannot put the replica of volume {volume:?} on node {node:?}: {reason}")]
+    InvalidTarget {
+        volume: String,
+        node: String,
+        reason: String,
+    },
+
+    #[error("no node can take the replica of volume {volume:?} (predicted as the controller decides): {reason}; free space or add disks (`kubectl hwameistor pool list`, `kubectl hwameistor disk claim`), or name a node with --to")]
+    NoTarget { volume: String, reason: String },
+
+    #[error("volume {volume:?} is held by {kind} {name} ({phase}): only one operation changes a volume at a time; wait until it ended, or abort it; see `kubectl hwameistor operation get {name}`")]
+    OperationInProgress {
+        volume: String,
+        kind: String,
+        name: String,
+        phase: String,
+    },
+
+    #[error("refusing to {action} volume {volume:?}: {reason}")]
+    OperationRefused {
+        volume: String,
+        action: String,
+        reason: String,
+    },
+
+    #[error("the volume operation resources (LocalVolumeMigrate, LocalVolumeConvert, LocalVolumeExpand) are not installed in this cluster: upgrade HwameiStor (`kubectl hwameistor upgrade`)")]
+    OperationsNotInstalled,
+
+    #[error(
+        "operation {name:?} not found; {}",
+        known_list("known operations", known, "there are no volume operations")
+    )]
+    UnknownOperation { name: String, known: Vec<String> },
+
+    #[error("{name:?} names more than one operation ({}); say which: {}", kinds.join(", "), kinds.iter().map(|k| format!("{}/{name}", k.to_lowercase())).collect::<Vec<_>>().join(" or "))]
+    AmbiguousOperation { name: String, kinds: Vec<String> },
+
+    #[error("cannot abort {kind} {name}: {reason}")]
+    AbortRefused {
+        kind: String,
+        name: String,
+        reason: String,
+    },
+
+    #[error("{kind} {name} has not ended ({phase}): deleting it would not stop it cleanly; abort it first (`kubectl hwameistor operation abort {name}`) and delete it once it ended")]
+    OperationNotEnded {
+        kind: String,
+        name: String,
+        phase: String,
+    },
+
+    #[error("{kind} {name} was deleted before it ended; what it did to volume {volume:?} shows in `kubectl hwameistor volume get {volume}`")]
+    OperationDeleted {
+        kind: String,
+        name: String,
+        volume: String,
+    },
+
+    #[error("cannot evict pod {pod}: the API server does not serve the eviction subresource (pods/eviction); pass --disable-eviction to delete the pods instead (this bypasses PodDisruptionBudgets)")]
+    EvictionUnsupported { pod: String },
+
     #[error("invalid manifest {source_name}: {message}")]
     Manifest {
         source_name: String,

@@ -12,6 +12,7 @@ pub mod install;
 pub mod lookup;
 pub mod manifests;
 pub mod nodes;
+pub mod operations;
 pub mod pools;
 pub mod readiness;
 pub mod split_brain;
