@@ -128,6 +128,10 @@ impl Pair {
         };
         self.controller = vec![
             tokio::spawn(volume_reconciler::run(ctx.clone())),
+            tokio::spawn(hwameistor_controller::operations::run(
+                ctx.clone(),
+                Default::default(),
+            )),
             tokio::spawn(failover::run(ctx, cfg)),
         ];
     }

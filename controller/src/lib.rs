@@ -9,4 +9,6 @@
 pub mod failover;
 pub mod leader;
 pub mod metrics;
+pub mod operations;
+pub mod pv_affinity;
 pub mod volume_reconciler;

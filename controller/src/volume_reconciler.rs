@@ -128,7 +128,7 @@ impl Scope {
         self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
     }
 
-    fn list_params(&self) -> ListParams {
+    pub(crate) fn list_params(&self) -> ListParams {
         ListParams::default().labels(&self.selector())
     }
 }
@@ -177,6 +177,8 @@ pub struct Context {
     pub scope: Option<Scope>,
     /// Held while a placement is decided and written.
     placement: tokio::sync::Mutex<()>,
+    /// Held while an operation decides whether it may start (the concurrency caps).
+    operation_start: tokio::sync::Mutex<()>,
 }
 
 impl Context {
@@ -204,7 +206,18 @@ impl Context {
             policy,
             scope,
             placement: Default::default(),
+            operation_start: Default::default(),
         })
+    }
+
+    /// The lock every decision about room is taken under (placements, operation targets).
+    pub(crate) async fn placement_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.placement.lock().await
+    }
+
+    /// The lock an operation decides its start under, so the caps count every start.
+    pub(crate) async fn operation_start_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.operation_start.lock().await
     }
 
     /// Whether this controller acts on `v` (see [`Scope`]). Reads the pinned nodes fresh, so
@@ -455,6 +468,42 @@ async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::E
     }
 }
 
+/// The JSON merge patch (RFC 7386) that turns `old` into `new` exactly: keys `new` lacks
+/// are set to null (a merge patch otherwise leaves them as they were).
+pub fn merge_patch_to(
+    old: Option<&serde_json::Value>,
+    new: &serde_json::Value,
+) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Some(Value::Object(o)), Value::Object(n)) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in n {
+                out.insert(k.clone(), merge_patch_to(o.get(k), v));
+            }
+            for k in o.keys() {
+                if !n.contains_key(k) {
+                    out.insert(k.clone(), Value::Null);
+                }
+            }
+            Value::Object(out)
+        }
+        _ => new.clone(),
+    }
+}
+
+/// A value as JSON, for building patches from values of different types.
+mod erased_json {
+    pub trait Json {
+        fn json(&self) -> Result<serde_json::Value, kube::Error>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> Result<serde_json::Value, kube::Error> {
+            serde_json::to_value(self).map_err(kube::Error::SerdeError)
+        }
+    }
+}
+
 fn status_json(s: &StatusUpdate, generation: Option<i64>) -> serde_json::Value {
     serde_json::json!({
         "state": s.state,
@@ -568,8 +617,25 @@ async fn reconcile_steps(v: Arc<LocalVolume>, ctx: Arc<Context>) -> Result<Actio
                 replication,
                 copy_from,
             } => {
-                // `null` clears a field in a merge patch: both are written as they should be.
-                let patch = serde_json::json!({ "spec": { "replication": replication, "copyFrom": copy_from } });
+                // A merge patch leaves out what a value omits (an absent peer): the patch is
+                // made from the replica's spec as it is, so every field ends as decided.
+                let old = replicas
+                    .iter()
+                    .find(|r| r.metadata.name.as_deref() == Some(rname.as_str()))
+                    .map(|r| &r.spec);
+                let json = |x: &dyn erased_json::Json| x.json();
+                let old_rep = old
+                    .and_then(|o| o.replication.as_ref())
+                    .map(|x| json(x))
+                    .transpose()?;
+                let old_copy = old
+                    .and_then(|o| o.copy_from.as_ref())
+                    .map(|x| json(x))
+                    .transpose()?;
+                let patch = serde_json::json!({ "spec": {
+                    "replication": merge_patch_to(old_rep.as_ref(), &json(&replication)?),
+                    "copyFrom": merge_patch_to(old_copy.as_ref(), &json(&copy_from)?),
+                } });
                 match replicas_api
                     .patch(&rname, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
@@ -800,6 +866,21 @@ pub async fn run(ctx: Arc<Context>) {
 mod tests {
     use super::*;
     use hwameistor_api::{Accessibility, LocalStorageNodeSpec, LocalVolumeSpec, LocalVolumeStatus};
+
+    #[test]
+    fn merge_patches_clear_what_the_new_value_omits() {
+        let old = serde_json::json!({ "a": 1, "peer": { "node": "x", "address": "1" }, "n": { "k": 1, "gone": 2 } });
+        let new = serde_json::json!({ "a": 2, "n": { "k": 1 } });
+        assert_eq!(
+            merge_patch_to(Some(&old), &new),
+            serde_json::json!({ "a": 2, "peer": null, "n": { "k": 1, "gone": null } })
+        );
+        assert_eq!(merge_patch_to(None, &new), new);
+        assert_eq!(
+            merge_patch_to(Some(&old), &serde_json::Value::Null),
+            serde_json::Value::Null
+        );
+    }
 
     #[test]
     fn scopes_parse_equality_selectors_only() {

@@ -33,8 +33,9 @@ use crate::{topology, PUBLISH_DEVICE_PATH, VOLUME_CONTEXT_FS_TYPE};
 use hwameistor_api::replica::replica_name;
 use hwameistor_api::volume::{ANNOTATION_CSI_NAME, CONDITION_SCHEDULED, REASON_NO_CAPACITY};
 use hwameistor_api::{
-    Accessibility, LocalStorageNode, LocalVolume, LocalVolumeReplica, LocalVolumeSpec, PoolClass,
-    VolumeKind, VolumeState, LABEL_VOLUME,
+    Accessibility, LocalStorageNode, LocalVolume, LocalVolumeExpand, LocalVolumeExpandSpec,
+    LocalVolumeReplica, LocalVolumeSpec, OperationPhase, PoolClass, VolumeKind, VolumeState,
+    LABEL_VOLUME,
 };
 use hwameistor_core::naming::{is_plain_volume_name, volume_object_name};
 use hwameistor_core::sizing::{self, VolumeAccess};
@@ -45,6 +46,15 @@ use kube::{Api, Client, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tonic::{Code, Request, Response, Status};
+
+/// How often an expansion in progress is looked at.
+const EXPAND_POLL: Duration = Duration::from_millis(250);
+
+/// The LocalVolumeExpand CSI makes to grow `volume` to `bytes` (a LocalVolume name has at
+/// most 63 characters, so this is always a valid object name).
+pub fn expansion_name(volume: &str, bytes: i64) -> String {
+    format!("{volume}-expand-{bytes}")
+}
 
 /// How long calls wait for the cluster to act, unless the caller's deadline is shorter.
 #[derive(Clone, Copy, Debug)]
@@ -188,6 +198,116 @@ impl ControllerService {
 
     fn volumes(&self) -> Api<LocalVolume> {
         Api::all(self.client.clone())
+    }
+
+    fn expansions(&self) -> Api<LocalVolumeExpand> {
+        Api::all(self.client.clone())
+    }
+
+    /// Ensures a LocalVolumeExpand of `volume` to `bytes` exists and has not ended in
+    /// failure: one that failed or was aborted is replaced (a retried call is a new try).
+    async fn request_expansion(&self, volume: &str, bytes: i64) -> Result<(), Status> {
+        let name = expansion_name(volume, bytes);
+        let api = self.expansions();
+        if let Some(old) = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| kube_status("reading LocalVolumeExpand", e))?
+        {
+            let phase = old.status.as_ref().and_then(|s| s.phase);
+            if !matches!(
+                phase,
+                Some(OperationPhase::Failed) | Some(OperationPhase::Aborted)
+            ) {
+                return Ok(());
+            }
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(kube_status("replacing a failed LocalVolumeExpand", e)),
+            }
+            return Err(Status::new(
+                Code::Unavailable,
+                format!(
+                    "the last expansion of {volume} ended {:?}: {}; retry",
+                    phase.unwrap_or(OperationPhase::Failed),
+                    old.status
+                        .as_ref()
+                        .and_then(|s| s.message.clone())
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        let op = LocalVolumeExpand::new(
+            &name,
+            LocalVolumeExpandSpec {
+                volume_name: volume.to_string(),
+                required_capacity_bytes: bytes,
+                abort: false,
+                ttl_seconds_after_finished: None,
+            },
+        );
+        match api.create(&PostParams::default(), &op).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(kube_status("creating LocalVolumeExpand", e)),
+        }
+    }
+
+    /// Waits until volume `name` is Ready at `target` bytes, or its expansion to `bytes`
+    /// (when `requested`) ended without growing it.
+    async fn await_expansion(
+        &self,
+        name: &str,
+        requested: bool,
+        bytes: i64,
+        target: i64,
+        limit: Duration,
+    ) -> Result<LocalVolume, Status> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let op_name = expansion_name(name, bytes);
+        loop {
+            let lv = self
+                .volumes()
+                .get_opt(name)
+                .await
+                .map_err(|e| kube_status("reading LocalVolume", e))?
+                .ok_or_else(|| not_found(format!("volume {name} was deleted")))?;
+            let st = lv.status.as_ref();
+            if st.and_then(|s| s.allocated_capacity_bytes).unwrap_or(0) >= target
+                && st.and_then(|s| s.state) == Some(VolumeState::Ready)
+            {
+                return Ok(lv);
+            }
+            if requested {
+                let op = self
+                    .expansions()
+                    .get_opt(&op_name)
+                    .await
+                    .map_err(|e| kube_status("reading LocalVolumeExpand", e))?;
+                if let Some(st) = op.as_ref().and_then(|o| o.status.as_ref()) {
+                    if matches!(
+                        st.phase,
+                        Some(OperationPhase::Failed) | Some(OperationPhase::Aborted)
+                    ) {
+                        return Err(Status::new(
+                            Code::ResourceExhausted,
+                            format!(
+                                "expanding {name}: {}",
+                                st.message.clone().unwrap_or_default()
+                            ),
+                        ));
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::new(
+                    Code::DeadlineExceeded,
+                    format!("volume {name} has not reached {target} bytes after {limit:?}"),
+                ));
+            }
+            tokio::time::sleep(EXPAND_POLL).await;
+        }
     }
 
     fn nodes(&self) -> Api<LocalStorageNode> {
@@ -632,6 +752,20 @@ impl Controller for ControllerService {
                 .await?
                 .ok_or_else(|| not_found(format!("volume {} does not exist", req.volume_id)))?;
         }
+        // A migration reading or writing the replica here forbids using it; checked on the
+        // volume as the compare-and-swap below records it, so a migration starting
+        // meanwhile and this publication cannot both win.
+        if let Some(why) = lv
+            .spec
+            .config
+            .as_ref()
+            .and_then(|c| hwameistor_core::volume::publish_refusal(c, &req.node_id))
+        {
+            return Err(precondition(format!(
+                "volume {} cannot be used on {} now: {why}",
+                req.volume_id, req.node_id
+            )));
+        }
         let replica = self
             .replicas()
             .get_opt(&replica_name(&req.volume_id, &req.node_id))
@@ -934,42 +1068,16 @@ impl Controller for ControllerService {
                     },
                 )?;
             }
-            let patch = serde_json::json!({
-                "metadata": { "resourceVersion": lv.metadata.resource_version },
-                "spec": { "requiredCapacityBytes": want },
-            });
-            self.volumes()
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(|e| kube_status("growing LocalVolume", e))?;
+            // Through the same path as a user's expansion: a LocalVolumeExpand the
+            // controller runs (and keeps as history). Named by volume and size, so a retried
+            // call finds its own.
+            self.request_expansion(&name, want).await?;
             tracing::info!(volume = %name, from = have, to = want, "expansion requested");
         }
         let target = want.max(have);
-        let grown = move |lv: Option<&LocalVolume>| {
-            lv.is_none_or(|lv| {
-                let st = lv.status.as_ref();
-                st.and_then(|s| s.allocated_capacity_bytes).unwrap_or(0) >= target
-                    && st.and_then(|s| s.state) == Some(VolumeState::Ready)
-            })
-        };
-        let lv = match tokio::time::timeout(limit, await_condition(self.volumes(), &name, grown))
-            .await
-        {
-            Err(_) => {
-                return Err(Status::new(
-                    Code::DeadlineExceeded,
-                    format!("volume {name} has not reached {target} bytes after {limit:?}"),
-                ))
-            }
-            Ok(Err(e)) => {
-                return Err(Status::new(
-                    Code::Unavailable,
-                    format!("watching LocalVolume {name}: {e}"),
-                ))
-            }
-            Ok(Ok(None)) => return Err(not_found(format!("volume {name} was deleted"))),
-            Ok(Ok(Some(lv))) => lv,
-        };
+        let lv = self
+            .await_expansion(&name, want > have, want, target, limit)
+            .await?;
         let capacity_bytes = lv
             .status
             .as_ref()

@@ -5,7 +5,9 @@ use clap::Parser;
 use hwameistor_controller::failover::{self, FailoverConfig};
 use hwameistor_controller::leader::{Elector, ElectorConfig};
 use hwameistor_controller::metrics::{self, Health, HealthLimits, Metrics, Unhealthy};
+use hwameistor_controller::operations::{self, OperationSettings};
 use hwameistor_controller::volume_reconciler::{self, Scope};
+use hwameistor_core::operation::slots;
 use hwameistor_core::placement::Policy;
 use hwameistor_csi::controller::{ControllerService, Timeouts};
 use hwameistor_csi::identity::IdentityService;
@@ -67,6 +69,16 @@ struct Args {
     /// How often HA volumes are checked for a lost primary.
     #[arg(long, default_value = "1s", value_parser = hwameistor_api::duration::parse_duration)]
     failover_tick: Duration,
+    /// How long an ended volume operation (migrate, convert, expand) is kept as history
+    /// when it does not set ttlSecondsAfterFinished itself.
+    #[arg(long, default_value = "24h", value_parser = hwameistor_api::duration::parse_duration)]
+    operation_ttl: Duration,
+    /// Most data-moving operations (migrations, conversions) running at once in the cluster.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    max_migrations: u16,
+    /// Most data-moving operations running at once on one node (as source or target).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    max_migrations_per_node: u16,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -187,11 +199,22 @@ async fn main() -> anyhow::Result<()> {
         grace: args.failover_grace,
         tick: args.failover_tick,
     };
+    let op_settings = OperationSettings {
+        ttl: args.operation_ttl,
+        limits: slots::Limits {
+            cluster: usize::from(args.max_migrations),
+            per_node: usize::from(args.max_migrations_per_node),
+        },
+    };
     let lead = move || {
         let (ctx, cfg) = (ctx.clone(), failover_cfg.clone());
         async move {
-            // Both run while this instance leads; neither ends on its own.
-            tokio::join!(volume_reconciler::run(ctx.clone()), failover::run(ctx, cfg));
+            // All run while this instance leads; none ends on its own.
+            tokio::join!(
+                volume_reconciler::run(ctx.clone()),
+                operations::run(ctx.clone(), op_settings),
+                failover::run(ctx, cfg)
+            );
         }
     };
     let mut election = tokio::spawn(elector.run(lead, stopped(stop_rx.clone())));

@@ -17,16 +17,17 @@
 
 use futures::StreamExt;
 use hwameistor_api::{
-    LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, LocalVolume,
-    LocalVolumeReplica, LocalVolumeReplicaStatus, NodeState, PoolClass, PoolStatus, ReplicaState,
-    ReplicationStatus, FINALIZER_REPLICA,
+    CopyStatus, LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, LocalVolume,
+    LocalVolumeConvert, LocalVolumeExpand, LocalVolumeMigrate, LocalVolumeReplica,
+    LocalVolumeReplicaStatus, NodeState, PoolClass, PoolStatus, ReplicaState, ReplicationStatus,
+    FINALIZER_REPLICA,
 };
 use hwameistor_controller::metrics::Metrics;
 use hwameistor_controller::volume_reconciler::{self, Scope};
 use hwameistor_core::placement::Policy;
 use hwameistor_testapi::TestCluster;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -37,6 +38,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub const GI: i64 = 1 << 30;
+
+/// Annotation on a LocalVolume that makes the fake agent hold its block copies at 25 %.
+pub const ANNOTATION_HOLD_COPY: &str = "test.hwameistor.io/hold-copy";
 
 /// The label that puts a node into one test's scope; its value is the test's id.
 pub const SCOPE_LABEL: &str = "hwameistor.io/test-scope";
@@ -221,6 +225,42 @@ async fn fake_agent_step(
                 ..Default::default()
             }));
     }
+    if let Some(rep) = &r.spec.replication {
+        if rep.leaving {
+            // Taken down and kept, as the real agent does for a replica being replaced.
+            want.synced = Some(false);
+            want.replication = Some(ReplicationStatus {
+                role: "Unknown".into(),
+                disk_state: "UpToDate".into(),
+                connection_state: "StandAlone".into(),
+                ..Default::default()
+            });
+        }
+    }
+    if let Some(copy) = &r.spec.copy_from {
+        // A block copy (the real agent's mover): verified at once, unless the test holds
+        // copies of this volume back (annotation on the LocalVolume).
+        let volumes: Api<LocalVolume> = Api::all(api.clone().into_client());
+        let held = volumes
+            .get_opt(&r.spec.volume_name)
+            .await?
+            .is_some_and(|v| v.annotations().contains_key(ANNOTATION_HOLD_COPY));
+        let total = r.spec.required_capacity_bytes;
+        want.copy = Some(CopyStatus {
+            operation_uid: copy.operation_uid.clone(),
+            bytes_done: if held { total / 4 } else { total },
+            bytes_total: total,
+            bytes_per_second: Some(64 << 20),
+            verified: !held,
+            digest: (!held).then(|| "fake-digest".into()),
+            ..Default::default()
+        });
+        if held {
+            want.state = Some(ReplicaState::NotReady);
+        }
+    } else {
+        want.copy = r.status.as_ref().and_then(|s| s.copy.clone());
+    }
     if r.status.as_ref() != Some(&want) {
         api.patch_status(
             &name,
@@ -339,7 +379,13 @@ impl Cluster {
             Policy::default(),
             scope,
         );
-        self.tasks.push(tokio::spawn(volume_reconciler::run(ctx)));
+        self.tasks
+            .push(tokio::spawn(volume_reconciler::run(ctx.clone())));
+        self.tasks
+            .push(tokio::spawn(hwameistor_controller::operations::run(
+                ctx,
+                Default::default(),
+            )));
     }
 
     /// The names of this test's objects of a kind among all of them (a shared cluster has
@@ -455,6 +501,22 @@ pub fn remove_leftovers(kubeconfig: PathBuf, id: &str) {
                     mine(&v.name_any())
                         || v.spec.accessibility.nodes.iter().any(|n| mine(n))
                         || placed.map(|r| &r.hostname).any(|n| mine(n))
+                })
+                .await?;
+                purge(&Api::<LocalVolumeMigrate>::all(client.clone()), |o| {
+                    mine(&o.name_any())
+                })
+                .await?;
+                purge(&Api::<LocalVolumeConvert>::all(client.clone()), |o| {
+                    mine(&o.name_any())
+                })
+                .await?;
+                purge(&Api::<LocalVolumeExpand>::all(client.clone()), |o| {
+                    mine(&o.name_any()) || mine(&o.spec.volume_name)
+                })
+                .await?;
+                purge(&Api::<PersistentVolume>::all(client.clone()), |o| {
+                    mine(&o.name_any())
                 })
                 .await?;
                 purge(&Api::<LocalStorageNode>::all(client.clone()), |n| {

@@ -187,7 +187,12 @@ pub fn control_plane(
         Arc::new(Metrics::default()),
         Policy::default(),
     );
-    let reconciler = tokio::spawn(volume_reconciler::run(ctx));
+    let reconciler = tokio::spawn(async move {
+        tokio::join!(
+            volume_reconciler::run(ctx.clone()),
+            hwameistor_controller::operations::run(ctx, Default::default())
+        );
+    });
     let csi = ControllerService::new(
         sb.client.clone(),
         Timeouts {

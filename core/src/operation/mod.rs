@@ -81,6 +81,9 @@ pub struct PvView {
     pub name: String,
     /// The nodes its required node affinity allows; empty when it has none.
     pub nodes: Vec<String>,
+    /// It is being re-created (deleted, saved copy pending): finishing that comes first,
+    /// whatever else holds.
+    pub recreating: bool,
 }
 
 /// What the controller read for one reconcile of an operation.
@@ -456,6 +459,12 @@ pub fn accessibility_step(
         })));
     }
     let pv = w.pv?;
+    if pv.recreating {
+        return Some(OpStep::RewritePvAffinity {
+            pv: pv.name.clone(),
+            nodes: want,
+        });
+    }
     let mut pv_nodes = pv.nodes.clone();
     pv_nodes.sort();
     // A PV without node affinity can be used anywhere already.

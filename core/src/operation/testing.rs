@@ -112,6 +112,7 @@ impl Sim {
             pv: Some(PvView {
                 name: "pv-vol".into(),
                 nodes: v.spec.accessibility.nodes.clone(),
+                recreating: false,
             }),
             v: Some(v),
             replicas: Vec::new(),

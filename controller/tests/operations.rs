@@ -1,0 +1,512 @@
+//! The operation reconcilers against an API server with the volume reconciler and a fake
+//! node agent: migrations (HA over "DRBD", plain over the "block mover"), a conversion and
+//! an expansion run to their end as resources, PersistentVolumes follow the volume, aborts
+//! leave the volume as it was, refusals change nothing, and ended operations go after their
+//! time-to-live.
+
+mod common;
+
+use common::{eventually, start_scoped, Cluster, ANNOTATION_HOLD_COPY, GI};
+use hwameistor_api::{
+    Accessibility, LocalVolume, LocalVolumeConvert, LocalVolumeConvertSpec, LocalVolumeExpand,
+    LocalVolumeExpandSpec, LocalVolumeMigrate, LocalVolumeMigrateSpec, LocalVolumeReplica,
+    LocalVolumeSpec, OperationPhase, OperationStatus, PoolClass, VolumeState, CSI_DRIVER_NAME,
+    LABEL_VOLUME, TOPOLOGY_NODE_KEY,
+};
+use k8s_openapi::api::core::v1::{
+    CSIPersistentVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    PersistentVolume, PersistentVolumeSpec, VolumeNodeAffinity,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+
+/// Creates a volume of 1 GiB pinned to `first` (HA: its second replica anywhere in this
+/// test's scope) and waits until it is Ready (and Healthy).
+async fn ready_volume(c: &Cluster, base: &str, first: &str, replicas: i64) -> LocalVolume {
+    let api: Api<LocalVolume> = Api::all(c.client.clone());
+    let name = c.name(base);
+    let v = LocalVolume::new(
+        &name,
+        LocalVolumeSpec {
+            pool_name: PoolClass::Hdd.pool_name().into(),
+            volume_kind: Default::default(),
+            required_capacity_bytes: GI,
+            replica_number: replicas,
+            convertible: false,
+            accessibility: Accessibility {
+                nodes: vec![first.to_string()],
+            },
+            pvc_namespace: None,
+            pvc_name: None,
+            fs_type: Some("xfs".into()),
+            config: None,
+            split_brain_resolution: None,
+            operation: None,
+        },
+    );
+    api.create(&PostParams::default(), &v)
+        .await
+        .expect("create volume");
+    eventually("volume Ready", || async {
+        api.get(&name).await.ok().is_some_and(|v| {
+            let st = v.status.clone().unwrap_or_default();
+            st.state == Some(VolumeState::Ready)
+                && (replicas == 1 || st.ha_state == Some(hwameistor_api::HaState::Healthy))
+        })
+    })
+    .await;
+    // What the CSI driver reports as the accessible nodes: where it is placed.
+    let v = api.get(&name).await.expect("volume");
+    let nodes: Vec<String> = v
+        .spec
+        .config
+        .iter()
+        .flat_map(|c| c.replicas.iter().map(|a| a.hostname.clone()))
+        .collect();
+    let patch = serde_json::json!({ "spec": { "accessibility": { "nodes": nodes } } });
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("accessibility")
+}
+
+/// A PersistentVolume for `v` as the external-provisioner makes it (node affinity on the
+/// CSI topology key, reclaim policy Delete).
+async fn pv_for(c: &Cluster, v: &LocalVolume) -> PersistentVolume {
+    let nodes: Vec<String> = v.spec.accessibility.nodes.clone();
+    let mut pv = PersistentVolume::default();
+    pv.metadata.name = Some(v.name_any());
+    pv.spec = Some(PersistentVolumeSpec {
+        capacity: Some(BTreeMap::from([("storage".into(), Quantity("1Gi".into()))])),
+        access_modes: Some(vec!["ReadWriteOnce".into()]),
+        persistent_volume_reclaim_policy: Some("Delete".into()),
+        csi: Some(CSIPersistentVolumeSource {
+            driver: CSI_DRIVER_NAME.into(),
+            volume_handle: v.name_any(),
+            ..Default::default()
+        }),
+        node_affinity: Some(VolumeNodeAffinity {
+            required: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(vec![NodeSelectorRequirement {
+                        key: TOPOLOGY_NODE_KEY.into(),
+                        operator: "In".into(),
+                        values: Some(nodes),
+                    }]),
+                    match_fields: None,
+                }],
+            }),
+        }),
+        ..Default::default()
+    });
+    Api::<PersistentVolume>::all(c.client.clone())
+        .create(&PostParams::default(), &pv)
+        .await
+        .expect("create PV")
+}
+
+fn pv_nodes(pv: &PersistentVolume) -> Vec<String> {
+    hwameistor_controller::pv_affinity::affinity_nodes(pv)
+}
+
+async fn status_of<K>(c: &Cluster, name: &str) -> Option<OperationStatus>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope> + HasStatus,
+{
+    Api::<K>::all(c.client.clone())
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|o| o.op_status())
+}
+
+trait HasStatus {
+    fn op_status(&self) -> Option<OperationStatus>;
+}
+impl HasStatus for LocalVolumeMigrate {
+    fn op_status(&self) -> Option<OperationStatus> {
+        self.status.clone()
+    }
+}
+impl HasStatus for LocalVolumeConvert {
+    fn op_status(&self) -> Option<OperationStatus> {
+        self.status.clone()
+    }
+}
+impl HasStatus for LocalVolumeExpand {
+    fn op_status(&self) -> Option<OperationStatus> {
+        self.status.clone()
+    }
+}
+
+async fn wait_phase<K>(c: &Cluster, name: &str, phase: OperationPhase) -> OperationStatus
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + HasStatus,
+{
+    let mut last = None;
+    for _ in 0..400 {
+        last = status_of::<K>(c, name).await;
+        if last.as_ref().and_then(|s| s.phase) == Some(phase) {
+            return last.unwrap_or_default();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let volumes = Api::<LocalVolume>::all(c.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let replicas = Api::<LocalVolumeReplica>::all(c.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mine = |n: &str| n.ends_with(&c.id);
+    let vs: Vec<_> = volumes
+        .iter()
+        .filter(|v| mine(&v.name_any()))
+        .map(|v| (&v.spec, &v.status))
+        .collect();
+    let rs: Vec<_> = replicas
+        .iter()
+        .filter(|r| mine(&r.spec.node_name))
+        .map(|r| {
+            (
+                r.name_any(),
+                r.metadata.generation,
+                &r.spec.replication,
+                &r.status,
+            )
+        })
+        .collect();
+    panic!("{name} did not reach {phase:?}: {last:?}\nvolumes: {vs:#?}\nreplicas: {rs:#?}");
+}
+
+fn migrate(c: &Cluster, base: &str, volume: &str, from: &str, to: &[&str]) -> LocalVolumeMigrate {
+    LocalVolumeMigrate::new(
+        &c.name(base),
+        LocalVolumeMigrateSpec {
+            volume_name: volume.into(),
+            source_node: from.into(),
+            target_nodes: to.iter().map(|n| n.to_string()).collect(),
+            migrate_all_volumes: true,
+            bandwidth_limit_bytes_per_second: None,
+            abort: false,
+            ttl_seconds_after_finished: None,
+        },
+    )
+}
+
+async fn replica_nodes(c: &Cluster, volume: &str) -> Vec<String> {
+    let mut n: Vec<String> = Api::<LocalVolumeReplica>::all(c.client.clone())
+        .list(&ListParams::default().labels(&format!("{LABEL_VOLUME}={volume}")))
+        .await
+        .expect("replicas")
+        .items
+        .into_iter()
+        .map(|r| r.spec.node_name)
+        .collect();
+    n.sort();
+    n
+}
+
+#[tokio::test]
+async fn ha_migration_moves_a_replica_and_its_pv_then_releases_the_volume() {
+    let c = start_scoped().await;
+    let n1 = c.add_node("n1", 20 * GI, 20 * GI).await;
+    let n2 = c.add_node("n2", 20 * GI, 20 * GI).await;
+    let v = ready_volume(&c, "ha", &n1, 2).await;
+    let name = v.name_any();
+    let pv = pv_for(&c, &v).await;
+    let old_uid = pv.metadata.uid.clone();
+    let n3 = c.add_node("n3", 20 * GI, 20 * GI).await;
+    let source = if v.spec.accessibility.nodes.contains(&n2) {
+        n2.clone()
+    } else {
+        n1.clone()
+    };
+    let staying = if source == n2 { n1.clone() } else { n2.clone() };
+
+    let ops: Api<LocalVolumeMigrate> = Api::all(c.client.clone());
+    let op = ops
+        .create(
+            &PostParams::default(),
+            &migrate(&c, "mig", &name, &source, &[]),
+        )
+        .await
+        .expect("create migrate");
+    let st = wait_phase::<LocalVolumeMigrate>(&c, &op.name_any(), OperationPhase::Succeeded).await;
+    assert_eq!(st.target_node.as_deref(), Some(n3.as_str()));
+    assert!(st.start_time.is_some() && st.completion_time.is_some());
+    assert!(
+        st.message
+            .as_deref()
+            .is_some_and(|m| m.contains(&format!("moved from {source} to {n3}"))),
+        "{st:?}"
+    );
+    let mut want = vec![staying.clone(), n3.clone()];
+    want.sort();
+    assert_eq!(replica_nodes(&c, &name).await, want);
+    let v = Api::<LocalVolume>::all(c.client.clone())
+        .get(&name)
+        .await
+        .expect("volume");
+    assert!(v.spec.operation.is_none(), "released");
+    let cfg = v.spec.config.clone().expect("config");
+    assert!(cfg.replicas.iter().all(|a| !a.leaving && !a.outdated));
+    let mut access = v.spec.accessibility.nodes.clone();
+    access.sort();
+    assert_eq!(access, want);
+    // The PV: re-created with the new nodes, its own reclaim policy, the saved copy gone.
+    let pv = Api::<PersistentVolume>::all(c.client.clone())
+        .get(&name)
+        .await
+        .expect("PV");
+    assert_eq!(pv_nodes(&pv), want);
+    assert_ne!(pv.metadata.uid, old_uid, "re-created");
+    assert_eq!(
+        pv.spec
+            .as_ref()
+            .and_then(|s| s.persistent_volume_reclaim_policy.as_deref()),
+        Some("Delete")
+    );
+    assert!(!v
+        .annotations()
+        .contains_key(hwameistor_controller::pv_affinity::ANNOTATION_PV_REWRITE));
+}
+
+#[tokio::test]
+async fn plain_migration_copies_and_an_abort_mid_copy_leaves_the_volume_as_it_was() {
+    let c = start_scoped().await;
+    let n1 = c.add_node("n1", 20 * GI, 20 * GI).await;
+    let v = ready_volume(&c, "plain", &n1, 1).await;
+    let name = v.name_any();
+    let n2 = c.add_node("n2", 20 * GI, 20 * GI).await;
+    // Both nodes run a block mover.
+    for n in [&n1, &n2] {
+        let patch = serde_json::json!({ "status": { "mover": { "endpoint": "198.51.100.1:43000", "publicKey": "k" } } });
+        Api::<hwameistor_api::LocalStorageNode>::all(c.client.clone())
+            .patch_status(n, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("mover");
+    }
+    let volumes: Api<LocalVolume> = Api::all(c.client.clone());
+    let hold =
+        serde_json::json!({ "metadata": { "annotations": { ANNOTATION_HOLD_COPY: "true" } } });
+    volumes
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .expect("hold");
+
+    let ops: Api<LocalVolumeMigrate> = Api::all(c.client.clone());
+    let op = ops
+        .create(
+            &PostParams::default(),
+            &migrate(&c, "mig", &name, &n1, &[&n2]),
+        )
+        .await
+        .expect("create migrate");
+    let op_name = op.name_any();
+    eventually("copy at 25 %", || async {
+        status_of::<LocalVolumeMigrate>(&c, &op_name)
+            .await
+            .is_some_and(|s| {
+                s.step.as_deref() == Some("Copy")
+                    && s.progress.as_ref().is_some_and(|p| p.percent == 25)
+            })
+    })
+    .await;
+    // Nobody may use it meanwhile, on either node.
+    let cfg = volumes
+        .get(&name)
+        .await
+        .expect("v")
+        .spec
+        .config
+        .expect("config");
+    assert!(hwameistor_core::volume::publish_refusal(&cfg, &n1).is_some());
+    assert!(hwameistor_core::volume::publish_refusal(&cfg, &n2).is_some());
+
+    let abort = serde_json::json!({ "spec": { "abort": true } });
+    ops.patch(&op_name, &PatchParams::default(), &Patch::Merge(&abort))
+        .await
+        .expect("abort");
+    let st = wait_phase::<LocalVolumeMigrate>(&c, &op_name, OperationPhase::Aborted).await;
+    assert!(
+        st.message
+            .as_deref()
+            .is_some_and(|m| m.contains("as it was")),
+        "{st:?}"
+    );
+    eventually("the copy's replica removed", || async {
+        replica_nodes(&c, &name).await == [n1.clone()]
+    })
+    .await;
+    let v = volumes.get(&name).await.expect("volume");
+    let cfg = v.spec.config.clone().expect("config");
+    assert_eq!(cfg.replicas.len(), 1);
+    assert!(!cfg.replicas[0].leaving && cfg.replicas[0].hostname == n1);
+    assert!(v.spec.operation.is_none());
+
+    // Again, not held: it copies, then the source goes.
+    let release =
+        serde_json::json!({ "metadata": { "annotations": { ANNOTATION_HOLD_COPY: null } } });
+    volumes
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .expect("release");
+    let pv = pv_for(&c, &v).await;
+    let op2 = ops
+        .create(
+            &PostParams::default(),
+            &migrate(&c, "mig2", &name, &n1, &[&n2]),
+        )
+        .await
+        .expect("create migrate");
+    wait_phase::<LocalVolumeMigrate>(&c, &op2.name_any(), OperationPhase::Succeeded).await;
+    assert_eq!(replica_nodes(&c, &name).await, vec![n2.clone()]);
+    let pv = Api::<PersistentVolume>::all(c.client.clone())
+        .get(&pv.name_any())
+        .await
+        .expect("PV");
+    assert_eq!(pv_nodes(&pv), vec![n2.clone()]);
+    // The first one is kept as history.
+    assert_eq!(
+        status_of::<LocalVolumeMigrate>(&c, &op_name)
+            .await
+            .and_then(|s| s.phase),
+        Some(OperationPhase::Aborted)
+    );
+}
+
+#[tokio::test]
+async fn refusals_change_nothing_and_a_held_volume_makes_the_next_one_wait() {
+    let c = start_scoped().await;
+    let n1 = c.add_node("n1", 20 * GI, 20 * GI).await;
+    let v = ready_volume(&c, "vol", &n1, 1).await;
+    let name = v.name_any();
+    let ops: Api<LocalVolumeMigrate> = Api::all(c.client.clone());
+    let bad = ops
+        .create(
+            &PostParams::default(),
+            &migrate(&c, "bad", &name, "nowhere", &[]),
+        )
+        .await
+        .expect("create");
+    let st = wait_phase::<LocalVolumeMigrate>(&c, &bad.name_any(), OperationPhase::Failed).await;
+    assert!(
+        st.message
+            .as_deref()
+            .is_some_and(|m| m.contains("no replica on nowhere")),
+        "{st:?}"
+    );
+
+    // Held by a (foreign) operation: an expansion waits and says by whom.
+    let volumes: Api<LocalVolume> = Api::all(c.client.clone());
+    let hold = serde_json::json!({ "spec": { "operation": { "kind": "Migrate", "name": "someone", "uid": "x" } } });
+    volumes
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .expect("hold");
+    let exp: Api<LocalVolumeExpand> = Api::all(c.client.clone());
+    let e = exp
+        .create(
+            &PostParams::default(),
+            &LocalVolumeExpand::new(
+                &c.name("grow"),
+                LocalVolumeExpandSpec {
+                    volume_name: name.clone(),
+                    required_capacity_bytes: 2 * GI,
+                    abort: false,
+                    ttl_seconds_after_finished: Some(1),
+                },
+            ),
+        )
+        .await
+        .expect("create expand");
+    let st = wait_phase::<LocalVolumeExpand>(&c, &e.name_any(), OperationPhase::Pending).await;
+    assert!(
+        st.message
+            .as_deref()
+            .is_some_and(|m| m.contains("Migrate someone")),
+        "{st:?}"
+    );
+    assert_eq!(
+        volumes
+            .get(&name)
+            .await
+            .expect("v")
+            .spec
+            .required_capacity_bytes,
+        GI
+    );
+    let free = serde_json::json!({ "spec": { "operation": null } });
+    volumes
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&free))
+        .await
+        .expect("free");
+    let st = wait_phase::<LocalVolumeExpand>(&c, &e.name_any(), OperationPhase::Succeeded).await;
+    assert_eq!(st.original_capacity_bytes, Some(GI));
+    let v = volumes.get(&name).await.expect("v");
+    assert_eq!(v.spec.required_capacity_bytes, 2 * GI);
+    assert_eq!(
+        v.status.and_then(|s| s.allocated_capacity_bytes),
+        Some(2 * GI)
+    );
+    // Its time-to-live was one second: the history goes.
+    eventually("expired expansion removed", || async {
+        exp.get_opt(&e.name_any()).await.ok().flatten().is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn conversion_makes_a_plain_volume_ha_on_a_second_node() {
+    let c = start_scoped().await;
+    let n1 = c.add_node("n1", 20 * GI, 20 * GI).await;
+    let v = ready_volume(&c, "conv", &n1, 1).await;
+    let name = v.name_any();
+    let n2 = c.add_node("n2", 20 * GI, 20 * GI).await;
+    let ops: Api<LocalVolumeConvert> = Api::all(c.client.clone());
+    let op = ops
+        .create(
+            &PostParams::default(),
+            &LocalVolumeConvert::new(
+                &c.name("conv"),
+                LocalVolumeConvertSpec {
+                    volume_name: name.clone(),
+                    replica_number: 2,
+                    target_node: Some(n2.clone()),
+                    abort: false,
+                    ttl_seconds_after_finished: None,
+                },
+            ),
+        )
+        .await
+        .expect("create convert");
+    let st = wait_phase::<LocalVolumeConvert>(&c, &op.name_any(), OperationPhase::Succeeded).await;
+    assert_eq!(st.target_node.as_deref(), Some(n2.as_str()));
+    let v = Api::<LocalVolume>::all(c.client.clone())
+        .get(&name)
+        .await
+        .expect("volume");
+    let cfg = v.spec.config.clone().expect("config");
+    assert!(cfg.resource_id >= 0 && !cfg.initial);
+    assert_eq!(v.spec.replica_number, 2);
+    let mut want = vec![n1.clone(), n2.clone()];
+    want.sort();
+    assert_eq!(replica_nodes(&c, &name).await, want);
+    assert!(cfg.replicas.iter().any(|a| a.hostname == n1 && a.primary));
+    assert_eq!(
+        v.status.and_then(|s| s.ha_state),
+        Some(hwameistor_api::HaState::Healthy)
+    );
+}
