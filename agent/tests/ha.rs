@@ -202,6 +202,15 @@ impl Pair {
         Api::all(self.client.clone())
     }
 
+    /// The replica of `vol` on `node`, if it exists.
+    async fn replica_on(&self, vol: &str, node: &str) -> Option<LocalVolumeReplica> {
+        Api::<LocalVolumeReplica>::all(self.client.clone())
+            .get_opt(&hwameistor_api::replica::replica_name(vol, node))
+            .await
+            .ok()
+            .flatten()
+    }
+
     async fn volume(&self, name: &str) -> LocalVolume {
         self.volumes().get(name).await.expect("get volume")
     }
@@ -840,5 +849,270 @@ async fn an_unused_volume_grown_while_the_agent_dies_mid_resize_ends_grown_and_d
         .then_some(())
     })
     .await;
+    p.finish(&vol, &res).await;
+}
+
+/// A third DRBD node in the pair's scope, started.
+async fn third_node(p: &Pair, ip: &str) -> FakeNode {
+    let mut c = FakeNode::with_drbd(&p.client, &p.net, ip);
+    c.add_disk("/dev/vdb", 2 * GI, true);
+    c.pool(HDD, &["/dev/vdb"]).await;
+    scoped_node(&p.client, &c, &p.scope).await;
+    c.start();
+    eventually(&format!("{} Ready with a pool", c.name), || async {
+        let st = c.lsn().await?.status?;
+        (st.state == Some(NodeState::Ready) && st.pools.contains_key(HDD)).then_some(())
+    })
+    .await;
+    c
+}
+
+async fn wait_op_phase<K>(client: &Client, name: &str, phase: OperationPhase) -> OperationStatus
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K: serde::Serialize,
+{
+    eventually(&format!("{name} {phase:?}"), || async {
+        let o = Api::<K>::all(client.clone()).get(name).await.ok()?;
+        let st: OperationStatus =
+            serde_json::from_value(serde_json::to_value(&o).ok()?.get("status")?.clone()).ok()?;
+        (st.phase == Some(phase)).then_some(st)
+    })
+    .await
+}
+
+/// Checks nothing of `res` or `vol` is left on `n`.
+fn nothing_left_on(p: &Pair, n: &FakeNode, vol: &str, res: &str) {
+    assert!(
+        p.net.resource(&n.name, res).is_none(),
+        "{res} up on {}",
+        n.name
+    );
+    assert!(
+        p.net.config(&n.name, res).is_none(),
+        "{res}'s file on {}",
+        n.name
+    );
+    let lvs: Vec<String> = n
+        .lvm
+        .snapshot()
+        .lvs
+        .iter()
+        .map(|l| l.name.clone())
+        .collect();
+    assert!(
+        !lvs.iter().any(|l| l.starts_with(vol)),
+        "volumes left on {}: {lvs:?}",
+        n.name
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ha_replica_moves_to_a_third_node_while_the_volume_is_in_use() {
+    let (_server, client) = cluster().await;
+    let (p, vol, res) = Pair::with_healthy_volume(&client, 128 * MI).await;
+    // In use on a, written to.
+    stage(&p.a, &vol).await.expect("stage on a");
+    p.net.set_open(&p.a.name, &res, true);
+    p.net.write(&p.a.name, &res, 4096).expect("write");
+    let mut c = third_node(&p, "10.77.0.3").await;
+    // The new replica's resync is held, to see the move mid-way.
+    p.net.hold_sync(&res);
+
+    let m = LocalVolumeMigrate::new(
+        &unique("mig"),
+        LocalVolumeMigrateSpec {
+            volume_name: vol.clone(),
+            source_node: p.b.name.clone(),
+            target_nodes: vec![c.name.clone()],
+            migrate_all_volumes: true,
+            bandwidth_limit_bytes_per_second: None,
+            abort: false,
+            ttl_seconds_after_finished: None,
+        },
+    );
+    let ops: Api<LocalVolumeMigrate> = Api::all(client.clone());
+    ops.create(&PostParams::default(), &m)
+        .await
+        .expect("create migrate");
+    let name = m.metadata.name.clone().expect("name");
+    eventually("the new replica syncing from a", || async {
+        let st = p.net.resource(&c.name, &res)?;
+        (st.connection == hwameistor_core::drbd::ConnState::SyncTarget).then_some(())
+    })
+    .await;
+    // Mid-way: b is down with its data and metadata kept; a goes on writing (single copy).
+    assert!(
+        p.net.resource(&p.b.name, &res).is_none(),
+        "b's resource is down"
+    );
+    assert!(p.net.data(&p.b.name, &res).is_some(), "b's metadata kept");
+    assert!(
+        p.b.lvm.snapshot().lvs.iter().any(|l| l.name == vol),
+        "b's data kept"
+    );
+    p.net
+        .write(&p.a.name, &res, 4096)
+        .expect("a writes during the move");
+    let st = Api::<LocalVolumeMigrate>::all(client.clone())
+        .get(&name)
+        .await
+        .expect("op")
+        .status
+        .expect("status");
+    assert_eq!(st.step.as_deref(), Some("Sync"));
+    assert!(
+        p.replica_on(&vol, &p.b.name).await.is_some(),
+        "b's replica still exists"
+    );
+
+    p.net.release_sync(&res);
+    let st = wait_op_phase::<LocalVolumeMigrate>(&client, &name, OperationPhase::Succeeded).await;
+    assert_eq!(st.target_node.as_deref(), Some(c.name.as_str()));
+    // The new copy has what a acknowledged, b is gone completely, a still serves.
+    assert_eq!(p.net.data(&c.name, &res), p.net.data(&p.a.name, &res));
+    let s = p.net.resource(&c.name, &res).expect("up on c");
+    assert_eq!(
+        (s.connection, s.disk),
+        (
+            hwameistor_core::drbd::ConnState::Connected,
+            hwameistor_core::drbd::DiskState::UpToDate
+        )
+    );
+    eventually("b cleaned up", || async {
+        (p.net.config(&p.b.name, &res).is_none()
+            && !p
+                .b
+                .lvm
+                .snapshot()
+                .lvs
+                .iter()
+                .any(|l| l.name.starts_with(&vol)))
+        .then_some(())
+    })
+    .await;
+    nothing_left_on(&p, &p.b, &vol, &res);
+    let v = p.wait_healthy(&vol).await;
+    assert_eq!(Pair::primary(&v).as_deref(), Some(p.a.name.as_str()));
+    let mut nodes: Vec<String> = v
+        .spec
+        .config
+        .expect("config")
+        .replicas
+        .into_iter()
+        .map(|a| a.hostname)
+        .collect();
+    nodes.sort();
+    let mut want = vec![p.a.name.clone(), c.name.clone()];
+    want.sort();
+    assert_eq!(nodes, want);
+
+    // Removal leaves nothing on the nodes it lives on now.
+    p.unstage(&p.a, &vol, &res).await;
+    p.volumes()
+        .delete(&vol, &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("volume gone", || async {
+        p.volumes()
+            .get_opt(&vol)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    nothing_left_on(&p, &p.a, &vol, &res);
+    nothing_left_on(&p, &c, &vol, &res);
+    c.cleanup().await;
+    let mut p = p;
+    p.a.cleanup().await;
+    p.b.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_volume_converts_to_ha_keeping_its_data_volume() {
+    let (_server, client) = cluster().await;
+    let mut p = Pair::new(&client).await;
+    p.start().await;
+    let vol = unique("pvc-conv");
+    let v = LocalVolume::new(
+        &vol,
+        LocalVolumeSpec {
+            pool_name: HDD.into(),
+            volume_kind: VolumeKind::Lvm,
+            required_capacity_bytes: 64 * MI,
+            replica_number: 1,
+            convertible: false,
+            accessibility: Accessibility {
+                nodes: vec![p.a.name.clone()],
+            },
+            pvc_namespace: None,
+            pvc_name: None,
+            fs_type: Some("xfs".into()),
+            config: None,
+            split_brain_resolution: None,
+            operation: None,
+        },
+    );
+    p.volumes()
+        .create(&PostParams::default(), &v)
+        .await
+        .expect("create");
+    p.wait_volume(&vol, "Ready", |v| {
+        v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
+    })
+    .await;
+    let lv_before =
+        p.a.lvm
+            .snapshot()
+            .lvs
+            .into_iter()
+            .find(|l| l.name == vol)
+            .expect("data LV");
+
+    let conv = LocalVolumeConvert::new(
+        &unique("conv"),
+        LocalVolumeConvertSpec {
+            volume_name: vol.clone(),
+            replica_number: 2,
+            target_node: Some(p.b.name.clone()),
+            abort: false,
+            ttl_seconds_after_finished: None,
+        },
+    );
+    Api::<LocalVolumeConvert>::all(client.clone())
+        .create(&PostParams::default(), &conv)
+        .await
+        .expect("create convert");
+    let name = conv.metadata.name.clone().expect("name");
+    wait_op_phase::<LocalVolumeConvert>(&client, &name, OperationPhase::Succeeded).await;
+    let v = p.wait_healthy(&vol).await;
+    let res = Pair::resource(&v);
+    // The data volume on a is the one it had (DRBD's metadata lives beside it), and it was
+    // the source of the sync: b holds the same data.
+    let lv_after =
+        p.a.lvm
+            .snapshot()
+            .lvs
+            .into_iter()
+            .find(|l| l.name == vol)
+            .expect("data LV");
+    assert_eq!(
+        (lv_after.size, lv_after.devices.clone()),
+        (lv_before.size, lv_before.devices.clone())
+    );
+    assert_eq!(p.net.data(&p.b.name, &res), p.net.data(&p.a.name, &res));
+    assert_eq!(Pair::primary(&v).as_deref(), Some(p.a.name.as_str()));
+    let a_rep = p.replica_on(&vol, &p.a.name).await.expect("a's replica");
+    assert_eq!(
+        a_rep.status.and_then(|s| s.device_path),
+        Some(hwameistor_core::drbd::device_path(
+            v.spec.config.expect("c").resource_id as u32
+        ))
+    );
     p.finish(&vol, &res).await;
 }
