@@ -268,3 +268,195 @@ pub fn block_cap() -> VolumeCapability {
         )),
     }
 }
+
+// HA and operation VM tests share these.
+
+pub const HELPER: &str = "/usr/local/bin/hwameistor-drbd-helper";
+pub const LEASES: &str = "default";
+/// The heartbeat the agents declare valid, and the grace the controller adds.
+pub const HEARTBEAT_VALID: Duration = Duration::from_secs(3);
+
+/// The SHA-256 of what `source` (a shell command writing to stdout) prints, in the VM.
+pub async fn sha256(vm: &Vm, source: &str) -> String {
+    vm.exec_ok(&format!("{source} | sha256sum | cut -d' ' -f1"))
+        .await
+        .unwrap_or_else(|e| panic!("checksum of `{source}`: {e}"))
+        .trim()
+        .to_string()
+}
+
+pub fn ha_create(name: &str, bytes: i64, node: &str) -> CreateVolumeRequest {
+    let mut req = create(name, bytes, node, "ext4");
+    req.parameters
+        .insert("replicaNumber".to_string(), "2".to_string());
+    req
+}
+
+pub async fn ha_agent(sb: &Sandbox, node: &str) -> u32 {
+    let ip = sb.testbed.vm(node).private_ip();
+    start_csi_agent_with(
+        sb,
+        node,
+        "",
+        &format!(
+            "--storage-ip {ip} --namespace {LEASES} --heartbeat 1s --heartbeat-valid {}s --drbd-helper {HELPER}",
+            HEARTBEAT_VALID.as_secs()
+        ),
+    )
+    .await
+}
+
+pub async fn volume(sb: &Sandbox, name: &str) -> LocalVolume {
+    Api::<LocalVolume>::all(sb.client.clone())
+        .get(name)
+        .await
+        .expect("get volume")
+}
+
+pub fn primary(v: &LocalVolume) -> Option<String> {
+    v.spec
+        .config
+        .as_ref()?
+        .replicas
+        .iter()
+        .find(|a| a.primary)
+        .map(|a| a.hostname.clone())
+}
+
+pub async fn wait_volume(
+    sb: &Sandbox,
+    nodes: &[&str],
+    name: &str,
+    what: &str,
+    check: impl Fn(&LocalVolume) -> bool,
+) -> LocalVolume {
+    let api: Api<LocalVolume> = Api::all(sb.client.clone());
+    ok(
+        sb,
+        nodes,
+        eventually(WAIT, &format!("volume {name}: {what}"), || async {
+            Ok(api.get_opt(name).await?.filter(|v| check(v)))
+        })
+        .await,
+    )
+    .await
+}
+
+pub fn healthy(v: &LocalVolume) -> bool {
+    let st = v.status.clone().unwrap_or_default();
+    st.state == Some(VolumeState::Ready) && st.ha_state == Some(HaState::Healthy)
+}
+
+pub async fn publish(
+    csi: &ControllerService,
+    vol: &str,
+    node: &str,
+) -> Result<String, tonic::Status> {
+    let r = csi
+        .controller_publish_volume(Request::new(ControllerPublishVolumeRequest {
+            volume_id: vol.into(),
+            node_id: node.into(),
+            volume_capability: Some(cap("ext4")),
+            ..Default::default()
+        }))
+        .await?;
+    Ok(r.into_inner()
+        .publish_context
+        .get("devicePath")
+        .cloned()
+        .unwrap_or_default())
+}
+
+pub async fn unpublish(csi: &ControllerService, vol: &str, node: &str) {
+    csi.controller_unpublish_volume(Request::new(ControllerUnpublishVolumeRequest {
+        volume_id: vol.into(),
+        node_id: node.into(),
+        ..Default::default()
+    }))
+    .await
+    .expect("unpublish");
+}
+
+pub fn paths(vol: &str, pod: &str) -> (String, String) {
+    (
+        format!("/var/lib/kubelet/plugins/kubernetes.io/csi/lvm.hwameistor.io/{vol}/globalmount"),
+        format!("/var/lib/kubelet/pods/{pod}/volumes/kubernetes.io~csi/{vol}/mount"),
+    )
+}
+
+/// Stages and publishes as the kubelet does, retrying while the node answers Unavailable
+/// (the primary has not reached it yet).
+pub async fn mount_on(sb: &Sandbox, node: &str, vol: &str, dev: &str, pod: &str) -> String {
+    let vm = sb.testbed.vm(node);
+    let (staging, target) = paths(vol, pod);
+    ok(
+        sb,
+        &[node],
+        eventually(WAIT, &format!("{vol} staged on {node}"), || async {
+            let out = vm
+                .exec(&format!("{CALL} {SOCKET} stage {vol} {dev} {staging} ext4"))
+                .await?;
+            Ok(out.success().then_some(()))
+        })
+        .await,
+    )
+    .await;
+    call(
+        sb,
+        vm,
+        node,
+        &format!("publish {vol} {dev} {staging} {target} ext4"),
+    )
+    .await;
+    target
+}
+
+pub async fn unmount_on(sb: &Sandbox, node: &str, vol: &str, pod: &str) {
+    let vm = sb.testbed.vm(node);
+    let (staging, target) = paths(vol, pod);
+    call(sb, vm, node, &format!("unpublish {vol} {target}")).await;
+    call(sb, vm, node, &format!("unstage {vol} {staging}")).await;
+}
+
+/// `count` node VMs (`<run>-<tag>1`...) joined by a private link, each with the agent (DRBD
+/// on), the DRBD helper, the CSI client and a pool; and the name of this test's volume
+/// (`<run>-<volume>`).
+pub async fn ha_nodes(tag: &str, volume: &str, count: usize) -> (Sandbox, Vec<String>, String) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "hwameistor_controller=info,hwameistor_csi=info",
+        ))
+        .with_test_writer()
+        .try_init();
+    let agent = target_binary("hwameistor-agent", "HWAMEISTOR_AGENT_BIN");
+    let helper = target_binary("hwameistor-drbd-helper", "HWAMEISTOR_DRBD_HELPER_BIN");
+    let client_bin = target_binary("examples/csi_node_call", "HWAMEISTOR_CSI_CALL_BIN");
+    let prefix = run_prefix();
+    let nodes: Vec<String> = (1..=count).map(|i| format!("{prefix}-{tag}{i}")).collect();
+    let sb = Sandbox::start(
+        &agent,
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| VmSpec::new(n).disk(format!("{tag}-disk-{}", i + 1), 1 << 30))
+            .collect(),
+    )
+    .await
+    .expect("sandbox: test API server and node VMs");
+    let client_bytes = stripped_client(&client_bin);
+    let helper_bytes = stripped_client(&helper);
+    for n in &nodes {
+        let vm = sb.testbed.vm(n);
+        vm.write_file_mode(CALL, &client_bytes, 0o755)
+            .await
+            .expect("install client");
+        vm.write_file_mode(HELPER, &helper_bytes, 0o755)
+            .await
+            .expect("install helper");
+        ha_agent(&sb, n).await;
+    }
+    for n in &nodes {
+        claim_pool(&sb, n).await;
+    }
+    (sb, nodes, format!("{prefix}-{volume}"))
+}

@@ -1,0 +1,275 @@
+//! Volume operations on real nodes: three QEMU VMs joined by a private link run the real
+//! agent with DRBD 8.4; the test process runs the volume and operation reconcilers and the
+//! CSI controller service, and drives each node's CSI service as the kubelet would.
+//!
+//! An HA volume in use moves its second replica to the third node (online: the pod's node
+//! keeps serving), then serves from the new node with the same checksum; it grows online
+//! through a LocalVolumeExpand; a plain volume with data converts to HA and serves the same
+//! data from its new replica; a plain volume grows.
+//!
+//! Needs root, QEMU and the host packages of scripts/install-host-deps.sh, and the agent,
+//! the DRBD helper and the csi_node_call example built.
+
+mod vm_support;
+
+use vm_support::*;
+
+async fn wait_op<K>(sb: &Sandbox, nodes: &[&str], name: &str) -> OperationStatus
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(sb.client.clone());
+    let st = ok(
+        sb,
+        nodes,
+        eventually(
+            Duration::from_secs(300),
+            &format!("{name} ended"),
+            || async {
+                let o = api.get(name).await?;
+                let st: Option<OperationStatus> = serde_json::to_value(&o)
+                    .ok()
+                    .and_then(|v| v.get("status").cloned())
+                    .and_then(|s| serde_json::from_value(s).ok());
+                Ok(st.filter(|s| s.phase.is_some_and(|p| p.is_final())))
+            },
+        )
+        .await,
+    )
+    .await;
+    if st.phase != Some(OperationPhase::Succeeded) {
+        panic!("{name} ended {st:?}{}", logs(sb, nodes).await);
+    }
+    st
+}
+
+fn expand_op(name: &str, vol: &str, bytes: i64) -> LocalVolumeExpand {
+    LocalVolumeExpand::new(
+        name,
+        LocalVolumeExpandSpec {
+            volume_name: vol.into(),
+            required_capacity_bytes: bytes,
+            abort: false,
+            ttl_seconds_after_finished: None,
+        },
+    )
+}
+
+async fn lvs_of(vm: &Vm, vol: &str) -> Vec<String> {
+    let out = vm
+        .exec_ok("lvs --noheadings -o lv_name LocalStorage_PoolHDD 2>/dev/null || true")
+        .await
+        .expect("lvs");
+    out.split_whitespace()
+        .filter(|l| l.starts_with(vol))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_move_convert_and_grow_on_real_nodes_keeping_their_data() {
+    let (sb, names, vol) = ha_nodes("o", "op", 3).await;
+    let nodes: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (reconciler, csi) = control_plane(&sb, "ops-vm-test", Duration::from_secs(180));
+    let n1 = nodes[0];
+
+    // An HA volume used on n1; its other replica wherever placement put it.
+    if let Err(e) = csi
+        .create_volume(Request::new(ha_create(&vol, 128 * MIB, n1)))
+        .await
+    {
+        panic!("create: {e:?}{}", logs(&sb, &nodes).await);
+    }
+    let v = wait_volume(&sb, &nodes, &vol, "Ready and Healthy", healthy).await;
+    let placed: Vec<String> = v
+        .spec
+        .config
+        .as_ref()
+        .expect("config")
+        .replicas
+        .iter()
+        .map(|a| a.hostname.clone())
+        .collect();
+    let second = placed.iter().find(|n| *n != n1).expect("second").clone();
+    let third = nodes
+        .iter()
+        .find(|n| !placed.iter().any(|p| p == *n))
+        .expect("a free node")
+        .to_string();
+    let dev = publish(&csi, &vol, n1).await.expect("publish on n1");
+    let target = mount_on(&sb, n1, &vol, &dev, "pod-1").await;
+    let vm1 = sb.testbed.vm(n1);
+    vm1.exec_ok(&format!(
+        "dd if=/dev/urandom of={target}/data bs=1M count=16 2>/dev/null && sync"
+    ))
+    .await
+    .expect("write");
+    let sum = sha256(vm1, &format!("cat {target}/data")).await;
+
+    // Move the second replica to the third node while n1 serves.
+    let mig = format!("{vol}-mig");
+    Api::<LocalVolumeMigrate>::all(sb.client.clone())
+        .create(
+            &PostParams::default(),
+            &LocalVolumeMigrate::new(
+                &mig,
+                LocalVolumeMigrateSpec {
+                    volume_name: vol.clone(),
+                    source_node: second.clone(),
+                    target_nodes: vec![third.clone()],
+                    migrate_all_volumes: true,
+                    bandwidth_limit_bytes_per_second: None,
+                    abort: false,
+                    ttl_seconds_after_finished: None,
+                },
+            ),
+        )
+        .await
+        .expect("create migrate");
+    let st = wait_op::<LocalVolumeMigrate>(&sb, &nodes, &mig).await;
+    assert_eq!(st.target_node.as_deref(), Some(third.as_str()));
+    assert!(
+        lvs_of(sb.testbed.vm(&second), &vol).await.is_empty(),
+        "the old replica's volumes are removed"
+    );
+    let mut want = vec![vol.clone(), format!("{vol}_drbdmeta")];
+    want.sort();
+    let mut on_third = lvs_of(sb.testbed.vm(&third), &vol).await;
+    on_third.sort();
+    assert_eq!(on_third, want);
+    assert_eq!(sha256(vm1, &format!("cat {target}/data")).await, sum);
+    let v = wait_volume(&sb, &nodes, &vol, "Healthy on its new nodes", healthy).await;
+    let mut now: Vec<String> = v
+        .spec
+        .config
+        .expect("config")
+        .replicas
+        .into_iter()
+        .map(|a| a.hostname)
+        .collect();
+    now.sort();
+    let mut expect = vec![n1.to_string(), third.clone()];
+    expect.sort();
+    assert_eq!(now, expect);
+
+    // The data is on the third node: served from there, same checksum.
+    unmount_on(&sb, n1, &vol, "pod-1").await;
+    unpublish(&csi, &vol, n1).await;
+    let dev3 = ok(
+        &sb,
+        &nodes,
+        eventually(WAIT, "published on the new node", || async {
+            Ok(publish(&csi, &vol, &third).await.ok())
+        })
+        .await,
+    )
+    .await;
+    let target3 = mount_on(&sb, &third, &vol, &dev3, "pod-2").await;
+    let vm3 = sb.testbed.vm(&third);
+    assert_eq!(sha256(vm3, &format!("cat {target3}/data")).await, sum);
+
+    // Grown online, in use on the third node.
+    let grow = format!("{vol}-grow");
+    Api::<LocalVolumeExpand>::all(sb.client.clone())
+        .create(&PostParams::default(), &expand_op(&grow, &vol, 192 * MIB))
+        .await
+        .expect("create expand");
+    wait_op::<LocalVolumeExpand>(&sb, &nodes, &grow).await;
+    let (staging, _) = paths(&vol, "pod-2");
+    call(
+        &sb,
+        vm3,
+        &third,
+        &format!("expand {vol} {target3} {staging} {}", 192 * MIB),
+    )
+    .await;
+    let size = df_bytes(vm3, &target3).await;
+    assert!(size > 160 * MIB, "filesystem grew online: {size}");
+    assert_eq!(sha256(vm3, &format!("cat {target3}/data")).await, sum);
+    unmount_on(&sb, &third, &vol, "pod-2").await;
+    unpublish(&csi, &vol, &third).await;
+
+    // A plain volume with data converts to HA; its new replica serves the same data.
+    let plain = format!("{vol}-plain");
+    if let Err(e) = csi
+        .create_volume(Request::new(create(&plain, 64 * MIB, n1, "ext4")))
+        .await
+    {
+        panic!("create plain: {e:?}{}", logs(&sb, &nodes).await);
+    }
+    let pdev = publish(&csi, &plain, n1).await.expect("publish plain");
+    let ptarget = mount_on(&sb, n1, &plain, &pdev, "pod-3").await;
+    vm1.exec_ok(&format!(
+        "dd if=/dev/urandom of={ptarget}/data bs=1M count=8 2>/dev/null && sync"
+    ))
+    .await
+    .expect("write plain");
+    let psum = sha256(vm1, &format!("cat {ptarget}/data")).await;
+    unmount_on(&sb, n1, &plain, "pod-3").await;
+    unpublish(&csi, &plain, n1).await;
+    let other = nodes.iter().find(|n| **n != n1).expect("other").to_string();
+    let conv = format!("{vol}-conv");
+    Api::<LocalVolumeConvert>::all(sb.client.clone())
+        .create(
+            &PostParams::default(),
+            &LocalVolumeConvert::new(
+                &conv,
+                LocalVolumeConvertSpec {
+                    volume_name: plain.clone(),
+                    replica_number: 2,
+                    target_node: Some(other.clone()),
+                    abort: false,
+                    ttl_seconds_after_finished: None,
+                },
+            ),
+        )
+        .await
+        .expect("create convert");
+    wait_op::<LocalVolumeConvert>(&sb, &nodes, &conv).await;
+    wait_volume(&sb, &nodes, &plain, "converted, Healthy", healthy).await;
+    let odev = ok(
+        &sb,
+        &nodes,
+        eventually(WAIT, "published on the new replica", || async {
+            Ok(publish(&csi, &plain, &other).await.ok())
+        })
+        .await,
+    )
+    .await;
+    assert!(odev.starts_with("/dev/drbd"), "{odev}");
+    let otarget = mount_on(&sb, &other, &plain, &odev, "pod-4").await;
+    assert_eq!(
+        sha256(sb.testbed.vm(&other), &format!("cat {otarget}/data")).await,
+        psum,
+        "the converted volume's new replica holds the data"
+    );
+    unmount_on(&sb, &other, &plain, "pod-4").await;
+    unpublish(&csi, &plain, &other).await;
+
+    // A plain volume grows through a LocalVolumeExpand.
+    let small = format!("{vol}-small");
+    if let Err(e) = csi
+        .create_volume(Request::new(create(&small, 32 * MIB, &third, "ext4")))
+        .await
+    {
+        panic!("create small: {e:?}{}", logs(&sb, &nodes).await);
+    }
+    wait_volume(&sb, &nodes, &small, "Ready", |v| {
+        v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
+    })
+    .await;
+    let sgrow = format!("{vol}-sgrow");
+    Api::<LocalVolumeExpand>::all(sb.client.clone())
+        .create(&PostParams::default(), &expand_op(&sgrow, &small, 96 * MIB))
+        .await
+        .expect("create expand");
+    wait_op::<LocalVolumeExpand>(&sb, &nodes, &sgrow).await;
+    assert_eq!(lv_size(vm3, &small).await, Some(96 * MIB));
+
+    reconciler.abort();
+    sb.shutdown().await.expect("shutdown");
+}
