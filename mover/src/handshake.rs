@@ -197,10 +197,9 @@ pub(crate) async fn server<S: AsyncRead + AsyncWrite + Unpin, A: Authorizer>(
         }
         Err(e) => return Err(frame_error(Role::Target, e)),
     };
-    let refused = |kind, message: String| (kind, message);
     let decision = async {
         if validate_chunk_size(hello.chunk_size).is_err() {
-            return Err(refused(
+            return Err((
                 RefusalKind::InvalidRequest,
                 format!(
                     "chunk size {} is not a multiple of 4 KiB between 4 KiB and 64 MiB",
@@ -209,7 +208,7 @@ pub(crate) async fn server<S: AsyncRead + AsyncWrite + Unpin, A: Authorizer>(
             ));
         }
         if hello.identity.source_node != node {
-            return Err(refused(
+            return Err((
                 RefusalKind::WrongCopy,
                 format!(
                     "this is node {node:?}, not the source {:?}",
@@ -225,21 +224,21 @@ pub(crate) async fn server<S: AsyncRead + AsyncWrite + Unpin, A: Authorizer>(
         let grant = authorizer
             .authorize(&request)
             .await
-            .map_err(|r| refused(r.kind, r.message))?;
+            .map_err(|r| (r.kind, r.message))?;
         check_grant(&hello, &grant)?;
         let path = grant.device.clone();
         let device = tokio::task::spawn_blocking(move || Device::open_source(&path))
             .await
-            .map_err(|e| refused(RefusalKind::Device, e.to_string()))?
+            .map_err(|e| (RefusalKind::Device, e.to_string()))?
             .map_err(|e| {
-                refused(
+                (
                     RefusalKind::Device,
                     format!("opening {}: {e}", grant.device.display()),
                 )
             })?;
         let size = match grant.size {
             Some(size) if size > device.size() => {
-                return Err(refused(
+                return Err((
                     RefusalKind::Device,
                     format!(
                         "{} holds {} bytes, the copy needs {size}",
@@ -252,16 +251,16 @@ pub(crate) async fn server<S: AsyncRead + AsyncWrite + Unpin, A: Authorizer>(
             None => device.size(),
         };
         if size == 0 {
-            return Err(refused(
+            return Err((
                 RefusalKind::EmptySource,
                 format!("{} is empty", grant.device.display()),
             ));
         }
         let key = crypto::operation_key(me, &grant.target_key, &hello.identity)
-            .map_err(|e| refused(RefusalKind::Authentication, e.to_string()))?;
-        Ok((grant, device, size, key))
+            .map_err(|e| (RefusalKind::Authentication, e.to_string()))?;
+        Ok((device, size, key))
     };
-    let (_grant, device, size, key) = match decision.await {
+    let (device, size, key) = match decision.await {
         Ok(accepted) => accepted,
         Err((kind, message)) => {
             return Err(refuse(stream, Role::Target, kind, message).await);

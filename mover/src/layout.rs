@@ -13,7 +13,7 @@ pub const MAX_CHUNK_SIZE: u32 = 64 * 1024 * 1024;
 
 /// Checks that `chunk_size` is a multiple of 4 KiB between 4 KiB and 64 MiB.
 pub fn validate_chunk_size(chunk_size: u32) -> Result<(), MoverError> {
-    if chunk_size == 0 || chunk_size % CHUNK_ALIGN != 0 || chunk_size > MAX_CHUNK_SIZE {
+    if chunk_size == 0 || !chunk_size.is_multiple_of(CHUNK_ALIGN) || chunk_size > MAX_CHUNK_SIZE {
         return Err(MoverError::InvalidChunkSize(chunk_size));
     }
     Ok(())

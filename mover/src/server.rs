@@ -545,7 +545,7 @@ impl Connection<'_> {
         }
     }
 
-    async fn timed<T>(
+    fn timed<T>(
         &self,
         what: &'static str,
         result: Result<io::Result<T>, tokio::time::error::Elapsed>,
@@ -567,7 +567,7 @@ impl Connection<'_> {
             self.out.write_all(data).await
         })
         .await;
-        self.timed("sending a chunk", result).await?;
+        self.timed("sending a chunk", result)?;
         self.served.bytes_sent += (header.len() + data.len()) as u64;
         self.last_write = Instant::now();
         Ok(())
@@ -579,7 +579,7 @@ impl Connection<'_> {
             frame::write_frame(&mut self.out, frame),
         )
         .await;
-        let n = self.timed("sending a frame", result).await?;
+        let n = self.timed("sending a frame", result)?;
         self.served.bytes_sent += n as u64;
         self.last_write = Instant::now();
         Ok(())
@@ -587,6 +587,6 @@ impl Connection<'_> {
 
     async fn flush(&mut self) -> Result<(), MoverError> {
         let result = timeout(self.options.write_timeout, self.out.flush()).await;
-        self.timed("flushing", result).await
+        self.timed("flushing", result)
     }
 }

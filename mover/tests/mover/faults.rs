@@ -1,0 +1,211 @@
+//! Copies through failures: a chunk damaged in flight, a cut link, a restarted source, a
+//! killed target, a cancelled copy, a source changed under the copy.
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hwameistor_mover::{
+    CancellationToken, CheckpointStore, FaultInjection, FileCheckpointStore, MoverError, Phase,
+    Progress, ServerOptions,
+};
+use tokio::sync::watch;
+
+use crate::support::*;
+
+/// Waits until the copy has `bytes` on the target.
+async fn reached(progress: &mut watch::Receiver<Progress>, bytes: u64) -> TestResult {
+    let wait = progress.wait_for(|p| p.phase == Phase::Copying && p.bytes_done >= bytes);
+    tokio::time::timeout(Duration::from_secs(20), wait).await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_damaged_in_flight_is_detected_and_sent_again() -> TestResult {
+    let data = device_image(24, &[2], 100, 20);
+    let fx = Fixture::new(&data)?;
+    let options = ServerOptions {
+        fault: FaultInjection {
+            corrupt_chunk_once: Some(9),
+        },
+        ..ServerOptions::default()
+    };
+    let server = Running::start(fx.server(options), "127.0.0.1:0").await?;
+    let outcome = fx
+        .client(fx.config(server.addr))?
+        .run(CancellationToken::new())
+        .await?;
+    server.stop().await;
+    assert!(
+        fx.target_bytes()? == data,
+        "the copy differs from the source"
+    );
+    assert_eq!(outcome.resends, 1);
+    // Resent on the same connection, from the damaged chunk on.
+    assert_eq!(
+        (outcome.resumes, outcome.resume_points.clone()),
+        (0, vec![0])
+    );
+    assert_eq!(outcome.digest.to_hex(), expected_digest(&data, CHUNK));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_resumes_where_it_stopped() -> TestResult {
+    let data = device_image(32, &[5, 6], 0, 21);
+    let fx = Fixture::new(&data)?;
+    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
+    // Cut the first connection about 60 % into the stream, inside a chunk.
+    let proxy = cutting_proxy(server.addr, 18 * CHUNK + 777).await?;
+    let outcome = fx
+        .client(fx.config(proxy))?
+        .run(CancellationToken::new())
+        .await?;
+    server.stop().await;
+    assert!(
+        fx.target_bytes()? == data,
+        "the copy differs from the source"
+    );
+    assert_eq!(outcome.resumes, 1);
+    assert_eq!(outcome.resume_points.len(), 2);
+    let resumed_at = outcome.resume_points[1];
+    // Everything received whole before the cut was kept (the writer syncs and records it
+    // when the connection fails), so the copy went on from there, not from zero.
+    assert!(
+        (15..=20).contains(&resumed_at),
+        "resumed at chunk {resumed_at}"
+    );
+    let data_bytes = (data.len() - 2 * CHUNK) as u64;
+    assert!(
+        outcome.bytes_on_wire < data_bytes + 3 * CHUNK as u64,
+        "{} bytes on the wire for {data_bytes}",
+        outcome.bytes_on_wire
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_source_is_resumed_from() -> TestResult {
+    let data = random_bytes(32 * CHUNK, 22);
+    let fx = Fixture::new(&data)?;
+    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
+    let addr = server.addr;
+    let mut config = fx.config(addr);
+    // Slow enough to stop the source in the middle.
+    config.rate_limit = 2 * 1024 * 1024;
+    let client = Arc::new(fx.client(config)?);
+    let mut progress = client.progress();
+    let copy = {
+        let client = client.clone();
+        tokio::spawn(async move { client.run(CancellationToken::new()).await })
+    };
+    reached(&mut progress, 10 * CHUNK as u64).await?;
+    server.stop().await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let server = Running::start(fx.server(ServerOptions::default()), &addr.to_string()).await?;
+    let outcome = copy.await??;
+    server.stop().await;
+    assert!(
+        fx.target_bytes()? == data,
+        "the copy differs from the source"
+    );
+    assert!(outcome.resumes >= 1, "{outcome:?}");
+    assert!(outcome.resume_points[1] >= 10, "{outcome:?}");
+    assert_eq!(outcome.digest.to_hex(), expected_digest(&data, CHUNK));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_target_resumes_from_its_checkpoint() -> TestResult {
+    let data = device_image(32, &[0, 1, 30], 0, 23);
+    let fx = Fixture::new(&data)?;
+    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
+    let mut config = fx.config(server.addr);
+    config.rate_limit = 2 * 1024 * 1024;
+    // Sync and record every 4 chunks, so the checkpoint is recent when the task dies.
+    config.sync_every_bytes = 4 * CHUNK as u64;
+    let first = Arc::new(fx.client(config.clone())?);
+    let mut progress = first.progress();
+    let copy = {
+        let client = first.clone();
+        tokio::spawn(async move { client.run(CancellationToken::new()).await })
+    };
+    reached(&mut progress, 14 * CHUNK as u64).await?;
+    copy.abort();
+    assert!(copy.await.is_err_and(|e| e.is_cancelled()));
+    // The agent restarting: a new client with the same checkpoint store, at full speed.
+    let stored = FileCheckpointStore::new(&fx.checkpoint)
+        .load()?
+        .ok_or("no checkpoint")?;
+    assert!(stored.next_chunk >= 8, "{stored:?}");
+    config.rate_limit = 0;
+    let outcome = fx.client(config)?.run(CancellationToken::new()).await?;
+    server.stop().await;
+    assert!(
+        fx.target_bytes()? == data,
+        "the copy differs from the source"
+    );
+    assert!(outcome.resume_points[0] >= stored.next_chunk, "{outcome:?}");
+    assert_eq!(outcome.resumes, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_copy_stops_and_keeps_its_progress() -> TestResult {
+    let data = random_bytes(32 * CHUNK, 24);
+    let fx = Fixture::new(&data)?;
+    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
+    let mut config = fx.config(server.addr);
+    config.rate_limit = 2 * 1024 * 1024;
+    let client = Arc::new(fx.client(config.clone())?);
+    let mut progress = client.progress();
+    let cancel = CancellationToken::new();
+    let copy = {
+        let (client, cancel) = (client.clone(), cancel.clone());
+        tokio::spawn(async move { client.run(cancel).await })
+    };
+    reached(&mut progress, 8 * CHUNK as u64).await?;
+    cancel.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(5), copy).await??;
+    assert!(matches!(result, Err(MoverError::Cancelled)), "{result:?}");
+    // Cancelling waits for the writer to record what it has.
+    let stored = FileCheckpointStore::new(&fx.checkpoint)
+        .load()?
+        .ok_or("no checkpoint")?;
+    assert!(stored.next_chunk >= 8, "{stored:?}");
+    config.rate_limit = 0;
+    let outcome = fx.client(config)?.run(CancellationToken::new()).await?;
+    server.stop().await;
+    assert!(fx.target_bytes()? == data);
+    assert_eq!(outcome.resume_points[0], stored.next_chunk);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_changed_under_the_copy_fails_verification() -> TestResult {
+    let data = random_bytes(16 * CHUNK, 25);
+    let fx = Fixture::new(&data)?;
+    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
+    let mut config = fx.config(server.addr);
+    config.rate_limit = 2 * 1024 * 1024;
+    let client = Arc::new(fx.client(config)?);
+    let mut progress = client.progress();
+    let copy = {
+        let client = client.clone();
+        tokio::spawn(async move { client.run(CancellationToken::new()).await })
+    };
+    // Chunk 0 is already on the target when the source changes it.
+    reached(&mut progress, 4 * CHUNK as u64).await?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fx.source)?
+        .write_all_at(b"written while copying", 100)?;
+    let result = copy.await?;
+    server.stop().await;
+    assert!(
+        matches!(result, Err(MoverError::DigestMismatch { .. })),
+        "{result:?}"
+    );
+    assert_eq!(progress.borrow().phase, Phase::Verifying);
+    Ok(())
+}
