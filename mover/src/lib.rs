@@ -26,6 +26,7 @@ mod ratelimit;
 mod server;
 mod sys;
 mod task;
+pub mod testing;
 mod writer;
 
 pub use auth::{Authorizer, CopyRequest, Grant, Refusal, RefusalKind, StaticAuthorizer};

@@ -5,6 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hwameistor_mover::testing::CuttingProxy;
 use hwameistor_mover::{
     CancellationToken, CheckpointStore, FaultInjection, FileCheckpointStore, MoverError, Phase,
     Progress, ServerOptions,
@@ -56,9 +57,9 @@ async fn a_cut_connection_resumes_where_it_stopped() -> TestResult {
     let fx = Fixture::new(&data)?;
     let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
     // Cut the first connection about 60 % into the stream, inside a chunk.
-    let proxy = cutting_proxy(server.addr, 18 * CHUNK + 777).await?;
+    let proxy = CuttingProxy::start(server.addr, Some(18 * CHUNK as u64 + 777)).await?;
     let outcome = fx
-        .client(fx.config(proxy))?
+        .client(fx.config(proxy.addr()))?
         .run(CancellationToken::new())
         .await?;
     server.stop().await;

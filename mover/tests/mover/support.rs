@@ -1,5 +1,4 @@
-//! Fixtures: two nodes' keys, a source file, a target file, a server on loopback, a client,
-//! and a proxy that cuts connections.
+//! Fixtures: two nodes' keys, a source file, a target file, a server on loopback, a client.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,25 +9,17 @@ use hwameistor_mover::{
     CancellationToken, Client, ClientConfig, CopyIdentity, FileCheckpointStore, Grant, NodeKey,
     RetryPolicy, Server, ServerOptions, StaticAuthorizer, TargetZeroed,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub const CHUNK: usize = 64 * 1024;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// Deterministic pseudo-random bytes (xorshift64*), different per seed.
+/// Reproducible pseudo-random bytes, different per seed.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
+    let mut out = vec![0u8; len];
+    hwameistor_mover::testing::fill_random(&mut out, seed);
     out
 }
 
@@ -170,50 +161,4 @@ impl Running {
         self.cancel.cancel();
         let _ = self.handle.await;
     }
-}
-
-/// A proxy to `upstream` that cuts its first connection after `cut_after` bytes from the
-/// upstream (the source) and passes later connections through.
-pub async fn cutting_proxy(upstream: SocketAddr, cut_after: usize) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let mut first = true;
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = TcpStream::connect(upstream).await else {
-                continue;
-            };
-            let limit = if first { Some(cut_after) } else { None };
-            first = false;
-            tokio::spawn(forward(client, server, limit));
-        }
-    });
-    Ok(addr)
-}
-
-async fn forward(client: TcpStream, server: TcpStream, limit: Option<usize>) {
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let upstream = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-    });
-    let mut passed = 0usize;
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let want = match limit {
-            Some(limit) if passed >= limit => break,
-            Some(limit) => buf.len().min(limit - passed),
-            None => buf.len(),
-        };
-        let n = match server_read.read(&mut buf[..want]).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if client_write.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-        passed += n;
-    }
-    // Both directions go down together, like a cut link.
-    upstream.abort();
 }
