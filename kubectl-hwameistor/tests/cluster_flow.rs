@@ -11,8 +11,8 @@ mod common;
 
 use common::*;
 use hwameistor_api::{
-    DiskPhase, DiskType, LocalDisk, LocalDiskClaim, LocalVolume, NodeState, PoolClass,
-    ReplicaState, VolumeState,
+    DiskPhase, DiskType, LocalDisk, LocalDiskClaim, LocalVolume, LocalVolumeExpand, NodeState,
+    PoolClass, ReplicaState, VolumeState,
 };
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -41,7 +41,7 @@ use std::time::Duration;
 /// lock until its cleanup has run (declare it before the `Env`).
 static EMBEDDED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const CRDS: usize = 5;
+const CRDS: usize = 8;
 
 /// The 10 objects of the deploy fixture, after the CRDs.
 const FIXTURE_KINDS: [&str; 10] = [
@@ -76,8 +76,8 @@ async fn install_applies_in_dependency_order_and_is_idempotent() {
 
     let kinds = kinds_of(&report.objects);
     assert_eq!(kinds[0], "Namespace");
-    assert_eq!(&kinds[1..6], ["CustomResourceDefinition"; CRDS]);
-    assert_eq!(&kinds[6..], &FIXTURE_KINDS[1..]);
+    assert_eq!(&kinds[1..1 + CRDS], ["CustomResourceDefinition"; CRDS]);
+    assert_eq!(&kinds[1 + CRDS..], &FIXTURE_KINDS[1..]);
     assert!(kinds
         .windows(2)
         .all(|w| install_rank(w[0]) <= install_rank(w[1])));
@@ -99,12 +99,12 @@ async fn install_applies_in_dependency_order_and_is_idempotent() {
         .filter(|l| l.starts_with('['))
         .cloned()
         .collect();
-    assert_eq!(lines.len(), 15, "{lines:?}");
-    assert_eq!(lines[0], format!("[1/15] created Namespace {}", env.ns));
+    assert_eq!(lines.len(), 18, "{lines:?}");
+    assert_eq!(lines[0], format!("[1/18] created Namespace {}", env.ns));
     assert_eq!(
-        lines[14],
+        lines[17],
         format!(
-            "[15/15] created StorageClass hwameistor-storage-lvm-hdd-{}",
+            "[18/18] created StorageClass hwameistor-storage-lvm-hdd-{}",
             env.id
         )
     );
@@ -145,7 +145,7 @@ async fn install_applies_in_dependency_order_and_is_idempotent() {
     );
     assert_eq!(
         again.summary(),
-        "install: 0 created, 0 configured, 15 unchanged"
+        "install: 0 created, 0 configured, 18 unchanged"
     );
 }
 
@@ -352,7 +352,7 @@ async fn upgrade_shows_what_changes_and_customizes_images_and_placement() {
         .expect("upgrade");
     assert_eq!(
         report.summary(),
-        "upgrade: 0 created, 2 configured, 13 unchanged"
+        "upgrade: 0 created, 2 configured, 16 unchanged"
     );
     let live = sets.get("hwameistor-node").await.unwrap();
     assert_eq!(
@@ -457,7 +457,7 @@ async fn upgrade_replaces_objects_whose_changed_fields_are_immutable() {
     assert_eq!(replaced(&dry), want);
     assert_eq!(
         dry.summary(),
-        "upgrade (dry run, nothing changed): 0 created, 0 configured, 3 replaced, 12 unchanged"
+        "upgrade (dry run, nothing changed): 0 created, 0 configured, 3 replaced, 15 unchanged"
     );
     let plan = render(&dry, OutputOptions::default()).unwrap();
     let driver_row = plan
@@ -531,12 +531,12 @@ async fn upgrade_replaces_objects_whose_changed_fields_are_immutable() {
     assert_eq!(replaced(&report), want);
     assert_eq!(
         report.summary(),
-        "upgrade: 0 created, 0 configured, 3 replaced, 12 unchanged"
+        "upgrade: 0 created, 0 configured, 3 replaced, 15 unchanged"
     );
     let lines = lines.lock().unwrap().clone();
     assert!(
         lines.contains(&format!(
-            "[10/15] replaced (spec.attachRequired is immutable) CSIDriver {driver_name}"
+            "[13/18] replaced (spec.attachRequired is immutable) CSIDriver {driver_name}"
         )),
         "{lines:?}"
     );
@@ -578,7 +578,7 @@ async fn upgrade_replaces_objects_whose_changed_fields_are_immutable() {
     .expect("re-upgrade");
     assert_eq!(
         again.summary(),
-        "upgrade: 0 created, 0 configured, 15 unchanged"
+        "upgrade: 0 created, 0 configured, 18 unchanged"
     );
 }
 
@@ -1352,16 +1352,41 @@ async fn disk_claim_refuses_without_a_terminal_and_times_out_with_the_claim_mess
 }
 
 #[tokio::test]
-async fn volume_expand_patches_the_spec_and_follows_until_allocated() {
+async fn volume_expand_creates_an_expansion_and_follows_it_until_allocated() {
     let env = Env::start().await;
     let fx = env.fx();
     populate(&env.client(), &fx).await;
     let api: Api<LocalVolume> = Api::all(env.client());
-    // Dry run changes nothing.
-    let (code, _) = env
-        .cli(&["volume", "expand", &fx.volume, "20Gi", "--dry-run"])
+    let expands: Api<LocalVolumeExpand> = Api::all(env.client());
+    let mine = || async {
+        expands
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.spec.volume_name == fx.volume)
+            .collect::<Vec<_>>()
+    };
+    // Dry run changes nothing and creates nothing.
+    let (code, out) = env
+        .cli(&[
+            "volume",
+            "expand",
+            &fx.volume,
+            "20Gi",
+            "--dry-run",
+            "-o",
+            "json",
+        ])
         .await;
-    assert_eq!(code, Ok(0));
+    assert_eq!(code, Ok(0), "{out}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["dryRun"], true);
+    assert!(r["operation"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{}-expand-", fx.volume)));
     assert_eq!(
         api.get(&fx.volume)
             .await
@@ -1370,20 +1395,39 @@ async fn volume_expand_patches_the_spec_and_follows_until_allocated() {
             .required_capacity_bytes,
         10 * GI
     );
+    assert!(mine().await.is_empty());
 
-    // TEST DOUBLE for the controller and agents: once the spec asks for more, report it allocated.
+    // TEST DOUBLE for the controller and agents: an expansion of the volume grows it (the
+    // controller's Grow step), the volume reports it allocated, and the expansion succeeds.
     let (client, name) = (env.client(), fx.volume.clone());
     let double = tokio::spawn(async move {
-        let api: Api<LocalVolume> = Api::all(client);
+        let api: Api<LocalVolume> = Api::all(client.clone());
+        let expands: Api<LocalVolumeExpand> = Api::all(client);
         loop {
-            if let Ok(v) = api.get(&name).await {
-                let want = v.spec.required_capacity_bytes;
-                if v.status.as_ref().and_then(|s| s.allocated_capacity_bytes) < Some(want) {
-                    let patch = json!({"status": {"allocatedCapacityBytes": want, "state": VolumeState::Ready}});
-                    let _ = api
-                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await;
+            for e in expands
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+            {
+                if e.spec.volume_name != name || e.status.as_ref().and_then(|s| s.phase).is_some() {
+                    continue;
                 }
+                let want = e.spec.required_capacity_bytes;
+                let spec = json!({"spec": {"requiredCapacityBytes": want}});
+                let _ = api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&spec))
+                    .await;
+                let status = json!({"status": {"allocatedCapacityBytes": want, "state": VolumeState::Ready}});
+                let _ = api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await;
+                let done = json!({"status": {"phase": "Succeeded", "step": "WaitForReplicas",
+                    "originalCapacityBytes": 10 * GI, "allocatedCapacityBytes": want,
+                    "message": "grown to 20Gi"}});
+                let _ = expands
+                    .patch_status(&e.name_any(), &PatchParams::default(), &Patch::Merge(&done))
+                    .await;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -1412,14 +1456,19 @@ async fn volume_expand_patches_the_spec_and_follows_until_allocated() {
         (Some(10 * GI), Some(20 * GI), Some(20 * GI))
     );
     assert_eq!(r["complete"], true);
-    assert_eq!(
-        api.get(&fx.volume)
-            .await
-            .unwrap()
-            .spec
-            .required_capacity_bytes,
-        20 * GI
+    assert_eq!(r["phase"], "Succeeded");
+    let created = mine().await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].spec.required_capacity_bytes, 20 * GI);
+    assert_eq!(r["operation"], created[0].name_any());
+    // Asking for the size it has now changes nothing and creates nothing more.
+    let (code, out) = env.cli(&["volume", "expand", &fx.volume, "20Gi"]).await;
+    assert_eq!(code, Ok(0));
+    assert!(
+        out.contains("already requires 20Gi; nothing to change"),
+        "{out}"
     );
+    assert_eq!(mine().await.len(), 1);
 }
 
 /// A healthy installation as diagnose sees it: node agents ready on both nodes (a

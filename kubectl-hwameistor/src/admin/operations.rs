@@ -7,7 +7,7 @@
 //! abort is still possible) it asks the same pure state machines the controller runs.
 
 use crate::client::Cluster;
-use crate::errors::{humanize, is_not_found, short_list, AdminError};
+use crate::errors::{humanize, is_not_found, AdminError};
 use crate::output::{or_dash, Render, TableView};
 use crate::progress::{Progress, TrackView};
 use futures::StreamExt;
@@ -1364,12 +1364,6 @@ pub fn busy_error(volume: &LocalVolume, rows: &[OperationRow]) -> Option<AdminEr
         }),
         (None, None) => None,
     }
-}
-
-/// Names of operations, cut for a message.
-pub fn names_list(rows: &[&OperationRow]) -> String {
-    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
-    short_list(&names, 5)
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
-//! `volume list|get|expand`: LocalVolumes with their replicas, and growing a volume.
+//! `volume list|get|expand`: LocalVolumes with their replicas, and growing a volume (a
+//! LocalVolumeExpand the controller carries out).
 
 use super::disks::size_cell;
-use super::follow::{follow, Step};
 use super::lookup::{get_opt, list_all};
+use super::operations;
 use crate::client::Cluster;
 use crate::errors::AdminError;
 use crate::output::{or_dash, Render, TableView};
@@ -10,13 +11,13 @@ use crate::progress::Progress;
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::replica::replica_name;
 use hwameistor_api::{
-    HaState, LocalStorageNode, LocalVolume, LocalVolumeReplica, PoolClass, ReplicaAssignment,
-    ReplicaState, VolumeConfig, VolumeState,
+    HaState, LocalStorageNode, LocalVolume, LocalVolumeExpand, LocalVolumeExpandSpec,
+    LocalVolumeReplica, OperationPhase, PoolClass, ReplicaAssignment, ReplicaState, VolumeConfig,
+    VolumeState,
 };
 use hwameistor_core::sizing::{self, FsType, VolumeAccess};
 use hwameistor_core::{ha, placement};
-use kube::api::{Patch, PatchParams};
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -580,7 +581,7 @@ pub async fn get_volume(cluster: &Cluster, key: &str) -> Result<VolumeDetail, Ad
 }
 
 /// What `volume expand` did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExpandReport {
     pub volume: String,
@@ -589,27 +590,43 @@ pub struct ExpandReport {
     pub dry_run: bool,
     /// Allocated capacity when the command ended (None when not followed).
     pub allocated_bytes: Option<i64>,
-    /// The volume already has (at least) the requested size.
+    /// The volume has (at least) the requested size.
     pub complete: bool,
+    /// The LocalVolumeExpand created (a dry run: the name the server accepted).
+    pub operation: Option<String>,
+    /// Its phase when the command ended (None when not followed).
+    pub phase: Option<OperationPhase>,
+    /// Its last message.
+    pub message: Option<String>,
     pub notes: Vec<String>,
+}
+
+impl ExpandReport {
+    /// 0 unless the expansion was followed and ended without succeeding.
+    pub fn exit_code(&self) -> i32 {
+        match self.phase {
+            Some(OperationPhase::Failed | OperationPhase::Aborted) => 1,
+            _ => 0,
+        }
+    }
 }
 
 impl Render for ExpandReport {
     fn tables(&self, _wide: bool) -> Vec<TableView> {
-        let result = if self.dry_run {
-            "dry run: not changed"
-        } else if self.complete {
-            "expanded"
-        } else {
-            "requested"
+        let result = match self.phase {
+            _ if self.dry_run => "dry run: not changed".to_string(),
+            _ if self.complete => "expanded".to_string(),
+            Some(p) => format!("{p:?}"),
+            None => "requested".to_string(),
         };
-        let mut t = TableView::new(&["VOLUME", "FROM", "TO", "ALLOCATED", "RESULT"]);
+        let mut t = TableView::new(&["VOLUME", "FROM", "TO", "ALLOCATED", "OPERATION", "RESULT"]);
         t.push(vec![
             self.volume.clone(),
             format_size(self.from_bytes),
             format_size(self.to_bytes),
             size_cell(self.allocated_bytes),
-            result.into(),
+            or_dash(self.operation.as_deref()),
+            result,
         ]);
         let mut notes = TableView::new(&["NOTE"]).titled("Notes:");
         for n in &self.notes {
@@ -676,8 +693,9 @@ pub fn check_expand(
     Ok((to_bytes, notes))
 }
 
-/// `volume expand VOL SIZE`: patch spec.requiredCapacityBytes, then (when `follow`) wait
-/// until the allocated capacity reaches it.
+/// `volume expand VOL SIZE`: checks the growth (never a shrink, room on every node of the
+/// volume, no other operation on it), creates a LocalVolumeExpand the controller carries
+/// out online, and (when `follow`) follows it to its end.
 pub async fn expand_volume(
     cluster: &Cluster,
     key: &str,
@@ -701,6 +719,9 @@ pub async fn expand_volume(
         dry_run,
         allocated_bytes: allocated,
         complete: false,
+        operation: None,
+        phase: None,
+        message: None,
         notes,
     };
     if to_bytes == from {
@@ -714,45 +735,56 @@ pub async fn expand_volume(
         );
         return Ok(report);
     }
-    let api: Api<LocalVolume> = Api::all(cluster.client.clone());
-    let params = PatchParams {
-        dry_run,
-        ..Default::default()
-    };
-    let patch = serde_json::json!({"spec": {"requiredCapacityBytes": to_bytes}});
-    api.patch(&name, &params, &Patch::Merge(&patch))
-        .await
-        .map_err(|e| AdminError::api(format!("updating LocalVolume {name}"), e))?;
+    let operations = operations::list_rows(cluster, None).await?;
+    if let Some(e) = operations::busy_error(&v, &operations) {
+        return Err(e);
+    }
+    let created = operations::create_operation(cluster, &name, "expand", dry_run, |op| {
+        LocalVolumeExpand::new(
+            op,
+            LocalVolumeExpandSpec {
+                volume_name: name.clone(),
+                required_capacity_bytes: to_bytes,
+                abort: false,
+                ttl_seconds_after_finished: None,
+            },
+        )
+    })
+    .await?;
+    let op = created.name_any();
+    report.operation = Some(op.clone());
     if dry_run {
+        report.notes.push(format!(
+            "dry run: the server accepted LocalVolumeExpand {op}; nothing was created"
+        ));
         return Ok(report);
     }
     let Some(timeout) = follow_timeout else {
+        report.notes.push(format!(
+            "not followed (--no-wait): `kubectl hwameistor operation get expand/{op}` shows how far it is"
+        ));
         return Ok(report);
     };
-    let what = format!("volume {name} to reach {}", format_size(to_bytes));
-    let reached = follow(cluster, api, &name, &what, timeout, progress, |v| match v {
-        None => Step::Fail(AdminError::UnknownVolume {
-            name: name.clone(),
-            known: vec![],
-        }),
-        Some(v) => {
-            let st = v.status.clone().unwrap_or_default();
-            match st.allocated_capacity_bytes {
-                Some(a) if a >= to_bytes => Step::Done(a),
-                a => Step::Wait(format!(
-                    "volume {name}: {} allocated of {} ({})",
-                    size_cell(a),
-                    format_size(to_bytes),
-                    st.state
-                        .map(|s| format!("{s:?}"))
-                        .unwrap_or_else(|| "no state".into())
-                )),
-            }
+    let row = operations::follow_one(cluster, &created, timeout, progress).await?;
+    report.phase = row.phase;
+    report.message = row.message.clone();
+    report.allocated_bytes = row.allocated_capacity_bytes.or(report.allocated_bytes);
+    report.complete = row.phase == Some(OperationPhase::Succeeded);
+    if report.complete {
+        // The operation's own record may predate the last report; the volume has the word.
+        if let Some(now) = get_opt::<LocalVolume>(cluster, &name)
+            .await?
+            .and_then(|v| v.status.and_then(|s| s.allocated_capacity_bytes))
+        {
+            report.allocated_bytes = Some(now);
         }
-    })
-    .await?;
-    report.allocated_bytes = Some(reached);
-    report.complete = true;
+    } else {
+        report.notes.push(format!(
+            "LocalVolumeExpand {op} ended {}: {}",
+            row.phase_cell(),
+            row.message.as_deref().unwrap_or("no message")
+        ));
+    }
     Ok(report)
 }
 

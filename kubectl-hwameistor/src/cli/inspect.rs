@@ -1,4 +1,4 @@
-//! Read-only commands: `node`, `pool`, `diagnose`.
+//! `node`, `pool`, `diagnose` (read-only), and `node drain`.
 
 use super::{cluster, emit, GlobalArgs, OutputArgs};
 use crate::admin::{diagnose as diag, nodes, pools};
@@ -17,6 +17,24 @@ pub enum NodeCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Move every volume replica off a node: migrate each volume, cordon the node, evict the
+    /// pods that must stop, and follow the migrations.
+    ///
+    /// Shows the plan first: each volume with a replica on the node, HA or plain, its size,
+    /// the node it would go to (predicted: the controller decides when each migration
+    /// starts), the pods on the node that will restart, and what cannot move and why (no
+    /// room, an HA volume whose other replica is not healthy, ...). Then asks (--yes skips),
+    /// creates one LocalVolumeMigrate per volume (label hwameistor.io/drain=NODE), cordons
+    /// the node (spec.unschedulable=true), evicts the pods (Eviction API:
+    /// PodDisruptionBudgets are respected, a refusal is retried until --timeout) and follows
+    /// every migration.
+    ///
+    /// An HA volume has A SINGLE COMPLETE COPY while it moves (DRBD 8.4 replicates to one
+    /// peer); its old replica is kept intact until the new one is UpToDate.
+    ///
+    /// Running it again resumes: migrations of the node that have not ended are followed,
+    /// not created again. The exit code is 0 once the node holds no replica.
+    Drain(super::drain::DrainArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,6 +68,7 @@ pub async fn node(g: &GlobalArgs, c: NodeCommand, out: &mut dyn Write) -> Result
             &nodes::get_node(&cluster, &name).await?,
             output.options(),
         )?,
+        NodeCommand::Drain(a) => return super::drain::run(g, &cluster, a, out).await,
     }
     Ok(0)
 }

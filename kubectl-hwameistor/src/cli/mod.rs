@@ -4,8 +4,10 @@
 mod args;
 mod completion;
 mod disk;
+mod drain;
 mod inspect;
 mod lifecycle;
+mod operation;
 mod volume;
 
 pub use args::*;
@@ -45,15 +47,18 @@ pub enum Command {
     /// Physical disks: list, claim into pools, reserve, release.
     #[command(subcommand, visible_alias = "disks")]
     Disk(disk::DiskCommand),
-    /// Storage nodes: state, pools, volumes, disks.
+    /// Storage nodes: state, pools, volumes, disks; drain one.
     #[command(subcommand, visible_alias = "nodes")]
     Node(inspect::NodeCommand),
     /// Pools per node and class.
     #[command(subcommand, visible_alias = "pools")]
     Pool(inspect::PoolCommand),
-    /// Volumes: list, show, expand, resolve a split brain.
+    /// Volumes: list, show, migrate, convert to HA, expand, resolve a split brain.
     #[command(subcommand, visible_aliases = ["volumes", "vol"])]
     Volume(volume::VolumeCommand),
+    /// Volume operations (migrations, conversions, expansions): list, show, abort, delete.
+    #[command(subcommand, visible_aliases = ["operations", "op", "ops"])]
+    Operation(operation::OperationCommand),
     /// Check the health of everything HwameiStor needs; non-zero exit on errors.
     Diagnose(inspect::DiagnoseArgs),
     /// Print a shell completion script.
@@ -104,6 +109,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AdminError> {
         Command::Node(c) => inspect::node(g, c, out).await,
         Command::Pool(c) => inspect::pool(g, c, out).await,
         Command::Volume(c) => volume::run(g, c, out).await,
+        Command::Operation(c) => operation::run(g, c, out).await,
         Command::Diagnose(a) => inspect::diagnose(g, a, out).await,
         Command::Completion(a) => completion::run(a, out),
     }

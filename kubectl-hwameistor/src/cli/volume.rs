@@ -1,6 +1,8 @@
-//! `volume list|get|expand|resolve-split-brain`.
+//! `volume list|get|migrate|convert|expand|resolve-split-brain`.
 
 use super::{cluster, emit, parse_size_arg, GlobalArgs, OutputArgs, WaitArgs};
+use crate::admin::migrate::{self, ConvertRequest, MigrateRequest};
+use crate::admin::operations::OperationReport;
 use crate::admin::{split_brain, volumes};
 use crate::confirm::Confirmation;
 use crate::errors::AdminError;
@@ -24,7 +26,38 @@ pub enum VolumeCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Grow a volume to SIZE (e.g. 20Gi) and wait until it is allocated. Volumes never shrink.
+    /// Move a volume's replica off a node (a LocalVolumeMigrate the controller runs).
+    ///
+    /// Shows the plan first: the volume, HA or plain, its size, the node it moves from, the
+    /// node the controller would choose now (predicted: it decides when the migration
+    /// starts), how the data moves and what the migration waits for. Refuses, before
+    /// creating anything, what cannot be done: an unknown or unplaced volume, --from without
+    /// a replica, a --to that is not a storage node or holds a replica, no node with room,
+    /// another operation holding the volume.
+    ///
+    /// A volume without replication is copied by the nodes' block movers only while nothing
+    /// uses it: its pod must stop, and publishing it is refused during the copy.
+    ///
+    /// An HA volume moves over DRBD. DRBD 8.4 replicates to one peer, so DURING THE MOVE THE
+    /// VOLUME HAS A SINGLE COMPLETE COPY (the staying replica): the old replica is
+    /// disconnected but kept intact until the new one is UpToDate, so a failure mid-move
+    /// falls back to it. The volume must not be in use on --from.
+    ///
+    /// Then asks (--yes skips), creates the migration and follows it with a progress bar
+    /// until it ends; the exit code is non-zero when it failed or was aborted.
+    Migrate(MigrateArgs),
+    /// Turn a single-replica volume into an HA one: a second replica over DRBD (a
+    /// LocalVolumeConvert the controller runs).
+    ///
+    /// The existing replica keeps the data (DRBD's metadata goes on a small volume of its
+    /// own) and a new replica on another node gets a full initial sync. The volume's device
+    /// changes, so it converts only while unpublished: its pod must stop. Shows the plan,
+    /// asks (--yes skips), creates the conversion and follows it until it ends.
+    Convert(ConvertArgs),
+    /// Grow a volume to SIZE (e.g. 20Gi), online, and wait until it is allocated. Volumes
+    /// never shrink.
+    ///
+    /// Creates a LocalVolumeExpand the controller carries out, and follows it.
     Expand {
         volume: String,
         #[arg(value_parser = parse_size_arg)]
@@ -53,6 +86,53 @@ pub enum VolumeCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The volume (by name, or by PVC as NAMESPACE/NAME).
+    pub volume: String,
+    /// The node whose replica moves; needed for an HA volume (default: the only replica's
+    /// node).
+    #[arg(long, value_name = "NODE")]
+    pub from: Option<String>,
+    /// A node the replica may move to (repeat for an order of preference; default: the
+    /// node with most room).
+    #[arg(long = "to", value_name = "NODE")]
+    pub to: Vec<String>,
+    /// Cap on the block copy's rate, per second (e.g. 50Mi); a volume without replication
+    /// only.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub bandwidth: Option<i64>,
+    /// Show the plan and have the server check the migration; create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation; needed without a terminal.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The volume (by name, or by PVC as NAMESPACE/NAME).
+    pub volume: String,
+    /// The node for the new replica (default: the node with most room).
+    #[arg(long = "to", value_name = "NODE")]
+    pub to: Option<String>,
+    /// Show the plan and have the server check the conversion; create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation; needed without a terminal.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct ResolveArgs {
     /// The volume (by name, or by PVC as NAMESPACE/NAME).
     pub volume: String,
@@ -74,6 +154,8 @@ pub struct ResolveArgs {
 pub async fn run(g: &GlobalArgs, c: VolumeCommand, out: &mut dyn Write) -> Result<i32, AdminError> {
     let cluster = cluster(g).await?;
     match c {
+        VolumeCommand::Migrate(a) => return migrate(g, &cluster, a, out).await,
+        VolumeCommand::Convert(a) => return convert(g, &cluster, a, out).await,
         VolumeCommand::List(o) => emit(out, &volumes::list_volumes(&cluster).await?, o.options())?,
         VolumeCommand::Get { volume, output } => emit(
             out,
@@ -92,7 +174,18 @@ pub async fn run(g: &GlobalArgs, c: VolumeCommand, out: &mut dyn Write) -> Resul
             let report =
                 volumes::expand_volume(&cluster, &volume, size, dry_run, follow, &progress).await?;
             drop(progress);
-            emit(out, &report, output.options())?
+            emit(out, &report, output.options())?;
+            if report.exit_code() != 0 {
+                eprintln!(
+                    "error: the expansion of volume {} ended {}: {}",
+                    report.volume,
+                    report
+                        .phase
+                        .map_or_else(|| "-".into(), |p| format!("{p:?}")),
+                    report.message.as_deref().unwrap_or("no message")
+                );
+            }
+            return Ok(report.exit_code());
         }
         VolumeCommand::ResolveSplitBrain(a) => resolve(g, &cluster, a, out).await?,
     }
@@ -128,4 +221,70 @@ async fn resolve(
         split_brain::follow_resolution(cluster, &mut report, a.wait.timeout, &progress).await?;
     }
     emit(out, &report, a.output.options())
+}
+
+async fn migrate(
+    g: &GlobalArgs,
+    cluster: &crate::Cluster,
+    a: MigrateArgs,
+    out: &mut dyn Write,
+) -> Result<i32, AdminError> {
+    let req = MigrateRequest {
+        volume: a.volume,
+        from: a.from,
+        to: a.to,
+        bandwidth: a.bandwidth,
+    };
+    let plan = migrate::plan(cluster, &req).await?;
+    // The plan goes to stderr, so stdout keeps one result.
+    eprint!("{}", render_tables(&plan.tables(false), false));
+    if !a.dry_run {
+        Confirmation::from_flags(a.yes).confirm(&plan.confirmation_action(), "")?;
+    }
+    let progress = Progress::auto(g.quiet);
+    let follow = (!a.wait.no_wait).then_some(a.wait.timeout);
+    let report = migrate::migrate(cluster, &plan, a.dry_run, follow, &progress).await?;
+    drop(progress);
+    emit(out, &report, a.output.options())?;
+    Ok(exit_code(&report))
+}
+
+async fn convert(
+    g: &GlobalArgs,
+    cluster: &crate::Cluster,
+    a: ConvertArgs,
+    out: &mut dyn Write,
+) -> Result<i32, AdminError> {
+    let req = ConvertRequest {
+        volume: a.volume,
+        to: a.to,
+    };
+    let plan = migrate::plan_conversion(cluster, &req).await?;
+    eprint!("{}", render_tables(&plan.tables(false), false));
+    if !a.dry_run {
+        Confirmation::from_flags(a.yes).confirm(&plan.confirmation_action(), "")?;
+    }
+    let progress = Progress::auto(g.quiet);
+    let follow = (!a.wait.no_wait).then_some(a.wait.timeout);
+    let report = migrate::convert(cluster, &plan, a.dry_run, follow, &progress).await?;
+    drop(progress);
+    emit(out, &report, a.output.options())?;
+    Ok(exit_code(&report))
+}
+
+/// The exit code of a followed operation; one that did not succeed is also said on stderr
+/// (stdout carries the report, possibly as JSON).
+fn exit_code(report: &OperationReport) -> i32 {
+    let code = report.exit_code();
+    if code != 0 {
+        let r = &report.operation;
+        eprintln!(
+            "error: {} {} ended {}: {}",
+            r.kind,
+            r.name,
+            r.phase_cell(),
+            r.message.as_deref().unwrap_or("no message")
+        );
+    }
+    code
 }

@@ -36,12 +36,16 @@ use std::time::Duration;
 pub const GI: i64 = 1 << 30;
 
 /// The collections of HwameiStor's custom resources (all cluster-scoped).
-const HWAMEISTOR_COLLECTIONS: [&str; 5] = [
+const HWAMEISTOR_COLLECTIONS: [&str; 8] = [
     "/apis/hwameistor.io/v1alpha1/localdisks",
     "/apis/hwameistor.io/v1alpha1/localdiskclaims",
     "/apis/hwameistor.io/v1alpha1/localstoragenodes",
     "/apis/hwameistor.io/v1alpha1/localvolumes",
     "/apis/hwameistor.io/v1alpha1/localvolumereplicas",
+    // Operations are named after their volume, which carries the test's suffix.
+    "/apis/hwameistor.io/v1alpha1/localvolumemigrates",
+    "/apis/hwameistor.io/v1alpha1/localvolumeconverts",
+    "/apis/hwameistor.io/v1alpha1/localvolumeexpands",
 ];
 
 /// A test's cluster, client, system namespace and kubeconfig file. Field order matters:
@@ -92,6 +96,7 @@ impl Env {
         for collection in HWAMEISTOR_COLLECTIONS {
             cleanup.matching(collection, &id);
         }
+        cleanup.matching("/api/v1/persistentvolumes", &id);
         for (collection, name) in cluster_scoped_fixture_objects(&id) {
             cleanup.object(format!("{collection}/{name}"));
         }
