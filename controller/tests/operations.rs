@@ -510,3 +510,112 @@ async fn conversion_makes_a_plain_volume_ha_on_a_second_node() {
         Some(hwameistor_api::HaState::Healthy)
     );
 }
+
+async fn k8s_node(c: &Cluster, name: &str, unschedulable: bool) {
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.client.clone());
+    let mut n = k8s_openapi::api::core::v1::Node::default();
+    n.metadata.name = Some(name.into());
+    n.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+        unschedulable: Some(unschedulable),
+        ..Default::default()
+    });
+    match api.get_opt(name).await.expect("get node") {
+        None => {
+            api.create(&PostParams::default(), &n)
+                .await
+                .expect("create node");
+        }
+        Some(_) => {
+            let patch = serde_json::json!({ "spec": { "unschedulable": unschedulable } });
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("cordon");
+        }
+    }
+}
+
+fn evictor_ctx(c: &Cluster) -> std::sync::Arc<hwameistor_controller::volume_reconciler::Context> {
+    hwameistor_controller::volume_reconciler::Context::new_scoped(
+        c.client.clone(),
+        &c.name("evictor"),
+        c.metrics.clone(),
+        Default::default(),
+        Some(c.scope()),
+    )
+}
+
+#[tokio::test]
+async fn a_cordoned_node_is_emptied_by_the_evictor_and_uncordoning_stops_it() {
+    let c = start_scoped().await;
+    let n1 = c.add_node("n1", 20 * GI, 20 * GI).await;
+    let n2 = c.add_node("n2", 20 * GI, 20 * GI).await;
+    let plain = ready_volume(&c, "plain", &n1, 1).await.name_any();
+    let ha = ready_volume(&c, "ha", &n1, 2).await.name_any();
+    let n3 = c.add_node("n3", 20 * GI, 20 * GI).await;
+    for n in [&n1, &n2, &n3] {
+        let patch = serde_json::json!({ "status": { "mover": { "endpoint": "198.51.100.1:43000", "publicKey": "k" } } });
+        Api::<hwameistor_api::LocalStorageNode>::all(c.client.clone())
+            .patch_status(n, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("mover");
+        k8s_node(&c, n, false).await;
+    }
+    let ctx = evictor_ctx(&c);
+    // Schedulable: nothing happens.
+    hwameistor_controller::evictor::check_once(&ctx)
+        .await
+        .expect("pass");
+    let ops: Api<LocalVolumeMigrate> = Api::all(c.client.clone());
+    let evicting = |vol: &str| hwameistor_core::operation::evict::migration_name(&n1, vol);
+    assert!(ops.get_opt(&evicting(&plain)).await.expect("get").is_none());
+
+    k8s_node(&c, &n1, true).await;
+    let reports = hwameistor_controller::evictor::check_once(&ctx)
+        .await
+        .expect("pass");
+    assert!(
+        reports.iter().any(|(n, r)| n == &n1 && r.moving.len() == 2),
+        "{reports:?}"
+    );
+    for vol in [&plain, &ha] {
+        wait_phase::<LocalVolumeMigrate>(&c, &evicting(vol), OperationPhase::Succeeded).await;
+        assert!(
+            !replica_nodes(&c, vol).await.contains(&n1),
+            "{vol} left {n1}"
+        );
+    }
+    let reports = hwameistor_controller::evictor::check_once(&ctx)
+        .await
+        .expect("pass");
+    let r = &reports.iter().find(|(n, _)| n == &n1).expect("report").1;
+    assert_eq!((r.moved, r.moving.len(), r.stuck.len()), (2, 0, 0), "{r:?}");
+
+    // A new volume on n2, held mid-copy when n2 is cordoned; uncordoning aborts it.
+    let held = ready_volume(&c, "held", &n2, 1).await.name_any();
+    let hold =
+        serde_json::json!({ "metadata": { "annotations": { ANNOTATION_HOLD_COPY: "true" } } });
+    Api::<LocalVolume>::all(c.client.clone())
+        .patch(&held, &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .expect("hold");
+    k8s_node(&c, &n2, true).await;
+    hwameistor_controller::evictor::check_once(&ctx)
+        .await
+        .expect("pass");
+    let op = hwameistor_core::operation::evict::migration_name(&n2, &held);
+    eventually("copying", || async {
+        status_of::<LocalVolumeMigrate>(&c, &op)
+            .await
+            .is_some_and(|s| s.step.as_deref() == Some("Copy"))
+    })
+    .await;
+    k8s_node(&c, &n2, false).await;
+    hwameistor_controller::evictor::check_once(&ctx)
+        .await
+        .expect("pass");
+    wait_phase::<LocalVolumeMigrate>(&c, &op, OperationPhase::Aborted).await;
+    eventually("back on n2 only", || async {
+        replica_nodes(&c, &held).await == vec![n2.clone()]
+    })
+    .await;
+}

@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
+use hwameistor_controller::evictor;
 use hwameistor_controller::failover::{self, FailoverConfig};
 use hwameistor_controller::leader::{Elector, ElectorConfig};
 use hwameistor_controller::metrics::{self, Health, HealthLimits, Metrics, Unhealthy};
@@ -79,6 +80,13 @@ struct Args {
     /// Most data-moving operations running at once on one node (as source or target).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     max_migrations_per_node: u16,
+    /// How often the evictor looks for cordoned nodes whose volumes must move off
+    /// (a node labelled hwameistor.io/eviction=disable is left alone).
+    #[arg(long, default_value = "5s", value_parser = hwameistor_api::duration::parse_duration)]
+    evictor_tick: Duration,
+    /// Run without the evictor (cordoned nodes keep their volumes).
+    #[arg(long)]
+    no_evictor: bool,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -206,13 +214,25 @@ async fn main() -> anyhow::Result<()> {
             per_node: usize::from(args.max_migrations_per_node),
         },
     };
+    let (evictor_tick, no_evictor) = (args.evictor_tick, args.no_evictor);
     let lead = move || {
         let (ctx, cfg) = (ctx.clone(), failover_cfg.clone());
         async move {
+            let evict = {
+                let ctx = ctx.clone();
+                async move {
+                    if no_evictor {
+                        std::future::pending::<()>().await
+                    } else {
+                        evictor::run(ctx, evictor_tick).await
+                    }
+                }
+            };
             // All run while this instance leads; none ends on its own.
             tokio::join!(
                 volume_reconciler::run(ctx.clone()),
                 operations::run(ctx.clone(), op_settings),
+                evict,
                 failover::run(ctx, cfg)
             );
         }

@@ -519,6 +519,11 @@ pub fn remove_leftovers(kubeconfig: PathBuf, id: &str) {
                     mine(&o.name_any())
                 })
                 .await?;
+                purge(
+                    &Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()),
+                    |n| mine(&n.name_any()),
+                )
+                .await?;
                 purge(&Api::<LocalStorageNode>::all(client.clone()), |n| {
                     mine(&n.name_any())
                 })

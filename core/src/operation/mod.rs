@@ -22,6 +22,7 @@
 //! where it was.
 
 pub mod convert;
+pub mod evict;
 pub mod expand;
 pub mod migrate;
 pub mod slots;
