@@ -12,6 +12,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod ops;
+
 use hwameistor_api::{
     ClaimPhase, DiskPhase, DiskPresence, DiskType, HaState, LocalDisk, LocalDiskClaim,
     LocalDiskSpec, LocalDiskStatus, LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus,
