@@ -104,7 +104,8 @@ pub struct Outcome {
     pub digest: Digest,
     /// The device's size.
     pub bytes: u64,
-    /// Bytes received on the wire by this run.
+    /// Bytes of the frames received whole by this run, after the handshakes (a frame cut
+    /// by a failure is not counted).
     pub bytes_on_wire: u64,
     pub zero_chunks: u64,
     pub resends: u64,

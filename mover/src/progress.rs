@@ -28,7 +28,7 @@ pub struct Progress {
     pub bytes_done: u64,
     /// The device's size; 0 until the source announced it.
     pub bytes_total: u64,
-    /// Bytes received on the wire by this run (frame headers included).
+    /// Bytes of the frames received whole by this run (headers included).
     pub bytes_on_wire: u64,
     /// All-zero chunks that were not sent.
     pub zero_chunks: u64,

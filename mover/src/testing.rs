@@ -4,6 +4,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -13,6 +15,7 @@ use crate::task::AbortOnDrop;
 /// A loopback proxy to an upstream server; stops when dropped.
 pub struct CuttingProxy {
     addr: SocketAddr,
+    from_upstream: Arc<AtomicU64>,
     _task: AbortOnDrop<()>,
 }
 
@@ -23,6 +26,8 @@ impl CuttingProxy {
     pub async fn start(upstream: SocketAddr, cut_after: Option<u64>) -> io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let from_upstream = Arc::new(AtomicU64::new(0));
+        let counter = from_upstream.clone();
         let task = tokio::spawn(async move {
             let mut limit = cut_after;
             while let Ok((client, _)) = listener.accept().await {
@@ -31,11 +36,12 @@ impl CuttingProxy {
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                tokio::spawn(forward(client, server, limit.take()));
+                tokio::spawn(forward(client, server, limit.take(), counter.clone()));
             }
         });
         Ok(CuttingProxy {
             addr,
+            from_upstream,
             _task: AbortOnDrop(task),
         })
     }
@@ -43,9 +49,20 @@ impl CuttingProxy {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// Bytes passed from the upstream to clients, over all connections (a frame cut in
+    /// half counts with the half that got through).
+    pub fn bytes_from_upstream(&self) -> u64 {
+        self.from_upstream.load(Ordering::Relaxed)
+    }
 }
 
-async fn forward(client: TcpStream, server: TcpStream, limit: Option<u64>) {
+async fn forward(
+    client: TcpStream,
+    server: TcpStream,
+    limit: Option<u64>,
+    counter: Arc<AtomicU64>,
+) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let upstream = AbortOnDrop(tokio::spawn(async move {
@@ -67,6 +84,7 @@ async fn forward(client: TcpStream, server: TcpStream, limit: Option<u64>) {
             break;
         }
         passed += n as u64;
+        counter.fetch_add(n as u64, Ordering::Relaxed);
     }
     // Both directions go down together, like a cut link.
     drop(upstream);
@@ -124,6 +142,7 @@ mod tests {
             .read_to_end(&mut got)
             .await?;
         assert_eq!(got.len(), 10_000);
+        assert_eq!(proxy.bytes_from_upstream(), 11_234);
         Ok(())
     }
 }
