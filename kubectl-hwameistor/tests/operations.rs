@@ -148,7 +148,7 @@ async fn migrate_creates_the_migration_and_follows_it_to_success() {
     assert_eq!(m.name_any(), name);
     assert_eq!(m.spec.volume_name, v);
     assert_eq!(m.spec.source_node, a);
-    assert_eq!(m.spec.target_nodes, [b.clone()]);
+    assert_eq!(m.spec.target_nodes, std::slice::from_ref(&b));
     assert_eq!(m.spec.bandwidth_limit_bytes_per_second, Some(50 << 20));
     assert!(!m.spec.abort);
     assert!(m.spec.migrate_all_volumes);
