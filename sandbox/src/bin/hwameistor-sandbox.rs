@@ -393,6 +393,130 @@ async fn main() -> anyhow::Result<()> {
             .await
             .unwrap_or_default();
         println!("\n{first}$ drbdsetup events2 --now demo-ha\n{events}");
+
+        // Volume operations as resources: the HA volume grows online, and a plain volume
+        // on the other node converts to HA without moving its data.
+        let other = config
+            .replicas
+            .iter()
+            .map(|a| a.hostname.clone())
+            .find(|n| *n != node)
+            .unwrap_or_default();
+        volumes
+            .create(
+                &PostParams::default(),
+                &LocalVolume::new(
+                    "demo-convert",
+                    LocalVolumeSpec {
+                        pool_name: PoolClass::Hdd.pool_name().into(),
+                        volume_kind: VolumeKind::Lvm,
+                        required_capacity_bytes: 64 << 20,
+                        replica_number: 1,
+                        convertible: false,
+                        accessibility: Accessibility {
+                            nodes: vec![other.clone()],
+                        },
+                        pvc_namespace: None,
+                        pvc_name: None,
+                        fs_type: None,
+                        config: None,
+                        split_brain_resolution: None,
+                        operation: None,
+                    },
+                ),
+            )
+            .await?;
+        eventually(WAIT, "demo-convert Ready", || async {
+            let v = volumes.get("demo-convert").await?;
+            Ok((v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)).then_some(()))
+        })
+        .await?;
+        let grown: i64 = 384 << 20;
+        Api::<LocalVolumeExpand>::all(sb.client.clone())
+            .create(
+                &PostParams::default(),
+                &LocalVolumeExpand::new(
+                    "demo-ha-grow",
+                    LocalVolumeExpandSpec {
+                        volume_name: "demo-ha".into(),
+                        required_capacity_bytes: grown,
+                        abort: false,
+                        ttl_seconds_after_finished: None,
+                    },
+                ),
+            )
+            .await?;
+        Api::<LocalVolumeConvert>::all(sb.client.clone())
+            .create(
+                &PostParams::default(),
+                &LocalVolumeConvert::new(
+                    "demo-convert-ha",
+                    LocalVolumeConvertSpec {
+                        volume_name: "demo-convert".into(),
+                        replica_number: 2,
+                        target_node: None,
+                        abort: false,
+                        ttl_seconds_after_finished: None,
+                    },
+                ),
+            )
+            .await?;
+        step(
+            started,
+            &format!(
+                "created LocalVolumeExpand demo-ha-grow (demo-ha to {}) and LocalVolumeConvert demo-convert-ha (demo-convert on {other} to 2 replicas)",
+                format_size(grown)
+            ),
+        );
+        let ended =
+            |st: Option<OperationStatus>| st.filter(|s| s.phase.is_some_and(|p| p.is_final()));
+        let exp = eventually(WAIT, "demo-ha-grow ended", || async {
+            Ok(ended(
+                Api::<LocalVolumeExpand>::all(sb.client.clone())
+                    .get("demo-ha-grow")
+                    .await?
+                    .status,
+            ))
+        })
+        .await?;
+        let conv = eventually(WAIT, "demo-convert-ha ended", || async {
+            Ok(ended(
+                Api::<LocalVolumeConvert>::all(sb.client.clone())
+                    .get("demo-convert-ha")
+                    .await?
+                    .status,
+            ))
+        })
+        .await?;
+        let took = |s: &OperationStatus| match (&s.start_time, &s.completion_time) {
+            (Some(a), Some(b)) => format!("{}s", b.0.as_second() - a.0.as_second()),
+            _ => "-".into(),
+        };
+        step(started, "operations ended");
+        println!("\n$ kubectl get lvexpand,lvconvert");
+        println!(
+            "{:<36} {:<14} {:<10} {:<16} {:<6} MESSAGE",
+            "NAME", "VOLUME", "PHASE", "STEP", "TOOK"
+        );
+        for (name, vol, s) in [
+            ("localvolumeexpand/demo-ha-grow", "demo-ha", &exp),
+            ("localvolumeconvert/demo-convert-ha", "demo-convert", &conv),
+        ] {
+            println!(
+                "{:<36} {:<14} {:<10} {:<16} {:<6} {}",
+                name,
+                vol,
+                s.phase.map(|p| format!("{p:?}")).unwrap_or_default(),
+                s.step.clone().unwrap_or_default(),
+                took(s),
+                s.message.clone().unwrap_or_default()
+            );
+        }
+        if exp.phase != Some(OperationPhase::Succeeded)
+            || conv.phase != Some(OperationPhase::Succeeded)
+        {
+            anyhow::bail!("a volume operation did not succeed (see above)");
+        }
     }
     controller.child.kill().await.ok();
     if args.keep_running {
