@@ -343,6 +343,7 @@ impl Client {
             progress: &self.progress,
             window: RateWindow::new(Duration::from_secs(10)),
             pool,
+            damaged: (u64::MAX, 0),
         };
         receiver.request(&mut out, from).await?;
         receiver
@@ -445,7 +446,12 @@ struct Receiver<'a> {
     progress: &'a watch::Sender<Progress>,
     window: RateWindow,
     pool: BufferPool,
+    /// The chunk that arrived damaged last and how many times in a row.
+    damaged: (u64, u32),
 }
+
+/// Times one chunk is asked for again on one connection before the connection is given up.
+const MAX_RESENDS: u32 = 3;
 
 fn bad_tag(frame: &str, index: u64) -> MoverError {
     MoverError::Protocol {
@@ -500,6 +506,15 @@ impl Receiver<'_> {
                 event = events.recv() => match event {
                     Some(WriterEvent::Written { bytes, zero }) => self.written(bytes, zero),
                     Some(WriterEvent::Damaged { epoch, index }) if epoch == self.epoch => {
+                        self.damaged = match self.damaged {
+                            (last, times) if last == index => (index, times + 1),
+                            _ => (index, 1),
+                        };
+                        // A link that damages the same chunk every time will not heal by
+                        // asking again; a new connection may take another path.
+                        if self.damaged.1 > MAX_RESENDS {
+                            return Err(MoverError::Damaged { index, times: self.damaged.1 });
+                        }
                         self.stats.resends += 1;
                         self.progress.send_modify(|p| p.resends = self.stats.resends);
                         self.epoch += 1;

@@ -83,6 +83,8 @@ pub enum MoverError {
         what: &'static str,
         after: Duration,
     },
+    #[error("chunk {index} arrived damaged {times} times in a row")]
+    Damaged { index: u64, times: u32 },
     #[error("cancelled")]
     Cancelled,
     #[error("gave up after {attempts} attempts in a row without progress: {last}")]
@@ -108,7 +110,8 @@ impl MoverError {
             MoverError::Io { .. }
             | MoverError::Frame { .. }
             | MoverError::Protocol { .. }
-            | MoverError::Timeout { .. } => true,
+            | MoverError::Timeout { .. }
+            | MoverError::Damaged { .. } => true,
             MoverError::RefusedByPeer { kind, .. } => kind.is_retryable(),
             MoverError::Checkpoint(e) => e.is_retryable(),
             MoverError::Authentication { .. }

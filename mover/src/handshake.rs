@@ -140,9 +140,10 @@ fn check_grant(hello: &Hello, grant: &Grant) -> Result<(), (RefusalKind, String)
     if id.uid != grant.uid {
         return Err((
             RefusalKind::UidMismatch,
+            // The operation's own uid is not told to a peer not yet authenticated.
             format!(
-                "operation {:?} has uid {:?}, the request {:?}",
-                id.operation, grant.uid, id.uid
+                "operation {:?} does not have uid {:?} (recreated since?)",
+                id.operation, id.uid
             ),
         ));
     }

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,10 +31,13 @@ use crate::task::{AbortOnDrop, StopOnDrop};
 /// Faults a test can inject into a server. Never set outside tests.
 #[derive(Clone, Debug, Default)]
 pub struct FaultInjection {
-    /// Flip one byte of this chunk's data after its digest and tag were computed, the first
-    /// time it is sent by this server (as a broken NIC or a bad memory bit would): the target
-    /// must detect it and have it sent again.
-    pub corrupt_chunk_once: Option<u64>,
+    /// Flip one byte of this chunk's data after its digest and tag were computed (as a
+    /// broken NIC or a bad memory bit would): the target must detect it and have it sent
+    /// again.
+    pub corrupt_chunk: Option<u64>,
+    /// How many times the chunk is damaged, counted over all connections of this server;
+    /// 0 means once.
+    pub corrupt_times: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -103,7 +106,7 @@ struct Inner<A> {
     authorizer: A,
     options: ServerOptions,
     slots: Arc<Semaphore>,
-    corrupted: AtomicBool,
+    corrupted: AtomicU32,
 }
 
 impl<A: Authorizer> Server<A> {
@@ -121,7 +124,7 @@ impl<A: Authorizer> Server<A> {
                 slots: Arc::new(Semaphore::new(options.max_connections.max(1))),
                 authorizer,
                 options,
-                corrupted: AtomicBool::new(false),
+                corrupted: AtomicU32::new(0),
             }),
         }
     }
@@ -289,7 +292,7 @@ struct Connection<'a> {
     out: BufWriter<OwnedWriteHalf>,
     pool: BufferPool,
     options: &'a ServerOptions,
-    corrupted: &'a AtomicBool,
+    corrupted: &'a AtomicU32,
     /// The newest epoch the target asked for.
     epoch: u32,
     bucket: Option<TokenBucket>,
@@ -337,14 +340,16 @@ impl Connection<'_> {
         let _reader = AbortOnDrop(tokio::spawn(read_requests(read, tx)));
         let mut stream: Option<Stream> = None;
         let mut digest_pass = None;
-        let mut last_request = Instant::now();
+        // Idle: no stream and no digest pass, since the later of the last request and the
+        // end of the last work (a long copy's last request is its first).
+        let mut idle_since = Instant::now();
         loop {
             let idle = stream.is_none() && digest_pass.is_none();
-            let idle_deadline = last_request + self.options.idle_timeout;
+            let idle_deadline = idle_since + self.options.idle_timeout;
             let keepalive_at = self.last_write + self.options.keepalive_interval;
             tokio::select! {
                 request = requests.recv() => {
-                    last_request = Instant::now();
+                    idle_since = Instant::now();
                     let request = match request {
                         Some(Ok(frame)) => frame,
                         // The target hung up: after a verification, or to resume later.
@@ -383,6 +388,7 @@ impl Connection<'_> {
                     };
                     if !more {
                         stream = None;
+                        idle_since = Instant::now();
                     }
                     if stream.as_ref().is_none_or(|s| s.chunks.is_empty()) {
                         self.flush().await?;
@@ -390,6 +396,7 @@ impl Connection<'_> {
                 }
                 digest = digest_done(&mut digest_pass) => {
                     digest_pass = None;
+                    idle_since = Instant::now();
                     let digest = match digest {
                         Ok(digest) => digest,
                         Err(e) => {
@@ -490,8 +497,9 @@ impl Connection<'_> {
                     .tag(b"chunk", &[&e, &index.to_be_bytes(), &digest]);
                 let mut header = Vec::with_capacity(frame::CHUNK_HEADER_LEN + 4);
                 frame::encode_chunk_header(&mut header, epoch, index, &digest, &tag, buf.len());
-                if self.options.fault.corrupt_chunk_once == Some(index)
-                    && !self.corrupted.swap(true, Ordering::Relaxed)
+                let fault = &self.options.fault;
+                if fault.corrupt_chunk == Some(index)
+                    && self.corrupted.fetch_add(1, Ordering::Relaxed) < fault.corrupt_times.max(1)
                 {
                     let middle = buf.len() / 2;
                     buf[middle] ^= 0x01;

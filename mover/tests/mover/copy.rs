@@ -176,6 +176,26 @@ async fn the_rate_limit_holds_roughly() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_longer_than_the_idle_timeout_verifies_on_its_connection() -> TestResult {
+    let data = random_bytes(16 * CHUNK, 10);
+    let fx = Fixture::new(&data)?;
+    // The copy's only request comes long before the stream ends: idle time counts from the
+    // end of the stream, not from that request.
+    let options = ServerOptions {
+        idle_timeout: Duration::from_millis(200),
+        ..ServerOptions::default()
+    };
+    let server = Running::start(fx.server(options), "127.0.0.1:0").await?;
+    let mut config = fx.config(server.addr);
+    config.rate_limit = 2 * 1024 * 1024;
+    let outcome = fx.client(config)?.run(CancellationToken::new()).await?;
+    server.stop().await;
+    assert!(outcome.elapsed > Duration::from_millis(400), "{outcome:?}");
+    assert_eq!(outcome.resume_points, vec![0], "{outcome:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_copy_run_again_only_verifies() -> TestResult {
     let data = random_bytes(8 * CHUNK, 9);
     let fx = Fixture::new(&data)?;

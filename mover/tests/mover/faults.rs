@@ -27,7 +27,8 @@ async fn a_chunk_damaged_in_flight_is_detected_and_sent_again() -> TestResult {
     let fx = Fixture::new(&data)?;
     let options = ServerOptions {
         fault: FaultInjection {
-            corrupt_chunk_once: Some(9),
+            corrupt_chunk: Some(9),
+            corrupt_times: 1,
         },
         ..ServerOptions::default()
     };
@@ -48,6 +49,40 @@ async fn a_chunk_damaged_in_flight_is_detected_and_sent_again() -> TestResult {
         (0, vec![0])
     );
     assert_eq!(outcome.digest.to_hex(), expected_digest(&data, CHUNK));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_damaged_every_time_is_given_up_on() -> TestResult {
+    let data = random_bytes(16 * CHUNK, 26);
+    let fx = Fixture::new(&data)?;
+    let options = ServerOptions {
+        fault: FaultInjection {
+            corrupt_chunk: Some(9),
+            corrupt_times: u32::MAX,
+        },
+        ..ServerOptions::default()
+    };
+    let server = Running::start(fx.server(options), "127.0.0.1:0").await?;
+    let mut config = fx.config(server.addr);
+    config.retry.max_attempts = 3;
+    let result = fx.client(config)?.run(CancellationToken::new()).await;
+    server.stop().await;
+    match result {
+        Err(MoverError::GaveUp { attempts: 3, last }) => {
+            assert!(
+                matches!(*last, MoverError::Damaged { index: 9, times: 4 }),
+                "{last:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // What arrived intact is kept: the copy would go on from the damaged chunk.
+    let stored = FileCheckpointStore::new(&fx.checkpoint)
+        .load()?
+        .ok_or("no checkpoint")?;
+    assert_eq!(stored.next_chunk, 9);
+    assert!(fx.target_bytes()?[..9 * CHUNK] == data[..9 * CHUNK]);
     Ok(())
 }
 
