@@ -4,8 +4,8 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use hwameistor_mover::{
-    CancellationToken, Checkpoint, CheckpointStore, FileCheckpointStore, MoverError, Phase,
-    RefusalKind, Role, ServerOptions, TargetZeroed,
+    CancellationToken, Checkpoint, MoverError, Phase, RefusalKind, Role, ServerOptions,
+    TargetZeroed,
 };
 
 use crate::support::*;
@@ -18,7 +18,7 @@ async fn copies_a_sparse_device_exactly_without_sending_zero_chunks() -> TestRes
     let fx = Fixture::new(&data)?;
     // The target holds garbage: zero chunks must be zeroed, not skipped.
     std::fs::write(&fx.target, vec![0xaa; data.len()])?;
-    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
+    let server = fx.start(ServerOptions::default()).await?;
     let client = fx.client(fx.config(server.addr))?;
 
     let mut progress = client.progress();
@@ -72,9 +72,7 @@ async fn copies_a_sparse_device_exactly_without_sending_zero_chunks() -> TestRes
     assert!(seen.iter().any(|p| p.phase == Phase::Copying));
 
     // The checkpoint records the whole copy.
-    let stored = FileCheckpointStore::new(&fx.checkpoint)
-        .load()?
-        .ok_or("no checkpoint")?;
+    let stored = fx.stored_checkpoint()?;
     assert_eq!(stored.next_chunk, 41);
     assert_eq!((stored.total_chunks, stored.chunk_size), (41, CHUNK as u32));
     Ok(())
@@ -85,10 +83,10 @@ async fn a_zeroed_target_gets_no_writes_for_zero_chunks() -> TestResult {
     let zero: Vec<usize> = (0..32).filter(|i| i % 4 != 0).collect();
     let data = device_image(32, &zero, 0, 2);
     let fx = Fixture::new(&data)?;
-    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
+    let server = fx.start(ServerOptions::default()).await?;
     let mut config = fx.config(server.addr);
     config.target_zeroed = TargetZeroed::Yes;
-    let outcome = fx.client(config)?.run(CancellationToken::new()).await?;
+    let outcome = fx.copy(config).await?;
     server.stop().await;
     assert!(fx.target_bytes()? == data);
     assert_eq!(outcome.zero_chunks, 24);
@@ -103,21 +101,15 @@ async fn tiny_and_exact_devices_copy_and_an_empty_one_is_refused() -> TestResult
     for (len, seed) in [(5000usize, 3u64), (CHUNK, 4), (3 * CHUNK, 5), (1, 6)] {
         let data = random_bytes(len, seed);
         let fx = Fixture::new(&data)?;
-        let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
-        let outcome = fx
-            .client(fx.config(server.addr))?
-            .run(CancellationToken::new())
-            .await?;
+        let server = fx.start(ServerOptions::default()).await?;
+        let outcome = fx.copy(fx.config(server.addr)).await?;
         server.stop().await;
         assert!(fx.target_bytes()? == data, "{len} bytes");
         assert_eq!(outcome.digest.to_hex(), expected_digest(&data, CHUNK));
     }
     let fx = Fixture::new(&[])?;
-    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
-    let result = fx
-        .client(fx.config(server.addr))?
-        .run(CancellationToken::new())
-        .await;
+    let server = fx.start(ServerOptions::default()).await?;
+    let result = fx.copy(fx.config(server.addr)).await;
     server.stop().await;
     assert!(
         matches!(
@@ -138,11 +130,8 @@ async fn a_target_smaller_than_the_source_is_refused_untouched() -> TestResult {
     let data = random_bytes(4 * CHUNK, 7);
     let fx = Fixture::new(&data)?;
     std::fs::File::create(&fx.target)?.set_len(3 * CHUNK as u64)?;
-    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
-    let result = fx
-        .client(fx.config(server.addr))?
-        .run(CancellationToken::new())
-        .await;
+    let server = fx.start(ServerOptions::default()).await?;
+    let result = fx.copy(fx.config(server.addr)).await;
     server.stop().await;
     assert!(
         matches!(result, Err(MoverError::TargetTooSmall { target, needed }) if target == 3 * CHUNK as u64 && needed == 4 * CHUNK as u64),
@@ -156,12 +145,12 @@ async fn a_target_smaller_than_the_source_is_refused_untouched() -> TestResult {
 async fn the_rate_limit_holds_roughly() -> TestResult {
     let data = random_bytes(16 * CHUNK, 8);
     let fx = Fixture::new(&data)?;
-    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
+    let server = fx.start(ServerOptions::default()).await?;
     let mut config = fx.config(server.addr);
     let rate = 2 * 1024 * 1024;
     config.rate_limit = rate;
     let start = Instant::now();
-    let outcome = fx.client(config)?.run(CancellationToken::new()).await?;
+    let outcome = fx.copy(config).await?;
     let elapsed = start.elapsed();
     server.stop().await;
     assert!(fx.target_bytes()? == data);
@@ -185,10 +174,10 @@ async fn a_copy_longer_than_the_idle_timeout_verifies_on_its_connection() -> Tes
         idle_timeout: Duration::from_millis(200),
         ..ServerOptions::default()
     };
-    let server = Running::start(fx.server(options), "127.0.0.1:0").await?;
+    let server = fx.start(options).await?;
     let mut config = fx.config(server.addr);
     config.rate_limit = 2 * 1024 * 1024;
-    let outcome = fx.client(config)?.run(CancellationToken::new()).await?;
+    let outcome = fx.copy(config).await?;
     server.stop().await;
     assert!(outcome.elapsed > Duration::from_millis(400), "{outcome:?}");
     assert_eq!(outcome.resume_points, vec![0], "{outcome:?}");
@@ -199,23 +188,15 @@ async fn a_copy_longer_than_the_idle_timeout_verifies_on_its_connection() -> Tes
 async fn a_finished_copy_run_again_only_verifies() -> TestResult {
     let data = random_bytes(8 * CHUNK, 9);
     let fx = Fixture::new(&data)?;
-    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
-    let first = fx
-        .client(fx.config(server.addr))?
-        .run(CancellationToken::new())
-        .await?;
-    let again = fx
-        .client(fx.config(server.addr))?
-        .run(CancellationToken::new())
-        .await?;
+    let server = fx.start(ServerOptions::default()).await?;
+    let first = fx.copy(fx.config(server.addr)).await?;
+    let again = fx.copy(fx.config(server.addr)).await?;
     server.stop().await;
     assert_eq!(first.digest, again.digest);
     assert_eq!(again.resume_points, vec![8]);
     // Only the end of the stream and the digest came over the wire.
     assert!(again.bytes_on_wire < 1000, "{}", again.bytes_on_wire);
-    let stored: Checkpoint = FileCheckpointStore::new(&fx.checkpoint)
-        .load()?
-        .ok_or("no checkpoint")?;
+    let stored: Checkpoint = fx.stored_checkpoint()?;
     assert_eq!(stored.next_chunk, 8);
     Ok(())
 }

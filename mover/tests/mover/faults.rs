@@ -1,24 +1,32 @@
 //! Copies through failures: a chunk damaged in flight, a cut link, a restarted source, a
 //! killed target, a cancelled copy, a source changed under the copy.
 
+use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hwameistor_mover::testing::CuttingProxy;
-use hwameistor_mover::{
-    CancellationToken, CheckpointStore, FaultInjection, FileCheckpointStore, MoverError, Phase,
-    Progress, ServerOptions,
-};
-use tokio::sync::watch;
+use hwameistor_mover::{ClientConfig, FaultInjection, MoverError, Phase, ServerOptions};
 
 use crate::support::*;
 
-/// Waits until the copy has `bytes` on the target.
-async fn reached(progress: &mut watch::Receiver<Progress>, bytes: u64) -> TestResult {
-    let wait = progress.wait_for(|p| p.phase == Phase::Copying && p.bytes_done >= bytes);
-    tokio::time::timeout(Duration::from_secs(20), wait).await??;
-    Ok(())
+/// A copy slow enough (2 MiB/s) to be interrupted part-way.
+fn slow(fx: &Fixture, addr: SocketAddr) -> ClientConfig {
+    let mut config = fx.config(addr);
+    config.rate_limit = 2 * 1024 * 1024;
+    config
+}
+
+impl Background {
+    /// Waits until the copy has `chunks` chunks on the target.
+    async fn reached(&mut self, chunks: usize) -> TestResult {
+        let bytes = (chunks * CHUNK) as u64;
+        let wait = self
+            .progress
+            .wait_for(|p| p.phase == Phase::Copying && p.bytes_done >= bytes);
+        tokio::time::timeout(Duration::from_secs(20), wait).await??;
+        Ok(())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,11 +40,8 @@ async fn a_chunk_damaged_in_flight_is_detected_and_sent_again() -> TestResult {
         },
         ..ServerOptions::default()
     };
-    let server = Running::start(fx.server(options), "127.0.0.1:0").await?;
-    let outcome = fx
-        .client(fx.config(server.addr))?
-        .run(CancellationToken::new())
-        .await?;
+    let server = fx.start(options).await?;
+    let outcome = fx.copy(fx.config(server.addr)).await?;
     server.stop().await;
     assert!(
         fx.target_bytes()? == data,
@@ -63,10 +68,10 @@ async fn a_chunk_damaged_every_time_is_given_up_on() -> TestResult {
         },
         ..ServerOptions::default()
     };
-    let server = Running::start(fx.server(options), "127.0.0.1:0").await?;
+    let server = fx.start(options).await?;
     let mut config = fx.config(server.addr);
     config.retry.max_attempts = 3;
-    let result = fx.client(config)?.run(CancellationToken::new()).await;
+    let result = fx.copy(config).await;
     server.stop().await;
     match result {
         Err(MoverError::GaveUp { attempts: 3, last }) => {
@@ -78,9 +83,7 @@ async fn a_chunk_damaged_every_time_is_given_up_on() -> TestResult {
         other => panic!("{other:?}"),
     }
     // What arrived intact is kept: the copy would go on from the damaged chunk.
-    let stored = FileCheckpointStore::new(&fx.checkpoint)
-        .load()?
-        .ok_or("no checkpoint")?;
+    let stored = fx.stored_checkpoint()?;
     assert_eq!(stored.next_chunk, 9);
     assert!(fx.target_bytes()?[..9 * CHUNK] == data[..9 * CHUNK]);
     Ok(())
@@ -90,13 +93,10 @@ async fn a_chunk_damaged_every_time_is_given_up_on() -> TestResult {
 async fn a_cut_connection_resumes_where_it_stopped() -> TestResult {
     let data = device_image(32, &[5, 6], 0, 21);
     let fx = Fixture::new(&data)?;
-    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
+    let server = fx.start(ServerOptions::default()).await?;
     // Cut the first connection about 60 % into the stream, inside a chunk.
     let proxy = CuttingProxy::start(server.addr, Some(18 * CHUNK as u64 + 777)).await?;
-    let outcome = fx
-        .client(fx.config(proxy.addr()))?
-        .run(CancellationToken::new())
-        .await?;
+    let outcome = fx.copy(fx.config(proxy.addr())).await?;
     server.stop().await;
     assert!(
         fx.target_bytes()? == data,
@@ -124,22 +124,14 @@ async fn a_cut_connection_resumes_where_it_stopped() -> TestResult {
 async fn a_restarted_source_is_resumed_from() -> TestResult {
     let data = random_bytes(32 * CHUNK, 22);
     let fx = Fixture::new(&data)?;
-    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
+    let server = fx.start(ServerOptions::default()).await?;
     let addr = server.addr;
-    let mut config = fx.config(addr);
-    // Slow enough to stop the source in the middle.
-    config.rate_limit = 2 * 1024 * 1024;
-    let client = Arc::new(fx.client(config)?);
-    let mut progress = client.progress();
-    let copy = {
-        let client = client.clone();
-        tokio::spawn(async move { client.run(CancellationToken::new()).await })
-    };
-    reached(&mut progress, 10 * CHUNK as u64).await?;
+    let mut copy = fx.copy_in_background(slow(&fx, addr))?;
+    copy.reached(10).await?;
     server.stop().await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     let server = Running::start(fx.server(ServerOptions::default()), &addr.to_string()).await?;
-    let outcome = copy.await??;
+    let outcome = copy.copy.await??;
     server.stop().await;
     assert!(
         fx.target_bytes()? == data,
@@ -155,27 +147,19 @@ async fn a_restarted_source_is_resumed_from() -> TestResult {
 async fn a_killed_target_resumes_from_its_checkpoint() -> TestResult {
     let data = device_image(32, &[0, 1, 30], 0, 23);
     let fx = Fixture::new(&data)?;
-    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
-    let mut config = fx.config(server.addr);
-    config.rate_limit = 2 * 1024 * 1024;
+    let server = fx.start(ServerOptions::default()).await?;
+    let mut config = slow(&fx, server.addr);
     // Sync and record every 4 chunks, so the checkpoint is recent when the task dies.
     config.sync_every_bytes = 4 * CHUNK as u64;
-    let first = Arc::new(fx.client(config.clone())?);
-    let mut progress = first.progress();
-    let copy = {
-        let client = first.clone();
-        tokio::spawn(async move { client.run(CancellationToken::new()).await })
-    };
-    reached(&mut progress, 14 * CHUNK as u64).await?;
-    copy.abort();
-    assert!(copy.await.is_err_and(|e| e.is_cancelled()));
+    let mut copy = fx.copy_in_background(config.clone())?;
+    copy.reached(14).await?;
+    copy.copy.abort();
+    assert!(copy.copy.await.is_err_and(|e| e.is_cancelled()));
     // The agent restarting: a new client with the same checkpoint store, at full speed.
-    let stored = FileCheckpointStore::new(&fx.checkpoint)
-        .load()?
-        .ok_or("no checkpoint")?;
+    let stored = fx.stored_checkpoint()?;
     assert!(stored.next_chunk >= 8, "{stored:?}");
     config.rate_limit = 0;
-    let outcome = fx.client(config)?.run(CancellationToken::new()).await?;
+    let outcome = fx.copy(config).await?;
     server.stop().await;
     assert!(
         fx.target_bytes()? == data,
@@ -190,27 +174,18 @@ async fn a_killed_target_resumes_from_its_checkpoint() -> TestResult {
 async fn a_cancelled_copy_stops_and_keeps_its_progress() -> TestResult {
     let data = random_bytes(32 * CHUNK, 24);
     let fx = Fixture::new(&data)?;
-    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
-    let mut config = fx.config(server.addr);
-    config.rate_limit = 2 * 1024 * 1024;
-    let client = Arc::new(fx.client(config.clone())?);
-    let mut progress = client.progress();
-    let cancel = CancellationToken::new();
-    let copy = {
-        let (client, cancel) = (client.clone(), cancel.clone());
-        tokio::spawn(async move { client.run(cancel).await })
-    };
-    reached(&mut progress, 8 * CHUNK as u64).await?;
-    cancel.cancel();
-    let result = tokio::time::timeout(Duration::from_secs(5), copy).await??;
+    let server = fx.start(ServerOptions::default()).await?;
+    let mut config = slow(&fx, server.addr);
+    let mut copy = fx.copy_in_background(config.clone())?;
+    copy.reached(8).await?;
+    copy.cancel.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(5), copy.copy).await??;
     assert!(matches!(result, Err(MoverError::Cancelled)), "{result:?}");
     // Cancelling waits for the writer to record what it has.
-    let stored = FileCheckpointStore::new(&fx.checkpoint)
-        .load()?
-        .ok_or("no checkpoint")?;
+    let stored = fx.stored_checkpoint()?;
     assert!(stored.next_chunk >= 8, "{stored:?}");
     config.rate_limit = 0;
-    let outcome = fx.client(config)?.run(CancellationToken::new()).await?;
+    let outcome = fx.copy(config).await?;
     server.stop().await;
     assert!(fx.target_bytes()? == data);
     assert_eq!(outcome.resume_points[0], stored.next_chunk);
@@ -221,27 +196,20 @@ async fn a_cancelled_copy_stops_and_keeps_its_progress() -> TestResult {
 async fn a_source_changed_under_the_copy_fails_verification() -> TestResult {
     let data = random_bytes(16 * CHUNK, 25);
     let fx = Fixture::new(&data)?;
-    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
-    let mut config = fx.config(server.addr);
-    config.rate_limit = 2 * 1024 * 1024;
-    let client = Arc::new(fx.client(config)?);
-    let mut progress = client.progress();
-    let copy = {
-        let client = client.clone();
-        tokio::spawn(async move { client.run(CancellationToken::new()).await })
-    };
+    let server = fx.start(ServerOptions::default()).await?;
+    let mut copy = fx.copy_in_background(slow(&fx, server.addr))?;
     // Chunk 0 is already on the target when the source changes it.
-    reached(&mut progress, 4 * CHUNK as u64).await?;
+    copy.reached(4).await?;
     std::fs::OpenOptions::new()
         .write(true)
         .open(&fx.source)?
         .write_all_at(b"written while copying", 100)?;
-    let result = copy.await?;
+    let result = copy.copy.await?;
     server.stop().await;
     assert!(
         matches!(result, Err(MoverError::DigestMismatch { .. })),
         "{result:?}"
     );
-    assert_eq!(progress.borrow().phase, Phase::Verifying);
+    assert_eq!(copy.progress.borrow().phase, Phase::Verifying);
     Ok(())
 }

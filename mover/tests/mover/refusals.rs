@@ -83,10 +83,7 @@ async fn a_third_nodes_key_cannot_fetch_the_copy() -> TestResult {
         ServerOptions::default(),
     );
     let (addr, served) = serve_one(impostor).await?;
-    let result = fx
-        .client(fx.config(addr))?
-        .run(CancellationToken::new())
-        .await;
+    let result = fx.copy(fx.config(addr)).await;
     assert!(
         matches!(
             result,
@@ -106,7 +103,7 @@ async fn another_uid_or_an_unknown_operation_is_refused_with_its_reason() -> Tes
     let (addr, served) = serve_one(fx.server(ServerOptions::default())).await?;
     let mut config = fx.config(addr);
     config.identity.uid = "another-uid".into();
-    let result = fx.client(config)?.run(CancellationToken::new()).await;
+    let result = fx.copy(config).await;
     match &result {
         Err(MoverError::RefusedByPeer {
             peer: Role::Source,
@@ -133,7 +130,7 @@ async fn another_uid_or_an_unknown_operation_is_refused_with_its_reason() -> Tes
     let (addr, served) = serve_one(fx.server(ServerOptions::default())).await?;
     let mut config = fx.config(addr);
     config.identity.operation = "migrate-unknown".into();
-    let result = fx.client(config)?.run(CancellationToken::new()).await;
+    let result = fx.copy(config).await;
     assert!(
         matches!(
             result,
@@ -150,7 +147,7 @@ async fn another_uid_or_an_unknown_operation_is_refused_with_its_reason() -> Tes
     let (addr, served) = serve_one(fx.server(ServerOptions::default())).await?;
     let mut config = fx.config(addr);
     config.identity.source_node = "node-c".into();
-    let result = fx.client(config)?.run(CancellationToken::new()).await;
+    let result = fx.copy(config).await;
     assert!(
         matches!(
             result,
@@ -203,10 +200,7 @@ async fn an_agents_refusal_ends_the_copy_unless_it_says_not_ready() -> TestResul
         ServerOptions::default(),
     ))
     .await?;
-    let result = fx
-        .client(fx.config(addr))?
-        .run(CancellationToken::new())
-        .await;
+    let result = fx.copy(fx.config(addr)).await;
     match &result {
         Err(MoverError::RefusedByPeer {
             kind: RefusalKind::Denied,
@@ -237,10 +231,7 @@ async fn an_agents_refusal_ends_the_copy_unless_it_says_not_ready() -> TestResul
     let cancel = CancellationToken::new();
     let token = cancel.clone();
     let running = tokio::spawn(async move { server.serve(listener, token).await });
-    let outcome = fx
-        .client(fx.config(addr))?
-        .run(CancellationToken::new())
-        .await?;
+    let outcome = fx.copy(fx.config(addr)).await?;
     cancel.cancel();
     running.await?;
     assert!(fx.target_bytes()? == data);
@@ -263,11 +254,8 @@ async fn a_checkpoint_of_another_copy_is_refused() -> TestResult {
         next_chunk: 3,
     };
     store.save(&theirs)?;
-    let server = Running::start(fx.server(ServerOptions::default()), "127.0.0.1:0").await?;
-    let result = fx
-        .client(fx.config(server.addr))?
-        .run(CancellationToken::new())
-        .await;
+    let server = fx.start(ServerOptions::default()).await?;
+    let result = fx.copy(fx.config(server.addr)).await;
     assert!(
         matches!(
             result,
@@ -285,10 +273,7 @@ async fn a_checkpoint_of_another_copy_is_refused() -> TestResult {
     other_size.total_chunks = 2;
     other_size.next_chunk = 1;
     store.save(&other_size)?;
-    let result = fx
-        .client(fx.config(server.addr))?
-        .run(CancellationToken::new())
-        .await;
+    let result = fx.copy(fx.config(server.addr)).await;
     server.stop().await;
     assert!(
         matches!(

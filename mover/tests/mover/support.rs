@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hwameistor_mover::{
-    CancellationToken, Client, ClientConfig, CopyIdentity, FileCheckpointStore, Grant, NodeKey,
-    RetryPolicy, Server, ServerOptions, StaticAuthorizer, TargetZeroed,
+    CancellationToken, Checkpoint, CheckpointStore, Client, ClientConfig, CopyIdentity,
+    FileCheckpointStore, Grant, MoverError, NodeKey, Outcome, Progress, RetryPolicy, Server,
+    ServerOptions, StaticAuthorizer, TargetZeroed,
 };
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub const CHUNK: usize = 64 * 1024;
@@ -130,9 +132,46 @@ impl Fixture {
         )
     }
 
+    /// Runs a copy to its end.
+    pub async fn copy(&self, config: ClientConfig) -> Result<Outcome, MoverError> {
+        self.client(config)?.run(CancellationToken::new()).await
+    }
+
+    /// Starts a copy in a task of its own.
+    pub fn copy_in_background(&self, config: ClientConfig) -> Result<Background, MoverError> {
+        let client = self.client(config)?;
+        let progress = client.progress();
+        let cancel = CancellationToken::new();
+        let token = cancel.clone();
+        let copy = tokio::spawn(async move { client.run(token).await });
+        Ok(Background {
+            copy,
+            progress,
+            cancel,
+        })
+    }
+
+    /// A server for this fixture's source on a free loopback port.
+    pub async fn start(&self, options: ServerOptions) -> std::io::Result<Running> {
+        Running::start(self.server(options), "127.0.0.1:0").await
+    }
+
     pub fn target_bytes(&self) -> std::io::Result<Vec<u8>> {
         std::fs::read(&self.target)
     }
+
+    pub fn stored_checkpoint(&self) -> Result<Checkpoint, Box<dyn std::error::Error>> {
+        Ok(FileCheckpointStore::new(&self.checkpoint)
+            .load()?
+            .ok_or("no checkpoint")?)
+    }
+}
+
+/// A copy running in a task, its progress, and what cancels it.
+pub struct Background {
+    pub copy: JoinHandle<Result<Outcome, MoverError>>,
+    pub progress: watch::Receiver<Progress>,
+    pub cancel: CancellationToken,
 }
 
 /// A server running on loopback until stopped.
