@@ -652,3 +652,70 @@ async fn operations_are_listed_shown_aborted_and_deleted_across_kinds() {
         .unwrap()
         .is_none());
 }
+
+/// The built binary, without a terminal (confirmations must refuse rather than wait).
+async fn binary(env: &Env, rest: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "--kubeconfig".to_string(),
+        env.kubeconfig.to_string_lossy().into_owned(),
+        "-n".to_string(),
+        env.ns.clone(),
+    ];
+    args.extend(rest.iter().map(|s| s.to_string()));
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-hwameistor"))
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("run kubectl-hwameistor")
+    })
+    .await
+    .expect("the binary ran")
+}
+
+#[tokio::test]
+async fn without_a_terminal_migrate_and_drain_show_the_plan_and_refuse() {
+    let env = Env::start().await;
+    let c = env.client();
+    let (a, b, _) = three_nodes(&env).await;
+    let ha = env.name("ha");
+    create_volume(
+        &c,
+        placed_volume(&ha, GI, &[&a, &b], Some(&b), ("default", "data-ha")),
+    )
+    .await;
+    let out = binary(&env, &["volume", "migrate", &ha, "--from", &a]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "Plan: migrate the replica of volume {ha} (PVC default/data-ha) off {a}\n"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("single copy during the move"), "{err}");
+    assert!(
+        err.ends_with("needs confirmation, but stdin is not a terminal: pass --yes to proceed\n"),
+        "{err}"
+    );
+    let out = binary(&env, &["node", "drain", &a]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "Plan: drain node {a} (1 volume(s) with a replica there)\n"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("needs confirmation, but stdin is not a terminal: pass --yes to proceed\n"),
+        "{err}"
+    );
+    assert!(ops_of::<LocalVolumeMigrate>(&c, &ha).await.is_empty());
+    // The single-copy warning is in the help too.
+    let out = binary(&env, &["volume", "migrate", "--help"]).await;
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("VOLUME HAS A SINGLE COMPLETE COPY"), "{help}");
+}

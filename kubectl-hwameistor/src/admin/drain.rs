@@ -532,19 +532,26 @@ pub struct DrainReport {
     pub evicted: Vec<String>,
     /// Pods not evicted, with the reason.
     pub not_evicted: Vec<(String, String)>,
+    /// The migrations were followed (not `--no-wait`).
+    pub followed: bool,
     pub timed_out: bool,
     pub notes: Vec<String>,
 }
 
 impl DrainReport {
-    /// 0 when the node holds no replica any more (a dry run: when the plan was made).
+    /// 0 when every volume moved (not followed: when every migration exists and every pod
+    /// was evicted); a dry run: when the plan was made. Non-zero when a volume could not
+    /// move, a migration failed, a pod was not evicted, or the deadline passed.
     pub fn exit_code(&self) -> i32 {
-        let done = self
-            .volumes
-            .iter()
-            .all(|r| matches!(r.outcome, Outcome::Moved | Outcome::Planned))
-            && self.not_evicted.is_empty();
-        if self.dry_run || done {
+        if self.dry_run {
+            return 0;
+        }
+        let ok = self.volumes.iter().all(|r| match r.outcome {
+            Outcome::Moved | Outcome::Planned => true,
+            Outcome::Running => !self.followed,
+            Outcome::Failed | Outcome::NotAttempted => false,
+        }) && self.not_evicted.is_empty();
+        if ok {
             0
         } else {
             1
@@ -664,6 +671,7 @@ pub async fn drain(
         volumes: Vec::new(),
         evicted: Vec::new(),
         not_evicted: Vec::new(),
+        followed: opts.follow && !opts.dry_run,
         timed_out: false,
         notes: Vec::new(),
     };

@@ -437,27 +437,17 @@ pub fn plan_migrate(
             warnings.push("--bandwidth caps a block copy (a volume without replication); an HA volume resyncs over DRBD at DRBD's own rate".into());
         }
         if published.as_deref() == Some(from.as_str()) {
-            let users = if pods.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", pods_text(pods))
-            };
             notes.push(format!(
-                "in use on {from}{users}: its pod must stop there before the move starts; it can run on {stay} meanwhile"
+                "once its pod stopped on {from}, it can run on {stay} while the replica moves"
             ));
         }
         format!(
             "over DRBD: a new replica on {target} joins {stay} and resyncs from it; the replica on {from} is then removed"
         )
     } else {
-        if let Some(n) = &published {
-            let users = if pods.is_empty() {
-                String::new()
-            } else {
-                format!(" by {}", pods_text(pods))
-            };
+        if published.is_some() {
             notes.push(format!(
-                "in use on {n}{users}: the copy runs only while nothing uses the volume, so its pod must stop (scale its workload down); publishing the volume is refused during the copy, so the pod starts again only on {target}, once the move is done"
+                "publishing the volume is refused during the copy: its pod starts again once the move is done, on {target}"
             ));
         }
         let cap = req
@@ -702,16 +692,6 @@ pub fn plan_convert(
     let source = replica_nodes(config).join(", ");
     let published = v.status.as_ref().and_then(|s| s.published_node.clone());
     let mut notes = Vec::new();
-    if let Some(n) = &published {
-        let users = if pods.is_empty() {
-            String::new()
-        } else {
-            format!(" by {}", pods_text(pods))
-        };
-        notes.push(format!(
-            "in use on {n}{users}: the volume's device becomes the DRBD device, so it converts only while unpublished: stop its pod (scale its workload down)"
-        ));
-    }
     notes.push("abort is possible only before DRBD is set up (step AddReplica); after that the conversion completes".into());
     notes.push("the controller runs few data moves at once (by default one per node): the conversion may wait Pending for a free slot".into());
     Ok(ConvertPlan {
@@ -957,7 +937,7 @@ mod tests {
             p.waits
         );
         assert!(
-            p.notes[0].starts_with("in use on a: the copy runs only while nothing uses the volume"),
+            p.notes[0].starts_with("publishing the volume is refused during the copy: its pod starts again once the move is done, on c"),
             "{:?}",
             p.notes
         );
