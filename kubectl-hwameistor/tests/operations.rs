@@ -179,7 +179,10 @@ async fn a_failed_migration_shows_its_progress_then_its_message_and_exits_non_ze
     .await
     .unwrap();
     assert_eq!(plan.from, a);
-    assert_eq!(plan.predicted_target, b, "the node with most room");
+    if !env.is_real() {
+        // A shared cluster has other tests' nodes, maybe with more room.
+        assert_eq!(plan.predicted_target, b, "the node with most room");
+    }
     let (progress, lines) = Progress::recording();
     let report = migrate::migrate(
         &env.cluster,
@@ -241,7 +244,8 @@ async fn refusals_and_dry_runs_create_nothing() {
     let big = env.name("big");
     create_volume(
         &c,
-        placed_volume(&big, 90 * GI, &[&cc], None, ("default", "data-big")),
+        // Larger than any node of any test has.
+        placed_volume(&big, 1 << 50, &[&cc], None, ("default", "data-big")),
     )
     .await;
     let migrate = |args: Vec<String>| {
@@ -538,8 +542,11 @@ async fn operations_are_listed_shown_aborted_and_deleted_across_kinds() {
             "MESSAGE"
         ]
     );
-    let r = row(&out, "Convert");
-    assert!(r.contains(&c1), "{out}");
+    // Other tests' operations may be listed too (a shared cluster): this test's row.
+    let r = cells(&out)
+        .into_iter()
+        .find(|r| r.get(1) == Some(&c1))
+        .unwrap_or_else(|| panic!("no row for {c1}: {out}"));
     assert_eq!(r[3], "+?");
     assert_eq!(r[4], "Pending");
     assert!(out.contains("the volume is in use on x"), "{out}");

@@ -82,7 +82,7 @@ pub struct DrainPlan {
     pub node_exists: bool,
     pub already_cordoned: bool,
     pub items: Vec<DrainItem>,
-    /// The pods to evict: on the node, using a volume that moves.
+    /// The pods to evict: on the node, using a volume that moves, not being deleted already.
     pub pods: Vec<PodUse>,
     pub notes: Vec<String>,
 }
@@ -205,7 +205,7 @@ pub fn plan_drain(
             .collect();
         let my_pods: Vec<String> = pods
             .iter()
-            .filter(|p| p.volume == name)
+            .filter(|p| p.volume == name && !p.terminating)
             .map(PodUse::pod)
             .collect();
         let mut item = DrainItem {
@@ -338,9 +338,10 @@ pub fn plan_drain(
         .filter(|i| matches!(i.action, DrainAction::Skip { .. }))
         .map(|i| i.volume.as_str())
         .collect();
+    // A pod being deleted already needs no eviction; its volume moves once it is gone.
     let evict: Vec<PodUse> = pods
         .iter()
-        .filter(|p| moving.contains(p.volume.as_str()))
+        .filter(|p| moving.contains(p.volume.as_str()) && !p.terminating)
         .cloned()
         .collect();
     let evicted: BTreeSet<String> = evict.iter().map(PodUse::pod).collect();
@@ -916,6 +917,7 @@ mod tests {
             pvc: format!("data-{volume}"),
             volume: volume.into(),
             owner: owner.map(str::to_string),
+            terminating: false,
         }
     }
 

@@ -27,6 +27,9 @@ pub struct PodUse {
     /// `Kind/name` of the object that re-creates it; None for a bare pod, which nothing
     /// brings back once it is evicted.
     pub owner: Option<String>,
+    /// Being deleted already (it still holds the volume until it is gone).
+    #[serde(default)]
+    pub terminating: bool,
 }
 
 impl PodUse {
@@ -127,6 +130,7 @@ pub fn pods_using(
                     pvc: claim,
                     volume: volume.clone(),
                     owner,
+                    terminating: p.metadata.deletion_timestamp.is_some(),
                 });
             }
         }
