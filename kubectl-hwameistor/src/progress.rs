@@ -204,11 +204,13 @@ impl Progress {
                     old.finish_and_clear();
                     multi.remove(&old);
                 }
-                let bar = if wants_bar {
-                    let b = ProgressBar::new(0);
+                let bar = if let Some((done, total)) = view.position {
+                    // Sized before it is first drawn, so it never flashes full or empty.
+                    let b = ProgressBar::new(total.max(1));
+                    b.set_position(done.min(total));
                     b.set_style(
                         ProgressStyle::with_template(
-                            "{prefix:.bold} [{bar:30}] {percent:>3}% {wide_msg}",
+                            "{prefix:.bold} [{bar:20}] {percent:>3}% {wide_msg}",
                         )
                         .unwrap_or_else(|_| ProgressStyle::default_bar())
                         .progress_chars("=> "),
@@ -222,8 +224,9 @@ impl Progress {
                     );
                     b
                 };
-                let bar = multi.add(bar);
                 bar.set_prefix(key.to_string());
+                bar.set_message(view.message.clone());
+                let bar = multi.add(bar);
                 bar.enable_steady_tick(Duration::from_millis(120));
                 tracked.bar = Some(bar);
             }

@@ -205,7 +205,7 @@ async fn a_failed_migration_shows_its_progress_then_its_message_and_exits_non_ze
     let name = report.operation.name.clone();
     let lines = lines.lock().unwrap().clone();
     assert!(
-        lines.contains(&format!("{name}: Running Copy 5Gi/10Gi, 50Mi/s, ETA 1m43s")),
+        lines.contains(&format!("{name}: Copy 5Gi/10Gi, 50Mi/s, ETA 1m43s")),
         "{lines:?}"
     );
     assert_eq!(

@@ -125,7 +125,10 @@ impl Render for DrainPlan {
             ));
         for i in &self.items {
             let action = match &i.action {
-                DrainAction::Migrate => "migrate".to_string(),
+                DrainAction::Migrate => match &i.waits {
+                    Some(w) => format!("migrate ({w})"),
+                    None => "migrate".to_string(),
+                },
                 DrainAction::Reuse { operation, phase } => {
                     format!("follow {operation} ({phase}), created earlier")
                 }
@@ -355,11 +358,44 @@ pub fn plan_drain(
             p.volume
         ));
     }
-    for p in evict.iter().filter(|p| p.owner.is_none()) {
-        notes.push(format!(
-            "pod {} is a bare pod (no controller): evicted, it is gone for good",
-            p.pod()
-        ));
+    for p in &evict {
+        let Some(item) = items.iter().find(|i| i.volume == p.volume) else {
+            continue;
+        };
+        if p.owner.is_none() {
+            notes.push(format!(
+                "pod {} is a bare pod (no controller): evicted, it is gone for good",
+                p.pod()
+            ));
+            continue;
+        }
+        let others: Vec<String> = facts
+            .volumes
+            .iter()
+            .find(|v| v.name_any() == p.volume)
+            .and_then(|v| v.spec.config.as_ref())
+            .map(|c| {
+                ha::active(c)
+                    .map(|a| a.hostname.clone())
+                    .filter(|n| n != node)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let target = item.predicted_target.as_deref().unwrap_or("its new node");
+        notes.push(if item.ha && !others.is_empty() {
+            format!(
+                "pod {} can restart on {} (where {}'s other replica is) while the volume moves",
+                p.pod(),
+                others.join(", "),
+                p.volume
+            )
+        } else {
+            format!(
+                "pod {} restarts once {} moved, on {target}: a volume without replication is copied while nothing uses it",
+                p.pod(),
+                p.volume
+            )
+        });
     }
     let already_cordoned = k8s_node
         .and_then(|n| n.spec.as_ref())
@@ -969,6 +1005,10 @@ mod tests {
             "{notes}"
         );
         assert!(notes.contains("pod web/bare is a bare pod"), "{notes}");
+        assert!(
+            notes.contains("pod web/web-0 restarts once p1 moved, on b: a volume without replication is copied while nothing uses it"),
+            "{notes}"
+        );
         assert!(notes.contains("there is no Kubernetes Node a"), "{notes}");
         assert_eq!(
             plan.confirmation_action(),

@@ -265,7 +265,8 @@ impl OperationRow {
         }
     }
 
-    /// What a progress bar shows for it.
+    /// What a progress bar shows for it. While it moves bytes the bar says it runs, so the
+    /// text leads with the step and the figures (a terminal line is short).
     pub fn track_view(&self) -> TrackView {
         let position = self
             .progress
@@ -277,10 +278,24 @@ impl OperationRow {
                     u64::try_from(p.bytes_total).unwrap_or(0),
                 )
             });
-        TrackView {
-            position,
-            message: self.status_line(),
-        }
+        let message = match (position, self.progress_text()) {
+            (Some(_), Some(figures)) => {
+                let mut m = match &self.step {
+                    Some(s) => format!("{s} {figures}"),
+                    None => figures,
+                };
+                if self.abort {
+                    m.push_str(" (abort requested)");
+                }
+                if let Some(x) = self.message.as_ref().or(self.waiting.as_ref()) {
+                    m.push_str(": ");
+                    m.push_str(x);
+                }
+                m
+            }
+            _ => self.status_line(),
+        };
+        TrackView { position, message }
     }
 
     /// The exit code of a command that followed it to its end: 0 when it succeeded.
