@@ -50,6 +50,8 @@ pub struct Context {
     pub replication: Option<Arc<crate::ha::Replication>>,
     /// This node's replication address, published as its LocalStorageNode's `storageIP`.
     pub storage_ip: Option<String>,
+    /// The block mover, when the agent runs one (set once at start).
+    pub mover: std::sync::OnceLock<Arc<crate::mover::Mover>>,
 }
 
 impl Context {
@@ -95,6 +97,7 @@ impl Context {
             tuning,
             replication,
             storage_ip,
+            mover: std::sync::OnceLock::new(),
         })
     }
 

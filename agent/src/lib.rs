@@ -17,5 +17,6 @@ pub mod heartbeat;
 pub mod helper_socket;
 pub use hwameistor_hostexec as exec;
 pub mod lvm;
+pub mod mover;
 pub mod replica_controller;
 pub mod scanner;

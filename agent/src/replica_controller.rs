@@ -116,6 +116,17 @@ pub async fn reconcile(
     }
     let name = obj.metadata.name.clone().unwrap_or_default();
     let api: Api<LocalVolumeReplica> = Api::all(ctx.client.clone());
+    // A copy no longer wanted (the replica is going, or its operation was aborted or
+    // replaced) stops at once.
+    if let Some(m) = ctx.mover.get() {
+        let keep = obj
+            .spec
+            .copy_from
+            .as_ref()
+            .filter(|_| obj.metadata.deletion_timestamp.is_none())
+            .map(|c| c.operation_uid.as_str());
+        m.cancel_unless(&name, keep);
+    }
     let mut current = (*obj).clone();
     for _ in 0..16 {
         let lvm = ctx.lvm.snapshot().await?;
@@ -146,7 +157,8 @@ pub async fn reconcile(
                 match ctx.lvm.ensure_lv(&vg, &lv, bytes).await {
                     Ok((outcome, lv)) => {
                         tracing::info!(replica = %name, volume = %lv.path, size = lv.size, ?outcome, "logical volume ready");
-                        // Publish Ready right away: this is on the provisioning path.
+                        // Publish the status right away: this is on the provisioning path
+                        // (Ready, unless a block copy must fill the volume first).
                         current =
                             write_status(&api, &current, replicas::ready_status(&current, &lv))
                                 .await?;
@@ -198,6 +210,29 @@ pub async fn reconcile(
             }
             ReplicaStep::Status(st) => {
                 current = write_status(&api, &current, *st).await?;
+            }
+            ReplicaStep::Copy(src) => {
+                let Some(m) = ctx.mover.get() else {
+                    let msg = "this node's agent runs without a block mover (--mover-port 0); it cannot receive a copy".to_string();
+                    if current
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.copy.as_ref())
+                        .and_then(|c| c.error.as_deref())
+                        != Some(msg.as_str())
+                    {
+                        let mut st = current.status.clone().unwrap_or_default();
+                        let mut copy = st.copy.clone().unwrap_or_default();
+                        copy.operation_uid = src.operation_uid.clone();
+                        copy.error = Some(msg);
+                        st.copy = Some(copy);
+                        write_status(&api, &current, st).await?;
+                    }
+                    return Ok(Action::await_change());
+                };
+                // The task reports in status.copy; its verdict wakes this reconciler.
+                m.ensure_copy(ctx.clone(), &current, &src);
+                return Ok(Action::await_change());
             }
         }
     }

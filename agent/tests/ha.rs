@@ -1116,3 +1116,193 @@ async fn a_plain_volume_converts_to_ha_keeping_its_data_volume() {
     );
     p.finish(&vol, &res).await;
 }
+
+/// A block mover for fake node `n` on 127.0.0.1 (`port` 0: any), its devices files under
+/// `dir`; returns its server task and port.
+async fn start_mover(
+    n: &FakeNode,
+    dir: &std::path::Path,
+    port: u16,
+    fault: hwameistor_mover::FaultInjection,
+) -> (tokio::task::JoinHandle<()>, u16) {
+    use hwameistor_agent::mover::{self, Mover, MoverSettings};
+    let devices = dir.join("dev");
+    let key = hwameistor_mover::NodeKey::load_or_generate(&dir.join("node.key")).expect("key");
+    let m = Mover::new(MoverSettings {
+        key: Arc::new(key),
+        state_dir: dir.join("state"),
+        device: Arc::new(move |pool: &str, vol: &str| devices.join(pool).join(vol)),
+        retry: Duration::from_millis(200),
+    });
+    std::fs::create_dir_all(dir.join("state")).expect("state dir");
+    // The agent's copies use the first mover it was given (a restarted server reuses the key).
+    let _ = n.ctx().mover.set(m.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let ctx = n.ctx();
+    let task = tokio::spawn(async move {
+        mover::serve(ctx, m, listener, format!("127.0.0.1:{port}"), fault)
+            .await
+            .expect("mover serves");
+    });
+    (task, port)
+}
+
+fn device_file(dir: &std::path::Path, vol: &str) -> std::path::PathBuf {
+    dir.join("dev").join(HDD).join(vol)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_volume_moves_by_block_copy_resuming_after_the_source_dies_mid_copy() {
+    let (_server, client) = cluster().await;
+    let mut p = Pair::new(&client).await;
+    p.start().await;
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let vol = unique("pvc-move");
+    let bytes = 64 * MI;
+    let v = LocalVolume::new(
+        &vol,
+        LocalVolumeSpec {
+            pool_name: HDD.into(),
+            volume_kind: VolumeKind::Lvm,
+            required_capacity_bytes: bytes,
+            replica_number: 1,
+            convertible: false,
+            accessibility: Accessibility {
+                nodes: vec![p.a.name.clone()],
+            },
+            pvc_namespace: None,
+            pvc_name: None,
+            fs_type: None,
+            config: None,
+            split_brain_resolution: None,
+            operation: None,
+        },
+    );
+    p.volumes()
+        .create(&PostParams::default(), &v)
+        .await
+        .expect("create");
+    p.wait_volume(&vol, "Ready", |v| {
+        v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
+    })
+    .await;
+    // The source: data at both ends, zeros between; the target's volume holds garbage
+    // (a thick logical volume is not zeroed), which must not survive.
+    let src = device_file(dir_a.path(), &vol);
+    std::fs::create_dir_all(src.parent().expect("dir")).expect("dirs");
+    let mut data = vec![0u8; bytes as usize];
+    let mut x: u32 = 12345;
+    for (i, b) in data.iter_mut().enumerate() {
+        if i < (12 * MI) as usize || i >= (56 * MI) as usize {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            *b = (x >> 16) as u8;
+        }
+    }
+    std::fs::write(&src, &data).expect("source");
+    let dst = device_file(dir_b.path(), &vol);
+    std::fs::create_dir_all(dst.parent().expect("dir")).expect("dirs");
+    std::fs::write(&dst, vec![0xABu8; bytes as usize]).expect("target");
+
+    let (server_a, port_a) = start_mover(&p.a, dir_a.path(), 0, Default::default()).await;
+    let (_server_b, _) = start_mover(&p.b, dir_b.path(), 0, Default::default()).await;
+    eventually("both movers published", || async {
+        let a = p.a.lsn().await?.status?.mover?;
+        let b = p.b.lsn().await?.status?.mover?;
+        (!a.public_key.is_empty() && !b.public_key.is_empty()).then_some(())
+    })
+    .await;
+
+    let m = LocalVolumeMigrate::new(
+        &unique("mig"),
+        LocalVolumeMigrateSpec {
+            volume_name: vol.clone(),
+            source_node: p.a.name.clone(),
+            target_nodes: vec![p.b.name.clone()],
+            migrate_all_volumes: true,
+            // Slow enough to be caught mid-way.
+            bandwidth_limit_bytes_per_second: Some(4 * MI),
+            abort: false,
+            ttl_seconds_after_finished: None,
+        },
+    );
+    Api::<LocalVolumeMigrate>::all(client.clone())
+        .create(&PostParams::default(), &m)
+        .await
+        .expect("create migrate");
+    let name = m.metadata.name.clone().expect("name");
+    let on_b = hwameistor_api::replica::replica_name(&vol, &p.b.name);
+    eventually("copy under way", || async {
+        let r = p.replica_on(&vol, &p.b.name).await?;
+        let c = r.status?.copy?;
+        (c.bytes_done >= 4 * MI && !c.verified).then_some(())
+    })
+    .await;
+    // Not usable before the copy is verified.
+    let r = p.replica_on(&vol, &p.b.name).await.expect("replica on b");
+    assert_eq!(r.status.and_then(|s| s.state), Some(ReplicaState::NotReady));
+
+    // The source's agent dies mid-copy, and comes back (same key, same port) damaging a
+    // chunk once: the copy resumes from its checkpoint and has that chunk sent again.
+    server_a.abort();
+    let _ = server_a.await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_server_a, _) = start_mover(
+        &p.a,
+        dir_a.path(),
+        port_a,
+        hwameistor_mover::FaultInjection {
+            corrupt_chunk: Some(14),
+            corrupt_times: 0,
+        },
+    )
+    .await;
+
+    let st = wait_op_phase::<LocalVolumeMigrate>(&client, &name, OperationPhase::Succeeded).await;
+    assert_eq!(st.target_node.as_deref(), Some(p.b.name.as_str()));
+    assert!(
+        std::fs::read(&dst).expect("target") == data,
+        "the copy equals the source"
+    );
+    let r = Api::<LocalVolumeReplica>::all(client.clone())
+        .get(&on_b)
+        .await
+        .expect("replica on b");
+    let copy = r.status.clone().and_then(|s| s.copy).expect("copy status");
+    assert!(copy.verified && copy.digest.is_some(), "{copy:?}");
+    assert!(copy.resumes >= 1, "resumed after the source died: {copy:?}");
+    assert!(
+        copy.resends >= 1,
+        "the damaged chunk was sent again: {copy:?}"
+    );
+    assert!(
+        r.spec.copy_from.is_none(),
+        "the copy source is cleared once done"
+    );
+    assert_eq!(r.status.and_then(|s| s.state), Some(ReplicaState::Ready));
+    eventually("the source replica removed", || async {
+        p.replica_on(&vol, &p.a.name).await.is_none().then_some(())
+    })
+    .await;
+    assert!(!p.a.lvm.snapshot().lvs.iter().any(|l| l.name == vol));
+    p.volumes()
+        .delete(&vol, &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("volume gone", || async {
+        p.volumes()
+            .get_opt(&vol)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    p.a.cleanup().await;
+    p.b.cleanup().await;
+}

@@ -10,7 +10,7 @@
 
 use crate::lvm::{Lv, LvmState};
 use hwameistor_api::{
-    LocalVolumeReplica, LocalVolumeReplicaStatus, ReplicaState, FINALIZER_REPLICA,
+    CopySource, LocalVolumeReplica, LocalVolumeReplicaStatus, ReplicaState, FINALIZER_REPLICA,
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -31,6 +31,22 @@ pub enum ReplicaStep {
     RemoveFinalizer,
     /// Publish what the volume looks like now.
     Status(Box<LocalVolumeReplicaStatus>),
+    /// The logical volume exists and must be filled by the block mover from this source
+    /// (a copy task runs until its end-to-end digest is verified, reporting in
+    /// `status.copy`; the replica is not Ready before).
+    Copy(Box<CopySource>),
+}
+
+/// Whether the replica's block copy (if it is one) is verified for its current operation.
+pub fn copy_done(r: &LocalVolumeReplica) -> bool {
+    match &r.spec.copy_from {
+        None => true,
+        Some(src) => r
+            .status
+            .as_ref()
+            .and_then(|s| s.copy.as_ref())
+            .is_some_and(|c| c.verified && c.operation_uid == src.operation_uid),
+    }
 }
 
 fn has_finalizer(r: &LocalVolumeReplica) -> bool {
@@ -40,10 +56,16 @@ fn has_finalizer(r: &LocalVolumeReplica) -> bool {
         .is_some_and(|f| f.iter().any(|x| x == FINALIZER_REPLICA))
 }
 
-/// The status a replica whose logical volume is `lv` should have.
+/// The status a replica whose logical volume is `lv` should have. A replica being filled by
+/// a block copy is not Ready until the copy is verified: its volume holds no data before.
 pub fn ready_status(r: &LocalVolumeReplica, lv: &Lv) -> LocalVolumeReplicaStatus {
+    let copying = r.spec.copy_from.as_ref().filter(|_| !copy_done(r));
     LocalVolumeReplicaStatus {
-        state: Some(ReplicaState::Ready),
+        state: Some(if copying.is_some() {
+            ReplicaState::NotReady
+        } else {
+            ReplicaState::Ready
+        }),
         // One replica, no replication: nothing to be in sync with.
         synced: None,
         device_path: Some(lv.path.clone()),
@@ -52,7 +74,12 @@ pub fn ready_status(r: &LocalVolumeReplica, lv: &Lv) -> LocalVolumeReplicaStatus
         replication: None,
         // A copy's report stays with the replica it filled (history of how it got its data).
         copy: r.status.as_ref().and_then(|s| s.copy.clone()),
-        message: None,
+        message: copying.map(|src| {
+            format!(
+                "being filled by a block copy from {} (operation {}); not usable before the copy is verified",
+                src.node, src.operation
+            )
+        }),
         observed_generation: r.metadata.generation,
         conditions: r
             .status
@@ -101,10 +128,12 @@ pub fn next_step(node: &str, r: &LocalVolumeReplica, lvm: &LvmState) -> ReplicaS
     match lv {
         Some(lv) if lv.size >= r.spec.required_capacity_bytes && lv.active() => {
             let want = ready_status(r, lv);
-            if r.status.as_ref() == Some(&want) {
-                ReplicaStep::Nothing
-            } else {
+            if r.status.as_ref() != Some(&want) {
                 ReplicaStep::Status(Box::new(want))
+            } else if let Some(src) = r.spec.copy_from.as_ref().filter(|_| !copy_done(r)) {
+                ReplicaStep::Copy(Box::new(src.clone()))
+            } else {
+                ReplicaStep::Nothing
             }
         }
         None if held_data(r) => {
@@ -192,6 +221,45 @@ mod tests {
             next_step("n1", &r, &lvm_with(8 << 20, "-wi-a-----")),
             ReplicaStep::Nothing
         );
+    }
+
+    #[test]
+    fn a_copy_target_is_not_ready_until_its_copy_is_verified() {
+        let mut r = replica();
+        r.metadata.finalizers = Some(vec![FINALIZER_REPLICA.into()]);
+        let src = CopySource {
+            node: "n0".into(),
+            operation: "mig".into(),
+            operation_uid: "u1".into(),
+            bandwidth_limit_bytes_per_second: None,
+        };
+        r.spec.copy_from = Some(src.clone());
+        let lvm = lvm_with(8 << 20, "-wi-a-----");
+        let ReplicaStep::Status(s) = next_step("n1", &r, &lvm) else {
+            panic!("status first")
+        };
+        assert_eq!(s.state, Some(ReplicaState::NotReady));
+        assert!(s
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("block copy from n0")));
+        r.status = Some(*s);
+        assert_eq!(next_step("n1", &r, &lvm), ReplicaStep::Copy(Box::new(src)));
+        // A verified copy of another (older) operation does not count.
+        let mut st = r.status.clone().expect("status");
+        st.copy = Some(hwameistor_api::CopyStatus {
+            operation_uid: "u0".into(),
+            verified: true,
+            ..Default::default()
+        });
+        r.status = Some(st.clone());
+        assert!(matches!(next_step("n1", &r, &lvm), ReplicaStep::Copy(_)));
+        st.copy.as_mut().expect("copy").operation_uid = "u1".into();
+        r.status = Some(st);
+        let ReplicaStep::Status(s) = next_step("n1", &r, &lvm) else {
+            panic!("Ready once verified")
+        };
+        assert_eq!((s.state, s.message), (Some(ReplicaState::Ready), None));
     }
 
     #[test]

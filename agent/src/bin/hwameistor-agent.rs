@@ -8,9 +8,11 @@ use hwameistor_agent::discovery::{HostDisks, HostRoots};
 use hwameistor_agent::exec::{HostExecutor, HostMode};
 use hwameistor_agent::ha::Replication;
 use hwameistor_agent::lvm::{LvmCli, LvmHealth};
+use hwameistor_agent::mover::{lvm_device, Mover, MoverSettings};
 use hwameistor_agent::{claim_controller, replica_controller, scanner};
 use hwameistor_csi::readiness::{ApiReachability, Readiness, ReadinessSource};
 use hwameistor_hostexec::drbd::{DrbdCli, LocalConfigFiles};
+use hwameistor_mover::{FaultInjection, NodeKey};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +69,20 @@ struct Args {
     /// Unset: the Node's `hwameistor.io/storage-ip` annotation, else its InternalIP.
     #[arg(long, env = "STORAGE_IP")]
     storage_ip: Option<String>,
+    /// Port of the block mover (volume copies between agents, on the storage IP); 0 runs
+    /// without one (this node's volumes without replication then cannot be migrated).
+    #[arg(long, default_value_t = 43000)]
+    mover_port: u16,
+    /// The node's mover key (X25519), made on first start; keep it across restarts.
+    #[arg(long, default_value = "/var/lib/hwameistor/mover/node.key")]
+    mover_key: PathBuf,
+    /// Checkpoints of copies into this node (a copy resumes from them after a restart).
+    #[arg(long, default_value = "/var/lib/hwameistor/mover")]
+    mover_state_dir: PathBuf,
+    /// TEST ONLY: damage this chunk of every copy served, once (the target must detect it
+    /// and have it sent again).
+    #[arg(long, hide = true)]
+    mover_fault_corrupt_chunk: Option<u64>,
     /// Namespace of the heartbeat Lease the controller watches for failover.
     #[arg(long, env = "POD_NAMESPACE", default_value = "hwameistor")]
     namespace: String,
@@ -208,6 +224,57 @@ async fn main() -> anyhow::Result<()> {
             Readiness::all([lvm, api.readiness()])
         }
     };
+    let mover_task = match (&ctx.storage_ip, args.mover_port) {
+        (_, 0) => None,
+        (None, _) => {
+            tracing::warn!("no storage IP: the block mover does not run (volumes without replication cannot move to or from this node)");
+            None
+        }
+        (Some(ip), port) => {
+            std::fs::create_dir_all(&args.mover_state_dir)
+                .with_context(|| format!("--mover-state-dir {}", args.mover_state_dir.display()))?;
+            let key = NodeKey::load_or_generate(&args.mover_key)
+                .with_context(|| format!("--mover-key {}", args.mover_key.display()))?;
+            let mover = Mover::new(MoverSettings {
+                key: Arc::new(key),
+                state_dir: args.mover_state_dir.clone(),
+                device: lvm_device(),
+                retry: Duration::from_secs(5),
+            });
+            let _ = ctx.mover.set(mover.clone());
+            let endpoint = if ip.contains(':') {
+                format!("[{ip}]:{port}")
+            } else {
+                format!("{ip}:{port}")
+            };
+            let fault = FaultInjection {
+                corrupt_chunk: args.mover_fault_corrupt_chunk,
+                corrupt_times: 0,
+            };
+            let listener =
+                tokio::net::TcpListener::bind(std::net::SocketAddr::from(([0, 0, 0, 0], port)))
+                    .await
+                    .with_context(|| format!("--mover-port {port}"))?;
+            Some(hwameistor_agent::mover::serve(
+                ctx.clone(),
+                mover,
+                listener,
+                endpoint,
+                fault,
+            ))
+        }
+    };
+    let mover_task = async move {
+        match mover_task {
+            Some(t) => {
+                if let Err(e) = t.await {
+                    tracing::error!(error = %e, "block mover failed; volumes cannot be copied to or from this node");
+                }
+                std::future::pending::<()>().await
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
     let csi_replication = replication.clone().map(|r| {
         Arc::new(hwameistor_agent::ha::CsiReplication {
             ctx: ctx.clone(),
@@ -251,6 +318,7 @@ async fn main() -> anyhow::Result<()> {
         _ = claim_controller::run(ctx.clone()) => {}
         _ = replica_controller::run(ctx.clone()) => {}
         _ = ha => {}
+        _ = mover_task => {}
         _ = beat => {}
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; stopping"); }
     }
