@@ -32,6 +32,7 @@ use hwameistor_api::{
     HaState, LocalVolume, LocalVolumeMigrate, LocalVolumeMigrateSpec, OperationKind, OperationPhase,
 };
 use hwameistor_core::ha;
+use hwameistor_core::operation::evict::LABEL_EVICTION;
 use hwameistor_core::operation::migrate::Migrate;
 use hwameistor_core::operation::Start;
 use hwameistor_core::placement::Placed;
@@ -384,7 +385,7 @@ pub fn plan_drain(
         let target = item.predicted_target.as_deref().unwrap_or("its new node");
         notes.push(if item.ha && !others.is_empty() {
             format!(
-                "pod {} can restart on {} (where {}'s other replica is) while the volume moves",
+                "pod {} can restart on {} (where {}'s other replica is) while the volume moves; at the end its PersistentVolume is re-created with the new nodes only while nothing uses the volume, so the migration then waits (step Accessibility) until that pod stops once",
                 p.pod(),
                 others.join(", "),
                 p.volume
@@ -409,6 +410,12 @@ pub fn plan_drain(
         Some(_) => notes.push(format!(
             "node {node} is cordoned (spec.unschedulable=true) once the migrations exist, so no new pod lands there; `kubectl uncordon {node}` undoes it"
         )),
+    }
+    if !stuck.is_empty() && k8s_node.is_some() {
+        notes.push(format!(
+            "the controller's evictor also acts on a cordoned node (unless it is labelled {LABEL_EVICTION}=disable): it makes a migration of its own for each volume that cannot move now ({}); each waits or fails with its reason, in `kubectl hwameistor operation list --volume VOLUME`",
+            stuck.iter().copied().collect::<Vec<_>>().join(", ")
+        ));
     }
     if !moving.is_empty() {
         notes.push(format!(

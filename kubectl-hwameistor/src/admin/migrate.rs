@@ -441,6 +441,11 @@ pub fn plan_migrate(
                 "once its pod stopped on {from}, it can run on {stay} while the replica moves"
             ));
         }
+        if v.spec.pvc_name.is_some() {
+            notes.push(format!(
+                "once the data moved, the volume's PersistentVolume is re-created naming {stay} and {target} (Kubernetes keeps a PV's node affinity immutable), which is done only while nothing uses the volume: if its pod runs then, the migration waits at step Accessibility until it stops once (the old replica is removed before that wait)"
+            ));
+        }
         format!(
             "over DRBD: a new replica on {target} joins {stay} and resyncs from it; the replica on {from} is then removed"
         )

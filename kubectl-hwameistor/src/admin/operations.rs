@@ -29,8 +29,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
-/// Label on the migrations a node drain creates: the drained node.
-pub const LABEL_DRAIN: &str = "hwameistor.io/drain";
+/// Label on the migrations made to empty a node (by a drain, or the controller's evictor):
+/// the node's name. The controller's evictor reads it, so it is the core's constant.
+pub use hwameistor_core::operation::evict::LABEL_DRAIN;
 
 /// Longest object name Kubernetes accepts for these resources.
 const MAX_NAME: usize = 253;
