@@ -7,6 +7,46 @@
 //! chunks are not sent; progress is checkpointed on the target so a copy resumes after any
 //! failure; and the copy ends only when both sides digested their whole device and the
 //! digests agree.
+//!
+//! An agent runs one server and one client per copy it receives:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use hwameistor_mover::*;
+//!
+//! # async fn agent(authorizer: StaticAuthorizer, source_key: PublicKey) -> Result<(), Box<dyn std::error::Error>> {
+//! let key = Arc::new(NodeKey::load_or_generate("/var/lib/hwameistor/mover.key".as_ref())?);
+//! // Published in the node's LocalStorageNode status with the endpoint.
+//! let _public = key.public_key().to_base64();
+//!
+//! // The source side: serves every copy that reads from this node.
+//! let server = Server::new("node-a", key.clone(), authorizer, ServerOptions::default());
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:26700").await?;
+//! let shutdown = CancellationToken::new();
+//! tokio::spawn({
+//!     let shutdown = shutdown.clone();
+//!     async move { server.serve(listener, shutdown).await }
+//! });
+//!
+//! // The target side of one copy.
+//! let identity = CopyIdentity {
+//!     operation: "migrate-pvc-1".into(),
+//!     uid: "6f1c2b9e-…".into(),
+//!     volume: "pvc-1".into(),
+//!     source_node: "node-a".into(),
+//!     target_node: "node-b".into(),
+//! };
+//! let mut config = ClientConfig::new(identity, "node-a.storage.example:26700", source_key, "/dev/LocalStorage_PoolHDD/pvc-1");
+//! config.target_zeroed = TargetZeroed::Yes; // a fresh thin LV reads as zeros
+//! let store = Arc::new(FileCheckpointStore::new("/var/lib/hwameistor/copies/pvc-1.json"));
+//! let client = Client::new(config, key, store)?;
+//! let mut progress = client.progress(); // report it to the replica's status
+//! let outcome = client.run(CancellationToken::new()).await?;
+//! println!("verified {} bytes, digest {}", outcome.bytes, outcome.digest);
+//! # let _ = progress.changed().await;
+//! # Ok(())
+//! # }
+//! ```
 
 mod auth;
 mod checkpoint;

@@ -350,3 +350,31 @@ async fn peers_of_another_version_or_program_are_refused() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_source_is_waited_for_and_a_silent_peer_is_dropped() -> TestResult {
+    let data = random_bytes(4 * CHUNK, 15);
+    let fx = Fixture::new(&data)?;
+    let options = ServerOptions {
+        max_connections: 1,
+        handshake_timeout: std::time::Duration::from_millis(300),
+        ..ServerOptions::default()
+    };
+    let server = fx.start(options).await?;
+    // A peer that connects and says nothing holds the only slot until the handshake times out.
+    let silent = TcpStream::connect(server.addr).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut copy = fx.copy_in_background(fx.config(server.addr))?;
+    let saw_busy = copy.progress.wait_for(|p| {
+        p.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains(&RefusalKind::Busy.to_string()))
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(5), saw_busy).await??;
+    let outcome = copy.copy.await??;
+    server.stop().await;
+    drop(silent);
+    assert!(fx.target_bytes()? == data);
+    assert_eq!(outcome.resume_points, vec![0]);
+    Ok(())
+}
