@@ -168,6 +168,9 @@ impl Client {
     /// Copies until the target is verified equal to the source, a failure no retry can cure,
     /// too many failures in a row, or `cancel`. A damaged chunk is sent again; a lost
     /// connection or a restarted source is resumed from the checkpoint.
+    ///
+    /// One run per copy at a time: two runs (or two agents) writing one target with one
+    /// checkpoint would each record the other's progress as their own.
     pub async fn run(&self, cancel: CancellationToken) -> Result<Outcome, MoverError> {
         let start = Instant::now();
         let mut stats = RunStats::default();
