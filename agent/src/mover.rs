@@ -502,7 +502,12 @@ pub async fn serve(
                             }
                         }
                     }
-                    Ok(_) => {}
+                    Ok(None) => {
+                        // The scanner creates it shortly after the agent starts.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    Ok(Some(_)) => {}
                     Err(e) => {
                         tracing::debug!(error = %e, "could not read this node's LocalStorageNode")
                     }

@@ -273,3 +273,290 @@ async fn volumes_move_convert_and_grow_on_real_nodes_keeping_their_data() {
     reconciler.abort();
     sb.shutdown().await.expect("shutdown");
 }
+
+/// The copy status of `vol`'s replica on `node`.
+async fn copy_of(sb: &Sandbox, vol: &str, node: &str) -> Option<CopyStatus> {
+    Api::<LocalVolumeReplica>::all(sb.client.clone())
+        .get_opt(&replica::replica_name(vol, node))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.status)
+        .and_then(|s| s.copy)
+}
+
+/// Waits until the copy of `vol` into `node` has moved past `bytes`.
+async fn copied_past(sb: &Sandbox, nodes: &[&str], vol: &str, node: &str, bytes: i64) {
+    ok(
+        sb,
+        nodes,
+        eventually(
+            WAIT,
+            &format!("{vol}'s copy past {bytes} bytes"),
+            || async {
+                Ok(copy_of(sb, vol, node)
+                    .await
+                    .filter(|c| c.bytes_done >= bytes && !c.verified))
+            },
+        )
+        .await,
+    )
+    .await;
+}
+
+/// Kills the agent on `node` outright (SIGKILL) and starts it again with `extra` arguments.
+async fn restart_agent(sb: &Sandbox, node: &str, extra: &str) {
+    sb.testbed
+        .vm(node)
+        .exec("kill -9 $(pidof hwameistor-agent) 2>/dev/null; sleep 1")
+        .await
+        .expect("kill agent");
+    let ip = sb.testbed.vm(node).private_ip();
+    start_csi_agent_with(
+        sb,
+        node,
+        "",
+        &format!(
+            "--storage-ip {ip} --namespace {LEASES} --heartbeat 1s --heartbeat-valid {}s --drbd-helper {HELPER} {extra}",
+            HEARTBEAT_VALID.as_secs()
+        ),
+    )
+    .await;
+}
+
+fn migrate_op(
+    name: &str,
+    vol: &str,
+    from: &str,
+    to: &str,
+    rate: Option<i64>,
+) -> LocalVolumeMigrate {
+    LocalVolumeMigrate::new(
+        name,
+        LocalVolumeMigrateSpec {
+            volume_name: vol.into(),
+            source_node: from.into(),
+            target_nodes: vec![to.into()],
+            migrate_all_volumes: true,
+            bandwidth_limit_bytes_per_second: rate,
+            abort: false,
+            ttl_seconds_after_finished: None,
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_volumes_move_by_block_copy_through_crashes_a_cut_link_and_damage() {
+    let (sb, names, vol) = ha_nodes("m", "mv", 2).await;
+    let nodes: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (n1, n2) = (nodes[0], nodes[1]);
+    let (reconciler, csi) = control_plane(&sb, "mover-vm-test", Duration::from_secs(180));
+    let migrates: Api<LocalVolumeMigrate> = Api::all(sb.client.clone());
+
+    // An xfs volume with a file of known checksum, unused.
+    if let Err(e) = csi
+        .create_volume(Request::new(create(&vol, 320 * MIB, n1, "xfs")))
+        .await
+    {
+        panic!("create: {e:?}{}", logs(&sb, &nodes).await);
+    }
+    let dev = publish(&csi, &vol, n1).await.expect("publish");
+    let (staging, target) = paths(&vol, "pod-1");
+    let vm1 = sb.testbed.vm(n1);
+    call(&sb, vm1, n1, &format!("stage {vol} {dev} {staging} xfs")).await;
+    call(
+        &sb,
+        vm1,
+        n1,
+        &format!("publish {vol} {dev} {staging} {target} xfs"),
+    )
+    .await;
+    vm1.exec_ok(&format!(
+        "dd if=/dev/urandom of={target}/data bs=1M count=24 2>/dev/null && sync"
+    ))
+    .await
+    .expect("write");
+    let sum = sha256(vm1, &format!("cat {target}/data")).await;
+    call(&sb, vm1, n1, &format!("unpublish {vol} {target}")).await;
+    call(&sb, vm1, n1, &format!("unstage {vol} {staging}")).await;
+    unpublish(&csi, &vol, n1).await;
+
+    let lsns: Api<LocalStorageNode> = Api::all(sb.client.clone());
+    ok(
+        &sb,
+        &nodes,
+        eventually(WAIT, "both block movers published", || async {
+            let mut all = true;
+            for n in [n1, n2] {
+                all &= lsns
+                    .get_opt(n)
+                    .await?
+                    .and_then(|l| l.status)
+                    .and_then(|s| s.mover)
+                    .is_some();
+            }
+            Ok(all.then_some(()))
+        })
+        .await,
+    )
+    .await;
+
+    // Moved to n2 at 4 MiB/s; the source agent is killed, then the target agent, then the
+    // link is cut: each time the copy resumes from its checkpoint.
+    let mig = format!("{vol}-mig");
+    migrates
+        .create(
+            &PostParams::default(),
+            &migrate_op(&mig, &vol, n1, n2, Some(4 * MIB)),
+        )
+        .await
+        .expect("create migrate");
+    copied_past(&sb, &nodes, &vol, n2, 4 * MIB).await;
+    restart_agent(&sb, n1, "").await;
+    copied_past(&sb, &nodes, &vol, n2, 12 * MIB).await;
+    restart_agent(&sb, n2, "").await;
+    copied_past(&sb, &nodes, &vol, n2, 20 * MIB).await;
+    sb.testbed.partition(n1, n2).expect("cut");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    sb.testbed.heal(n1, n2).expect("heal");
+    let st = wait_op::<LocalVolumeMigrate>(&sb, &nodes, &mig).await;
+    assert_eq!(st.target_node.as_deref(), Some(n2));
+    let copy = copy_of(&sb, &vol, n2).await.expect("copy status");
+    // Counters are the last copy run's (the target's agent restarted once): it resumed
+    // after the cut link at least.
+    assert!(copy.verified && copy.resumes >= 1, "{copy:?}");
+    assert!(
+        lvs_of(vm1, &vol).await.is_empty(),
+        "the source volume is removed"
+    );
+    // Served from n2 with the same data.
+    let dev2 = publish(&csi, &vol, n2).await.expect("publish on n2");
+    let vm2 = sb.testbed.vm(n2);
+    let (staging, target) = paths(&vol, "pod-2");
+    call(&sb, vm2, n2, &format!("stage {vol} {dev2} {staging} xfs")).await;
+    call(
+        &sb,
+        vm2,
+        n2,
+        &format!("publish {vol} {dev2} {staging} {target} xfs"),
+    )
+    .await;
+    assert_eq!(sha256(vm2, &format!("cat {target}/data")).await, sum);
+    call(&sb, vm2, n2, &format!("unpublish {vol} {target}")).await;
+    call(&sb, vm2, n2, &format!("unstage {vol} {staging}")).await;
+    unpublish(&csi, &vol, n2).await;
+
+    // A raw block volume back to n1, its source damaging a chunk in flight once: detected,
+    // sent again, same checksum.
+    let raw = format!("{vol}-raw");
+    if let Err(e) = csi
+        .create_volume(Request::new(create_block(&raw, 64 * MIB, n2)))
+        .await
+    {
+        panic!("create raw: {e:?}{}", logs(&sb, &nodes).await);
+    }
+    wait_volume(&sb, &nodes, &raw, "Ready", |v| {
+        v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
+    })
+    .await;
+    let lv = |v: &str| format!("/dev/LocalStorage_PoolHDD/{v}");
+    vm2.exec_ok(&format!(
+        "dd if=/dev/urandom of={} bs=1M count=64 2>/dev/null && sync",
+        lv(&raw)
+    ))
+    .await
+    .expect("write raw");
+    let raw_sum = sha256(vm2, &format!("cat {}", lv(&raw))).await;
+    restart_agent(&sb, n2, "--mover-fault-corrupt-chunk 3").await;
+    let rmig = format!("{vol}-rawmig");
+    migrates
+        .create(
+            &PostParams::default(),
+            &migrate_op(&rmig, &raw, n2, n1, None),
+        )
+        .await
+        .expect("create raw migrate");
+    wait_op::<LocalVolumeMigrate>(&sb, &nodes, &rmig).await;
+    let copy = copy_of(&sb, &raw, n1).await.expect("copy status");
+    assert!(copy.verified && copy.resends >= 1, "{copy:?}");
+    assert_eq!(sha256(vm1, &format!("cat {}", lv(&raw))).await, raw_sum);
+    restart_agent(&sb, n2, "").await;
+
+    // Aborted mid-way: the source is intact and the volume usable where it was.
+    let kept = format!("{vol}-kept");
+    if let Err(e) = csi
+        .create_volume(Request::new(create_block(&kept, 64 * MIB, n1)))
+        .await
+    {
+        panic!("create kept: {e:?}{}", logs(&sb, &nodes).await);
+    }
+    wait_volume(&sb, &nodes, &kept, "Ready", |v| {
+        v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
+    })
+    .await;
+    vm1.exec_ok(&format!(
+        "dd if=/dev/urandom of={} bs=1M count=64 2>/dev/null && sync",
+        lv(&kept)
+    ))
+    .await
+    .expect("write kept");
+    let kept_sum = sha256(vm1, &format!("cat {}", lv(&kept))).await;
+    let kmig = format!("{vol}-keptmig");
+    migrates
+        .create(
+            &PostParams::default(),
+            &migrate_op(&kmig, &kept, n1, n2, Some(2 * MIB)),
+        )
+        .await
+        .expect("create kept migrate");
+    copied_past(&sb, &nodes, &kept, n2, 4 * MIB).await;
+    migrates
+        .patch(
+            &kmig,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&serde_json::json!({ "spec": { "abort": true } })),
+        )
+        .await
+        .expect("abort");
+    let api: Api<LocalVolumeMigrate> = Api::all(sb.client.clone());
+    let st = ok(
+        &sb,
+        &nodes,
+        eventually(WAIT, "aborted", || async {
+            Ok(api
+                .get(&kmig)
+                .await?
+                .status
+                .filter(|s| s.phase == Some(OperationPhase::Aborted)))
+        })
+        .await,
+    )
+    .await;
+    assert!(st.message.is_some());
+    ok(
+        &sb,
+        &nodes,
+        eventually(WAIT, "the partial copy removed", || async {
+            Ok(lvs_of(vm2, &kept).await.is_empty().then_some(()))
+        })
+        .await,
+    )
+    .await;
+    assert_eq!(sha256(vm1, &format!("cat {}", lv(&kept))).await, kept_sum);
+    let v = wait_volume(&sb, &nodes, &kept, "Ready on n1", |v| {
+        v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
+    })
+    .await;
+    assert_eq!(v.spec.config.expect("config").replicas.len(), 1);
+    csi.controller_publish_volume(Request::new(ControllerPublishVolumeRequest {
+        volume_id: kept.clone(),
+        node_id: n1.into(),
+        volume_capability: Some(block_cap()),
+        ..Default::default()
+    }))
+    .await
+    .expect("usable on n1 again");
+
+    reconciler.abort();
+    sb.shutdown().await.expect("shutdown");
+}

@@ -115,7 +115,7 @@ impl Machine for Convert<'_> {
         let suggested: Vec<String> = self.spec.target_node.iter().cloned().collect();
         let target = match choose_target(&suggested, w, v, config, true) {
             Ok(t) => t,
-            Err(why) => return Start::Fail(why),
+            Err(e) => return Start::Fail(e.message),
         };
         Start::Go(Box::new(OperationStatus {
             step: Some(STEP_ADD.into()),

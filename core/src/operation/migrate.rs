@@ -70,16 +70,34 @@ fn stage(config: &VolumeConfig, source: &str, target: &str) -> Stage {
 /// The node the replica goes to: among the suggested nodes (any when none), a Ready node
 /// holding no replica of the volume, with room (HA: and a replication address and room
 /// for metadata; without replication: a block mover on it).
+/// Why no target was chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoTarget {
+    pub message: String,
+    /// Only because a node's agent has not published its block mover (yet): worth waiting
+    /// for, unlike a lack of room.
+    pub transient: bool,
+}
+
+impl std::fmt::Display for NoTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 pub fn choose_target(
     suggested: &[String],
     w: &World,
     v: &LocalVolume,
     config: &VolumeConfig,
     replicated: bool,
-) -> Result<String, String> {
-    let class = PoolClass::from_pool_name(&v.spec.pool_name)
-        .ok_or_else(|| format!("unknown pool {}", v.spec.pool_name))?;
+) -> Result<String, NoTarget> {
+    let class = PoolClass::from_pool_name(&v.spec.pool_name).ok_or_else(|| NoTarget {
+        message: format!("unknown pool {}", v.spec.pool_name),
+        transient: false,
+    })?;
     let mut excluded = Vec::new();
+    let mut without_mover = 0;
     let candidates: Vec<_> = w
         .nodes
         .iter()
@@ -89,6 +107,7 @@ pub fn choose_target(
                 && !any_replica_on(w.replicas, &n.name);
             if keep && !replicated && !w.movers.contains(&n.name) {
                 excluded.push(format!("{} runs no block mover", n.name));
+                without_mover += 1;
                 return false;
             }
             keep
@@ -111,16 +130,21 @@ pub fn choose_target(
         accessibility: Vec::new(),
     };
     match place(&req, &candidates, w.placed, &w.policy) {
-        Ok(nodes) => nodes
-            .into_iter()
-            .next()
-            .ok_or_else(|| "no node can take the replica".to_string()),
+        Ok(nodes) => nodes.into_iter().next().ok_or_else(|| NoTarget {
+            message: "no node can take the replica".to_string(),
+            transient: false,
+        }),
         Err(e) => {
             let mut why = e.to_string();
             if !excluded.is_empty() {
                 why = format!("{why}; {}", excluded.join("; "));
             }
-            Err(format!("no node can take the replica: {why}"))
+            Err(NoTarget {
+                message: format!("no node can take the replica: {why}"),
+                // Nodes that would do but for a mover not published yet (an agent
+                // starting or restarting): the move waits for them.
+                transient: candidates.is_empty() && without_mover > 0,
+            })
         }
     }
 }
@@ -307,7 +331,8 @@ impl Machine for Migrate<'_> {
         }
         let target = match choose_target(&self.spec.target_nodes, w, v, config, replicated) {
             Ok(t) => t,
-            Err(why) => return Start::Fail(why),
+            Err(e) if e.transient => return Start::Wait(e.message),
+            Err(e) => return Start::Fail(e.message),
         };
         Start::Go(Box::new(OperationStatus {
             step: Some(STEP_ADD.into()),

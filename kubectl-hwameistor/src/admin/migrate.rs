@@ -153,7 +153,8 @@ pub fn predict(
                 v,
                 c,
                 kind == OperationKind::Convert || ha::is_ha(c),
-            ),
+            )
+            .map_err(|e| e.message),
             None => Err("the volume is not placed yet".into()),
         },
     };
