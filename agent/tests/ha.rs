@@ -174,22 +174,12 @@ impl Pair {
         let name = unique("pvc-ha");
         let v = LocalVolume::new(
             &name,
-            LocalVolumeSpec {
-                pool_name: HDD.into(),
-                volume_kind: VolumeKind::Lvm,
-                required_capacity_bytes: bytes,
-                replica_number: 2,
-                convertible: false,
-                accessibility: Accessibility {
-                    nodes: vec![self.a.name.clone(), self.b.name.clone()],
-                },
-                pvc_namespace: None,
-                pvc_name: None,
-                fs_type: Some("xfs".into()),
-                config: None,
-                split_brain_resolution: None,
-                operation: None,
-            },
+            volume_spec(
+                bytes,
+                2,
+                vec![self.a.name.clone(), self.b.name.clone()],
+                Some("xfs"),
+            ),
         );
         self.volumes()
             .create(&PostParams::default(), &v)
@@ -284,29 +274,26 @@ impl Pair {
         })
         .await;
         for n in [&self.a, &self.b] {
-            assert!(
-                self.net.resource(&n.name, res).is_none(),
-                "{res} still up on {}",
-                n.name
-            );
-            assert!(
-                self.net.config(&n.name, res).is_none(),
-                "{res}'s file left on {}",
-                n.name
-            );
-            let lvs: Vec<String> = n
-                .lvm
-                .snapshot()
-                .lvs
-                .iter()
-                .map(|l| l.name.clone())
-                .collect();
-            assert!(
-                !lvs.iter().any(|l| l.starts_with(name)),
-                "volumes left on {}: {lvs:?}",
-                n.name
-            );
+            nothing_left_on(self, n, name, res);
         }
+    }
+}
+
+/// The spec of a test volume of `bytes` with `replicas`, allowed on `nodes`.
+fn volume_spec(bytes: i64, replicas: i64, nodes: Vec<String>, fs: Option<&str>) -> LocalVolumeSpec {
+    LocalVolumeSpec {
+        pool_name: HDD.into(),
+        volume_kind: VolumeKind::Lvm,
+        required_capacity_bytes: bytes,
+        replica_number: replicas,
+        convertible: false,
+        accessibility: Accessibility { nodes },
+        pvc_namespace: None,
+        pvc_name: None,
+        fs_type: fs.map(str::to_string),
+        config: None,
+        split_brain_resolution: None,
+        operation: None,
     }
 }
 
@@ -1041,22 +1028,7 @@ async fn a_plain_volume_converts_to_ha_keeping_its_data_volume() {
     let vol = unique("pvc-conv");
     let v = LocalVolume::new(
         &vol,
-        LocalVolumeSpec {
-            pool_name: HDD.into(),
-            volume_kind: VolumeKind::Lvm,
-            required_capacity_bytes: 64 * MI,
-            replica_number: 1,
-            convertible: false,
-            accessibility: Accessibility {
-                nodes: vec![p.a.name.clone()],
-            },
-            pvc_namespace: None,
-            pvc_name: None,
-            fs_type: Some("xfs".into()),
-            config: None,
-            split_brain_resolution: None,
-            operation: None,
-        },
+        volume_spec(64 * MI, 1, vec![p.a.name.clone()], Some("xfs")),
     );
     p.volumes()
         .create(&PostParams::default(), &v)
@@ -1165,25 +1137,7 @@ async fn a_plain_volume_moves_by_block_copy_resuming_after_the_source_dies_mid_c
     );
     let vol = unique("pvc-move");
     let bytes = 64 * MI;
-    let v = LocalVolume::new(
-        &vol,
-        LocalVolumeSpec {
-            pool_name: HDD.into(),
-            volume_kind: VolumeKind::Lvm,
-            required_capacity_bytes: bytes,
-            replica_number: 1,
-            convertible: false,
-            accessibility: Accessibility {
-                nodes: vec![p.a.name.clone()],
-            },
-            pvc_namespace: None,
-            pvc_name: None,
-            fs_type: None,
-            config: None,
-            split_brain_resolution: None,
-            operation: None,
-        },
-    );
+    let v = LocalVolume::new(&vol, volume_spec(bytes, 1, vec![p.a.name.clone()], None));
     p.volumes()
         .create(&PostParams::default(), &v)
         .await

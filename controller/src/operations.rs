@@ -80,23 +80,30 @@ pub trait OperationResource:
     fn with_machine<R>(&self, f: impl FnOnce(&dyn Machine) -> R) -> R;
 }
 
+/// What every operation kind has alike: its volume, abort flag, time-to-live and status.
+macro_rules! operation_fields {
+    ($kind:expr) => {
+        const KIND: OperationKind = $kind;
+        fn volume_name(&self) -> &str {
+            &self.spec.volume_name
+        }
+        fn abort(&self) -> bool {
+            self.spec.abort
+        }
+        fn ttl_seconds(&self) -> Option<i64> {
+            self.spec.ttl_seconds_after_finished
+        }
+        fn op_status(&self) -> Option<&OperationStatus> {
+            self.status.as_ref()
+        }
+        fn set_op_status(&mut self, st: OperationStatus) {
+            self.status = Some(st);
+        }
+    };
+}
+
 impl OperationResource for LocalVolumeMigrate {
-    const KIND: OperationKind = OperationKind::Migrate;
-    fn volume_name(&self) -> &str {
-        &self.spec.volume_name
-    }
-    fn abort(&self) -> bool {
-        self.spec.abort
-    }
-    fn ttl_seconds(&self) -> Option<i64> {
-        self.spec.ttl_seconds_after_finished
-    }
-    fn op_status(&self) -> Option<&OperationStatus> {
-        self.status.as_ref()
-    }
-    fn set_op_status(&mut self, st: OperationStatus) {
-        self.status = Some(st);
-    }
+    operation_fields!(OperationKind::Migrate);
     fn load_nodes(&self) -> Vec<String> {
         let mut n = vec![self.spec.source_node.clone()];
         n.extend(self.status.as_ref().and_then(|s| s.target_node.clone()));
@@ -108,22 +115,7 @@ impl OperationResource for LocalVolumeMigrate {
 }
 
 impl OperationResource for LocalVolumeConvert {
-    const KIND: OperationKind = OperationKind::Convert;
-    fn volume_name(&self) -> &str {
-        &self.spec.volume_name
-    }
-    fn abort(&self) -> bool {
-        self.spec.abort
-    }
-    fn ttl_seconds(&self) -> Option<i64> {
-        self.spec.ttl_seconds_after_finished
-    }
-    fn op_status(&self) -> Option<&OperationStatus> {
-        self.status.as_ref()
-    }
-    fn set_op_status(&mut self, st: OperationStatus) {
-        self.status = Some(st);
-    }
+    operation_fields!(OperationKind::Convert);
     fn load_nodes(&self) -> Vec<String> {
         let st = self.status.clone().unwrap_or_default();
         st.source_nodes
@@ -138,22 +130,7 @@ impl OperationResource for LocalVolumeConvert {
 }
 
 impl OperationResource for LocalVolumeExpand {
-    const KIND: OperationKind = OperationKind::Expand;
-    fn volume_name(&self) -> &str {
-        &self.spec.volume_name
-    }
-    fn abort(&self) -> bool {
-        self.spec.abort
-    }
-    fn ttl_seconds(&self) -> Option<i64> {
-        self.spec.ttl_seconds_after_finished
-    }
-    fn op_status(&self) -> Option<&OperationStatus> {
-        self.status.as_ref()
-    }
-    fn set_op_status(&mut self, st: OperationStatus) {
-        self.status = Some(st);
-    }
+    operation_fields!(OperationKind::Expand);
     fn load_nodes(&self) -> Vec<String> {
         Vec::new()
     }

@@ -2,6 +2,8 @@
 //! a real cluster given by `HWAMEISTOR_TEST_KUBECONFIG`), the CRDs installed, and throwaway
 //! node VMs with virtual disks running the real node agent.
 
+pub mod bench;
+
 use hwameistor_testapi::TestCluster;
 use hwameistor_testbed::{BinarySpec, Testbed, TestbedAssets, VmSpec, HOST_ADDR_FROM_GUEST};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

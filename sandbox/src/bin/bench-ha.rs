@@ -12,9 +12,10 @@
 
 use clap::Parser;
 use hwameistor_api::*;
+use hwameistor_sandbox::bench::{storage_nodes, timed, CALL, SOCKET, WAIT};
 use hwameistor_sandbox::{eventually, workspace_binary, Sandbox, GUEST_AGENT_LOG};
 use hwameistor_testbed::VmSpec;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -34,40 +35,7 @@ struct Args {
     grace: String,
 }
 
-const WAIT: Duration = Duration::from_secs(180);
 const MIB: i64 = 1 << 20;
-const CALL: &str = "/usr/local/bin/csi_node_call";
-const HELPER: &str = "/usr/local/bin/hwameistor-drbd-helper";
-const SOCKET: &str = "/run/csi/csi.sock";
-
-fn stripped(bin: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    let out = tempfile::NamedTempFile::new()?;
-    let ok = std::process::Command::new("strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(out.path())
-        .arg(bin)
-        .status()?
-        .success();
-    anyhow::ensure!(ok, "strip {} failed", bin.display());
-    Ok(std::fs::read(out.path())?)
-}
-
-/// Seconds a shell command takes in the VM: timed from here, less the cost of running an
-/// empty command (the VM's busybox `date` has no sub-second precision).
-async fn timed(vm: &hwameistor_testbed::Vm, cmd: &str) -> anyhow::Result<f64> {
-    let mut idle = Vec::new();
-    for _ in 0..3 {
-        let t = Instant::now();
-        vm.exec_ok("true").await?;
-        idle.push(t.elapsed().as_secs_f64());
-    }
-    idle.sort_by(|a, b| a.total_cmp(b));
-    let t = Instant::now();
-    vm.exec_ok_timeout(&format!("{cmd} >/dev/null 2>&1"), Duration::from_secs(600))
-        .await?;
-    Ok((t.elapsed().as_secs_f64() - idle[1]).max(1e-6))
-}
 
 fn primary(v: &LocalVolume) -> Option<String> {
     v.spec
@@ -113,51 +81,7 @@ async fn main() -> anyhow::Result<()> {
         ],
     )
     .await?;
-    let (call_bytes, helper_bytes) = (stripped(&call)?, stripped(&helper)?);
-    for n in [n1, n2] {
-        let vm = sb.testbed.vm(n);
-        vm.write_file_mode(CALL, &call_bytes, 0o755).await?;
-        vm.write_file_mode(HELPER, &helper_bytes, 0o755).await?;
-        start_agent(&sb, n).await?;
-    }
-    // Pools from each node's disk.
-    let disks: Api<LocalDisk> = Api::all(sb.client.clone());
-    for n in [n1, n2] {
-        let disk = eventually(WAIT, "an Available disk", || async {
-            Ok(disks
-                .list(&ListParams::default().labels(&format!("{LABEL_NODE}={n}")))
-                .await?
-                .items
-                .into_iter()
-                .find(|d| d.status.as_ref().and_then(|s| s.phase) == Some(DiskPhase::Available)))
-        })
-        .await?;
-        let claim = LocalDiskClaim::new(
-            &format!("{n}-pool"),
-            LocalDiskClaimSpec {
-                node_name: n.into(),
-                description: DiskSelector {
-                    local_disk_names: vec![disk.metadata.name.clone().unwrap_or_default()],
-                    ..Default::default()
-                },
-            },
-        );
-        Api::<LocalDiskClaim>::all(sb.client.clone())
-            .create(&PostParams::default(), &claim)
-            .await?;
-    }
-    let nodes: Api<LocalStorageNode> = Api::all(sb.client.clone());
-    for n in [n1, n2] {
-        eventually(WAIT, "a pool with a storage IP", || async {
-            Ok(nodes.get_opt(n).await?.filter(|l| {
-                l.spec.storage_ip.is_some()
-                    && l.status
-                        .as_ref()
-                        .is_some_and(|s| s.pools.contains_key(PoolClass::Hdd.pool_name()))
-            }))
-        })
-        .await?;
-    }
+    storage_nodes(&sb, &[n1, n2], &call, &helper).await?;
     let _controller = sb
         .start_controller_with(&controller, "bench-ha", &["--failover-grace", &args.grace])
         .await?;
@@ -357,19 +281,4 @@ async fn main() -> anyhow::Result<()> {
     println!("survivor agent log: {errors} ERROR lines");
     sb.shutdown().await?;
     Ok(())
-}
-
-async fn start_agent(sb: &Sandbox, node: &str) -> anyhow::Result<u32> {
-    let ip = sb.testbed.vm(node).private_ip();
-    Ok(sb
-        .start_agent_with(
-            node,
-            &[],
-            "RUST_LOG=info",
-            &format!(
-                "--csi-endpoint unix://{SOCKET} --storage-ip {ip} --namespace {} --heartbeat 1s --heartbeat-valid 3s --drbd-helper {HELPER}",
-                hwameistor_api::SYSTEM_NAMESPACE
-            ),
-        )
-        .await?)
 }
