@@ -197,6 +197,13 @@ async fn view(ctx: &Context, rep: &Replication, r: &LocalVolumeReplica) -> DrbdV
         if meta_exists {
             match rep.drbd.has_metadata(&spec.resource).await {
                 Ok(b) => v.has_metadata = Some(b),
+                // While the replica is being removed, its resource file goes only after its
+                // metadata was wiped (or before any was made): without the file there is none
+                // left to wipe, and the metadata volume may go. (Otherwise a teardown whose
+                // metadata volume removal failed once would wait for ever.)
+                Err(DrbdError::NoSuchResource(_)) if r.metadata.deletion_timestamp.is_some() => {
+                    v.has_metadata = Some(false)
+                }
                 Err(e) => {
                     tracing::warn!(resource = %spec.resource, error = %e, "cannot tell whether DRBD metadata exists")
                 }

@@ -760,6 +760,25 @@ async fn an_ha_replica_is_removed_completely_after_the_agent_dies_at_each_teardo
     }
 }
 
+/// Found by the VM test: after the metadata was wiped and the resource file removed, the
+/// metadata volume's removal failed once; the agent then asked DRBD whether metadata was
+/// there, which needs the file, and waited for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teardown_whose_metadata_volume_removal_failed_once_still_completes() {
+    let (_server, client) = cluster().await;
+    let (p, vol, res) = Pair::with_healthy_volume(&client, 64 * MI).await;
+    p.a.lvm.fail(
+        hwameistor_testkit::lvm::OpKind::RemoveLv,
+        &hwameistor_core::drbd::meta_lv_name(&vol),
+        hwameistor_hostexec::lvm::LvmError::LvInUse {
+            vg: HDD.into(),
+            lv: hwameistor_core::drbd::meta_lv_name(&vol),
+        },
+        Some(1),
+    );
+    p.finish(&vol, &res).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fence_by_the_reconciler_resumes_io_even_across_an_agent_crash() {
     let (_server, client) = cluster().await;
