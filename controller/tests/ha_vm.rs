@@ -182,7 +182,7 @@ async fn an_ha_volume_moves_between_nodes_and_survives_the_loss_of_its_node() {
     sb.testbed.vm_mut(&n2).crash().await.expect("crash n2");
     let lost_at = Instant::now();
 
-    let v = wait_volume(&sb, &[&n1], &vol, "failed over to n1", |v| {
+    wait_volume(&sb, &[&n1], &vol, "failed over to n1", |v| {
         primary(v).as_deref() == Some(n1.as_str())
             && v.spec
                 .config
@@ -191,7 +191,11 @@ async fn an_ha_volume_moves_between_nodes_and_survives_the_loss_of_its_node() {
     })
     .await;
     let fenced_after = lost_at.elapsed();
-    assert!(v.status.and_then(|s| s.ha_state) != Some(HaState::Healthy));
+    // The status follows the config (the volume reconciler's next pass).
+    wait_volume(&sb, &[&n1], &vol, "reported not Healthy", |v| {
+        v.status.as_ref().and_then(|s| s.ha_state) != Some(HaState::Healthy)
+    })
+    .await;
     // Published on n2, which is fenced: n1 may take it.
     let dev1 = ok(
         &sb,
