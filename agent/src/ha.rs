@@ -604,7 +604,20 @@ pub async fn reconcile(
             },
             HaStep::Status(st) => {
                 let before = current.status.clone().unwrap_or_default();
-                current = write_status(&api, &current, *st).await?;
+                current = match write_status(&api, &current, *st).await {
+                    Ok(r) => r,
+                    // A reconcile woken by the DRBD monitor may start from a cached object
+                    // older than our own last report (a resync reports every second): decide
+                    // again on the object as it is, instead of failing the reconcile.
+                    Err(kube::Error::Api(e)) if e.code == 409 => match api.get_opt(&name).await? {
+                        Some(r) => {
+                            current = r;
+                            continue;
+                        }
+                        None => return Ok(Action::await_change()),
+                    },
+                    Err(e) => return Err(e.into()),
+                };
                 let after = current.status.clone().unwrap_or_default();
                 if before.synced != Some(true) && after.synced == Some(true) {
                     ctx.event(
