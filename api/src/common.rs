@@ -26,6 +26,10 @@ pub const LABEL_CLAIM: &str = "hwameistor.io/claim";
 pub const FINALIZER_VOLUME: &str = "hwameistor.io/volume-protection";
 /// Finalizer the node agent holds on a LocalVolumeReplica until its logical volume is removed.
 pub const FINALIZER_REPLICA: &str = "hwameistor.io/replica-protection";
+/// Finalizer the controller holds on a volume operation until it ended and let its volume
+/// go: deleting a running operation aborts it (or, past its point of no return, lets it
+/// finish) instead of leaving its volume held half-way.
+pub const FINALIZER_OPERATION: &str = "hwameistor.io/operation-protection";
 
 /// Prefix of every volume group HwameiStor owns; anything else on a node is foreign.
 pub const POOL_PREFIX: &str = "LocalStorage_Pool";

@@ -15,7 +15,8 @@ use crate::volume_reconciler::Context;
 use futures::StreamExt;
 use hwameistor_api::{
     LocalStorageNode, LocalVolume, LocalVolumeConvert, LocalVolumeExpand, LocalVolumeMigrate,
-    LocalVolumeReplica, OperationKind, OperationPhase, OperationStatus, LABEL_VOLUME,
+    LocalVolumeReplica, OperationKind, OperationPhase, OperationStatus, FINALIZER_OPERATION,
+    LABEL_VOLUME,
 };
 use hwameistor_core::operation::{
     self, convert::Convert, expand::Expand, migrate::Migrate, slots, Machine, Op, OpStep, World,
@@ -355,6 +356,11 @@ async fn reconcile_steps<K: OperationResource>(
                 uid: &uid,
                 generation: current.meta().generation,
                 abort: current.abort(),
+                deleting: current.meta().deletion_timestamp.is_some(),
+                has_finalizer: current
+                    .finalizers()
+                    .iter()
+                    .any(|f| f == FINALIZER_OPERATION),
                 ttl_seconds: ttl,
                 status: &status,
             };
@@ -373,7 +379,7 @@ async fn reconcile_steps<K: OperationResource>(
             current.with_machine(|m| operation::next_step(&o, &w, m))
         };
         tracing::debug!(operation = %name, kind = K::KIND.as_str(), ?step, "operation step");
-        match step {
+        match step.clone() {
             OpStep::Wait { seconds } => return Ok(Action::requeue(Duration::from_secs(seconds))),
             OpStep::Status(st) => {
                 let before = current.op_status().and_then(|s| s.phase);
@@ -386,6 +392,29 @@ async fn reconcile_steps<K: OperationResource>(
                     Ok(_) => announce(&ctx, &current, volume.as_ref(), before, &st).await,
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
                     Err(e) => return Err(e.into()),
+                }
+            }
+            OpStep::AddFinalizer | OpStep::RemoveFinalizer => {
+                let mut finalizers: Vec<String> = current
+                    .finalizers()
+                    .iter()
+                    .filter(|f| *f != FINALIZER_OPERATION)
+                    .cloned()
+                    .collect();
+                if step == OpStep::AddFinalizer {
+                    finalizers.push(FINALIZER_OPERATION.to_string());
+                }
+                let patch = serde_json::json!({ "metadata": { "finalizers": finalizers, "resourceVersion": current.meta().resource_version } });
+                match ops
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                if step == OpStep::RemoveFinalizer {
+                    return Ok(Action::await_change());
                 }
             }
             OpStep::Acquire(r) => {

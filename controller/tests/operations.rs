@@ -619,3 +619,64 @@ async fn a_cordoned_node_is_emptied_by_the_evictor_and_uncordoning_stops_it() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn deleting_a_running_migration_undoes_it_before_the_object_goes() {
+    let c = start_scoped().await;
+    let n1 = c.add_node("n1", 20 * GI, 20 * GI).await;
+    let v = ready_volume(&c, "del", &n1, 1).await;
+    let name = v.name_any();
+    let n2 = c.add_node("n2", 20 * GI, 20 * GI).await;
+    for n in [&n1, &n2] {
+        let patch = serde_json::json!({ "status": { "mover": { "endpoint": "198.51.100.1:43000", "publicKey": "k" } } });
+        Api::<hwameistor_api::LocalStorageNode>::all(c.client.clone())
+            .patch_status(n, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("mover");
+    }
+    let hold =
+        serde_json::json!({ "metadata": { "annotations": { ANNOTATION_HOLD_COPY: "true" } } });
+    Api::<LocalVolume>::all(c.client.clone())
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .expect("hold");
+    let ops: Api<LocalVolumeMigrate> = Api::all(c.client.clone());
+    let op = ops
+        .create(
+            &PostParams::default(),
+            &migrate(&c, "mig", &name, &n1, &[&n2]),
+        )
+        .await
+        .expect("create");
+    let op_name = op.name_any();
+    eventually("copying", || async {
+        status_of::<LocalVolumeMigrate>(&c, &op_name)
+            .await
+            .is_some_and(|s| s.step.as_deref() == Some("Copy"))
+    })
+    .await;
+    let held = ops.get(&op_name).await.expect("op");
+    assert!(held
+        .finalizers()
+        .iter()
+        .any(|f| f == hwameistor_api::FINALIZER_OPERATION));
+    ops.delete(&op_name, &Default::default())
+        .await
+        .expect("delete");
+    eventually("the operation gone", || async {
+        ops.get_opt(&op_name).await.ok().flatten().is_none()
+    })
+    .await;
+    let v = Api::<LocalVolume>::all(c.client.clone())
+        .get(&name)
+        .await
+        .expect("volume");
+    assert!(v.spec.operation.is_none(), "the volume was let go");
+    let cfg = v.spec.config.expect("config");
+    assert_eq!(cfg.replicas.len(), 1);
+    assert!(!cfg.replicas[0].leaving && cfg.replicas[0].hostname == n1);
+    eventually("the copy's replica removed", || async {
+        replica_nodes(&c, &name).await == vec![n1.clone()]
+    })
+    .await;
+}

@@ -48,6 +48,10 @@ pub struct Op<'a> {
     pub uid: &'a str,
     pub generation: Option<i64>,
     pub abort: bool,
+    /// The object is being deleted: a running operation then stops as by an abort.
+    pub deleting: bool,
+    /// The controller's finalizer is on it (so a deletion waits for it to let go).
+    pub has_finalizer: bool,
     /// Seconds it is kept after it ended.
     pub ttl_seconds: i64,
     pub status: &'a OperationStatus,
@@ -125,6 +129,10 @@ pub struct VolumeChange {
 pub enum OpStep {
     /// Write the operation's status.
     Status(Box<OperationStatus>),
+    /// Put the controller's finalizer on the operation (before anything else).
+    AddFinalizer,
+    /// The deleted operation ended and let its volume go: let the object go.
+    RemoveFinalizer,
     /// Take the volume (compare-and-swap on `spec.operation`, which must be empty).
     Acquire(OperationRef),
     UpdateVolume(Box<VolumeChange>),
@@ -190,8 +198,29 @@ pub fn next_step(op: &Op, w: &World, machine: &dyn Machine) -> OpStep {
         if w.volume.is_some_and(|v| op.holds(v)) {
             return OpStep::Release;
         }
+        if op.deleting {
+            return if op.has_finalizer {
+                OpStep::RemoveFinalizer
+            } else {
+                OpStep::Wait {
+                    seconds: POLL_SECONDS,
+                }
+            };
+        }
         return expire(op, w);
     }
+    if !op.has_finalizer {
+        // Deleted before it was ever taken up: nothing was changed, nothing to undo.
+        return if op.deleting {
+            OpStep::Wait {
+                seconds: POLL_SECONDS,
+            }
+        } else {
+            OpStep::AddFinalizer
+        };
+    }
+    // Deleting a running operation stops it as an abort does.
+    let aborting = op.abort || op.deleting;
     let Some(v) = w.volume else {
         return finish(
             op,
@@ -211,7 +240,7 @@ pub fn next_step(op: &Op, w: &World, machine: &dyn Machine) -> OpStep {
     let holding = op.holds(v);
     match phase {
         None | Some(OperationPhase::Pending) => {
-            if op.abort {
+            if aborting {
                 // Nothing was changed: stopping is all there is to do.
                 return finish(
                     op,
@@ -267,7 +296,7 @@ pub fn next_step(op: &Op, w: &World, machine: &dyn Machine) -> OpStep {
                     "the volume no longer records this operation as holding it; nothing more is changed".into(),
                 );
             }
-            if op.abort {
+            if aborting {
                 return match machine.abortable(op, v) {
                     Ok(()) => {
                         let mut st = op.status.clone();

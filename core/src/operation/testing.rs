@@ -85,6 +85,8 @@ pub struct Sim {
     pub kind: OperationKind,
     pub uid: String,
     pub abort: bool,
+    pub deleting: bool,
+    pub has_finalizer: bool,
     pub status: OperationStatus,
     pub v: Option<LocalVolume>,
     pub replicas: Vec<LocalVolumeReplica>,
@@ -108,6 +110,9 @@ impl Sim {
             kind,
             uid: "op-uid".into(),
             abort: false,
+            deleting: false,
+            // Fixtures start with the finalizer on; the finalizer's own test clears it.
+            has_finalizer: true,
             status: OperationStatus::default(),
             pv: Some(PvView {
                 name: "pv-vol".into(),
@@ -175,6 +180,8 @@ impl Sim {
                 uid: &self.uid,
                 generation: Some(1),
                 abort: self.abort,
+                deleting: self.deleting,
+                has_finalizer: self.has_finalizer,
                 ttl_seconds: 3600,
                 status: &self.status,
             };
@@ -262,7 +269,12 @@ impl Sim {
                     v.spec.operation = None;
                 }
             }
-            OpStep::Delete => self.deleted = true,
+            OpStep::Delete => self.deleting = true,
+            OpStep::AddFinalizer => self.has_finalizer = true,
+            OpStep::RemoveFinalizer => {
+                self.has_finalizer = false;
+                self.deleted = self.deleting;
+            }
             OpStep::Wait { .. } => {}
         }
     }

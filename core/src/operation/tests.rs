@@ -752,3 +752,56 @@ fn the_pv_is_recreated_only_once_the_volume_is_unpublished() {
         Some(vec!["a".into(), "c".into()])
     );
 }
+
+#[test]
+fn the_finalizer_goes_on_first_and_a_deleted_running_operation_is_undone_before_it_goes() {
+    let spec = migrate_spec("a", &[]);
+    let m = Migrate { spec: &spec };
+    let mut sim = ready(Sim::new(
+        OperationKind::Migrate,
+        volume(&["a"]),
+        &["a", "b"],
+    ));
+    sim.has_finalizer = false;
+    assert_eq!(sim.step(&m), OpStep::AddFinalizer);
+    assert!(matches!(sim.step(&m), OpStep::Acquire(_)));
+    sim.held.insert("b".into());
+    while sim.status.step.as_deref() != Some(migrate::STEP_COPY) {
+        sim.step(&m);
+    }
+    // `kubectl delete` of the running migration: undone like an abort, then let go.
+    sim.deleting = true;
+    sim.run(&m, 30);
+    assert_eq!(
+        phase(&sim),
+        Some(OperationPhase::Aborted),
+        "{:?}",
+        sim.status
+    );
+    assert_eq!(sim.config_nodes(), ["a"]);
+    assert!(sim.volume().spec.operation.is_none());
+    assert_eq!(sim.step(&m), OpStep::RemoveFinalizer);
+    assert!(sim.deleted);
+
+    // Deleted before it was taken up (no finalizer yet): nothing happens to the volume.
+    let mut sim = ready(Sim::new(
+        OperationKind::Migrate,
+        volume(&["a"]),
+        &["a", "b"],
+    ));
+    sim.has_finalizer = false;
+    sim.deleting = true;
+    assert!(matches!(sim.step(&m), OpStep::Wait { .. }));
+    assert!(sim.volume().spec.operation.is_none());
+
+    // An expired one: deleted, then its finalizer removed.
+    let e = Expand {
+        required_capacity_bytes: 2 * GI,
+    };
+    let mut sim = ready(Sim::new(OperationKind::Expand, volume(&["a"]), &["a"]));
+    sim.run(&e, 20);
+    sim.now = jiff::Timestamp::from_second(sim.now.as_second() + 7200).expect("t");
+    assert_eq!(sim.step(&e), OpStep::Delete);
+    assert_eq!(sim.step(&e), OpStep::RemoveFinalizer);
+    assert!(sim.deleted);
+}

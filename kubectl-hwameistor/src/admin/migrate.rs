@@ -125,6 +125,8 @@ pub fn predict(
         uid: "",
         generation: None,
         abort: false,
+        deleting: false,
+        has_finalizer: true,
         ttl_seconds: DEFAULT_TTL_SECONDS,
         status: &status,
     };

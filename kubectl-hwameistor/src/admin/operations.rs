@@ -451,6 +451,8 @@ impl AnyOperation {
             uid: &row.uid,
             generation: None,
             abort: true,
+            deleting: false,
+            has_finalizer: true,
             ttl_seconds: core_op::DEFAULT_TTL_SECONDS,
             status: &status,
         };
