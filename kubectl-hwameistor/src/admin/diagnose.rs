@@ -11,7 +11,8 @@ use crate::output::{or_dash, Render, TableView};
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::{
     ClaimPhase, DiskPhase, DiskPresence, HaState, LocalDisk, LocalDiskClaim, LocalStorageNode,
-    LocalVolume, LocalVolumeReplica, NodeState, ReplicaState, VolumeState, CSI_DRIVER_NAME,
+    LocalVolume, LocalVolumeConvert, LocalVolumeExpand, LocalVolumeMigrate, LocalVolumeReplica,
+    NodeState, OperationPhase, OperationStatus, ReplicaState, VolumeState, CSI_DRIVER_NAME,
 };
 use hwameistor_core::drbd::ConnState;
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -119,6 +120,10 @@ pub struct Snapshot {
     pub claims: Vec<LocalDiskClaim>,
     pub volumes: Vec<LocalVolume>,
     pub replicas: Vec<LocalVolumeReplica>,
+    /// Volume operations (history included).
+    pub migrates: Vec<LocalVolumeMigrate>,
+    pub converts: Vec<LocalVolumeConvert>,
+    pub expands: Vec<LocalVolumeExpand>,
     pub lease: Option<Lease>,
     pub csi_driver: Option<CSIDriver>,
     pub csi_nodes: Option<Vec<CSINode>>,
@@ -619,6 +624,136 @@ pub fn ha_findings(v: &VolumeRow) -> Vec<Finding> {
     out
 }
 
+/// A pending operation waiting longer than this is reported as a warning.
+pub const PENDING_WARN_SECONDS: i64 = 600;
+
+/// Volume operations: one that failed (kept as history) is a warning naming why; one pending
+/// for long, what it waits for; one running, where it is (info); a volume held by an
+/// operation that no longer exists is an error (nothing will let it go).
+fn check_operations(s: &Snapshot, f: &mut Findings) {
+    let mut ops: Vec<(
+        &str,
+        String,
+        &str,
+        Option<&OperationStatus>,
+        Option<jiff::Timestamp>,
+    )> = Vec::new();
+    for m in &s.migrates {
+        ops.push((
+            "migrate",
+            m.name_any(),
+            &m.spec.volume_name,
+            m.status.as_ref(),
+            m.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        ));
+    }
+    for c in &s.converts {
+        ops.push((
+            "convert",
+            c.name_any(),
+            &c.spec.volume_name,
+            c.status.as_ref(),
+            c.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        ));
+    }
+    for e in &s.expands {
+        ops.push((
+            "expand",
+            e.name_any(),
+            &e.spec.volume_name,
+            e.status.as_ref(),
+            e.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        ));
+    }
+    let mut bad = 0;
+    for (kind, name, volume, st, created) in &ops {
+        let object = Some(format!("{kind} {name}"));
+        let hint = format!("kubectl hwameistor operation get {name}");
+        let msg = st.and_then(|s| s.message.clone()).unwrap_or_default();
+        match st.and_then(|s| s.phase) {
+            Some(OperationPhase::Failed) => {
+                bad += 1;
+                f.add(
+                    "operations",
+                    Severity::Warning,
+                    object,
+                    format!("{kind} of volume {volume} failed: {msg}"),
+                    Some(&format!("{hint}; fix the cause and create it again (the volume is usable as it was)")),
+                );
+            }
+            Some(OperationPhase::Running) | Some(OperationPhase::Aborting) => {
+                let p = st
+                    .and_then(|s| s.progress.as_ref())
+                    .map(|p| format!(" ({}%)", p.percent))
+                    .unwrap_or_default();
+                let step = st.and_then(|s| s.step.clone()).unwrap_or_default();
+                f.add(
+                    "operations",
+                    Severity::Info,
+                    object,
+                    format!(
+                        "{kind} of volume {volume} at {step}{p}{}",
+                        if msg.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {msg}")
+                        }
+                    ),
+                    Some(&hint),
+                );
+            }
+            None | Some(OperationPhase::Pending) => {
+                let waited = match (s.now, created) {
+                    (Some(now), Some(c)) => now.as_second() - c.as_second(),
+                    _ => 0,
+                };
+                if waited >= PENDING_WARN_SECONDS {
+                    bad += 1;
+                    f.add(
+                        "operations",
+                        Severity::Warning,
+                        object,
+                        format!(
+                            "{kind} of volume {volume} has waited {} min: {}",
+                            waited / 60,
+                            if msg.is_empty() { "not started by the controller" } else { msg.as_str() }
+                        ),
+                        Some(&format!("{hint}; abort it with kubectl hwameistor operation abort {name} if it should not run")),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    for v in &s.volumes {
+        let Some(held) = v.spec.operation.as_ref() else {
+            continue;
+        };
+        let exists = ops
+            .iter()
+            .any(|(_, name, volume, _, _)| *name == held.name && *volume == v.name_any().as_str());
+        if !exists {
+            bad += 1;
+            f.add(
+                "operations",
+                Severity::Error,
+                Some(format!("volume {}", v.name_any())),
+                format!(
+                    "held by operation {} which no longer exists: no other operation can change this volume",
+                    held.name
+                ),
+                Some("check the volume's replicas (kubectl hwameistor volume get), then clear spec.operation on the LocalVolume"),
+            );
+        }
+    }
+    if bad == 0 {
+        f.ok(
+            "operations",
+            format!("{} volume operation(s), none failed or stuck", ops.len()),
+        );
+    }
+}
+
 fn check_disks(s: &Snapshot, f: &mut Findings) {
     let mut bad = 0;
     for d in &s.disks {
@@ -723,6 +858,7 @@ pub fn diagnose_snapshot(s: &Snapshot) -> DiagnoseReport {
         check_pools(s, &mut f);
         check_volumes(s, &mut f);
         check_ha(s, &mut f);
+        check_operations(s, &mut f);
         check_disks(s, &mut f);
         check_claims(s, &mut f);
     }
@@ -783,6 +919,9 @@ pub async fn collect(cluster: &Cluster) -> Result<Snapshot, AdminError> {
         claims: or_empty(list_all(cluster).await).await?,
         volumes: or_empty(list_all(cluster).await).await?,
         replicas: or_empty(list_all(cluster).await).await?,
+        migrates: or_empty(list_all(cluster).await).await?,
+        converts: or_empty(list_all(cluster).await).await?,
+        expands: or_empty(list_all(cluster).await).await?,
         lease: Api::<Lease>::namespaced(c.clone(), ns)
             .get_opt(CONTROLLER_LEASE)
             .await
@@ -964,6 +1103,73 @@ mod tests {
         assert_eq!(
             f[0].message,
             "I/O on node-a is suspended: writes to the volume hang until node-b is recorded outdated (fenced)"
+        );
+    }
+
+    #[test]
+    fn operations_failed_stuck_running_and_a_lost_hold_are_reported() {
+        let op = |name: &str, vol: &str, phase: Option<OperationPhase>, msg: &str| {
+            let mut m = LocalVolumeMigrate::new(
+                name,
+                serde_json::from_value(
+                    serde_json::json!({"volumeName": vol, "sourceNode": "node-a"}),
+                )
+                .unwrap(),
+            );
+            m.metadata.creation_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    jiff::Timestamp::from_second(1_000).unwrap(),
+                ));
+            m.status = Some(OperationStatus {
+                phase,
+                message: Some(msg.into()),
+                step: Some("Copy".into()),
+                ..Default::default()
+            });
+            m
+        };
+        let mut held = ha_volume("v2", &["node-a"], "node-a", None);
+        held.spec.operation = Some(hwameistor_api::OperationRef {
+            kind: None,
+            name: "gone".into(),
+            uid: "u".into(),
+            bandwidth_limit_bytes_per_second: None,
+        });
+        let s = Snapshot {
+            now: Some(jiff::Timestamp::from_second(1_000 + 3_600).unwrap()),
+            migrates: vec![
+                op(
+                    "m1",
+                    "v1",
+                    Some(OperationPhase::Failed),
+                    "no node can take the replica",
+                ),
+                op(
+                    "m2",
+                    "v1",
+                    Some(OperationPhase::Pending),
+                    "in use on node-a",
+                ),
+                op("m3", "v3", Some(OperationPhase::Running), ""),
+                op("m4", "v4", Some(OperationPhase::Succeeded), "moved"),
+            ],
+            volumes: vec![held],
+            ..Default::default()
+        };
+        let mut f = Findings(Vec::new());
+        check_operations(&s, &mut f);
+        let got: Vec<(Severity, String)> =
+            f.0.iter()
+                .map(|x| (x.severity, x.message.clone()))
+                .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Severity::Warning, "migrate of volume v1 failed: no node can take the replica".into()),
+                (Severity::Warning, "migrate of volume v1 has waited 60 min: in use on node-a".into()),
+                (Severity::Info, "migrate of volume v3 at Copy".into()),
+                (Severity::Error, "held by operation gone which no longer exists: no other operation can change this volume".into()),
+            ]
         );
     }
 
