@@ -627,17 +627,20 @@ pub fn ha_findings(v: &VolumeRow) -> Vec<Finding> {
 /// A pending operation waiting longer than this is reported as a warning.
 pub const PENDING_WARN_SECONDS: i64 = 600;
 
+/// Kind, name, volume, status and creation time of one operation.
+type OpFacts<'a> = (
+    &'static str,
+    String,
+    &'a str,
+    Option<&'a OperationStatus>,
+    Option<jiff::Timestamp>,
+);
+
 /// Volume operations: one that failed (kept as history) is a warning naming why; one pending
 /// for long, what it waits for; one running, where it is (info); a volume held by an
 /// operation that no longer exists is an error (nothing will let it go).
 fn check_operations(s: &Snapshot, f: &mut Findings) {
-    let mut ops: Vec<(
-        &str,
-        String,
-        &str,
-        Option<&OperationStatus>,
-        Option<jiff::Timestamp>,
-    )> = Vec::new();
+    let mut ops: Vec<OpFacts> = Vec::new();
     for m in &s.migrates {
         ops.push((
             "migrate",
