@@ -255,11 +255,16 @@ async fn ha_migration_moves_a_replica_and_its_pv_then_releases_the_volume() {
     let mut want = vec![staying.clone(), n3.clone()];
     want.sort();
     assert_eq!(replica_nodes(&c, &name).await, want);
-    let v = Api::<LocalVolume>::all(c.client.clone())
-        .get(&name)
-        .await
-        .expect("volume");
-    assert!(v.spec.operation.is_none(), "released");
+    let volumes: Api<LocalVolume> = Api::all(c.client.clone());
+    // The final phase is written first, then the volume is let go.
+    eventually("released", || async {
+        volumes
+            .get(&name)
+            .await
+            .is_ok_and(|v| v.spec.operation.is_none())
+    })
+    .await;
+    let v = volumes.get(&name).await.expect("volume");
     let cfg = v.spec.config.clone().expect("config");
     assert!(cfg.replicas.iter().all(|a| !a.leaving && !a.outdated));
     let mut access = v.spec.accessibility.nodes.clone();
@@ -350,11 +355,18 @@ async fn plain_migration_copies_and_an_abort_mid_copy_leaves_the_volume_as_it_wa
         replica_nodes(&c, &name).await == [n1.clone()]
     })
     .await;
+    // The final phase is written first, then the volume is let go.
+    eventually("the volume let go", || async {
+        volumes
+            .get(&name)
+            .await
+            .is_ok_and(|v| v.spec.operation.is_none())
+    })
+    .await;
     let v = volumes.get(&name).await.expect("volume");
     let cfg = v.spec.config.clone().expect("config");
     assert_eq!(cfg.replicas.len(), 1);
     assert!(!cfg.replicas[0].leaving && cfg.replicas[0].hostname == n1);
-    assert!(v.spec.operation.is_none());
 
     // Again, not held: it copies, then the source goes.
     let release =
@@ -505,10 +517,16 @@ async fn conversion_makes_a_plain_volume_ha_on_a_second_node() {
     want.sort();
     assert_eq!(replica_nodes(&c, &name).await, want);
     assert!(cfg.replicas.iter().any(|a| a.hostname == n1 && a.primary));
-    assert_eq!(
-        v.status.and_then(|s| s.ha_state),
-        Some(hwameistor_api::HaState::Healthy)
-    );
+    // The status follows the config on the volume reconciler's next pass.
+    eventually("Healthy", || async {
+        Api::<LocalVolume>::all(c.client.clone())
+            .get(&name)
+            .await
+            .is_ok_and(|v| {
+                v.status.and_then(|s| s.ha_state) == Some(hwameistor_api::HaState::Healthy)
+            })
+    })
+    .await;
 }
 
 async fn k8s_node(c: &Cluster, name: &str, unschedulable: bool) {
