@@ -560,3 +560,149 @@ async fn plain_volumes_move_by_block_copy_through_crashes_a_cut_link_and_damage(
     reconciler.abort();
     sb.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cordoned_node_is_emptied_by_the_evictor_with_every_volume_s_data_intact() {
+    let (sb, names, vol) = ha_nodes("d", "dr", 3).await;
+    let nodes: Vec<&str> = names.iter().map(String::as_str).collect();
+    let n1 = nodes[0];
+    let (reconciler, csi) = control_plane(&sb, "drain-vm-test", Duration::from_secs(180));
+    let evictor = {
+        let ctx = hwameistor_controller::volume_reconciler::Context::new(
+            sb.client.clone(),
+            "drain-vm-evictor",
+            Arc::new(Metrics::default()),
+            Policy::default(),
+        );
+        tokio::spawn(hwameistor_controller::evictor::run(
+            ctx,
+            Duration::from_secs(1),
+        ))
+    };
+    let k8s_nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(sb.client.clone());
+    for n in &nodes {
+        let mut node = k8s_openapi::api::core::v1::Node::default();
+        node.metadata.name = Some(n.to_string());
+        k8s_nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("Node");
+    }
+    let lsns: Api<LocalStorageNode> = Api::all(sb.client.clone());
+    ok(
+        &sb,
+        &nodes,
+        eventually(WAIT, "every block mover published", || async {
+            let mut all = true;
+            for n in &nodes {
+                all &= lsns
+                    .get_opt(n)
+                    .await?
+                    .and_then(|l| l.status)
+                    .and_then(|s| s.mover)
+                    .is_some();
+            }
+            Ok(all.then_some(()))
+        })
+        .await,
+    )
+    .await;
+
+    // Three volumes with a replica on n1: an HA one with a file, two raw ones.
+    let ha = format!("{vol}-ha");
+    if let Err(e) = csi
+        .create_volume(Request::new(ha_create(&ha, 64 * MIB, n1)))
+        .await
+    {
+        panic!("create: {e:?}{}", logs(&sb, &nodes).await);
+    }
+    wait_volume(&sb, &nodes, &ha, "Healthy", healthy).await;
+    let dev = publish(&csi, &ha, n1).await.expect("publish");
+    let target = mount_on(&sb, n1, &ha, &dev, "pod-1").await;
+    let vm1 = sb.testbed.vm(n1);
+    vm1.exec_ok(&format!(
+        "dd if=/dev/urandom of={target}/data bs=1M count=8 2>/dev/null && sync"
+    ))
+    .await
+    .expect("write");
+    let ha_sum = sha256(vm1, &format!("cat {target}/data")).await;
+    unmount_on(&sb, n1, &ha, "pod-1").await;
+    unpublish(&csi, &ha, n1).await;
+    let lv = |v: &str| format!("/dev/LocalStorage_PoolHDD/{v}");
+    let mut plain_sums = Vec::new();
+    for i in 1..=2 {
+        let p = format!("{vol}-p{i}");
+        if let Err(e) = csi
+            .create_volume(Request::new(create_block(&p, 32 * MIB, n1)))
+            .await
+        {
+            panic!("create: {e:?}{}", logs(&sb, &nodes).await);
+        }
+        wait_volume(&sb, &nodes, &p, "Ready", |v| {
+            v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
+        })
+        .await;
+        vm1.exec_ok(&format!(
+            "dd if=/dev/urandom of={} bs=1M count=32 2>/dev/null && sync",
+            lv(&p)
+        ))
+        .await
+        .expect("write");
+        plain_sums.push((p.clone(), sha256(vm1, &format!("cat {}", lv(&p))).await));
+    }
+
+    // Cordoned: the evictor moves all three off n1.
+    k8s_nodes
+        .patch(
+            n1,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&serde_json::json!({ "spec": { "unschedulable": true } })),
+        )
+        .await
+        .expect("cordon");
+    let volumes: Api<LocalVolume> = Api::all(sb.client.clone());
+    let all = [ha.clone(), plain_sums[0].0.clone(), plain_sums[1].0.clone()];
+    ok(
+        &sb,
+        &nodes,
+        eventually(Duration::from_secs(600), "every volume off n1", || async {
+            for v in &all {
+                let v = volumes.get(v).await?;
+                let on_n1 = v
+                    .spec
+                    .config
+                    .as_ref()
+                    .is_some_and(|c| c.replicas.iter().any(|a| a.hostname == n1));
+                if on_n1 || v.spec.operation.is_some() {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        })
+        .await,
+    )
+    .await;
+    assert!(lvs_of(vm1, &vol).await.is_empty(), "nothing left on n1");
+    for (p, sum) in &plain_sums {
+        let v = volumes.get(p).await.expect("volume");
+        let node = v.spec.config.expect("config").replicas[0].hostname.clone();
+        assert_ne!(node, n1);
+        assert_eq!(
+            &sha256(sb.testbed.vm(&node), &format!("cat {}", lv(p))).await,
+            sum,
+            "{p}"
+        );
+    }
+    let v = wait_volume(&sb, &nodes, &ha, "Healthy off n1", healthy).await;
+    let serving = primary(&v).expect("a primary");
+    assert_ne!(serving, n1);
+    let dev = publish(&csi, &ha, &serving).await.expect("publish off n1");
+    let target = mount_on(&sb, &serving, &ha, &dev, "pod-2").await;
+    assert_eq!(
+        sha256(sb.testbed.vm(&serving), &format!("cat {target}/data")).await,
+        ha_sum
+    );
+    evictor.abort();
+    reconciler.abort();
+    sb.shutdown().await.expect("shutdown");
+}
