@@ -152,7 +152,8 @@ where
         + HasStatus,
 {
     let mut last = None;
-    for _ in 0..400 {
+    // A minute: the full test run loads the machine.
+    for _ in 0..1200 {
         last = status_of::<K>(c, name).await;
         if last.as_ref().and_then(|s| s.phase) == Some(phase) {
             return last.unwrap_or_default();
@@ -438,7 +439,7 @@ async fn refusals_change_nothing_and_a_held_volume_makes_the_next_one_wait() {
                     volume_name: name.clone(),
                     required_capacity_bytes: 2 * GI,
                     abort: false,
-                    ttl_seconds_after_finished: Some(1),
+                    ttl_seconds_after_finished: Some(4),
                 },
             ),
         )
@@ -473,7 +474,8 @@ async fn refusals_change_nothing_and_a_held_volume_makes_the_next_one_wait() {
         v.status.and_then(|s| s.allocated_capacity_bytes),
         Some(2 * GI)
     );
-    // Its time-to-live was one second: the history goes.
+    // Its time-to-live was four seconds (long enough to be seen Succeeded: times are kept to
+    // the second): the history goes.
     eventually("expired expansion removed", || async {
         exp.get_opt(&e.name_any()).await.ok().flatten().is_none()
     })
