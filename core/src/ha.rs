@@ -316,6 +316,18 @@ pub fn switch_primary(
     Ok(Some(next))
 }
 
+/// Whether replica `r`'s report was made after its node saw `config` (its spec carries
+/// the config's version and its status observed that spec): what it says holds for the
+/// placement as it is now, not for one before.
+pub fn reported_after(config: &VolumeConfig, r: &LocalVolumeReplica) -> bool {
+    r.spec
+        .replication
+        .as_ref()
+        .is_some_and(|s| s.config_version == config.version)
+        && r.metadata.generation.is_some()
+        && r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation
+}
+
 /// The config with what the replicas' reports settled: `initial` cleared once a replica
 /// holds up-to-date data, and `outdated` cleared from a replica that resynced (connected
 /// and UpToDate). `None` when nothing changes.
@@ -332,14 +344,7 @@ pub fn settle(config: &VolumeConfig, replicas: &[LocalVolumeReplica]) -> Option<
     // it UpToDate. The fenced side alone is not enough: right after a cut it may still
     // believe itself connected, its DRBD not having noticed yet what its peer already acted
     // on; and the last report of a node that died says "Connected" forever.
-    let fresh = |r: &LocalVolumeReplica| {
-        r.spec
-            .replication
-            .as_ref()
-            .is_some_and(|s| s.config_version == config.version)
-            && r.metadata.generation.is_some()
-            && r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation
-    };
+    let fresh = |r: &LocalVolumeReplica| reported_after(config, r);
     let connected_with_up_to_date_peer = |r: &LocalVolumeReplica| {
         replication_status(Some(r)).is_some_and(|s| {
             !s.split_brain

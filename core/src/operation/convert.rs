@@ -12,11 +12,8 @@
 //! use converts only once unpublished. Abort is possible before `AddReplica`; undoing DRBD
 //! under a volume is not built yet, so later an abort is refused with that reason.
 
-use super::migrate::{choose_target, ha_in_sync};
-use super::{
-    accessibility_step, at_step, finish, progress, replica_on, Machine, Op, OpStep, Start,
-    VolumeChange, World,
-};
+use super::migrate::{choose_target, ha_in_sync, sync_progress};
+use super::{accessibility_step, at_step, finish, Machine, Op, OpStep, Start, VolumeChange, World};
 use crate::lvm::round_up_to_extent;
 use crate::placement::room;
 use crate::{drbd, ha};
@@ -190,21 +187,8 @@ impl Machine for Convert<'_> {
             }));
         }
         if !ha_in_sync(config, w.replicas, target) {
-            let total = config.required_capacity_bytes;
-            let rep = replica_on(w.replicas, target)
-                .and_then(|r| r.status.as_ref())
-                .and_then(|s| s.replication.as_ref());
-            let done = match rep {
-                Some(s) if s.disk_state == drbd::DiskState::UpToDate.as_str() => total,
-                Some(s)
-                    if drbd::ConnState::parse(&s.connection_state)
-                        .is_some_and(|c| c.connected()) =>
-                {
-                    total - s.out_of_sync_bytes
-                }
-                _ => 0,
-            };
-            return at_step(op, STEP_SYNC, Some(progress(done, total, None)));
+            let p = sync_progress(w.replicas, target, config.required_capacity_bytes);
+            return at_step(op, STEP_SYNC, Some(p));
         }
         let nodes: Vec<String> = config.replicas.iter().map(|a| a.hostname.clone()).collect();
         if let Some(step) = accessibility_step(op, w, v, STEP_ACCESS, &nodes) {

@@ -164,13 +164,7 @@ pub fn ha_in_sync(config: &VolumeConfig, replicas: &[LocalVolumeReplica], node: 
     };
     let fresh_connected_up_to_date = |r: Option<&LocalVolumeReplica>, own: bool| {
         r.is_some_and(|r| {
-            let fresh = r
-                .spec
-                .replication
-                .as_ref()
-                .is_some_and(|s| s.config_version == config.version)
-                && r.metadata.generation.is_some()
-                && r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation;
+            let fresh = ha::reported_after(config, r);
             let rep = r.status.as_ref().and_then(|s| s.replication.as_ref());
             fresh
                 && rep.is_some_and(|s| {
@@ -186,7 +180,7 @@ pub fn ha_in_sync(config: &VolumeConfig, replicas: &[LocalVolumeReplica], node: 
 }
 
 /// Resync progress of the replica on `node` (bytes of `total` in sync).
-fn sync_progress(
+pub(super) fn sync_progress(
     replicas: &[LocalVolumeReplica],
     node: &str,
     total: i64,
