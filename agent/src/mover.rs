@@ -169,15 +169,9 @@ async fn report(api: &Api<LocalVolumeReplica>, replica: &str, copy: &CopyStatus)
 }
 
 impl CopyJob {
-    fn shape(&self) -> ReportShape {
-        ReportShape {
-            uid: self.src.operation_uid.clone(),
-        }
-    }
-
     /// The copy status for progress `p`, with `error` as the last error when given.
     fn status(&self, p: &hwameistor_mover::Progress, error: Option<String>) -> CopyStatus {
-        let mut st = self.shape().status(p);
+        let mut st = copy_status(&self.src.operation_uid, p);
         if error.is_some() {
             st.error = error;
         }
@@ -264,11 +258,15 @@ impl CopyJob {
             };
             let mut progress = client.progress();
             let reporter = {
-                let (api, replica, shape) = (api.clone(), self.replica.clone(), self.shape());
+                let (api, replica, uid) = (
+                    api.clone(),
+                    self.replica.clone(),
+                    self.src.operation_uid.clone(),
+                );
                 tokio::spawn(async move {
                     while progress.changed().await.is_ok() {
                         let p = progress.borrow_and_update().clone();
-                        report(&api, &replica, &shape.status(&p)).await;
+                        report(&api, &replica, &copy_status(&uid, &p)).await;
                         // At most one write a second, whatever the chunk rate.
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
@@ -330,26 +328,19 @@ impl CopyJob {
     }
 }
 
-/// The copy status of a running copy, for the progress reporter task.
-struct ReportShape {
-    uid: String,
-}
-
-impl ReportShape {
-    fn status(&self, p: &hwameistor_mover::Progress) -> CopyStatus {
-        CopyStatus {
-            operation_uid: self.uid.clone(),
-            bytes_done: i64::try_from(p.bytes_done).unwrap_or(i64::MAX),
-            bytes_total: i64::try_from(p.bytes_total).unwrap_or(i64::MAX),
-            bytes_per_second: p
-                .bytes_per_second
-                .map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
-            resumes: i64::try_from(p.resumes).unwrap_or(i64::MAX),
-            resends: i64::try_from(p.resends).unwrap_or(i64::MAX),
-            verified: false,
-            digest: None,
-            error: p.last_error.clone(),
-        }
+/// The copy status of operation `uid`'s copy at progress `p` (not verified yet).
+fn copy_status(uid: &str, p: &hwameistor_mover::Progress) -> CopyStatus {
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    CopyStatus {
+        operation_uid: uid.to_string(),
+        bytes_done: count(p.bytes_done),
+        bytes_total: count(p.bytes_total),
+        bytes_per_second: p.bytes_per_second.map(count),
+        resumes: count(p.resumes),
+        resends: count(p.resends),
+        verified: false,
+        digest: None,
+        error: p.last_error.clone(),
     }
 }
 
