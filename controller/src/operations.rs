@@ -142,33 +142,35 @@ impl OperationResource for LocalVolumeExpand {
     }
 }
 
-/// The operations that move data now (Running or Aborting migrations and conversions).
+/// How an operation is named among the running ones (`migrate/NAME`).
+fn slot_name<K: OperationResource>(name: &str) -> String {
+    format!("{}/{name}", K::KIND.as_str().to_lowercase())
+}
+
+/// The operations of kind `K` that move data now (Running or Aborting).
+async fn busy_of<K: OperationResource>(ctx: &Context) -> Result<Vec<slots::Busy>, kube::Error> {
+    Ok(Api::<K>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|o| {
+            matches!(
+                o.op_status().and_then(|s| s.phase),
+                Some(OperationPhase::Running | OperationPhase::Aborting)
+            )
+        })
+        .map(|o| slots::Busy {
+            name: slot_name::<K>(&o.name_any()),
+            nodes: o.load_nodes(),
+        })
+        .collect())
+}
+
+/// The operations that move data now (migrations and conversions).
 async fn busy(ctx: &Context) -> Result<Vec<slots::Busy>, kube::Error> {
-    fn running(st: Option<&OperationStatus>) -> bool {
-        matches!(
-            st.and_then(|s| s.phase),
-            Some(OperationPhase::Running | OperationPhase::Aborting)
-        )
-    }
-    let mut out = Vec::new();
-    let migrates: Api<LocalVolumeMigrate> = Api::all(ctx.client.clone());
-    for m in migrates.list(&ListParams::default()).await?.items {
-        if running(m.status.as_ref()) {
-            out.push(slots::Busy {
-                name: format!("migrate/{}", m.name_any()),
-                nodes: m.load_nodes(),
-            });
-        }
-    }
-    let converts: Api<LocalVolumeConvert> = Api::all(ctx.client.clone());
-    for c in converts.list(&ListParams::default()).await?.items {
-        if running(c.status.as_ref()) {
-            out.push(slots::Busy {
-                name: format!("convert/{}", c.name_any()),
-                nodes: c.load_nodes(),
-            });
-        }
-    }
+    let mut out = busy_of::<LocalVolumeMigrate>(ctx).await?;
+    out.extend(busy_of::<LocalVolumeConvert>(ctx).await?);
     Ok(out)
 }
 
@@ -336,7 +338,7 @@ async fn reconcile_steps<K: OperationResource>(
             load.sort();
             load.dedup();
             slots::may_start(
-                &format!("{}/{}", K::KIND.as_str().to_lowercase(), name),
+                &slot_name::<K>(&name),
                 &load,
                 &busy(&ctx).await?,
                 settings.limits,

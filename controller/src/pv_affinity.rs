@@ -26,7 +26,7 @@ use hwameistor_core::operation::PvView;
 use k8s_openapi::api::core::v1::{
     NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PersistentVolume, VolumeNodeAffinity,
 };
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 
 /// Annotation on a LocalVolume holding its PersistentVolume as it is being re-created.
@@ -69,8 +69,10 @@ fn is_ours(pv: &PersistentVolume, volume: &str) -> bool {
         .is_some_and(|c| c.driver == CSI_DRIVER_NAME && c.volume_handle == volume)
 }
 
-/// The PersistentVolume of LocalVolume `v`: found by the CSI name it was created for (the
-/// PV's name), else by its volume handle.
+/// The PersistentVolume of LocalVolume `v`: the one named by the CSI name it was created
+/// for (the external-provisioner names a PV by that name) and pointing at this volume. Read
+/// by name only: operations look on every pass, and a list of every PV would cost the API
+/// server on each.
 pub async fn find(
     client: &Client,
     v: &LocalVolume,
@@ -82,17 +84,10 @@ pub async fn find(
         .get(hwameistor_api::volume::ANNOTATION_CSI_NAME)
         .cloned()
         .unwrap_or_else(|| name.clone());
-    if let Some(pv) = api.get_opt(&csi_name).await? {
-        if is_ours(&pv, &name) {
-            return Ok(Some(pv));
-        }
-    }
     Ok(api
-        .list(&ListParams::default())
+        .get_opt(&csi_name)
         .await?
-        .items
-        .into_iter()
-        .find(|pv| is_ours(pv, &name)))
+        .filter(|pv| is_ours(pv, &name)))
 }
 
 /// What the operations see of the PV (or of the saved copy while it is re-created).

@@ -492,18 +492,6 @@ pub fn merge_patch_to(
     }
 }
 
-/// A value as JSON, for building patches from values of different types.
-mod erased_json {
-    pub trait Json {
-        fn json(&self) -> Result<serde_json::Value, kube::Error>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> Result<serde_json::Value, kube::Error> {
-            serde_json::to_value(self).map_err(kube::Error::SerdeError)
-        }
-    }
-}
-
 fn status_json(s: &StatusUpdate, generation: Option<i64>) -> serde_json::Value {
     serde_json::json!({
         "state": s.state,
@@ -623,18 +611,19 @@ async fn reconcile_steps(v: Arc<LocalVolume>, ctx: Arc<Context>) -> Result<Actio
                     .iter()
                     .find(|r| r.metadata.name.as_deref() == Some(rname.as_str()))
                     .map(|r| &r.spec);
-                let json = |x: &dyn erased_json::Json| x.json();
+                let value =
+                    |x: serde_json::Result<serde_json::Value>| x.map_err(kube::Error::SerdeError);
                 let old_rep = old
                     .and_then(|o| o.replication.as_ref())
-                    .map(|x| json(x))
+                    .map(|x| value(serde_json::to_value(x)))
                     .transpose()?;
                 let old_copy = old
                     .and_then(|o| o.copy_from.as_ref())
-                    .map(|x| json(x))
+                    .map(|x| value(serde_json::to_value(x)))
                     .transpose()?;
                 let patch = serde_json::json!({ "spec": {
-                    "replication": merge_patch_to(old_rep.as_ref(), &json(&replication)?),
-                    "copyFrom": merge_patch_to(old_copy.as_ref(), &json(&copy_from)?),
+                    "replication": merge_patch_to(old_rep.as_ref(), &value(serde_json::to_value(&replication))?),
+                    "copyFrom": merge_patch_to(old_copy.as_ref(), &value(serde_json::to_value(&copy_from))?),
                 } });
                 match replicas_api
                     .patch(&rname, &PatchParams::default(), &Patch::Merge(&patch))
