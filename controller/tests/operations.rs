@@ -107,6 +107,18 @@ async fn pv_for(c: &Cluster, v: &LocalVolume) -> PersistentVolume {
         .expect("create PV")
 }
 
+/// Publishes a block mover for each of `nodes`, as their agents would (the fake agent's
+/// copies never connect to it).
+async fn publish_movers(c: &Cluster, nodes: &[&str]) {
+    for n in nodes {
+        let patch = serde_json::json!({ "status": { "mover": { "endpoint": "198.51.100.1:43000", "publicKey": "k" } } });
+        Api::<hwameistor_api::LocalStorageNode>::all(c.client.clone())
+            .patch_status(n, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("mover");
+    }
+}
+
 fn pv_nodes(pv: &PersistentVolume) -> Vec<String> {
     hwameistor_controller::pv_affinity::affinity_nodes(pv)
 }
@@ -297,13 +309,7 @@ async fn plain_migration_copies_and_an_abort_mid_copy_leaves_the_volume_as_it_wa
     let name = v.name_any();
     let n2 = c.add_node("n2", 20 * GI, 20 * GI).await;
     // Both nodes run a block mover.
-    for n in [&n1, &n2] {
-        let patch = serde_json::json!({ "status": { "mover": { "endpoint": "198.51.100.1:43000", "publicKey": "k" } } });
-        Api::<hwameistor_api::LocalStorageNode>::all(c.client.clone())
-            .patch_status(n, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .expect("mover");
-    }
+    publish_movers(&c, &[&n1, &n2]).await;
     let volumes: Api<LocalVolume> = Api::all(c.client.clone());
     let hold =
         serde_json::json!({ "metadata": { "annotations": { ANNOTATION_HOLD_COPY: "true" } } });
@@ -572,12 +578,8 @@ async fn a_cordoned_node_is_emptied_by_the_evictor_and_uncordoning_stops_it() {
     let plain = ready_volume(&c, "plain", &n1, 1).await.name_any();
     let ha = ready_volume(&c, "ha", &n1, 2).await.name_any();
     let n3 = c.add_node("n3", 20 * GI, 20 * GI).await;
+    publish_movers(&c, &[&n1, &n2, &n3]).await;
     for n in [&n1, &n2, &n3] {
-        let patch = serde_json::json!({ "status": { "mover": { "endpoint": "198.51.100.1:43000", "publicKey": "k" } } });
-        Api::<hwameistor_api::LocalStorageNode>::all(c.client.clone())
-            .patch_status(n, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .expect("mover");
         k8s_node(&c, n, false).await;
     }
     let ctx = evictor_ctx(&c);
@@ -647,13 +649,7 @@ async fn deleting_a_running_migration_undoes_it_before_the_object_goes() {
     let v = ready_volume(&c, "del", &n1, 1).await;
     let name = v.name_any();
     let n2 = c.add_node("n2", 20 * GI, 20 * GI).await;
-    for n in [&n1, &n2] {
-        let patch = serde_json::json!({ "status": { "mover": { "endpoint": "198.51.100.1:43000", "publicKey": "k" } } });
-        Api::<hwameistor_api::LocalStorageNode>::all(c.client.clone())
-            .patch_status(n, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .expect("mover");
-    }
+    publish_movers(&c, &[&n1, &n2]).await;
     let hold =
         serde_json::json!({ "metadata": { "annotations": { ANNOTATION_HOLD_COPY: "true" } } });
     Api::<LocalVolume>::all(c.client.clone())

@@ -311,15 +311,56 @@ async fn restart_agent(sb: &Sandbox, node: &str, extra: &str) {
         .exec("kill -9 $(pidof hwameistor-agent) 2>/dev/null; sleep 1")
         .await
         .expect("kill agent");
-    let ip = sb.testbed.vm(node).private_ip();
-    start_csi_agent_with(
+    ha_agent_with(sb, node, extra).await;
+}
+
+/// Creates raw block volume `name` of `mib` MiB on `node` and fills it with random data.
+async fn raw_volume_with_data(
+    sb: &Sandbox,
+    csi: &ControllerService,
+    nodes: &[&str],
+    name: &str,
+    mib: i64,
+    node: &str,
+) {
+    if let Err(e) = csi
+        .create_volume(Request::new(create_block(name, mib * MIB, node)))
+        .await
+    {
+        panic!("create {name}: {e:?}{}", logs(sb, nodes).await);
+    }
+    wait_volume(sb, nodes, name, "Ready", |v| {
+        v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
+    })
+    .await;
+    sb.testbed
+        .vm(node)
+        .exec_ok(&format!(
+            "dd if=/dev/urandom of=/dev/LocalStorage_PoolHDD/{name} bs=1M count={mib} 2>/dev/null && sync"
+        ))
+        .await
+        .expect("write");
+}
+
+/// Waits until every node's agent published its block mover.
+async fn movers_published(sb: &Sandbox, nodes: &[&str]) {
+    let lsns: Api<LocalStorageNode> = Api::all(sb.client.clone());
+    ok(
         sb,
-        node,
-        "",
-        &format!(
-            "--storage-ip {ip} --namespace {LEASES} --heartbeat 1s --heartbeat-valid {}s --drbd-helper {HELPER} {extra}",
-            HEARTBEAT_VALID.as_secs()
-        ),
+        nodes,
+        eventually(WAIT, "every block mover published", || async {
+            let mut all = true;
+            for n in nodes {
+                all &= lsns
+                    .get_opt(n)
+                    .await?
+                    .and_then(|l| l.status)
+                    .and_then(|s| s.mover)
+                    .is_some();
+            }
+            Ok(all.then_some(()))
+        })
+        .await,
     )
     .await;
 }
@@ -381,25 +422,7 @@ async fn plain_volumes_move_by_block_copy_through_crashes_a_cut_link_and_damage(
     call(&sb, vm1, n1, &format!("unstage {vol} {staging}")).await;
     unpublish(&csi, &vol, n1).await;
 
-    let lsns: Api<LocalStorageNode> = Api::all(sb.client.clone());
-    ok(
-        &sb,
-        &nodes,
-        eventually(WAIT, "both block movers published", || async {
-            let mut all = true;
-            for n in [n1, n2] {
-                all &= lsns
-                    .get_opt(n)
-                    .await?
-                    .and_then(|l| l.status)
-                    .and_then(|s| s.mover)
-                    .is_some();
-            }
-            Ok(all.then_some(()))
-        })
-        .await,
-    )
-    .await;
+    movers_published(&sb, &nodes).await;
 
     // Moved to n2 at 4 MiB/s; the source agent is killed, then the target agent, then the
     // link is cut: each time the copy resumes from its checkpoint.
@@ -449,23 +472,8 @@ async fn plain_volumes_move_by_block_copy_through_crashes_a_cut_link_and_damage(
     // A raw block volume back to n1, its source damaging a chunk in flight once: detected,
     // sent again, same checksum.
     let raw = format!("{vol}-raw");
-    if let Err(e) = csi
-        .create_volume(Request::new(create_block(&raw, 64 * MIB, n2)))
-        .await
-    {
-        panic!("create raw: {e:?}{}", logs(&sb, &nodes).await);
-    }
-    wait_volume(&sb, &nodes, &raw, "Ready", |v| {
-        v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
-    })
-    .await;
     let lv = |v: &str| format!("/dev/LocalStorage_PoolHDD/{v}");
-    vm2.exec_ok(&format!(
-        "dd if=/dev/urandom of={} bs=1M count=64 2>/dev/null && sync",
-        lv(&raw)
-    ))
-    .await
-    .expect("write raw");
+    raw_volume_with_data(&sb, &csi, &nodes, &raw, 64, n2).await;
     let raw_sum = sha256(vm2, &format!("cat {}", lv(&raw))).await;
     restart_agent(&sb, n2, "--mover-fault-corrupt-chunk 3").await;
     let rmig = format!("{vol}-rawmig");
@@ -484,22 +492,7 @@ async fn plain_volumes_move_by_block_copy_through_crashes_a_cut_link_and_damage(
 
     // Aborted mid-way: the source is intact and the volume usable where it was.
     let kept = format!("{vol}-kept");
-    if let Err(e) = csi
-        .create_volume(Request::new(create_block(&kept, 64 * MIB, n1)))
-        .await
-    {
-        panic!("create kept: {e:?}{}", logs(&sb, &nodes).await);
-    }
-    wait_volume(&sb, &nodes, &kept, "Ready", |v| {
-        v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
-    })
-    .await;
-    vm1.exec_ok(&format!(
-        "dd if=/dev/urandom of={} bs=1M count=64 2>/dev/null && sync",
-        lv(&kept)
-    ))
-    .await
-    .expect("write kept");
+    raw_volume_with_data(&sb, &csi, &nodes, &kept, 64, n1).await;
     let kept_sum = sha256(vm1, &format!("cat {}", lv(&kept))).await;
     let kmig = format!("{vol}-keptmig");
     migrates
@@ -588,25 +581,7 @@ async fn a_cordoned_node_is_emptied_by_the_evictor_with_every_volume_s_data_inta
             .await
             .expect("Node");
     }
-    let lsns: Api<LocalStorageNode> = Api::all(sb.client.clone());
-    ok(
-        &sb,
-        &nodes,
-        eventually(WAIT, "every block mover published", || async {
-            let mut all = true;
-            for n in &nodes {
-                all &= lsns
-                    .get_opt(n)
-                    .await?
-                    .and_then(|l| l.status)
-                    .and_then(|s| s.mover)
-                    .is_some();
-            }
-            Ok(all.then_some(()))
-        })
-        .await,
-    )
-    .await;
+    movers_published(&sb, &nodes).await;
 
     // Three volumes with a replica on n1: an HA one with a file, two raw ones.
     let ha = format!("{vol}-ha");
@@ -632,22 +607,7 @@ async fn a_cordoned_node_is_emptied_by_the_evictor_with_every_volume_s_data_inta
     let mut plain_sums = Vec::new();
     for i in 1..=2 {
         let p = format!("{vol}-p{i}");
-        if let Err(e) = csi
-            .create_volume(Request::new(create_block(&p, 32 * MIB, n1)))
-            .await
-        {
-            panic!("create: {e:?}{}", logs(&sb, &nodes).await);
-        }
-        wait_volume(&sb, &nodes, &p, "Ready", |v| {
-            v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
-        })
-        .await;
-        vm1.exec_ok(&format!(
-            "dd if=/dev/urandom of={} bs=1M count=32 2>/dev/null && sync",
-            lv(&p)
-        ))
-        .await
-        .expect("write");
+        raw_volume_with_data(&sb, &csi, &nodes, &p, 32, n1).await;
         plain_sums.push((p.clone(), sha256(vm1, &format!("cat {}", lv(&p))).await));
     }
 

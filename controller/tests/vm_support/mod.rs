@@ -293,13 +293,18 @@ pub fn ha_create(name: &str, bytes: i64, node: &str) -> CreateVolumeRequest {
 }
 
 pub async fn ha_agent(sb: &Sandbox, node: &str) -> u32 {
+    ha_agent_with(sb, node, "").await
+}
+
+/// [`ha_agent`] with `extra` agent arguments.
+pub async fn ha_agent_with(sb: &Sandbox, node: &str, extra: &str) -> u32 {
     let ip = sb.testbed.vm(node).private_ip();
     start_csi_agent_with(
         sb,
         node,
         "",
         &format!(
-            "--storage-ip {ip} --namespace {LEASES} --heartbeat 1s --heartbeat-valid {}s --drbd-helper {HELPER}",
+            "--storage-ip {ip} --namespace {LEASES} --heartbeat 1s --heartbeat-valid {}s --drbd-helper {HELPER} {extra}",
             HEARTBEAT_VALID.as_secs()
         ),
     )
