@@ -145,7 +145,11 @@ pub fn resource_config(
     handler: Option<&str>,
 ) -> Option<ResourceConfig> {
     let rep = r.spec.replication.as_ref()?;
-    let peer = rep.peer.as_ref()?;
+    // A leaving replica keeps its last file (with the peer it had) to go down with; a
+    // replica without peer runs on this node alone (its file names only this node).
+    if rep.leaving {
+        return None;
+    }
     let data = format!("/dev/{}/{}", r.spec.pool_name, r.spec.volume_name);
     let meta = format!(
         "/dev/{}/{}",
@@ -163,7 +167,9 @@ pub fn resource_config(
         name: rep.resource.clone(),
         minor: u32::try_from(rep.minor).ok()?,
         port: u16::try_from(rep.port).ok()?,
-        hosts: vec![host(node, &rep.address), host(&peer.node, &peer.address)],
+        hosts: std::iter::once(host(node, &rep.address))
+            .chain(rep.peer.as_ref().map(|p| host(&p.node, &p.address)))
+            .collect(),
         handler: handler.map(str::to_string),
     })
 }
@@ -539,12 +545,16 @@ pub async fn reconcile(
                 }
                 r => r,
             },
-            HaStep::Resize { promote } => {
+            HaStep::Adjust => {
+                tracing::info!(replica = %name, resource = %resource, "applying the resource file (its peer was removed)");
+                rep.drbd.adjust(&resource).await
+            }
+            HaStep::Resize { promote, alone } => {
                 let r = async {
                     if promote {
                         rep.drbd.primary(&resource, false).await?;
                     }
-                    let grown = rep.drbd.resize(&resource).await;
+                    let grown = rep.drbd.resize(&resource, alone).await;
                     if promote && grown.is_ok() {
                         ctx.crash.point(CrashPoint::HaAfterResize).await;
                     }

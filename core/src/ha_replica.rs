@@ -49,7 +49,11 @@ pub enum HaStep {
         bytes: i64,
     },
     CreateMetadata,
+    /// Attach the disks, and connect when the resource file names a peer.
     Up,
+    /// Make the running resource follow its file: a resource whose file names no peer any
+    /// more (its peer was removed) drops its connection.
+    Adjust,
     Connect {
         discard_my_data: bool,
     },
@@ -59,9 +63,11 @@ pub enum HaStep {
     Demote,
     /// Grow the DRBD device to its (grown) backing volumes. DRBD needs a primary: with
     /// `promote`, nobody uses the volume and this allowed replica is promoted for the
-    /// resize and demoted after.
+    /// resize and demoted after. `alone`: a resource without a peer, which DRBD grows only
+    /// when told to assume a peer (there is none) has the space.
     Resize {
         promote: bool,
+        alone: bool,
     },
     /// Mark the local disk Outdated: the controller recorded it fenced.
     Outdate,
@@ -312,12 +318,19 @@ pub fn next_step(node: &str, r: &LocalVolumeReplica, lvm: &LvmState, view: &Drbd
         };
     };
 
+    // No peer in the replication: DRBD over this node alone, StandAlone by design (a volume
+    // created convertible, until a conversion adds its second replica).
+    let alone = rep.peer.is_none();
+
     // Frozen I/O after losing the peer: the fence decision comes first, nothing else
     // (a demotion or an outdate would hang on the frozen device).
     if st.suspended && !st.connection.connected() {
         return HaStep::Fence;
     }
-    if st.connection == ConnState::StandAlone {
+    if alone && st.connection != ConnState::StandAlone {
+        return HaStep::Adjust;
+    }
+    if st.connection == ConnState::StandAlone && !alone {
         if rep.discard_my_data {
             // DRBD discards only a secondary's data: demote first (never under a user).
             if st.role == Role::Primary {
@@ -348,11 +361,13 @@ pub fn next_step(node: &str, r: &LocalVolumeReplica, lvm: &LvmState, view: &Drbd
     }
     // Forced only once both sides are connected: both then provably never held data, and
     // the initial sync starts at once (forcing alone would start a generation the peer
-    // could later dispute).
+    // could later dispute). A resource without a peer (a volume created convertible) has
+    // nobody to dispute it: its first primary is forced standalone.
+    let connected_or_alone = st.connection.connected() || alone;
     if rep.primary
         && rep.initial
         && st.role != Role::Primary
-        && st.connection.connected()
+        && connected_or_alone
         && st.disk == DiskState::Inconsistent
         && st.peer_disk != DiskState::UpToDate
         && !held_data(r)
@@ -373,17 +388,25 @@ pub fn next_step(node: &str, r: &LocalVolumeReplica, lvm: &LvmState, view: &Drbd
     // Online growth: both data volumes grow first (each node its own), then the device,
     // from the side that is primary (or may be, when nobody uses the volume), once the
     // link is up and no resync runs; then the filesystem (CSI NodeExpandVolume).
+    // Alone, the same from its only disk.
     let required = u64::try_from(r.spec.required_capacity_bytes).unwrap_or(0);
-    if st.size_bytes < required
-        && st.connection == ConnState::Connected
-        && st.disk == DiskState::UpToDate
-        && st.peer_disk == DiskState::UpToDate
-    {
+    let in_sync = if alone {
+        st.connection == ConnState::StandAlone
+    } else {
+        st.connection == ConnState::Connected && st.peer_disk == DiskState::UpToDate
+    };
+    if st.size_bytes < required && in_sync && st.disk == DiskState::UpToDate {
         if st.role == Role::Primary {
-            return HaStep::Resize { promote: false };
+            return HaStep::Resize {
+                promote: false,
+                alone,
+            };
         }
         if rep.primary && !view.staged && st.peer_role != Role::Primary {
-            return HaStep::Resize { promote: true };
+            return HaStep::Resize {
+                promote: true,
+                alone,
+            };
         }
     }
     let (state, message) = match st.disk {
@@ -861,7 +884,10 @@ mod tests {
         p.staged = true;
         assert_eq!(
             next_step("n1", &r, &grown, &p),
-            HaStep::Resize { promote: false }
+            HaStep::Resize {
+                promote: false,
+                alone: false
+            }
         );
         // Unused: the allowed replica promotes itself for the resize.
         let idle = up(
@@ -872,7 +898,10 @@ mod tests {
         );
         assert_eq!(
             next_step("n1", &r, &grown, &idle),
-            HaStep::Resize { promote: true }
+            HaStep::Resize {
+                promote: true,
+                alone: false
+            }
         );
         // The other replica never does; nor anyone during a resync or apart.
         let other = replica(spec(false, false));
@@ -943,5 +972,110 @@ mod tests {
             panic!("status expected")
         };
         assert_eq!(st.state, Some(ReplicaState::NotReady), "never recreated");
+    }
+
+    #[test]
+    fn a_replica_without_peer_runs_alone_forced_once_never_connecting() {
+        let mut rep = spec(true, true);
+        rep.peer = None;
+        let r = replica(rep.clone());
+        let both = lvm_both();
+        let md = DrbdView {
+            has_metadata: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(next_step("n1", &r, &both, &md), HaStep::Up);
+        // Up alone: StandAlone, Inconsistent. Nobody can dispute its generation: forced.
+        let fresh = up(
+            Role::Secondary,
+            ConnState::StandAlone,
+            DiskState::Inconsistent,
+            DiskState::DUnknown,
+        );
+        assert_eq!(next_step("n1", &r, &both, &fresh), HaStep::ForcePrimary);
+        // Never when it held data, nor when not initial, nor for the other replica.
+        let mut held = r.clone();
+        held.status = Some(LocalVolumeReplicaStatus {
+            replication: Some(ReplicationStatus {
+                disk_state: "Outdated".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert!(!matches!(
+            next_step("n1", &held, &both, &fresh),
+            HaStep::ForcePrimary
+        ));
+        let mut not_initial = rep.clone();
+        not_initial.initial = false;
+        assert!(!matches!(
+            next_step("n1", &replica(not_initial.clone()), &both, &fresh),
+            HaStep::ForcePrimary
+        ));
+        // StandAlone with data: reported Ready, no connect attempt.
+        let ready = up(
+            Role::Secondary,
+            ConnState::StandAlone,
+            DiskState::UpToDate,
+            DiskState::DUnknown,
+        );
+        let HaStep::Status(st) = next_step("n1", &replica(not_initial.clone()), &both, &ready)
+        else {
+            panic!("status expected")
+        };
+        assert_eq!(st.state, Some(ReplicaState::Ready));
+        // Its peer was removed (an aborted conversion): it drops the connection.
+        for conn in [
+            ConnState::WFConnection,
+            ConnState::Connected,
+            ConnState::SyncSource,
+        ] {
+            let v = up(
+                Role::Primary,
+                conn,
+                DiskState::UpToDate,
+                DiskState::UpToDate,
+            );
+            assert_eq!(
+                next_step("n1", &replica(not_initial.clone()), &both, &v),
+                HaStep::Adjust,
+                "{conn:?}"
+            );
+        }
+        // Grown: resized alone, promoting itself when unused.
+        let mut g = replica(not_initial);
+        g.spec.required_capacity_bytes = 128 * MI;
+        let grown = LvmState {
+            lvs: vec![lv("v1", 128 * MI), lv("v1_drbdmeta", 4 * MI)],
+            ..Default::default()
+        };
+        assert_eq!(
+            next_step("n1", &g, &grown, &ready),
+            HaStep::Resize {
+                promote: true,
+                alone: true
+            }
+        );
+        let mut in_use = up(
+            Role::Primary,
+            ConnState::StandAlone,
+            DiskState::UpToDate,
+            DiskState::DUnknown,
+        );
+        in_use.staged = true;
+        assert_eq!(
+            next_step("n1", &g, &grown, &in_use),
+            HaStep::Resize {
+                promote: false,
+                alone: true
+            }
+        );
+        // A replica with a peer never resizes while StandAlone.
+        let mut paired = replica(spec(true, false));
+        paired.spec.required_capacity_bytes = 128 * MI;
+        assert!(!matches!(
+            next_step("n1", &paired, &grown, &in_use),
+            HaStep::Resize { .. }
+        ));
     }
 }

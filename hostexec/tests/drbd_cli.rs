@@ -185,7 +185,8 @@ async fn each_operation_is_one_drbdadm_call_on_our_file() {
     d.outdate("r0").await.expect("outdate");
     d.resume_io("r0").await.expect("resume-io");
     d.skip_initial_sync("r0").await.expect("new-current-uuid");
-    d.resize("r0").await.expect("resize");
+    d.resize("r0", false).await.expect("resize");
+    d.resize("r0", true).await.expect("resize alone");
     d.down("r0").await.expect("down");
     let want: Vec<String> = [
         "up r0",
@@ -200,6 +201,7 @@ async fn each_operation_is_one_drbdadm_call_on_our_file() {
         "resume-io r0",
         "new-current-uuid --clear-bitmap r0",
         "resize r0",
+        "-- --assume-peer-has-space resize r0",
         "down r0",
     ]
     .iter()
@@ -271,7 +273,7 @@ async fn refusals_become_typed_errors() {
         Err(DrbdError::NoSuchResource("down".into()))
     );
     // Anything else keeps the command and its stderr.
-    let e = d.resize("r0").await.expect_err("no primary");
+    let e = d.resize("r0", false).await.expect_err("no primary");
     assert!(
         matches!(&e, DrbdError::Exec(_)) && e.to_string().contains("Need one Primary"),
         "{e}"
@@ -431,6 +433,44 @@ async fn repeated_up_connect_disconnect_are_done() {
     );
     let s = d.status().await.expect("status");
     assert_eq!(s[0].connection, ConnState::Connected);
+}
+
+/// What drbdadm 8.4 printed in a VM for `up` and `adjust` of a file naming no peer: it
+/// attached the disk (and dropped the old connection), then failed at the network step.
+const NO_PEER: &str = "/etc/test/drbd/r2.res:2: in resource r2:\n\tMissing section 'on <PEER> { ... }'.\nresource r2: cannot configure network without knowing my peer.\n";
+
+#[tokio::test]
+async fn a_resource_without_peer_is_up_and_adjusted_once_attached_standalone() {
+    let (ex, files) = (Script::default(), MemFiles::default());
+    ex.fail(&format!("{ADM} up r2"), 1, NO_PEER)
+        .fail(&format!("{ADM} adjust r2"), 1, NO_PEER)
+        .ok(
+            "drbdsetup events2 --now --statistics all",
+            "exists resource name:r2 role:Primary suspended:no\n\
+             exists device name:r2 volume:0 minor:2 disk:UpToDate size:65536\n\
+             exists -\n",
+        );
+    let d = cli(&ex, &files);
+    d.up("r2").await.expect("attached alone");
+    d.adjust("r2").await.expect("adjusted alone");
+    // The same words while the resource is not up (attach failed first) stay a failure.
+    let (ex, files) = (Script::default(), MemFiles::default());
+    ex.fail(&format!("{ADM} up r2"), 1, NO_PEER)
+        .ok("drbdsetup events2 --now --statistics all", "exists -\n");
+    let d = cli(&ex, &files);
+    assert!(matches!(d.up("r2").await, Err(DrbdError::Exec(_))));
+    // ... and so does a resource still connected (the connection was not dropped).
+    let (ex, files) = (Script::default(), MemFiles::default());
+    ex.fail(&format!("{ADM} adjust r2"), 1, NO_PEER).ok(
+        "drbdsetup events2 --now --statistics all",
+        "exists resource name:r2 role:Primary suspended:no\n\
+         exists connection name:r2 peer-node-id:0 conn-name:peer connection:Connected role:Secondary\n\
+         exists device name:r2 volume:0 minor:2 disk:UpToDate size:65536\n\
+         exists peer-device name:r2 peer-node-id:0 conn-name:peer volume:0 replication:Established peer-disk:UpToDate out-of-sync:0\n\
+         exists -\n",
+    );
+    let d = cli(&ex, &files);
+    assert!(matches!(d.adjust("r2").await, Err(DrbdError::Exec(_))));
 }
 
 #[tokio::test]

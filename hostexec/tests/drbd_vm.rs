@@ -331,6 +331,8 @@ async fn scenario(tb: &Arc<Testbed>) {
             ("r0_drbdmeta", 4 * MIB),
             ("r1", 8 * MIB),
             ("r1_drbdmeta", 4 * MIB),
+            ("r2", 8 * MIB),
+            ("r2_drbdmeta", 4 * MIB),
         ] {
             n.lvm.create_lv(VG, lv, size).await.expect("lv");
         }
@@ -436,10 +438,10 @@ async fn scenario(tb: &Arc<Testbed>) {
     // Resize: both backing volumes grown, then one primary grows the device.
     join_all(both.map(|n| async { n.lvm.extend_lv(VG, "r0", 24 * MIB).await.expect("lvextend") }))
         .await;
-    let e = n1.drbd.resize("r0").await.expect_err("no primary");
+    let e = n1.drbd.resize("r0", false).await.expect_err("no primary");
     assert!(e.to_string().contains("Need one Primary"), "{e}");
     n1.drbd.primary("r0", false).await.expect("primary");
-    n1.drbd.resize("r0").await.expect("resize");
+    n1.drbd.resize("r0", false).await.expect("resize");
     // The new size takes effect once the peers have agreed on it, just after the command.
     let grown = (24 * MIB).to_string();
     n1.until("grown device", "blockdev --getsize64 /dev/drbd0", |s| {
@@ -583,4 +585,90 @@ async fn scenario(tb: &Arc<Testbed>) {
     let left = n1.sh(&format!("ls {DIR}")).await;
     assert_eq!(left.trim(), "drbd.conf");
     eprintln!("down, wipe, remove: {:?}", t.elapsed());
+
+    // A resource on one node (a volume created convertible): its file names no peer. Up
+    // attaches it StandAlone, its first primary is forced alone (the fence-peer handler
+    // answers "outdated" for the absent peer), it grows alone, then a peer is added and
+    // `adjust` connects and fully syncs it while the device is mounted, then the peer is
+    // removed again and `adjust` leaves it alone.
+    n1.sh("echo 4 > /tmp/fence-exit").await;
+    let alone = config("r2", 2, &[&n1]);
+    n1.drbd.write_config(&alone).await.expect("write r2");
+    n1.drbd.create_metadata("r2").await.expect("create-md r2");
+    n1.drbd.up("r2").await.expect("up alone");
+    n1.drbd.up("r2").await.expect("up alone again");
+    let s = n1.state("r2").await.expect("r2");
+    assert_eq!(
+        (s.connection, s.disk, s.role),
+        (
+            ConnState::StandAlone,
+            DiskState::Inconsistent,
+            Role::Secondary
+        )
+    );
+    n1.drbd.primary("r2", true).await.expect("forced alone");
+    n1.wait("r2", "UpToDate alone", |s| {
+        s.disk == DiskState::UpToDate && s.role == Role::Primary
+    })
+    .await;
+    n1.sh(
+        "set -e; mkfs.ext4 -q -F /dev/drbd2; mkdir -p /mnt/r2; mount /dev/drbd2 /mnt/r2
+         echo alone > /mnt/r2/f; sync",
+    )
+    .await;
+    n1.lvm
+        .extend_lv(VG, "r2", 12 * MIB)
+        .await
+        .expect("lvextend");
+    n1.drbd.resize("r2", true).await.expect("resize alone");
+    let grown = (12 * MIB).to_string();
+    n1.until("grown alone", "blockdev --getsize64 /dev/drbd2", |s| {
+        s.trim() == grown
+    })
+    .await;
+    n2.lvm
+        .extend_lv(VG, "r2", 12 * MIB)
+        .await
+        .expect("lvextend n2");
+    let paired = config("r2", 2, &both);
+    for n in both {
+        n.drbd.write_config(&paired).await.expect("write r2 paired");
+    }
+    n2.drbd
+        .create_metadata("r2")
+        .await
+        .expect("create-md r2 n2");
+    n2.drbd.up("r2").await.expect("up n2");
+    n1.drbd.adjust("r2").await.expect("adjust connects");
+    n1.wait("r2", "synced with its new peer", synced).await;
+    n1.sh("echo more >> /mnt/r2/f; sync").await;
+    n1.sh("umount /mnt/r2").await;
+    n1.drbd.secondary("r2").await.expect("secondary r2");
+    n2.drbd
+        .primary("r2", false)
+        .await
+        .expect("primary r2 on n2");
+    let got = n2
+        .sh("mkdir -p /mnt/r2; mount /dev/drbd2 /mnt/r2; cat /mnt/r2/f; umount /mnt/r2")
+        .await;
+    assert_eq!(got.trim(), "alone\nmore");
+    n2.drbd.secondary("r2").await.expect("secondary r2 n2");
+    n1.drbd.primary("r2", false).await.expect("primary r2 back");
+    n2.drbd.down("r2").await.expect("down n2");
+    n1.drbd.write_config(&alone).await.expect("write r2 alone");
+    n1.drbd.adjust("r2").await.expect("adjust drops the peer");
+    let s = n1.state("r2").await.expect("r2");
+    assert_eq!(
+        (s.connection, s.disk, s.role),
+        (ConnState::StandAlone, DiskState::UpToDate, Role::Primary)
+    );
+    n1.drbd.adjust("r2").await.expect("adjust alone again");
+    n1.drbd.secondary("r2").await.expect("secondary");
+    n1.drbd.down("r2").await.expect("down");
+    n1.drbd.up("r2").await.expect("up alone after down");
+    n1.drbd
+        .primary("r2", false)
+        .await
+        .expect("promoted alone after down");
+    eprintln!("a resource alone, joined, alone again: {:?}", t.elapsed());
 }

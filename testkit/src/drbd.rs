@@ -9,8 +9,11 @@
 //! What is modelled, and how (DRBD 8.4 as its source code decides it):
 //!
 //! - **Files and metadata.** Config files per node ([`ResourceConfig`] by name); `drbdadm`
-//!   commands need the file and need it to name this node and exactly one peer, otherwise
-//!   they fail ([`DrbdError::NoSuchResource`] when the node is not in it). Metadata (on the
+//!   commands need the file and need it to name this node and at most one peer, otherwise
+//!   they fail ([`DrbdError::NoSuchResource`] when the node is not in it). A file naming
+//!   only this node is a resource on one node: `up` attaches it StandAlone, `adjust` drops
+//!   a connection it no longer names, `connect`/`disconnect` fail as drbdadm does (no
+//!   peer to name), and `resize` grows it only when told to assume the peer has room. Metadata (on the
 //!   external metadata device) holds the data generation — DRBD's UUID set: current,
 //!   bitmap and two history UUIDs — the out-of-sync bitmap (a byte count), the disk flags
 //!   (consistent, was-up-to-date, peer-outdated) and the last agreed size. It survives
@@ -499,6 +502,7 @@ fn command(op: DrbdOp, name: &str, force: bool) -> String {
         DrbdOp::Outdate => format!("drbdadm outdate {name}"),
         DrbdOp::ResumeIo => format!("drbdadm resume-io {name}"),
         DrbdOp::SkipInitialSync => format!("drbdadm new-current-uuid --clear-bitmap {name}"),
+        DrbdOp::Resize if force => format!("drbdadm -- --assume-peer-has-space resize {name}"),
         DrbdOp::Resize => format!("drbdadm resize {name}"),
         DrbdOp::Down => format!("drbdadm down {name}"),
         DrbdOp::Status => "cat /proc/drbd".into(),
@@ -579,17 +583,26 @@ impl NetState {
         if own_host(cfg, n).is_none() {
             return Err(DrbdError::NoSuchResource(name.into()));
         }
-        if cfg.hosts.len() != 2 || peer_host(cfg, n).is_none() {
+        if cfg.hosts.len() > 2 {
             return Err(failed(
                 cmd,
                 10,
                 format!(
-                    "/etc/drbd.d/{name}.res: resource {name}: {} 'on' sections; DRBD 8.4 needs this host and exactly one peer",
+                    "/etc/drbd.d/{name}.res: resource {name}: {} 'on' sections; DRBD 8.4 needs this host and at most one peer",
                     cfg.hosts.len()
                 ),
             ));
         }
         Ok(cfg.clone())
+    }
+
+    /// drbdadm's refusal of a network command for a file that names no peer.
+    fn no_peer(cmd: &str, name: &str) -> DrbdError {
+        failed(
+            cmd,
+            1,
+            format!("resource {name}: cannot configure network without knowing my peer."),
+        )
     }
 
     fn up_res(&self, n: &str, name: &str) -> Result<&Res, DrbdError> {
@@ -1237,6 +1250,7 @@ impl NetState {
         }
         let instance = self.fresh();
         let epoch = self.fresh();
+        let want_connect = peer_host(&cfg, n).is_some();
         self.node_mut(n).res.insert(
             name.to_string(),
             Res {
@@ -1245,7 +1259,7 @@ impl NetState {
                 role: Role::Secondary,
                 disk,
                 pdsk,
-                want_connect: true,
+                want_connect,
                 connected: false,
                 epoch,
                 sync: None,
@@ -1889,9 +1903,10 @@ impl Drbd for FakeDrbd {
             if changed {
                 s.clean_disconnect(n, name, &mut jobs);
             }
+            let has_peer = peer_host(&cfg, n).is_some();
             if let Some(r) = s.res_mut(n, name) {
                 r.cfg = cfg;
-                r.want_connect = true;
+                r.want_connect = has_peer;
             }
             s.reconcile(&mut jobs);
             Ok(((), jobs))
@@ -1904,6 +1919,9 @@ impl Drbd for FakeDrbd {
         self.with(|s, n| {
             s.kernel_ok(n)?;
             let cfg = s.cfg_for(n, name, &cmd)?;
+            if peer_host(&cfg, n).is_none() {
+                return Err(NetState::no_peer(&cmd, name));
+            }
             let r = s.up_res(n, name)?;
             if r.want_connect {
                 return Err(failed(
@@ -1934,7 +1952,10 @@ impl Drbd for FakeDrbd {
         let cmd = command(DrbdOp::Disconnect, name, false);
         self.with(|s, n| {
             s.kernel_ok(n)?;
-            s.cfg_for(n, name, &cmd)?;
+            let cfg = s.cfg_for(n, name, &cmd)?;
+            if peer_host(&cfg, n).is_none() {
+                return Err(failed(&cmd, 20, "Missing connection endpoint argument"));
+            }
             s.up_res(n, name)?;
             let mut jobs = Vec::new();
             s.clean_disconnect(n, name, &mut jobs);
@@ -2128,9 +2149,9 @@ impl Drbd for FakeDrbd {
         })
     }
 
-    async fn resize(&self, name: &str) -> Result<(), DrbdError> {
-        self.enter(DrbdOp::Resize, name, false).await?;
-        let cmd = command(DrbdOp::Resize, name, false);
+    async fn resize(&self, name: &str, alone: bool) -> Result<(), DrbdError> {
+        self.enter(DrbdOp::Resize, name, alone).await?;
+        let cmd = command(DrbdOp::Resize, name, alone);
         self.with(|s, n| {
             s.kernel_ok(n)?;
             s.cfg_for(n, name, &cmd)?;
@@ -2145,22 +2166,43 @@ impl Drbd for FakeDrbd {
                     ),
                 ));
             }
-            let Some(p) = s.peer(n, name) else {
-                // Apart, DRBD keeps the last agreed size.
-                return Ok(((), Vec::new()));
-            };
-            let Some(pr) = s.res(&p, name).cloned() else {
-                return Ok(((), Vec::new()));
-            };
-            if r.role != Role::Primary && pr.role != Role::Primary {
-                return Err(failed(
+            let need_primary = || {
+                failed(
                     &cmd,
                     10,
                     format!(
                         "{}: Failure: (131) Need one Primary node to resize.",
                         r.cfg.minor
                     ),
-                ));
+                )
+            };
+            let Some(p) = s.peer(n, name) else {
+                if !alone {
+                    // Apart, DRBD keeps the last agreed size.
+                    return Ok(((), Vec::new()));
+                }
+                // --assume-peer-has-space: grown to this side's disk.
+                if r.role != Role::Primary {
+                    return Err(need_primary());
+                }
+                let new = s
+                    .usable(n, &r.cfg)
+                    .map_err(|e| failed(&cmd, 10, format!("{}: {e}", r.cfg.minor)))?;
+                if new > r.size {
+                    if let Some(x) = s.res_mut(n, name) {
+                        x.size = new;
+                    }
+                    if let Some(m) = s.meta_mut(n, name) {
+                        m.la_size = new;
+                    }
+                }
+                return Ok(((), Vec::new()));
+            };
+            let Some(pr) = s.res(&p, name).cloned() else {
+                return Ok(((), Vec::new()));
+            };
+            if r.role != Role::Primary && pr.role != Role::Primary {
+                return Err(need_primary());
             }
             let mine = s
                 .usable(n, &r.cfg)
@@ -2369,15 +2411,17 @@ mod tests {
         assert!(a.status().await.expect("status").is_empty());
         a.wipe_metadata(R).await.expect("wipe");
         assert!(!a.has_metadata(R).await.expect("md?"));
-        // A file that does not name this node, or names no peer.
+        // A file that does not name this node, or names more than one peer.
         let mut other = cfg(true);
         other.hosts[0].hostname = "c".into();
         a.write_config(&other).await.expect("w");
         assert!(matches!(a.up(R).await, Err(DrbdError::NoSuchResource(_))));
-        let mut lonely = cfg(true);
-        lonely.hosts.truncate(1);
-        a.write_config(&lonely).await.expect("w");
-        assert!(exec_stderr(a.create_metadata(R).await).contains("exactly one peer"));
+        let mut crowded = cfg(true);
+        let mut third = crowded.hosts[1].clone();
+        third.hostname = "c".into();
+        crowded.hosts.push(third);
+        a.write_config(&crowded).await.expect("w");
+        assert!(exec_stderr(a.create_metadata(R).await).contains("at most one peer"));
         a.remove_config(R).await.expect("rm");
         a.remove_config(R).await.expect("rm again");
         assert!(matches!(a.down(R).await, Err(DrbdError::NoSuchResource(_))));
@@ -2975,22 +3019,22 @@ mod tests {
         let disk = format!("/dev/vg/{R}");
         net.set_disk_size("a", &disk, 2 * GI);
         net.set_disk_size("b", &disk, 3 * GI / 2);
-        assert!(exec_stderr(a.resize(R).await).contains("Need one Primary"));
+        assert!(exec_stderr(a.resize(R, false).await).contains("Need one Primary"));
         a.primary(R, false).await.expect("promote");
         net.hold_sync(R);
-        b.resize(R).await.expect("resize from the secondary");
+        b.resize(R, false).await.expect("resize from the secondary");
         assert_eq!(net.device_size("a", R), Some(3 * GI / 2));
         assert_eq!(net.device_size("b", R), Some(3 * GI / 2));
         let sb = st(&net, "b");
         assert_eq!((sb.connection, sb.out_of_sync_bytes), (SyncTarget, GI / 2));
-        assert!(exec_stderr(a.resize(R).await).contains("during resync"));
+        assert!(exec_stderr(a.resize(R, false).await).contains("during resync"));
         net.release_sync(R);
         // Apart, the size stays the last agreed one.
         net.set_disk_size("b", &disk, 2 * GI);
         net.set_helper("a", |_| async { 4 });
         net.cut("a", "b");
         net.settle().await;
-        a.resize(R).await.expect("resize apart");
+        a.resize(R, false).await.expect("resize apart");
         assert_eq!(net.device_size("a", R), Some(3 * GI / 2));
         // A consistent disk that shrank does not attach; a new replica on a disk smaller
         // than the device is refused by the side with the data.
@@ -3033,7 +3077,7 @@ mod tests {
         for lvm in &lvms {
             lvm.extend_lv("vg", R, 2 * GI as i64).await.expect("grow");
         }
-        b.resize(R).await.expect("resize");
+        b.resize(R, false).await.expect("resize");
         assert_eq!(net.device_size("b", R), Some(2 * GI));
         // The metadata volume's bitmap caps the device: 4 MiB covers ~127 GiB, 40 KiB
         // only 128 MiB.
@@ -3068,6 +3112,48 @@ mod tests {
         a.write_config(&moved).await.expect("w");
         a.adjust(R).await.expect("adjust");
         assert_eq!(conn(&net, "b"), (Connected, UpToDate, UpToDate));
+    }
+
+    #[tokio::test]
+    async fn a_resource_on_one_node_runs_alone_then_takes_a_peer_and_leaves_it() {
+        let net = FakeDrbdNet::new();
+        let (a, b) = (net.node("a"), net.node("b"));
+        net.set_helper("a", |_| async { 4 });
+        let mut alone = cfg(true);
+        alone.hosts.truncate(1);
+        a.write_config(&alone).await.expect("config");
+        a.create_metadata(R).await.expect("create-md");
+        a.up(R).await.expect("up alone");
+        assert_eq!(conn(&net, "a"), (StandAlone, Inconsistent, DUnknown));
+        assert!(exec_stderr(a.connect(R, false).await).contains("without knowing my peer"));
+        assert!(exec_stderr(a.disconnect(R).await).contains("endpoint"));
+        // Forced alone (the handler answers for the absent peer), then used and grown.
+        a.primary(R, true).await.expect("forced");
+        assert_eq!(st(&net, "a").disk, UpToDate);
+        net.write("a", R, 4 * MI).expect("write");
+        net.set_disk_size("a", &format!("/dev/vg/{R}"), 2 * GI);
+        a.resize(R, false).await.expect("resize without assuming");
+        assert_eq!(st(&net, "a").size_bytes, GI, "apart, DRBD keeps its size");
+        a.resize(R, true).await.expect("resize alone");
+        assert_eq!(st(&net, "a").size_bytes, 2 * GI);
+        // A peer joins: full sync from the side with data, while it stays primary.
+        net.set_disk_size("b", &format!("/dev/vg/{R}"), 2 * GI);
+        for d in [&a, &b] {
+            d.write_config(&cfg(true)).await.expect("paired");
+        }
+        b.create_metadata(R).await.expect("create-md b");
+        b.up(R).await.expect("up b");
+        a.adjust(R).await.expect("adjust connects");
+        net.settle().await;
+        assert_eq!(conn(&net, "b"), (Connected, UpToDate, UpToDate));
+        assert_eq!(net.data("b", R), net.data("a", R));
+        assert_eq!(st(&net, "a").role, Role::Primary);
+        // The peer goes again: alone, no freeze, no connection attempt.
+        b.down(R).await.expect("down b");
+        a.write_config(&alone).await.expect("alone again");
+        a.adjust(R).await.expect("adjust drops the peer");
+        let s = st(&net, "a");
+        assert_eq!((s.connection, s.suspended), (StandAlone, false));
     }
 
     #[tokio::test]

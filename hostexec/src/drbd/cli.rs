@@ -29,9 +29,12 @@ use super::status::{parse_events2, parse_proc_version};
 use super::{Drbd, DrbdError, KernelDrbd};
 use crate::{CmdOutput, ExecError, Executor, HostCommand};
 use async_trait::async_trait;
-use hwameistor_core::drbd::{ConnState, ResourceConfig, ResourceStatus};
+use hwameistor_core::drbd::{ConnState, DiskState, ResourceConfig, ResourceStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// What drbdadm says when a resource file names no peer and it reaches the network step.
+const NO_PEER: &str = "cannot configure network without knowing my peer";
 
 /// Where the agent keeps its DRBD configuration unless told otherwise.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/hwameistor/drbd";
@@ -201,6 +204,25 @@ impl DrbdCli {
         self.exec.run(&cmd).await.map_err(|e| classify(name, e))
     }
 
+    /// A resource file that names no peer (a resource on one node) makes `up` and `adjust`
+    /// fail in their last step, the network ("cannot configure network without knowing my
+    /// peer"), after attaching (and, for `adjust`, dropping a connection the file no longer
+    /// names). That is what was asked, when the resource now runs attached and StandAlone.
+    async fn alone_ok(&self, name: &str, e: DrbdError) -> Result<(), DrbdError> {
+        let DrbdError::Exec(x) = &e else {
+            return Err(e);
+        };
+        if !x.stderr().contains(NO_PEER) {
+            return Err(e);
+        }
+        match self.find(name).await? {
+            Some(s) if s.connection == ConnState::StandAlone && s.disk != DiskState::Diskless => {
+                Ok(())
+            }
+            _ => Err(e),
+        }
+    }
+
     async fn find(&self, name: &str) -> Result<Option<ResourceStatus>, DrbdError> {
         Ok(self.status().await?.into_iter().find(|s| s.name == name))
     }
@@ -362,12 +384,15 @@ impl Drbd for DrbdCli {
             Err(DrbdError::Exec(e)) if e.stderr().contains("is configured!") => {
                 self.adjust(name).await
             }
-            Err(e) => Err(e),
+            Err(e) => self.alone_ok(name, e).await,
         }
     }
 
     async fn adjust(&self, name: &str) -> Result<(), DrbdError> {
-        self.adm(name, &["adjust"]).await.map(drop)
+        match self.adm(name, &["adjust"]).await {
+            Ok(_) => Ok(()),
+            Err(e) => self.alone_ok(name, e).await,
+        }
     }
 
     async fn connect(&self, name: &str, discard_my_data: bool) -> Result<(), DrbdError> {
@@ -438,9 +463,15 @@ impl Drbd for DrbdCli {
     }
 
     /// Note: the 8.4 module resizes only with one side Primary ("Failure: (131) Need one
-    /// Primary node to resize."); the grown part is then resynced from the primary.
-    async fn resize(&self, name: &str) -> Result<(), DrbdError> {
-        self.adm(name, &["resize"]).await.map(drop)
+    /// Primary node to resize."); the grown part is then resynced from the primary. Without
+    /// a connection it keeps the last agreed size unless told the (absent) peer has room.
+    async fn resize(&self, name: &str, alone: bool) -> Result<(), DrbdError> {
+        let args: &[&str] = if alone {
+            &["--", "--assume-peer-has-space", "resize"]
+        } else {
+            &["resize"]
+        };
+        self.adm(name, args).await.map(drop)
     }
 
     async fn down(&self, name: &str) -> Result<(), DrbdError> {

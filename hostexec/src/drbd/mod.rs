@@ -80,9 +80,11 @@ pub trait Drbd: Send + Sync + 'static {
     async fn create_metadata(&self, name: &str) -> Result<(), DrbdError>;
     /// Wipes the resource's metadata (the resource must be down).
     async fn wipe_metadata(&self, name: &str) -> Result<(), DrbdError>;
-    /// Attaches the disks and connects (`drbdadm up`).
+    /// Attaches the disks and connects (`drbdadm up`). A file that names no peer (a
+    /// resource on one node) is attached and left StandAlone.
     async fn up(&self, name: &str) -> Result<(), DrbdError>;
-    /// Makes the running resource match its file (`drbdadm adjust`).
+    /// Makes the running resource match its file (`drbdadm adjust`): connects to a peer
+    /// the file names now, drops a connection it no longer names.
     async fn adjust(&self, name: &str) -> Result<(), DrbdError>;
     /// Connects to the peer; with `discard_my_data` this side's changes since the split
     /// are thrown away and it resyncs from the peer (split-brain resolution only).
@@ -101,8 +103,9 @@ pub trait Drbd: Send + Sync + 'static {
     /// Starts a new data generation with a cleared bitmap: skips the initial sync of a new
     /// resource whose both sides provably read the same (both zeroed).
     async fn skip_initial_sync(&self, name: &str) -> Result<(), DrbdError>;
-    /// Grows the device to its backing disks' size (both sides' disks grown first).
-    async fn resize(&self, name: &str) -> Result<(), DrbdError>;
+    /// Grows the device to its backing disks' size (both sides' disks grown first). With
+    /// `alone` (a resource without peer) DRBD is told the peer has room, as there is none.
+    async fn resize(&self, name: &str, alone: bool) -> Result<(), DrbdError>;
     /// Takes the resource down (`drbdadm down`); refused ([`DrbdError::InUse`]) while open.
     async fn down(&self, name: &str) -> Result<(), DrbdError>;
     /// The state of every resource the kernel has.
