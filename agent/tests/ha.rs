@@ -1109,6 +1109,139 @@ async fn a_plain_volume_converts_to_ha_keeping_its_data_volume() {
     p.finish(&vol, &res).await;
 }
 
+/// A volume created convertible runs DRBD on its one node (StandAlone, no peer), serves and
+/// grows there, then converts online while in use and written: an aborted conversion
+/// removes its new replica and leaves the volume serving alone; the next one completes
+/// with the same data on both nodes and the same resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_convertible_volume_serves_alone_then_converts_online_after_an_aborted_try() {
+    use hwameistor_core::drbd::{ConnState, DiskState, Role};
+    let (_server, client) = cluster().await;
+    let mut p = Pair::new(&client).await;
+    p.start().await;
+    let vol = unique("pvc-cv");
+    let mut spec = volume_spec(64 * MI, 1, vec![p.a.name.clone()], Some("xfs"));
+    spec.convertible = true;
+    p.volumes()
+        .create(&PostParams::default(), &LocalVolume::new(&vol, spec))
+        .await
+        .expect("create");
+    let v = p
+        .wait_volume(&vol, "Ready", |v| {
+            v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
+        })
+        .await;
+    let res = Pair::resource(&v);
+    assert_eq!(v.status.as_ref().and_then(|s| s.ha_state), None, "one copy");
+    let s = p.net.resource(&p.a.name, &res).expect("up on a");
+    assert_eq!(
+        (s.connection, s.disk),
+        (ConnState::StandAlone, DiskState::UpToDate)
+    );
+    assert!(p.replica_on(&vol, &p.b.name).await.is_none());
+    assert!(p.net.config(&p.b.name, &res).is_none());
+
+    // In use on a, written, grown while in use.
+    let dev = stage_retried(&p.a, &vol).await;
+    assert_eq!(
+        dev,
+        hwameistor_core::drbd::device_path(v.spec.config.as_ref().expect("c").resource_id as u32)
+    );
+    p.net.set_open(&p.a.name, &res, true);
+    p.net.write(&p.a.name, &res, 4096).expect("write alone");
+    p.volumes()
+        .patch(
+            &vol,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"requiredCapacityBytes": 96 * MI}})),
+        )
+        .await
+        .expect("grow");
+    eventually("the device grown alone", || async {
+        let s = p.net.resource(&p.a.name, &res)?;
+        (s.size_bytes >= 96 * MI as u64).then_some(())
+    })
+    .await;
+
+    // A conversion aborted mid-sync: b joins and syncs, then goes again.
+    p.net.hold_sync(&res);
+    let convert = |name: &str| {
+        LocalVolumeConvert::new(
+            name,
+            LocalVolumeConvertSpec {
+                volume_name: vol.clone(),
+                replica_number: 2,
+                target_node: Some(p.b.name.clone()),
+                abort: false,
+                ttl_seconds_after_finished: None,
+            },
+        )
+    };
+    let ops: Api<LocalVolumeConvert> = Api::all(client.clone());
+    let first = unique("conv");
+    ops.create(&PostParams::default(), &convert(&first))
+        .await
+        .expect("create convert");
+    eventually("b syncing from a", || async {
+        let st = p.net.resource(&p.b.name, &res)?;
+        (st.connection == ConnState::SyncTarget).then_some(())
+    })
+    .await;
+    p.net
+        .write(&p.a.name, &res, 4096)
+        .expect("a writes during the sync");
+    ops.patch(
+        &first,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"abort": true}})),
+    )
+    .await
+    .expect("abort");
+    wait_op_phase::<LocalVolumeConvert>(&client, &first, OperationPhase::Aborted).await;
+    p.net.release_sync(&res);
+    eventually("b's replica gone", || async {
+        (p.replica_on(&vol, &p.b.name).await.is_none() && p.net.config(&p.b.name, &res).is_none())
+            .then_some(())
+    })
+    .await;
+    nothing_left_on(&p, &p.b, &vol, &res);
+    let v = p.volume(&vol).await;
+    assert_eq!(v.spec.replica_number, 1);
+    assert_eq!(
+        v.spec.config.as_ref().map(|c| c.replicas.len()),
+        Some(1),
+        "alone again"
+    );
+    eventually("a alone again", || async {
+        let s = p.net.resource(&p.a.name, &res)?;
+        (s.connection == ConnState::StandAlone && s.role == Role::Primary && !s.suspended)
+            .then_some(())
+    })
+    .await;
+    p.net
+        .write(&p.a.name, &res, 4096)
+        .expect("a writes after the abort");
+
+    // The next conversion completes, in use all along.
+    let second = unique("conv");
+    ops.create(&PostParams::default(), &convert(&second))
+        .await
+        .expect("create convert");
+    wait_op_phase::<LocalVolumeConvert>(&client, &second, OperationPhase::Succeeded).await;
+    let v = p.wait_healthy(&vol).await;
+    assert_eq!(Pair::resource(&v), res, "the same resource");
+    assert_eq!(Pair::primary(&v).as_deref(), Some(p.a.name.as_str()));
+    assert_eq!(v.spec.replica_number, 2);
+    assert_eq!(p.net.data(&p.b.name, &res), p.net.data(&p.a.name, &res));
+    let s = p.net.resource(&p.a.name, &res).expect("a");
+    assert_eq!(
+        (s.role, s.connection),
+        (Role::Primary, ConnState::Connected)
+    );
+    p.unstage(&p.a, &vol, &res).await;
+    p.finish(&vol, &res).await;
+}
+
 /// A block mover for fake node `n` on 127.0.0.1 (`port` 0: any), its devices files under
 /// `dir`; returns its server task and port.
 async fn start_mover(

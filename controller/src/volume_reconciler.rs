@@ -371,7 +371,7 @@ async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::E
             class,
             bytes: fresh.spec.required_capacity_bytes,
             replicas: fresh.spec.replica_number.max(1) as usize,
-            replicated: fresh.spec.replica_number > 1,
+            replicated: ha::wants_replication(&fresh.spec),
             accessibility: fresh.spec.accessibility.nodes.clone(),
         });
     let decision = match request {
@@ -389,7 +389,7 @@ async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::E
             reasons: format!("pool {} is not a HwameiStor pool", fresh.spec.pool_name),
         }),
     };
-    let replicated = fresh.spec.replica_number > 1;
+    let replicated = ha::wants_replication(&fresh.spec);
     // Under the placement lock, from every volume there is: two volumes placed at once
     // never get the same resource (minor and port).
     let resource_id = if replicated {

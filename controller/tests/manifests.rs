@@ -368,7 +368,8 @@ fn storage_classes_use_parameters_the_driver_accepts() {
             "hwameistor-lvm-nvme",
             "hwameistor-lvm-hdd-ha",
             "hwameistor-lvm-ssd-ha",
-            "hwameistor-lvm-nvme-ha"
+            "hwameistor-lvm-nvme-ha",
+            "hwameistor-lvm-hdd-convertible"
         ]
     );
     let classes = PoolClass::ALL.iter().chain(PoolClass::ALL.iter());
@@ -386,7 +387,13 @@ fn storage_classes_use_parameters_the_driver_accepts() {
         assert_eq!(parsed.fs_type, Some(hwameistor_csi::params::FsType::Xfs));
         // The first three are plain, the -ha ones replicated on two nodes.
         assert_eq!(parsed.replicas.get(), if i < 3 { 1 } else { 2 });
+        assert!(!parsed.convertible);
     }
+    let convertible = o.storage_classes.last().expect("class");
+    let parsed = hwameistor_csi::params::parse(&convertible.parameters.clone().unwrap_or_default())
+        .expect("valid");
+    assert!(parsed.convertible && parsed.replicas.get() == 1);
+    assert_eq!(parsed.pool_class, PoolClass::Hdd);
 }
 
 #[test]

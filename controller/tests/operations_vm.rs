@@ -5,7 +5,8 @@
 //! An HA volume in use moves its second replica to the third node (online: the pod's node
 //! keeps serving), then serves from the new node with the same checksum; it grows online
 //! through a LocalVolumeExpand; a plain volume with data converts to HA and serves the same
-//! data from its new replica; a plain volume grows.
+//! data from its new replica; a plain volume grows. A volume created convertible grows
+//! alone and converts to HA while mounted and written.
 //!
 //! Needs root, QEMU and the host packages of scripts/install-host-deps.sh, and the agent,
 //! the DRBD helper and the csi_node_call example built.
@@ -269,6 +270,130 @@ async fn volumes_move_convert_and_grow_on_real_nodes_keeping_their_data() {
         .expect("create expand");
     wait_op::<LocalVolumeExpand>(&sb, &nodes, &sgrow).await;
     assert_eq!(lv_size(vm3, &small).await, Some(96 * MIB));
+
+    reconciler.abort();
+    sb.shutdown().await.expect("shutdown");
+}
+
+/// A volume created convertible: DRBD on its one node from the start, used and written
+/// there, grown alone while mounted, converted to HA while mounted and written, then served
+/// from its new replica with every byte written before, during and after the conversion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_convertible_volume_grows_alone_and_converts_online_while_mounted() {
+    let (sb, names, vol) = ha_nodes("c", "cv", 2).await;
+    let nodes: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (reconciler, csi) = control_plane(&sb, "convertible-vm-test", Duration::from_secs(180));
+    let (n1, n2) = (nodes[0], nodes[1]);
+    let mut req = create(&vol, 64 * MIB, n1, "ext4");
+    req.parameters
+        .insert("convertible".to_string(), "true".to_string());
+    if let Err(e) = csi.create_volume(Request::new(req)).await {
+        panic!("create: {e:?}{}", logs(&sb, &nodes).await);
+    }
+    let v = wait_volume(&sb, &nodes, &vol, "Ready", |v| {
+        v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
+    })
+    .await;
+    assert!(v.spec.convertible);
+    assert_eq!(v.status.as_ref().and_then(|s| s.ha_state), None);
+    let vm1 = sb.testbed.vm(n1);
+    let mut lvs = lvs_of(vm1, &vol).await;
+    lvs.sort();
+    assert_eq!(lvs, [vol.clone(), format!("{vol}_drbdmeta")]);
+    assert!(lvs_of(sb.testbed.vm(n2), &vol).await.is_empty());
+
+    let dev = publish(&csi, &vol, n1).await.expect("publish on n1");
+    assert!(dev.starts_with("/dev/drbd"), "{dev}");
+    let target = mount_on(&sb, n1, &vol, &dev, "pod-1").await;
+    vm1.exec_ok(&format!(
+        "dd if=/dev/urandom of={target}/before bs=1M count=8 2>/dev/null && sync"
+    ))
+    .await
+    .expect("write");
+
+    // Grown alone, mounted.
+    let grow = format!("{vol}-grow");
+    Api::<LocalVolumeExpand>::all(sb.client.clone())
+        .create(&PostParams::default(), &expand_op(&grow, &vol, 96 * MIB))
+        .await
+        .expect("create expand");
+    wait_op::<LocalVolumeExpand>(&sb, &nodes, &grow).await;
+    let (staging, _) = paths(&vol, "pod-1");
+    call(
+        &sb,
+        vm1,
+        n1,
+        &format!("expand {vol} {target} {staging} {}", 96 * MIB),
+    )
+    .await;
+    let size = df_bytes(vm1, &target).await;
+    assert!(size > 80 * MIB, "filesystem grew alone: {size}");
+
+    // Converted while mounted, with a writer running through the sync.
+    vm1.exec_ok(&format!(
+        "(for i in 1 2 3 4 5 6 7 8; do dd if=/dev/urandom of={target}/during.$i bs=1M count=2 conv=fsync 2>/dev/null; sleep 1; done; touch {target}/writer-done) >/dev/null 2>&1 &"
+    ))
+    .await
+    .expect("writer");
+    let conv = format!("{vol}-conv");
+    Api::<LocalVolumeConvert>::all(sb.client.clone())
+        .create(
+            &PostParams::default(),
+            &LocalVolumeConvert::new(
+                &conv,
+                LocalVolumeConvertSpec {
+                    volume_name: vol.clone(),
+                    replica_number: 2,
+                    target_node: Some(n2.to_string()),
+                    abort: false,
+                    ttl_seconds_after_finished: None,
+                },
+            ),
+        )
+        .await
+        .expect("create convert");
+    let st = wait_op::<LocalVolumeConvert>(&sb, &nodes, &conv).await;
+    assert_eq!(st.target_node.as_deref(), Some(n2));
+    let v = wait_volume(&sb, &nodes, &vol, "converted, Healthy", healthy).await;
+    assert_eq!(primary(&v).as_deref(), Some(n1));
+    ok(
+        &sb,
+        &nodes,
+        eventually(WAIT, "the writer done", || async {
+            Ok(vm1
+                .exec(&format!("test -e {target}/writer-done"))
+                .await
+                .is_ok_and(|o| o.success())
+                .then_some(()))
+        })
+        .await,
+    )
+    .await;
+    vm1.exec_ok(&format!(
+        "dd if=/dev/urandom of={target}/after bs=1M count=4 conv=fsync 2>/dev/null"
+    ))
+    .await
+    .expect("write after");
+    let sum_cmd = |t: &str| format!("cd {t} && cat before during.* after");
+    let sum = sha256(vm1, &sum_cmd(&target)).await;
+
+    // Served from the new replica: every byte there.
+    unmount_on(&sb, n1, &vol, "pod-1").await;
+    unpublish(&csi, &vol, n1).await;
+    let dev2 = ok(
+        &sb,
+        &nodes,
+        eventually(WAIT, "published on the new replica", || async {
+            Ok(publish(&csi, &vol, n2).await.ok())
+        })
+        .await,
+    )
+    .await;
+    assert_eq!(dev2, dev, "the same DRBD device");
+    let target2 = mount_on(&sb, n2, &vol, &dev2, "pod-2").await;
+    assert_eq!(sha256(sb.testbed.vm(n2), &sum_cmd(&target2)).await, sum);
+    unmount_on(&sb, n2, &vol, "pod-2").await;
+    unpublish(&csi, &vol, n2).await;
 
     reconciler.abort();
     sb.shutdown().await.expect("shutdown");

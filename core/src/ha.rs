@@ -20,14 +20,27 @@
 
 use crate::drbd::{self, port_for, resource_name};
 use hwameistor_api::{
-    HaState, LocalVolume, LocalVolumeReplica, ReplicaAssignment, ReplicationPeer, ReplicationSpec,
-    ReplicationStatus, VolumeConfig,
+    HaState, LocalVolume, LocalVolumeReplica, LocalVolumeSpec, ReplicaAssignment, ReplicationPeer,
+    ReplicationSpec, ReplicationStatus, VolumeConfig,
 };
 use std::fmt;
 
 /// Whether a volume is replicated (has a replication resource).
 pub fn is_ha(config: &VolumeConfig) -> bool {
     config.resource_id >= 0
+}
+
+/// Whether a new volume gets a replication resource: replicated volumes, and volumes
+/// created convertible (DRBD over their one node from the start, so a conversion adds a
+/// second replica online, under a volume in use).
+pub fn wants_replication(spec: &LocalVolumeSpec) -> bool {
+    spec.replica_number > 1 || spec.convertible
+}
+
+/// Whether a replicated volume runs on one node only (its one active replica has no peer):
+/// a volume created convertible and not converted yet.
+pub fn alone(config: &VolumeConfig) -> bool {
+    is_ha(config) && active(config).count() == 1
 }
 
 /// The lowest replication resource id no volume holds (a free list rebuilt from the
@@ -381,7 +394,9 @@ pub fn split_brain(replicas: &[LocalVolumeReplica]) -> bool {
 
 /// How an HA volume's copies stand.
 pub fn ha_state(config: &VolumeConfig, replicas: &[LocalVolumeReplica]) -> Option<HaState> {
-    if !is_ha(config) {
+    // One copy, by design (a convertible volume not converted yet): nothing to be healthy
+    // or degraded about.
+    if !is_ha(config) || alone(config) {
         return None;
     }
     if split_brain(replicas) {

@@ -303,14 +303,14 @@ pub fn place(
     let mut reasons: Vec<String> = Vec::new();
     // An HA volume's accessibility names where it must be usable (with WaitForFirstConsumer
     // and strict topology: the pod's node only); its other replica may go to any node,
-    // after the named ones.
+    // after the named ones. A single replica (a convertible volume) goes where it is named.
     let allowed_rank = |name: &str| -> Option<usize> {
         if req.accessibility.is_empty() {
             Some(0)
         } else {
             match req.accessibility.iter().position(|n| n == name) {
                 Some(i) => Some(i),
-                None if req.replicated => Some(req.accessibility.len()),
+                None if req.replicated && req.replicas > 1 => Some(req.accessibility.len()),
                 None => None,
             }
         }
@@ -844,6 +844,24 @@ mod tests {
         ha.meta = crate::drbd::meta_bytes(GI);
         let pool = &node("a", 10 * GI, 2 * GI, 0).pools[&HDD];
         assert_eq!(room("a", HDD, pool, &[ha], "x").bytes, GI - 4 * MI);
+    }
+
+    #[test]
+    fn a_convertible_volume_stays_on_the_pods_node_with_room_for_its_metadata() {
+        let p = Policy::default();
+        let mut r = req(GI, &["b"]);
+        r.replicas = 1;
+        r.replicated = true;
+        let roomy = node("a", 10 * GI, 9 * GI, 0);
+        // Room for the data, not for the metadata: not b, and never another node instead.
+        let tight = node("b", 10 * GI, GI, 0);
+        let err = place(&r, &[roomy.clone(), tight], &[], &p).expect_err("b is too full");
+        assert!(err.to_string().contains("b has"), "{err}");
+        let fits = node("b", 10 * GI, GI + 4 * MI, 0);
+        assert_eq!(
+            place(&r, &[roomy, fits], &[], &p).expect("fits"),
+            vec!["b".to_string()]
+        );
     }
 
     #[test]

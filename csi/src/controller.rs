@@ -496,6 +496,7 @@ pub fn compatible(
     if e.pool_name != want.pool_name
         || e.fs_type != want.fs_type
         || e.replica_number != want.replica_number
+        || e.convertible != want.convertible
         || !size_ok
     {
         return Err(Status::new(
@@ -560,7 +561,7 @@ pub fn volume_spec(req: &CreateVolumeRequest) -> Result<LocalVolumeSpec, Status>
         volume_kind: VolumeKind::Lvm,
         required_capacity_bytes: bytes,
         replica_number: i64::from(params.replicas.get()),
-        convertible: false,
+        convertible: params.convertible,
         accessibility: Accessibility { nodes },
         pvc_namespace: params.pvc_namespace,
         pvc_name: params.pvc_name,

@@ -12,6 +12,7 @@ use thiserror::Error;
 
 pub const PARAM_POOL_CLASS: &str = "poolClass";
 pub const PARAM_REPLICA_NUMBER: &str = "replicaNumber";
+pub const PARAM_CONVERTIBLE: &str = "convertible";
 pub const PARAM_FS_TYPE: &str = "csi.storage.k8s.io/fstype";
 pub const PARAM_PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
 pub const PARAM_PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
@@ -37,6 +38,9 @@ impl ReplicaCount {
 pub struct VolumeParams {
     pub pool_class: PoolClass,
     pub replicas: ReplicaCount,
+    /// A single-replica volume created with DRBD on its one node, so that a later
+    /// conversion to HA runs online (while the volume is in use).
+    pub convertible: bool,
     /// Set only when the StorageClass names a filesystem (the provisioner usually moves it
     /// into the volume capability instead).
     pub fs_type: Option<FsType>,
@@ -49,6 +53,7 @@ impl Default for VolumeParams {
         VolumeParams {
             pool_class: PoolClass::Hdd,
             replicas: ReplicaCount::ONE,
+            convertible: false,
             fs_type: None,
             pvc_name: None,
             pvc_namespace: None,
@@ -59,7 +64,7 @@ impl Default for VolumeParams {
 /// A parameter problem; every variant names the parameter.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ParamError {
-    #[error("unknown StorageClass parameter {name:?}; known parameters: poolClass, replicaNumber, csi.storage.k8s.io/fstype")]
+    #[error("unknown StorageClass parameter {name:?}; known parameters: poolClass, replicaNumber, convertible, csi.storage.k8s.io/fstype")]
     Unknown { name: String },
     #[error("StorageClass parameter {name}={value:?} is invalid: expected {expected}")]
     BadValue {
@@ -125,6 +130,13 @@ pub fn parse<'a>(
                 }
                 out.replicas = ReplicaCount(n);
             }
+            PARAM_CONVERTIBLE => {
+                out.convertible = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad(key, value, "\"true\" or \"false\"")),
+                };
+            }
             PARAM_FS_TYPE => {
                 out.fs_type =
                     Some(FsType::parse(value).ok_or_else(|| bad(key, value, "xfs or ext4"))?);
@@ -136,6 +148,13 @@ pub fn parse<'a>(
             k if k.starts_with(SIDECAR_PREFIX) => {}
             _ => return Err(ParamError::Unknown { name: key.clone() }),
         }
+    }
+    if out.convertible && out.replicas.get() > 1 {
+        return Err(ParamError::Unsupported {
+            name: PARAM_CONVERTIBLE.into(),
+            value: "true".into(),
+            reason: "convertible applies to single-replica volumes (replicaNumber \"1\"); a volume with replicaNumber \"2\" is replicated already",
+        });
     }
     Ok(out)
 }
@@ -163,6 +182,7 @@ mod tests {
         let got = parse(&p(&[
             ("poolClass", "nvme"),
             ("replicaNumber", "1"),
+            ("convertible", "true"),
             ("csi.storage.k8s.io/fstype", "ext4"),
             ("csi.storage.k8s.io/pvc/name", "data"),
             ("csi.storage.k8s.io/pvc/namespace", "apps"),
@@ -174,6 +194,7 @@ mod tests {
             VolumeParams {
                 pool_class: PoolClass::Nvme,
                 replicas: ReplicaCount::ONE,
+                convertible: true,
                 fs_type: Some(FsType::Ext4),
                 pvc_name: Some("data".into()),
                 pvc_namespace: Some("apps".into()),
@@ -190,6 +211,8 @@ mod tests {
             ("replicaNumber", "5"),
             ("replicaNumber", "two"),
             ("replicaNumber", "-1"),
+            ("convertible", "yes"),
+            ("convertible", "True"),
             ("csi.storage.k8s.io/fstype", "btrfs"),
             ("csi.storage.k8s.io/fstype", "XFS"),
         ];
@@ -218,6 +241,19 @@ mod tests {
             assert_eq!(err.parameter(), "replicaNumber");
             assert!(err.to_string().contains("two nodes"), "{err}");
         }
+    }
+
+    #[test]
+    fn convertible_is_for_single_replica_volumes() {
+        assert!(
+            !parse(&p(&[("convertible", "false")]))
+                .expect("ok")
+                .convertible
+        );
+        let err =
+            parse(&p(&[("convertible", "true"), ("replicaNumber", "2")])).expect_err("HA already");
+        assert_eq!(err.parameter(), "convertible");
+        assert!(err.to_string().contains("replicated already"), "{err}");
     }
 
     #[test]

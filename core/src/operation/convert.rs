@@ -8,12 +8,18 @@
 //! new one is UpToDate on fresh reports from both) → `Accessibility` (usable from both
 //! nodes) → Succeeded.
 //!
-//! The volume's device changes (the DRBD device over the logical volume), so a volume in
-//! use converts only once unpublished. Abort is possible before `AddReplica`; undoing DRBD
-//! under a volume is not built yet, so later an abort is refused with that reason.
+//! A volume without replication changes its device (the DRBD device over the logical
+//! volume), so in use it converts only once unpublished; undoing DRBD under it is not built,
+//! so an abort is refused once `AddReplica` changed it. A volume created convertible runs
+//! DRBD on its one node from the start: `AddReplica` only names the second replica as its
+//! peer, the existing one (primary, maybe in use) connects and syncs it, online; an abort
+//! before the new replica is in sync removes it again and the volume goes on alone.
 
 use super::migrate::{choose_target, ha_in_sync, sync_progress};
-use super::{accessibility_step, at_step, finish, Machine, Op, OpStep, Start, VolumeChange, World};
+use super::{
+    accessibility_step, any_replica_on, at_step, finish, replica_on, Machine, Op, OpStep, Start,
+    VolumeChange, World,
+};
 use crate::lvm::round_up_to_extent;
 use crate::placement::room;
 use crate::{drbd, ha};
@@ -35,12 +41,59 @@ fn converted(config: &VolumeConfig, target: &str) -> bool {
     ha::is_ha(config) && config.replicas.iter().any(|a| a.hostname == target)
 }
 
+/// `config` with a second replica on `target`: no data until synced (outdated: never
+/// promoted before, and a lost link to it needs no fence).
+fn with_peer(w: &World, config: &VolumeConfig, target: &str) -> VolumeConfig {
+    let mut next = config.clone();
+    let id = next.replicas.iter().map(|a| a.id).max().unwrap_or(0) + 1;
+    next.replicas.push(ReplicaAssignment {
+        id,
+        hostname: target.to_string(),
+        ip: w.storage_ip(target),
+        primary: false,
+        outdated: true,
+        leaving: false,
+        copy_from: None,
+    });
+    next.version += 1;
+    next
+}
+
+impl Convert<'_> {
+    /// The start of a volume created convertible: it converts in use too.
+    fn start_online(&self, w: &World, v: &LocalVolume, config: &VolumeConfig) -> Start {
+        let st = v.status.clone().unwrap_or_default();
+        if st.state != Some(VolumeState::Ready) {
+            let state = st
+                .state
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_else(|| "not reported".into());
+            return Start::Wait(format!(
+                "the volume is {state}; only a Ready volume converts"
+            ));
+        }
+        let sources: Vec<String> = ha::active(config).map(|a| a.hostname.clone()).collect();
+        let suggested: Vec<String> = self.spec.target_node.iter().cloned().collect();
+        let target = match choose_target(&suggested, w, v, config, true) {
+            Ok(t) => t,
+            Err(e) => return Start::Fail(e.message),
+        };
+        Start::Go(Box::new(OperationStatus {
+            step: Some(STEP_ADD.into()),
+            target_node: Some(target),
+            source_nodes: sources,
+            ..Default::default()
+        }))
+    }
+}
+
 impl Machine for Convert<'_> {
     fn start(&self, _op: &Op, w: &World, v: &LocalVolume) -> Start {
         let Some(config) = v.spec.config.as_ref() else {
             return Start::Wait("the volume is not placed yet".into());
         };
-        if ha::is_ha(config) {
+        let online = ha::alone(config);
+        if ha::is_ha(config) && !online {
             return if config.replicas.len() >= 2 {
                 let on: Vec<&str> = config
                     .replicas
@@ -54,6 +107,9 @@ impl Machine for Convert<'_> {
             } else {
                 Start::Fail("the volume has a replication resource but one replica; migrate or recreate it instead".into())
             };
+        }
+        if online {
+            return self.start_online(w, v, config);
         }
         let [source] = config.replicas.as_slice() else {
             return Start::Fail(format!(
@@ -73,7 +129,7 @@ impl Machine for Convert<'_> {
         }
         if let Some(node) = st.published_node.as_deref() {
             return Start::Wait(format!(
-                "the volume is in use on {node}; converting puts DRBD under it and changes its device, so it converts once unpublished (stop its pod); online conversion of volumes created convertible is not built yet"
+                "the volume is in use on {node}; converting puts DRBD under it and changes its device, so it converts once unpublished (stop its pod); volumes created convertible (StorageClass parameter convertible: \"true\") convert online"
             ));
         }
         let Some(class) = PoolClass::from_pool_name(&v.spec.pool_name) else {
@@ -133,6 +189,16 @@ impl Machine for Convert<'_> {
                 "no target node recorded; nothing was changed".into(),
             );
         };
+        if !converted(config, target) && ha::alone(config) {
+            if op.status.step.as_deref() != Some(STEP_ADD) {
+                return at_step(op, STEP_ADD, None);
+            }
+            return OpStep::UpdateVolume(Box::new(VolumeChange {
+                config: Some(with_peer(w, config, target)),
+                replica_number: Some(2),
+                ..Default::default()
+            }));
+        }
         if !converted(config, target) {
             if ha::is_ha(config) || config.replicas.len() != 1 {
                 return finish(
@@ -154,12 +220,6 @@ impl Machine for Convert<'_> {
                     "every replication resource id is taken".into(),
                 );
             };
-            let ip = |n: &str| {
-                w.nodes
-                    .iter()
-                    .find(|x| x.name == n)
-                    .and_then(|x| x.storage_ip.clone())
-            };
             let mut next = config.clone();
             next.resource_id = id;
             // The existing replica holds the data: it alone may be primary, and the resource
@@ -167,21 +227,10 @@ impl Machine for Convert<'_> {
             next.initial = true;
             for a in &mut next.replicas {
                 a.primary = true;
-                a.ip = ip(&a.hostname);
+                a.ip = w.storage_ip(&a.hostname);
             }
-            let nid = next.replicas.iter().map(|a| a.id).max().unwrap_or(0) + 1;
-            next.replicas.push(ReplicaAssignment {
-                id: nid,
-                hostname: target.to_string(),
-                ip: ip(target),
-                primary: false,
-                outdated: true,
-                leaving: false,
-                copy_from: None,
-            });
-            next.version += 1;
             return OpStep::UpdateVolume(Box::new(VolumeChange {
-                config: Some(next),
+                config: Some(with_peer(w, &next, target)),
                 replica_number: Some(2),
                 ..Default::default()
             }));
@@ -211,14 +260,45 @@ impl Machine for Convert<'_> {
         else {
             return Ok(());
         };
-        if converted(config, target) {
+        if !converted(config, target) {
+            return Ok(());
+        }
+        if !v.spec.convertible {
             return Err("DRBD was set up under the volume already and taking it away again is not built yet; the conversion completes".into());
+        }
+        if op.status.step.as_deref() == Some(STEP_ACCESS) {
+            return Err(format!(
+                "the replica on {target} is in sync and the volume is being made usable from it; the conversion completes"
+            ));
         }
         Ok(())
     }
 
-    fn undo(&self, _op: &Op, _w: &World, _v: &LocalVolume) -> Option<OpStep> {
-        // Abortable only before the volume changed: nothing to undo.
+    fn undo(&self, op: &Op, w: &World, v: &LocalVolume) -> Option<OpStep> {
+        // Only a volume created convertible gets here with something to undo (see
+        // `abortable`): its second replica goes, the first one goes on alone.
+        let config = v.spec.config.as_ref()?;
+        let target = op.status.target_node.as_deref()?;
+        if converted(config, target) && v.spec.convertible {
+            let mut next = config.clone();
+            next.replicas.retain(|a| a.hostname != target);
+            next.version += 1;
+            return Some(OpStep::UpdateVolume(Box::new(VolumeChange {
+                config: Some(next),
+                replica_number: Some(1),
+                ..Default::default()
+            })));
+        }
+        if let Some(r) = replica_on(w.replicas, target) {
+            return Some(OpStep::DeleteReplica(
+                r.metadata.name.clone().unwrap_or_default(),
+            ));
+        }
+        if any_replica_on(w.replicas, target) {
+            return Some(OpStep::Wait {
+                seconds: super::POLL_SECONDS,
+            });
+        }
         None
     }
 }

@@ -223,7 +223,14 @@ impl Migrate<'_> {
             .replicas
             .iter()
             .any(|a| a.hostname == self.source() && a.primary);
+        // DRBD on one node (a volume created convertible): the target joins as its peer
+        // and syncs from the source, which stays in the replication (and primary) until the
+        // prune; no single-copy window.
+        let alone = ha::alone(config);
         for a in &mut next.replicas {
+            if alone {
+                break;
+            }
             if a.hostname == self.source() {
                 a.leaving = true;
                 a.primary = false;
@@ -237,11 +244,7 @@ impl Migrate<'_> {
         next.replicas.push(ReplicaAssignment {
             id,
             hostname: target.to_string(),
-            ip: w
-                .nodes
-                .iter()
-                .find(|n| n.name == target)
-                .and_then(|n| n.storage_ip.clone()),
+            ip: w.storage_ip(target),
             primary: false,
             // No data until resynced: never promoted before, and a lost link to it needs no
             // fence.
@@ -300,7 +303,7 @@ impl Machine for Migrate<'_> {
         }
         let replicated = ha::is_ha(config);
         if replicated {
-            if st.ha_state != Some(HaState::Healthy) {
+            if !ha::alone(config) && st.ha_state != Some(HaState::Healthy) {
                 return Start::Wait(format!(
                     "the HA volume is {}; both replicas must be in sync before one moves (the staying one is the only complete copy during the move)",
                     st.ha_state.map(|h| format!("{h:?}")).unwrap_or_else(|| "not reported".into())
@@ -386,9 +389,16 @@ impl Machine for Migrate<'_> {
                     return at_step(op, STEP_PRUNE, Some(progress(total, total, None)));
                 }
                 let mut next = config.clone();
+                let source_was_primary = config
+                    .replicas
+                    .iter()
+                    .any(|a| a.hostname == source && a.primary);
                 next.replicas.retain(|a| a.hostname != source);
+                // A volume that ran on one node runs on the target alone now.
+                let serves_alone = source_was_primary && ha::alone(&next);
                 for a in &mut next.replicas {
                     a.copy_from = None;
+                    a.primary |= serves_alone;
                 }
                 next.version += 1;
                 OpStep::UpdateVolume(Box::new(VolumeChange {

@@ -114,6 +114,16 @@ pub struct World<'a> {
     pub free_resource_id: Option<i64>,
 }
 
+impl World<'_> {
+    /// The replication address of storage node `node`, if it reports one.
+    pub fn storage_ip(&self, node: &str) -> Option<String> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == node)
+            .and_then(|n| n.storage_ip.clone())
+    }
+}
+
 /// A change to the volume, applied with a compare-and-swap on its resourceVersion.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct VolumeChange {

@@ -81,6 +81,20 @@ pub fn volume(on: &[&str]) -> LocalVolume {
     v
 }
 
+/// A Ready volume of 1 GiB created convertible on `on`: DRBD on that one node (no peer).
+pub fn convertible_volume(on: &str) -> LocalVolume {
+    let mut v = volume(&[on]);
+    v.spec.convertible = true;
+    if let Some(c) = v.spec.config.as_mut() {
+        c.resource_id = 7;
+        for a in &mut c.replicas {
+            a.primary = true;
+            a.ip = Some(format!("10.0.0.{}", (on.as_bytes()[0] - b'a') + 1));
+        }
+    }
+    v
+}
+
 pub struct Sim {
     pub kind: OperationKind,
     pub uid: String,
@@ -376,7 +390,7 @@ impl Sim {
                     .peer
                     .as_ref()
                     .is_some_and(|p| connected_pairs.contains(&p.node));
-                let (disk, conn, peer_disk, oos) = if rep.leaving {
+                let (disk, conn, peer_disk, oos) = if rep.leaving || rep.peer.is_none() {
                     ("UpToDate", "StandAlone", "DUnknown", 0)
                 } else if !peer_here {
                     ("UpToDate", "WFConnection", "DUnknown", 0)

@@ -4,10 +4,11 @@
 use super::convert::Convert;
 use super::expand::Expand;
 use super::migrate::{ha_in_sync, Migrate};
-use super::testing::{ready, volume, Sim, GI};
+use super::testing::{convertible_volume, ready, volume, Sim, GI};
 use super::*;
 use hwameistor_api::{
-    LocalVolumeConvertSpec, LocalVolumeMigrateSpec, OperationKind, OperationPhase, VolumeState,
+    HaState, LocalVolumeConvertSpec, LocalVolumeMigrateSpec, OperationKind, OperationPhase,
+    VolumeState,
 };
 
 fn migrate_spec(from: &str, to: &[&str]) -> LocalVolumeMigrateSpec {
@@ -53,7 +54,14 @@ fn check_move_invariants(sim: &Sim, source: &str, target: &str, replicated: bool
                 .iter()
                 .find(|r| r.spec.node_name == target)
                 .expect("target replica exists when the source goes");
-            if replicated {
+            if replicated && crate::ha::alone(sim.config()) {
+                // It serves alone now: it holds up-to-date data.
+                assert!(t
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.replication.as_ref())
+                    .is_some_and(|s| s.disk_state == "UpToDate"));
+            } else if replicated {
                 assert!(ha_in_sync(sim.config(), &sim.replicas, target));
             } else {
                 assert!(t
@@ -804,4 +812,178 @@ fn the_finalizer_goes_on_first_and_a_deleted_running_operation_is_undone_before_
     assert_eq!(sim.step(&e), OpStep::Delete);
     assert_eq!(sim.step(&e), OpStep::RemoveFinalizer);
     assert!(sim.deleted);
+}
+
+/// A volume created convertible, in use on `a`: converted online, its replica on `a` never
+/// leaving nor losing the primary role, its resource kept; the PV follows once unpublished.
+#[test]
+fn convert_of_a_convertible_volume_runs_online_and_keeps_its_resource() {
+    let spec = convert_spec();
+    let m = Convert { spec: &spec };
+    let mut sim = ready(Sim::new(
+        OperationKind::Convert,
+        convertible_volume("a"),
+        &["a", "b"],
+    ));
+    assert_eq!(sim.volume().status.as_ref().and_then(|s| s.ha_state), None);
+    sim.v
+        .as_mut()
+        .and_then(|v| v.status.as_mut())
+        .expect("st")
+        .published_node = Some("a".into());
+    sim.held.insert("b".into());
+    for _ in 0..10 {
+        sim.step(&m);
+    }
+    assert_eq!(
+        phase(&sim),
+        Some(OperationPhase::Running),
+        "{:?}",
+        sim.status
+    );
+    assert_eq!(sim.status.step.as_deref(), Some(convert::STEP_SYNC));
+    let c = sim.config().clone();
+    assert_eq!(c.resource_id, 7, "the volume's resource is kept");
+    assert_eq!(sim.volume().spec.replica_number, 2);
+    let a = c.replicas.iter().find(|a| a.hostname == "a").expect("a");
+    let b = c.replicas.iter().find(|a| a.hostname == "b").expect("b");
+    assert!(a.primary && !a.leaving && !b.primary && b.outdated);
+    assert!(!c.initial, "nothing is forced: a holds the data");
+    let ra = sim
+        .replicas
+        .iter()
+        .find(|r| r.spec.node_name == "a")
+        .expect("ra");
+    assert_eq!(
+        ra.spec
+            .replication
+            .as_ref()
+            .and_then(|s| s.peer.as_ref())
+            .map(|p| p.node.as_str()),
+        Some("b")
+    );
+    sim.held.clear();
+    sim.settle();
+    for _ in 0..10 {
+        sim.step(&m);
+    }
+    // Replicated; the PV still names a only while the pod runs there.
+    assert_eq!(sim.status.step.as_deref(), Some(convert::STEP_ACCESS));
+    assert!(sim
+        .status
+        .message
+        .as_deref()
+        .is_some_and(|s| s.contains("once the volume is unpublished")));
+    assert_eq!(
+        sim.volume().status.as_ref().and_then(|s| s.ha_state),
+        Some(HaState::Healthy)
+    );
+    sim.v
+        .as_mut()
+        .and_then(|v| v.status.as_mut())
+        .expect("st")
+        .published_node = None;
+    sim.run(&m, 30);
+    assert_eq!(
+        phase(&sim),
+        Some(OperationPhase::Succeeded),
+        "{:?}",
+        sim.status
+    );
+    assert_eq!(
+        sim.pv.as_ref().map(|p| p.nodes.clone()),
+        Some(vec!["a".into(), "b".into()])
+    );
+    assert!(!sim
+        .log
+        .iter()
+        .any(|s| matches!(s, OpStep::DeleteReplica(_))));
+}
+
+/// Aborting the online conversion after every possible number of steps: Aborted with the
+/// volume alone on `a` again (its second replica gone), or refused once it is in sync and
+/// completing.
+#[test]
+fn convert_of_a_convertible_volume_aborts_at_every_step_until_in_sync() {
+    let spec = convert_spec();
+    let m = Convert { spec: &spec };
+    let (mut aborted_after_join, mut refused) = (false, false);
+    for k in 0..40 {
+        let mut sim = ready(Sim::new(
+            OperationKind::Convert,
+            convertible_volume("a"),
+            &["a", "b"],
+        ));
+        for _ in 0..k {
+            sim.step(&m);
+        }
+        let joined = sim.config().replicas.len() == 2;
+        sim.abort = true;
+        sim.run(&m, 60);
+        match phase(&sim) {
+            Some(OperationPhase::Aborted) => {
+                aborted_after_join |= joined;
+                assert_eq!(sim.config_nodes(), ["a"], "after {k}");
+                assert_eq!(sim.replica_nodes(), ["a"], "after {k}");
+                assert_eq!(sim.volume().spec.replica_number, 1);
+                let a = &sim.config().replicas[0];
+                assert!(a.primary && !a.outdated && !a.leaving);
+                let ra = &sim.replicas[0];
+                assert!(ra
+                    .spec
+                    .replication
+                    .as_ref()
+                    .is_some_and(|s| s.peer.is_none() && s.primary));
+            }
+            Some(OperationPhase::Succeeded) => {
+                refused |= sim.log.iter().any(|s| matches!(s, OpStep::Status(st) if st.message.as_deref().is_some_and(|m| m.starts_with("abort refused"))));
+                assert_eq!(sim.config_nodes().len(), 2);
+            }
+            other => panic!("abort after {k} steps ended {other:?}: {:?}", sim.status),
+        }
+        assert!(sim.volume().spec.operation.is_none());
+    }
+    assert!(aborted_after_join, "some abort removed a joined replica");
+    assert!(refused, "an abort once in sync was refused");
+}
+
+/// A volume running on one node moves without a single-copy window: the target joins as
+/// the source's peer, the source stays primary until the prune, then the target serves
+/// alone.
+#[test]
+fn migrate_of_a_volume_alone_joins_the_target_as_peer_then_prunes() {
+    let spec = migrate_spec("a", &[]);
+    let m = Migrate { spec: &spec };
+    let mut sim = ready(Sim::new(
+        OperationKind::Migrate,
+        convertible_volume("a"),
+        &["a", "b"],
+    ));
+    let mut steps = 0;
+    while !phase(&sim).is_some_and(|p| p.is_final()) && steps < 60 {
+        sim.step(&m);
+        steps += 1;
+        check_move_invariants(&sim, "a", "b", true);
+        let c = sim.config();
+        assert!(c.replicas.iter().all(|a| !a.leaving), "never leaving");
+        if c.replicas.iter().any(|a| a.hostname == "a") {
+            assert!(c.replicas.iter().any(|a| a.hostname == "a" && a.primary));
+        }
+    }
+    assert_eq!(
+        phase(&sim),
+        Some(OperationPhase::Succeeded),
+        "{:?}",
+        sim.status
+    );
+    assert_eq!(sim.config_nodes(), ["b"]);
+    assert_eq!(sim.replica_nodes(), ["b"]);
+    let b = &sim.config().replicas[0];
+    assert!(b.primary && !b.outdated);
+    assert!(sim.replicas[0]
+        .spec
+        .replication
+        .as_ref()
+        .is_some_and(|s| s.peer.is_none()));
+    assert_eq!(sim.volume().spec.accessibility.nodes, ["b"]);
 }
