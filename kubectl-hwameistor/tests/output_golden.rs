@@ -171,6 +171,7 @@ fn volumes() -> VolumeList {
             message: None,
             ha_state: None,
             split_brain_keep: None,
+            convertible: false,
         }],
     }
 }
@@ -328,6 +329,7 @@ fn ha_volume() -> VolumeRow {
         message: None,
         ha_state: Some(HaState::Syncing),
         split_brain_keep: None,
+        convertible: false,
     }
 }
 

@@ -322,7 +322,7 @@ pub fn plan_drain(
                         h.name
                     ));
                 }
-                if replicated {
+                if replicated && !ha::alone(&config) {
                     notes.push(format!(
                         "{name} (HA): single copy during its move: DRBD 8.4 replicates to one peer, so until the new replica on {target} is UpToDate the volume has ONE complete copy (on {}); the replica on {node} is kept intact until then, and a failure mid-move falls back to it",
                         others.join(", ")

@@ -374,7 +374,7 @@ pub fn plan_migrate(
     let replicated = ha::is_ha(config);
     let from = match (&req.from, nodes.as_slice()) {
         (Some(f), _) => f.clone(),
-        (None, [only]) if !replicated => only.clone(),
+        (None, [only]) => only.clone(),
         (None, _) => return Err(AdminError::FromRequired { volume, nodes }),
     };
     if !nodes.contains(&from) {
@@ -431,7 +431,19 @@ pub fn plan_migrate(
     let staying: Vec<String> = nodes.iter().filter(|n| **n != from).cloned().collect();
     let mut warnings = Vec::new();
     let mut notes = Vec::new();
-    let data = if replicated {
+    let data = if replicated && ha::alone(config) {
+        if req.bandwidth.is_some() {
+            warnings.push("--bandwidth caps a block copy (a volume without replication); this volume syncs over DRBD at DRBD's own rate".into());
+        }
+        if published.as_deref() == Some(from.as_str()) {
+            notes.push(format!(
+                "its pod must stop on {from} for the move to start (the replica there serves it)"
+            ));
+        }
+        format!(
+            "over DRBD (the volume runs DRBD on {from} alone): a new replica on {target} joins {from} as its peer and syncs from it, two copies throughout; {from} is removed once {target} is UpToDate"
+        )
+    } else if replicated {
         let stay = staying.join(", ");
         warnings.push(format!(
             "single copy during the move: DRBD 8.4 replicates to one peer, so from the start of the move until {target} is UpToDate the volume has ONE complete copy (on {stay}); the replica on {from} is disconnected but kept intact (data and metadata) until then, and a failure mid-move falls back to it"
@@ -699,9 +711,26 @@ pub fn plan_convert(
     })?;
     let source = replica_nodes(config).join(", ");
     let published = v.status.as_ref().and_then(|s| s.published_node.clone());
+    let online = ha::alone(config);
     let mut notes = Vec::new();
-    notes.push("abort is possible only before DRBD is set up (step AddReplica); after that the conversion completes".into());
+    if online {
+        notes.push("abort is possible until the new replica is in sync: it is removed again and the volume goes on alone".into());
+    } else {
+        notes.push("abort is possible only before DRBD is set up (step AddReplica); after that the conversion completes".into());
+    }
+    if online && published.is_some() && v.spec.pvc_name.is_some() {
+        notes.push("the volume converts while in use; its PersistentVolume is re-created naming both nodes once its pod stops once (Kubernetes keeps a PV's node affinity immutable): until then the conversion waits at step Accessibility, replicated".into());
+    }
     notes.push("the controller runs few data moves at once (by default one per node): the conversion may wait Pending for a free slot".into());
+    let data = if online {
+        format!(
+            "the volume runs DRBD on {source} already (created convertible): a new replica on {target} joins it as its peer and receives a full sync from it, online"
+        )
+    } else {
+        format!(
+            "the replica on {source} gains DRBD with its metadata on a small volume of its own (the data is not touched) and stays the volume's data; a new replica on {target} receives a full initial sync from it"
+        )
+    };
     Ok(ConvertPlan {
         pvc: v
             .spec
@@ -713,9 +742,7 @@ pub fn plan_convert(
             }),
         volume,
         capacity_bytes: v.spec.required_capacity_bytes,
-        data: format!(
-            "the replica on {source} gains DRBD with its metadata on a small volume of its own (the data is not touched) and stays the volume's data; a new replica on {target} receives a full initial sync from it"
-        ),
+        data,
         warnings: vec![format!(
             "until the initial sync completed, the replica on {source} is the only complete copy (as it is now)"
         )],
@@ -1105,5 +1132,39 @@ mod tests {
             e.to_string(),
             "refusing to convert volume \"h\": the volume is replicated already (on a, b)"
         );
+    }
+
+    #[test]
+    fn a_convertible_volume_converts_and_moves_online_over_drbd() {
+        let mut cv = volume("cv", 10 * GI, &["a", "b"], Some("a"));
+        cv.spec.convertible = true;
+        cv.spec.replica_number = 1;
+        if let Some(c) = cv.spec.config.as_mut() {
+            c.replicas.retain(|r| r.hostname == "a");
+        }
+        let f = facts(
+            vec![node("a", 50 * GI), node("b", 30 * GI), node("c", 40 * GI)],
+            vec![cv],
+        );
+        let p = plan_convert(
+            &f,
+            &ConvertRequest {
+                volume: "cv".into(),
+                to: None,
+            },
+            &[],
+        )
+        .unwrap();
+        assert!(p.waits.is_empty(), "in use, converts online: {:?}", p.waits);
+        assert!(p.data.contains("online"), "{}", p.data);
+        assert!(p.notes[0].contains("until the new replica is in sync"));
+        let p = plan_migrate(&f, &req("cv", None, &[]), &[]).unwrap();
+        assert!(p.ha);
+        assert!(
+            p.warnings.is_empty(),
+            "no single-copy window: {:?}",
+            p.warnings
+        );
+        assert!(p.data.contains("two copies throughout"), "{}", p.data);
     }
 }

@@ -139,6 +139,9 @@ pub struct VolumeRow {
     pub ha_state: Option<HaState>,
     /// A split-brain resolution waiting to be carried out: the node whose data is kept.
     pub split_brain_keep: Option<String>,
+    /// Created convertible and running DRBD on its one node: one copy, convertible to HA
+    /// online (`volume convert`).
+    pub convertible: bool,
 }
 
 impl VolumeRow {
@@ -172,8 +175,11 @@ impl VolumeRow {
 
     /// The HA state as a cell, `-` for a volume without replication.
     pub fn ha_cell(&self) -> String {
-        self.ha_state
-            .map_or_else(|| "-".to_string(), |h| format!("{h:?}"))
+        match self.ha_state {
+            Some(h) => format!("{h:?}"),
+            None if self.convertible => "Convertible".into(),
+            None => "-".into(),
+        }
     }
 
     /// The node whose replica the config allows to be primary.
@@ -314,6 +320,7 @@ pub fn volume_row(v: &LocalVolume, replicas: &[&LocalVolumeReplica]) -> VolumeRo
             .split_brain_resolution
             .as_ref()
             .map(|r| r.keep.clone()),
+        convertible: v.spec.convertible && ha_config.is_some_and(ha::alone),
     }
 }
 
@@ -873,6 +880,20 @@ mod tests {
         let e =
             check_expand(&v, GI / 2, &nodes, std::slice::from_ref(&v), &[]).expect_err("shrink");
         assert!(matches!(e, AdminError::Shrink { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_convertible_volume_on_one_node_shows_as_convertible_until_converted() {
+        let mut v = ha_volume("cv", &["a"], "a", None);
+        v.spec.convertible = true;
+        let row = volume_row(&v, &[]);
+        assert!(row.convertible);
+        assert_eq!(row.ha_cell(), "Convertible");
+        let mut both = ha_volume("cv", &["a", "b"], "a", Some(HaState::Healthy));
+        both.spec.convertible = true;
+        let row = volume_row(&both, &[]);
+        assert!(!row.convertible);
+        assert_eq!(row.ha_cell(), "Healthy");
     }
 
     #[test]

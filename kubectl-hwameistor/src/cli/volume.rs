@@ -43,6 +43,10 @@ pub enum VolumeCommand {
     /// disconnected but kept intact until the new one is UpToDate, so a failure mid-move
     /// falls back to it. The volume must not be in use on --from.
     ///
+    /// A volume created convertible (StorageClass parameter convertible: "true") that runs
+    /// on one node moves over DRBD without that window: the new replica joins the old one
+    /// as its peer, and the old one goes once the new one is UpToDate.
+    ///
     /// Then asks (--yes skips), creates the migration and follows it with a progress bar
     /// until it ends; the exit code is non-zero when it failed or was aborted.
     Migrate(MigrateArgs),
@@ -51,8 +55,11 @@ pub enum VolumeCommand {
     ///
     /// The existing replica keeps the data (DRBD's metadata goes on a small volume of its
     /// own) and a new replica on another node gets a full initial sync. The volume's device
-    /// changes, so it converts only while unpublished: its pod must stop. Shows the plan,
-    /// asks (--yes skips), creates the conversion and follows it until it ends.
+    /// changes, so it converts only while unpublished: its pod must stop. A volume created
+    /// convertible (StorageClass parameter convertible: "true") runs DRBD already and
+    /// converts online, in use; its conversion can be aborted until the new replica is in
+    /// sync. Shows the plan, asks (--yes skips), creates the conversion and follows it until
+    /// it ends.
     Convert(ConvertArgs),
     /// Grow a volume to SIZE (e.g. 20Gi), online, and wait until it is allocated. Volumes
     /// never shrink.
