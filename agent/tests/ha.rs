@@ -1041,7 +1041,7 @@ async fn an_ha_replica_moves_to_a_third_node_while_the_volume_is_in_use() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_volume_converts_to_ha_keeping_its_data_volume() {
+async fn a_plain_volume_converts_to_ha_keeping_its_data_volume_after_an_aborted_try() {
     let (_server, client) = cluster().await;
     let mut p = Pair::new(&client).await;
     p.start().await;
@@ -1066,24 +1066,80 @@ async fn a_plain_volume_converts_to_ha_keeping_its_data_volume() {
             .find(|l| l.name == vol)
             .expect("data LV");
 
-    let conv = LocalVolumeConvert::new(
-        &unique("conv"),
-        LocalVolumeConvertSpec {
-            volume_name: vol.clone(),
-            replica_number: 2,
-            target_node: Some(p.b.name.clone()),
-            abort: false,
-            ttl_seconds_after_finished: None,
-        },
-    );
-    Api::<LocalVolumeConvert>::all(client.clone())
-        .create(&PostParams::default(), &conv)
+    let convert = |name: &str| {
+        LocalVolumeConvert::new(
+            name,
+            LocalVolumeConvertSpec {
+                volume_name: vol.clone(),
+                replica_number: 2,
+                target_node: Some(p.b.name.clone()),
+                abort: false,
+                ttl_seconds_after_finished: None,
+            },
+        )
+    };
+    let ops: Api<LocalVolumeConvert> = Api::all(client.clone());
+
+    // A first conversion aborted mid-sync, once DRBD is under the volume: b's replica goes,
+    // a keeps the DRBD layer (alone, StandAlone, its data volume as it was): convertible.
+    let gate =
+        p.b.drbd
+            .as_ref()
+            .expect("drbd")
+            .gate(hwameistor_testkit::DrbdOp::Up, &vol);
+    let first = unique("conv");
+    ops.create(&PostParams::default(), &convert(&first))
         .await
         .expect("create convert");
-    let name = conv.metadata.name.clone().expect("name");
+    let v = p
+        .wait_volume(&vol, "DRBD under it", |v| {
+            v.spec
+                .config
+                .as_ref()
+                .is_some_and(hwameistor_core::ha::is_ha)
+        })
+        .await;
+    let res = Pair::resource(&v);
+    p.net.hold_sync(&res);
+    gate.release();
+    eventually("b syncing from a", || async {
+        let st = p.net.resource(&p.b.name, &res)?;
+        (st.connection == hwameistor_core::drbd::ConnState::SyncTarget).then_some(())
+    })
+    .await;
+    ops.patch(
+        &first,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"abort": true}})),
+    )
+    .await
+    .expect("abort");
+    wait_op_phase::<LocalVolumeConvert>(&client, &first, OperationPhase::Aborted).await;
+    p.net.release_sync(&res);
+    eventually("b's replica gone", || async {
+        (p.replica_on(&vol, &p.b.name).await.is_none() && p.net.config(&p.b.name, &res).is_none())
+            .then_some(())
+    })
+    .await;
+    nothing_left_on(&p, &p.b, &vol, &res);
+    let v = p.volume(&vol).await;
+    assert!(v.spec.convertible && v.spec.replica_number == 1);
+    eventually("a alone", || async {
+        let s = p.net.resource(&p.a.name, &res)?;
+        (s.connection == hwameistor_core::drbd::ConnState::StandAlone
+            && s.disk == hwameistor_core::drbd::DiskState::UpToDate)
+            .then_some(())
+    })
+    .await;
+
+    // The next conversion completes (online now).
+    let name = unique("conv");
+    ops.create(&PostParams::default(), &convert(&name))
+        .await
+        .expect("create convert");
     wait_op_phase::<LocalVolumeConvert>(&client, &name, OperationPhase::Succeeded).await;
     let v = p.wait_healthy(&vol).await;
-    let res = Pair::resource(&v);
+    assert_eq!(Pair::resource(&v), res);
     // The data volume on a is the one it had (DRBD's metadata lives beside it), and it was
     // the source of the sync: b holds the same data.
     let lv_after =

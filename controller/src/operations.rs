@@ -451,6 +451,9 @@ async fn reconcile_steps<K: OperationResource>(
                 if let Some(a) = &change.accessibility {
                     spec.insert("accessibility".into(), serde_json::json!({ "nodes": a }));
                 }
+                if let Some(c) = change.convertible {
+                    spec.insert("convertible".into(), c.into());
+                }
                 let patch = serde_json::json!({ "metadata": { "resourceVersion": v.metadata.resource_version }, "spec": spec });
                 match volumes
                     .patch(&vname, &PatchParams::default(), &Patch::Merge(&patch))

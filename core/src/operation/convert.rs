@@ -9,11 +9,14 @@
 //! nodes) → Succeeded.
 //!
 //! A volume without replication changes its device (the DRBD device over the logical
-//! volume), so in use it converts only once unpublished; undoing DRBD under it is not built,
-//! so an abort is refused once `AddReplica` changed it. A volume created convertible runs
+//! volume), so in use it converts only once unpublished. A volume created convertible runs
 //! DRBD on its one node from the start: `AddReplica` only names the second replica as its
-//! peer, the existing one (primary, maybe in use) connects and syncs it, online; an abort
-//! before the new replica is in sync removes it again and the volume goes on alone.
+//! peer, the existing one (primary, maybe in use) connects and syncs it, online.
+//!
+//! Abort is possible until the new replica is in sync: it leaves the placement and is
+//! deleted, and the volume goes on alone on its node. A volume that had no replication keeps
+//! the DRBD layer the conversion put under it (its data untouched): it runs DRBD on its one
+//! node, as a volume created convertible does, and a later conversion runs online.
 
 use super::migrate::{choose_target, ha_in_sync, sync_progress};
 use super::{
@@ -263,9 +266,6 @@ impl Machine for Convert<'_> {
         if !converted(config, target) {
             return Ok(());
         }
-        if !v.spec.convertible {
-            return Err("DRBD was set up under the volume already and taking it away again is not built yet; the conversion completes".into());
-        }
         if op.status.step.as_deref() == Some(STEP_ACCESS) {
             return Err(format!(
                 "the replica on {target} is in sync and the volume is being made usable from it; the conversion completes"
@@ -275,17 +275,18 @@ impl Machine for Convert<'_> {
     }
 
     fn undo(&self, op: &Op, w: &World, v: &LocalVolume) -> Option<OpStep> {
-        // Only a volume created convertible gets here with something to undo (see
-        // `abortable`): its second replica goes, the first one goes on alone.
+        // The second replica goes; the first one goes on alone, over the DRBD layer it has
+        // (a volume that had none keeps the one the conversion put under it).
         let config = v.spec.config.as_ref()?;
         let target = op.status.target_node.as_deref()?;
-        if converted(config, target) && v.spec.convertible {
+        if converted(config, target) {
             let mut next = config.clone();
             next.replicas.retain(|a| a.hostname != target);
             next.version += 1;
             return Some(OpStep::UpdateVolume(Box::new(VolumeChange {
                 config: Some(next),
                 replica_number: Some(1),
+                convertible: (!v.spec.convertible).then_some(true),
                 ..Default::default()
             })));
         }

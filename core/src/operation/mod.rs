@@ -132,6 +132,9 @@ pub struct VolumeChange {
     pub replica_number: Option<i64>,
     /// The nodes the volume must be usable from.
     pub accessibility: Option<Vec<String>>,
+    /// Whether the volume runs DRBD on one node when it has one replica (an aborted
+    /// conversion leaves its DRBD layer in place).
+    pub convertible: Option<bool>,
 }
 
 /// The one step an operation takes next.

@@ -264,6 +264,9 @@ impl Sim {
                 if let Some(a) = &c.accessibility {
                     v.spec.accessibility.nodes = a.clone();
                 }
+                if let Some(cv) = c.convertible {
+                    v.spec.convertible = cv;
+                }
             }
             OpStep::DeleteReplica(name) => {
                 let r = self

@@ -639,7 +639,7 @@ fn convert_adds_drbd_with_the_existing_replica_as_the_source_of_the_sync() {
 }
 
 #[test]
-fn convert_waits_while_published_and_aborts_only_before_drbd() {
+fn convert_waits_while_published_and_an_abort_after_drbd_leaves_the_volume_convertible() {
     let spec = convert_spec();
     let m = Convert { spec: &spec };
     let mut sim = ready(Sim::new(
@@ -663,6 +663,8 @@ fn convert_waits_while_published_and_aborts_only_before_drbd() {
     sim.step(&m);
     assert_eq!(phase(&sim), Some(OperationPhase::Aborted));
 
+    // Aborted once DRBD is under the volume: the new replica goes, the volume keeps its
+    // DRBD layer on a alone (convertible now), its data volume untouched.
     let mut sim = ready(Sim::new(
         OperationKind::Convert,
         volume(&["a"]),
@@ -672,17 +674,61 @@ fn convert_waits_while_published_and_aborts_only_before_drbd() {
     while !crate::ha::is_ha(sim.config()) {
         sim.step(&m);
     }
-    sim.abort = true;
-    sim.step(&m);
-    assert!(sim
-        .status
-        .message
-        .as_deref()
-        .is_some_and(|s| s.contains("abort refused")));
-    sim.held.clear();
     sim.settle();
+    sim.abort = true;
     sim.run(&m, 30);
-    assert_eq!(phase(&sim), Some(OperationPhase::Succeeded));
+    assert_eq!(
+        phase(&sim),
+        Some(OperationPhase::Aborted),
+        "{:?}",
+        sim.status
+    );
+    assert_eq!(sim.config_nodes(), ["a"]);
+    assert_eq!(sim.replica_nodes(), ["a"]);
+    assert!(crate::ha::alone(sim.config()));
+    assert!(sim.volume().spec.convertible && sim.volume().spec.replica_number == 1);
+    let a = &sim.config().replicas[0];
+    assert!(a.primary && !a.outdated);
+    assert!(sim
+        .log
+        .iter()
+        .all(|s| !matches!(s, OpStep::DeleteReplica(n) if n.ends_with("-a"))));
+    // A later conversion of it runs online.
+    let mut again = Sim {
+        status: Default::default(),
+        abort: false,
+        held: Default::default(),
+        log: Vec::new(),
+        ..sim
+    };
+    again
+        .v
+        .as_mut()
+        .and_then(|v| v.status.as_mut())
+        .expect("st")
+        .published_node = Some("a".into());
+    for _ in 0..20 {
+        again.step(&m);
+    }
+    assert_eq!(
+        again.status.step.as_deref(),
+        Some(convert::STEP_ACCESS),
+        "replicated while in use"
+    );
+    assert_eq!(again.config_nodes().len(), 2);
+    again
+        .v
+        .as_mut()
+        .and_then(|v| v.status.as_mut())
+        .expect("st")
+        .published_node = None;
+    again.run(&m, 20);
+    assert_eq!(
+        phase(&again),
+        Some(OperationPhase::Succeeded),
+        "{:?}",
+        again.status
+    );
 
     let mut sim = ready(Sim::new(
         OperationKind::Convert,
@@ -900,20 +946,15 @@ fn convert_of_a_convertible_volume_runs_online_and_keeps_its_resource() {
         .any(|s| matches!(s, OpStep::DeleteReplica(_))));
 }
 
-/// Aborting the online conversion after every possible number of steps: Aborted with the
-/// volume alone on `a` again (its second replica gone), or refused once it is in sync and
-/// completing.
-#[test]
-fn convert_of_a_convertible_volume_aborts_at_every_step_until_in_sync() {
+/// Aborts a conversion of `v` (on `a`) after every possible number of steps: Aborted with
+/// the volume alone on `a` again (its second replica gone; once DRBD was under it, it stays,
+/// and the volume is convertible), or refused once the new replica is in sync.
+fn convert_abort_at_every_step(v: &LocalVolume) {
     let spec = convert_spec();
     let m = Convert { spec: &spec };
     let (mut aborted_after_join, mut refused) = (false, false);
     for k in 0..40 {
-        let mut sim = ready(Sim::new(
-            OperationKind::Convert,
-            convertible_volume("a"),
-            &["a", "b"],
-        ));
+        let mut sim = ready(Sim::new(OperationKind::Convert, v.clone(), &["a", "b"]));
         for _ in 0..k {
             sim.step(&m);
         }
@@ -926,14 +967,19 @@ fn convert_of_a_convertible_volume_aborts_at_every_step_until_in_sync() {
                 assert_eq!(sim.config_nodes(), ["a"], "after {k}");
                 assert_eq!(sim.replica_nodes(), ["a"], "after {k}");
                 assert_eq!(sim.volume().spec.replica_number, 1);
-                let a = &sim.config().replicas[0];
-                assert!(a.primary && !a.outdated && !a.leaving);
                 let ra = &sim.replicas[0];
-                assert!(ra
-                    .spec
-                    .replication
-                    .as_ref()
-                    .is_some_and(|s| s.peer.is_none() && s.primary));
+                if crate::ha::is_ha(sim.config()) {
+                    assert!(sim.volume().spec.convertible, "after {k}");
+                    let a = &sim.config().replicas[0];
+                    assert!(a.primary && !a.outdated && !a.leaving);
+                    assert!(ra
+                        .spec
+                        .replication
+                        .as_ref()
+                        .is_some_and(|s| s.peer.is_none() && s.primary));
+                } else {
+                    assert!(ra.spec.replication.is_none(), "untouched after {k}");
+                }
             }
             Some(OperationPhase::Succeeded) => {
                 refused |= sim.log.iter().any(|s| matches!(s, OpStep::Status(st) if st.message.as_deref().is_some_and(|m| m.starts_with("abort refused"))));
@@ -942,9 +988,25 @@ fn convert_of_a_convertible_volume_aborts_at_every_step_until_in_sync() {
             other => panic!("abort after {k} steps ended {other:?}: {:?}", sim.status),
         }
         assert!(sim.volume().spec.operation.is_none());
+        assert!(
+            !sim.log
+                .iter()
+                .any(|s| matches!(s, OpStep::DeleteReplica(n) if n.ends_with("-a"))),
+            "the data's replica is never deleted"
+        );
     }
     assert!(aborted_after_join, "some abort removed a joined replica");
     assert!(refused, "an abort once in sync was refused");
+}
+
+#[test]
+fn convert_of_a_convertible_volume_aborts_at_every_step_until_in_sync() {
+    convert_abort_at_every_step(&convertible_volume("a"));
+}
+
+#[test]
+fn convert_of_a_plain_volume_aborts_at_every_step_until_in_sync() {
+    convert_abort_at_every_step(&volume(&["a"]));
 }
 
 /// A volume running on one node moves without a single-copy window: the target joins as

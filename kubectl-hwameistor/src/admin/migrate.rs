@@ -716,7 +716,7 @@ pub fn plan_convert(
     if online {
         notes.push("abort is possible until the new replica is in sync: it is removed again and the volume goes on alone".into());
     } else {
-        notes.push("abort is possible only before DRBD is set up (step AddReplica); after that the conversion completes".into());
+        notes.push(format!("abort is possible until the new replica is in sync: it is removed again; once DRBD was set up under the volume it stays there (the volume then runs DRBD on {source} alone, its data untouched, and converts online later)"));
     }
     if online && published.is_some() && v.spec.pvc_name.is_some() {
         notes.push("the volume converts while in use; its PersistentVolume is re-created naming both nodes once its pod stops once (Kubernetes keeps a PV's node affinity immutable): until then the conversion waits at step Accessibility, replicated".into());
