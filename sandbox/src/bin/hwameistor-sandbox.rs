@@ -412,7 +412,8 @@ async fn main() -> anyhow::Result<()> {
                         volume_kind: VolumeKind::Lvm,
                         required_capacity_bytes: 64 << 20,
                         replica_number: 1,
-                        convertible: false,
+                        // DRBD on its one node from the start: it converts online.
+                        convertible: true,
                         accessibility: Accessibility {
                             nodes: vec![other.clone()],
                         },
@@ -431,6 +432,23 @@ async fn main() -> anyhow::Result<()> {
             Ok((v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)).then_some(()))
         })
         .await?;
+        let alone = Api::<LocalVolumeReplica>::all(sb.client.clone())
+            .get(&hwameistor_api::replica::replica_name("demo-convert", &other))
+            .await?;
+        let rep = alone.status.as_ref().and_then(|s| s.replication.clone());
+        step(
+            started,
+            &format!(
+                "demo-convert (created convertible) Ready on {other}: DRBD on that node alone, device {}, {} {}",
+                alone
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.device_path.clone())
+                    .unwrap_or_default(),
+                rep.as_ref().map(|r| r.connection_state.as_str()).unwrap_or("-"),
+                rep.as_ref().map(|r| r.disk_state.as_str()).unwrap_or("-"),
+            ),
+        );
         let grown: i64 = 384 << 20;
         Api::<LocalVolumeExpand>::all(sb.client.clone())
             .create(
