@@ -28,5 +28,6 @@ pub mod operation;
 pub mod placement;
 pub mod pools;
 pub mod replica;
+pub mod scheduling;
 pub mod sizing;
 pub mod volume;

@@ -85,42 +85,56 @@ pub struct Room {
 }
 
 /// What the placed replicas (other than `exclude`'s) hold in one pool of one node.
-struct Tally {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
     /// Bytes promised and not yet reported: creations and unfinished expansions.
-    pending: i64,
+    pub pending: i64,
     /// Bytes the placed replicas take or will take.
-    committed: i64,
+    pub committed: i64,
     /// Replicas placed whose logical volume the node has not reported.
-    unreported: i64,
+    pub unreported: i64,
 }
 
-fn tally(node: &str, class: PoolClass, pool: &PoolView, placed: &[Placed], exclude: &str) -> Tally {
-    let mut t = Tally {
-        pending: 0,
-        committed: 0,
-        unreported: 0,
-    };
-    for p in placed
-        .iter()
-        .filter(|p| p.node == node && p.class == class && p.volume != exclude)
-    {
-        let want = round_up_to_extent(p.required, pool.extent);
+impl Tally {
+    /// Counts placed replica `p` in a pool of extent `extent`.
+    pub fn add(&mut self, p: &Placed, extent: i64) {
+        let want = round_up_to_extent(p.required, extent);
         let meta = if p.meta > 0 {
-            round_up_to_extent(p.meta, pool.extent)
+            round_up_to_extent(p.meta, extent)
         } else {
             0
         };
         match p.allocated {
             None => {
-                t.pending = t.pending.saturating_add(want + meta);
-                t.unreported += 1;
+                self.pending = self.pending.saturating_add(want + meta);
+                self.unreported += 1;
             }
             // An expansion not done yet still needs its difference.
-            Some(have) => t.pending = t.pending.saturating_add((want - have).max(0)),
+            Some(have) => self.pending = self.pending.saturating_add((want - have).max(0)),
         }
-        t.committed = t
+        self.committed = self
             .committed
             .saturating_add(want.max(p.allocated.unwrap_or(0)) + meta);
+    }
+
+    /// The room `pool` has left with this tally counted.
+    pub fn room(&self, pool: &PoolView) -> Room {
+        Room {
+            bytes: (pool.free - self.pending)
+                .min(pool.total - self.committed)
+                .max(0),
+            volumes: pool.volumes + self.unreported,
+        }
+    }
+}
+
+fn tally(node: &str, class: PoolClass, pool: &PoolView, placed: &[Placed], exclude: &str) -> Tally {
+    let mut t = Tally::default();
+    for p in placed
+        .iter()
+        .filter(|p| p.node == node && p.class == class && p.volume != exclude)
+    {
+        t.add(p, pool.extent);
     }
     t
 }
@@ -132,11 +146,7 @@ pub fn room(
     placed: &[Placed],
     exclude: &str,
 ) -> Room {
-    let t = tally(node, class, pool, placed, exclude);
-    Room {
-        bytes: (pool.free - t.pending).min(pool.total - t.committed).max(0),
-        volumes: pool.volumes + t.unreported,
-    }
+    tally(node, class, pool, placed, exclude).room(pool)
 }
 
 /// Room for new volumes of `class`, as GetCapacity reports it: by the same rule as

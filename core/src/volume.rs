@@ -125,6 +125,21 @@ pub fn publish_refusal(config: &VolumeConfig, node: &str) -> Option<String> {
     None
 }
 
+/// The nodes a pod using volume `v` may run on now: those whose replica may serve it (not
+/// one a migration is replacing or still filling, not an HA replica recorded outdated); for
+/// a volume not placed yet, the nodes it must be usable from.
+pub fn serving_nodes(v: &LocalVolume) -> Vec<String> {
+    match v.spec.config.as_ref() {
+        None => v.spec.accessibility.nodes.clone(),
+        Some(c) => c
+            .replicas
+            .iter()
+            .filter(|a| !a.outdated && publish_refusal(c, &a.hostname).is_none())
+            .map(|a| a.hostname.clone())
+            .collect(),
+    }
+}
+
 /// The replica object the volume's placement `config` calls for on `node`.
 pub fn replica_for(v: &LocalVolume, config: &VolumeConfig, node: &str) -> LocalVolumeReplica {
     let volume = name(v);

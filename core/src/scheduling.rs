@@ -1,0 +1,487 @@
+//! Where a pod with HwameiStor volumes may run, how well each node suits it, and what is
+//! held for it until its volumes exist: the scheduler extender's decisions. Pure.
+//!
+//! A pod's claims are of two kinds. A **bound** claim names a volume that exists: the pod
+//! may run only on a node holding one of its replicas that may serve it (HA: either; never
+//! a replica a migration is replacing or still filling). **New** claims (WaitForFirstConsumer,
+//! not provisioned yet) need, on the pod's node, room in the pool of each claim's class for
+//! all of them together (and DRBD's metadata for replicated ones), and for HA claims a
+//! second node with room for their second replicas. Room is the placement's own rule
+//! ([`Tally`]), less what is reserved for other pods whose volumes do not exist yet.
+//!
+//! A [`Reservation`] holds a new claim's room on the node chosen for its pod (and on the
+//! second node of an HA claim) from the moment the node is chosen until the volume is
+//! placed (it then counts as placed) or it expires.
+
+use crate::drbd;
+use crate::lvm::round_up_to_extent;
+use crate::placement::{NodeView, Placed, Policy, PoolView, Tally};
+use hwameistor_api::quantity::format_size;
+use hwameistor_api::PoolClass;
+use std::collections::{BTreeMap, HashMap};
+
+/// The highest score an extender gives (the scheduler scales it by the extender's weight).
+pub const MAX_SCORE: i64 = 10;
+
+/// A claim whose volume exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundClaim {
+    /// `namespace/name` of the claim.
+    pub pvc: String,
+    pub volume: String,
+    /// The nodes whose replica may serve the volume.
+    pub nodes: Vec<String>,
+}
+
+/// A claim whose volume is still to be created on the pod's node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewClaim {
+    /// `namespace/name` of the claim.
+    pub pvc: String,
+    pub class: PoolClass,
+    /// The volume's size (the CSI size rule applied).
+    pub bytes: i64,
+    /// Runs DRBD (HA or convertible): metadata beside it, and its nodes need a replication
+    /// address.
+    pub replicated: bool,
+    /// HA: a second replica on another node.
+    pub second: bool,
+}
+
+impl NewClaim {
+    fn meta(&self) -> i64 {
+        if self.replicated {
+            drbd::meta_bytes(self.bytes)
+        } else {
+            0
+        }
+    }
+}
+
+/// What one pod asks of storage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodClaims {
+    pub uid: String,
+    pub bound: Vec<BoundClaim>,
+    pub new: Vec<NewClaim>,
+    /// Why the pod can run nowhere now (a claim that does not exist, a volume with no
+    /// replica that can serve it, a StorageClass that is gone).
+    pub blocked: Vec<String>,
+}
+
+impl PodClaims {
+    /// Whether the pod uses HwameiStor volumes at all.
+    pub fn uses_storage(&self) -> bool {
+        !self.bound.is_empty() || !self.new.is_empty() || !self.blocked.is_empty()
+    }
+}
+
+/// Room held for a new claim until its volume is placed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    pub pvc: String,
+    /// The pod it was made for; empty when rebuilt from the claim alone.
+    pub pod_uid: String,
+    pub node: String,
+    /// HA: the node of the second replica.
+    pub second: Option<String>,
+    pub class: PoolClass,
+    pub bytes: i64,
+    /// DRBD metadata beside the data.
+    pub meta: i64,
+    /// Unix seconds after which it no longer holds.
+    pub expires: i64,
+}
+
+#[derive(Clone, Debug)]
+struct PoolRoom {
+    pool: PoolView,
+    tally: Tally,
+    /// Bytes and volumes reserved for pods, rounded to the pool's extent.
+    reserved: i64,
+    reserved_volumes: i64,
+}
+
+#[derive(Clone, Debug)]
+struct NodeCap {
+    ready: bool,
+    has_ip: bool,
+    pools: BTreeMap<PoolClass, PoolRoom>,
+}
+
+/// The room of every storage node's pools with what is placed and reserved counted: built
+/// once from the caches, then reserved into as pods are given nodes.
+#[derive(Clone, Debug, Default)]
+pub struct Capacity {
+    nodes: HashMap<String, NodeCap>,
+    policy: Policy,
+    reservations: Vec<Reservation>,
+}
+
+/// What the pod needs from one node: per class, bytes (extent-rounded later) and volumes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Demand {
+    per_class: BTreeMap<PoolClass, (Vec<i64>, i64)>,
+    needs_ip: bool,
+}
+
+impl Demand {
+    fn is_empty(&self) -> bool {
+        self.per_class.is_empty()
+    }
+
+    fn add(&mut self, class: PoolClass, data: i64, meta: i64, replicated: bool) {
+        let e = self.per_class.entry(class).or_default();
+        e.0.push(data);
+        if meta > 0 {
+            e.0.push(meta);
+        }
+        e.1 += 1;
+        self.needs_ip |= replicated;
+    }
+
+    /// Bytes in a pool of extent `extent`: each volume rounded up, as LVM allocates.
+    fn bytes(parts: &[i64], extent: i64) -> i64 {
+        parts
+            .iter()
+            .map(|b| round_up_to_extent(*b, extent))
+            .fold(0i64, i64::saturating_add)
+    }
+}
+
+fn primary_demand(claims: &PodClaims) -> Demand {
+    let mut d = Demand::default();
+    for c in &claims.new {
+        d.add(c.class, c.bytes, c.meta(), c.replicated);
+    }
+    d
+}
+
+fn second_demand(claims: &PodClaims) -> Demand {
+    let mut d = Demand::default();
+    for c in claims.new.iter().filter(|c| c.second) {
+        d.add(c.class, c.bytes, c.meta(), true);
+    }
+    d
+}
+
+impl Capacity {
+    /// The index of `nodes` with `placed` replicas and the `reservations` that still hold at
+    /// `now` counted.
+    pub fn new(
+        nodes: &[NodeView],
+        placed: &[Placed],
+        reservations: &[Reservation],
+        now: i64,
+        policy: Policy,
+    ) -> Capacity {
+        let mut c = Capacity {
+            nodes: nodes
+                .iter()
+                .map(|n| {
+                    (
+                        n.name.clone(),
+                        NodeCap {
+                            ready: n.ready,
+                            has_ip: n.storage_ip.is_some(),
+                            pools: n
+                                .pools
+                                .iter()
+                                .map(|(class, pool)| {
+                                    (
+                                        *class,
+                                        PoolRoom {
+                                            pool: pool.clone(),
+                                            tally: Tally::default(),
+                                            reserved: 0,
+                                            reserved_volumes: 0,
+                                        },
+                                    )
+                                })
+                                .collect(),
+                        },
+                    )
+                })
+                .collect(),
+            policy,
+            reservations: Vec::new(),
+        };
+        for p in placed {
+            if let Some(pr) = c
+                .nodes
+                .get_mut(&p.node)
+                .and_then(|n| n.pools.get_mut(&p.class))
+            {
+                let extent = pr.pool.extent;
+                pr.tally.add(p, extent);
+            }
+        }
+        for r in reservations.iter().filter(|r| r.expires > now) {
+            c.hold(r.clone());
+        }
+        c
+    }
+
+    /// The reservations that hold.
+    pub fn reservations(&self) -> &[Reservation] {
+        &self.reservations
+    }
+
+    fn count(&mut self, node: &str, class: PoolClass, bytes: i64, meta: i64, sign: i64) {
+        if let Some(pr) = self
+            .nodes
+            .get_mut(node)
+            .and_then(|n| n.pools.get_mut(&class))
+        {
+            let extent = pr.pool.extent;
+            let b = round_up_to_extent(bytes, extent)
+                + if meta > 0 {
+                    round_up_to_extent(meta, extent)
+                } else {
+                    0
+                };
+            pr.reserved += sign * b;
+            pr.reserved_volumes += sign;
+        }
+    }
+
+    fn hold(&mut self, r: Reservation) {
+        self.count(&r.node, r.class, r.bytes, r.meta, 1);
+        if let Some(s) = r.second.clone() {
+            self.count(&s, r.class, r.bytes, r.meta, 1);
+        }
+        self.reservations.push(r);
+    }
+
+    /// Drops the reservations made for pod `uid` (it is being scheduled again, or is gone).
+    pub fn release_pod(&mut self, uid: &str) {
+        self.release_where(|r| !uid.is_empty() && r.pod_uid == uid);
+    }
+
+    /// Drops the reservations of claim `pvc` (its volume exists now, or it is gone).
+    pub fn release_claim(&mut self, pvc: &str) {
+        self.release_where(|r| r.pvc == pvc);
+    }
+
+    /// Drops the reservations expired at `now`.
+    pub fn expire(&mut self, now: i64) {
+        self.release_where(|r| r.expires <= now);
+    }
+
+    fn release_where(&mut self, drop: impl Fn(&Reservation) -> bool) {
+        let (gone, kept): (Vec<Reservation>, Vec<Reservation>) =
+            std::mem::take(&mut self.reservations)
+                .into_iter()
+                .partition(|r| drop(r));
+        self.reservations = kept;
+        for r in gone {
+            self.count(&r.node, r.class, r.bytes, r.meta, -1);
+            if let Some(s) = &r.second {
+                self.count(s, r.class, r.bytes, r.meta, -1);
+            }
+        }
+    }
+
+    /// Bytes and volumes left in `node`'s pool of `class`, and its extent.
+    fn room(&self, node: &NodeCap, class: PoolClass) -> Option<(i64, i64, i64)> {
+        let pr = node.pools.get(&class)?;
+        let r = pr.tally.room(&pr.pool);
+        Some((
+            (r.bytes - pr.reserved).max(0),
+            r.volumes + pr.reserved_volumes,
+            pr.pool.extent,
+        ))
+    }
+
+    /// Why `node` cannot take `demand`; `Ok` with the smallest share of room left (0..1,
+    /// as a fraction of the pool's free bytes) when it can.
+    fn fits(&self, name: &str, demand: &Demand) -> Result<f64, String> {
+        let Some(node) = self.nodes.get(name) else {
+            return Err(format!(
+                "{name} runs no HwameiStor agent (no LocalStorageNode)"
+            ));
+        };
+        if !node.ready {
+            return Err(format!("{name}'s HwameiStor agent is not Ready"));
+        }
+        if demand.needs_ip && !node.has_ip {
+            return Err(format!(
+                "{name} has no replication address (storageIP) for replicated volumes"
+            ));
+        }
+        let mut share = 1.0f64;
+        for (class, (parts, count)) in &demand.per_class {
+            let Some((bytes, volumes, extent)) = self.room(node, *class) else {
+                return Err(format!("{name} has no {class} pool"));
+            };
+            let need = Demand::bytes(parts, extent);
+            if need > bytes {
+                return Err(format!(
+                    "{name} has {} free in its {class} pool, the pod's new volumes there need {}",
+                    format_size(bytes),
+                    format_size(need)
+                ));
+            }
+            if let Some(max) = self.policy.max_volumes_per_pool {
+                if volumes + count > max {
+                    return Err(format!(
+                        "{name}'s {class} pool holds {volumes} volumes (at most {max})"
+                    ));
+                }
+            }
+            if bytes > 0 {
+                share = share.min((bytes - need) as f64 / bytes as f64);
+            }
+        }
+        Ok(share)
+    }
+
+    /// The two nodes with most room (first by the smallest share left) that can take the
+    /// second replicas of the pod's HA claims.
+    fn second_candidates(&self, demand: &Demand) -> Vec<(String, f64)> {
+        let mut best: Vec<(String, f64)> = Vec::with_capacity(3);
+        for name in self.nodes.keys() {
+            if let Ok(share) = self.fits(name, demand) {
+                best.push((name.clone(), share));
+                best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                best.truncate(2);
+            }
+        }
+        best
+    }
+
+    /// Whether the pod may run on `name` as far as storage goes: `Ok` with its score.
+    fn check(
+        &self,
+        claims: &PodClaims,
+        name: &str,
+        primary: &Demand,
+        seconds: &[(String, f64)],
+        wants_second: bool,
+    ) -> Result<i64, String> {
+        if let Some(why) = claims.blocked.first() {
+            return Err(why.clone());
+        }
+        for b in &claims.bound {
+            if !b.nodes.iter().any(|n| n == name) {
+                return Err(if b.nodes.is_empty() {
+                    format!(
+                        "volume {} ({}) has no replica that can serve it now",
+                        b.volume, b.pvc
+                    )
+                } else {
+                    format!(
+                        "volume {} ({}) is on {}, not on {name}",
+                        b.volume,
+                        b.pvc,
+                        b.nodes.join(", ")
+                    )
+                });
+            }
+        }
+        if primary.is_empty() {
+            if !claims.bound.is_empty() && !self.nodes.contains_key(name) {
+                // Bound replicas can only be on storage nodes; say so plainly anyway.
+                return Err(format!(
+                    "{name} runs no HwameiStor agent (no LocalStorageNode)"
+                ));
+            }
+            return Ok(MAX_SCORE);
+        }
+        let share = self.fits(name, primary)?;
+        if wants_second && !seconds.iter().any(|(n, _)| n != name) {
+            return Err(format!(
+                "no node other than {name} has room for the second replica of the pod's HA volumes"
+            ));
+        }
+        Ok(((share * MAX_SCORE as f64).round() as i64).clamp(0, MAX_SCORE))
+    }
+
+    /// The candidates the pod may run on (with their scores), and why each other one may
+    /// not.
+    pub fn filter(
+        &self,
+        claims: &PodClaims,
+        candidates: &[String],
+    ) -> (Vec<(String, i64)>, BTreeMap<String, String>) {
+        let primary = primary_demand(claims);
+        let second = second_demand(claims);
+        let seconds = if second.is_empty() {
+            Vec::new()
+        } else {
+            self.second_candidates(&second)
+        };
+        let mut ok = Vec::new();
+        let mut failed = BTreeMap::new();
+        for name in candidates {
+            match self.check(claims, name, &primary, &seconds, !second.is_empty()) {
+                Ok(score) => ok.push((name.clone(), score)),
+                Err(why) => {
+                    failed.insert(name.clone(), why);
+                }
+            }
+        }
+        (ok, failed)
+    }
+
+    /// The node among `passed` (with scores) the pod is given: the highest score, then the
+    /// name (stable).
+    pub fn best(passed: &[(String, i64)]) -> Option<&str> {
+        passed
+            .iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Holds the room of the pod's new claims on `node` (and a second node for HA claims)
+    /// until `expires`; the reservations made.
+    pub fn reserve(
+        &mut self,
+        claims: &PodClaims,
+        node: &str,
+        expires: i64,
+    ) -> Result<Vec<Reservation>, String> {
+        if claims.new.is_empty() {
+            return Ok(Vec::new());
+        }
+        let primary = primary_demand(claims);
+        self.fits(node, &primary)?;
+        let second = second_demand(claims);
+        let second_node = if second.is_empty() {
+            None
+        } else {
+            let s = self
+                .second_candidates(&second)
+                .into_iter()
+                .find(|(n, _)| n != node)
+                .map(|(n, _)| n)
+                .ok_or_else(|| {
+                    format!(
+                        "no node other than {node} has room for the second replica of the pod's HA volumes"
+                    )
+                })?;
+            Some(s)
+        };
+        let made: Vec<Reservation> = claims
+            .new
+            .iter()
+            .map(|c| Reservation {
+                pvc: c.pvc.clone(),
+                pod_uid: claims.uid.clone(),
+                node: node.to_string(),
+                second: if c.second { second_node.clone() } else { None },
+                class: c.class,
+                bytes: c.bytes,
+                meta: c.meta(),
+                expires,
+            })
+            .collect();
+        for r in &made {
+            self.hold(r.clone());
+        }
+        Ok(made)
+    }
+}
+
+#[cfg(test)]
+mod tests;
