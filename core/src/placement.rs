@@ -403,37 +403,50 @@ pub fn place(
 }
 
 /// The placement's view of the cluster's nodes.
-pub fn node_views(nodes: &[LocalStorageNode]) -> Vec<NodeView> {
-    nodes
-        .iter()
-        .map(|n| {
-            let st = n.status.clone().unwrap_or_default();
-            NodeView {
-                name: n.metadata.name.clone().unwrap_or_default(),
-                ready: st.state == Some(NodeState::Ready),
-                storage_ip: n.spec.storage_ip.clone(),
-                pools: st
-                    .pools
-                    .values()
-                    .map(|p| {
-                        (
-                            p.class,
-                            PoolView {
-                                total: p.total_capacity_bytes,
-                                free: p.free_capacity_bytes,
-                                extent: p.extent_size_bytes,
-                                volumes: p.volume_count,
-                            },
-                        )
-                    })
-                    .collect(),
-            }
-        })
-        .collect()
+pub fn node_views<'a>(nodes: impl IntoIterator<Item = &'a LocalStorageNode>) -> Vec<NodeView> {
+    nodes.into_iter().map(node_view).collect()
+}
+
+/// The placement's view of one node.
+pub fn node_view(n: &LocalStorageNode) -> NodeView {
+    let st = n.status.clone().unwrap_or_default();
+    NodeView {
+        name: n.metadata.name.clone().unwrap_or_default(),
+        ready: st.state == Some(NodeState::Ready),
+        storage_ip: n.spec.storage_ip.clone(),
+        pools: st
+            .pools
+            .values()
+            .map(|p| {
+                (
+                    p.class,
+                    PoolView {
+                        total: p.total_capacity_bytes,
+                        free: p.free_capacity_bytes,
+                        extent: p.extent_size_bytes,
+                        volumes: p.volume_count,
+                    },
+                )
+            })
+            .collect(),
+    }
 }
 
 /// Every replica placed so far, from the volumes' configs and the replicas' status.
-pub fn placed_replicas(volumes: &[LocalVolume], replicas: &[LocalVolumeReplica]) -> Vec<Placed> {
+pub fn placed_replicas<'a>(
+    volumes: impl IntoIterator<Item = &'a LocalVolume>,
+    replicas: impl IntoIterator<Item = &'a LocalVolumeReplica>,
+) -> Vec<Placed> {
+    // What each replica reports, by volume and node: one pass, not one scan per volume.
+    let allocated: std::collections::HashMap<(&str, &str), Option<i64>> = replicas
+        .into_iter()
+        .map(|x| {
+            (
+                (x.spec.volume_name.as_str(), x.spec.node_name.as_str()),
+                x.status.as_ref().and_then(|s| s.allocated_capacity_bytes),
+            )
+        })
+        .collect();
     let mut out = Vec::new();
     for v in volumes {
         let (Some(config), Some(class)) = (
@@ -444,11 +457,10 @@ pub fn placed_replicas(volumes: &[LocalVolume], replicas: &[LocalVolumeReplica])
         };
         let name = v.metadata.name.clone().unwrap_or_default();
         for r in &config.replicas {
-            let allocated = replicas
-                .iter()
-                .find(|x| x.spec.volume_name == name && x.spec.node_name == r.hostname)
-                .and_then(|x| x.status.as_ref())
-                .and_then(|s| s.allocated_capacity_bytes);
+            let allocated = allocated
+                .get(&(name.as_str(), r.hostname.as_str()))
+                .copied()
+                .flatten();
             out.push(Placed {
                 volume: name.clone(),
                 node: r.hostname.clone(),
