@@ -1,0 +1,520 @@
+//! The extender's answers: `filter`, `prioritize` and `bind`, from the caches and the
+//! capacity index (see [`hwameistor_core::scheduling`]).
+//!
+//! A pod with new HwameiStor claims is given one node by `filter`: the one with most room
+//! for them among the candidates the scheduler's own filters left, and that room is held
+//! for it at once (a [`Reservation`]), so the pods filtered next see it taken. The
+//! scheduler has no storage choice left to make, which is what makes the reservation exact:
+//! its volume binder then hands the claims to the provisioner on that node, and extenders
+//! are not called at the point where an in-tree plugin would reserve. A pod whose claims
+//! all exist gets every node holding them, scored alike.
+//!
+//! Reservations survive a restart of the extender without being written anywhere: those
+//! whose claim the volume binder already handed to a node (the claim's
+//! `volume.kubernetes.io/selected-node` annotation) are rebuilt from the claims; only the
+//! few made in the moments before that annotation is written are lost.
+
+use crate::cache::Caches;
+use crate::claims::{new_claim, pod_claims, SELECTED_NODE};
+use crate::protocol::{
+    ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, HostPriority,
+    NodeList,
+};
+use hwameistor_core::placement::{self, Policy};
+use hwameistor_core::scheduling::{Capacity, PodClaims, Reservation};
+use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How the extender decides.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How long room stays held for a pod whose claims were not provisioned yet.
+    pub reservation_ttl: Duration,
+    /// The capacity index is rebuilt from the caches at most this often (it changes with
+    /// every volume created; reservations made meanwhile are counted in place).
+    pub rebuild_every: Duration,
+    pub policy: Policy,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            reservation_ttl: Duration::from_secs(600),
+            rebuild_every: Duration::from_millis(200),
+            policy: Policy::default(),
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub filter_requests: AtomicU64,
+    pub filter_errors: AtomicU64,
+    pub prioritize_requests: AtomicU64,
+    pub bind_requests: AtomicU64,
+    pub bind_errors: AtomicU64,
+    pub pods_without_node: AtomicU64,
+    pub rebuilds: AtomicU64,
+    pub last_rebuild_micros: AtomicU64,
+    pub reservations: AtomicU64,
+    pub bad_requests: AtomicU64,
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut s = String::new();
+        for (name, help, kind, v) in [
+            (
+                "hwameistor_extender_filter_requests_total",
+                "Filter calls answered.",
+                "counter",
+                g(&self.filter_requests),
+            ),
+            (
+                "hwameistor_extender_filter_errors_total",
+                "Filter calls answered with an error.",
+                "counter",
+                g(&self.filter_errors),
+            ),
+            (
+                "hwameistor_extender_prioritize_requests_total",
+                "Prioritize calls answered.",
+                "counter",
+                g(&self.prioritize_requests),
+            ),
+            (
+                "hwameistor_extender_bind_requests_total",
+                "Bind calls answered.",
+                "counter",
+                g(&self.bind_requests),
+            ),
+            (
+                "hwameistor_extender_bind_errors_total",
+                "Bind calls that failed.",
+                "counter",
+                g(&self.bind_errors),
+            ),
+            (
+                "hwameistor_extender_pods_without_node_total",
+                "Filter calls that left a pod no node.",
+                "counter",
+                g(&self.pods_without_node),
+            ),
+            (
+                "hwameistor_extender_bad_requests_total",
+                "Requests refused as malformed or too large.",
+                "counter",
+                g(&self.bad_requests),
+            ),
+            (
+                "hwameistor_extender_capacity_rebuilds_total",
+                "Times the capacity index was rebuilt from the caches.",
+                "counter",
+                g(&self.rebuilds),
+            ),
+            (
+                "hwameistor_extender_capacity_rebuild_seconds",
+                "Duration of the last capacity index rebuild.",
+                "gauge",
+                0,
+            ),
+            (
+                "hwameistor_extender_reservations",
+                "Claims whose room is held for their pod.",
+                "gauge",
+                g(&self.reservations),
+            ),
+        ] {
+            s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            if name == "hwameistor_extender_capacity_rebuild_seconds" {
+                s.push_str(&format!(
+                    "{name} {}\n",
+                    g(&self.last_rebuild_micros) as f64 / 1e6
+                ));
+            } else {
+                s.push_str(&format!("{name} {v}\n"));
+            }
+        }
+        s
+    }
+}
+
+struct State {
+    capacity: Capacity,
+    /// The caches' generation the index was built from; `None` before the first build.
+    built: Option<u64>,
+    built_at: Instant,
+    /// Reservations made by `filter` (the index also holds them).
+    made: Vec<Reservation>,
+}
+
+pub struct Extender {
+    caches: Caches,
+    settings: Settings,
+    client: Option<Client>,
+    state: Mutex<State>,
+    pub metrics: Metrics,
+    ready: std::sync::atomic::AtomicBool,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Why a request could not be answered at all.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("the request names no pod")]
+    NoPod,
+}
+
+impl Extender {
+    /// An extender over `caches`; `client` binds pods (`None`: `bind` answers an error).
+    pub fn new(caches: Caches, settings: Settings, client: Option<Client>) -> Extender {
+        Extender {
+            caches,
+            settings,
+            client,
+            state: Mutex::new(State {
+                capacity: Capacity::default(),
+                built: None,
+                built_at: Instant::now(),
+                made: Vec::new(),
+            }),
+            metrics: Metrics::default(),
+            ready: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the caches synced (answers before that are errors, so no pod is placed on an
+    /// empty view).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The reservations that hold now, for diagnosis and tests.
+    pub fn reservations(&self) -> Vec<Reservation> {
+        let mut st = self.lock();
+        self.refresh(&mut st, unix_now());
+        st.capacity.reservations().to_vec()
+    }
+
+    /// Rebuilds the index when the caches moved and the last build is old enough; drops
+    /// expired reservations in any case.
+    fn refresh(&self, st: &mut State, now: i64) {
+        let generation = self.caches.generation();
+        let stale = st.built != Some(generation)
+            && (st.built.is_none() || st.built_at.elapsed() >= self.settings.rebuild_every);
+        if stale {
+            let started = Instant::now();
+            st.made.retain(|r| r.expires > now);
+            let (capacity, kept) = self.build(&st.made, now);
+            st.capacity = capacity;
+            st.made = kept;
+            st.built = Some(generation);
+            st.built_at = Instant::now();
+            self.metrics.rebuilds.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .last_rebuild_micros
+                .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        } else {
+            st.capacity.expire(now);
+            st.made.retain(|r| r.expires > now);
+        }
+        self.metrics
+            .reservations
+            .store(st.capacity.reservations().len() as u64, Ordering::Relaxed);
+    }
+
+    /// The index from the caches: nodes, placed replicas, the reservations `made` whose
+    /// claims are not provisioned yet (kept), and those rebuilt from claims the volume
+    /// binder handed to a node.
+    fn build(&self, made: &[Reservation], now: i64) -> (Capacity, Vec<Reservation>) {
+        let lsns = self.caches.nodes.state();
+        let volumes = self.caches.volumes.state();
+        let replicas = self.caches.replicas.state();
+        let nodes = placement::node_views(lsns.iter().map(|n| n.as_ref()));
+        let placed = placement::placed_replicas(
+            volumes.iter().map(|v| v.as_ref()),
+            replicas.iter().map(|r| r.as_ref()),
+        );
+        // A claim is provisioned once its LocalVolume is placed (the placement counts it).
+        let placed_volumes: HashSet<&str> = volumes
+            .iter()
+            .filter(|v| v.spec.config.is_some())
+            .filter_map(|v| v.metadata.name.as_deref())
+            .collect();
+        let pvcs = self.caches.pvcs.state();
+        let mut pending: HashSet<String> = HashSet::new();
+        let mut rebuilt = Vec::new();
+        for pvc in &pvcs {
+            let bound = pvc
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_name.as_deref())
+                .is_some_and(|n| !n.is_empty());
+            let uid = pvc.metadata.uid.clone().unwrap_or_default();
+            if bound || placed_volumes.contains(format!("pvc-{uid}").as_str()) {
+                continue;
+            }
+            let key = format!(
+                "{}/{}",
+                pvc.metadata.namespace.clone().unwrap_or_default(),
+                pvc.metadata.name.clone().unwrap_or_default()
+            );
+            pending.insert(key.clone());
+            let node = pvc
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SELECTED_NODE))
+                .cloned();
+            let Some(node) = node else { continue };
+            if made.iter().any(|r| r.pvc == key) {
+                continue;
+            }
+            if let Ok(Some(c)) = new_claim(&self.caches, pvc) {
+                rebuilt.push(Reservation {
+                    pvc: key,
+                    pod_uid: String::new(),
+                    node,
+                    second: None,
+                    class: c.class,
+                    bytes: c.bytes,
+                    meta: if c.replicated {
+                        hwameistor_core::drbd::meta_bytes(c.bytes)
+                    } else {
+                        0
+                    },
+                    // Held until provisioned: the volume binder gives up on its own.
+                    expires: i64::MAX,
+                });
+            }
+        }
+        let kept: Vec<Reservation> = made
+            .iter()
+            .filter(|r| pending.contains(&r.pvc))
+            .cloned()
+            .collect();
+        let all: Vec<Reservation> = kept.iter().cloned().chain(rebuilt).collect();
+        (
+            Capacity::new(&nodes, &placed, &all, now, self.settings.policy.clone()),
+            kept,
+        )
+    }
+
+    fn claims(&self, args: &ExtenderArgs) -> Result<(Pod, PodClaims), RequestError> {
+        let pod = args.pod.clone().ok_or(RequestError::NoPod)?;
+        let claims = pod_claims(&self.caches, &pod);
+        Ok((pod, claims))
+    }
+
+    /// The answer to `filter`.
+    pub fn filter(&self, args: &ExtenderArgs) -> ExtenderFilterResult {
+        self.metrics.filter_requests.fetch_add(1, Ordering::Relaxed);
+        let candidates = args.candidate_names();
+        let answer = |names: Vec<String>, failed| {
+            let (nodes, nodenames) = match &args.nodes {
+                Some(list) if args.nodenames.is_none() => (
+                    Some(NodeList {
+                        items: list
+                            .items
+                            .iter()
+                            .filter(|n| n.metadata.name.as_ref().is_some_and(|x| names.contains(x)))
+                            .cloned()
+                            .collect(),
+                        ..list.clone()
+                    }),
+                    None,
+                ),
+                _ => (None, Some(names)),
+            };
+            ExtenderFilterResult {
+                nodes,
+                nodenames,
+                failed_and_unresolvable_nodes: failed,
+                ..Default::default()
+            }
+        };
+        if !self.is_ready() {
+            self.metrics.filter_errors.fetch_add(1, Ordering::Relaxed);
+            return ExtenderFilterResult {
+                error: "the HwameiStor extender's caches are not synced yet; retry".into(),
+                ..Default::default()
+            };
+        }
+        let (pod, claims) = match self.claims(args) {
+            Ok(x) => x,
+            Err(e) => {
+                self.metrics.filter_errors.fetch_add(1, Ordering::Relaxed);
+                return ExtenderFilterResult {
+                    error: e.to_string(),
+                    ..Default::default()
+                };
+            }
+        };
+        if !claims.uses_storage() {
+            return answer(candidates, Default::default());
+        }
+        let now = unix_now();
+        let mut st = self.lock();
+        self.refresh(&mut st, now);
+        // Filtered again (its last node did not work out): what was held for it goes.
+        st.capacity.release_pod(&claims.uid);
+        st.made.retain(|r| r.pod_uid != claims.uid);
+        let (ok, mut failed) = st.capacity.filter(&claims, &candidates);
+        if claims.new.is_empty() {
+            return answer(ok.into_iter().map(|(n, _)| n).collect(), failed);
+        }
+        let Some(best) = Capacity::best(&ok).map(str::to_string) else {
+            self.metrics
+                .pods_without_node
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                pod = %pod_key(&pod),
+                reasons = ?failed,
+                "no node has room for the pod's new volumes"
+            );
+            return answer(Vec::new(), failed);
+        };
+        let expires = now.saturating_add(self.settings.reservation_ttl.as_secs() as i64);
+        match st.capacity.reserve(&claims, &best, expires) {
+            Ok(made) => {
+                tracing::info!(pod = %pod_key(&pod), node = %best, claims = made.len(), "room held for the pod's new volumes");
+                st.made.extend(made);
+            }
+            Err(why) => {
+                failed.insert(best.clone(), why);
+                return answer(Vec::new(), failed);
+            }
+        }
+        for (n, _) in ok.iter().filter(|(n, _)| *n != best) {
+            failed.insert(
+                n.clone(),
+                format!("the pod's new volumes are held on {best}, the node with the most room for them"),
+            );
+        }
+        self.metrics
+            .reservations
+            .store(st.capacity.reservations().len() as u64, Ordering::Relaxed);
+        answer(vec![best], failed)
+    }
+
+    /// The answer to `prioritize`: every candidate scored 0..10 (0 where the pod cannot run).
+    pub fn prioritize(&self, args: &ExtenderArgs) -> Result<Vec<HostPriority>, RequestError> {
+        self.metrics
+            .prioritize_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let candidates = args.candidate_names();
+        let (_, claims) = self.claims(args)?;
+        if !claims.uses_storage() || !self.is_ready() {
+            return Ok(candidates
+                .into_iter()
+                .map(|host| HostPriority { host, score: 0 })
+                .collect());
+        }
+        let mut st = self.lock();
+        self.refresh(&mut st, unix_now());
+        // The pod's own reservation is its room: scored as if it were free.
+        let mut view = st.capacity.clone();
+        view.release_pod(&claims.uid);
+        let (ok, _) = view.filter(&claims, &candidates);
+        Ok(candidates
+            .into_iter()
+            .map(|host| {
+                let score = ok.iter().find(|(n, _)| *n == host).map_or(0, |(_, s)| *s);
+                HostPriority { host, score }
+            })
+            .collect())
+    }
+
+    /// The answer to `bind`: the pod bound to the node (a Binding, as the scheduler would).
+    pub async fn bind(&self, args: &ExtenderBindingArgs) -> ExtenderBindingResult {
+        self.metrics.bind_requests.fetch_add(1, Ordering::Relaxed);
+        let fail = |error: String| {
+            self.metrics.bind_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(pod = %format!("{}/{}", args.pod_namespace, args.pod_name), node = %args.node, %error, "bind failed");
+            ExtenderBindingResult { error }
+        };
+        let Some(client) = &self.client else {
+            return fail("this extender has no API client to bind with".into());
+        };
+        if args.pod_name.is_empty() || args.pod_namespace.is_empty() || args.node.is_empty() {
+            return fail("podName, podNamespace and node are required".into());
+        }
+        let binding = Binding {
+            metadata: kube::api::ObjectMeta {
+                name: Some(args.pod_name.clone()),
+                namespace: Some(args.pod_namespace.clone()),
+                uid: Some(args.pod_uid.clone()).filter(|u| !u.is_empty()),
+                ..Default::default()
+            },
+            target: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(args.node.clone()),
+                ..Default::default()
+            },
+        };
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &args.pod_namespace);
+        match pods
+            .create_subresource::<Binding, serde_json::Value>(
+                "binding",
+                &args.pod_name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await
+        {
+            Ok(_) => {
+                // Bound elsewhere than held (a pod without new claims, or a scheduler that
+                // chose on its own): the room follows the pod.
+                let mut st = self.lock();
+                let moved: Vec<Reservation> = st
+                    .made
+                    .iter()
+                    .filter(|r| r.pod_uid == args.pod_uid && r.node != args.node)
+                    .cloned()
+                    .collect();
+                if !moved.is_empty() {
+                    st.capacity.release_pod(&args.pod_uid);
+                    st.made.retain(|r| r.pod_uid != args.pod_uid);
+                    for mut r in moved {
+                        r.node = args.node.clone();
+                        r.second = r.second.filter(|s| *s != args.node);
+                        st.made.push(r);
+                    }
+                    st.built = None;
+                }
+                ExtenderBindingResult::default()
+            }
+            Err(e) => fail(e.to_string()),
+        }
+    }
+}
+
+fn pod_key(p: &Pod) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.clone().unwrap_or_default(),
+        p.metadata.name.clone().unwrap_or_default()
+    )
+}

@@ -1,0 +1,15 @@
+//! The HwameiStor scheduler extender: kube-scheduler (the `hwameistor-scheduler` profile)
+//! asks it which nodes a pod with HwameiStor volumes may run on and how well each suits it.
+//!
+//! - [`protocol`]: the upstream extender wire types.
+//! - [`cache`]: watch caches of the objects the decisions read.
+//! - [`claims`]: what a pod asks of storage.
+//! - [`extender`]: `filter` / `prioritize` / `bind`, and the room held for pods
+//!   (decisions in `hwameistor_core::scheduling`).
+//! - [`server`]: the HTTP(S) endpoint.
+
+pub mod cache;
+pub mod claims;
+pub mod extender;
+pub mod protocol;
+pub mod server;

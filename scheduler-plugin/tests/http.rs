@@ -1,0 +1,363 @@
+//! The extender's HTTP API as kube-scheduler calls it: request and response bodies shaped
+//! as the upstream types serialize them, malformed and oversized bodies refused with clear
+//! statuses, HTTPS with a certificate rotated under a running server.
+
+mod common;
+
+use common::*;
+use hwameistor_scheduler_plugin::cache::Caches;
+use hwameistor_scheduler_plugin::extender::{Extender, Settings};
+use hwameistor_scheduler_plugin::server::{serve, TlsFiles};
+use kube::runtime::watcher::Event;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const NS: &str = "apps";
+
+/// An extender over two storage nodes (a: 10 GiB free, b: 4 GiB), a plain and an HA
+/// StorageClass and a few claims; served on loopback.
+async fn started(max_body: usize) -> (SocketAddr, Arc<Extender>, tokio::sync::watch::Sender<bool>) {
+    let (caches, mut w) = Caches::new();
+    for n in [storage_node("a", 10 * GI), storage_node("b", 4 * GI)] {
+        w.nodes.apply_watcher_event(&Event::Apply(n));
+    }
+    for c in [storage_class("local", 1), storage_class("local-ha", 2)] {
+        w.classes.apply_watcher_event(&Event::Apply(c));
+    }
+    for c in [
+        claim(NS, "data", "local", 3 * GI),
+        claim(NS, "logs", "local", GI),
+        claim(NS, "big", "local", 8 * GI),
+        claim(NS, "ha", "local-ha", GI),
+    ] {
+        w.pvcs.apply_watcher_event(&Event::Apply(c));
+    }
+    // The stores belong to the caches from here on.
+    std::mem::forget(w);
+    let ext = Arc::new(Extender::new(caches, Settings::default(), None));
+    ext.set_ready();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(serve(listener, ext.clone(), None, max_body, rx));
+    (addr, ext, tx)
+}
+
+/// Sends raw HTTP/1.1 and returns the status and body.
+async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (status, body)
+}
+
+async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    raw(addr, &req).await
+}
+
+async fn post_json(addr: SocketAddr, path: &str, v: &Value) -> (u16, Value) {
+    let (status, body) = post(addr, path, v.to_string().as_bytes()).await;
+    let parsed = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+    (status, parsed)
+}
+
+fn args(pod: &k8s_openapi::api::core::v1::Pod, nodes: &[&str]) -> Value {
+    json!({"pod": pod, "nodenames": nodes})
+}
+
+#[tokio::test]
+async fn filter_gives_a_pod_with_new_volumes_the_node_with_room_and_holds_it() {
+    let (addr, ext, _stop) = started(1 << 20).await;
+    // 3 GiB + 1 GiB: a has room, b has 4 GiB free but both volumes round to extents and fit
+    // too; a has more left, so a is chosen and b is told why not.
+    let p = pod(NS, "web-0", &["data", "logs"]);
+    let (status, v) = post_json(addr, "/filter", &args(&p, &["a", "b", "c"])).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["nodenames"], json!(["a"]), "{v}");
+    let failed = &v["failedAndUnresolvableNodes"];
+    assert_eq!(
+        failed["b"],
+        "the pod's new volumes are held on a, the node with the most room for them"
+    );
+    assert_eq!(
+        failed["c"],
+        "c runs no HwameiStor agent (no LocalStorageNode)"
+    );
+    assert!(v.get("failedNodes").is_none() && v.get("error").is_none() && v.get("nodes").is_none());
+    let held = ext.reservations();
+    assert_eq!(held.len(), 2);
+    assert!(held
+        .iter()
+        .all(|r| r.node == "a" && r.pod_uid == "uid-pod-apps-web-0"));
+
+    // An 8 GiB volume fits only a (b has 4): with a's room held for web-0 (4 GiB of 10),
+    // 6 GiB are left there, so nowhere.
+    let big = pod(NS, "big-0", &["big"]);
+    let (_, v) = post_json(addr, "/filter", &args(&big, &["a", "b"])).await;
+    assert_eq!(v["nodenames"], json!([]), "{v}");
+    assert_eq!(
+        v["failedAndUnresolvableNodes"]["a"],
+        "a has 6Gi free in its HDD pool, the pod's new volumes there need 8Gi"
+    );
+    // web-0 filtered again (its node did not work out): its own hold does not count.
+    let (_, v) = post_json(addr, "/filter", &args(&p, &["a"])).await;
+    assert_eq!(v["nodenames"], json!(["a"]));
+    assert_eq!(ext.reservations().len(), 2);
+}
+
+#[tokio::test]
+async fn full_node_objects_are_answered_as_node_objects() {
+    let (addr, _ext, _stop) = started(1 << 20).await;
+    let p = pod(NS, "web-1", &["logs"]);
+    let body = json!({
+        "pod": p,
+        "nodes": {"metadata": {}, "items": [{"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}]}
+    });
+    let (status, v) = post_json(addr, "/filter", &body).await;
+    assert_eq!(status, 200);
+    assert!(v.get("nodenames").is_none(), "{v}");
+    let names: Vec<&str> = v["nodes"]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["a"]);
+}
+
+#[tokio::test]
+async fn prioritize_scores_every_candidate_and_bind_needs_a_client() {
+    let (addr, _ext, _stop) = started(1 << 20).await;
+    let p = pod(NS, "web-2", &["logs"]);
+    let (status, v) = post_json(addr, "/prioritize", &args(&p, &["a", "b", "c"])).await;
+    assert_eq!(status, 200);
+    let list = v.as_array().expect("a HostPriorityList");
+    assert_eq!(list.len(), 3);
+    let score = |h: &str| {
+        list.iter()
+            .find(|x| x["host"] == h)
+            .and_then(|x| x["score"].as_i64())
+            .expect("scored")
+    };
+    assert!(score("a") > score("b"), "{v}");
+    assert_eq!(score("c"), 0);
+    // A pod without HwameiStor volumes is everyone's.
+    let plain = pod(NS, "plain", &[]);
+    let (_, v) = post_json(addr, "/filter", &args(&plain, &["a", "x"])).await;
+    assert_eq!(v["nodenames"], json!(["a", "x"]));
+    // An HA claim: a first replica and a second node with room (b has 4 GiB).
+    let ha = pod(NS, "db-0", &["ha"]);
+    let (_, v) = post_json(addr, "/filter", &args(&ha, &["a", "b"])).await;
+    assert_eq!(v["nodenames"], json!(["a"]), "{v}");
+    // Bind, as the scheduler sends it.
+    let (status, v) = post_json(
+        addr,
+        "/bind",
+        &json!({"podName": "db-0", "podNamespace": NS, "podUID": "u", "node": "a"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        v,
+        json!({"error": "this extender has no API client to bind with"})
+    );
+    // A pod whose claim does not exist can run nowhere, and every node says why.
+    let lost = pod(NS, "lost", &["nosuch"]);
+    let (_, v) = post_json(addr, "/filter", &args(&lost, &["a"])).await;
+    assert_eq!(
+        v["failedAndUnresolvableNodes"]["a"],
+        "PersistentVolumeClaim apps/nosuch does not exist (yet)"
+    );
+}
+
+#[tokio::test]
+async fn malformed_oversized_and_misdirected_requests_get_clear_statuses() {
+    let (addr, ext, _stop) = started(64 << 10).await;
+    let (status, body) = post(addr, "/filter", b"{\"pod\": [").await;
+    assert_eq!(status, 400);
+    assert!(
+        body.starts_with("request body is not valid JSON for this call"),
+        "{body}"
+    );
+    let (status, body) = post(addr, "/bind", br#"{"podName": 7}"#).await;
+    assert_eq!(status, 400, "{body}");
+    // Declared too large: refused before reading.
+    let big = vec![b' '; 65 << 10];
+    let (status, body) = post(addr, "/filter", &big).await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        body.trim(),
+        format!("request body larger than {} bytes", 64 << 10)
+    );
+    // Too large without a declared length (chunked): refused while reading.
+    let mut chunked = b"POST /prioritize HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..80 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 1024).as_bytes());
+        chunked.extend_from_slice(&[b' '; 1024]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let (status, _) = raw(addr, &chunked).await;
+    assert_eq!(status, 413);
+    // No pod: an answer with the error, as the scheduler reads it.
+    let (status, v) = post_json(addr, "/filter", &json!({"nodenames": ["a"]})).await;
+    assert_eq!(status, 200);
+    assert_eq!(v, json!({"error": "the request names no pod"}));
+    let (status, _) = post(addr, "/prioritize", br#"{"nodenames": ["a"]}"#).await;
+    assert_eq!(status, 400);
+    let (status, _) = raw(
+        addr,
+        b"GET /filter HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 405);
+    let (status, body) = raw(
+        addr,
+        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(body.contains("POST /filter"));
+    let (status, _) = raw(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, metrics) = raw(
+        addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        metrics.contains("hwameistor_extender_bad_requests_total 5"),
+        "{metrics}"
+    );
+    // Garbage that is not HTTP: the connection is dropped, the server lives on.
+    let (status, _) = raw(addr, b"\x00\x01\x02 nonsense\r\n\r\n").await;
+    assert_ne!(status, 200);
+    let (status, _) = raw(
+        addr,
+        b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(ext.is_ready());
+}
+
+#[tokio::test]
+async fn before_the_caches_are_synced_filter_answers_an_error_and_readyz_says_so() {
+    let (caches, _w) = Caches::new();
+    let ext = Arc::new(Extender::new(caches, Settings::default(), None));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(serve(listener, ext, None, 1 << 20, rx));
+    let p = pod(NS, "early", &["data"]);
+    let (_, v) = post_json(addr, "/filter", &args(&p, &["a"])).await;
+    assert_eq!(
+        v,
+        json!({"error": "the HwameiStor extender's caches are not synced yet; retry"})
+    );
+    let (status, _) = raw(
+        addr,
+        b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 503);
+}
+
+fn self_signed(name: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("params");
+    let cert = params.self_signed(&key).expect("cert");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// The certificate a TLS client is served at `addr`, trusting `ca_pem`; `Err` when the
+/// handshake fails.
+async fn served_by(addr: SocketAddr, ca_pem: &str) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("pem"))
+        .expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("extender.test").expect("name");
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    if String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out).to_string())
+    }
+}
+
+#[tokio::test]
+async fn https_serves_the_rotated_certificate_without_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let (c1, k1) = self_signed("extender.test");
+    std::fs::write(&cert, &c1).expect("cert");
+    std::fs::write(&key, &k1).expect("key");
+    let (caches, _w) = Caches::new();
+    let ext = Arc::new(Extender::new(caches, Settings::default(), None));
+    let tls = Arc::new(TlsFiles::new(cert.clone(), key.clone()).expect("tls"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(serve(listener, ext, Some(tls), 1 << 20, rx));
+    served_by(addr, &c1).await.expect("the first certificate");
+    // Rotated (a new key and certificate written, as a Secret update reaches the files).
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (c2, k2) = self_signed("extender.test");
+    std::fs::write(&key, &k2).expect("key");
+    std::fs::write(&cert, &c2).expect("cert");
+    served_by(addr, &c2).await.expect("the rotated certificate");
+    assert!(served_by(addr, &c1).await.is_err(), "the old one is gone");
+    // A half-written rotation (garbage) keeps the last good one.
+    std::fs::write(&cert, "not a certificate").expect("garbage");
+    served_by(addr, &c2).await.expect("still the rotated one");
+}
