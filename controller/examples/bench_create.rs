@@ -39,19 +39,14 @@ fn request(name: &str) -> CreateVolumeRequest {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 fn report(what: &str, mut d: Vec<Duration>) {
     d.sort();
     let mean = d.iter().sum::<Duration>() / d.len() as u32;
     println!(
         "{what}: n={} p50={:.1}ms p99={:.1}ms mean={:.1}ms max={:.1}ms",
         d.len(),
-        percentile(&d, 0.50).as_secs_f64() * 1e3,
-        percentile(&d, 0.99).as_secs_f64() * 1e3,
+        hwameistor_sandbox::bench::percentile(&d, 0.50).as_secs_f64() * 1e3,
+        hwameistor_sandbox::bench::percentile(&d, 0.99).as_secs_f64() * 1e3,
         mean.as_secs_f64() * 1e3,
         d.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     );

@@ -7,7 +7,9 @@
 
 use crate::lvm::round_up_to_extent;
 use hwameistor_api::quantity::format_size;
-use hwameistor_api::{LocalStorageNode, LocalVolume, LocalVolumeReplica, NodeState, PoolClass};
+use hwameistor_api::{
+    LocalStorageNode, LocalVolume, LocalVolumeReplica, NodeState, PoolClass, VolumeConfig,
+};
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -456,26 +458,43 @@ pub fn placed_replicas<'a>(
             continue;
         };
         let name = v.metadata.name.clone().unwrap_or_default();
-        for r in &config.replicas {
-            let allocated = allocated
-                .get(&(name.as_str(), r.hostname.as_str()))
-                .copied()
-                .flatten();
-            out.push(Placed {
-                volume: name.clone(),
-                node: r.hostname.clone(),
-                class,
-                required: v.spec.required_capacity_bytes,
-                allocated,
-                meta: if config.resource_id >= 0 {
-                    crate::drbd::meta_bytes(v.spec.required_capacity_bytes)
-                } else {
-                    0
-                },
-            });
-        }
+        out.extend(volume_placed(
+            &name,
+            class,
+            v.spec.required_capacity_bytes,
+            config,
+            |node| allocated.get(&(name.as_str(), node)).copied().flatten(),
+        ));
     }
     out
+}
+
+/// The replicas volume `name` of `required` bytes in `class` has placed by `config`, with
+/// what each node reports allocated (`allocated(node)`).
+pub fn volume_placed(
+    name: &str,
+    class: PoolClass,
+    required: i64,
+    config: &VolumeConfig,
+    allocated: impl Fn(&str) -> Option<i64>,
+) -> Vec<Placed> {
+    let meta = if config.resource_id >= 0 {
+        crate::drbd::meta_bytes(required)
+    } else {
+        0
+    };
+    config
+        .replicas
+        .iter()
+        .map(|r| Placed {
+            volume: name.to_string(),
+            node: r.hostname.clone(),
+            class,
+            required,
+            allocated: allocated(&r.hostname),
+            meta,
+        })
+        .collect()
 }
 
 #[cfg(test)]

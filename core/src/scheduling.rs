@@ -253,9 +253,17 @@ impl Capacity {
         self.reservations.push(r);
     }
 
-    /// Drops the reservations made for pod `uid` (it is being scheduled again, or is gone).
-    pub fn release_pod(&mut self, uid: &str) {
-        self.release_where(|r| !uid.is_empty() && r.pod_uid == uid);
+    /// Drops the reservations made for pod `uid` (it is being scheduled again, or is gone);
+    /// the ones dropped.
+    pub fn release_pod(&mut self, uid: &str) -> Vec<Reservation> {
+        self.release_where(|r| !uid.is_empty() && r.pod_uid == uid)
+    }
+
+    /// Holds `reservations` again (after a look at the room without them).
+    pub fn restore(&mut self, reservations: Vec<Reservation>) {
+        for r in reservations {
+            self.hold(r);
+        }
     }
 
     /// Drops the reservations of claim `pvc` (its volume exists now, or it is gone).
@@ -268,18 +276,22 @@ impl Capacity {
         self.release_where(|r| r.expires <= now);
     }
 
-    fn release_where(&mut self, drop: impl Fn(&Reservation) -> bool) {
+    fn release_where(&mut self, drop: impl Fn(&Reservation) -> bool) -> Vec<Reservation> {
+        if !self.reservations.iter().any(&drop) {
+            return Vec::new();
+        }
         let (gone, kept): (Vec<Reservation>, Vec<Reservation>) =
             std::mem::take(&mut self.reservations)
                 .into_iter()
                 .partition(|r| drop(r));
         self.reservations = kept;
-        for r in gone {
+        for r in &gone {
             self.count(&r.node, r.class, r.bytes, r.meta, -1);
             if let Some(s) = &r.second {
                 self.count(s, r.class, r.bytes, r.meta, -1);
             }
         }
+        gone
     }
 
     /// Bytes and volumes left in `node`'s pool of `class`, and its extent.

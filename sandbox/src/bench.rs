@@ -1,6 +1,6 @@
-//! What the benchmark binaries (`bench-ha`, `bench-mover`) share: storage nodes with the
-//! agent, the DRBD helper and the CSI client installed and a pool claimed, and timing of
-//! commands inside a VM.
+//! What the benchmark binaries (`bench-ha`, `bench-mover`, ...) share: storage nodes with
+//! the agent, the DRBD helper and the CSI client installed and a pool claimed, timing of
+//! commands inside a VM, memory of a process and percentiles of timings.
 
 use crate::{eventually, Sandbox};
 use hwameistor_api::*;
@@ -12,6 +12,32 @@ pub const WAIT: Duration = Duration::from_secs(180);
 pub const CALL: &str = "/usr/local/bin/csi_node_call";
 pub const HELPER: &str = "/usr/local/bin/hwameistor-drbd-helper";
 pub const SOCKET: &str = "/run/csi/csi.sock";
+
+/// The resident set (KiB) in the text of a `/proc/PID/status` file.
+pub fn rss_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The resident set (MiB) of process `pid` (`"self"` for this one); NaN when unknown.
+pub fn rss_mib(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| rss_kib(&s))
+        .map_or(f64::NAN, |kib| kib as f64 / 1024.0)
+}
+
+/// The `p` quantile (0..1) of `sorted` (nearest rank).
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
 
 /// `bin` without debug info (which would fill a VM's RAM-backed root).
 pub fn stripped(bin: &Path) -> anyhow::Result<Vec<u8>> {

@@ -1,120 +1,388 @@
-//! The extender's view of the cluster: one watch cache (reflector store) per resource it
-//! reads, and a generation that moves whenever something capacity depends on changed.
+//! The extender's view of the cluster: one watch cache per resource it reads, holding only
+//! what the decisions read of each object (a view), not the object: at 100,000 volumes the
+//! full objects (their metadata above all) would cost the process most of a gigabyte.
+//! A generation moves whenever something capacity depends on changed.
 
 use futures::StreamExt;
-use hwameistor_api::{LocalStorageNode, LocalVolume, LocalVolumeReplica};
+use hwameistor_api::{LocalStorageNode, LocalVolume, LocalVolumeReplica, PoolClass, VolumeConfig};
+use hwameistor_core::placement::{self, NodeView};
+use hwameistor_core::volume::serving_nodes;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::runtime::reflector::{store::Writer, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, Resource};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::fmt::Debug;
-use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::sync::Notify;
 
-/// The stores the decisions read.
-#[derive(Clone)]
-pub struct Caches {
-    pub nodes: Store<LocalStorageNode>,
-    pub volumes: Store<LocalVolume>,
-    pub replicas: Store<LocalVolumeReplica>,
-    pub pvcs: Store<PersistentVolumeClaim>,
-    pub pvs: Store<PersistentVolume>,
-    pub classes: Store<StorageClass>,
-    /// Moves on every change of nodes, volumes, replicas or claims: the capacity index is
-    /// rebuilt when it moved.
-    pub generation: Arc<AtomicU64>,
+/// The annotation the scheduler's volume binder puts on a WaitForFirstConsumer claim once it
+/// chose the pod's node (the provisioner then creates the volume there).
+pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+
+/// What the decisions read of a LocalVolume.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VolumeView {
+    pub name: String,
+    pub class: Option<PoolClass>,
+    pub required: i64,
+    pub config: Option<VolumeConfig>,
+    /// The nodes a pod using it may run on now.
+    pub serving: Vec<String>,
 }
 
-/// The writers that fill [`Caches`] (from watches, or by hand in tests).
-pub struct Writers {
-    pub nodes: Writer<LocalStorageNode>,
-    pub volumes: Writer<LocalVolume>,
-    pub replicas: Writer<LocalVolumeReplica>,
-    pub pvcs: Writer<PersistentVolumeClaim>,
-    pub pvs: Writer<PersistentVolume>,
-    pub classes: Writer<StorageClass>,
+/// What the decisions read of a LocalVolumeReplica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaView {
+    pub volume: String,
+    pub node: String,
+    pub allocated: Option<i64>,
+}
+
+/// What the decisions read of a PersistentVolumeClaim.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimView {
+    /// `namespace/name`.
+    pub key: String,
+    pub uid: String,
+    /// The PersistentVolume it is bound to.
+    pub volume: Option<String>,
+    pub class: Option<String>,
+    pub request: Option<String>,
+    pub limit: Option<String>,
+    pub block: bool,
+    /// The node the volume binder handed it to.
+    pub selected_node: Option<String>,
+}
+
+/// What the decisions read of a PersistentVolume: its CSI driver and volume handle.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PvView {
+    pub driver: Option<String>,
+    pub handle: String,
+}
+
+/// An object the caches hold a view of.
+pub trait Cached:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+    type View: Send + Sync + 'static;
+    fn view(&self) -> Self::View;
+    fn table(c: &Caches) -> &Table<Self::View>;
+    /// Whether a change of it moves the capacity generation.
+    const COUNTS: bool = true;
+}
+
+fn key<K: Resource>(o: &K) -> String {
+    match o.meta().namespace.as_deref() {
+        Some(ns) => format!("{ns}/{}", o.name_any()),
+        None => o.name_any(),
+    }
+}
+
+impl Cached for LocalStorageNode {
+    type View = NodeView;
+    fn view(&self) -> NodeView {
+        placement::node_view(self)
+    }
+    fn table(c: &Caches) -> &Table<NodeView> {
+        &c.nodes
+    }
+}
+
+impl Cached for LocalVolume {
+    type View = VolumeView;
+    fn view(&self) -> VolumeView {
+        VolumeView {
+            name: self.name_any(),
+            class: PoolClass::from_pool_name(&self.spec.pool_name),
+            required: self.spec.required_capacity_bytes,
+            config: self.spec.config.clone(),
+            serving: serving_nodes(self),
+        }
+    }
+    fn table(c: &Caches) -> &Table<VolumeView> {
+        &c.volumes
+    }
+}
+
+impl Cached for LocalVolumeReplica {
+    type View = ReplicaView;
+    fn view(&self) -> ReplicaView {
+        ReplicaView {
+            volume: self.spec.volume_name.clone(),
+            node: self.spec.node_name.clone(),
+            allocated: self
+                .status
+                .as_ref()
+                .and_then(|s| s.allocated_capacity_bytes),
+        }
+    }
+    fn table(c: &Caches) -> &Table<ReplicaView> {
+        &c.replicas
+    }
+}
+
+impl Cached for PersistentVolumeClaim {
+    type View = ClaimView;
+    fn view(&self) -> ClaimView {
+        let spec = self.spec.clone().unwrap_or_default();
+        let res = spec.resources.unwrap_or_default();
+        let q = |m: Option<
+            &std::collections::BTreeMap<
+                String,
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+            >,
+        >| { m.and_then(|m| m.get("storage")).map(|q| q.0.clone()) };
+        ClaimView {
+            key: key(self),
+            uid: self.metadata.uid.clone().unwrap_or_default(),
+            volume: spec.volume_name.filter(|n| !n.is_empty()),
+            class: spec.storage_class_name.filter(|n| !n.is_empty()),
+            request: q(res.requests.as_ref()),
+            limit: q(res.limits.as_ref()),
+            block: spec.volume_mode.as_deref() == Some("Block"),
+            selected_node: self
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SELECTED_NODE))
+                .cloned(),
+        }
+    }
+    fn table(c: &Caches) -> &Table<ClaimView> {
+        &c.claims
+    }
+}
+
+impl Cached for PersistentVolume {
+    type View = PvView;
+    const COUNTS: bool = false;
+    fn view(&self) -> PvView {
+        let csi = self.spec.as_ref().and_then(|s| s.csi.as_ref());
+        PvView {
+            driver: csi.map(|c| c.driver.clone()),
+            handle: csi.map(|c| c.volume_handle.clone()).unwrap_or_default(),
+        }
+    }
+    fn table(c: &Caches) -> &Table<PvView> {
+        &c.pvs
+    }
+}
+
+impl Cached for StorageClass {
+    type View = StorageClass;
+    fn view(&self) -> StorageClass {
+        let mut c = self.clone();
+        c.metadata.managed_fields = None;
+        c.metadata.annotations = None;
+        c
+    }
+    fn table(c: &Caches) -> &Table<StorageClass> {
+        &c.classes
+    }
+}
+
+/// Views by `namespace/name` (or `name`), filled from a watch.
+pub struct Table<V> {
+    map: RwLock<HashMap<String, Arc<V>>>,
+    /// A re-list in progress: the views it delivered so far.
+    relist: std::sync::Mutex<Option<HashMap<String, Arc<V>>>>,
+    ready: AtomicBool,
+    ready_notify: Notify,
+}
+
+impl<V> Default for Table<V> {
+    fn default() -> Self {
+        Table {
+            map: RwLock::default(),
+            relist: std::sync::Mutex::default(),
+            ready: AtomicBool::new(false),
+            ready_notify: Notify::new(),
+        }
+    }
+}
+
+impl<V> Table<V> {
+    pub fn get(&self, key: &str) -> Option<Arc<V>> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Every view (a snapshot).
+    pub fn all(&self) -> Vec<Arc<V>> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    async fn wait_ready(&self) {
+        loop {
+            let notified = self.ready_notify.notified();
+            if self.is_ready() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn insert(&self, key: String, v: V) {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, Arc::new(v));
+    }
+
+    fn remove(&self, key: &str) {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+        self.ready_notify.notify_waiters();
+    }
+}
+
+/// The caches the decisions read.
+#[derive(Default)]
+pub struct Caches {
+    pub nodes: Table<NodeView>,
+    pub volumes: Table<VolumeView>,
+    pub replicas: Table<ReplicaView>,
+    pub claims: Table<ClaimView>,
+    pub pvs: Table<PvView>,
+    pub classes: Table<StorageClass>,
+    /// Moves on every change of nodes, volumes, replicas, claims or classes: the capacity
+    /// index is rebuilt when it moved.
+    generation: AtomicU64,
 }
 
 impl Caches {
-    /// Empty caches and their writers.
-    pub fn new() -> (Caches, Writers) {
-        let nodes = Writer::default();
-        let volumes = Writer::default();
-        let replicas = Writer::default();
-        let pvcs = Writer::default();
-        let pvs = Writer::default();
-        let classes = Writer::default();
-        (
-            Caches {
-                nodes: nodes.as_reader(),
-                volumes: volumes.as_reader(),
-                replicas: replicas.as_reader(),
-                pvcs: pvcs.as_reader(),
-                pvs: pvs.as_reader(),
-                classes: classes.as_reader(),
-                generation: Arc::new(AtomicU64::new(0)),
-            },
-            Writers {
-                nodes,
-                volumes,
-                replicas,
-                pvcs,
-                pvs,
-                classes,
-            },
-        )
+    pub fn new() -> Arc<Caches> {
+        Arc::new(Caches::default())
     }
 
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Whether every store has its first full list.
+    /// Takes in one watch event (also how tests and benchmarks fill the caches).
+    pub fn event<K: Cached>(&self, ev: &Event<K>) {
+        let table = K::table(self);
+        match ev {
+            Event::Apply(o) => table.insert(key(o), o.view()),
+            Event::Delete(o) => table.remove(&key(o)),
+            Event::Init => {
+                *table.relist.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashMap::new());
+            }
+            Event::InitApply(o) => {
+                let mut relist = table.relist.lock().unwrap_or_else(|e| e.into_inner());
+                relist
+                    .get_or_insert_with(HashMap::new)
+                    .insert(key(o), Arc::new(o.view()));
+            }
+            Event::InitDone => {
+                let fresh = table
+                    .relist
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .unwrap_or_default();
+                *table.map.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                table.set_ready();
+            }
+        }
+        if K::COUNTS {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Puts `o` in (as a watch would deliver it).
+    pub fn apply<K: Cached>(&self, o: K) {
+        self.event(&Event::Apply(o));
+    }
+
+    /// Marks every table listed (for caches filled by hand).
+    pub fn mark_ready(&self) {
+        self.nodes.set_ready();
+        self.volumes.set_ready();
+        self.replicas.set_ready();
+        self.claims.set_ready();
+        self.pvs.set_ready();
+        self.classes.set_ready();
+    }
+
+    /// Waits until every table has its first full list.
     pub async fn wait_ready(&self) {
-        let _ = tokio::join!(
-            self.nodes.wait_until_ready(),
-            self.volumes.wait_until_ready(),
-            self.replicas.wait_until_ready(),
-            self.pvcs.wait_until_ready(),
-            self.pvs.wait_until_ready(),
-            self.classes.wait_until_ready(),
-        );
+        self.nodes.wait_ready().await;
+        self.volumes.wait_ready().await;
+        self.replicas.wait_ready().await;
+        self.claims.wait_ready().await;
+        self.pvs.wait_ready().await;
+        self.classes.wait_ready().await;
     }
 }
 
-/// Runs one watch into `writer` for as long as the process lives (the watcher retries with
-/// backoff); bumps `generation` on every event when `counts`.
-async fn watch<K>(api: Api<K>, writer: Writer<K>, generation: Arc<AtomicU64>, counts: bool)
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone,
-{
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
+/// Runs one watch into the caches for as long as the process lives (the watcher retries
+/// with backoff).
+async fn watch<K: Cached>(api: Api<K>, caches: Arc<Caches>) {
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
     while let Some(ev) = stream.next().await {
         match ev {
-            Ok(_) => {
-                if counts {
-                    generation.fetch_add(1, Ordering::AcqRel);
-                }
-            }
+            Ok(ev) => caches.event(&ev),
             Err(e) => tracing::warn!(error = %e, "watch failed; retrying"),
         }
     }
 }
 
-/// Starts the watches behind `writers`.
-pub fn spawn_watches(client: Client, writers: Writers, generation: Arc<AtomicU64>) {
-    let g = || generation.clone();
-    tokio::spawn(watch(Api::all(client.clone()), writers.nodes, g(), true));
-    tokio::spawn(watch(Api::all(client.clone()), writers.volumes, g(), true));
-    tokio::spawn(watch(Api::all(client.clone()), writers.replicas, g(), true));
-    tokio::spawn(watch(Api::all(client.clone()), writers.pvcs, g(), true));
-    tokio::spawn(watch(Api::all(client.clone()), writers.pvs, g(), false));
-    tokio::spawn(watch(Api::all(client), writers.classes, g(), true));
+use kube::runtime::watcher::watcher;
+
+/// Starts the watches that fill `caches`.
+pub fn spawn_watches(client: Client, caches: Arc<Caches>) {
+    tokio::spawn(watch::<LocalStorageNode>(
+        Api::all(client.clone()),
+        caches.clone(),
+    ));
+    tokio::spawn(watch::<LocalVolume>(
+        Api::all(client.clone()),
+        caches.clone(),
+    ));
+    tokio::spawn(watch::<LocalVolumeReplica>(
+        Api::all(client.clone()),
+        caches.clone(),
+    ));
+    tokio::spawn(watch::<PersistentVolumeClaim>(
+        Api::all(client.clone()),
+        caches.clone(),
+    ));
+    tokio::spawn(watch::<PersistentVolume>(
+        Api::all(client.clone()),
+        caches.clone(),
+    ));
+    tokio::spawn(watch::<StorageClass>(Api::all(client), caches));
 }

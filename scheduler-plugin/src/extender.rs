@@ -15,19 +15,19 @@
 //! few made in the moments before that annotation is written are lost.
 
 use crate::cache::Caches;
-use crate::claims::{new_claim, pod_claims, SELECTED_NODE};
+use crate::claims::{new_claim, placed as placed_claim, pod_claims};
 use crate::protocol::{
     ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, HostPriority,
     NodeList,
 };
-use hwameistor_core::placement::{self, Policy};
+use hwameistor_core::placement::{self, NodeView, Policy};
 use hwameistor_core::scheduling::{Capacity, PodClaims, Reservation};
 use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
 use kube::api::PostParams;
 use kube::{Api, Client};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How the extender decides.
@@ -45,7 +45,10 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             reservation_ttl: Duration::from_secs(600),
-            rebuild_every: Duration::from_millis(200),
+            // At 100,000 volumes a rebuild takes ~0.2 s of CPU; the room this extender holds
+            // is counted at once, so only changes made elsewhere wait for the next rebuild
+            // (and the controller's placement checks room again in any case).
+            rebuild_every: Duration::from_secs(1),
             policy: Policy::default(),
         }
     }
@@ -156,7 +159,7 @@ struct State {
 }
 
 pub struct Extender {
-    caches: Caches,
+    caches: Arc<Caches>,
     settings: Settings,
     client: Option<Client>,
     state: Mutex<State>,
@@ -180,7 +183,7 @@ pub enum RequestError {
 
 impl Extender {
     /// An extender over `caches`; `client` binds pods (`None`: `bind` answers an error).
-    pub fn new(caches: Caches, settings: Settings, client: Option<Client>) -> Extender {
+    pub fn new(caches: Arc<Caches>, settings: Settings, client: Option<Client>) -> Extender {
         Extender {
             caches,
             settings,
@@ -248,59 +251,55 @@ impl Extender {
     /// claims are not provisioned yet (kept), and those rebuilt from claims the volume
     /// binder handed to a node.
     fn build(&self, made: &[Reservation], now: i64) -> (Capacity, Vec<Reservation>) {
-        let lsns = self.caches.nodes.state();
-        let volumes = self.caches.volumes.state();
-        let replicas = self.caches.replicas.state();
-        let nodes = placement::node_views(lsns.iter().map(|n| n.as_ref()));
-        let placed = placement::placed_replicas(
-            volumes.iter().map(|v| v.as_ref()),
-            replicas.iter().map(|r| r.as_ref()),
-        );
-        // A claim is provisioned once its LocalVolume is placed (the placement counts it).
-        let placed_volumes: HashSet<&str> = volumes
+        let nodes: Vec<NodeView> = self
+            .caches
+            .nodes
+            .all()
             .iter()
-            .filter(|v| v.spec.config.is_some())
-            .filter_map(|v| v.metadata.name.as_deref())
+            .map(|n| (**n).clone())
             .collect();
-        let pvcs = self.caches.pvcs.state();
+        let replicas = self.caches.replicas.all();
+        let allocated: HashMap<(&str, &str), Option<i64>> = replicas
+            .iter()
+            .map(|r| ((r.volume.as_str(), r.node.as_str()), r.allocated))
+            .collect();
+        let mut placed = Vec::new();
+        for v in self.caches.volumes.all() {
+            let (Some(config), Some(class)) = (v.config.as_ref(), v.class) else {
+                continue;
+            };
+            placed.extend(placement::volume_placed(
+                &v.name,
+                class,
+                v.required,
+                config,
+                |node| allocated.get(&(v.name.as_str(), node)).copied().flatten(),
+            ));
+        }
+        // A claim is provisioned once its LocalVolume is placed (the placement counts it).
         let mut pending: HashSet<String> = HashSet::new();
         let mut rebuilt = Vec::new();
-        for pvc in &pvcs {
-            let bound = pvc
-                .spec
-                .as_ref()
-                .and_then(|s| s.volume_name.as_deref())
-                .is_some_and(|n| !n.is_empty());
-            let uid = pvc.metadata.uid.clone().unwrap_or_default();
-            if bound || placed_volumes.contains(format!("pvc-{uid}").as_str()) {
+        for c in self.caches.claims.all() {
+            if c.volume.is_some() || placed_claim(&self.caches, &c) {
                 continue;
             }
-            let key = format!(
-                "{}/{}",
-                pvc.metadata.namespace.clone().unwrap_or_default(),
-                pvc.metadata.name.clone().unwrap_or_default()
-            );
-            pending.insert(key.clone());
-            let node = pvc
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(SELECTED_NODE))
-                .cloned();
-            let Some(node) = node else { continue };
-            if made.iter().any(|r| r.pvc == key) {
+            pending.insert(c.key.clone());
+            let Some(node) = c.selected_node.clone() else {
+                continue;
+            };
+            if made.iter().any(|r| r.pvc == c.key) {
                 continue;
             }
-            if let Ok(Some(c)) = new_claim(&self.caches, pvc) {
+            if let Ok(Some(n)) = new_claim(&self.caches, &c) {
                 rebuilt.push(Reservation {
-                    pvc: key,
+                    pvc: c.key.clone(),
                     pod_uid: String::new(),
                     node,
                     second: None,
-                    class: c.class,
-                    bytes: c.bytes,
-                    meta: if c.replicated {
-                        hwameistor_core::drbd::meta_bytes(c.bytes)
+                    class: n.class,
+                    bytes: n.bytes,
+                    meta: if n.replicated {
+                        hwameistor_core::drbd::meta_bytes(n.bytes)
                     } else {
                         0
                     },
@@ -406,12 +405,8 @@ impl Extender {
                 return answer(Vec::new(), failed);
             }
         }
-        for (n, _) in ok.iter().filter(|(n, _)| *n != best) {
-            failed.insert(
-                n.clone(),
-                format!("the pod's new volumes are held on {best}, the node with the most room for them"),
-            );
-        }
+        // The other nodes that would do are left out without a reason: the pod runs on
+        // `best`, and a reason per node costs a line per node of the cluster in every answer.
         self.metrics
             .reservations
             .store(st.capacity.reservations().len() as u64, Ordering::Relaxed);
@@ -434,13 +429,14 @@ impl Extender {
         let mut st = self.lock();
         self.refresh(&mut st, unix_now());
         // The pod's own reservation is its room: scored as if it were free.
-        let mut view = st.capacity.clone();
-        view.release_pod(&claims.uid);
-        let (ok, _) = view.filter(&claims, &candidates);
+        let own = st.capacity.release_pod(&claims.uid);
+        let (ok, _) = st.capacity.filter(&claims, &candidates);
+        st.capacity.restore(own);
+        let scores: HashMap<String, i64> = ok.into_iter().collect();
         Ok(candidates
             .into_iter()
             .map(|host| {
-                let score = ok.iter().find(|(n, _)| *n == host).map_or(0, |(_, s)| *s);
+                let score = scores.get(&host).copied().unwrap_or(0);
                 HostPriority { host, score }
             })
             .collect())

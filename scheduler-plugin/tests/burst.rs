@@ -32,8 +32,8 @@ const PODS: usize = 1000;
 const FREE_PER_NODE: i64 = 120 * GI;
 
 async fn extender(client: &kube::Client) -> Arc<Extender> {
-    let (caches, writers) = Caches::new();
-    spawn_watches(client.clone(), writers, caches.generation.clone());
+    let caches = Caches::new();
+    spawn_watches(client.clone(), caches.clone());
     tokio::time::timeout(Duration::from_secs(60), caches.wait_ready())
         .await
         .expect("caches synced");

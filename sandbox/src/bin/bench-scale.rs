@@ -146,19 +146,6 @@ async fn populate_node(client: Client, node: String, replicas: usize) -> Result<
     Ok(())
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 struct Figures {
     nodes: usize,
     objects: usize,
@@ -227,7 +214,7 @@ async fn measure(args: &Args, nodes: usize) -> anyhow::Result<Figures> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let bytes_sync = traffic.to_agent.load(Ordering::Relaxed);
     let events_sync = server.watch_events_sent() - events_before;
-    let rss_synced = rss_mib(pid);
+    let rss_synced = hwameistor_sandbox::bench::rss_mib(&pid.to_string());
 
     // Churn: other nodes' replicas, claims and disks change (a third each); none of it is
     // this agent's business.
@@ -273,7 +260,7 @@ async fn measure(args: &Args, nodes: usize) -> anyhow::Result<Figures> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let bytes_churn = traffic.to_agent.load(Ordering::Relaxed) - bytes_sync;
     let events_churn = server.watch_events_sent() - events_before - events_sync;
-    let rss_after_churn = rss_mib(pid);
+    let rss_after_churn = hwameistor_sandbox::bench::rss_mib(&pid.to_string());
     agent.kill().await.ok();
     server.shutdown().await;
     Ok(Figures {

@@ -57,15 +57,6 @@ fn volume(name: &str, node: &str) -> LocalVolume {
     )
 }
 
-fn rss_kib(status: &str) -> u64 {
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -138,15 +129,17 @@ async fn main() -> anyhow::Result<()> {
     let burst = t0.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(10)).await;
 
-    let controller_rss = rss_kib(&std::fs::read_to_string(format!(
+    let controller_rss = hwameistor_sandbox::bench::rss_kib(&std::fs::read_to_string(format!(
         "/proc/{controller_pid}/status"
-    ))?);
-    let agent_rss = rss_kib(
+    ))?)
+    .unwrap_or(0);
+    let agent_rss = hwameistor_sandbox::bench::rss_kib(
         &sb.testbed
             .vm(node)
             .exec_ok(&format!("cat /proc/{agent_pid}/status"))
             .await?,
-    );
+    )
+    .unwrap_or(0);
     let lvs = sb
         .testbed
         .vm(node)

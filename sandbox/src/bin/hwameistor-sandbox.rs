@@ -433,7 +433,10 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
         let alone = Api::<LocalVolumeReplica>::all(sb.client.clone())
-            .get(&hwameistor_api::replica::replica_name("demo-convert", &other))
+            .get(&hwameistor_api::replica::replica_name(
+                "demo-convert",
+                &other,
+            ))
             .await?;
         let rep = alone.status.as_ref().and_then(|s| s.replication.clone());
         step(

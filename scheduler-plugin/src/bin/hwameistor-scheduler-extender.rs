@@ -51,8 +51,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let client = kube::Client::try_default().await?;
-    let (caches, writers) = Caches::new();
-    spawn_watches(client.clone(), writers, caches.generation.clone());
+    let caches = Caches::new();
+    spawn_watches(client.clone(), caches.clone());
     let ext = Arc::new(Extender::new(
         caches.clone(),
         Settings {
