@@ -4,7 +4,7 @@
 
 use hwameistor_api::{PoolClass, CSI_DRIVER_NAME};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Container, Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::api::storage::v1::{CSIDriver, StorageClass};
 use serde::de::DeserializeOwned;
@@ -28,6 +28,8 @@ struct Objects {
     deployments: Vec<Deployment>,
     daemon_sets: Vec<DaemonSet>,
     storage_classes: Vec<StorageClass>,
+    config_maps: Vec<ConfigMap>,
+    services: Vec<Service>,
 }
 
 /// Every key of `original` must survive a round trip through the typed object.
@@ -97,6 +99,8 @@ fn load() -> Objects {
                 "Deployment" => out.deployments.push(typed(&json, &at)),
                 "DaemonSet" => out.daemon_sets.push(typed(&json, &at)),
                 "StorageClass" => out.storage_classes.push(typed(&json, &at)),
+                "ConfigMap" => out.config_maps.push(typed(&json, &at)),
+                "Service" => out.services.push(typed(&json, &at)),
                 other => panic!("{at}: unexpected kind {other:?}"),
             }
         }
@@ -123,6 +127,36 @@ fn agent_binary() -> PathBuf {
     );
     p
 }
+
+fn deployment<'a>(o: &'a Objects, name: &str) -> &'a Deployment {
+    o.deployments
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no Deployment {name}"))
+}
+
+/// A binary of this target directory (built by `cargo build --workspace`).
+fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let p = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        p.display()
+    );
+    p
+}
+
+/// Roles every cluster has: bindings to them need no role in the manifests.
+const BUILT_IN_ROLES: [&str; 3] = [
+    "system:kube-scheduler",
+    "system:volume-scheduler",
+    "extension-apiserver-authentication-reader",
+];
 
 fn container<'a>(cs: &'a [Container], name: &str) -> &'a Container {
     cs.iter()
@@ -161,7 +195,8 @@ fn files_are_numbered_in_apply_order() {
             "20-csidriver.yaml",
             "30-controller.yaml",
             "40-node.yaml",
-            "50-storageclasses.yaml"
+            "50-storageclasses.yaml",
+            "60-scheduler.yaml"
         ]
     );
     assert_eq!(o.namespaces.len(), 1);
@@ -187,8 +222,7 @@ fn csi_driver_object() {
 #[test]
 fn controller_deployment_has_the_sidecars_and_flags() {
     let o = load();
-    assert_eq!(o.deployments.len(), 1);
-    let pod = o.deployments[0]
+    let pod = deployment(&o, "hwameistor-controller")
         .spec
         .as_ref()
         .and_then(|s| s.template.spec.clone())
@@ -416,9 +450,10 @@ fn rbac_binds_existing_accounts_to_existing_roles_with_what_the_code_needs() {
     };
     for b in &o.cluster_role_bindings {
         assert!(
-            o.cluster_roles
-                .iter()
-                .any(|r| r.metadata.name.as_deref() == Some(b.role_ref.name.as_str())),
+            BUILT_IN_ROLES.contains(&b.role_ref.name.as_str())
+                || o.cluster_roles
+                    .iter()
+                    .any(|r| r.metadata.name.as_deref() == Some(b.role_ref.name.as_str())),
             "{:?}",
             b.metadata.name
         );
@@ -433,9 +468,10 @@ fn rbac_binds_existing_accounts_to_existing_roles_with_what_the_code_needs() {
     }
     for b in &o.role_bindings {
         assert!(
-            o.roles
-                .iter()
-                .any(|r| r.metadata.name.as_deref() == Some(b.role_ref.name.as_str())),
+            BUILT_IN_ROLES.contains(&b.role_ref.name.as_str())
+                || o.roles
+                    .iter()
+                    .any(|r| r.metadata.name.as_deref() == Some(b.role_ref.name.as_str())),
             "{:?}",
             b.metadata.name
         );
@@ -517,4 +553,163 @@ fn rbac_binds_existing_accounts_to_existing_roles_with_what_the_code_needs() {
         "leases",
         "update"
     ));
+}
+
+#[test]
+fn the_scheduler_calls_the_extender_it_deploys_over_tls_it_can_verify() {
+    let o = load();
+    // The extender: our image, flags the binary knows, the certificate Secret the Service
+    // names (install generates it).
+    let ext = deployment(&o, "hwameistor-scheduler-extender");
+    let pod = ext
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("pod spec");
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("hwameistor-scheduler-extender")
+    );
+    let c = container(&pod.containers, "extender");
+    assert_eq!(c.image.as_deref(), Some(IMAGE));
+    assert_eq!(
+        c.command,
+        Some(vec!["hwameistor-scheduler-extender".to_string()])
+    );
+    let help = std::process::Command::new(workspace_binary("hwameistor-scheduler-extender"))
+        .arg("--help")
+        .output()
+        .expect("run extender --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for a in args(c) {
+        let flag = a.split('=').next().unwrap_or_default();
+        assert!(help.contains(flag), "the extender has no flag {flag}");
+    }
+    let svc = o
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("hwameistor-scheduler-extender"))
+        .expect("extender Service");
+    let secret = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("hwameistor.io/serving-cert-secret"))
+        .expect("the Service asks for a serving certificate")
+        .clone();
+    let secret_volume = |pod: &k8s_openapi::api::core::v1::PodSpec, name: &str| {
+        pod.volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == name)
+            .and_then(|v| v.secret.as_ref())
+            .and_then(|s| s.secret_name.clone())
+    };
+    assert_eq!(secret_volume(&pod, "tls"), Some(secret.clone()));
+    let mounts = c.volume_mounts.clone().unwrap_or_default();
+    let tls_dir = mounts
+        .iter()
+        .find(|m| m.name == "tls")
+        .map(|m| m.mount_path.clone())
+        .expect("tls mounted");
+    assert!(args(c).contains(&format!("--tls-cert={tls_dir}/tls.crt")));
+    assert!(args(c).contains(&format!("--tls-key={tls_dir}/tls.key")));
+    let port = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|p| p.first())
+        .expect("port");
+    assert_eq!(
+        c.ports
+            .as_ref()
+            .and_then(|p| p.first())
+            .and_then(|p| p.name.clone()),
+        port.target_port.as_ref().map(|t| match t {
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone(),
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => i.to_string(),
+        })
+    );
+
+    // The scheduler: its configuration names the Service, verbs the extender serves, and a
+    // CA file mounted from the same Secret.
+    let sched = deployment(&o, "hwameistor-scheduler");
+    let spod = sched
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("pod spec");
+    let ks = container(&spod.containers, "kube-scheduler");
+    let cmd = ks.command.clone().unwrap_or_default();
+    let config_path = cmd
+        .iter()
+        .find_map(|a| a.strip_prefix("--config="))
+        .expect("--config");
+    let cm = o
+        .config_maps
+        .iter()
+        .find(|m| m.metadata.name.as_deref() == Some("hwameistor-scheduler-config"))
+        .expect("config map");
+    let file = config_path.rsplit('/').next().unwrap_or_default();
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(file))
+        .expect("the file --config names");
+    let cfg: serde_json::Value =
+        serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).expect("yaml"))
+            .expect("json");
+    assert_eq!(cfg["kind"], "KubeSchedulerConfiguration");
+    assert_eq!(cfg["profiles"][0]["schedulerName"], "hwameistor-scheduler");
+    let e = &cfg["extenders"][0];
+    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    assert_eq!(
+        e["urlPrefix"],
+        format!(
+            "https://hwameistor-scheduler-extender.{ns}.svc:{}",
+            port.port
+        )
+    );
+    assert_eq!(e["filterVerb"], "filter");
+    assert_eq!(e["prioritizeVerb"], "prioritize");
+    assert_eq!(e["nodeCacheCapable"], true);
+    assert_eq!(e["enableHTTPS"], true);
+    assert_eq!(e["ignorable"], false);
+    let ca_file = e["tlsConfig"]["caFile"].as_str().expect("caFile");
+    let ca_mount = ks
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| ca_file.starts_with(&m.mount_path))
+        .expect("the CA file is mounted");
+    assert_eq!(secret_volume(&spod, &ca_mount.name), Some(secret));
+    assert_eq!(cfg["leaderElection"]["resourceNamespace"], ns.as_str());
+
+    // RBAC: the extender reads what its caches watch and may bind pods.
+    let rules = o
+        .cluster_roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some("hwameistor-scheduler-extender"))
+        .and_then(|r| r.rules.clone())
+        .expect("extender role");
+    for (group, res) in [
+        ("hwameistor.io", "localstoragenodes"),
+        ("hwameistor.io", "localvolumes"),
+        ("hwameistor.io", "localvolumereplicas"),
+        ("", "persistentvolumeclaims"),
+        ("", "persistentvolumes"),
+        ("storage.k8s.io", "storageclasses"),
+    ] {
+        for verb in ["list", "watch"] {
+            assert!(
+                grants(&rules, group, res, verb),
+                "extender cannot {verb} {res}"
+            );
+        }
+    }
+    assert!(grants(&rules, "", "pods/binding", "create"));
+    assert!(
+        !grants(&rules, "hwameistor.io", "localvolumes", "patch"),
+        "read only"
+    );
 }

@@ -204,6 +204,30 @@ async fn embedded_prestate(env: &Env) -> Vec<(ObjectKey, bool)> {
     for obj in &bundle.objects {
         let key = applier.key_of(obj);
         let exists = applier.get(obj).await.unwrap().is_some();
+        // A namespaced object outside the test's namespace (the scheduler's RoleBinding in
+        // kube-system) goes at the end too, unless it was there before.
+        if let Some(ns) = key
+            .namespace
+            .as_deref()
+            .filter(|ns| *ns != env.ns && !exists)
+        {
+            let collection = match obj.kind() {
+                "RoleBinding" => "/apis/rbac.authorization.k8s.io/v1",
+                "Role" => "/apis/rbac.authorization.k8s.io/v1",
+                other => panic!(
+                    "the embedded manifests have a {other} in {ns} the test does not clean up"
+                ),
+            };
+            let plural = if obj.kind() == "Role" {
+                "roles"
+            } else {
+                "rolebindings"
+            };
+            env.cleanup.object(format!(
+                "{collection}/namespaces/{ns}/{plural}/{}",
+                obj.name()
+            ));
+        }
         if !exists && key.namespace.is_none() {
             let collection = match obj.kind() {
                 "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles",
@@ -254,7 +278,11 @@ async fn the_embedded_manifests_install_through_the_cli_and_reinstall_unchanged(
         .map(|w| w["kind"].as_str().unwrap())
         .collect();
     workloads.sort();
-    assert_eq!(workloads, ["DaemonSet", "Deployment"], "{out}");
+    assert_eq!(
+        workloads,
+        ["DaemonSet", "Deployment", "Deployment", "Deployment"],
+        "{out}"
+    );
 
     let (code, out) = env
         .cli(&["install", "--no-wait", "--timeout", "60s", "-o", "json"])
@@ -624,7 +652,12 @@ async fn install_dry_run_yaml_prints_every_object_and_creates_nothing() {
         .map(|d| serde_yaml_ng::from_str(d).expect("each document parses"))
         .collect();
     let embedded = Bundle::embedded().unwrap();
-    assert_eq!(docs.len(), embedded.objects.len());
+    // Every object, and the extender's generated serving certificate.
+    assert_eq!(docs.len(), embedded.objects.len() + 1);
+    assert!(docs
+        .iter()
+        .any(|d| d["kind"] == "Secret"
+            && d["metadata"]["name"] == "hwameistor-scheduler-extender-tls"));
     assert_eq!(
         docs.iter()
             .filter(|d| d["kind"] == "CustomResourceDefinition")
@@ -644,7 +677,7 @@ async fn install_dry_run_yaml_prints_every_object_and_creates_nothing() {
     assert_eq!(list["kind"], "List");
     assert_eq!(
         list["items"].as_array().map(Vec::len),
-        Some(embedded.objects.len())
+        Some(embedded.objects.len() + 1)
     );
 
     // A server-side dry run validates and reports, and creates nothing either.

@@ -37,7 +37,15 @@ pub struct Customization {
     pub image_tag: Option<String>,
     pub node_selector: BTreeMap<String, String>,
     pub tolerations: Vec<TolerationArg>,
+    /// Leave out the hwameistor-scheduler and its extender (everything labelled
+    /// [`COMPONENT_LABEL`]=[`SCHEDULER_COMPONENT`]).
+    pub no_scheduler: bool,
 }
+
+/// The label that groups objects by the part of the system they make up.
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+/// The value of [`COMPONENT_LABEL`] on the scheduler's objects.
+pub const SCHEDULER_COMPONENT: &str = "scheduler";
 
 /// Parses `k=v,k2=v2`.
 pub fn parse_node_selector(s: &str) -> Result<BTreeMap<String, String>, AdminError> {
@@ -172,6 +180,15 @@ pub fn customize(bundle: &mut Bundle, c: &Customization) {
     } else {
         c.namespace.clone()
     };
+    if c.no_scheduler {
+        bundle.objects.retain(|o| {
+            o.value
+                .pointer("/metadata/labels")
+                .and_then(|l| l.get(COMPONENT_LABEL))
+                .and_then(Value::as_str)
+                != Some(SCHEDULER_COMPONENT)
+        });
+    }
     for o in &mut bundle.objects {
         let kind = o.kind().to_string();
         let v = &mut o.value;
@@ -207,6 +224,22 @@ pub fn customize(bundle: &mut Bundle, c: &Customization) {
             &from,
             &to,
         );
+        // Configuration files carried in ConfigMaps (the scheduler's) name Services by
+        // their DNS name and the namespace of their leases.
+        if kind == "ConfigMap" && from != to {
+            if let Some(Value::Object(data)) = v.get_mut("data") {
+                for text in data.values_mut() {
+                    if let Value::String(t) = text {
+                        *t = t
+                            .replace(&format!(".{from}.svc"), &format!(".{to}.svc"))
+                            .replace(
+                                &format!("resourceNamespace: {from}\n"),
+                                &format!("resourceNamespace: {to}\n"),
+                            );
+                    }
+                }
+            }
+        }
 
         let Some(pod) = pod_spec_mut(v) else { continue };
         for list in ["containers", "initContainers"] {
@@ -342,6 +375,7 @@ subjects: [{kind: ServiceAccount, name: hwameistor, namespace: hwameistor}]
             image_tag: Some("v2".into()),
             node_selector: parse_node_selector("storage=true").unwrap(),
             tolerations: vec![parse_toleration("dedicated:NoSchedule").unwrap()],
+            no_scheduler: false,
         };
         customize(&mut b, &c);
         let v = |i: usize, p: &str| {
@@ -379,5 +413,61 @@ subjects: [{kind: ServiceAccount, name: hwameistor, namespace: hwameistor}]
             .value
             .pointer("/spec/template/spec/tolerations");
         assert_eq!(tolerations.and_then(Value::as_array).map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn the_scheduler_follows_the_namespace_or_is_left_out() {
+        let mut b = Bundle::embedded().expect("embedded manifests");
+        let scheduler_objects = |b: &Bundle| {
+            b.objects
+                .iter()
+                .filter(|o| {
+                    o.value
+                        .pointer("/metadata/labels/app.kubernetes.io~1component")
+                        == Some(&json!("scheduler"))
+                })
+                .count()
+        };
+        assert!(
+            scheduler_objects(&b) >= 10,
+            "the scheduler is in the manifests"
+        );
+        let c = Customization {
+            namespace: "storage-system".into(),
+            ..Default::default()
+        };
+        customize(&mut b, &c);
+        let config = b
+            .of_kind("ConfigMap")
+            .find(|o| o.name() == "hwameistor-scheduler-config")
+            .and_then(|o| o.value.pointer("/data/config.yaml"))
+            .and_then(Value::as_str)
+            .expect("scheduler config")
+            .to_string();
+        assert!(
+            config.contains("https://hwameistor-scheduler-extender.storage-system.svc:443"),
+            "{config}"
+        );
+        assert!(
+            config.contains("resourceNamespace: storage-system\n"),
+            "{config}"
+        );
+        // The kube-system RoleBinding stays there.
+        assert!(b
+            .of_kind("RoleBinding")
+            .any(|o| o.value.pointer("/metadata/namespace") == Some(&json!("kube-system"))));
+        let mut without = Bundle::embedded().expect("embedded manifests");
+        customize(
+            &mut without,
+            &Customization {
+                no_scheduler: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(scheduler_objects(&without), 0);
+        assert!(
+            without.of_kind("DaemonSet").next().is_some(),
+            "the rest stays"
+        );
     }
 }

@@ -168,7 +168,14 @@ async fn existing_certs(
             .and_then(|s| serde_json::to_value(s).ok())
             .and_then(|v| from_secret(&v))
         {
-            out.insert(t.secret, cert);
+            // Near its expiry: left out, so a new one is generated and applied.
+            if !cert.renewal_due(
+                jiff::Timestamp::now()
+                    .to_zoned(jiff::tz::TimeZone::UTC)
+                    .date(),
+            ) {
+                out.insert(t.secret, cert);
+            }
         }
     }
     Ok(out)

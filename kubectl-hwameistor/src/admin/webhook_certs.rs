@@ -1,8 +1,13 @@
-//! Serving certificates for admission webhooks: a CA and a certificate for the webhook's
-//! Service, stored in a TLS Secret, with the CA injected as `caBundle` into the webhook
-//! configurations so the API server trusts the webhook.
+//! Serving certificates for HwameiStor's HTTPS services: a CA and a certificate for the
+//! Service, stored in a TLS Secret. For admission webhooks the CA is injected as `caBundle`
+//! into the webhook configurations so the API server trusts the webhook; a Service annotated
+//! with [`SECRET_ANNOTATION`] (the scheduler extender) gets its Secret too, whose `ca.crt`
+//! its clients mount.
 //!
-//! The current manifests have no webhook; this runs as soon as one appears in them.
+//! A certificate already in the cluster is kept (re-running install does not rotate a
+//! working CA) until it comes within [`RENEW_BEFORE_DAYS`] of the date it expires (recorded
+//! on the Secret, [`NOT_AFTER_ANNOTATION`]): then install generates a new one. The servers
+//! read their files again when they change, so the new certificate needs no restart.
 
 use super::manifests::{Bundle, ManifestObject};
 use crate::errors::AdminError;
@@ -15,8 +20,15 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 /// Annotation on a webhook configuration naming the Secret its server reads the
-/// certificate from; without it the Secret is `<service>-tls`.
+/// certificate from (without it the Secret is `<service>-tls`), or on a Service whose
+/// server needs one.
 pub const SECRET_ANNOTATION: &str = "hwameistor.io/serving-cert-secret";
+
+/// Annotation on a generated Secret: the day (`YYYY-MM-DD`, UTC) its certificate expires.
+pub const NOT_AFTER_ANNOTATION: &str = "hwameistor.io/serving-cert-not-after";
+
+/// A certificate this close to its expiry is replaced by install.
+pub const RENEW_BEFORE_DAYS: i64 = 90;
 
 const WEBHOOK_KINDS: [&str; 2] = [
     "MutatingWebhookConfiguration",
@@ -29,6 +41,26 @@ pub struct ServingCert {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    /// The day both expire, `YYYY-MM-DD`; `None` when not known (an older Secret).
+    pub not_after: Option<String>,
+}
+
+impl ServingCert {
+    /// Whether it must be replaced on `today` (`YYYY-MM-DD`): expiring within
+    /// [`RENEW_BEFORE_DAYS`], or of unknown expiry.
+    pub fn renewal_due(&self, today: jiff::civil::Date) -> bool {
+        let Some(end) = self
+            .not_after
+            .as_deref()
+            .and_then(|d| d.parse::<jiff::civil::Date>().ok())
+        else {
+            return true;
+        };
+        match today.until(end) {
+            Ok(span) => span.get_days() < RENEW_BEFORE_DAYS as i32,
+            Err(_) => true,
+        }
+    }
 }
 
 fn cert_err(e: rcgen::Error) -> AdminError {
@@ -79,6 +111,7 @@ pub fn generate(service: &str, namespace: &str, year: i32) -> Result<ServingCert
         ca_pem: ca_cert.pem(),
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
+        not_after: Some(format!("{:04}-01-01", year + 10)),
     })
 }
 
@@ -93,7 +126,8 @@ pub fn tls_secret(name: &str, namespace: &str, cert: &ServingCert) -> Value {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": name, "namespace": namespace,
-                     "labels": {"app.kubernetes.io/managed-by": "kubectl-hwameistor"}},
+                     "labels": {"app.kubernetes.io/managed-by": "kubectl-hwameistor"},
+                     "annotations": {NOT_AFTER_ANNOTATION: cert.not_after.clone().unwrap_or_default()}},
         "type": "kubernetes.io/tls",
         "data": {"tls.crt": b64(&cert.cert_pem), "tls.key": b64(&cert.key_pem), "ca.crt": b64(&cert.ca_pem)},
     })
@@ -110,6 +144,12 @@ pub fn from_secret(secret: &Value) -> Option<ServingCert> {
         ca_pem: field("ca.crt")?,
         cert_pem: field("tls.crt")?,
         key_pem: field("tls.key")?,
+        not_after: secret
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(NOT_AFTER_ANNOTATION))
+            .and_then(Value::as_str)
+            .filter(|d| !d.is_empty())
+            .map(str::to_string),
     })
 }
 
@@ -157,12 +197,37 @@ fn target_of(o: &ManifestObject, default_ns: &str) -> Option<CertTarget> {
     })
 }
 
-/// The certificate Secrets the bundle's webhook configurations need.
+/// The Secret an annotated Service needs.
+fn service_target(o: &ManifestObject, default_ns: &str) -> Option<CertTarget> {
+    let secret = o
+        .value
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(SECRET_ANNOTATION))
+        .and_then(Value::as_str)?
+        .to_string();
+    Some(CertTarget {
+        secret,
+        namespace: o
+            .value
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(default_ns)
+            .to_string(),
+        service: o.name().to_string(),
+    })
+}
+
+/// The certificate Secrets the bundle's webhook configurations and annotated Services need.
 pub fn cert_targets(bundle: &Bundle, default_ns: &str) -> Vec<CertTarget> {
     let mut t: Vec<CertTarget> = WEBHOOK_KINDS
         .iter()
         .flat_map(|k| bundle.of_kind(k))
         .filter_map(|o| target_of(o, default_ns))
+        .chain(
+            bundle
+                .of_kind("Service")
+                .filter_map(|o| service_target(o, default_ns)),
+        )
         .collect();
     t.sort();
     t.dedup();
@@ -275,8 +340,12 @@ webhooks:
     }
 
     #[test]
-    fn a_bundle_without_webhooks_is_untouched() {
-        let mut b = Bundle::embedded().unwrap();
+    fn a_bundle_without_webhooks_or_annotated_services_is_untouched() {
+        let mut b = Bundle::parse([(
+            "w.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: plain, namespace: hwameistor}\n",
+        )])
+        .unwrap();
         let before = b.clone();
         assert!(
             secure_webhooks(&mut b, "hwameistor", &BTreeMap::new(), 2025)
@@ -284,5 +353,51 @@ webhooks:
                 .is_empty()
         );
         assert_eq!(b, before);
+        // The embedded manifests: the scheduler extender's Service gets its Secret.
+        let mut b = Bundle::embedded().unwrap();
+        let targets = secure_webhooks(&mut b, "hwameistor", &BTreeMap::new(), 2025).unwrap();
+        assert_eq!(
+            targets
+                .iter()
+                .map(|t| t.secret.as_str())
+                .collect::<Vec<_>>(),
+            ["hwameistor-scheduler-extender-tls"]
+        );
+    }
+
+    #[test]
+    fn an_annotated_service_gets_a_secret_and_certificates_are_renewed_before_expiry() {
+        const SVC: &str = "
+apiVersion: v1
+kind: Service
+metadata:
+  name: hwameistor-scheduler-extender
+  namespace: hwameistor
+  annotations: {hwameistor.io/serving-cert-secret: extender-tls}
+spec: {ports: [{port: 443}]}
+";
+        let mut b = Bundle::parse([("s.yaml", SVC)]).unwrap();
+        let targets = secure_webhooks(&mut b, "hwameistor", &BTreeMap::new(), 2026).unwrap();
+        assert_eq!(
+            targets,
+            [CertTarget {
+                secret: "extender-tls".into(),
+                namespace: "hwameistor".into(),
+                service: "hwameistor-scheduler-extender".into()
+            }]
+        );
+        let secret = b.of_kind("Secret").next().expect("secret");
+        let cert = from_secret(&secret.value).expect("cert");
+        assert_eq!(cert.not_after.as_deref(), Some("2036-01-01"));
+        let day = |s: &str| s.parse::<jiff::civil::Date>().unwrap();
+        assert!(!cert.renewal_due(day("2026-11-26")));
+        assert!(!cert.renewal_due(day("2035-10-01")));
+        assert!(cert.renewal_due(day("2035-10-04")), "within 90 days");
+        assert!(cert.renewal_due(day("2036-02-01")), "expired");
+        let unknown = ServingCert {
+            not_after: None,
+            ..cert
+        };
+        assert!(unknown.renewal_due(day("2026-11-26")));
     }
 }

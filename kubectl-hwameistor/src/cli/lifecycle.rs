@@ -38,6 +38,10 @@ pub struct CustomizeArgs {
     /// Let the node agent run on tainted nodes: key[=value]:Effect (repeatable).
     #[arg(long = "toleration", value_name = "KEY[=VALUE]:EFFECT", value_parser = toleration_arg)]
     pub tolerations: Vec<TolerationArg>,
+    /// Leave out the hwameistor-scheduler and its extender: pods keep the default
+    /// scheduler, guided by CSIStorageCapacity only (no reservations for bursts).
+    #[arg(long)]
+    pub no_scheduler: bool,
 }
 
 impl CustomizeArgs {
@@ -48,6 +52,7 @@ impl CustomizeArgs {
             image_tag: self.image_tag.clone(),
             node_selector: self.node_selector.clone().unwrap_or_default(),
             tolerations: self.tolerations.clone(),
+            no_scheduler: self.no_scheduler,
         }
     }
 }
