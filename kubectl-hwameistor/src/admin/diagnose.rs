@@ -15,9 +15,9 @@ use hwameistor_api::{
     NodeState, OperationPhase, OperationStatus, ReplicaState, VolumeState, CSI_DRIVER_NAME,
 };
 use hwameistor_core::drbd::ConnState;
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::api::storage::v1::{CSIDriver, CSINode};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::ListParams;
@@ -27,6 +27,10 @@ use std::collections::BTreeSet;
 
 /// The Lease the controller replicas elect their leader with.
 pub const CONTROLLER_LEASE: &str = "hwameistor-controller";
+/// The scheduler extender's Deployment and Service.
+pub const EXTENDER: &str = "hwameistor-scheduler-extender";
+/// The second scheduler's Deployment (and its scheduler name).
+pub const SCHEDULER: &str = "hwameistor-scheduler";
 /// A pool used beyond this share is reported.
 pub const POOL_FULL_PERCENT: i64 = 90;
 
@@ -127,6 +131,19 @@ pub struct Snapshot {
     pub lease: Option<Lease>,
     pub csi_driver: Option<CSIDriver>,
     pub csi_nodes: Option<Vec<CSINode>>,
+    pub scheduler: SchedulerSnapshot,
+}
+
+/// The hwameistor-scheduler and its extender, as far as they could be read.
+#[derive(Clone, Debug, Default)]
+pub struct SchedulerSnapshot {
+    pub extender: Option<Deployment>,
+    pub scheduler: Option<Deployment>,
+    /// The extender's serving certificate Secret.
+    pub cert: Option<Secret>,
+    /// The extender's `/readyz` through the API server's service proxy: its answer, or why
+    /// it could not be had; `None` when not asked (no extender installed).
+    pub readyz: Option<Result<String, String>>,
 }
 
 struct Findings(Vec<Finding>);
@@ -320,6 +337,137 @@ fn check_controller(s: &Snapshot, f: &mut Findings) {
             }
         }
         _ => f.ok("controller", format!("leader {holder}")),
+    }
+}
+
+fn ready_replicas(d: &Deployment) -> (i32, i32) {
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let ready = d
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    (ready, want)
+}
+
+fn check_scheduler(s: &Snapshot, f: &mut Findings) {
+    let sch = &s.scheduler;
+    let ns = &s.namespace;
+    let (Some(ext), Some(kube_sched)) = (&sch.extender, &sch.scheduler) else {
+        if sch.extender.is_none() && sch.scheduler.is_none() {
+            // A supported choice (install --no-scheduler), not a fault.
+            f.ok(
+                "scheduler",
+                "the hwameistor-scheduler is not installed: pods use the default scheduler, guided by CSIStorageCapacity only (no room is held for a burst of new pods)".into(),
+            );
+        } else {
+            f.add(
+                "scheduler",
+                Severity::Error,
+                None,
+                format!(
+                    "only one of Deployment {ns}/{EXTENDER} and {ns}/{SCHEDULER} exists: the scheduler calls an extender that is not there, or the extender serves no scheduler"
+                ),
+                Some("kubectl hwameistor upgrade re-applies both"),
+            );
+        }
+        return;
+    };
+    let logs = |name: &str| {
+        format!(
+            "kubectl -n {ns} describe deployment {name}; kubectl -n {ns} logs deployment/{name}"
+        )
+    };
+    for (name, d) in [(EXTENDER, ext), (SCHEDULER, kube_sched)] {
+        let (ready, want) = ready_replicas(d);
+        if ready < 1 {
+            f.add(
+                "scheduler",
+                Severity::Error,
+                Some(format!("Deployment {ns}/{name}")),
+                format!(
+                    "{name} has no ready replica ({ready}/{want}): pods with schedulerName {SCHEDULER} are not scheduled"
+                ),
+                Some(&logs(name)),
+            );
+        } else if ready < want {
+            f.add(
+                "scheduler",
+                Severity::Warning,
+                Some(format!("Deployment {ns}/{name}")),
+                format!("{name} runs {ready} of {want} replicas"),
+                Some(&logs(name)),
+            );
+        }
+    }
+    match &sch.readyz {
+        Some(Ok(body)) if body.trim() == "ok" => f.ok(
+            "scheduler",
+            format!("extender reachable through Service {ns}/{EXTENDER}, caches synced"),
+        ),
+        Some(Ok(body)) => f.add(
+            "scheduler",
+            Severity::Error,
+            Some(format!("Service {ns}/{EXTENDER}")),
+            format!("the extender answers but is not ready: {}", body.trim()),
+            Some(&logs(EXTENDER)),
+        ),
+        Some(Err(e)) => f.add(
+            "scheduler",
+            Severity::Error,
+            Some(format!("Service {ns}/{EXTENDER}")),
+            format!("the extender cannot be reached through its Service: {e}"),
+            Some(&logs(EXTENDER)),
+        ),
+        None => {}
+    }
+    let secret_name = format!("{EXTENDER}-tls");
+    let obj = Some(format!("Secret {ns}/{secret_name}"));
+    let cert = sch
+        .cert
+        .as_ref()
+        .and_then(|c| serde_json::to_value(c).ok())
+        .and_then(|v| super::webhook_certs::from_secret(&v));
+    let today = s.now.map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date());
+    match (cert, today) {
+        (None, _) => f.add(
+            "scheduler",
+            Severity::Error,
+            obj,
+            "the extender's serving certificate is missing or unreadable: the scheduler cannot verify it".into(),
+            Some("kubectl hwameistor upgrade generates it"),
+        ),
+        (Some(c), Some(today)) => {
+            let end = c.not_after.clone().unwrap_or_else(|| "an unknown date".into());
+            let expired = c
+                .not_after
+                .as_deref()
+                .and_then(|d| d.parse::<jiff::civil::Date>().ok())
+                .is_some_and(|d| d <= today);
+            if expired {
+                f.add(
+                    "scheduler",
+                    Severity::Error,
+                    obj,
+                    format!("the extender's serving certificate expired on {end}"),
+                    Some("kubectl hwameistor upgrade renews it"),
+                );
+            } else if c.renewal_due(today) {
+                f.add(
+                    "scheduler",
+                    Severity::Warning,
+                    obj,
+                    format!("the extender's serving certificate expires on {end}"),
+                    Some("kubectl hwameistor upgrade renews it"),
+                );
+            } else {
+                f.ok(
+                    "scheduler",
+                    format!("extender certificate valid until {end}"),
+                );
+            }
+        }
+        (Some(_), None) => {}
     }
 }
 
@@ -857,6 +1005,7 @@ pub fn diagnose_snapshot(s: &Snapshot) -> DiagnoseReport {
     check_agents(s, &mut f);
     check_controller(s, &mut f);
     check_csi(s, &mut f);
+    check_scheduler(s, &mut f);
     if installed {
         check_pools(s, &mut f);
         check_volumes(s, &mut f);
@@ -933,8 +1082,41 @@ pub async fn collect(cluster: &Cluster) -> Result<Snapshot, AdminError> {
             .get_opt(CSI_DRIVER_NAME)
             .await
             .map_err(|e| AdminError::api(format!("reading CSIDriver {CSI_DRIVER_NAME}"), e))?,
-        csi_nodes: optional_list(Api::<CSINode>::all(c)).await,
+        csi_nodes: optional_list(Api::<CSINode>::all(c.clone())).await,
+        scheduler: collect_scheduler(&c, ns).await,
     })
+}
+
+/// The scheduler's objects, and the extender's readiness through the service proxy (the
+/// plugin talks to the API server only).
+async fn collect_scheduler(c: &kube::Client, ns: &str) -> SchedulerSnapshot {
+    let deployments: Api<Deployment> = Api::namespaced(c.clone(), ns);
+    let extender = deployments.get_opt(EXTENDER).await.ok().flatten();
+    let scheduler = deployments.get_opt(SCHEDULER).await.ok().flatten();
+    let cert = Api::<Secret>::namespaced(c.clone(), ns)
+        .get_opt(&format!("{EXTENDER}-tls"))
+        .await
+        .ok()
+        .flatten();
+    let readyz = if extender.is_some() {
+        let path = format!("/api/v1/namespaces/{ns}/services/https:{EXTENDER}:443/proxy/readyz");
+        let answer = match http::Request::get(path).body(Vec::new()) {
+            Ok(req) => tokio::time::timeout(std::time::Duration::from_secs(5), c.request_text(req))
+                .await
+                .map_err(|_| "no answer within 5s".to_string())
+                .and_then(|r| r.map_err(|e| e.to_string())),
+            Err(e) => Err(e.to_string()),
+        };
+        Some(answer)
+    } else {
+        None
+    };
+    SchedulerSnapshot {
+        extender,
+        scheduler,
+        cert,
+        readyz,
+    }
 }
 
 pub async fn diagnose(cluster: &Cluster) -> Result<DiagnoseReport, AdminError> {
@@ -1216,5 +1398,110 @@ mod tests {
         );
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.contains("\"severity\":\"info\""), "{json}");
+    }
+
+    fn ready_deployment(name: &str, ready: i32, want: i32) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.name = Some(name.into());
+        d.spec = Some(k8s_openapi::api::apps::v1::DeploymentSpec {
+            replicas: Some(want),
+            ..Default::default()
+        });
+        d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            ready_replicas: Some(ready),
+            ..Default::default()
+        });
+        d
+    }
+
+    fn cert_secret(not_after: &str) -> Secret {
+        let c = super::super::webhook_certs::generate(EXTENDER, "hwameistor", 2026).unwrap();
+        let mut v =
+            super::super::webhook_certs::tls_secret(&format!("{EXTENDER}-tls"), "hwameistor", &c);
+        v["metadata"]["annotations"][super::super::webhook_certs::NOT_AFTER_ANNOTATION] =
+            serde_json::Value::String(not_after.into());
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn scheduler_findings(sch: SchedulerSnapshot, today: &str) -> Vec<Finding> {
+        let s = Snapshot {
+            namespace: "hwameistor".into(),
+            now: Some(
+                format!("{today}T12:00:00Z")
+                    .parse::<jiff::Timestamp>()
+                    .unwrap(),
+            ),
+            scheduler: sch,
+            ..Default::default()
+        };
+        let mut f = Findings(Vec::new());
+        check_scheduler(&s, &mut f);
+        f.0
+    }
+
+    #[test]
+    fn the_scheduler_check_covers_absence_readiness_reachability_and_the_certificate() {
+        let none = scheduler_findings(SchedulerSnapshot::default(), "2026-11-26");
+        assert_eq!(none.len(), 1);
+        assert_eq!(none[0].severity, Severity::Ok);
+        assert!(none[0].message.contains("not installed"));
+
+        let healthy = scheduler_findings(
+            SchedulerSnapshot {
+                extender: Some(ready_deployment(EXTENDER, 1, 1)),
+                scheduler: Some(ready_deployment(SCHEDULER, 2, 2)),
+                cert: Some(cert_secret("2036-01-01")),
+                readyz: Some(Ok("ok\n".into())),
+            },
+            "2026-11-26",
+        );
+        assert!(
+            healthy.iter().all(|x| x.severity == Severity::Ok),
+            "{healthy:?}"
+        );
+        assert!(healthy
+            .iter()
+            .any(|x| x.message.contains("valid until 2036-01-01")));
+
+        let broken = scheduler_findings(
+            SchedulerSnapshot {
+                extender: Some(ready_deployment(EXTENDER, 0, 1)),
+                scheduler: Some(ready_deployment(SCHEDULER, 1, 2)),
+                cert: Some(cert_secret("2027-01-10")),
+                readyz: Some(Err("503 Service Unavailable: no endpoints".into())),
+            },
+            "2026-11-26",
+        );
+        let of = |sev: Severity| broken.iter().filter(|x| x.severity == sev).count();
+        assert_eq!(of(Severity::Error), 2, "{broken:?}");
+        assert_eq!(of(Severity::Warning), 2, "{broken:?}");
+        assert!(broken
+            .iter()
+            .any(|x| x.message.contains("cannot be reached through its Service")));
+        assert!(broken
+            .iter()
+            .any(|x| x.message.contains("expires on 2027-01-10")
+                && x.hint.as_deref() == Some("kubectl hwameistor upgrade renews it")));
+
+        let expired = scheduler_findings(
+            SchedulerSnapshot {
+                extender: Some(ready_deployment(EXTENDER, 1, 1)),
+                scheduler: Some(ready_deployment(SCHEDULER, 1, 1)),
+                cert: Some(cert_secret("2026-11-01")),
+                readyz: Some(Ok("ok".into())),
+            },
+            "2026-11-26",
+        );
+        assert!(expired
+            .iter()
+            .any(|x| x.severity == Severity::Error && x.message.contains("expired on 2026-11-01")));
+        let half = scheduler_findings(
+            SchedulerSnapshot {
+                scheduler: Some(ready_deployment(SCHEDULER, 1, 1)),
+                ..Default::default()
+            },
+            "2026-11-26",
+        );
+        assert_eq!(half[0].severity, Severity::Error);
     }
 }
