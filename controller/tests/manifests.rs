@@ -3,6 +3,9 @@
 //! driver needs.
 
 use hwameistor_api::{PoolClass, CSI_DRIVER_NAME};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
@@ -30,6 +33,8 @@ struct Objects {
     storage_classes: Vec<StorageClass>,
     config_maps: Vec<ConfigMap>,
     services: Vec<Service>,
+    mutating: Vec<MutatingWebhookConfiguration>,
+    validating: Vec<ValidatingWebhookConfiguration>,
 }
 
 /// Every key of `original` must survive a round trip through the typed object.
@@ -101,6 +106,8 @@ fn load() -> Objects {
                 "StorageClass" => out.storage_classes.push(typed(&json, &at)),
                 "ConfigMap" => out.config_maps.push(typed(&json, &at)),
                 "Service" => out.services.push(typed(&json, &at)),
+                "MutatingWebhookConfiguration" => out.mutating.push(typed(&json, &at)),
+                "ValidatingWebhookConfiguration" => out.validating.push(typed(&json, &at)),
                 other => panic!("{at}: unexpected kind {other:?}"),
             }
         }
@@ -712,4 +719,85 @@ fn the_scheduler_calls_the_extender_it_deploys_over_tls_it_can_verify() {
         !grants(&rules, "hwameistor.io", "localvolumes", "patch"),
         "read only"
     );
+}
+
+#[test]
+fn the_admission_webhooks_fail_open_skip_system_namespaces_and_reach_the_extender() {
+    let o = load();
+    let svc = o
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("hwameistor-scheduler-extender"))
+        .expect("service");
+    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    let secret = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("hwameistor.io/serving-cert-secret"))
+        .cloned();
+    let m = &o.mutating[0];
+    let v = &o.validating[0];
+    for annotations in [&m.metadata.annotations, &v.metadata.annotations] {
+        assert_eq!(
+            annotations
+                .as_ref()
+                .and_then(|a| a.get("hwameistor.io/serving-cert-secret"))
+                .cloned(),
+            secret,
+            "one certificate for the one server"
+        );
+    }
+    let hook = &m.webhooks.as_ref().expect("webhooks")[0];
+    assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"), "fail-open");
+    assert_eq!(hook.side_effects, "None");
+    let target = hook.client_config.service.as_ref().expect("service");
+    assert_eq!(target.name, "hwameistor-scheduler-extender");
+    assert_eq!(target.namespace, ns);
+    assert_eq!(target.path.as_deref(), Some("/mutate-pods"));
+    let rule = &hook.rules.as_ref().expect("rules")[0];
+    assert_eq!(rule.resources.as_deref(), Some(&["pods".to_string()][..]));
+    assert_eq!(
+        rule.operations.as_deref(),
+        Some(&["CREATE".to_string()][..])
+    );
+    let skipped: Vec<String> = hook
+        .namespace_selector
+        .as_ref()
+        .and_then(|s| s.match_expressions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.key == "kubernetes.io/metadata.name" && e.operator == "NotIn")
+        .flat_map(|e| e.values.unwrap_or_default())
+        .collect();
+    assert!(
+        skipped.contains(&"kube-system".to_string()) && skipped.contains(&ns),
+        "{skipped:?}"
+    );
+    for hook in v.webhooks.as_ref().expect("webhooks") {
+        assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"), "fail-open");
+        let target = hook.client_config.service.as_ref().expect("service");
+        assert_eq!(target.path.as_deref(), Some("/validate"));
+        let resources: Vec<String> = hook
+            .rules
+            .iter()
+            .flatten()
+            .flat_map(|r| r.resources.clone().unwrap_or_default())
+            .collect();
+        for r in [
+            "localvolumes",
+            "localdiskclaims",
+            "localvolumemigrates",
+            "localvolumeconverts",
+            "localvolumeexpands",
+        ] {
+            assert!(resources.contains(&r.to_string()), "{r} is not validated");
+        }
+    }
+    // The server answers those paths (its 404 message lists what it serves).
+    let help = std::process::Command::new(workspace_binary("hwameistor-scheduler-extender"))
+        .arg("--help")
+        .output()
+        .expect("run extender --help");
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--scheduler-name"));
 }

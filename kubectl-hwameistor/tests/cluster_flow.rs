@@ -235,6 +235,12 @@ async fn embedded_prestate(env: &Env) -> Vec<(ObjectKey, bool)> {
                 "CSIDriver" => "/apis/storage.k8s.io/v1/csidrivers",
                 "StorageClass" => "/apis/storage.k8s.io/v1/storageclasses",
                 "Namespace" => "/api/v1/namespaces",
+                "MutatingWebhookConfiguration" => {
+                    "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+                }
+                "ValidatingWebhookConfiguration" => {
+                    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+                }
                 "CustomResourceDefinition" => "",
                 other => panic!("the embedded manifests have a {other} the test does not clean up"),
             };

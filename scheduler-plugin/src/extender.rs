@@ -14,6 +14,7 @@
 //! `volume.kubernetes.io/selected-node` annotation) are rebuilt from the claims; only the
 //! few made in the moments before that annotation is written are lost.
 
+use crate::admission::WebhookSettings;
 use crate::cache::Caches;
 use crate::claims::{new_claim, placed as placed_claim, pod_claims};
 use crate::protocol::{
@@ -67,6 +68,7 @@ pub struct Metrics {
     pub last_rebuild_micros: AtomicU64,
     pub reservations: AtomicU64,
     pub bad_requests: AtomicU64,
+    pub admission_requests: AtomicU64,
 }
 
 impl Metrics {
@@ -160,6 +162,7 @@ struct State {
 
 pub struct Extender {
     caches: Arc<Caches>,
+    webhook: WebhookSettings,
     settings: Settings,
     client: Option<Client>,
     state: Mutex<State>,
@@ -186,6 +189,7 @@ impl Extender {
     pub fn new(caches: Arc<Caches>, settings: Settings, client: Option<Client>) -> Extender {
         Extender {
             caches,
+            webhook: WebhookSettings::default(),
             settings,
             client,
             state: Mutex::new(State {
@@ -197,6 +201,23 @@ impl Extender {
             metrics: Metrics::default(),
             ready: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The same extender answering admission with `webhook`.
+    pub fn with_webhook(mut self, webhook: WebhookSettings) -> Extender {
+        self.webhook = webhook;
+        self
+    }
+
+    /// The answer to an AdmissionReview (see [`crate::admission`]).
+    pub fn admit(
+        &self,
+        review: kube::core::admission::AdmissionReview<kube::core::DynamicObject>,
+    ) -> serde_json::Value {
+        self.metrics
+            .admission_requests
+            .fetch_add(1, Ordering::Relaxed);
+        crate::admission::review(&self.caches, &self.webhook, review)
     }
 
     /// Marks the caches synced (answers before that are errors, so no pod is placed on an

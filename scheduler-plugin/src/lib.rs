@@ -6,8 +6,11 @@
 //! - [`claims`]: what a pod asks of storage.
 //! - [`extender`]: `filter` / `prioritize` / `bind`, and the room held for pods
 //!   (decisions in `hwameistor_core::scheduling`).
-//! - [`server`]: the HTTP(S) endpoint.
+//! - [`admission`]: the admission webhook (pods get the hwameistor-scheduler; cross-field
+//!   checks of HwameiStor's resources).
+//! - [`server`]: the HTTP(S) endpoint of both.
 
+pub mod admission;
 pub mod cache;
 pub mod claims;
 pub mod extender;

@@ -1,5 +1,6 @@
 //! The extender's HTTP(S) endpoint: `POST /filter`, `/prioritize`, `/bind` as kube-scheduler
-//! calls them, and `GET /healthz`, `/readyz`, `/metrics`.
+//! calls them, `POST /mutate-pods` and `/validate` as the API server calls its admission
+//! webhooks, and `GET /healthz`, `/readyz`, `/metrics`.
 //!
 //! Bodies larger than the limit are refused with 413 and malformed ones with 400, each with
 //! a message saying what was wrong; nothing a client sends can make it panic. With TLS, the
@@ -14,6 +15,8 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use kube::core::admission::AdmissionReview;
+use kube::core::DynamicObject;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::convert::Infallible;
@@ -139,16 +142,22 @@ pub async fn handle(ext: Arc<Extender>, req: Request<Incoming>, max_body: usize)
             Ok(args) => json(&ext.bind(&args).await),
             Err(e) => bad(&ext, e),
         },
-        (_, "filter" | "prioritize" | "bind") => text(
+        (Method::POST, "mutate-pods" | "validate") => {
+            match read_json::<AdmissionReview<DynamicObject>>(req, max_body).await {
+                Ok(r) => json(&ext.admit(r)),
+                Err(e) => bad(&ext, e),
+            }
+        }
+        (_, "filter" | "prioritize" | "bind" | "mutate-pods" | "validate") => text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "filter, prioritize and bind are POST calls",
+            "filter, prioritize, bind, mutate-pods and validate are POST calls",
         ),
         (_, "healthz" | "readyz" | "metrics") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "only GET")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: the extender serves POST /filter, /prioritize, /bind and GET /healthz, /readyz, /metrics",
+            "not found: this server answers POST /filter, /prioritize, /bind, /mutate-pods, /validate and GET /healthz, /readyz, /metrics",
         ),
     }
 }

@@ -217,6 +217,18 @@ pub fn customize(bundle: &mut Bundle, c: &Customization) {
         if let Some(Value::Array(hooks)) = v.get_mut("webhooks") {
             for h in hooks {
                 retarget(h.pointer_mut("/clientConfig/service/namespace"), &from, &to);
+                // A webhook never sent its own namespace's objects keeps not being sent them.
+                if let Some(Value::Array(exprs)) =
+                    h.pointer_mut("/namespaceSelector/matchExpressions")
+                {
+                    for e in exprs {
+                        if let Some(Value::Array(values)) = e.get_mut("values") {
+                            for val in values {
+                                retarget(Some(val), &from, &to);
+                            }
+                        }
+                    }
+                }
             }
         }
         retarget(
@@ -452,6 +464,16 @@ subjects: [{kind: ServiceAccount, name: hwameistor, namespace: hwameistor}]
             config.contains("resourceNamespace: storage-system\n"),
             "{config}"
         );
+        let skipped = b
+            .of_kind("MutatingWebhookConfiguration")
+            .next()
+            .and_then(|o| {
+                o.value
+                    .pointer("/webhooks/0/namespaceSelector/matchExpressions/0/values")
+                    .cloned()
+            })
+            .expect("the pod webhook's namespace selector");
+        assert_eq!(skipped, json!(["kube-system", "storage-system"]));
         // The kube-system RoleBinding stays there.
         assert!(b
             .of_kind("RoleBinding")

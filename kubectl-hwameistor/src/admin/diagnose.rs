@@ -416,7 +416,7 @@ fn check_scheduler(s: &Snapshot, f: &mut Findings) {
             "scheduler",
             Severity::Error,
             Some(format!("Service {ns}/{EXTENDER}")),
-            format!("the extender cannot be reached through its Service: {e}"),
+            format!("the extender cannot be reached through its Service: {e}; the admission webhook it serves is down too, so new pods keep the scheduler they name (it fails open)"),
             Some(&logs(EXTENDER)),
         ),
         None => {}

@@ -3,6 +3,7 @@
 use clap::Parser;
 use hwameistor_api::duration::parse_duration;
 use hwameistor_core::placement::Policy;
+use hwameistor_scheduler_plugin::admission::WebhookSettings;
 use hwameistor_scheduler_plugin::cache::{spawn_watches, Caches};
 use hwameistor_scheduler_plugin::extender::{Extender, Settings};
 use hwameistor_scheduler_plugin::server::{serve, TlsFiles, DEFAULT_MAX_BODY};
@@ -15,7 +16,7 @@ use std::time::Duration;
 #[command(
     name = "hwameistor-scheduler-extender",
     version,
-    about = "HwameiStor scheduler extender: filter, prioritize and bind for pods with HwameiStor volumes"
+    about = "HwameiStor scheduler extender (filter, prioritize, bind) and admission webhook (pods get the hwameistor-scheduler; HwameiStor resources are checked)"
 )]
 struct Args {
     /// Address to serve on.
@@ -40,6 +41,12 @@ struct Args {
     /// Most volumes one pool may hold (as the controller's placement is told).
     #[arg(long)]
     max_volumes_per_pool: Option<i64>,
+    /// The scheduler the admission webhook gives pods with HwameiStor volumes.
+    #[arg(long, default_value = "hwameistor-scheduler")]
+    scheduler_name: String,
+    /// Namespaces whose pods the webhook never changes (repeatable).
+    #[arg(long = "webhook-ignore-namespace", default_values_t = ["kube-system".to_string(), hwameistor_api::SYSTEM_NAMESPACE.to_string()])]
+    webhook_ignore_namespaces: Vec<String>,
 }
 
 #[tokio::main]
@@ -53,17 +60,23 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let caches = Caches::new();
     spawn_watches(client.clone(), caches.clone());
-    let ext = Arc::new(Extender::new(
-        caches.clone(),
-        Settings {
-            reservation_ttl: args.reservation_ttl,
-            policy: Policy {
-                max_volumes_per_pool: args.max_volumes_per_pool,
+    let ext = Arc::new(
+        Extender::new(
+            caches.clone(),
+            Settings {
+                reservation_ttl: args.reservation_ttl,
+                policy: Policy {
+                    max_volumes_per_pool: args.max_volumes_per_pool,
+                },
+                ..Default::default()
             },
-            ..Default::default()
-        },
-        Some(client),
-    ));
+            Some(client),
+        )
+        .with_webhook(WebhookSettings {
+            scheduler_name: args.scheduler_name,
+            ignored_namespaces: args.webhook_ignore_namespaces.into_iter().collect(),
+        }),
+    );
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(c), Some(k)) => Some(Arc::new(TlsFiles::new(c, k)?)),
         _ => None,
