@@ -21,6 +21,7 @@ use hwameistor_api::{
 use hwameistor_core::ha;
 use hwameistor_core::placement::{self, PlacementError, Policy};
 use hwameistor_core::volume::{self as volume_state, StatusUpdate, Step};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -338,6 +339,27 @@ async fn set_finalizers(
     Ok(())
 }
 
+/// The nodes of the second replicas of the volumes used together with `v` by its pods
+/// (best effort: without its claim's name, or when pods cannot be read, none).
+async fn partner_nodes(ctx: &Context, v: &LocalVolume, all: &[LocalVolume]) -> Vec<String> {
+    let (Some(ns), Some(claim)) = (v.spec.pvc_namespace.as_deref(), v.spec.pvc_name.as_deref())
+    else {
+        return Vec::new();
+    };
+    let pods = match Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(l) => l.items,
+        Err(e) => {
+            tracing::debug!(namespace = ns, error = %e, "cannot read pods for co-location");
+            return Vec::new();
+        }
+    };
+    let siblings = hwameistor_core::pod::sibling_claims(&pods, claim);
+    placement::partner_nodes(all, ns, &siblings, &v.spec.accessibility.nodes)
+}
+
 /// Decides and writes a placement. `Ok(None)` when it was placed, `Ok(Some(why))` when no
 /// node has room.
 async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::Error> {
@@ -365,6 +387,13 @@ async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::E
         .list(&ListParams::default())
         .await?
         .items;
+    // An HA volume's second replica goes where the second replicas of the other volumes of
+    // its pod are (the extender held one second node for all of them), room permitting.
+    let partners = if fresh.spec.replica_number > 1 {
+        partner_nodes(ctx, &fresh, &all).await
+    } else {
+        Vec::new()
+    };
     let request =
         PoolClass::from_pool_name(&fresh.spec.pool_name).map(|class| placement::Request {
             volume: name.clone(),
@@ -373,6 +402,7 @@ async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::E
             replicas: fresh.spec.replica_number.max(1) as usize,
             replicated: ha::wants_replication(&fresh.spec),
             accessibility: fresh.spec.accessibility.nodes.clone(),
+            prefer: partners.clone(),
         });
     let decision = match request {
         Some(req) => placement::place(

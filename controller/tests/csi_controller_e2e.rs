@@ -1371,3 +1371,97 @@ async fn an_ha_volume_spans_two_nodes_and_its_primary_moves_only_when_unused() {
     .await
     .expect("delete");
 }
+
+/// The volumes of one pod live on the same nodes: an HA volume's second replica goes where
+/// the other HA volume of its pod has its second replica, even when another node has more
+/// room; a volume of no pod goes to the roomiest.
+#[tokio::test]
+async fn a_pods_ha_volumes_share_their_second_node() {
+    let cluster = start_scoped().await;
+    let client = cluster.client.clone();
+    let p = cluster.add_node("co-p", 40 * GI, 30 * GI).await;
+    let x = cluster.add_node("co-x", 40 * GI, 12 * GI).await;
+    let y = cluster.add_node("co-y", 40 * GI, 6 * GI).await;
+    common::ensure_namespace(&client, "apps").await;
+    let (v1, v2, v3) = (
+        cluster.name("co-1"),
+        cluster.name("co-2"),
+        cluster.name("co-3"),
+    );
+    // The pod uses both claims (as a StatefulSet pod would; it never runs here).
+    let pod_name = cluster.name("co-pod");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": pod_name, "namespace": "apps"},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}],
+                 "volumes": [
+                     {"name": "a", "persistentVolumeClaim": {"claimName": format!("claim-{v1}")}},
+                     {"name": "b", "persistentVolumeClaim": {"claimName": format!("claim-{v2}")}}]}
+    }))
+    .expect("pod");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "apps");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("pod");
+    let csi = service(&client);
+    let ha = |name: &str| {
+        let mut req = create_req(name, GI, Some(&p), mount_cap());
+        req.parameters.insert("replicaNumber".into(), "2".into());
+        req
+    };
+    let nodes_of = |name: String| {
+        let volumes: Api<LocalVolume> = Api::all(client.clone());
+        async move {
+            let mut n: Vec<String> = volumes
+                .get(&name)
+                .await
+                .expect("lv")
+                .spec
+                .config
+                .expect("placed")
+                .replicas
+                .into_iter()
+                .map(|a| a.hostname)
+                .collect();
+            n.sort();
+            n
+        }
+    };
+    csi.create_volume(Request::new(ha(&v1)))
+        .await
+        .expect("create v1");
+    let mut want = vec![p.clone(), x.clone()];
+    want.sort();
+    assert_eq!(nodes_of(v1.clone()).await, want, "the roomiest other node");
+    // y becomes the roomiest other node; v2 still joins v1's second node.
+    set_pool(&client, &y, 40 * GI, 20 * GI).await;
+    eventually("y reports its room", || async {
+        Api::<LocalStorageNode>::all(client.clone())
+            .get(&y)
+            .await
+            .ok()
+            .and_then(|n| n.status)
+            .and_then(|s| s.pools.values().next().map(|p| p.free_capacity_bytes))
+            == Some(20 * GI)
+    })
+    .await;
+    csi.create_volume(Request::new(ha(&v2)))
+        .await
+        .expect("create v2");
+    assert_eq!(nodes_of(v2.clone()).await, want, "the pod's second node");
+    // A volume no pod uses: the roomiest.
+    csi.create_volume(Request::new(ha(&v3)))
+        .await
+        .expect("create v3");
+    let mut want3 = vec![p.clone(), y.clone()];
+    want3.sort();
+    assert_eq!(nodes_of(v3.clone()).await, want3);
+    let _ = pods.delete(&pod_name, &DeleteParams::default()).await;
+    for v in [&v1, &v2, &v3] {
+        csi.delete_volume(Request::new(DeleteVolumeRequest {
+            volume_id: v.to_string(),
+            ..Default::default()
+        }))
+        .await
+        .expect("delete");
+    }
+}

@@ -517,6 +517,10 @@ fn rbac_binds_existing_accounts_to_existing_roles_with_what_the_code_needs() {
     }
     assert!(grants(&controller, "events.k8s.io", "events", "create"));
     assert!(
+        grants(&controller, "", "pods", "list"),
+        "placement reads a volume's pods to keep them together"
+    );
+    assert!(
         !grants(&controller, "hwameistor.io", "localdisks", "get"),
         "the controller has no business with disks"
     );

@@ -26,6 +26,7 @@ pub mod lvm;
 pub mod naming;
 pub mod operation;
 pub mod placement;
+pub mod pod;
 pub mod pools;
 pub mod replica;
 pub mod scheduling;

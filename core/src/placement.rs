@@ -59,6 +59,10 @@ pub struct Request {
     pub replicated: bool,
     /// Allowed nodes in order of preference; empty means any node.
     pub accessibility: Vec<String>,
+    /// For the replicas beyond the accessibility nodes (an HA volume's second replica):
+    /// nodes preferred over the others when they have room, such as the node holding the
+    /// second replicas of the other volumes of the same pod.
+    pub prefer: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -316,13 +320,16 @@ pub fn place(
     // An HA volume's accessibility names where it must be usable (with WaitForFirstConsumer
     // and strict topology: the pod's node only); its other replica may go to any node,
     // after the named ones. A single replica (a convertible volume) goes where it is named.
+    let preferred = |name: &str| req.prefer.iter().any(|n| n == name);
     let allowed_rank = |name: &str| -> Option<usize> {
         if req.accessibility.is_empty() {
-            Some(0)
+            Some(usize::from(!preferred(name)))
         } else {
             match req.accessibility.iter().position(|n| n == name) {
                 Some(i) => Some(i),
-                None if req.replicated && req.replicas > 1 => Some(req.accessibility.len()),
+                None if req.replicated && req.replicas > 1 => {
+                    Some(req.accessibility.len() + usize::from(!preferred(name)))
+                }
                 None => None,
             }
         }
@@ -402,6 +409,31 @@ pub fn place(
         .take(req.replicas)
         .map(|(_, n, _)| n.name.clone())
         .collect())
+}
+
+/// The nodes holding the replicas of `namespace`'s volumes made for `claims` (a pod's other
+/// claims) other than `first` (the pod's node): where an HA volume of the same pod should put
+/// its second replica, so all of the pod's volumes live on the same nodes.
+pub fn partner_nodes(
+    volumes: &[LocalVolume],
+    namespace: &str,
+    claims: &[String],
+    first: &[String],
+) -> Vec<String> {
+    let mut out: Vec<String> = volumes
+        .iter()
+        .filter(|v| {
+            v.spec.pvc_namespace.as_deref() == Some(namespace)
+                && v.spec.pvc_name.as_ref().is_some_and(|n| claims.contains(n))
+        })
+        .filter_map(|v| v.spec.config.as_ref())
+        .flat_map(|c| c.replicas.iter())
+        .filter(|a| !a.leaving && !first.contains(&a.hostname))
+        .map(|a| a.hostname.clone())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The placement's view of the cluster's nodes.
@@ -529,6 +561,7 @@ mod tests {
             replicas: 1,
             replicated: false,
             accessibility: accessibility.iter().map(|s| s.to_string()).collect(),
+            prefer: Vec::new(),
         }
     }
 
@@ -902,6 +935,35 @@ mod tests {
         assert_eq!(
             place(&r, &[roomy, fits], &[], &p).expect("fits"),
             vec!["b".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_preferred_node_takes_the_second_replica_when_it_has_room() {
+        let p = Policy::default();
+        let mut r = req(GI, &["b"]);
+        r.replicas = 2;
+        r.replicated = true;
+        r.prefer = vec!["c".into()];
+        let nodes = [
+            node("a", 10 * GI, 9 * GI, 0),
+            node("b", 10 * GI, 2 * GI, 0),
+            node("c", 10 * GI, 3 * GI, 0),
+        ];
+        // c over the roomier a: the pod's other HA volumes have their second replica there.
+        assert_eq!(
+            place(&r, &nodes, &[], &p).expect("fits"),
+            vec!["b".to_string(), "c".to_string()]
+        );
+        // Full: the roomiest other node instead, never no placement.
+        let full_c = [
+            node("a", 10 * GI, 9 * GI, 0),
+            node("b", 10 * GI, 2 * GI, 0),
+            node("c", 10 * GI, GI / 2, 0),
+        ];
+        assert_eq!(
+            place(&r, &full_c, &[], &p).expect("fits"),
+            vec!["b".to_string(), "a".to_string()]
         );
     }
 

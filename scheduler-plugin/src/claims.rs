@@ -12,24 +12,7 @@ use std::sync::Arc;
 
 pub use crate::cache::SELECTED_NODE;
 
-/// The name of the claim behind each persistent or generic ephemeral volume of `pod`.
-pub fn claim_names(pod: &Pod) -> Vec<String> {
-    let pod_name = pod.metadata.name.clone().unwrap_or_default();
-    pod.spec
-        .iter()
-        .flat_map(|s| s.volumes.iter().flatten())
-        .filter_map(|v| {
-            if let Some(c) = &v.persistent_volume_claim {
-                Some(c.claim_name.clone())
-            } else {
-                // A generic ephemeral volume's claim is named after the pod and the volume.
-                v.ephemeral
-                    .as_ref()
-                    .map(|_| format!("{pod_name}-{}", v.name))
-            }
-        })
-        .collect()
-}
+pub use hwameistor_core::pod::claim_names;
 
 /// What became of a claim: bound to a HwameiStor volume, bound elsewhere, or not yet.
 enum Provisioned {

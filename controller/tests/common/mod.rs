@@ -528,6 +528,13 @@ pub fn remove_leftovers(kubeconfig: PathBuf, id: &str) {
                     mine(&n.name_any())
                 })
                 .await?;
+                // Pods that name a test's claims (co-location tests), in the volumes'
+                // namespace.
+                purge(
+                    &Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), "apps"),
+                    |p| mine(&p.name_any()),
+                )
+                .await?;
                 purge(
                     &Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE),
                     |l| mine(&l.name_any()),

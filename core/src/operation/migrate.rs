@@ -128,6 +128,7 @@ pub fn choose_target(
         replicas: 1,
         replicated,
         accessibility: Vec::new(),
+        prefer: Vec::new(),
     };
     match place(&req, &candidates, w.placed, &w.policy) {
         Ok(nodes) => nodes.into_iter().next().ok_or_else(|| NoTarget {
