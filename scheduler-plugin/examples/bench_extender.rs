@@ -21,131 +21,22 @@ use hwameistor_scheduler_plugin::extender::{Extender, Settings};
 use hwameistor_scheduler_plugin::protocol::{ExtenderArgs, ExtenderFilterResult, HostPriority};
 use hwameistor_scheduler_plugin::server::serve;
 use k8s_openapi::api::core::v1::{
-    CSIPersistentVolumeSource, Container, Namespace, PersistentVolume, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, Pod,
-    PodSpec, Volume, VolumeResourceRequirements,
+    CSIPersistentVolumeSource, Namespace, PersistentVolume, PersistentVolumeClaim,
+    PersistentVolumeSpec, Pod,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 const GI: i64 = 1 << 30;
-const MI: i64 = 1 << 20;
 const NODES: usize = 5_000;
 const VOLUMES: usize = 100_000;
-
-fn lsn(name: &str, free: i64) -> LocalStorageNode {
-    let mut n = LocalStorageNode::new(
-        name,
-        LocalStorageNodeSpec {
-            hostname: name.into(),
-            storage_ip: Some("10.9.0.1".into()),
-        },
-    );
-    let pool = PoolClass::Hdd.pool_name().to_string();
-    n.status = Some(LocalStorageNodeStatus {
-        state: Some(NodeState::Ready),
-        pools: BTreeMap::from([(
-            pool.clone(),
-            PoolStatus {
-                name: pool,
-                class: PoolClass::Hdd,
-                total_capacity_bytes: 4 << 40,
-                used_capacity_bytes: (4 << 40) - free,
-                free_capacity_bytes: free,
-                extent_size_bytes: 4 * MI,
-                volume_count: 20,
-                disks: vec![],
-            },
-        )]),
-        ..Default::default()
-    });
-    n
-}
-
-fn class(name: &str) -> StorageClass {
-    StorageClass {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        provisioner: CSI_DRIVER_NAME.into(),
-        volume_binding_mode: Some("WaitForFirstConsumer".into()),
-        parameters: Some(BTreeMap::from([
-            ("poolClass".to_string(), "HDD".to_string()),
-            ("csi.storage.k8s.io/fstype".to_string(), "ext4".to_string()),
-        ])),
-        ..Default::default()
-    }
-}
-
-fn pvc(
-    ns: &str,
-    name: &str,
-    class: &str,
-    bytes: i64,
-    volume: Option<&str>,
-) -> PersistentVolumeClaim {
-    PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(ns.into()),
-            uid: Some(format!("uid-{name}")),
-            ..Default::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: Some(class.into()),
-            volume_name: volume.map(str::to_string),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    Quantity(bytes.to_string()),
-                )])),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn pod(ns: &str, name: &str, claims: &[String]) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(ns.into()),
-            uid: Some(format!("uid-pod-{name}")),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "app".into(),
-                ..Default::default()
-            }],
-            volumes: Some(
-                claims
-                    .iter()
-                    .map(|c| Volume {
-                        name: c.clone(),
-                        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                            claim_name: c.clone(),
-                            read_only: None,
-                        }),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 /// One HTTP/1.1 POST on a kept-alive connection; returns the body.
 async fn post(
@@ -179,6 +70,26 @@ async fn post(
     }
 }
 
+/// A claim of `bytes` on `class`, bound to `volume` when given.
+fn pvc(
+    ns: &str,
+    name: &str,
+    class: &str,
+    bytes: i64,
+    volume: Option<&str>,
+) -> PersistentVolumeClaim {
+    let mut c = common::claim(ns, name, class, bytes);
+    if let (Some(v), Some(spec)) = (volume, c.spec.as_mut()) {
+        spec.volume_name = Some(v.to_string());
+    }
+    c
+}
+
+fn pod(ns: &str, name: &str, claims: &[String]) -> Pod {
+    let refs: Vec<&str> = claims.iter().map(String::as_str).collect();
+    common::pod(ns, name, &refs)
+}
+
 async fn start_server(ext: Arc<Extender>) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -194,9 +105,9 @@ async fn big_caches() -> anyhow::Result<()> {
     let t = Instant::now();
     let names: Vec<String> = (0..NODES).map(|i| format!("node-{i:05}")).collect();
     for n in &names {
-        caches.apply(lsn(n, 2 << 40));
+        caches.apply(common::storage_node_sized(n, 4 << 40, 2 << 40));
     }
-    caches.apply(class("local"));
+    caches.apply(common::storage_class("local", 1));
     for i in 0..VOLUMES {
         let vol = format!("pvc-vol-{i:06}");
         let node = &names[i % NODES];
@@ -403,12 +314,12 @@ async fn burst() -> anyhow::Result<()> {
         )
         .await?;
     Api::<StorageClass>::all(client.clone())
-        .create(&PostParams::default(), &class("local"))
+        .create(&PostParams::default(), &common::storage_class("local", 1))
         .await?;
     let names: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
     let lsns: Api<LocalStorageNode> = Api::all(client.clone());
     for n in &names {
-        let node = lsn(n, 120 * GI);
+        let node = common::storage_node_sized(n, 1 << 40, 120 * GI);
         lsns.create(&PostParams::default(), &node).await?;
         lsns.patch_status(
             n,

@@ -20,8 +20,8 @@
 
 use super::migrate::{choose_target, ha_in_sync, sync_progress};
 use super::{
-    accessibility_step, any_replica_on, at_step, finish, replica_on, Machine, Op, OpStep, Start,
-    VolumeChange, World,
+    accessibility_step, at_step, finish, remove_replica_on, wait_until_ready, Machine, Op, OpStep,
+    Start, VolumeChange, World,
 };
 use crate::lvm::round_up_to_extent;
 use crate::placement::room;
@@ -29,7 +29,7 @@ use crate::{drbd, ha};
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::{
     LocalVolume, LocalVolumeConvertSpec, OperationPhase, OperationStatus, PoolClass,
-    ReplicaAssignment, VolumeConfig, VolumeState,
+    ReplicaAssignment, VolumeConfig,
 };
 
 pub const STEP_ADD: &str = "AddReplica";
@@ -65,15 +65,8 @@ fn with_peer(w: &World, config: &VolumeConfig, target: &str) -> VolumeConfig {
 impl Convert<'_> {
     /// The start of a volume created convertible: it converts in use too.
     fn start_online(&self, w: &World, v: &LocalVolume, config: &VolumeConfig) -> Start {
-        let st = v.status.clone().unwrap_or_default();
-        if st.state != Some(VolumeState::Ready) {
-            let state = st
-                .state
-                .map(|s| format!("{s:?}"))
-                .unwrap_or_else(|| "not reported".into());
-            return Start::Wait(format!(
-                "the volume is {state}; only a Ready volume converts"
-            ));
+        if let Some(wait) = wait_until_ready(v, "only a Ready volume converts") {
+            return wait;
         }
         let sources: Vec<String> = ha::active(config).map(|a| a.hostname.clone()).collect();
         let suggested: Vec<String> = self.spec.target_node.iter().cloned().collect();
@@ -120,16 +113,10 @@ impl Machine for Convert<'_> {
                 config.replicas.len()
             ));
         };
-        let st = v.status.clone().unwrap_or_default();
-        if st.state != Some(VolumeState::Ready) {
-            let state = st
-                .state
-                .map(|s| format!("{s:?}"))
-                .unwrap_or_else(|| "not reported".into());
-            return Start::Wait(format!(
-                "the volume is {state}; only a Ready volume converts"
-            ));
+        if let Some(wait) = wait_until_ready(v, "only a Ready volume converts") {
+            return wait;
         }
+        let st = v.status.clone().unwrap_or_default();
         if let Some(node) = st.published_node.as_deref() {
             return Start::Wait(format!(
                 "the volume is in use on {node}; converting puts DRBD under it and changes its device, so it converts once unpublished (stop its pod); volumes created convertible (StorageClass parameter convertible: \"true\") convert online"
@@ -290,16 +277,6 @@ impl Machine for Convert<'_> {
                 ..Default::default()
             })));
         }
-        if let Some(r) = replica_on(w.replicas, target) {
-            return Some(OpStep::DeleteReplica(
-                r.metadata.name.clone().unwrap_or_default(),
-            ));
-        }
-        if any_replica_on(w.replicas, target) {
-            return Some(OpStep::Wait {
-                seconds: super::POLL_SECONDS,
-            });
-        }
-        None
+        remove_replica_on(w, target)
     }
 }

@@ -22,15 +22,15 @@
 //! resyncs what it missed), the accessibility goes back.
 
 use super::{
-    accessibility_step, any_replica_on, at_step, finish, progress, replica_on, Machine, Op, OpStep,
-    Start, VolumeChange, World,
+    accessibility_step, any_replica_on, at_step, finish, progress, remove_replica_on, replica_on,
+    wait_until_ready, Machine, Op, OpStep, Start, VolumeChange, World,
 };
 use crate::ha;
 use crate::placement::{place, Request};
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::{
     HaState, LocalVolume, LocalVolumeMigrateSpec, LocalVolumeReplica, OperationPhase,
-    OperationStatus, PoolClass, ReplicaAssignment, ReplicaState, VolumeConfig, VolumeState,
+    OperationStatus, PoolClass, ReplicaAssignment, ReplicaState, VolumeConfig,
 };
 
 pub const STEP_ADD: &str = "AddReplica";
@@ -292,16 +292,10 @@ impl Machine for Migrate<'_> {
                 on.join(", ")
             ));
         }
-        let st = v.status.clone().unwrap_or_default();
-        if st.state != Some(VolumeState::Ready) {
-            let state = st
-                .state
-                .map(|s| format!("{s:?}"))
-                .unwrap_or_else(|| "not reported".into());
-            return Start::Wait(format!(
-                "the volume is {state}; a replica moves only off a Ready volume"
-            ));
+        if let Some(wait) = wait_until_ready(v, "a replica moves only off a Ready volume") {
+            return wait;
         }
+        let st = v.status.clone().unwrap_or_default();
         let replicated = ha::is_ha(config);
         if replicated {
             if !ha::alone(config) && st.ha_state != Some(HaState::Healthy) {
@@ -475,16 +469,7 @@ impl Machine for Migrate<'_> {
                     ..Default::default()
                 })));
             }
-            if let Some(r) = replica_on(w.replicas, target) {
-                return Some(OpStep::DeleteReplica(
-                    r.metadata.name.clone().unwrap_or_default(),
-                ));
-            }
-            if any_replica_on(w.replicas, target) {
-                return Some(OpStep::Wait {
-                    seconds: super::POLL_SECONDS,
-                });
-            }
+            return remove_replica_on(w, target);
         }
         None
     }

@@ -31,7 +31,7 @@ use crate::placement::{NodeView, Placed, Policy};
 use hwameistor_api::operation::{CONDITION_RUNNING, CONDITION_WAITING};
 use hwameistor_api::{
     LocalVolume, LocalVolumeReplica, OperationKind, OperationPhase, OperationProgress,
-    OperationRef, OperationStatus, VolumeConfig,
+    OperationRef, OperationStatus, VolumeConfig, VolumeState,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -478,6 +478,32 @@ pub fn replica_on<'a>(
 /// Whether any replica (going away or not) is on `node`.
 pub fn any_replica_on(replicas: &[LocalVolumeReplica], node: &str) -> bool {
     replicas.iter().any(|r| r.spec.node_name == node)
+}
+
+/// The undo step that removes the replica on `node`: its deletion, then a wait while its
+/// agent removes its volumes; `None` once it is gone.
+pub fn remove_replica_on(w: &World, node: &str) -> Option<OpStep> {
+    if let Some(r) = replica_on(w.replicas, node) {
+        return Some(OpStep::DeleteReplica(
+            r.metadata.name.clone().unwrap_or_default(),
+        ));
+    }
+    any_replica_on(w.replicas, node).then_some(OpStep::Wait {
+        seconds: POLL_SECONDS,
+    })
+}
+
+/// A wait naming the volume's state when it is not Ready (`only`: what needs it Ready).
+pub fn wait_until_ready(v: &LocalVolume, only: &str) -> Option<Start> {
+    let st = v.status.as_ref();
+    let state = st.and_then(|s| s.state);
+    if state == Some(VolumeState::Ready) {
+        return None;
+    }
+    let state = state
+        .map(|s| format!("{s:?}"))
+        .unwrap_or_else(|| "not reported".into());
+    Some(Start::Wait(format!("the volume is {state}; {only}")))
 }
 
 /// The step that brings the volume's accessibility and its PersistentVolume's node affinity

@@ -16,6 +16,11 @@ pub const MI: i64 = 1 << 20;
 
 /// A Ready storage node with an HDD pool of `free` bytes (of 1 TiB).
 pub fn storage_node(name: &str, free: i64) -> LocalStorageNode {
+    storage_node_sized(name, 1 << 40, free)
+}
+
+/// A Ready storage node with an HDD pool of `free` bytes of `total`.
+pub fn storage_node_sized(name: &str, total: i64, free: i64) -> LocalStorageNode {
     let mut n = LocalStorageNode::new(
         name,
         LocalStorageNodeSpec {
@@ -31,8 +36,8 @@ pub fn storage_node(name: &str, free: i64) -> LocalStorageNode {
             PoolStatus {
                 name: pool,
                 class: PoolClass::Hdd,
-                total_capacity_bytes: 1 << 40,
-                used_capacity_bytes: (1 << 40) - free,
+                total_capacity_bytes: total,
+                used_capacity_bytes: total - free,
                 free_capacity_bytes: free,
                 extent_size_bytes: 4 * MI,
                 volume_count: 0,
