@@ -267,8 +267,8 @@ impl Capacity {
     }
 
     /// Drops the reservations of claim `pvc` (its volume exists now, or it is gone).
-    pub fn release_claim(&mut self, pvc: &str) {
-        self.release_where(|r| r.pvc == pvc);
+    pub fn release_claim(&mut self, pvc: &str) -> Vec<Reservation> {
+        self.release_where(|r| r.pvc == pvc)
     }
 
     /// Drops the reservations expired at `now`.

@@ -210,14 +210,82 @@ impl Extender {
     }
 
     /// The answer to an AdmissionReview (see [`crate::admission`]).
-    pub fn admit(
+    pub async fn admit(
         &self,
         review: kube::core::admission::AdmissionReview<kube::core::DynamicObject>,
     ) -> serde_json::Value {
         self.metrics
             .admission_requests
             .fetch_add(1, Ordering::Relaxed);
+        self.fetch_missing_claims(&review).await;
         crate::admission::review(&self.caches, &self.webhook, review)
+    }
+
+    /// A pod's claims its caches do not hold yet, read from the API server: a StatefulSet
+    /// creates a pod right after its claims, sooner than a watch may deliver them, and a pod
+    /// let through without its scheduler would be placed blind. Best effort, bounded.
+    async fn fetch_missing_claims(
+        &self,
+        review: &kube::core::admission::AdmissionReview<kube::core::DynamicObject>,
+    ) {
+        let (Some(client), Some(req)) = (&self.client, &review.request) else {
+            return;
+        };
+        if req.kind.kind != "Pod" || !req.kind.group.is_empty() {
+            return;
+        }
+        let Some(pod) = req
+            .object
+            .as_ref()
+            .and_then(|o| serde_json::to_value(o).ok())
+            .and_then(|v| serde_json::from_value::<Pod>(v).ok())
+        else {
+            return;
+        };
+        let ns = req
+            .namespace
+            .clone()
+            .or_else(|| pod.metadata.namespace.clone())
+            .unwrap_or_default();
+        if self.webhook.ignored_namespaces.contains(&ns) {
+            return;
+        }
+        let missing: Vec<String> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter_map(|v| v.persistent_volume_claim.as_ref())
+            .map(|c| c.claim_name.clone())
+            .filter(|c| self.caches.claims.get(&format!("{ns}/{c}")).is_none())
+            .collect();
+        let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+            Api::namespaced(client.clone(), &ns);
+        let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(client.clone());
+        for c in missing {
+            match tokio::time::timeout(Duration::from_secs(2), api.get_opt(&c)).await {
+                Ok(Ok(Some(pvc))) => {
+                    let class = pvc
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.storage_class_name.clone())
+                        .filter(|c| self.caches.classes.get(c).is_none());
+                    self.caches.apply(pvc);
+                    if let Some(class) = class {
+                        if let Ok(Ok(Some(sc))) =
+                            tokio::time::timeout(Duration::from_secs(2), classes.get_opt(&class))
+                                .await
+                        {
+                            self.caches.apply(sc);
+                        }
+                    }
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(claim = %c, error = %e, "reading a pod's claim failed")
+                }
+                Err(_) => tracing::debug!(claim = %c, "reading a pod's claim timed out"),
+            }
+        }
     }
 
     /// Marks the caches synced (answers before that are errors, so no pod is placed on an
@@ -397,9 +465,11 @@ impl Extender {
         let now = unix_now();
         let mut st = self.lock();
         self.refresh(&mut st, now);
-        // Filtered again (its last node did not work out): what was held for it goes.
-        st.capacity.release_pod(&claims.uid);
-        st.made.retain(|r| r.pod_uid != claims.uid);
+        // Filtered again (its last node did not work out, or after a restart of this
+        // extender): what was held for it, or for its claims, goes.
+        release_own(&mut st.capacity, &claims);
+        st.made
+            .retain(|r| r.pod_uid != claims.uid && !claims.new.iter().any(|c| c.pvc == r.pvc));
         let (ok, mut failed) = st.capacity.filter(&claims, &candidates);
         if claims.new.is_empty() {
             return answer(ok.into_iter().map(|(n, _)| n).collect(), failed);
@@ -450,7 +520,7 @@ impl Extender {
         let mut st = self.lock();
         self.refresh(&mut st, unix_now());
         // The pod's own reservation is its room: scored as if it were free.
-        let own = st.capacity.release_pod(&claims.uid);
+        let own = release_own(&mut st.capacity, &claims);
         let (ok, _) = st.capacity.filter(&claims, &candidates);
         st.capacity.restore(own);
         let scores: HashMap<String, i64> = ok.into_iter().collect();
@@ -526,6 +596,16 @@ impl Extender {
             Err(e) => fail(e.to_string()),
         }
     }
+}
+
+/// Releases what is held for the pod or any of its new claims (a hold rebuilt from a claim
+/// names no pod); the holds released.
+fn release_own(capacity: &mut Capacity, claims: &PodClaims) -> Vec<Reservation> {
+    let mut own = capacity.release_pod(&claims.uid);
+    for c in &claims.new {
+        own.extend(capacity.release_claim(&c.pvc));
+    }
+    own
 }
 
 fn pod_key(p: &Pod) -> String {

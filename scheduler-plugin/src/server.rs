@@ -144,7 +144,7 @@ pub async fn handle(ext: Arc<Extender>, req: Request<Incoming>, max_body: usize)
         },
         (Method::POST, "mutate-pods" | "validate") => {
             match read_json::<AdmissionReview<DynamicObject>>(req, max_body).await {
-                Ok(r) => json(&ext.admit(r)),
+                Ok(r) => json(&ext.admit(r).await),
                 Err(e) => bad(&ext, e),
             }
         }

@@ -357,3 +357,48 @@ async fn https_serves_the_rotated_certificate_without_a_restart() {
     std::fs::write(&cert, "not a certificate").expect("garbage");
     served_by(addr, &c2).await.expect("still the rotated one");
 }
+
+/// Room the volume binder handed to a node is held again after a restart, from the claims
+/// alone; the pod those claims belong to, filtered again, is not refused its own room.
+#[tokio::test]
+async fn held_room_is_rebuilt_from_claims_and_never_blocks_its_own_pod() {
+    use hwameistor_scheduler_plugin::protocol::ExtenderArgs;
+    let caches = Caches::new();
+    caches.apply(storage_node("a", 4 * GI));
+    caches.apply(storage_class("local", 1));
+    for name in ["one", "two"] {
+        let mut c = claim(NS, name, "local", 2 * GI);
+        c.metadata.annotations = Some(
+            [(
+                hwameistor_scheduler_plugin::claims::SELECTED_NODE.to_string(),
+                "a".to_string(),
+            )]
+            .into(),
+        );
+        caches.apply(c);
+    }
+    caches.apply(claim(NS, "three", "local", 2 * GI));
+    caches.mark_ready();
+    let ext = Extender::new(caches, Settings::default(), None);
+    ext.set_ready();
+    let filter = |p: k8s_openapi::api::core::v1::Pod| {
+        ext.filter(&ExtenderArgs {
+            pod: Some(p),
+            nodenames: Some(vec!["a".into()]),
+            nodes: None,
+        })
+    };
+    // Both handed-over claims are held on a (all of its 4 GiB): a pod of another claim finds
+    // no room...
+    assert_eq!(ext.reservations().len(), 2);
+    let r = filter(pod(NS, "late", &["three"]));
+    assert_eq!(r.nodenames, Some(vec![]), "{r:?}");
+    // ...while the pod of claim one, filtered again, is not refused its own room.
+    let r = filter(pod(NS, "owner", &["one"]));
+    assert_eq!(r.nodenames, Some(vec!["a".to_string()]), "{r:?}");
+    let held = ext.reservations();
+    assert_eq!(held.len(), 2, "one for each claim, none twice: {held:?}");
+    assert!(held
+        .iter()
+        .any(|h| h.pvc == format!("{NS}/one") && h.pod_uid == "uid-pod-apps-owner"));
+}
