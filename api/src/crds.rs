@@ -5,7 +5,7 @@
 
 use crate::{
     LocalDisk, LocalDiskClaim, LocalStorageNode, LocalVolume, LocalVolumeConvert,
-    LocalVolumeExpand, LocalVolumeMigrate, LocalVolumeReplica,
+    LocalVolumeExpand, LocalVolumeGroup, LocalVolumeMigrate, LocalVolumeReplica,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -21,6 +21,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         LocalVolumeMigrate::crd(),
         LocalVolumeConvert::crd(),
         LocalVolumeExpand::crd(),
+        LocalVolumeGroup::crd(),
     ]
 }
 

@@ -13,6 +13,7 @@ pub mod common;
 pub mod crds;
 pub mod disk;
 pub mod duration;
+pub mod group;
 pub mod node;
 pub mod operation;
 pub mod quantity;
@@ -27,6 +28,10 @@ pub use common::*;
 pub use disk::{
     DiskPhase, DiskPresence, DiskType, IdentitySource, LocalDisk, LocalDiskSpec, LocalDiskStatus,
     PartitionInfo,
+};
+pub use group::{
+    GroupMember, GroupState, LocalVolumeGroup, LocalVolumeGroupSpec, LocalVolumeGroupStatus,
+    LABEL_VOLUME_GROUP,
 };
 pub use node::{
     LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, MoverEndpoint, NodeState,

@@ -33,6 +33,7 @@ fn every_crd_is_cluster_scoped_with_status_and_short_name() {
         "lvmigrate",
         "lvconvert",
         "lvexpand",
+        "lvg",
     ];
     let crds = hwameistor_api::crds::all();
     assert_eq!(crds.len(), want_short.len());

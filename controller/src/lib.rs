@@ -8,6 +8,7 @@
 
 pub mod evictor;
 pub mod failover;
+pub mod groups;
 pub mod leader;
 pub mod metrics;
 pub mod operations;

@@ -183,6 +183,22 @@ pub struct Context {
 }
 
 impl Context {
+    /// The storage nodes this controller acts on; `None` when it acts on every node.
+    pub async fn scoped_nodes(&self) -> Result<Option<BTreeSet<String>>, kube::Error> {
+        let Some(scope) = &self.scope else {
+            return Ok(None);
+        };
+        Ok(Some(
+            Api::<LocalStorageNode>::all(self.client.clone())
+                .list(&scope.list_params())
+                .await?
+                .items
+                .iter()
+                .map(|n| n.name_any())
+                .collect(),
+        ))
+    }
+
     /// A context acting on the whole cluster.
     pub fn new(client: Client, instance: &str, metrics: Arc<Metrics>, policy: Policy) -> Arc<Self> {
         Self::new_scoped(client, instance, metrics, policy, None)

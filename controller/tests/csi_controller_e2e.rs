@@ -1465,3 +1465,136 @@ async fn a_pods_ha_volumes_share_their_second_node() {
         .expect("delete");
     }
 }
+
+/// Volume groups follow the pods: two volumes a pod uses together make a group named after
+/// the first, its members labelled and reported Together; a third volume of the pod on
+/// another node makes it Apart, with what to do; without the pod the group goes.
+#[tokio::test]
+async fn volume_groups_follow_the_pods_that_use_volumes_together() {
+    use hwameistor_api::{GroupState, LocalVolumeGroup, LABEL_VOLUME_GROUP};
+    let cluster = start_scoped().await;
+    let client = cluster.client.clone();
+    let a = cluster.add_node("grp-a", 40 * GI, 30 * GI).await;
+    let b = cluster.add_node("grp-b", 40 * GI, 30 * GI).await;
+    common::ensure_namespace(&client, "apps").await;
+    let (v1, v2, v3) = (
+        cluster.name("grp-1"),
+        cluster.name("grp-2"),
+        cluster.name("grp-3"),
+    );
+    let csi = service(&client);
+    for (v, node) in [(&v1, &a), (&v2, &a), (&v3, &b)] {
+        csi.create_volume(Request::new(create_req(v, GI, Some(node), mount_cap())))
+            .await
+            .expect("create");
+    }
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "apps");
+    let pod_name = cluster.name("grp-pod");
+    let pod = |claims: &[&String]| -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": pod_name, "namespace": "apps"},
+            "spec": {"containers": [{"name": "app", "image": "busybox"}],
+                     "volumes": claims.iter().enumerate().map(|(i, c)| serde_json::json!(
+                         {"name": format!("v{i}"), "persistentVolumeClaim": {"claimName": format!("claim-{c}")}}
+                     )).collect::<Vec<_>>()}
+        }))
+        .expect("pod")
+    };
+    pods.create(&PostParams::default(), &pod(&[&v1, &v2]))
+        .await
+        .expect("pod");
+    let ctx = hwameistor_controller::volume_reconciler::Context::new_scoped(
+        client.clone(),
+        &cluster.name("groups"),
+        std::sync::Arc::new(Metrics::default()),
+        Default::default(),
+        Some(cluster.scope()),
+    );
+    let groups: Api<LocalVolumeGroup> = Api::all(client.clone());
+    let volumes: Api<LocalVolume> = Api::all(client.clone());
+    let pass = hwameistor_controller::groups::reconcile_once(&ctx)
+        .await
+        .expect("pass");
+    assert_eq!((pass.created, pass.relabelled), (1, 2), "{pass:?}");
+    let mut members = [v1.clone(), v2.clone()];
+    members.sort();
+    let name = format!("lvg-{}", members[0]);
+    let g = groups.get(&name).await.expect("group");
+    let vols: Vec<&str> = g
+        .spec
+        .volumes
+        .iter()
+        .map(|m| m.local_volume.as_str())
+        .collect();
+    assert_eq!(vols, members.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(g.spec.pods, [format!("apps/{pod_name}")]);
+    let st = g.status.clone().expect("status");
+    assert_eq!(st.state, Some(GroupState::Together));
+    assert_eq!(st.nodes, std::slice::from_ref(&a));
+    for v in &members {
+        let lv = volumes.get(v).await.expect("lv");
+        assert_eq!(
+            lv.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_VOLUME_GROUP)),
+            Some(&name)
+        );
+    }
+    // Unchanged: a second pass changes nothing.
+    let again = hwameistor_controller::groups::reconcile_once(&ctx)
+        .await
+        .expect("pass");
+    assert_eq!(again, hwameistor_controller::groups::Pass::default());
+
+    // The pod also uses v3, on b: the group is Apart and says what to do.
+    pods.delete(&pod_name, &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    eventually("the pod gone", || async {
+        pods.get_opt(&pod_name).await.ok().flatten().is_none()
+    })
+    .await;
+    pods.create(&PostParams::default(), &pod(&[&v1, &v2, &v3]))
+        .await
+        .expect("pod");
+    hwameistor_controller::groups::reconcile_once(&ctx)
+        .await
+        .expect("pass");
+    let g = groups.get(&name).await.expect("group");
+    let st = g.status.clone().expect("status");
+    assert_eq!(st.state, Some(GroupState::Apart), "{st:?}");
+    assert!(st
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("migrate the odd ones")));
+    assert_eq!(g.spec.volumes.len(), 3);
+
+    // Without the pod, no group and no labels.
+    pods.delete(&pod_name, &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    eventually("the pod gone", || async {
+        pods.get_opt(&pod_name).await.ok().flatten().is_none()
+    })
+    .await;
+    let pass = hwameistor_controller::groups::reconcile_once(&ctx)
+        .await
+        .expect("pass");
+    assert_eq!((pass.deleted, pass.relabelled), (1, 3), "{pass:?}");
+    assert!(groups.get_opt(&name).await.expect("get").is_none());
+    for v in [&v1, &v2, &v3] {
+        let lv = volumes.get(v).await.expect("lv");
+        assert!(lv
+            .metadata
+            .labels
+            .as_ref()
+            .is_none_or(|l| !l.contains_key(LABEL_VOLUME_GROUP)));
+        csi.delete_volume(Request::new(DeleteVolumeRequest {
+            volume_id: v.to_string(),
+            ..Default::default()
+        }))
+        .await
+        .expect("delete");
+    }
+}

@@ -520,6 +520,17 @@ fn rbac_binds_existing_accounts_to_existing_roles_with_what_the_code_needs() {
         grants(&controller, "", "pods", "list"),
         "placement reads a volume's pods to keep them together"
     );
+    for (res, verb) in [
+        ("localvolumegroups", "create"),
+        ("localvolumegroups", "patch"),
+        ("localvolumegroups", "delete"),
+        ("localvolumegroups/status", "patch"),
+    ] {
+        assert!(
+            grants(&controller, "hwameistor.io", res, verb),
+            "controller cannot {verb} {res}"
+        );
+    }
     assert!(
         !grants(&controller, "hwameistor.io", "localdisks", "get"),
         "the controller has no business with disks"

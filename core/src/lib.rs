@@ -20,6 +20,7 @@
 
 pub mod claim;
 pub mod drbd;
+pub mod group;
 pub mod ha;
 pub mod ha_replica;
 pub mod lvm;

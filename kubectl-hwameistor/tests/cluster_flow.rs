@@ -41,7 +41,7 @@ use std::time::Duration;
 /// lock until its cleanup has run (declare it before the `Env`).
 static EMBEDDED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const CRDS: usize = 8;
+const CRDS: usize = 9;
 
 /// The 10 objects of the deploy fixture, after the CRDs.
 const FIXTURE_KINDS: [&str; 10] = [
@@ -99,12 +99,12 @@ async fn install_applies_in_dependency_order_and_is_idempotent() {
         .filter(|l| l.starts_with('['))
         .cloned()
         .collect();
-    assert_eq!(lines.len(), 18, "{lines:?}");
-    assert_eq!(lines[0], format!("[1/18] created Namespace {}", env.ns));
+    assert_eq!(lines.len(), 19, "{lines:?}");
+    assert_eq!(lines[0], format!("[1/19] created Namespace {}", env.ns));
     assert_eq!(
-        lines[17],
+        lines[18],
         format!(
-            "[18/18] created StorageClass hwameistor-storage-lvm-hdd-{}",
+            "[19/19] created StorageClass hwameistor-storage-lvm-hdd-{}",
             env.id
         )
     );
@@ -145,7 +145,7 @@ async fn install_applies_in_dependency_order_and_is_idempotent() {
     );
     assert_eq!(
         again.summary(),
-        "install: 0 created, 0 configured, 18 unchanged"
+        "install: 0 created, 0 configured, 19 unchanged"
     );
 }
 
@@ -386,7 +386,7 @@ async fn upgrade_shows_what_changes_and_customizes_images_and_placement() {
         .expect("upgrade");
     assert_eq!(
         report.summary(),
-        "upgrade: 0 created, 2 configured, 16 unchanged"
+        "upgrade: 0 created, 2 configured, 17 unchanged"
     );
     let live = sets.get("hwameistor-node").await.unwrap();
     assert_eq!(
@@ -491,7 +491,7 @@ async fn upgrade_replaces_objects_whose_changed_fields_are_immutable() {
     assert_eq!(replaced(&dry), want);
     assert_eq!(
         dry.summary(),
-        "upgrade (dry run, nothing changed): 0 created, 0 configured, 3 replaced, 15 unchanged"
+        "upgrade (dry run, nothing changed): 0 created, 0 configured, 3 replaced, 16 unchanged"
     );
     let plan = render(&dry, OutputOptions::default()).unwrap();
     let driver_row = plan
@@ -565,12 +565,12 @@ async fn upgrade_replaces_objects_whose_changed_fields_are_immutable() {
     assert_eq!(replaced(&report), want);
     assert_eq!(
         report.summary(),
-        "upgrade: 0 created, 0 configured, 3 replaced, 15 unchanged"
+        "upgrade: 0 created, 0 configured, 3 replaced, 16 unchanged"
     );
     let lines = lines.lock().unwrap().clone();
     assert!(
         lines.contains(&format!(
-            "[13/18] replaced (spec.attachRequired is immutable) CSIDriver {driver_name}"
+            "[14/19] replaced (spec.attachRequired is immutable) CSIDriver {driver_name}"
         )),
         "{lines:?}"
     );
@@ -612,7 +612,7 @@ async fn upgrade_replaces_objects_whose_changed_fields_are_immutable() {
     .expect("re-upgrade");
     assert_eq!(
         again.summary(),
-        "upgrade: 0 created, 0 configured, 18 unchanged"
+        "upgrade: 0 created, 0 configured, 19 unchanged"
     );
 }
 
@@ -1043,7 +1043,8 @@ async fn lists_show_disks_pools_nodes_and_volumes() {
             "Ready",
             "-",
             a,
-            &fx.pvc()
+            &fx.pvc(),
+            "-"
         ]
     );
     // By PVC as well as by name.

@@ -172,6 +172,7 @@ fn volumes() -> VolumeList {
             ha_state: None,
             split_brain_keep: None,
             convertible: false,
+            group: None,
         }],
     }
 }
@@ -182,8 +183,8 @@ fn volume_table_shows_replicas_with_their_nodes_and_states() {
     assert_eq!(
         lines(&out),
         [
-            "NAME    POOL                   CAPACITY   REPLICAS   NODES                          STATE      HA   PUBLISHED   PVC",
-            "pvc-1   LocalStorage_PoolHDD   10Gi       1/2        node-a:Ready,node-b:NotReady   NotReady   -    node-a      default/data-db-0",
+            "NAME    POOL                   CAPACITY   REPLICAS   NODES                          STATE      HA   PUBLISHED   PVC                 GROUP",
+            "pvc-1   LocalStorage_PoolHDD   10Gi       1/2        node-a:Ready,node-b:NotReady   NotReady   -    node-a      default/data-db-0   -",
         ]
     );
 }
@@ -330,6 +331,7 @@ fn ha_volume() -> VolumeRow {
         ha_state: Some(HaState::Syncing),
         split_brain_keep: None,
         convertible: false,
+        group: None,
     }
 }
 
@@ -341,8 +343,8 @@ fn ha_volume_detail_shows_each_replicas_replication_and_assignment() {
     assert_eq!(
         lines(&render(&d, opts(OutputFormat::Table)).unwrap()),
         [
-            "NAME    POOL                   CAPACITY   REPLICAS   NODES                       STATE   HA        PUBLISHED   PVC",
-            "pvc-2   LocalStorage_PoolHDD   10Gi       2/2        node-a:Ready,node-b:Ready   Ready   Syncing   node-a      default/data-db-1",
+            "NAME    POOL                   CAPACITY   REPLICAS   NODES                       STATE   HA        PUBLISHED   PVC                 GROUP",
+            "pvc-2   LocalStorage_PoolHDD   10Gi       2/2        node-a:Ready,node-b:Ready   Ready   Syncing   node-a      default/data-db-1   -",
             "",
             "Replicas:",
             "REPLICA        NODE     STATE   SYNCED   ALLOCATED   DEVICE       MESSAGE",
@@ -394,9 +396,9 @@ fn volume_list_shows_the_ha_state_and_wide_the_allowed_primary() {
     assert_eq!(
         lines(&render(&list, opts(OutputFormat::Wide)).unwrap()),
         [
-            "NAME    POOL                   CAPACITY   REPLICAS   NODES                          STATE      HA        PUBLISHED   PVC                 ALLOCATED   USED   PRIMARY   MESSAGE",
-            "pvc-1   LocalStorage_PoolHDD   10Gi       1/2        node-a:Ready,node-b:NotReady   NotReady   -         node-a      default/data-db-0   10Gi        -      -         -",
-            "pvc-2   LocalStorage_PoolHDD   10Gi       2/2        node-a:Ready,node-b:Ready      Ready      Syncing   node-a      default/data-db-1   10Gi        -      node-a    -",
+            "NAME    POOL                   CAPACITY   REPLICAS   NODES                          STATE      HA        PUBLISHED   PVC                 GROUP   ALLOCATED   USED   PRIMARY   MESSAGE",
+            "pvc-1   LocalStorage_PoolHDD   10Gi       1/2        node-a:Ready,node-b:NotReady   NotReady   -         node-a      default/data-db-0   -       10Gi        -      -         -",
+            "pvc-2   LocalStorage_PoolHDD   10Gi       2/2        node-a:Ready,node-b:Ready      Ready      Syncing   node-a      default/data-db-1   -       10Gi        -      node-a    -",
         ]
     );
 }

@@ -47,7 +47,8 @@ async fn get_list_and_diagnose_show_an_ha_volume_and_its_split_brain() {
             "STATE",
             "HA",
             "PUBLISHED",
-            "PVC"
+            "PVC",
+            "GROUP"
         ]
     );
     assert_eq!(row(&out, &name)[6], "SplitBrain", "{out}");

@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use hwameistor_controller::evictor;
 use hwameistor_controller::failover::{self, FailoverConfig};
+use hwameistor_controller::groups;
 use hwameistor_controller::leader::{Elector, ElectorConfig};
 use hwameistor_controller::metrics::{self, Health, HealthLimits, Metrics, Unhealthy};
 use hwameistor_controller::operations::{self, OperationSettings};
@@ -84,6 +85,9 @@ struct Args {
     /// (a node labelled hwameistor.io/eviction=disable is left alone).
     #[arg(long, default_value = "5s", value_parser = hwameistor_api::duration::parse_duration)]
     evictor_tick: Duration,
+    /// How often the volume groups (LocalVolumeGroup) are brought up to date from the pods.
+    #[arg(long, default_value = "10s", value_parser = hwameistor_api::duration::parse_duration)]
+    group_interval: Duration,
     /// Run without the evictor (cordoned nodes keep their volumes).
     #[arg(long)]
     no_evictor: bool,
@@ -215,6 +219,7 @@ async fn main() -> anyhow::Result<()> {
         },
     };
     let (evictor_tick, no_evictor) = (args.evictor_tick, args.no_evictor);
+    let group_interval = args.group_interval;
     let lead = move || {
         let (ctx, cfg) = (ctx.clone(), failover_cfg.clone());
         async move {
@@ -233,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
                 volume_reconciler::run(ctx.clone()),
                 operations::run(ctx.clone(), op_settings),
                 evict,
+                groups::run(ctx.clone(), group_interval),
                 failover::run(ctx, cfg)
             );
         }

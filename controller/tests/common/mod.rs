@@ -528,6 +528,11 @@ pub fn remove_leftovers(kubeconfig: PathBuf, id: &str) {
                     mine(&n.name_any())
                 })
                 .await?;
+                purge(
+                    &Api::<hwameistor_api::LocalVolumeGroup>::all(client.clone()),
+                    |g| mine(&g.name_any()),
+                )
+                .await?;
                 // Pods that name a test's claims (co-location tests), in the volumes'
                 // namespace.
                 purge(

@@ -142,6 +142,8 @@ pub struct VolumeRow {
     /// Created convertible and running DRBD on its one node: one copy, convertible to HA
     /// online (`volume convert`).
     pub convertible: bool,
+    /// The LocalVolumeGroup it belongs to (volumes pods use together).
+    pub group: Option<String>,
 }
 
 impl VolumeRow {
@@ -321,6 +323,12 @@ pub fn volume_row(v: &LocalVolume, replicas: &[&LocalVolumeReplica]) -> VolumeRo
             .as_ref()
             .map(|r| r.keep.clone()),
         convertible: v.spec.convertible && ha_config.is_some_and(ha::alone),
+        group: v
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(hwameistor_api::LABEL_VOLUME_GROUP))
+            .cloned(),
     }
 }
 
@@ -366,6 +374,7 @@ fn volume_table(rows: &[VolumeRow], wide: bool) -> TableView {
         "HA",
         "PUBLISHED",
         "PVC",
+        "GROUP",
     ];
     if wide {
         headers.extend(["ALLOCATED", "USED", "PRIMARY", "MESSAGE"]);
@@ -398,6 +407,7 @@ fn volume_table(rows: &[VolumeRow], wide: bool) -> TableView {
             v.ha_cell(),
             or_dash(v.published_node.as_deref()),
             v.pvc(),
+            or_dash(v.group.as_deref()),
         ];
         if wide {
             row.extend([
@@ -1009,6 +1019,7 @@ mod tests {
                 "HA",
                 "PUBLISHED",
                 "PVC",
+                "GROUP",
                 "ALLOCATED",
                 "USED",
                 "PRIMARY",
@@ -1016,7 +1027,7 @@ mod tests {
             ]
         );
         assert_eq!(t.rows[0][6], "-");
-        assert_eq!(t.rows[0][11], "-");
+        assert_eq!(t.rows[0][12], "-");
     }
 
     #[test]
