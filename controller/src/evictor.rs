@@ -8,7 +8,7 @@
 //! ...") until the drain evicts the pods; the migrations then move them.
 
 use crate::volume_reconciler::Context;
-use hwameistor_api::{LocalStorageNode, LocalVolume, LocalVolumeMigrate};
+use hwameistor_api::{LocalVolume, LocalVolumeMigrate};
 use hwameistor_core::operation::evict::{self, EvictStep, Report};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -24,18 +24,7 @@ pub async fn check_once(ctx: &Context) -> Result<Vec<(String, Report)>, kube::Er
         .list(&ListParams::default())
         .await?
         .items;
-    let in_scope: Option<Vec<String>> = match &ctx.scope {
-        Some(scope) => Some(
-            Api::<LocalStorageNode>::all(ctx.client.clone())
-                .list(&scope.list_params())
-                .await?
-                .items
-                .iter()
-                .map(|n| n.name_any())
-                .collect(),
-        ),
-        None => None,
-    };
+    let in_scope = ctx.scoped_nodes().await?;
     let volumes = Api::<LocalVolume>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await?

@@ -19,9 +19,9 @@ use hwameistor_scheduler_plugin::claims::SELECTED_NODE;
 use hwameistor_scheduler_plugin::extender::{Extender, Settings};
 use hwameistor_scheduler_plugin::protocol::ExtenderArgs;
 use hwameistor_testapi::{unique_name, TestCluster};
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,20 +73,7 @@ async fn a_burst_of_pods_is_never_promised_room_that_is_not_there() {
     let node_names: Vec<String> = (0..NODES)
         .map(|i| unique_name(&format!("burst-n{i}")))
         .collect();
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(ns.clone()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("namespace");
-    cleanup.namespace(ns.clone());
+    own_namespace(&client, &cleanup, &ns).await;
     Api::<StorageClass>::all(client.clone())
         .create(&PostParams::default(), &storage_class(&class, 1))
         .await

@@ -9,9 +9,9 @@ use common::*;
 use hwameistor_scheduler_plugin::cache::Caches;
 use hwameistor_scheduler_plugin::extender::{Extender, Settings};
 use hwameistor_testapi::{unique_name, TestCluster};
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use kube::core::admission::AdmissionReview;
 use kube::core::DynamicObject;
 use serde_json::json;
@@ -23,20 +23,7 @@ async fn a_pod_whose_claim_the_caches_lack_still_gets_the_scheduler() {
     let cleanup = cluster.cleanup();
     let ns = unique_name("hook");
     let class = unique_name("hook-local");
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(ns.clone()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("namespace");
-    cleanup.namespace(ns.clone());
+    own_namespace(&client, &cleanup, &ns).await;
     Api::<StorageClass>::all(client.clone())
         .create(&PostParams::default(), &storage_class(&class, 1))
         .await

@@ -126,3 +126,25 @@ pub fn pod(ns: &str, name: &str, claims: &[&str]) -> Pod {
         ..Default::default()
     }
 }
+
+/// Creates namespace `name` (a test's own) and has `cleanup` remove it.
+pub async fn own_namespace(
+    client: &kube::Client,
+    cleanup: &hwameistor_testapi::Cleanup,
+    name: &str,
+) {
+    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(
+            &kube::api::PostParams::default(),
+            &k8s_openapi::api::core::v1::Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("namespace");
+    cleanup.namespace(name.to_string());
+}
