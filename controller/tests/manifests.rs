@@ -816,3 +816,51 @@ fn the_admission_webhooks_fail_open_skip_system_namespaces_and_reach_the_extende
         .expect("run extender --help");
     assert!(String::from_utf8_lossy(&help.stdout).contains("--scheduler-name"));
 }
+
+#[test]
+fn every_binary_the_manifests_run_from_our_image_is_built_into_it() {
+    let o = load();
+    let containerfile =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Containerfile"))
+            .expect("Containerfile");
+    let built: Vec<&str> = containerfile
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "--bin")
+        .map(|w| w[1])
+        .collect();
+    let pods = o
+        .deployments
+        .iter()
+        .filter_map(|d| d.spec.as_ref().and_then(|s| s.template.spec.clone()))
+        .chain(
+            o.daemon_sets
+                .iter()
+                .filter_map(|d| d.spec.as_ref().and_then(|s| s.template.spec.clone())),
+        );
+    let mut seen = 0;
+    for pod in pods {
+        for c in pod
+            .containers
+            .iter()
+            .filter(|c| c.image.as_deref() == Some(IMAGE))
+        {
+            let bin = c
+                .command
+                .as_ref()
+                .and_then(|cmd| cmd.first())
+                .unwrap_or_else(|| panic!("container {} names no binary", c.name));
+            assert!(
+                built.contains(&bin.as_str()),
+                "{bin} is run from the image but the Containerfile does not build it ({built:?})"
+            );
+            assert!(
+                containerfile.contains(&format!("/out/{bin}")),
+                "{bin} is built but not installed into the image"
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "controller, agent and extender");
+}
