@@ -525,6 +525,9 @@ async fn resource(
     let sub = match rp.sub.as_deref() {
         None => Subresource::Main,
         Some("status") if target.def.has_status(&rp.version) => Subresource::Status,
+        Some("binding") if rp.group.is_empty() && rp.plural == "pods" => {
+            return bind_pod(shared, &target, &method, rp.name.as_deref(), &q, &body);
+        }
         Some(_) => return Err(ApiError::path_not_found()),
     };
     let all_namespaces = target.def.namespaced && rp.namespace.is_none();
@@ -635,6 +638,74 @@ async fn resource(
             "the server does not allow this method on the requested resource ({m})"
         ))),
     }
+}
+
+/// `POST pods/NAME/binding`: assigns the pod to the Binding's target node, as the real
+/// server does for a scheduler: once (a pod already on a node is a conflict), with the
+/// Binding's uid as a precondition when it names one.
+fn bind_pod(
+    shared: &Arc<Shared>,
+    target: &Target,
+    method: &Method,
+    name: Option<&str>,
+    q: &Query,
+    body: &[u8],
+) -> ApiResult<Response<Body>> {
+    let Some(name) = name else {
+        return Err(ApiError::path_not_found());
+    };
+    if *method != Method::POST {
+        return Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method})"
+        )));
+    }
+    let binding: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding Binding: {e}")))?;
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request("Binding.target.name is required"))?
+        .to_string();
+    let o = write_options(q)?;
+    let mut st = lock(&shared.store);
+    let pod = st.get(target, name)?;
+    if let Some(uid) = binding.pointer("/metadata/uid").and_then(Value::as_str) {
+        if pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid) {
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                name,
+                &format!("the UID in the precondition ({uid}) does not match the UID in record"),
+            ));
+        }
+    }
+    if let Some(on) = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        return Err(ApiError::conflict(
+            "",
+            "pods",
+            name,
+            &format!("pod {name} is already assigned to node \"{on}\""),
+        ));
+    }
+    st.patch(
+        target,
+        name,
+        PatchType::Merge,
+        &json!({"spec": {"nodeName": node}}),
+        Subresource::Main,
+        &o,
+    )?;
+    Ok(json_response(
+        201,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        "application/json",
+        &[],
+    ))
 }
 
 fn start_watch(shared: &Arc<Shared>, target: &Target, q: &Query) -> ApiResult<Response<Body>> {
