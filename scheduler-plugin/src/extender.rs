@@ -73,7 +73,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn render(&self) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
         let mut s = String::new();
         for (name, help, kind, v) in [
             (
@@ -119,6 +119,12 @@ impl Metrics {
                 g(&self.bad_requests),
             ),
             (
+                "hwameistor_admission_requests_total",
+                "Admission reviews answered.",
+                "counter",
+                g(&self.admission_requests),
+            ),
+            (
                 "hwameistor_extender_capacity_rebuilds_total",
                 "Times the capacity index was rebuilt from the caches.",
                 "counter",
@@ -128,7 +134,7 @@ impl Metrics {
                 "hwameistor_extender_capacity_rebuild_seconds",
                 "Duration of the last capacity index rebuild.",
                 "gauge",
-                0,
+                g(&self.last_rebuild_micros) / 1e6,
             ),
             (
                 "hwameistor_extender_reservations",
@@ -137,15 +143,9 @@ impl Metrics {
                 g(&self.reservations),
             ),
         ] {
-            s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            if name == "hwameistor_extender_capacity_rebuild_seconds" {
-                s.push_str(&format!(
-                    "{name} {}\n",
-                    g(&self.last_rebuild_micros) as f64 / 1e6
-                ));
-            } else {
-                s.push_str(&format!("{name} {v}\n"));
-            }
+            s.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
         }
         s
     }
@@ -156,9 +156,12 @@ struct State {
     /// The caches' generation the index was built from; `None` before the first build.
     built: Option<u64>,
     built_at: Instant,
-    /// Reservations made by `filter` (the index also holds them).
-    made: Vec<Reservation>,
 }
+
+/// The expiry of a hold rebuilt from a claim the volume binder handed to a node: it lasts
+/// until the claim is provisioned (the binder gives up on its own). Holds made by `filter`
+/// expire after the TTL; the index holds both, and this tells them apart.
+const UNTIL_PROVISIONED: i64 = i64::MAX;
 
 pub struct Extender {
     caches: Arc<Caches>,
@@ -196,7 +199,6 @@ impl Extender {
                 capacity: Capacity::default(),
                 built: None,
                 built_at: Instant::now(),
-                made: Vec::new(),
             }),
             metrics: Metrics::default(),
             ready: std::sync::atomic::AtomicBool::new(false),
@@ -317,10 +319,14 @@ impl Extender {
             && (st.built.is_none() || st.built_at.elapsed() >= self.settings.rebuild_every);
         if stale {
             let started = Instant::now();
-            st.made.retain(|r| r.expires > now);
-            let (capacity, kept) = self.build(&st.made, now);
-            st.capacity = capacity;
-            st.made = kept;
+            let made: Vec<Reservation> = st
+                .capacity
+                .reservations()
+                .iter()
+                .filter(|r| r.expires != UNTIL_PROVISIONED && r.expires > now)
+                .cloned()
+                .collect();
+            st.capacity = self.build(&made, now);
             st.built = Some(generation);
             st.built_at = Instant::now();
             self.metrics.rebuilds.fetch_add(1, Ordering::Relaxed);
@@ -329,17 +335,16 @@ impl Extender {
                 .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         } else {
             st.capacity.expire(now);
-            st.made.retain(|r| r.expires > now);
         }
         self.metrics
             .reservations
             .store(st.capacity.reservations().len() as u64, Ordering::Relaxed);
     }
 
-    /// The index from the caches: nodes, placed replicas, the reservations `made` whose
-    /// claims are not provisioned yet (kept), and those rebuilt from claims the volume
-    /// binder handed to a node.
-    fn build(&self, made: &[Reservation], now: i64) -> (Capacity, Vec<Reservation>) {
+    /// The index from the caches: nodes, placed replicas, the holds `made` by filter whose
+    /// claims are not provisioned yet, and those rebuilt from claims the volume binder
+    /// handed to a node.
+    fn build(&self, made: &[Reservation], now: i64) -> Capacity {
         let nodes: Vec<NodeView> = self
             .caches
             .nodes
@@ -392,21 +397,17 @@ impl Extender {
                     } else {
                         0
                     },
-                    // Held until provisioned: the volume binder gives up on its own.
-                    expires: i64::MAX,
+                    expires: UNTIL_PROVISIONED,
                 });
             }
         }
-        let kept: Vec<Reservation> = made
+        let all: Vec<Reservation> = made
             .iter()
             .filter(|r| pending.contains(&r.pvc))
             .cloned()
+            .chain(rebuilt)
             .collect();
-        let all: Vec<Reservation> = kept.iter().cloned().chain(rebuilt).collect();
-        (
-            Capacity::new(&nodes, &placed, &all, now, self.settings.policy.clone()),
-            kept,
-        )
+        Capacity::new(&nodes, &placed, &all, now, self.settings.policy.clone())
     }
 
     fn claims(&self, args: &ExtenderArgs) -> Result<(Pod, PodClaims), RequestError> {
@@ -468,8 +469,6 @@ impl Extender {
         // Filtered again (its last node did not work out, or after a restart of this
         // extender): what was held for it, or for its claims, goes.
         release_own(&mut st.capacity, &claims);
-        st.made
-            .retain(|r| r.pod_uid != claims.uid && !claims.new.iter().any(|c| c.pvc == r.pvc));
         let (ok, mut failed) = st.capacity.filter(&claims, &candidates);
         if claims.new.is_empty() {
             return answer(ok.into_iter().map(|(n, _)| n).collect(), failed);
@@ -489,7 +488,6 @@ impl Extender {
         match st.capacity.reserve(&claims, &best, expires) {
             Ok(made) => {
                 tracing::info!(pod = %pod_key(&pod), node = %best, claims = made.len(), "room held for the pod's new volumes");
-                st.made.extend(made);
             }
             Err(why) => {
                 failed.insert(best.clone(), why);
@@ -576,21 +574,16 @@ impl Extender {
                 // chose on its own): the room follows the pod.
                 let mut st = self.lock();
                 let moved: Vec<Reservation> = st
-                    .made
-                    .iter()
-                    .filter(|r| r.pod_uid == args.pod_uid && r.node != args.node)
-                    .cloned()
-                    .collect();
-                if !moved.is_empty() {
-                    st.capacity.release_pod(&args.pod_uid);
-                    st.made.retain(|r| r.pod_uid != args.pod_uid);
-                    for mut r in moved {
+                    .capacity
+                    .release_pod(&args.pod_uid)
+                    .into_iter()
+                    .map(|mut r| {
                         r.node = args.node.clone();
                         r.second = r.second.filter(|s| *s != args.node);
-                        st.made.push(r);
-                    }
-                    st.built = None;
-                }
+                        r
+                    })
+                    .collect();
+                st.capacity.restore(moved);
                 ExtenderBindingResult::default()
             }
             Err(e) => fail(e.to_string()),
