@@ -11,11 +11,11 @@
 //!   things later, with the same reasons.
 
 use crate::cache::Caches;
+use crate::claims::{is_ours, our_class};
 use base64::Engine;
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::{
     LocalDiskClaim, LocalVolume, LocalVolumeConvert, LocalVolumeExpand, LocalVolumeMigrate,
-    CSI_DRIVER_NAME,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
@@ -49,32 +49,23 @@ impl Default for WebhookSettings {
 /// volumes) and its own spec (a generic ephemeral volume names its class).
 pub fn uses_hwameistor(caches: &Caches, pod: &Pod) -> bool {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let ours_class = |class: Option<&str>| {
-        class
-            .and_then(|c| caches.classes.get(c))
-            .is_some_and(|c| c.provisioner == CSI_DRIVER_NAME)
-    };
     pod.spec
         .iter()
         .flat_map(|s| s.volumes.iter().flatten())
         .any(|v| {
             if let Some(e) = &v.ephemeral {
-                return ours_class(
+                return our_class(
+                    caches,
                     e.volume_claim_template
                         .as_ref()
                         .and_then(|t| t.spec.storage_class_name.as_deref()),
-                );
+                )
+                .is_some();
             }
-            let Some(c) = &v.persistent_volume_claim else {
-                return false;
-            };
-            let Some(claim) = caches.claims.get(&format!("{ns}/{}", c.claim_name)) else {
-                return false;
-            };
-            if let Some(pv) = claim.volume.as_deref().and_then(|n| caches.pvs.get(n)) {
-                return pv.driver.as_deref() == Some(CSI_DRIVER_NAME);
-            }
-            ours_class(claim.class.as_deref())
+            v.persistent_volume_claim
+                .as_ref()
+                .and_then(|c| caches.claims.get(&format!("{ns}/{}", c.claim_name)))
+                .is_some_and(|claim| is_ours(caches, &claim))
         })
 }
 

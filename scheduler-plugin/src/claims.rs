@@ -8,11 +8,30 @@ use hwameistor_api::CSI_DRIVER_NAME;
 use hwameistor_core::scheduling::{BoundClaim, NewClaim, PodClaims};
 use hwameistor_core::sizing::{self, FsType, VolumeAccess};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::storage::v1::StorageClass;
 use std::sync::Arc;
 
 pub use crate::cache::SELECTED_NODE;
 
 pub use hwameistor_core::pod::claim_names;
+
+/// StorageClass `class`, when it provisions HwameiStor volumes (as far as the caches know).
+pub fn our_class(caches: &Caches, class: Option<&str>) -> Option<Arc<StorageClass>> {
+    class
+        .and_then(|c| caches.classes.get(c))
+        .filter(|c| c.provisioner == CSI_DRIVER_NAME)
+}
+
+/// Whether claim `c` is, or will be, a HwameiStor volume: bound to one, or not bound yet
+/// on a HwameiStor class.
+pub fn is_ours(caches: &Caches, c: &ClaimView) -> bool {
+    match provisioned(caches, c) {
+        Ok(Provisioned::Ours(_)) => true,
+        Ok(Provisioned::Elsewhere) => false,
+        // Not provisioned, or bound to a volume the caches do not know: by its class.
+        Ok(Provisioned::No) | Err(_) => our_class(caches, c.class.as_deref()).is_some(),
+    }
+}
 
 /// What became of a claim: bound to a HwameiStor volume, bound elsewhere, or not yet.
 enum Provisioned {
@@ -58,15 +77,10 @@ pub fn placed(caches: &Caches, c: &ClaimView) -> bool {
 /// The new claim `c` is, when its StorageClass is HwameiStor's; `Err` when it is but
 /// cannot be provisioned as asked.
 pub fn new_claim(caches: &Caches, c: &ClaimView) -> Result<Option<NewClaim>, String> {
-    let Some(class_name) = c.class.as_deref() else {
+    let Some(class) = our_class(caches, c.class.as_deref()) else {
         return Ok(None);
     };
-    let Some(class) = caches.classes.get(class_name) else {
-        return Ok(None);
-    };
-    if class.provisioner != CSI_DRIVER_NAME {
-        return Ok(None);
-    }
+    let class_name = class.metadata.name.as_deref().unwrap_or_default();
     let key = &c.key;
     let params = hwameistor_csi::params::parse(class.parameters.iter().flatten())
         .map_err(|e| format!("claim {key}: StorageClass {class_name}: {e}"))?;
