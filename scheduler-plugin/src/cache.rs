@@ -9,7 +9,7 @@ use hwameistor_core::placement::{self, NodeView};
 use hwameistor_core::volume::serving_nodes;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -359,8 +359,6 @@ async fn watch<K: Cached>(api: Api<K>, caches: Arc<Caches>) {
         }
     }
 }
-
-use kube::runtime::watcher::watcher;
 
 /// Starts the watches that fill `caches`.
 pub fn spawn_watches(client: Client, caches: Arc<Caches>) {

@@ -228,10 +228,7 @@ impl Migrate<'_> {
         // and syncs from the source, which stays in the replication (and primary) until the
         // prune; no single-copy window.
         let alone = ha::alone(config);
-        for a in &mut next.replicas {
-            if alone {
-                break;
-            }
+        for a in next.replicas.iter_mut().filter(|_| !alone) {
             if a.hostname == self.source() {
                 a.leaving = true;
                 a.primary = false;

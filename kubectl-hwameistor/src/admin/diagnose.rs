@@ -427,7 +427,7 @@ fn check_scheduler(s: &Snapshot, f: &mut Findings) {
         .cert
         .as_ref()
         .and_then(|c| serde_json::to_value(c).ok())
-        .and_then(|v| super::webhook_certs::from_secret(&v));
+        .and_then(|v| super::serving_certs::from_secret(&v));
     let today = s.now.map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date());
     match (cert, today) {
         (None, _) => f.add(
@@ -1415,10 +1415,10 @@ mod tests {
     }
 
     fn cert_secret(not_after: &str) -> Secret {
-        let c = super::super::webhook_certs::generate(EXTENDER, "hwameistor", 2026).unwrap();
+        let c = super::super::serving_certs::generate(EXTENDER, "hwameistor", 2026).unwrap();
         let mut v =
-            super::super::webhook_certs::tls_secret(&format!("{EXTENDER}-tls"), "hwameistor", &c);
-        v["metadata"]["annotations"][super::super::webhook_certs::NOT_AFTER_ANNOTATION] =
+            super::super::serving_certs::tls_secret(&format!("{EXTENDER}-tls"), "hwameistor", &c);
+        v["metadata"]["annotations"][super::super::serving_certs::NOT_AFTER_ANNOTATION] =
             serde_json::Value::String(not_after.into());
         serde_json::from_value(v).unwrap()
     }

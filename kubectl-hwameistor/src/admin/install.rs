@@ -8,7 +8,7 @@ use super::manifests::{Bundle, ObjectKey};
 use super::readiness::{
     wait_crds_established, wait_workloads_ready, workload_status, WorkloadStatus,
 };
-use super::webhook_certs::{cert_targets, from_secret, secure_webhooks, ServingCert};
+use super::serving_certs::{cert_targets, from_secret, secure_webhooks, ServingCert};
 use crate::client::Cluster;
 use crate::errors::AdminError;
 use crate::output::{or_dash, Render, TableView};

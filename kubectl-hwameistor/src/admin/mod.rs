@@ -20,5 +20,5 @@ pub mod readiness;
 pub mod split_brain;
 pub mod uninstall;
 pub mod volumes;
-pub mod webhook_certs;
+pub mod serving_certs;
 pub mod workloads;
