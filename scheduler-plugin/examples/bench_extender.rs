@@ -19,14 +19,12 @@ use hwameistor_scheduler_plugin::cache::{spawn_watches, Caches};
 use hwameistor_scheduler_plugin::claims::SELECTED_NODE;
 use hwameistor_scheduler_plugin::extender::{Extender, Settings};
 use hwameistor_scheduler_plugin::protocol::{ExtenderArgs, ExtenderFilterResult, HostPriority};
-use hwameistor_scheduler_plugin::server::serve;
 use k8s_openapi::api::core::v1::{
     CSIPersistentVolumeSource, Namespace, PersistentVolume, PersistentVolumeClaim,
     PersistentVolumeSpec, Pod,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -88,15 +86,6 @@ fn pvc(
 fn pod(ns: &str, name: &str, claims: &[String]) -> Pod {
     let refs: Vec<&str> = claims.iter().map(String::as_str).collect();
     common::pod(ns, name, &refs)
-}
-
-async fn start_server(ext: Arc<Extender>) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    std::mem::forget(tx);
-    tokio::spawn(serve(listener, ext, None, 64 << 20, rx));
-    Ok(addr)
 }
 
 async fn big_caches() -> anyhow::Result<()> {
@@ -223,7 +212,7 @@ async fn big_caches() -> anyhow::Result<()> {
         build.as_secs_f64() * 1e3
     );
 
-    let addr = start_server(ext.clone()).await?;
+    let (addr, _stop) = common::serve_local(ext.clone(), None, 64 << 20).await;
     let mut conn = tokio::net::TcpStream::connect(addr).await?;
     conn.set_nodelay(true)?;
     let (mut filter, mut prio, mut both) = (Vec::new(), Vec::new(), Vec::new());
@@ -357,7 +346,7 @@ async fn burst() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let addr = start_server(ext.clone()).await?;
+    let (addr, _stop) = common::serve_local(ext.clone(), None, 64 << 20).await;
     let mut conn = tokio::net::TcpStream::connect(addr).await?;
     conn.set_nodelay(true)?;
     let t = Instant::now();

@@ -8,13 +8,11 @@ use common::*;
 use hwameistor_api::*;
 use hwameistor_scheduler_plugin::cache::Caches;
 use hwameistor_scheduler_plugin::extender::{Extender, Settings};
-use hwameistor_scheduler_plugin::server::serve;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn started() -> SocketAddr {
+async fn started() -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
     let caches = Caches::new();
     caches.apply(storage_node("a", 10 * GI));
     caches.apply(storage_class("local", 1));
@@ -54,42 +52,11 @@ async fn started() -> SocketAddr {
     caches.mark_ready();
     let ext = Arc::new(Extender::new(caches, Settings::default(), None));
     ext.set_ready();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    std::mem::forget(tx);
-    tokio::spawn(serve(listener, ext, None, 1 << 20, rx));
-    addr
+    serve_local(ext, None, 1 << 20).await
 }
 
-async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, String) {
-    let body = body.to_string();
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .await
-    .expect("write");
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out).await;
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        text.split_once("\r\n\r\n")
-            .map(|x| x.1.to_string())
-            .unwrap_or_default(),
-    )
+async fn post_value(addr: SocketAddr, path: &str, body: &Value) -> (u16, String) {
+    post(addr, path, body.to_string().as_bytes()).await
 }
 
 fn review(
@@ -119,7 +86,7 @@ fn review(
 }
 
 async fn answer(addr: SocketAddr, path: &str, body: Value) -> Value {
-    let (status, text) = post(addr, path, &body).await;
+    let (status, text) = post_value(addr, path, &body).await;
     assert_eq!(status, 200, "{text}");
     let v: Value = serde_json::from_str(&text).expect("json");
     assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
@@ -138,7 +105,7 @@ fn pod_json(ns: &str, claims: &[&str], scheduler: Option<&str>) -> Value {
 
 #[tokio::test]
 async fn pods_with_hwameistor_volumes_get_the_scheduler_and_others_are_untouched() {
-    let addr = started().await;
+    let (addr, _stop) = started().await;
     let r = answer(
         addr,
         "/mutate-pods",
@@ -205,7 +172,7 @@ fn volume_json(replicas: i64, convertible: bool, bytes: i64) -> Value {
 
 #[tokio::test]
 async fn hwameistor_resources_get_cross_field_checks_with_what_to_do() {
-    let addr = started().await;
+    let (addr, _stop) = started().await;
     let lv = ("hwameistor.io", "v1alpha1", "LocalVolume");
     let denied = |r: &Value| {
         assert_eq!(r["allowed"], false, "{r}");
@@ -374,11 +341,11 @@ async fn hwameistor_resources_get_cross_field_checks_with_what_to_do() {
 
 #[tokio::test]
 async fn an_unreadable_review_is_refused_clearly() {
-    let addr = started().await;
-    let (status, text) = post(addr, "/validate", &json!({"request": 7})).await;
+    let (addr, _stop) = started().await;
+    let (status, text) = post_value(addr, "/validate", &json!({"request": 7})).await;
     assert_eq!(status, 400, "{text}");
     // A review without a request: answered as invalid.
-    let (status, text) = post(
+    let (status, text) = post_value(
         addr,
         "/validate",
         &json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}),

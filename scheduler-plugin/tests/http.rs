@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use hwameistor_scheduler_plugin::cache::Caches;
 use hwameistor_scheduler_plugin::extender::{Extender, Settings};
-use hwameistor_scheduler_plugin::server::{serve, TlsFiles};
+use hwameistor_scheduler_plugin::server::TlsFiles;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,43 +37,8 @@ async fn started(max_body: usize) -> (SocketAddr, Arc<Extender>, tokio::sync::wa
     caches.mark_ready();
     let ext = Arc::new(Extender::new(caches, Settings::default(), None));
     ext.set_ready();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(serve(listener, ext.clone(), None, max_body, rx));
+    let (addr, tx) = serve_local(ext.clone(), None, max_body).await;
     (addr, ext, tx)
-}
-
-/// Sends raw HTTP/1.1 and returns the status and body.
-async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(request).await.expect("write");
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out).await;
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    (status, body)
-}
-
-async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    raw(addr, &req).await
 }
 
 async fn post_json(addr: SocketAddr, path: &str, v: &Value) -> (u16, Value) {
@@ -268,12 +233,7 @@ async fn malformed_oversized_and_misdirected_requests_get_clear_statuses() {
 async fn before_the_caches_are_synced_filter_answers_an_error_and_readyz_says_so() {
     let caches = Caches::new();
     let ext = Arc::new(Extender::new(caches, Settings::default(), None));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(serve(listener, ext, None, 1 << 20, rx));
+    let (addr, _stop) = serve_local(ext, None, 1 << 20).await;
     let p = pod(NS, "early", &["data"]);
     let (_, v) = post_json(addr, "/filter", &args(&p, &["a"])).await;
     assert_eq!(
@@ -339,12 +299,7 @@ async fn https_serves_the_rotated_certificate_without_a_restart() {
     let caches = Caches::new();
     let ext = Arc::new(Extender::new(caches, Settings::default(), None));
     let tls = Arc::new(TlsFiles::new(cert.clone(), key.clone()).expect("tls"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(serve(listener, ext, Some(tls), 1 << 20, rx));
+    let (addr, _stop) = serve_local(ext, Some(tls), 1 << 20).await;
     served_by(addr, &c1).await.expect("the first certificate");
     // Rotated (a new key and certificate written, as a Secret update reaches the files).
     std::thread::sleep(std::time::Duration::from_millis(20));

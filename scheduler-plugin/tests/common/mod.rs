@@ -148,3 +148,53 @@ pub async fn own_namespace(
         .expect("namespace");
     cleanup.namespace(name.to_string());
 }
+
+/// Serves `ext` on a loopback port (HTTPS with `tls`); the server stops when the returned
+/// sender is dropped or sends `true`.
+pub async fn serve_local(
+    ext: std::sync::Arc<hwameistor_scheduler_plugin::extender::Extender>,
+    tls: Option<std::sync::Arc<hwameistor_scheduler_plugin::server::TlsFiles>>,
+    max_body: usize,
+) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(hwameistor_scheduler_plugin::server::serve(
+        listener, ext, tls, max_body, rx,
+    ));
+    (addr, tx)
+}
+
+/// Sends raw HTTP/1.1 to `addr` and returns the status and body.
+pub async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (status, body)
+}
+
+/// POSTs `body` as JSON to `path` (one connection) and returns the status and body.
+pub async fn post(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    raw(addr, &req).await
+}
