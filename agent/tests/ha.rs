@@ -1072,6 +1072,7 @@ async fn a_plain_volume_converts_to_ha_keeping_its_data_volume_after_an_aborted_
             LocalVolumeConvertSpec {
                 volume_name: vol.clone(),
                 replica_number: 2,
+                convert_all_volumes: true,
                 target_node: Some(p.b.name.clone()),
                 abort: false,
                 ttl_seconds_after_finished: None,
@@ -1227,6 +1228,7 @@ async fn a_convertible_volume_serves_alone_then_converts_online_after_an_aborted
             LocalVolumeConvertSpec {
                 volume_name: vol.clone(),
                 replica_number: 2,
+                convert_all_volumes: true,
                 target_node: Some(p.b.name.clone()),
                 abort: false,
                 ttl_seconds_after_finished: None,

@@ -40,7 +40,7 @@ pub use node::{
 pub use operation::{
     LocalVolumeConvert, LocalVolumeConvertSpec, LocalVolumeExpand, LocalVolumeExpandSpec,
     LocalVolumeMigrate, LocalVolumeMigrateSpec, OperationKind, OperationPhase, OperationProgress,
-    OperationRef, OperationStatus,
+    OperationRef, OperationStatus, LABEL_GROUP_OPERATION,
 };
 pub use replica::{
     CopySource, CopyStatus, LocalVolumeReplica, LocalVolumeReplicaSpec, LocalVolumeReplicaStatus,

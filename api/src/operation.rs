@@ -20,6 +20,10 @@ pub const CONDITION_RUNNING: &str = "Running";
 /// unpublished, a free slot, room on a node); the message says what.
 pub const CONDITION_WAITING: &str = "Waiting";
 
+/// Label on an operation made for a volume of a group by the group-wide operation of
+/// another of its volumes: that operation's name.
+pub const LABEL_GROUP_OPERATION: &str = "hwameistor.io/group-operation";
+
 /// The kinds of operation, as recorded in the volume they hold.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum OperationKind {
@@ -135,6 +139,12 @@ pub struct OperationStatus {
     /// Migrate and convert: the node chosen for the new replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_node: Option<String>,
+    /// Migrate and convert of a volume in a LocalVolumeGroup: the group's other volumes
+    /// that go with it to the same target node, fixed when it starts. Each is changed by an
+    /// operation of the same kind made for it (labelled `hwameistor.io/group-operation`
+    /// with this one's name); this one ends once they all ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_volumes: Vec<String>,
     /// Expand: the capacity the volume had before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -230,6 +240,10 @@ pub struct LocalVolumeConvertSpec {
     /// Node for the new replica; absent: any node with room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_node: Option<String>,
+    /// Convert every volume of the volume's group with it, their new replicas on the same
+    /// node (volumes one pod uses stay together).
+    #[serde(default = "default_true")]
+    pub convert_all_volumes: bool,
     #[serde(default)]
     pub abort: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,14 +14,17 @@ use crate::pv_affinity;
 use crate::volume_reconciler::Context;
 use futures::StreamExt;
 use hwameistor_api::{
-    LocalStorageNode, LocalVolume, LocalVolumeConvert, LocalVolumeExpand, LocalVolumeMigrate,
-    LocalVolumeReplica, OperationKind, OperationPhase, OperationStatus, FINALIZER_OPERATION,
-    LABEL_VOLUME,
+    LocalStorageNode, LocalVolume, LocalVolumeConvert, LocalVolumeConvertSpec, LocalVolumeExpand,
+    LocalVolumeMigrate, LocalVolumeMigrateSpec, LocalVolumeReplica, OperationKind, OperationPhase,
+    OperationStatus, FINALIZER_OPERATION, LABEL_GROUP_OPERATION, LABEL_VOLUME, LABEL_VOLUME_GROUP,
 };
+use hwameistor_core::operation::evict::LABEL_DRAIN;
 use hwameistor_core::operation::{
-    self, convert::Convert, expand::Expand, migrate::Migrate, slots, Machine, Op, OpStep, World,
+    self, convert::Convert, expand::Expand, group, migrate::Migrate, slots, Machine, Op, OpStep,
+    World,
 };
 use hwameistor_core::placement;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
@@ -79,6 +82,12 @@ pub trait OperationResource:
     fn load_nodes(&self) -> Vec<String>;
     /// Runs `f` with this operation's state machine.
     fn with_machine<R>(&self, f: impl FnOnce(&dyn Machine) -> R) -> R;
+    /// The operation of this kind for `volume`, a volume of this one's group going with it
+    /// to `target` (see [`hwameistor_core::operation::group`]); `None` for a kind that is
+    /// never group-wide.
+    fn member_operation(&self, name: &str, volume: &str, target: &str) -> Option<Self>;
+    /// Sets `spec.abort`.
+    fn set_abort(&mut self);
 }
 
 /// What every operation kind has alike: its volume, abort flag, time-to-live and status.
@@ -100,6 +109,9 @@ macro_rules! operation_fields {
         fn set_op_status(&mut self, st: OperationStatus) {
             self.status = Some(st);
         }
+        fn set_abort(&mut self) {
+            self.spec.abort = true;
+        }
     };
 }
 
@@ -112,6 +124,20 @@ impl OperationResource for LocalVolumeMigrate {
     }
     fn with_machine<R>(&self, f: impl FnOnce(&dyn Machine) -> R) -> R {
         f(&Migrate { spec: &self.spec })
+    }
+    fn member_operation(&self, name: &str, volume: &str, target: &str) -> Option<Self> {
+        Some(LocalVolumeMigrate::new(
+            name,
+            LocalVolumeMigrateSpec {
+                volume_name: volume.to_string(),
+                source_node: self.spec.source_node.clone(),
+                target_nodes: vec![target.to_string()],
+                migrate_all_volumes: false,
+                bandwidth_limit_bytes_per_second: self.spec.bandwidth_limit_bytes_per_second,
+                abort: false,
+                ttl_seconds_after_finished: self.spec.ttl_seconds_after_finished,
+            },
+        ))
     }
 }
 
@@ -128,6 +154,19 @@ impl OperationResource for LocalVolumeConvert {
     fn with_machine<R>(&self, f: impl FnOnce(&dyn Machine) -> R) -> R {
         f(&Convert { spec: &self.spec })
     }
+    fn member_operation(&self, name: &str, volume: &str, target: &str) -> Option<Self> {
+        Some(LocalVolumeConvert::new(
+            name,
+            LocalVolumeConvertSpec {
+                volume_name: volume.to_string(),
+                replica_number: self.spec.replica_number,
+                target_node: Some(target.to_string()),
+                convert_all_volumes: false,
+                abort: false,
+                ttl_seconds_after_finished: self.spec.ttl_seconds_after_finished,
+            },
+        ))
+    }
 }
 
 impl OperationResource for LocalVolumeExpand {
@@ -139,6 +178,9 @@ impl OperationResource for LocalVolumeExpand {
         f(&Expand {
             required_capacity_bytes: self.spec.required_capacity_bytes,
         })
+    }
+    fn member_operation(&self, _name: &str, _volume: &str, _target: &str) -> Option<Self> {
+        None
     }
 }
 
@@ -160,6 +202,9 @@ async fn busy_of<K: OperationResource>(ctx: &Context) -> Result<Vec<slots::Busy>
                 Some(OperationPhase::Running | OperationPhase::Aborting)
             )
         })
+        // A group's lead whose own volume is done waits for its members' operations:
+        // it moves no data, and must not keep them from their slots.
+        .filter(|o| o.op_status().and_then(|s| s.step.as_deref()) != Some(group::STEP_MEMBERS))
         .map(|o| slots::Busy {
             name: slot_name::<K>(&o.name_any()),
             nodes: o.load_nodes(),
@@ -346,6 +391,7 @@ async fn reconcile_steps<K: OperationResource>(
         } else {
             Ok(())
         };
+        let (members, children) = read_group(&ctx, &current, volume.as_ref()).await?;
         let status = current.op_status().cloned().unwrap_or_default();
         let uid = current.uid().unwrap_or_default();
         let ttl = current
@@ -377,6 +423,10 @@ async fn reconcile_steps<K: OperationResource>(
                 pv: pv_view.as_ref(),
                 slot,
                 free_resource_id: free_id,
+                group: group::Group {
+                    members: &members,
+                    children: &children,
+                },
             };
             current.with_machine(|m| operation::next_step(&o, &w, m))
         };
@@ -489,6 +539,32 @@ async fn reconcile_steps<K: OperationResource>(
                 let Some(v) = &volume else { continue };
                 pv_affinity::rewrite(&ctx.client, v, &nodes).await?;
             }
+            OpStep::StartMembers(vols) => {
+                start_members(&ctx, &current, &vols).await?;
+            }
+            OpStep::AbortMembers(names) => {
+                for n in &names {
+                    let patch = serde_json::json!({ "spec": { "abort": true } });
+                    match ops
+                        .patch(n, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!(operation = %name, member = %n, "group member's operation aborted")
+                        }
+                        Err(kube::Error::Api(s)) if s.code == 404 => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                event(
+                    &ctx,
+                    &current,
+                    true,
+                    "GroupMembersAborted",
+                    format!("aborted the group's operations {}", names.join(", ")),
+                )
+                .await;
+            }
             OpStep::Release => {
                 let Some(v) = &volume else { continue };
                 let patch = serde_json::json!({ "metadata": { "resourceVersion": v.metadata.resource_version }, "spec": { "operation": null } });
@@ -517,6 +593,94 @@ async fn reconcile_steps<K: OperationResource>(
     }
     // Still moving: look again soon (a long run of steps is normal while it starts).
     Ok(Action::requeue(Duration::from_millis(200)))
+}
+
+/// The other volumes of `volume`'s group (by its group label) and the operations `op` made
+/// for them (by theirs); both empty when the volume is in no group and `op` made none.
+async fn read_group<K: OperationResource>(
+    ctx: &Context,
+    op: &K,
+    volume: Option<&LocalVolume>,
+) -> Result<(Vec<LocalVolume>, Vec<group::Child>), kube::Error> {
+    let name = op.name_any();
+    let members = match volume.and_then(|v| v.labels().get(LABEL_VOLUME_GROUP)) {
+        Some(g) => Api::<LocalVolume>::all(ctx.client.clone())
+            .list(&ListParams::default().labels(&format!("{LABEL_VOLUME_GROUP}={g}")))
+            .await?
+            .items
+            .into_iter()
+            .filter(|m| Some(m.name_any()) != volume.map(|v| v.name_any()))
+            .collect(),
+        None => Vec::new(),
+    };
+    let children = Api::<K>::all(ctx.client.clone())
+        .list(&ListParams::default().labels(&format!("{LABEL_GROUP_OPERATION}={name}")))
+        .await?
+        .items
+        .into_iter()
+        .map(|c| group::Child {
+            name: c.name_any(),
+            volume: c.volume_name().to_string(),
+            abort: c.abort(),
+            status: c.op_status().cloned().unwrap_or_default(),
+        })
+        .collect();
+    Ok((members, children))
+}
+
+/// Creates lead `op`'s operations for its group's volumes `vols`: labelled with its name
+/// (and the node a drain empties), owned by it (they go when it goes).
+async fn start_members<K: OperationResource>(
+    ctx: &Context,
+    op: &K,
+    vols: &[String],
+) -> Result<(), OperationError> {
+    let lead = op.name_any();
+    let Some(target) = op.op_status().and_then(|s| s.target_node.clone()) else {
+        return Ok(());
+    };
+    let api: Api<K> = Api::all(ctx.client.clone());
+    let mut made = Vec::new();
+    for v in vols {
+        let name = group::member_operation_name(&lead, v);
+        let Some(mut child) = op.member_operation(&name, v, &target) else {
+            return Ok(());
+        };
+        let mut labels =
+            std::collections::BTreeMap::from([(LABEL_GROUP_OPERATION.to_string(), lead.clone())]);
+        if let Some(node) = op.labels().get(LABEL_DRAIN) {
+            labels.insert(LABEL_DRAIN.to_string(), node.clone());
+        }
+        child.meta_mut().labels = Some(labels);
+        child.meta_mut().owner_references = Some(vec![OwnerReference {
+            api_version: K::api_version(&()).to_string(),
+            kind: K::kind(&()).to_string(),
+            name: lead.clone(),
+            uid: op.uid().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }]);
+        match api.create(&PostParams::default(), &child).await {
+            Ok(_) => made.push(name),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !made.is_empty() {
+        tracing::info!(operation = %lead, members = ?made, %target, "group members' operations made");
+        event(
+            ctx,
+            op,
+            false,
+            "GroupMembersStarted",
+            format!(
+                "the group's other volumes go to {target} too: operations {}",
+                made.join(", ")
+            ),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 async fn reconcile<K: OperationResource>(

@@ -11,7 +11,7 @@ use hwameistor_api::{
     Accessibility, LocalVolume, LocalVolumeConvert, LocalVolumeConvertSpec, LocalVolumeExpand,
     LocalVolumeExpandSpec, LocalVolumeMigrate, LocalVolumeMigrateSpec, LocalVolumeReplica,
     LocalVolumeSpec, OperationPhase, OperationStatus, PoolClass, VolumeState, CSI_DRIVER_NAME,
-    LABEL_VOLUME, TOPOLOGY_NODE_KEY,
+    LABEL_GROUP_OPERATION, LABEL_VOLUME, LABEL_VOLUME_GROUP, TOPOLOGY_NODE_KEY,
 };
 use k8s_openapi::api::core::v1::{
     CSIPersistentVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
@@ -406,6 +406,92 @@ async fn plain_migration_copies_and_an_abort_mid_copy_leaves_the_volume_as_it_wa
     );
 }
 
+/// Labels `volumes` as one group named `group` (what the group maintenance does for the
+/// volumes a pod uses together).
+async fn group_volumes(c: &Cluster, group: &str, volumes: &[&str]) {
+    let api: Api<LocalVolume> = Api::all(c.client.clone());
+    for v in volumes {
+        let patch = serde_json::json!({ "metadata": { "labels": { LABEL_VOLUME_GROUP: group } } });
+        api.patch(v, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("group label");
+    }
+}
+
+#[tokio::test]
+async fn a_group_migration_takes_the_groups_other_volumes_to_the_same_node() {
+    let c = start_scoped().await;
+    let n1 = c.add_node("n1", 20 * GI, 20 * GI).await;
+    let a = ready_volume(&c, "ga", &n1, 1).await.name_any();
+    let b = ready_volume(&c, "gb", &n1, 1).await.name_any();
+    let solo = ready_volume(&c, "solo", &n1, 1).await.name_any();
+    group_volumes(&c, &c.name("lvg"), &[&a, &b]).await;
+    let n2 = c.add_node("n2", 20 * GI, 20 * GI).await;
+    let n3 = c.add_node("n3", 20 * GI, 20 * GI).await;
+    publish_movers(&c, &[&n1, &n2, &n3]).await;
+    // The member's copy is held: the lead waits for it once its own volume moved.
+    let volumes: Api<LocalVolume> = Api::all(c.client.clone());
+    let hold =
+        serde_json::json!({ "metadata": { "annotations": { ANNOTATION_HOLD_COPY: "true" } } });
+    volumes
+        .patch(&b, &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .expect("hold");
+
+    let ops: Api<LocalVolumeMigrate> = Api::all(c.client.clone());
+    let lead = ops
+        .create(&PostParams::default(), &migrate(&c, "gmig", &a, &n1, &[]))
+        .await
+        .expect("create migrate")
+        .name_any();
+    let member = hwameistor_core::operation::group::member_operation_name(&lead, &b);
+    eventually("the lead waits for its member", || async {
+        status_of::<LocalVolumeMigrate>(&c, &lead)
+            .await
+            .is_some_and(|s| s.step.as_deref() == Some("GroupMembers"))
+    })
+    .await;
+    let st = status_of::<LocalVolumeMigrate>(&c, &lead)
+        .await
+        .expect("status");
+    let target = st.target_node.clone().expect("target");
+    assert_eq!(st.group_volumes, vec![b.clone()]);
+    assert_eq!(st.phase, Some(OperationPhase::Running));
+    assert!(
+        st.message
+            .as_deref()
+            .is_some_and(|m| m.contains(&format!("waiting for the group's other volumes: {b}"))),
+        "{st:?}"
+    );
+    assert_eq!(replica_nodes(&c, &a).await, vec![target.clone()]);
+    // The member's operation: labelled and owned by the lead, pinned to its target.
+    let m = ops.get(&member).await.expect("member operation");
+    assert_eq!(
+        m.labels().get(LABEL_GROUP_OPERATION).map(String::as_str),
+        Some(lead.as_str())
+    );
+    assert_eq!(m.owner_references()[0].name, lead);
+    assert_eq!(m.spec.target_nodes, vec![target.clone()]);
+    assert!(!m.spec.migrate_all_volumes);
+    let release =
+        serde_json::json!({ "metadata": { "annotations": { ANNOTATION_HOLD_COPY: null } } });
+    volumes
+        .patch(&b, &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .expect("release");
+    let st = wait_phase::<LocalVolumeMigrate>(&c, &lead, OperationPhase::Succeeded).await;
+    assert!(
+        st.message
+            .as_deref()
+            .is_some_and(|m| m.contains(&format!("followed: {b} (operations {member})"))),
+        "{st:?}"
+    );
+    assert_eq!(replica_nodes(&c, &b).await, vec![target.clone()]);
+    // Not in the group: it stays.
+    assert_eq!(replica_nodes(&c, &solo).await, vec![n1.clone()]);
+    assert!([n2, n3].contains(&target));
+}
+
 #[tokio::test]
 async fn refusals_change_nothing_and_a_held_volume_makes_the_next_one_wait() {
     let c = start_scoped().await;
@@ -504,6 +590,7 @@ async fn conversion_makes_a_plain_volume_ha_on_a_second_node() {
                 LocalVolumeConvertSpec {
                     volume_name: name.clone(),
                     replica_number: 2,
+                    convert_all_volumes: true,
                     target_node: Some(n2.clone()),
                     abort: false,
                     ttl_seconds_after_finished: None,

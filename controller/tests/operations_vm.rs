@@ -222,6 +222,7 @@ async fn volumes_move_convert_and_grow_on_real_nodes_keeping_their_data() {
                 LocalVolumeConvertSpec {
                     volume_name: plain.clone(),
                     replica_number: 2,
+                    convert_all_volumes: true,
                     target_node: Some(other.clone()),
                     abort: false,
                     ttl_seconds_after_finished: None,
@@ -344,6 +345,7 @@ async fn a_convertible_volume_grows_alone_and_converts_online_while_mounted() {
                 LocalVolumeConvertSpec {
                     volume_name: vol.clone(),
                     replica_number: 2,
+                    convert_all_volumes: true,
                     target_node: Some(n2.to_string()),
                     abort: false,
                     ttl_seconds_after_finished: None,

@@ -20,8 +20,8 @@
 
 use super::migrate::{choose_target, ha_in_sync, sync_progress};
 use super::{
-    accessibility_step, at_step, finish, remove_replica_on, wait_until_ready, Machine, Op, OpStep,
-    Start, VolumeChange, World,
+    accessibility_step, at_step, finish, group, remove_replica_on, wait_until_ready, Machine, Op,
+    OpStep, Start, VolumeChange, World,
 };
 use crate::lvm::round_up_to_extent;
 use crate::placement::room;
@@ -69,21 +69,41 @@ impl Convert<'_> {
             return wait;
         }
         let sources: Vec<String> = ha::active(config).map(|a| a.hostname.clone()).collect();
+        let also = match group::joining(self, w) {
+            Ok(a) => a,
+            Err(wait) => return wait,
+        };
         let suggested: Vec<String> = self.spec.target_node.iter().cloned().collect();
-        let target = match choose_target(&suggested, w, v, config, true) {
+        let target = match choose_target(&suggested, w, v, config, true, &also) {
             Ok(t) => t,
             Err(e) => return Start::Fail(e.message),
         };
+        let group_volumes: Vec<String> = also
+            .iter()
+            .filter_map(|(m, _)| m.metadata.name.clone())
+            .collect();
         Start::Go(Box::new(OperationStatus {
             step: Some(STEP_ADD.into()),
             target_node: Some(target),
             source_nodes: sources,
+            group_volumes,
             ..Default::default()
         }))
     }
 }
 
 impl Machine for Convert<'_> {
+    fn group_wide(&self) -> bool {
+        self.spec.convert_all_volumes
+    }
+
+    /// A volume of the group goes when it has one replica (plain, or DRBD alone); its new
+    /// replica replicates.
+    fn member_goes(&self, member: &LocalVolume) -> Option<bool> {
+        let config = member.spec.config.as_ref()?;
+        (!ha::is_ha(config) || ha::alone(config)).then_some(true)
+    }
+
     fn start(&self, _op: &Op, w: &World, v: &LocalVolume) -> Start {
         let Some(config) = v.spec.config.as_ref() else {
             return Start::Wait("the volume is not placed yet".into());
@@ -96,6 +116,20 @@ impl Machine for Convert<'_> {
                     .iter()
                     .map(|a| a.hostname.as_str())
                     .collect();
+                let others: Vec<String> = match group::joining(self, w) {
+                    Ok(a) => a
+                        .iter()
+                        .filter_map(|(m, _)| m.metadata.name.clone())
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                if !others.is_empty() {
+                    return Start::Fail(format!(
+                        "the volume is replicated already (on {}) but the group's {} are not: convert one of those (the rest of the group comes with it)",
+                        on.join(", "),
+                        others.join(", ")
+                    ));
+                }
                 Start::Done(format!(
                     "the volume is replicated already (on {})",
                     on.join(", ")
@@ -155,15 +189,24 @@ impl Machine for Convert<'_> {
         if w.free_resource_id.is_none() {
             return Start::Fail("every replication resource id is taken".into());
         }
+        let also = match group::joining(self, w) {
+            Ok(a) => a,
+            Err(wait) => return wait,
+        };
         let suggested: Vec<String> = self.spec.target_node.iter().cloned().collect();
-        let target = match choose_target(&suggested, w, v, config, true) {
+        let target = match choose_target(&suggested, w, v, config, true, &also) {
             Ok(t) => t,
             Err(e) => return Start::Fail(e.message),
         };
+        let group_volumes: Vec<String> = also
+            .iter()
+            .filter_map(|(m, _)| m.metadata.name.clone())
+            .collect();
         Start::Go(Box::new(OperationStatus {
             step: Some(STEP_ADD.into()),
             target_node: Some(target),
             source_nodes: vec![source.hostname.clone()],
+            group_volumes,
             ..Default::default()
         }))
     }

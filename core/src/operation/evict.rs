@@ -3,12 +3,15 @@
 //!
 //! A node opts out with the label `hwameistor.io/eviction=disable`. A migration somebody
 //! else started for the same volume off the same node (the plugin's drain) counts: it is
-//! never duplicated. The evictor's own migrations carry a label naming the node, so it
+//! never duplicated. The volumes of one group get one migration, which takes the others
+//! with it (see [`super::group`]). The evictor's own migrations carry a label naming the node, so it
 //! finds them again after a restart.
 
-use hwameistor_api::{LocalVolume, LocalVolumeMigrate, LocalVolumeMigrateSpec, OperationPhase};
+use hwameistor_api::{
+    LocalVolume, LocalVolumeMigrate, LocalVolumeMigrateSpec, OperationPhase, LABEL_VOLUME_GROUP,
+};
 use kube::ResourceExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Label on a Node: `disable` keeps the evictor away from it.
 pub const LABEL_EVICTION: &str = "hwameistor.io/eviction";
@@ -97,12 +100,27 @@ pub fn plan(
             .map(EvictStep::Abort)
             .collect();
     }
+    let group_of = |volume: &str| {
+        volumes
+            .iter()
+            .find(|v| v.metadata.name.as_deref() == Some(volume))
+            .and_then(|v| v.labels().get(LABEL_VOLUME_GROUP).cloned())
+    };
     let mut out = Vec::new();
+    // Groups a migration made in this pass takes off the node (group-wide, see
+    // `operation::group`): one migration per group.
+    let mut groups_taken: BTreeSet<String> = BTreeSet::new();
     for v in volumes.iter().filter(|v| ours(v, &node.name)) {
         let name = v.metadata.name.clone().unwrap_or_default();
-        let covered = migrations
-            .iter()
-            .any(|m| m.spec.volume_name == name && m.spec.source_node == node.name && !ended(m));
+        let group = v.labels().get(LABEL_VOLUME_GROUP).cloned();
+        let covered = migrations.iter().any(|m| {
+            m.spec.source_node == node.name
+                && !ended(m)
+                && (m.spec.volume_name == name
+                    || (m.spec.migrate_all_volumes
+                        && group.is_some()
+                        && group_of(&m.spec.volume_name) == group))
+        }) || group.as_ref().is_some_and(|g| groups_taken.contains(g));
         // One that ended without moving it is not retried blindly: it is reported (an
         // operator fixes the cause, then deletes it to have the evictor try again).
         let tried = migrations.iter().any(|m| {
@@ -111,6 +129,7 @@ pub fn plan(
         if covered || tried {
             continue;
         }
+        groups_taken.extend(group);
         let mut m = LocalVolumeMigrate::new(
             &migration_name(&node.name, &name),
             LocalVolumeMigrateSpec {
@@ -220,6 +239,48 @@ mod tests {
         out.labels.insert(LABEL_EVICTION.into(), "disable".into());
         assert!(plan(&out, &vols, &[]).is_empty());
         assert!(plan(&node(false), &vols, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_group_gets_one_migration_that_takes_its_other_volumes_along() {
+        let grouped = |name: &str, group: &str| {
+            let mut v = named(volume(&["a"]), name);
+            v.metadata.labels = Some(BTreeMap::from([(
+                LABEL_VOLUME_GROUP.to_string(),
+                group.to_string(),
+            )]));
+            v
+        };
+        let vols = [
+            grouped("g1-a", "lvg-g1-a"),
+            grouped("g1-b", "lvg-g1-a"),
+            grouped("g2-a", "lvg-g2-a"),
+            named(volume(&["a"]), "solo"),
+            grouped("g2-b", "lvg-g2-a"),
+        ];
+        let made: Vec<LocalVolumeMigrate> = plan(&node(true), &vols, &[])
+            .into_iter()
+            .filter_map(|s| match s {
+                EvictStep::Create(m) => Some(*m),
+                _ => None,
+            })
+            .collect();
+        let names: Vec<&str> = made.iter().map(|m| m.spec.volume_name.as_str()).collect();
+        assert_eq!(names, ["g1-a", "g2-a", "solo"]);
+        assert!(made.iter().all(|m| m.spec.migrate_all_volumes));
+        // Found again next pass: nothing more.
+        assert!(plan(&node(true), &vols, &made).is_empty());
+        // A group's migration that moves only its own volume covers only that one.
+        let mut only = made.clone();
+        only[0].spec.migrate_all_volumes = false;
+        let again: Vec<String> = plan(&node(true), &vols, &only)
+            .into_iter()
+            .filter_map(|s| match s {
+                EvictStep::Create(m) => Some(m.spec.volume_name),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(again, ["g1-b"]);
     }
 
     #[test]

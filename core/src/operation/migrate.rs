@@ -21,12 +21,13 @@
 //! leaves the placement and is deleted, the source comes back (HA: it reconnects and
 //! resyncs what it missed), the accessibility goes back.
 
+use super::group;
 use super::{
     accessibility_step, any_replica_on, at_step, finish, progress, remove_replica_on, replica_on,
     wait_until_ready, Machine, Op, OpStep, Start, VolumeChange, World,
 };
 use crate::ha;
-use crate::placement::{place, Request};
+use crate::placement::{place, NodeView, Placed, PlacementError, Request};
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::{
     HaState, LocalVolume, LocalVolumeMigrateSpec, LocalVolumeReplica, OperationPhase,
@@ -67,9 +68,6 @@ fn stage(config: &VolumeConfig, source: &str, target: &str) -> Stage {
     }
 }
 
-/// The node the replica goes to: among the suggested nodes (any when none), a Ready node
-/// holding no replica of the volume, with room (HA: and a replication address and room
-/// for metadata; without replication: a block mover on it).
 /// Why no target was chosen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NoTarget {
@@ -85,12 +83,18 @@ impl std::fmt::Display for NoTarget {
     }
 }
 
+/// The node the replica goes to: among the suggested nodes (any when none), a Ready node
+/// holding no replica of the volume, with room (HA: and a replication address and room
+/// for metadata; without replication: a block mover on it). `also`: the volumes of its
+/// group going to the same node (each with whether its new replica replicates): the node
+/// holds none of theirs and has room for them all.
 pub fn choose_target(
     suggested: &[String],
     w: &World,
     v: &LocalVolume,
     config: &VolumeConfig,
     replicated: bool,
+    also: &[(&LocalVolume, bool)],
 ) -> Result<String, NoTarget> {
     let class = PoolClass::from_pool_name(&v.spec.pool_name).ok_or_else(|| NoTarget {
         message: format!("unknown pool {}", v.spec.pool_name),
@@ -98,6 +102,15 @@ pub fn choose_target(
     })?;
     let mut excluded = Vec::new();
     let mut without_mover = 0;
+    let member_on = |node: &str| {
+        also.iter().find(|(m, _)| {
+            m.spec
+                .config
+                .as_ref()
+                .is_some_and(|c| c.replicas.iter().any(|a| a.hostname == node))
+        })
+    };
+    let copies = !replicated || also.iter().any(|(_, r)| !r);
     let candidates: Vec<_> = w
         .nodes
         .iter()
@@ -105,7 +118,17 @@ pub fn choose_target(
             let keep = (suggested.is_empty() || suggested.contains(&n.name))
                 && !config.replicas.iter().any(|a| a.hostname == n.name)
                 && !any_replica_on(w.replicas, &n.name);
-            if keep && !replicated && !w.movers.contains(&n.name) {
+            if keep {
+                if let Some((m, _)) = member_on(&n.name) {
+                    excluded.push(format!(
+                        "{} holds a replica of the group's volume {}",
+                        n.name,
+                        m.metadata.name.as_deref().unwrap_or_default()
+                    ));
+                    return false;
+                }
+            }
+            if keep && copies && !w.movers.contains(&n.name) {
                 excluded.push(format!("{} runs no block mover", n.name));
                 without_mover += 1;
                 return false;
@@ -130,6 +153,26 @@ pub fn choose_target(
         accessibility: Vec::new(),
         prefer: Vec::new(),
     };
+    let fits_all = fit_group(&req, also, &candidates, w, &mut excluded);
+    if !also.is_empty() && fits_all.is_empty() && !candidates.is_empty() {
+        let names: Vec<&str> = also
+            .iter()
+            .filter_map(|(m, _)| m.metadata.name.as_deref())
+            .collect();
+        return Err(NoTarget {
+            message: format!(
+                "no node can take the volume and the group's volumes going with it ({}) together: {}",
+                names.join(", "),
+                excluded.join("; ")
+            ),
+            transient: false,
+        });
+    }
+    let candidates = if also.is_empty() {
+        candidates
+    } else {
+        fits_all
+    };
     match place(&req, &candidates, w.placed, &w.policy) {
         Ok(nodes) => nodes.into_iter().next().ok_or_else(|| NoTarget {
             message: "no node can take the replica".to_string(),
@@ -148,6 +191,76 @@ pub fn choose_target(
             })
         }
     }
+}
+
+/// The nodes of `candidates` with room for the group's volumes `also` and for `req` besides
+/// (the reasons of the others added to `why`).
+fn fit_group(
+    req: &Request,
+    also: &[(&LocalVolume, bool)],
+    candidates: &[NodeView],
+    w: &World,
+    why: &mut Vec<String>,
+) -> Vec<NodeView> {
+    if also.is_empty() {
+        return Vec::new();
+    }
+    let mut fits = Vec::new();
+    'nodes: for n in candidates {
+        let mut sim: Vec<Placed> = w.placed.to_vec();
+        for (m, replicated) in also {
+            let name = m.metadata.name.clone().unwrap_or_default();
+            let bytes = m
+                .spec
+                .config
+                .as_ref()
+                .map_or(m.spec.required_capacity_bytes, |c| {
+                    c.required_capacity_bytes
+                });
+            let Some(class) = PoolClass::from_pool_name(&m.spec.pool_name) else {
+                why.push(format!("the group's volume {name} has an unknown pool"));
+                continue 'nodes;
+            };
+            let mreq = Request {
+                volume: name.clone(),
+                class,
+                bytes,
+                replicas: 1,
+                replicated: *replicated,
+                accessibility: Vec::new(),
+                prefer: Vec::new(),
+            };
+            if let Err(PlacementError::NoRoom { reasons, .. }) =
+                place(&mreq, std::slice::from_ref(n), &sim, &w.policy)
+            {
+                why.push(format!(
+                    "{reasons} (for the group's volume {name} of {})",
+                    format_size(bytes)
+                ));
+                continue 'nodes;
+            }
+            sim.push(Placed {
+                volume: name,
+                node: n.name.clone(),
+                class,
+                required: bytes,
+                allocated: None,
+                meta: if *replicated {
+                    crate::drbd::meta_bytes(bytes)
+                } else {
+                    0
+                },
+            });
+        }
+        match place(req, std::slice::from_ref(n), &sim, &w.policy) {
+            Ok(_) => fits.push(n.clone()),
+            Err(PlacementError::NoRoom { reasons, .. }) => why.push(format!(
+                "{reasons} (for {} besides the group's other volumes)",
+                req.volume
+            )),
+        }
+    }
+    fits
 }
 
 /// Whether the replica on `node` of an HA volume is a complete copy: it and its peer report,
@@ -273,12 +386,36 @@ impl Machine for Migrate<'_> {
         self.spec.bandwidth_limit_bytes_per_second
     }
 
+    fn group_wide(&self) -> bool {
+        self.spec.migrate_all_volumes
+    }
+
+    /// A volume of the group goes when it has a replica on the source node (one a move is
+    /// not replacing already); it moves as it is (HA over DRBD, plain by a block copy).
+    fn member_goes(&self, member: &LocalVolume) -> Option<bool> {
+        let config = member.spec.config.as_ref()?;
+        config
+            .replicas
+            .iter()
+            .any(|a| a.hostname == self.source() && !a.leaving)
+            .then(|| ha::is_ha(config))
+    }
+
     fn start(&self, _op: &Op, w: &World, v: &LocalVolume) -> Start {
         let Some(config) = v.spec.config.as_ref() else {
             return Start::Wait("the volume is not placed yet".into());
         };
         let source = self.source();
         if !config.replicas.iter().any(|a| a.hostname == source) {
+            // Moved already (a group's member operation made again, a retried request).
+            if let Some(t) = self
+                .spec
+                .target_nodes
+                .iter()
+                .find(|t| config.replicas.iter().any(|a| &a.hostname == *t))
+            {
+                return Start::Done(format!("the volume has left {source} for {t} already"));
+            }
             let on: Vec<&str> = config
                 .replicas
                 .iter()
@@ -318,7 +455,11 @@ impl Machine for Migrate<'_> {
                 ));
             }
         }
-        let target = match choose_target(&self.spec.target_nodes, w, v, config, replicated) {
+        let also = match group::joining(self, w) {
+            Ok(a) => a,
+            Err(wait) => return wait,
+        };
+        let target = match choose_target(&self.spec.target_nodes, w, v, config, replicated, &also) {
             Ok(t) => t,
             Err(e) if e.transient => return Start::Wait(e.message),
             Err(e) => return Start::Fail(e.message),
@@ -327,6 +468,10 @@ impl Machine for Migrate<'_> {
             step: Some(STEP_ADD.into()),
             target_node: Some(target),
             source_nodes: config.replicas.iter().map(|a| a.hostname.clone()).collect(),
+            group_volumes: also
+                .iter()
+                .filter_map(|(m, _)| m.metadata.name.clone())
+                .collect(),
             ..Default::default()
         }))
     }

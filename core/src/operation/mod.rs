@@ -24,6 +24,7 @@
 pub mod convert;
 pub mod evict;
 pub mod expand;
+pub mod group;
 pub mod migrate;
 pub mod slots;
 
@@ -112,6 +113,8 @@ pub struct World<'a> {
     pub slot: Result<(), String>,
     /// A replication resource id no volume holds (for a conversion), if any is left.
     pub free_resource_id: Option<i64>,
+    /// The volume's group: its other volumes and the operations this one made for them.
+    pub group: group::Group<'a>,
 }
 
 impl World<'_> {
@@ -158,6 +161,11 @@ pub enum OpStep {
         pv: String,
         nodes: Vec<String>,
     },
+    /// Make an operation of this kind for each of these volumes of the group, pinned to
+    /// this operation's target node (see [`group`]).
+    StartMembers(Vec<String>),
+    /// Abort these operations made for the group's volumes.
+    AbortMembers(Vec<String>),
     /// Let the volume go (clear `spec.operation` if this operation holds it).
     Release,
     /// The ended operation outlived its time-to-live.
@@ -192,6 +200,15 @@ pub trait Machine {
     fn bandwidth(&self) -> Option<i64> {
         None
     }
+    /// Whether it takes the volume's group with it (see [`group`]).
+    fn group_wide(&self) -> bool {
+        false
+    }
+    /// Whether the group's volume `member` goes with it (`Some`: and whether its new
+    /// replica replicates); `None`: it stays as it is.
+    fn member_goes(&self, _member: &LocalVolume) -> Option<bool> {
+        None
+    }
     /// Whether it may start, before it holds the volume.
     fn start(&self, op: &Op, w: &World, v: &LocalVolume) -> Start;
     /// The next step while running and holding the volume.
@@ -210,6 +227,12 @@ pub fn next_step(op: &Op, w: &World, machine: &dyn Machine) -> OpStep {
         // still releases it.
         if w.volume.is_some_and(|v| op.holds(v)) {
             return OpStep::Release;
+        }
+        // A lead that did not succeed stops its group's other volumes too.
+        if phase != Some(OperationPhase::Succeeded) {
+            if let Some(step) = group::abort_members(w) {
+                return step;
+            }
         }
         if op.deleting {
             return if op.has_finalizer {
@@ -295,6 +318,7 @@ pub fn next_step(op: &Op, w: &World, machine: &dyn Machine) -> OpStep {
             st.target_node = facts.target_node.clone();
             st.source_nodes = facts.source_nodes.clone();
             st.original_capacity_bytes = facts.original_capacity_bytes;
+            st.group_volumes = facts.group_volumes.clone();
             st.observed_generation = op.generation;
             set_condition(&mut st, w, CONDITION_WAITING, false, "Started", "");
             set_condition(&mut st, w, CONDITION_RUNNING, true, "Started", "");
@@ -310,7 +334,11 @@ pub fn next_step(op: &Op, w: &World, machine: &dyn Machine) -> OpStep {
                 );
             }
             if aborting {
-                return match machine.abortable(op, v) {
+                let abortable = match group::members_refuse_abort(op) {
+                    Some(why) => Err(why),
+                    None => machine.abortable(op, v),
+                };
+                return match abortable {
                     Ok(()) => {
                         let mut st = op.status.clone();
                         st.phase = Some(OperationPhase::Aborting);
@@ -321,7 +349,10 @@ pub fn next_step(op: &Op, w: &World, machine: &dyn Machine) -> OpStep {
                     Err(why) => {
                         let msg = format!("abort refused: {why}");
                         if op.status.message.as_deref() == Some(msg.as_str()) {
-                            machine.run(op, w, v)
+                            if let Some(step) = group::start_members(op, w) {
+                                return step;
+                            }
+                            group::gate(op, w, machine.run(op, w, v))
                         } else {
                             let mut st = op.status.clone();
                             st.message = Some(msg);
@@ -330,20 +361,21 @@ pub fn next_step(op: &Op, w: &World, machine: &dyn Machine) -> OpStep {
                     }
                 };
             }
-            machine.run(op, w, v)
+            if let Some(step) = group::start_members(op, w) {
+                return step;
+            }
+            group::gate(op, w, machine.run(op, w, v))
         }
         Some(OperationPhase::Aborting) => {
+            if let Some(step) = group::abort_members(w) {
+                return step;
+            }
             if !holding {
-                return finish(op, w, OperationPhase::Aborted, "aborted".into());
+                return group::aborted(op, w);
             }
             match machine.undo(op, w, v) {
                 Some(step) => step,
-                None => finish(
-                    op,
-                    w,
-                    OperationPhase::Aborted,
-                    "aborted; the volume is as it was".into(),
-                ),
+                None => group::aborted(op, w),
             }
         }
         Some(_) => OpStep::Wait {

@@ -2,6 +2,7 @@
 //! applied to an in-memory volume, the volume's own state machine run after each, and
 //! agents that report what a healthy node would (unless told to hold a node back).
 
+use super::group::{member_operation_name, Child, Group};
 use super::{next_step, Machine, Op, OpStep, PvView, World};
 use crate::placement::{NodeView, Placed, Policy, PoolView};
 use crate::volume::{self, Step};
@@ -115,6 +116,9 @@ pub struct Sim {
     pub held: BTreeSet<String>,
     /// Every step taken, for the tests' invariants.
     pub log: Vec<OpStep>,
+    /// The volume's group's other volumes (their operations are the tests' to move on).
+    pub members: Vec<LocalVolume>,
+    pub children: Vec<Child>,
 }
 
 impl Sim {
@@ -143,6 +147,8 @@ impl Sim {
             deleted: false,
             held: BTreeSet::new(),
             log: Vec::new(),
+            members: Vec::new(),
+            children: Vec::new(),
         };
         sim.settle();
         sim
@@ -179,7 +185,12 @@ impl Sim {
 
     fn placed(&self) -> Vec<Placed> {
         crate::placement::placed_replicas(
-            &self.v.iter().cloned().collect::<Vec<_>>(),
+            &self
+                .v
+                .iter()
+                .chain(&self.members)
+                .cloned()
+                .collect::<Vec<_>>(),
             &self.replicas,
         )
     }
@@ -210,6 +221,10 @@ impl Sim {
                 pv: self.pv.as_ref(),
                 slot: self.slot.clone(),
                 free_resource_id: self.free_resource_id,
+                group: Group {
+                    members: &self.members,
+                    children: &self.children,
+                },
             };
             next_step(&op, &w, m)
         };
@@ -291,6 +306,24 @@ impl Sim {
             OpStep::RemoveFinalizer => {
                 self.has_finalizer = false;
                 self.deleted = self.deleting;
+            }
+            OpStep::StartMembers(volumes) => {
+                for v in volumes {
+                    assert!(
+                        !self.children.iter().any(|c| &c.volume == v),
+                        "one operation per member"
+                    );
+                    self.children.push(Child {
+                        name: member_operation_name("op", v),
+                        volume: v.clone(),
+                        ..Default::default()
+                    });
+                }
+            }
+            OpStep::AbortMembers(names) => {
+                for c in self.children.iter_mut().filter(|c| names.contains(&c.name)) {
+                    c.abort = true;
+                }
             }
             OpStep::Wait { .. } => {}
         }

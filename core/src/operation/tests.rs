@@ -27,6 +27,7 @@ fn convert_spec() -> LocalVolumeConvertSpec {
     LocalVolumeConvertSpec {
         volume_name: "vol".into(),
         replica_number: 2,
+        convert_all_volumes: true,
         target_node: None,
         abort: false,
         ttl_seconds_after_finished: None,

@@ -29,7 +29,8 @@ use crate::progress::Progress;
 use futures::future::BoxFuture;
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::{
-    HaState, LocalVolume, LocalVolumeMigrate, LocalVolumeMigrateSpec, OperationKind, OperationPhase,
+    HaState, LocalVolume, LocalVolumeMigrate, LocalVolumeMigrateSpec, OperationKind,
+    OperationPhase, LABEL_VOLUME_GROUP,
 };
 use hwameistor_core::ha;
 use hwameistor_core::operation::evict::LABEL_EVICTION;
@@ -51,6 +52,9 @@ pub enum DrainAction {
     Migrate,
     /// A migration of it off this node exists and has not ended: it is followed.
     Reuse { operation: String, phase: String },
+    /// It goes with the migration of `lead`, another volume of its group (the controller
+    /// makes its migration once that one starts; both go to the same node).
+    WithGroup { lead: String, group: String },
     /// It cannot move now; the reason says why and what to do.
     Skip { reason: String },
 }
@@ -133,6 +137,9 @@ impl Render for DrainPlan {
                 DrainAction::Reuse { operation, phase } => {
                     format!("follow {operation} ({phase}), created earlier")
                 }
+                DrainAction::WithGroup { lead, group } => {
+                    format!("with {lead}'s migration (group {group})")
+                }
                 DrainAction::Skip { reason } => format!("cannot move: {reason}"),
             };
             t.push(vec![
@@ -198,6 +205,8 @@ pub fn plan_drain(
     let mut extra: Vec<Placed> = Vec::new();
     let mut items = Vec::new();
     let mut notes = Vec::new();
+    // Volume → the volume whose (group-wide) migration takes it along, with its target.
+    let mut goes_with: BTreeMap<String, (String, String)> = BTreeMap::new();
     for v in on_node {
         let name = v.name_any();
         let config = v.spec.config.clone().unwrap_or_default();
@@ -244,6 +253,20 @@ pub fn plan_drain(
             item.action = DrainAction::Reuse {
                 operation: r.name.clone(),
                 phase: r.phase_cell(),
+            };
+            items.push(item);
+            continue;
+        }
+        if let Some((lead, target)) = goes_with.get(&name) {
+            item.predicted_target = Some(target.clone());
+            item.data = data_cell(replicated, &others);
+            item.action = DrainAction::WithGroup {
+                lead: lead.clone(),
+                group: v
+                    .labels()
+                    .get(LABEL_VOLUME_GROUP)
+                    .cloned()
+                    .unwrap_or_default(),
             };
             items.push(item);
             continue;
@@ -308,6 +331,13 @@ pub fn plan_drain(
                 item.predicted_target = Some(target.clone());
                 item.data = data_cell(replicated, &others);
                 extra.extend(placed_on(v, target, replicated));
+                for m in &p.group_volumes {
+                    if let Some(mv) = facts.volumes.iter().find(|x| &x.name_any() == m) {
+                        let r = mv.spec.config.as_ref().is_some_and(ha::is_ha);
+                        extra.extend(placed_on(mv, target, r));
+                    }
+                    goes_with.insert(m.clone(), (name.clone(), target.clone()));
+                }
                 if let Some(r) = active.first() {
                     item.waits = Some(format!(
                         "waits until {} {} ({}) ended",
@@ -729,6 +759,7 @@ pub async fn drain(
         .filter(|r| !r.is_final() && r.source_node.as_deref() == Some(node.as_str()))
         .collect();
     let mut followed: BTreeMap<String, String> = BTreeMap::new(); // operation -> volume
+    let mut with_group: Vec<(&DrainItem, &str)> = Vec::new();
     for item in &plan.items {
         let action = match (
             &item.action,
@@ -759,6 +790,18 @@ pub async fn drain(
             }
             DrainAction::Reuse { operation, .. } => {
                 followed.insert(operation, item.volume.clone());
+            }
+            DrainAction::WithGroup { .. } if opts.dry_run => report.volumes.push(DrainResult {
+                volume: item.volume.clone(),
+                operation: None,
+                target: item.predicted_target.clone(),
+                outcome: Outcome::Planned,
+                message: Some("goes with its group's migration".into()),
+            }),
+            DrainAction::WithGroup { ref lead, .. } => {
+                if let Some(l) = plan.items.iter().find(|i| &i.volume == lead) {
+                    with_group.push((item, l.volume.as_str()));
+                }
             }
             DrainAction::Migrate => {
                 let created =
@@ -898,6 +941,21 @@ pub async fn drain(
             message,
         });
     }
+    // A volume that goes with its group's migration ends as that migration does (it ends
+    // only once its group's other volumes' migrations ended).
+    for (item, lead) in with_group {
+        let Some(l) = report.volumes.iter().find(|r| r.volume == lead).cloned() else {
+            continue;
+        };
+        report.volumes.push(DrainResult {
+            volume: item.volume.clone(),
+            message: Some(format!(
+                "with {lead}'s migration (its group's): {}",
+                l.message.clone().unwrap_or_default()
+            )),
+            ..l
+        });
+    }
     report.timed_out = outcome.as_ref().is_some_and(|o| o.timed_out);
     if report.volumes.iter().any(|r| r.outcome == Outcome::Running) {
         report.notes.push(format!(
@@ -1023,6 +1081,47 @@ mod tests {
         );
         let e = plan_drain(&f, "zz", &[], None).unwrap_err();
         assert!(e.to_string().starts_with("node \"zz\" not found"), "{e}");
+    }
+
+    #[test]
+    fn a_group_gets_one_migration_and_its_other_volumes_go_with_it() {
+        let grouped = |name: &str, bytes: i64| {
+            let mut v = volume(name, bytes, &["a"], None);
+            v.metadata.labels = Some(BTreeMap::from([(
+                LABEL_VOLUME_GROUP.to_string(),
+                "lvg-g1".to_string(),
+            )]));
+            v
+        };
+        // b has the most room but not for the whole group: c takes it.
+        let f = facts(
+            vec![node("a", 50 * GI), node("b", 14 * GI), node("c", 12 * GI)],
+            vec![
+                grouped("g1", 5 * GI),
+                grouped("g2", 6 * GI),
+                volume("solo", 3 * GI, &["a"], None),
+            ],
+        );
+        let plan = plan_drain(&f, "a", &[], None).unwrap();
+        let by = |v: &str| plan.items.iter().find(|i| i.volume == v).unwrap();
+        assert_eq!(by("g1").action, DrainAction::Migrate);
+        assert_eq!(by("g1").predicted_target.as_deref(), Some("b"));
+        assert_eq!(
+            by("g2").action,
+            DrainAction::WithGroup {
+                lead: "g1".into(),
+                group: "lvg-g1".into()
+            }
+        );
+        assert_eq!(by("g2").predicted_target.as_deref(), Some("b"));
+        // The group's 11Gi count on b: solo (3Gi) finds c roomier now.
+        assert_eq!(by("solo").predicted_target.as_deref(), Some("c"));
+        assert_eq!(plan.moving().count(), 3);
+        let text = crate::output::render_tables(&plan.tables(false), false);
+        assert!(
+            text.contains("with g1's migration (group lvg-g1)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -21,9 +21,10 @@ use hwameistor_api::quantity::format_size;
 use hwameistor_api::{
     LocalStorageNode, LocalVolume, LocalVolumeConvert, LocalVolumeConvertSpec, LocalVolumeMigrate,
     LocalVolumeMigrateSpec, LocalVolumeReplica, OperationKind, OperationStatus, PoolClass,
-    VolumeConfig,
+    VolumeConfig, LABEL_VOLUME_GROUP,
 };
 use hwameistor_core::operation::convert::Convert;
+use hwameistor_core::operation::group::{self, Group};
 use hwameistor_core::operation::migrate::{choose_target, Migrate};
 use hwameistor_core::operation::{Machine, Op, Start, World, DEFAULT_TTL_SECONDS};
 use hwameistor_core::placement::{self, Placed, Policy};
@@ -80,6 +81,23 @@ impl Facts {
         n
     }
 
+    /// The other volumes of `v`'s LocalVolumeGroup (by its group label) and the group's
+    /// name; none when it is in no group.
+    pub fn group_of(&self, v: &LocalVolume) -> (Option<String>, Vec<LocalVolume>) {
+        let Some(g) = v.labels().get(LABEL_VOLUME_GROUP) else {
+            return (None, Vec::new());
+        };
+        let members = self
+            .volumes
+            .iter()
+            .filter(|m| {
+                m.labels().get(LABEL_VOLUME_GROUP) == Some(g) && m.name_any() != v.name_any()
+            })
+            .cloned()
+            .collect();
+        (Some(g.clone()), members)
+    }
+
     /// A volume by name or `NAMESPACE/PVC`, or the error naming those that exist.
     pub fn volume(&self, key: &str) -> Result<&LocalVolume, AdminError> {
         find_volume(&self.volumes, key).ok_or_else(|| {
@@ -100,6 +118,8 @@ pub struct Prediction {
     pub start: Start,
     /// The node it would choose for the new replica, or why none fits.
     pub target: Result<String, String>,
+    /// The volumes of its group that would go with it (to the same node).
+    pub group_volumes: Vec<String>,
 }
 
 /// Asks `machine` (the controller's state machine of `kind`) about volume `v` as `facts`
@@ -118,6 +138,7 @@ pub fn predict(
     placed.extend_from_slice(extra);
     let movers = facts.movers();
     let replicas = facts.replicas_of(&v.name_any());
+    let (_, members) = facts.group_of(v);
     let status = OperationStatus::default();
     let op = Op {
         kind,
@@ -143,8 +164,13 @@ pub fn predict(
         // Slots are taken and freed as operations run: waiting for one is not refused.
         slot: Ok(()),
         free_resource_id: ha::allocate_resource_id(&facts.volumes),
+        group: Group {
+            members: &members,
+            children: &[],
+        },
     };
     let start = machine.start(&op, &w, v);
+    let also = group::joining(machine, &w).unwrap_or_default();
     let target = match &start {
         Start::Go(f) if f.target_node.is_some() => Ok(f.target_node.clone().unwrap_or_default()),
         _ => match v.spec.config.as_ref() {
@@ -155,12 +181,21 @@ pub fn predict(
                 v,
                 c,
                 kind == OperationKind::Convert || ha::is_ha(c),
+                &also,
             )
             .map_err(|e| e.message),
             None => Err("the volume is not placed yet".into()),
         },
     };
-    Prediction { start, target }
+    let group_volumes = also
+        .iter()
+        .filter_map(|(m, _)| m.metadata.name.clone())
+        .collect();
+    Prediction {
+        start,
+        target,
+        group_volumes,
+    }
 }
 
 /// The placement a predicted move adds on `target`, so the next prediction of the same plan
@@ -247,6 +282,8 @@ pub struct MigrateRequest {
     pub from: Option<String>,
     pub to: Vec<String>,
     pub bandwidth: Option<i64>,
+    /// Move this volume only, not its group (`--volume-only`).
+    pub volume_only: bool,
 }
 
 /// What `volume migrate` is about to do, shown before it asks.
@@ -273,14 +310,25 @@ pub struct MigratePlan {
     /// Pods using the volume (they must stop where the plan says so).
     pub pods: Vec<PodUse>,
     pub bandwidth_limit_bytes_per_second: Option<i64>,
+    /// The volume's LocalVolumeGroup, when it is in one.
+    pub group: Option<String>,
+    /// The group's volumes that go with it (each by an operation the controller makes).
+    pub group_volumes: Vec<String>,
+    /// Whether the operation takes the group along (false: `--volume-only`).
+    pub all_volumes: bool,
     pub warnings: Vec<String>,
     pub notes: Vec<String>,
 }
 
 impl MigratePlan {
     pub fn confirmation_action(&self) -> String {
+        let with = if self.group_volumes.is_empty() {
+            String::new()
+        } else {
+            format!(" with its group's {}", self.group_volumes.join(", "))
+        };
         format!(
-            "move the replica of volume {} from {} to {} (predicted)",
+            "move the replica of volume {}{with} from {} to {} (predicted)",
             self.volume, self.from, self.predicted_target
         )
     }
@@ -293,13 +341,31 @@ impl MigratePlan {
                 volume_name: self.volume.clone(),
                 source_node: self.from.clone(),
                 target_nodes: self.to.clone(),
-                migrate_all_volumes: true,
+                migrate_all_volumes: self.all_volumes,
                 bandwidth_limit_bytes_per_second: self.bandwidth_limit_bytes_per_second,
                 abort: false,
                 ttl_seconds_after_finished: None,
             },
         )
     }
+}
+
+/// What a plan says of the operations made for the group's other volumes.
+const GROUP_NOTE: &str = "the group's other volumes go by operations of their own (named after this one and the volume, labelled hwameistor.io/group-operation), each moving as its volume's kind does (the same waits apply to them); this one ends once they all ended, and aborting it aborts them while it can still be undone";
+
+/// The plan's `group` row: which of the group's volumes go along.
+fn group_row(group: &Option<String>, going: &[String], all: bool) -> Option<String> {
+    let g = group.as_deref()?;
+    Some(if !all {
+        format!("{g}: this volume only (--volume-only); the group's other volumes stay")
+    } else if going.is_empty() {
+        format!("{g}: none of its other volumes needs to go")
+    } else {
+        format!(
+            "{g}: {} go with it to the same node (one operation each, made by the controller once this one starts)",
+            going.join(", ")
+        )
+    })
 }
 
 fn notes_table(title: &str, header: &str, lines: &[String]) -> TableView {
@@ -338,6 +404,9 @@ impl Render for MigratePlan {
             ),
         ]);
         t.push(vec!["data".into(), self.data.clone()]);
+        if let Some(row) = group_row(&self.group, &self.group_volumes, self.all_volumes) {
+            t.push(vec!["group".into(), row]);
+        }
         if let Some(b) = self.bandwidth_limit_bytes_per_second {
             t.push(vec!["bandwidth".into(), format!("{}/s", format_size(b))]);
         }
@@ -398,7 +467,7 @@ pub fn plan_migrate(
         volume_name: volume.clone(),
         source_node: from.clone(),
         target_nodes: req.to.clone(),
-        migrate_all_volumes: true,
+        migrate_all_volumes: !req.volume_only,
         bandwidth_limit_bytes_per_second: req.bandwidth,
         abort: false,
         ttl_seconds_after_finished: None,
@@ -431,6 +500,28 @@ pub fn plan_migrate(
     let staying: Vec<String> = nodes.iter().filter(|n| **n != from).cloned().collect();
     let mut warnings = Vec::new();
     let mut notes = Vec::new();
+    let (group, members) = facts.group_of(v);
+    if req.volume_only {
+        let left: Vec<String> = members
+            .iter()
+            .filter(|m| {
+                m.spec
+                    .config
+                    .as_ref()
+                    .is_some_and(|c| c.replicas.iter().any(|a| a.hostname == from))
+            })
+            .map(|m| m.name_any())
+            .collect();
+        if let (Some(g), false) = (&group, left.is_empty()) {
+            warnings.push(format!(
+                "--volume-only: the group {g} will be apart: {} stay on {from}, so a pod using them all can run on no node until they follow (drop --volume-only to move them together)",
+                left.join(", ")
+            ));
+        }
+    }
+    if !p.group_volumes.is_empty() {
+        notes.push(GROUP_NOTE.into());
+    }
     let data = if replicated && ha::alone(config) {
         if req.bandwidth.is_some() {
             warnings.push("--bandwidth caps a block copy (a volume without replication); this volume syncs over DRBD at DRBD's own rate".into());
@@ -504,6 +595,9 @@ pub fn plan_migrate(
         waits,
         pods: pods.to_vec(),
         bandwidth_limit_bytes_per_second: req.bandwidth,
+        group,
+        group_volumes: p.group_volumes,
+        all_volumes: !req.volume_only,
         warnings,
         notes,
     })
@@ -577,6 +671,8 @@ pub async fn migrate(
 pub struct ConvertRequest {
     pub volume: String,
     pub to: Option<String>,
+    /// Convert this volume only, not its group (`--volume-only`).
+    pub volume_only: bool,
 }
 
 /// What `volume convert` is about to do.
@@ -594,14 +690,25 @@ pub struct ConvertPlan {
     pub data: String,
     pub waits: Vec<String>,
     pub pods: Vec<PodUse>,
+    /// The volume's LocalVolumeGroup, when it is in one.
+    pub group: Option<String>,
+    /// The group's volumes converted with it (their new replicas on the same node).
+    pub group_volumes: Vec<String>,
+    /// Whether the operation takes the group along (false: `--volume-only`).
+    pub all_volumes: bool,
     pub warnings: Vec<String>,
     pub notes: Vec<String>,
 }
 
 impl ConvertPlan {
     pub fn confirmation_action(&self) -> String {
+        let with = if self.group_volumes.is_empty() {
+            String::new()
+        } else {
+            format!(" with its group's {}", self.group_volumes.join(", "))
+        };
         format!(
-            "convert volume {} to HA with a second replica on {} (predicted)",
+            "convert volume {}{with} to HA with a second replica on {} (predicted)",
             self.volume, self.predicted_target
         )
     }
@@ -612,6 +719,7 @@ impl ConvertPlan {
             LocalVolumeConvertSpec {
                 volume_name: self.volume.clone(),
                 replica_number: 2,
+                convert_all_volumes: self.all_volumes,
                 target_node: self.to.clone(),
                 abort: false,
                 ttl_seconds_after_finished: None,
@@ -646,6 +754,9 @@ impl Render for ConvertPlan {
             ),
         ]);
         t.push(vec!["data".into(), self.data.clone()]);
+        if let Some(row) = group_row(&self.group, &self.group_volumes, self.all_volumes) {
+            t.push(vec!["group".into(), row]);
+        }
         if !self.pods.is_empty() {
             t.push(vec!["used by".into(), pods_text(&self.pods)]);
         }
@@ -681,6 +792,7 @@ pub fn plan_convert(
     let spec = LocalVolumeConvertSpec {
         volume_name: volume.clone(),
         replica_number: 2,
+        convert_all_volumes: !req.volume_only,
         target_node: req.to.clone(),
         abort: false,
         ttl_seconds_after_finished: None,
@@ -722,6 +834,31 @@ pub fn plan_convert(
         notes.push("the volume converts while in use; its PersistentVolume is re-created naming both nodes once its pod stops once (Kubernetes keeps a PV's node affinity immutable): until then the conversion waits at step Accessibility, replicated".into());
     }
     notes.push("the controller runs few data moves at once (by default one per node): the conversion may wait Pending for a free slot".into());
+    let (group, members) = facts.group_of(v);
+    let mut warnings = vec![format!(
+        "until the initial sync completed, the replica on {source} is the only complete copy (as it is now)"
+    )];
+    if !p.group_volumes.is_empty() {
+        notes.push(GROUP_NOTE.into());
+    }
+    if req.volume_only {
+        let left: Vec<String> = members
+            .iter()
+            .filter(|m| {
+                m.spec
+                    .config
+                    .as_ref()
+                    .is_some_and(|c| !ha::is_ha(c) || ha::alone(c))
+            })
+            .map(|m| m.name_any())
+            .collect();
+        if let (Some(g), false) = (&group, left.is_empty()) {
+            warnings.push(format!(
+                "--volume-only: the group {g} will be apart: {} keep one replica, so after a failure of {source} a pod using them all can run on no node (drop --volume-only to convert them together)",
+                left.join(", ")
+            ));
+        }
+    }
     let data = if online {
         format!(
             "the volume runs DRBD on {source} already (created convertible): a new replica on {target} joins it as its peer and receives a full sync from it, online"
@@ -743,15 +880,16 @@ pub fn plan_convert(
         volume,
         capacity_bytes: v.spec.required_capacity_bytes,
         data,
-        warnings: vec![format!(
-            "until the initial sync completed, the replica on {source} is the only complete copy (as it is now)"
-        )],
+        warnings,
         source,
         to: req.to.clone(),
         predicted_target: target,
         published_node: published,
         waits,
         pods: pods.to_vec(),
+        group,
+        group_volumes: p.group_volumes,
+        all_volumes: !req.volume_only,
         notes,
     })
 }
@@ -947,7 +1085,108 @@ mod tests {
             from: from.map(str::to_string),
             to: to.iter().map(|s| s.to_string()).collect(),
             bandwidth: None,
+            volume_only: false,
         }
+    }
+
+    fn grouped(mut v: LocalVolume, group: &str) -> LocalVolume {
+        v.metadata.labels = Some(std::collections::BTreeMap::from([(
+            LABEL_VOLUME_GROUP.to_string(),
+            group.to_string(),
+        )]));
+        v
+    }
+
+    #[test]
+    fn a_grouped_volume_plans_its_group_along_to_a_node_with_room_for_all() {
+        // b has the most room, but holds the other replica of g2 (HA, leaving a too).
+        let f = facts(
+            vec![node("a", 50 * GI), node("b", 30 * GI), node("c", 20 * GI)],
+            vec![
+                grouped(volume("g1", 5 * GI, &["a"], None), "lvg-g1"),
+                grouped(volume("g2", 9 * GI, &["a", "b"], None), "lvg-g1"),
+                grouped(volume("g3", GI, &["b"], None), "lvg-g1"),
+            ],
+        );
+        let plan = plan_migrate(&f, &req("g1", None, &[]), &[]).unwrap();
+        // g3 is not on a: it stays; g2 goes, and cannot go to b: the group goes to c.
+        assert_eq!(plan.group_volumes, vec!["g2".to_string()]);
+        assert_eq!(plan.predicted_target, "c");
+        assert!(plan.operation("m").spec.migrate_all_volumes);
+        assert!(plan.confirmation_action().contains("with its group's g2"));
+        let text = crate::output::render_tables(&plan.tables(false), false);
+        assert!(
+            text.contains("lvg-g1: g2 go with it to the same node"),
+            "{text}"
+        );
+        // Only this one: b, with a warning that the group is apart.
+        let only = MigrateRequest {
+            volume_only: true,
+            ..req("g1", None, &[])
+        };
+        let plan = plan_migrate(&f, &only, &[]).unwrap();
+        assert_eq!(plan.predicted_target, "b");
+        assert!(plan.group_volumes.is_empty());
+        assert!(!plan.operation("m").spec.migrate_all_volumes);
+        assert!(
+            plan.warnings
+                .iter()
+                .any(|w| w.contains("the group lvg-g1 will be apart: g2 stay on a")),
+            "{:?}",
+            plan.warnings
+        );
+        // No node for the whole group: refused before anything is created.
+        let f = facts(
+            vec![node("a", 50 * GI), node("b", 10 * GI)],
+            vec![
+                grouped(volume("g1", 5 * GI, &["a"], None), "lvg-g1"),
+                grouped(volume("g2", 9 * GI, &["a"], None), "lvg-g1"),
+            ],
+        );
+        let e = plan_migrate(&f, &req("g1", None, &[]), &[]).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "no node can take the volume and the group's volumes going with it (g2) together"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_grouped_conversion_plans_every_plain_volume_of_the_group() {
+        let f = facts(
+            vec![node("a", 50 * GI), node("b", 50 * GI)],
+            vec![
+                grouped(volume("g1", GI, &["a"], None), "lvg-g1"),
+                grouped(volume("g2", GI, &["a"], None), "lvg-g1"),
+            ],
+        );
+        let plan = plan_convert(
+            &f,
+            &ConvertRequest {
+                volume: "g1".into(),
+                ..Default::default()
+            },
+            &[],
+        )
+        .unwrap();
+        assert_eq!(plan.group_volumes, vec!["g2".to_string()]);
+        assert!(plan.operation("c").spec.convert_all_volumes);
+        let only = plan_convert(
+            &f,
+            &ConvertRequest {
+                volume: "g1".into(),
+                volume_only: true,
+                ..Default::default()
+            },
+            &[],
+        )
+        .unwrap();
+        assert!(!only.operation("c").spec.convert_all_volumes);
+        assert!(only
+            .warnings
+            .iter()
+            .any(|w| w.contains("g2 keep one replica")));
     }
 
     #[test]
@@ -1108,6 +1347,7 @@ mod tests {
             &ConvertRequest {
                 volume: "v".into(),
                 to: None,
+                volume_only: false,
             },
             &[],
         )
@@ -1124,6 +1364,7 @@ mod tests {
             &ConvertRequest {
                 volume: "h".into(),
                 to: None,
+                volume_only: false,
             },
             &[],
         )
@@ -1151,6 +1392,7 @@ mod tests {
             &ConvertRequest {
                 volume: "cv".into(),
                 to: None,
+                volume_only: false,
             },
             &[],
         )

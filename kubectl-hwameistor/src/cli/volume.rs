@@ -108,6 +108,10 @@ pub struct MigrateArgs {
     /// only.
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub bandwidth: Option<i64>,
+    /// Move this volume only. By default the other volumes of its group (those its pods
+    /// use with it) that are on the same node move with it, to the same node.
+    #[arg(long)]
+    pub volume_only: bool,
     /// Show the plan and have the server check the migration; create nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -127,6 +131,10 @@ pub struct ConvertArgs {
     /// The node for the new replica (default: the node with most room).
     #[arg(long = "to", value_name = "NODE")]
     pub to: Option<String>,
+    /// Convert this volume only. By default the other volumes of its group (those its pods
+    /// use with it) are converted with it, their new replicas on the same node.
+    #[arg(long)]
+    pub volume_only: bool,
     /// Show the plan and have the server check the conversion; create nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -241,6 +249,7 @@ async fn migrate(
         from: a.from,
         to: a.to,
         bandwidth: a.bandwidth,
+        volume_only: a.volume_only,
     };
     let plan = migrate::plan(cluster, &req).await?;
     // The plan goes to stderr, so stdout keeps one result.
@@ -265,6 +274,7 @@ async fn convert(
     let req = ConvertRequest {
         volume: a.volume,
         to: a.to,
+        volume_only: a.volume_only,
     };
     let plan = migrate::plan_conversion(cluster, &req).await?;
     eprint!("{}", render_tables(&plan.tables(false), false));

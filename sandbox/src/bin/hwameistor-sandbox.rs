@@ -475,6 +475,7 @@ async fn main() -> anyhow::Result<()> {
                     LocalVolumeConvertSpec {
                         volume_name: "demo-convert".into(),
                         replica_number: 2,
+                        convert_all_volumes: true,
                         target_node: None,
                         abort: false,
                         ttl_seconds_after_finished: None,
