@@ -737,6 +737,22 @@ async fn a_cordoned_node_is_emptied_by_the_evictor_with_every_volume_s_data_inta
         raw_volume_with_data(&sb, &csi, &nodes, &p, 32, n1).await;
         plain_sums.push((p.clone(), sha256(vm1, &format!("cat {}", lv(&p))).await));
     }
+    // The two raw volumes are used by one pod: one group (as the group maintenance labels
+    // them), so they go to the same node, by one migration of the evictor's and the one it
+    // makes for the other volume.
+    let group = format!("lvg-{vol}-p1");
+    for (p, _) in &plain_sums {
+        Api::<LocalVolume>::all(sb.client.clone())
+            .patch(
+                p,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(
+                    &serde_json::json!({ "metadata": { "labels": { LABEL_VOLUME_GROUP: group } } }),
+                ),
+            )
+            .await
+            .expect("group label");
+    }
 
     // Cordoned: the evictor moves all three off n1.
     k8s_nodes
@@ -770,6 +786,30 @@ async fn a_cordoned_node_is_emptied_by_the_evictor_with_every_volume_s_data_inta
     )
     .await;
     assert!(lvs_of(vm1, &vol).await.is_empty(), "nothing left on n1");
+    let migrations = Api::<LocalVolumeMigrate>::all(sb.client.clone())
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("migrations")
+        .items;
+    let for_volume = |v: &str| {
+        migrations
+            .iter()
+            .filter(|m| m.spec.volume_name == v)
+            .collect::<Vec<_>>()
+    };
+    let lead = for_volume(&plain_sums[0].0);
+    let member = for_volume(&plain_sums[1].0);
+    assert_eq!((lead.len(), member.len()), (1, 1), "{migrations:#?}");
+    assert_eq!(
+        kube::ResourceExt::labels(member[0]).get(LABEL_GROUP_OPERATION),
+        lead[0].metadata.name.as_ref()
+    );
+    let mut targets = Vec::new();
+    for (p, _) in &plain_sums {
+        let v = volumes.get(p).await.expect("volume");
+        targets.push(v.spec.config.expect("config").replicas[0].hostname.clone());
+    }
+    assert_eq!(targets[0], targets[1], "the group's volumes on one node");
     for (p, sum) in &plain_sums {
         let v = volumes.get(p).await.expect("volume");
         let node = v.spec.config.expect("config").replicas[0].hostname.clone();
