@@ -116,6 +116,7 @@ pub struct SplitBrainResolution {
     group = "hwameistor.io",
     version = "v1alpha1",
     kind = "LocalVolume",
+    derive = "PartialEq",
     plural = "localvolumes",
     shortname = "lv",
     category = "hwameistor",

@@ -1598,3 +1598,89 @@ async fn volume_groups_follow_the_pods_that_use_volumes_together() {
         .expect("delete");
     }
 }
+
+/// The group maintenance as the controller runs it: fed by watches, a pass follows a pod's
+/// arrival and departure within moments (its periodic pass here is an hour away).
+#[tokio::test]
+async fn volume_groups_follow_pods_within_moments_through_watches() {
+    use hwameistor_api::{LocalVolumeGroup, LABEL_VOLUME_GROUP};
+    let cluster = start_scoped().await;
+    let client = cluster.client.clone();
+    let a = cluster.add_node("gw-a", 40 * GI, 30 * GI).await;
+    common::ensure_namespace(&client, "apps").await;
+    let (v1, v2) = (cluster.name("gw-1"), cluster.name("gw-2"));
+    let csi = service(&client);
+    for v in [&v1, &v2] {
+        csi.create_volume(Request::new(create_req(v, GI, Some(&a), mount_cap())))
+            .await
+            .expect("create");
+    }
+    let ctx = hwameistor_controller::volume_reconciler::Context::new_scoped(
+        client.clone(),
+        &cluster.name("groups-watch"),
+        std::sync::Arc::new(Metrics::default()),
+        Default::default(),
+        Some(cluster.scope()),
+    );
+    let maintenance = tokio::spawn(hwameistor_controller::groups::run(
+        ctx,
+        std::time::Duration::from_secs(3600),
+    ));
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "apps");
+    let pod_name = cluster.name("gw-pod");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": pod_name, "namespace": "apps"},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}],
+                 "volumes": [
+                     {"name": "a", "persistentVolumeClaim": {"claimName": format!("claim-{v1}")}},
+                     {"name": "b", "persistentVolumeClaim": {"claimName": format!("claim-{v2}")}}
+                 ]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("pod");
+    let mut members = [v1.clone(), v2.clone()];
+    members.sort();
+    let name = format!("lvg-{}", members[0]);
+    let groups: Api<LocalVolumeGroup> = Api::all(client.clone());
+    let volumes: Api<LocalVolume> = Api::all(client.clone());
+    let labelled = |want: Option<String>| {
+        let volumes = volumes.clone();
+        let members = members.clone();
+        async move {
+            for v in &members {
+                let l = volumes
+                    .get(v)
+                    .await
+                    .ok()
+                    .and_then(|lv| lv.metadata.labels)
+                    .and_then(|l| l.get(LABEL_VOLUME_GROUP).cloned());
+                if l != want {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+    eventually("the group made and its volumes labelled", || async {
+        groups.get_opt(&name).await.ok().flatten().is_some() && labelled(Some(name.clone())).await
+    })
+    .await;
+    pods.delete(&pod_name, &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    eventually("the group gone with the pod", || async {
+        groups.get_opt(&name).await.ok().flatten().is_none() && labelled(None).await
+    })
+    .await;
+    maintenance.abort();
+    for v in [&v1, &v2] {
+        csi.delete_volume(Request::new(DeleteVolumeRequest {
+            volume_id: v.to_string(),
+            ..Default::default()
+        }))
+        .await
+        .expect("delete");
+    }
+}

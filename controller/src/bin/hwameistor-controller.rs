@@ -85,8 +85,9 @@ struct Args {
     /// (a node labelled hwameistor.io/eviction=disable is left alone).
     #[arg(long, default_value = "5s", value_parser = hwameistor_api::duration::parse_duration)]
     evictor_tick: Duration,
-    /// How often the volume groups (LocalVolumeGroup) are brought up to date from the pods.
-    #[arg(long, default_value = "10s", value_parser = hwameistor_api::duration::parse_duration)]
+    /// Volume groups (LocalVolumeGroup) follow pods and volumes through watches; this is how
+    /// often they are brought up to date besides (and retried after a failed pass).
+    #[arg(long, default_value = "60s", value_parser = hwameistor_api::duration::parse_duration)]
     group_interval: Duration,
     /// Run without the evictor (cordoned nodes keep their volumes).
     #[arg(long)]
