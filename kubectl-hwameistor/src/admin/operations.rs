@@ -15,7 +15,7 @@ use hwameistor_api::operation::CONDITION_WAITING;
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::{
     LocalVolume, LocalVolumeConvert, LocalVolumeExpand, LocalVolumeMigrate, OperationKind,
-    OperationPhase, OperationProgress, OperationStatus,
+    OperationPhase, OperationProgress, OperationStatus, LABEL_GROUP_OPERATION,
 };
 use hwameistor_core::operation::{self as core_op, Machine};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -77,6 +77,13 @@ pub struct OperationRow {
     /// The node whose drain created it (label `hwameistor.io/drain`).
     #[serde(default)]
     pub drain_node: Option<String>,
+    /// The group-wide operation that made it for its volume (label
+    /// `hwameistor.io/group-operation`).
+    #[serde(default)]
+    pub group_lead: Option<String>,
+    /// The group's other volumes it takes along (once started).
+    #[serde(default)]
+    pub group_volumes: Vec<String>,
     /// None until the controller first wrote its status.
     #[serde(default)]
     pub phase: Option<OperationPhase>,
@@ -142,6 +149,12 @@ impl OperationRow {
                 .as_ref()
                 .and_then(|l| l.get(LABEL_DRAIN))
                 .cloned(),
+            group_lead: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_GROUP_OPERATION))
+                .cloned(),
+            group_volumes: st.group_volumes.clone(),
             phase: st.phase,
             step: st.step.clone(),
             message: st.message.clone(),
@@ -709,6 +722,18 @@ pub fn detail_notes(r: &OperationRow) -> Vec<String> {
     if let Some(p) = r.progress_text() {
         notes.push(format!("progress: {p}"));
     }
+    if let Some(lead) = &r.group_lead {
+        notes.push(format!(
+            "made by {lead}, which takes its volume's group to one node: it ends once this one ended; to stop the whole group abort {lead} (deleted, this one is made again while {lead} runs)"
+        ));
+    }
+    if !r.group_volumes.is_empty() {
+        notes.push(format!(
+            "its volume's group goes with it: {} (by operations it made, labelled hwameistor.io/group-operation={}); it ends once they all ended",
+            r.group_volumes.join(", "),
+            r.name
+        ));
+    }
     if let Some(w) = &r.waiting {
         if r.message.as_deref() != Some(w.as_str()) {
             notes.push(format!("waiting: {w}"));
@@ -765,6 +790,16 @@ impl Render for OperationDetail {
                 .map(|b| format!("{}/s", format_size(b))),
         );
         kv("drain of node", r.drain_node.clone());
+        kv(
+            "group volumes along",
+            (!r.group_volumes.is_empty()).then(|| r.group_volumes.join(", ")),
+        );
+        kv(
+            "made by",
+            r.group_lead
+                .as_ref()
+                .map(|l| format!("{l} (its volume's group's operation)")),
+        );
         kv("abort requested", Some(r.abort.to_string()));
         kv("phase", Some(r.phase_cell()));
         kv("step", r.step.clone());
@@ -1462,6 +1497,33 @@ mod tests {
         assert_eq!(fresh.change_cell(), "a->?");
         assert_eq!(fresh.phase_cell(), "-");
         assert!(fresh.status_line().starts_with("created"));
+    }
+
+    #[test]
+    fn a_group_operation_and_its_members_say_how_they_belong_together() {
+        let mut lead = migrate("m1", Some(OperationPhase::Running));
+        lead.status.as_mut().unwrap().group_volumes = vec!["pvc-2".into()];
+        let r = lead.row();
+        let notes = detail_notes(&r).join("\n");
+        assert!(
+            notes.contains("its volume's group goes with it: pvc-2"),
+            "{notes}"
+        );
+        let mut member = migrate("m1-pvc-2", Some(OperationPhase::Pending));
+        member.metadata.labels =
+            Some([(LABEL_GROUP_OPERATION.to_string(), "m1".to_string())].into());
+        let r = member.row();
+        assert_eq!(r.group_lead.as_deref(), Some("m1"));
+        let detail = OperationDetail {
+            notes: detail_notes(&r),
+            operation: r,
+        };
+        let text = crate::output::render_tables(&detail.tables(false), false);
+        assert!(
+            text.contains("m1 (its volume's group's operation)"),
+            "{text}"
+        );
+        assert!(text.contains("to stop the whole group abort m1"), "{text}");
     }
 
     #[test]
