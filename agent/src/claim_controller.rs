@@ -123,13 +123,25 @@ pub async fn reconcile(
                 ctx.event(&c, false, "DisksSelected", "Bind", message).await;
             }
             ClaimStep::BindDisk(disk) => {
+                // A compare-and-swap on the disk as read: the controller binds disks to
+                // raw-disk volumes the same way, so a disk never gets both (the loser reads
+                // again and finds it taken).
+                let rv = disks
+                    .iter()
+                    .find(|d| d.metadata.name.as_deref() == Some(disk.as_str()))
+                    .and_then(|d| d.metadata.resource_version.clone());
                 let patch = serde_json::json!({
-                    "metadata": { "labels": { LABEL_CLAIM: name } },
+                    "metadata": { "labels": { LABEL_CLAIM: name }, "resourceVersion": rv },
                     "spec": { "claimRef": ObjectRef { name: name.clone(), uid: claim.metadata.uid.clone().unwrap_or_default() } },
                 });
-                disks_api
+                match disks_api
                     .patch(&disk, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    Err(e) => return Err(e.into()),
+                }
                 ctx.crash.point(CrashPoint::ClaimAfterBindDisk).await;
                 tracing::info!(claim = %name, disk = %disk, "disk bound to claim");
             }
