@@ -125,6 +125,15 @@ pub fn classify(d: &ObservedDisk, lvm: &LvmState, spec: Option<&LocalDiskSpec>) 
             pool: Some(pv.vg_name.clone()),
         };
     }
+    // A disk serving a raw-disk volume carries the volume's data (a filesystem, mounts):
+    // that is its use, not a reason it is unavailable.
+    if spec.is_some_and(|s| s.volume_ref.is_some()) {
+        return Classification {
+            phase: DiskPhase::Bound,
+            reasons: vec![],
+            pool: None,
+        };
+    }
     let claimed = spec.is_some_and(|s| s.claim_ref.is_some());
     let mut reasons = Vec::new();
     match pv {
@@ -265,6 +274,7 @@ pub fn plan(
                         node_name: node.to_string(),
                         reserved: false,
                         claim_ref: None,
+                        volume_ref: None,
                     },
                 );
                 ld.metadata = ObjectMeta {
@@ -466,9 +476,33 @@ pub(crate) mod tests {
                 name: "c".into(),
                 uid: "u".into(),
             }),
+            volume_ref: None,
         };
         assert_eq!(classify(&d, &bare, Some(&claimed)).phase, DiskPhase::Bound);
         assert_eq!(classify(&d, &bare, None).phase, DiskPhase::Unavailable);
+    }
+
+    #[test]
+    fn a_disk_serving_a_raw_disk_volume_is_bound_whatever_it_carries() {
+        let mut d = disk("vdb", Some("S"), 1 << 30);
+        d.signature = Some("xfs".into());
+        d.mount_points = vec!["/var/lib/kubelet/plugins/x".into()];
+        let spec = LocalDiskSpec {
+            node_name: "n".into(),
+            reserved: false,
+            claim_ref: None,
+            volume_ref: Some(ObjectRef {
+                name: "ldv-1".into(),
+                uid: "u".into(),
+            }),
+        };
+        let c = classify(&d, &LvmState::default(), Some(&spec));
+        assert_eq!((c.phase, c.reasons.len()), (DiskPhase::Bound, 0));
+        // Without the binding, the same disk is somebody's: Unavailable.
+        assert_eq!(
+            classify(&d, &LvmState::default(), None).phase,
+            DiskPhase::Unavailable
+        );
     }
 
     #[test]
@@ -477,6 +511,7 @@ pub(crate) mod tests {
             node_name: "n".into(),
             reserved: true,
             claim_ref: None,
+            volume_ref: None,
         };
         let c = classify(
             &disk("vdb", Some("S"), 1 << 30),

@@ -102,6 +102,9 @@ pub fn disk_unavailability(d: &LocalDisk) -> Option<String> {
             },
         );
     }
+    if let Some(v) = &d.spec.volume_ref {
+        return Some(format!("used by disk volume {} (whole disk)", v.name));
+    }
     if let Some(c) = &d.spec.claim_ref {
         return Some(match &st.pool {
             Some(p) => format!("in pool {p} (claim {})", c.name),

@@ -30,6 +30,9 @@ pub const FINALIZER_REPLICA: &str = "hwameistor.io/replica-protection";
 /// go: deleting a running operation aborts it (or, past its point of no return, lets it
 /// finish) instead of leaving its volume held half-way.
 pub const FINALIZER_OPERATION: &str = "hwameistor.io/operation-protection";
+/// Finalizer the controller holds on a LocalDiskVolume until its disk was wiped and given
+/// back.
+pub const FINALIZER_DISK_VOLUME: &str = "hwameistor.io/disk-volume-protection";
 
 /// Prefix of every volume group HwameiStor owns; anything else on a node is foreign.
 pub const POOL_PREFIX: &str = "LocalStorage_Pool";

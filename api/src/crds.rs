@@ -4,7 +4,7 @@
 //! `cargo run -p hwameistor-api --bin crdgen` rewrites it.
 
 use crate::{
-    LocalDisk, LocalDiskClaim, LocalStorageNode, LocalVolume, LocalVolumeConvert,
+    LocalDisk, LocalDiskClaim, LocalDiskVolume, LocalStorageNode, LocalVolume, LocalVolumeConvert,
     LocalVolumeExpand, LocalVolumeGroup, LocalVolumeMigrate, LocalVolumeReplica,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -22,6 +22,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         LocalVolumeConvert::crd(),
         LocalVolumeExpand::crd(),
         LocalVolumeGroup::crd(),
+        LocalDiskVolume::crd(),
     ]
 }
 

@@ -116,6 +116,12 @@ pub struct LocalDiskSpec {
     /// a disk is only ever added to a pool when this names a claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim_ref: Option<ObjectRef>,
+    /// The raw-disk volume (LocalDiskVolume) the whole disk serves. Set by the controller
+    /// (compare-and-swap) when it binds the disk to a volume, cleared once the deleted
+    /// volume's disk was wiped. A disk serving a volume never joins a pool, and a pool's
+    /// disk never serves a volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_ref: Option<ObjectRef>,
 }
 
 /// A partition found on the disk.

@@ -12,6 +12,7 @@ pub mod client;
 pub mod common;
 pub mod crds;
 pub mod disk;
+pub mod disk_volume;
 pub mod duration;
 pub mod group;
 pub mod node;
@@ -28,6 +29,9 @@ pub use common::*;
 pub use disk::{
     DiskPhase, DiskPresence, DiskType, IdentitySource, LocalDisk, LocalDiskSpec, LocalDiskStatus,
     PartitionInfo,
+};
+pub use disk_volume::{
+    DiskVolumeState, LocalDiskVolume, LocalDiskVolumeSpec, LocalDiskVolumeStatus, WipePolicy,
 };
 pub use group::{
     GroupMember, GroupState, LocalVolumeGroup, LocalVolumeGroupSpec, LocalVolumeGroupStatus,

@@ -34,6 +34,7 @@ fn every_crd_is_cluster_scoped_with_status_and_short_name() {
         "lvconvert",
         "lvexpand",
         "lvg",
+        "ldv",
     ];
     let crds = hwameistor_api::crds::all();
     assert_eq!(crds.len(), want_short.len());
@@ -98,6 +99,13 @@ fn printed_columns_follow_the_documented_layout() {
             "DISK",
             "CONNECTION",
             "SYNC",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        cols("LocalDiskVolume"),
+        [
+            "NODE", "TYPE", "REQUIRED", "DISK", "CAPACITY", "STATE", "DEVICE", "PVC", "MESSAGE",
             "AGE"
         ]
     );

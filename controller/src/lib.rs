@@ -6,6 +6,7 @@
 //! takes a Lease so only one instance acts at a time ([`leader`]) and reports what it does ([`metrics`], Kubernetes Events). The binary also serves the
 //! CSI identity and controller services from `hwameistor-csi`.
 
+pub mod disk_volumes;
 pub mod evictor;
 pub mod failover;
 pub mod groups;

@@ -27,7 +27,6 @@ use hwameistor_core::placement;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -239,6 +238,7 @@ fn places(op: &impl OperationResource, v: Option<&LocalVolume>) -> bool {
     pending || adding
 }
 
+/// An Event on operation `op` (its kind is the action).
 async fn event<K: OperationResource>(
     ctx: &Context,
     op: &K,
@@ -246,20 +246,7 @@ async fn event<K: OperationResource>(
     reason: &str,
     note: String,
 ) {
-    let ev = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: K::KIND.as_str().into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &op.object_ref(&())).await {
-        tracing::debug!(error = %e, reason, "could not publish event");
-    }
+    ctx.event(op, warning, reason, K::KIND.as_str(), note).await;
 }
 
 /// Events for a phase change, on the operation and its volume.

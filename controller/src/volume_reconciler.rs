@@ -253,9 +253,9 @@ impl Context {
     }
 
     /// Publishes an Event; failing to is logged only, the resources carry the truth.
-    pub(crate) async fn event(
+    pub(crate) async fn event<K: Resource<DynamicType = ()>>(
         &self,
-        v: &LocalVolume,
+        v: &K,
         warning: bool,
         reason: &str,
         action: &str,

@@ -531,11 +531,41 @@ fn rbac_binds_existing_accounts_to_existing_roles_with_what_the_code_needs() {
             "controller cannot {verb} {res}"
         );
     }
-    assert!(
-        !grants(&controller, "hwameistor.io", "localdisks", "get"),
-        "the controller has no business with disks"
-    );
+    // Raw-disk volumes: the controller binds and gives back whole disks (their volumeRef),
+    // and never makes, removes or reports disks: that is each node's agent.
+    for (res, verb) in [
+        ("localdiskvolumes", "watch"),
+        ("localdiskvolumes", "patch"),
+        ("localdiskvolumes/status", "update"),
+        ("localdisks", "watch"),
+        ("localdisks", "patch"),
+    ] {
+        assert!(
+            grants(&controller, "hwameistor.io", res, verb),
+            "controller cannot {verb} {res}"
+        );
+    }
+    for (res, verb) in [
+        ("localdisks", "create"),
+        ("localdisks", "delete"),
+        ("localdisks/status", "update"),
+        ("localdisks/status", "patch"),
+    ] {
+        assert!(
+            !grants(&controller, "hwameistor.io", res, verb),
+            "the controller must not {verb} {res}: disks are their agents'"
+        );
+    }
     let node = role("hwameistor-node");
+    for (res, verb) in [
+        ("localdiskvolumes", "watch"),
+        ("localdiskvolumes/status", "update"),
+    ] {
+        assert!(
+            grants(&node, "hwameistor.io", res, verb),
+            "agent cannot {verb} {res}"
+        );
+    }
     assert!(grants(
         &node,
         "hwameistor.io",

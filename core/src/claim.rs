@@ -264,6 +264,7 @@ mod tests {
                 node_name: "n1".into(),
                 reserved: false,
                 claim_ref: None,
+                volume_ref: None,
             },
         );
         d.status = Some(LocalDiskStatus {

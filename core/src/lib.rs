@@ -19,6 +19,7 @@
 //!   LocalVolumeReplica and a LocalDiskClaim (node agent).
 
 pub mod claim;
+pub mod disk_volume;
 pub mod drbd;
 pub mod group;
 pub mod ha;

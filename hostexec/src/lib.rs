@@ -12,6 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use thiserror::Error;
 
+pub mod disk;
 pub mod drbd;
 pub mod lvm;
 

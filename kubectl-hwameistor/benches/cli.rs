@@ -104,6 +104,7 @@ fn disks(nodes: usize, per_node: usize) -> Vec<LocalDisk> {
                     node_name: node,
                     reserved: false,
                     claim_ref: None,
+                    volume_ref: None,
                 },
             );
             let available = d % 3 != 0;

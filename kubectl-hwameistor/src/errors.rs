@@ -104,8 +104,8 @@ pub enum AdminError {
         requested: String,
     },
 
-    #[error("disk {disk:?} is Bound{}; a disk in a pool cannot be reserved", claim.as_deref().map(|c| format!(" to claim {c:?}")).unwrap_or_default())]
-    DiskBound { disk: String, claim: Option<String> },
+    #[error("disk {disk:?} is Bound{}; a disk in a pool or serving a volume cannot be reserved", owner.as_deref().map(|o| format!(" to {o}")).unwrap_or_default())]
+    DiskBound { disk: String, owner: Option<String> },
 
     #[error("refusing to uninstall: {} LocalVolume(s) exist ({}); delete their PVCs first, or pass --force-with-volumes to leave them without a controller", names.len(), short_list(names, 10))]
     VolumesExist { names: Vec<String> },

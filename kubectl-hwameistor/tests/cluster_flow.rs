@@ -41,7 +41,15 @@ use std::time::Duration;
 /// lock until its cleanup has run (declare it before the `Env`).
 static EMBEDDED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const CRDS: usize = 9;
+/// Every CRD of the system, as the bundle carries them.
+fn crds() -> usize {
+    hwameistor_api::crds::all().len()
+}
+
+/// Every object of the deploy fixture bundle: the CRDs and the fixture's objects.
+fn total() -> usize {
+    crds() + FIXTURE_KINDS.len()
+}
 
 /// The 10 objects of the deploy fixture, after the CRDs.
 const FIXTURE_KINDS: [&str; 10] = [
@@ -76,8 +84,11 @@ async fn install_applies_in_dependency_order_and_is_idempotent() {
 
     let kinds = kinds_of(&report.objects);
     assert_eq!(kinds[0], "Namespace");
-    assert_eq!(&kinds[1..1 + CRDS], ["CustomResourceDefinition"; CRDS]);
-    assert_eq!(&kinds[1 + CRDS..], &FIXTURE_KINDS[1..]);
+    let n = crds();
+    assert!(kinds[1..1 + n]
+        .iter()
+        .all(|k| *k == "CustomResourceDefinition"));
+    assert_eq!(&kinds[1 + n..], &FIXTURE_KINDS[1..]);
     assert!(kinds
         .windows(2)
         .all(|w| install_rank(w[0]) <= install_rank(w[1])));
@@ -99,12 +110,13 @@ async fn install_applies_in_dependency_order_and_is_idempotent() {
         .filter(|l| l.starts_with('['))
         .cloned()
         .collect();
-    assert_eq!(lines.len(), 19, "{lines:?}");
-    assert_eq!(lines[0], format!("[1/19] created Namespace {}", env.ns));
+    let n = total();
+    assert_eq!(lines.len(), n, "{lines:?}");
+    assert_eq!(lines[0], format!("[1/{n}] created Namespace {}", env.ns));
     assert_eq!(
-        lines[18],
+        lines[n - 1],
         format!(
-            "[19/19] created StorageClass hwameistor-storage-lvm-hdd-{}",
+            "[{n}/{n}] created StorageClass hwameistor-storage-lvm-hdd-{}",
             env.id
         )
     );
@@ -145,7 +157,7 @@ async fn install_applies_in_dependency_order_and_is_idempotent() {
     );
     assert_eq!(
         again.summary(),
-        "install: 0 created, 0 configured, 19 unchanged"
+        format!("install: 0 created, 0 configured, {} unchanged", total())
     );
 }
 
@@ -386,7 +398,10 @@ async fn upgrade_shows_what_changes_and_customizes_images_and_placement() {
         .expect("upgrade");
     assert_eq!(
         report.summary(),
-        "upgrade: 0 created, 2 configured, 17 unchanged"
+        format!(
+            "upgrade: 0 created, 2 configured, {} unchanged",
+            total() - 2
+        )
     );
     let live = sets.get("hwameistor-node").await.unwrap();
     assert_eq!(
@@ -491,7 +506,10 @@ async fn upgrade_replaces_objects_whose_changed_fields_are_immutable() {
     assert_eq!(replaced(&dry), want);
     assert_eq!(
         dry.summary(),
-        "upgrade (dry run, nothing changed): 0 created, 0 configured, 3 replaced, 16 unchanged"
+        format!(
+            "upgrade (dry run, nothing changed): 0 created, 0 configured, 3 replaced, {} unchanged",
+            total() - 3
+        )
     );
     let plan = render(&dry, OutputOptions::default()).unwrap();
     let driver_row = plan
@@ -565,12 +583,17 @@ async fn upgrade_replaces_objects_whose_changed_fields_are_immutable() {
     assert_eq!(replaced(&report), want);
     assert_eq!(
         report.summary(),
-        "upgrade: 0 created, 0 configured, 3 replaced, 16 unchanged"
+        format!(
+            "upgrade: 0 created, 0 configured, 3 replaced, {} unchanged",
+            total() - 3
+        )
     );
     let lines = lines.lock().unwrap().clone();
     assert!(
         lines.contains(&format!(
-            "[14/19] replaced (spec.attachRequired is immutable) CSIDriver {driver_name}"
+            "[{}/{}] replaced (spec.attachRequired is immutable) CSIDriver {driver_name}",
+            crds() + 5,
+            total()
         )),
         "{lines:?}"
     );
@@ -612,7 +635,7 @@ async fn upgrade_replaces_objects_whose_changed_fields_are_immutable() {
     .expect("re-upgrade");
     assert_eq!(
         again.summary(),
-        "upgrade: 0 created, 0 configured, 19 unchanged"
+        format!("upgrade: 0 created, 0 configured, {} unchanged", total())
     );
 }
 
@@ -668,7 +691,7 @@ async fn install_dry_run_yaml_prints_every_object_and_creates_nothing() {
         docs.iter()
             .filter(|d| d["kind"] == "CustomResourceDefinition")
             .count(),
-        CRDS
+        crds()
     );
     assert!(
         docs.iter()
@@ -724,7 +747,7 @@ async fn server_side_dry_run_of_the_full_bundle_reports_creations_without_creati
     let report = install::install(&env.cluster, env.full_bundle(), &opts, &Progress::quiet())
         .await
         .expect("dry run");
-    assert_eq!(report.objects.len(), CRDS + FIXTURE_KINDS.len());
+    assert_eq!(report.objects.len(), crds() + FIXTURE_KINDS.len());
     for o in &report.objects {
         let want = if o.key.kind == "CustomResourceDefinition" {
             ApplyAction::Unchanged
@@ -961,7 +984,7 @@ async fn lists_show_disks_pools_nodes_and_volumes() {
     let rows = cells(&out);
     assert_eq!(
         rows[0],
-        ["NODE", "NAME", "DEVICE", "TYPE", "CAPACITY", "STATE", "PHASE", "CLAIM", "REASON"]
+        ["NODE", "NAME", "DEVICE", "TYPE", "CAPACITY", "STATE", "PHASE", "OWNER", "REASON"]
     );
     assert_eq!(rows.len(), 4, "{out}");
     assert_eq!(
@@ -1341,7 +1364,7 @@ async fn disk_claim_creates_the_claim_and_follows_it_until_bound() {
     assert_eq!(
         code,
         Err(format!(
-            "disk {sdb:?} is Bound to claim {:?}; a disk in a pool cannot be reserved",
+            "disk {sdb:?} is Bound to claim {:?}; a disk in a pool or serving a volume cannot be reserved",
             created[0].name_any()
         ))
     );

@@ -31,6 +31,7 @@ fn disks() -> DiskList {
         state: Some("Active".into()),
         phase: Some("Available".into()),
         claim: None,
+        volume: None,
         reserved: false,
         reason: None,
         pool: None,
@@ -54,8 +55,16 @@ fn disks() -> DiskList {
         by_id: None,
         ..base.clone()
     };
+    let serving = DiskRow {
+        name: "disk-a3".into(),
+        device: Some("/dev/sdd".into()),
+        phase: Some("Bound".into()),
+        volume: Some("pvc-1".into()),
+        reason: Some("used by disk volume pvc-1 (whole disk)".into()),
+        ..base.clone()
+    };
     DiskList {
-        items: vec![base, bound],
+        items: vec![base, bound, serving],
     }
 }
 
@@ -65,9 +74,10 @@ fn disk_table_has_the_documented_columns_and_reasons() {
     assert_eq!(
         lines(&out),
         [
-            "NODE     NAME      DEVICE     TYPE   CAPACITY   STATE    PHASE       CLAIM      REASON",
-            "node-a   disk-a1   /dev/sdb   HDD    100Gi      Active   Available   -          -",
-            "node-a   disk-a2   /dev/sdc   SSD    1.5Ti      Active   Bound       node-a-1   in pool LocalStorage_PoolSSD (claim node-a-1)",
+            "NODE     NAME      DEVICE     TYPE   CAPACITY   STATE    PHASE       OWNER          REASON",
+            "node-a   disk-a1   /dev/sdb   HDD    100Gi      Active   Available   -              -",
+            "node-a   disk-a2   /dev/sdc   SSD    1.5Ti      Active   Bound       ldc/node-a-1   in pool LocalStorage_PoolSSD (claim node-a-1)",
+            "node-a   disk-a3   /dev/sdd   HDD    100Gi      Active   Bound       ldv/pvc-1      used by disk volume pvc-1 (whole disk)",
         ]
     );
 }
@@ -90,10 +100,14 @@ fn wide_disk_table_adds_identity_columns_and_no_headers_drops_the_header() {
         lines(&out),
         [
             format!(
-                "node-a   disk-a1   /dev/sdb   HDD   100Gi   Active   Available   -          {:<45}   S1   0x5000c500a1   ST1000   /dev/disk/by-id/wwn-0x5000c500a1",
+                "node-a   disk-a1   /dev/sdb   HDD   100Gi   Active   Available   -              {:<45}   S1   0x5000c500a1   ST1000   /dev/disk/by-id/wwn-0x5000c500a1",
                 "-"
             ),
-            format!("node-a   disk-a2   /dev/sdc   SSD   1.5Ti   Active   Bound       node-a-1   {reason2}   -    -              -        -"),
+            format!("node-a   disk-a2   /dev/sdc   SSD   1.5Ti   Active   Bound       ldc/node-a-1   {reason2}   -    -              -        -"),
+            format!(
+                "node-a   disk-a3   /dev/sdd   HDD   100Gi   Active   Bound       ldv/pvc-1      {:<45}   S1   0x5000c500a1   ST1000   /dev/disk/by-id/wwn-0x5000c500a1",
+                "used by disk volume pvc-1 (whole disk)"
+            ),
         ]
     );
 }
@@ -118,6 +132,7 @@ fn disk_json_is_the_typed_struct() {
       "state": "Active",
       "phase": "Available",
       "claim": null,
+      "volume": null,
       "reserved": false,
       "reason": null,
       "pool": null,

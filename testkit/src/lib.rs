@@ -6,10 +6,12 @@
 //!   (links, crashes, fencing handlers, resyncs) whose nodes implement the DRBD boundary;
 //! - [`executor::FakeExecutor`]: a scripted command runner for testing command lines.
 
+pub mod disk;
 pub mod drbd;
 pub mod executor;
 pub mod lvm;
 
+pub use disk::FakeWipe;
 pub use drbd::{DrbdOp, FakeDrbd, FakeDrbdNet};
 pub use executor::FakeExecutor;
 pub use lvm::{FakeLvm, OpKind};

@@ -5,12 +5,14 @@ use clap::Parser;
 use hwameistor_agent::context::{Context, Tuning};
 use hwameistor_agent::crash::CrashPoints;
 use hwameistor_agent::discovery::{HostDisks, HostRoots};
+use hwameistor_agent::disk_volume_controller::{self, DiskVolumes};
 use hwameistor_agent::exec::{HostExecutor, HostMode};
 use hwameistor_agent::ha::Replication;
 use hwameistor_agent::lvm::{LvmCli, LvmHealth};
 use hwameistor_agent::mover::{lvm_device, Mover, MoverSettings};
 use hwameistor_agent::{claim_controller, replica_controller, scanner};
 use hwameistor_csi::readiness::{ApiReachability, Readiness, ReadinessSource};
+use hwameistor_hostexec::disk::WipeCli;
 use hwameistor_hostexec::drbd::{DrbdCli, LocalConfigFiles};
 use hwameistor_mover::{FaultInjection, NodeKey};
 use std::path::PathBuf;
@@ -39,6 +41,10 @@ struct Args {
     /// Longest a single host command may run.
     #[arg(long, default_value = "120s", value_parser = hwameistor_api::duration::parse_duration)]
     command_timeout: Duration,
+    /// Longest the wipe of a deleted raw-disk volume's disk may run (a full wipe writes the
+    /// whole disk).
+    #[arg(long, default_value = "24h", value_parser = hwameistor_api::duration::parse_duration)]
+    wipe_timeout: Duration,
     /// Root of sysfs (tests point this elsewhere).
     #[arg(long, default_value = "/sys")]
     sys_root: PathBuf,
@@ -175,6 +181,10 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to the API server")?;
     let exec = Arc::new(HostExecutor::new(args.host_mode, args.command_timeout));
+    let wipe = Arc::new(WipeCli::new(Arc::new(HostExecutor::new(
+        args.host_mode,
+        args.wipe_timeout,
+    ))));
     let roots = HostRoots {
         sys: args.sys_root.clone(),
         ..HostRoots::default()
@@ -299,6 +309,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
+    let disk_volumes = Arc::new(DiskVolumes {
+        ctx: ctx.clone(),
+        wipe,
+    });
     let beat = hwameistor_agent::heartbeat::run(
         ctx.client.clone(),
         args.namespace.clone(),
@@ -317,6 +331,7 @@ async fn main() -> anyhow::Result<()> {
         _ = scanner::run(ctx.clone(), args.resync, scanner::host_uevents()) => {}
         _ = claim_controller::run(ctx.clone()) => {}
         _ = replica_controller::run(ctx.clone()) => {}
+        _ = disk_volume_controller::run(disk_volumes) => {}
         _ = ha => {}
         _ = mover_task => {}
         _ = beat => {}

@@ -12,12 +12,13 @@ use hwameistor_agent::claim_controller;
 use hwameistor_agent::context::{Context, Tuning};
 use hwameistor_agent::crash::{CrashPoint, CrashPoints};
 use hwameistor_agent::discovery::{DiscoveryError, DiskSource, ObservedDisk};
+use hwameistor_agent::disk_volume_controller::{self, DiskVolumes};
 use hwameistor_agent::ha::{self, Replication};
 use hwameistor_agent::heartbeat;
 use hwameistor_agent::replica_controller;
 use hwameistor_agent::scanner;
 use hwameistor_api::*;
-use hwameistor_testkit::{FakeDrbd, FakeDrbdNet, FakeLvm};
+use hwameistor_testkit::{FakeDrbd, FakeDrbdNet, FakeLvm, FakeWipe};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use std::collections::BTreeMap;
@@ -115,6 +116,8 @@ pub struct FakeNode {
     pub drbd: Option<FakeDrbd>,
     /// The node's replication address.
     pub storage_ip: Option<String>,
+    /// Wipes of released raw-disk volumes' disks.
+    pub wipe: FakeWipe,
     agent: Option<Running>,
 }
 
@@ -164,6 +167,7 @@ impl FakeNode {
             lvm,
             drbd: None,
             storage_ip: None,
+            wipe: FakeWipe::new(),
             agent: None,
         }
     }
@@ -232,6 +236,10 @@ impl FakeNode {
             tokio::spawn(scanner::run(ctx.clone(), Duration::from_secs(60), None)),
             tokio::spawn(claim_controller::run(ctx.clone())),
             tokio::spawn(replica_controller::run(ctx.clone())),
+            tokio::spawn(disk_volume_controller::run(Arc::new(DiskVolumes {
+                ctx: ctx.clone(),
+                wipe: Arc::new(self.wipe.clone()),
+            }))),
         ];
         if let (Some(rep), Some(d)) = (replication, self.drbd.as_ref()) {
             tasks.push(tokio::spawn(

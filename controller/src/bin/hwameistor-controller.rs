@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
+use hwameistor_controller::disk_volumes;
 use hwameistor_controller::evictor;
 use hwameistor_controller::failover::{self, FailoverConfig};
 use hwameistor_controller::groups;
@@ -240,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
                 operations::run(ctx.clone(), op_settings),
                 evict,
                 groups::run(ctx.clone(), group_interval),
+                disk_volumes::run(ctx.clone()),
                 failover::run(ctx, cfg)
             );
         }

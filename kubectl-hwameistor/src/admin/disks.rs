@@ -23,6 +23,8 @@ pub struct DiskRow {
     pub state: Option<String>,
     pub phase: Option<String>,
     pub claim: Option<String>,
+    /// The raw-disk volume (LocalDiskVolume) the whole disk serves.
+    pub volume: Option<String>,
     pub reserved: bool,
     /// Why the disk is not Available; None when it is.
     pub reason: Option<String>,
@@ -63,6 +65,7 @@ pub fn disk_row(d: &LocalDisk) -> DiskRow {
         }),
         phase: st.phase.map(|p| phase_str(Some(p)).to_string()),
         claim: d.spec.claim_ref.as_ref().map(|c| c.name.clone()),
+        volume: d.spec.volume_ref.as_ref().map(|v| v.name.clone()),
         reserved: d.spec.reserved,
         reason: unavailability(d),
         pool: st.pool.clone(),
@@ -74,6 +77,17 @@ pub fn disk_row(d: &LocalDisk) -> DiskRow {
             .iter()
             .find(|l| l.starts_with("/dev/disk/by-id/"))
             .cloned(),
+    }
+}
+
+impl DiskRow {
+    /// Who uses the disk, as `ldc/CLAIM` (a pool's claim) or `ldv/VOLUME` (a raw-disk
+    /// volume).
+    pub fn owner(&self) -> Option<String> {
+        self.claim
+            .as_ref()
+            .map(|c| format!("ldc/{c}"))
+            .or_else(|| self.volume.as_ref().map(|v| format!("ldv/{v}")))
     }
 }
 
@@ -102,7 +116,7 @@ pub fn size_cell(bytes: Option<i64>) -> String {
 impl Render for DiskList {
     fn tables(&self, wide: bool) -> Vec<TableView> {
         let mut headers = vec![
-            "NODE", "NAME", "DEVICE", "TYPE", "CAPACITY", "STATE", "PHASE", "CLAIM", "REASON",
+            "NODE", "NAME", "DEVICE", "TYPE", "CAPACITY", "STATE", "PHASE", "OWNER", "REASON",
         ];
         if wide {
             headers.extend(["SERIAL", "WWN", "MODEL", "BY-ID"]);
@@ -117,7 +131,7 @@ impl Render for DiskList {
                 size_cell(d.capacity_bytes),
                 or_dash(d.state.as_deref()),
                 or_dash(d.phase.as_deref()),
-                or_dash(d.claim.as_deref()),
+                or_dash(d.owner().as_deref()),
                 or_dash(d.reason.as_deref()),
             ];
             if wide {
@@ -207,11 +221,22 @@ pub async fn set_reserved(
             });
         };
         let bound = d.spec.claim_ref.is_some()
+            || d.spec.volume_ref.is_some()
             || d.status.as_ref().and_then(|s| s.phase) == Some(DiskPhase::Bound);
         if reserved && bound {
             return Err(AdminError::DiskBound {
                 disk: n.clone(),
-                claim: d.spec.claim_ref.as_ref().map(|c| c.name.clone()),
+                owner: d
+                    .spec
+                    .claim_ref
+                    .as_ref()
+                    .map(|c| format!("claim {:?}", c.name))
+                    .or_else(|| {
+                        d.spec
+                            .volume_ref
+                            .as_ref()
+                            .map(|v| format!("disk volume {:?}", v.name))
+                    }),
             });
         }
         targets.push(d);

@@ -430,6 +430,7 @@ pub fn disk(name: &str, node: &str, dtype: DiskType, capacity: i64, phase: DiskP
             node_name: node.into(),
             reserved: false,
             claim_ref: None,
+            volume_ref: None,
         },
     );
     d.metadata.labels = Some(BTreeMap::from([(

@@ -102,6 +102,7 @@ async fn populate_node(client: Client, node: String, replicas: usize) -> Result<
                 node_name: node.clone(),
                 reserved: false,
                 claim_ref: None,
+                volume_ref: None,
             },
         );
         d.metadata.labels = labels(&node);

@@ -1,0 +1,314 @@
+//! Raw-disk volumes (LocalDiskVolume) in the middle layer: the controller's binder and the
+//! agent's reconciler against the test API server (or a real cluster), with fake disks and a
+//! fake wipe. A volume gets the smallest fitting disk, two volumes never share one, a pool's
+//! claim and a volume never share one, and a deleted volume's disk is wiped, then given
+//! back.
+
+mod fake_node;
+
+use fake_node::*;
+use hwameistor_api::*;
+use hwameistor_controller::metrics::Metrics;
+use hwameistor_controller::volume_reconciler::{self, Scope};
+use hwameistor_core::placement::Policy;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use std::str::FromStr;
+use std::sync::Arc;
+
+const SCOPE_LABEL: &str = "hwameistor.io/test-scope";
+
+/// The node's LocalStorageNode labelled with `scope` (what the test's controller acts on),
+/// made before the agent starts.
+async fn scoped(node: &FakeNode, scope: &str) {
+    let mut lsn = LocalStorageNode::new(
+        &node.name,
+        LocalStorageNodeSpec {
+            hostname: node.name.clone(),
+            storage_ip: None,
+        },
+    );
+    lsn.metadata.labels = Some(
+        [
+            (SCOPE_LABEL.to_string(), scope.to_string()),
+            (LABEL_NODE.to_string(), node.name.clone()),
+        ]
+        .into(),
+    );
+    Api::<LocalStorageNode>::all(node.client.clone())
+        .create(&PostParams::default(), &lsn)
+        .await
+        .expect("create node");
+}
+
+/// The controller's disk-volume binder, acting on `scope`'s nodes only.
+fn binder(node: &FakeNode, scope: &str) -> tokio::task::JoinHandle<()> {
+    let ctx = volume_reconciler::Context::new_scoped(
+        node.client.clone(),
+        &unique("controller"),
+        Arc::new(Metrics::default()),
+        Policy::default(),
+        Some(Scope::from_str(&format!("{SCOPE_LABEL}={scope}")).expect("scope")),
+    );
+    tokio::spawn(hwameistor_controller::disk_volumes::run(ctx))
+}
+
+fn ldv(node: &FakeNode, want: i64, wipe: WipePolicy) -> LocalDiskVolume {
+    LocalDiskVolume::new(
+        &unique("ldv"),
+        LocalDiskVolumeSpec {
+            node_name: node.name.clone(),
+            disk_type: DiskType::Hdd,
+            required_capacity_bytes: want,
+            pvc_namespace: Some("apps".into()),
+            pvc_name: Some("data".into()),
+            wipe,
+        },
+    )
+}
+
+async fn wait_state(node: &FakeNode, name: &str, state: DiskVolumeState) -> LocalDiskVolume {
+    let api: Api<LocalDiskVolume> = Api::all(node.client.clone());
+    eventually(&format!("{name} {state:?}"), || async {
+        api.get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .filter(|v| v.status.as_ref().and_then(|s| s.state) == Some(state))
+    })
+    .await
+}
+
+async fn disk_of(node: &FakeNode, dev: &str) -> LocalDisk {
+    node.disks()
+        .await
+        .into_iter()
+        .find(|d| d.status.as_ref().and_then(|s| s.device_path.as_deref()) == Some(dev))
+        .expect("disk")
+}
+
+#[tokio::test]
+async fn volumes_get_the_smallest_fitting_disks_never_a_shared_one_and_wipe_them_when_deleted() {
+    let (_server, client) = cluster().await;
+    let scope = unique("ldv");
+    let mut node = FakeNode::new(&client);
+    node.add_disk("/dev/vdb", 8 * GI, true);
+    node.add_disk("/dev/vdc", 2 * GI, true);
+    node.add_disk("/dev/vdd", 4 * GI, true);
+    node.add_disk("/dev/vde", GI, true);
+    scoped(&node, &scope).await;
+    node.start();
+    for d in ["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde"] {
+        node.disk(d, DiskPhase::Available).await;
+    }
+    let controller = binder(&node, &scope);
+    let api: Api<LocalDiskVolume> = Api::all(client.clone());
+
+    // Three volumes of 1.5 GiB at once, for three disks that fit (vde is too small):
+    // each gets its own, smallest first overall.
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        let v = api
+            .create(
+                &PostParams::default(),
+                &ldv(&node, 3 * GI / 2, WipePolicy::Signatures),
+            )
+            .await
+            .expect("create");
+        names.push(v.metadata.name.expect("name"));
+    }
+    let mut got = Vec::new();
+    for n in &names {
+        let v = wait_state(&node, n, DiskVolumeState::Ready).await;
+        let st = v.status.expect("status");
+        assert!(
+            st.device_path
+                .as_deref()
+                .is_some_and(|p| p.starts_with("/dev/disk/by-id/")),
+            "{st:?}"
+        );
+        got.push(st.local_disk_name.expect("disk"));
+    }
+    let mut unique_disks = got.clone();
+    unique_disks.sort();
+    unique_disks.dedup();
+    assert_eq!(unique_disks.len(), 3, "no disk serves two volumes: {got:?}");
+    let small = disk_of(&node, "/dev/vde").await;
+    assert!(small.spec.volume_ref.is_none(), "too small for any");
+    // The bound disks are Bound, owned by their volume.
+    let vdb = eventually("the bound disk's phase Bound", || async {
+        let d = disk_of(&node, "/dev/vdb").await;
+        (d.status.as_ref().and_then(|s| s.phase) == Some(DiskPhase::Bound)).then_some(d)
+    })
+    .await;
+    assert!(disk_unavailability(&vdb).is_some_and(|r| r.starts_with("used by disk volume")));
+
+    // A fourth waits, saying why.
+    let extra = api
+        .create(
+            &PostParams::default(),
+            &ldv(&node, 3 * GI / 2, WipePolicy::Full),
+        )
+        .await
+        .expect("create")
+        .metadata
+        .name
+        .expect("name");
+    let v = wait_state(&node, &extra, DiskVolumeState::Pending).await;
+    let msg = v.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(
+        msg.contains("is too small") && msg.contains("used by disk volume"),
+        "{msg}"
+    );
+
+    // Deleted while its disk is busy: the wipe is refused and retried; once free, the disk
+    // is wiped, given back, and the waiting volume (Full wipe) takes it.
+    let first = &names[0];
+    let first_disk = disk_of_volume(&node, &got[0]).await;
+    let dev = first_disk
+        .status
+        .as_ref()
+        .and_then(|s| s.device_path.clone())
+        .expect("device");
+    node.wipe.set_busy(&dev, true);
+    api.delete(first, &DeleteParams::default())
+        .await
+        .expect("delete");
+    let v = wait_state(&node, first, DiskVolumeState::Releasing).await;
+    eventually("the busy wipe reported", || async {
+        api.get_opt(first)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| v.status)
+            .and_then(|s| s.message)
+            .filter(|m| m.contains("Device or resource busy"))
+    })
+    .await;
+    assert!(v.status.is_some_and(|s| !s.wiped));
+    assert!(node.wipe.wiped().is_empty());
+    node.wipe.set_busy(&dev, false);
+    eventually("the volume gone", || async {
+        api.get_opt(first).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(node.wipe.wiped(), vec![(dev.clone(), false)]);
+    let v = wait_state(&node, &extra, DiskVolumeState::Ready).await;
+    assert_eq!(
+        v.status.and_then(|s| s.local_disk_name).as_deref(),
+        Some(got[0].as_str())
+    );
+    // Deleted: its Full wipe zeroes the disk.
+    api.delete(&extra, &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the second wipe", || async {
+        (node.wipe.wiped().len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(node.wipe.wiped()[1], (dev.clone(), true));
+    eventually("the disk free again", || async {
+        disk_of_volume(&node, &got[0])
+            .await
+            .spec
+            .volume_ref
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    for n in &names[1..] {
+        let _ = api.delete(n, &DeleteParams::default()).await;
+    }
+    controller.abort();
+    node.cleanup().await;
+}
+
+async fn disk_of_volume(node: &FakeNode, disk: &str) -> LocalDisk {
+    Api::<LocalDisk>::all(node.client.clone())
+        .get(disk)
+        .await
+        .expect("disk")
+}
+
+#[tokio::test]
+async fn a_pool_claim_and_a_disk_volume_never_get_the_same_disk() {
+    let (_server, client) = cluster().await;
+    let scope = unique("ldv");
+    let mut node = FakeNode::new(&client);
+    node.add_disk("/dev/vdb", 4 * GI, true);
+    node.add_disk("/dev/vdc", 4 * GI, true);
+    scoped(&node, &scope).await;
+    node.start();
+    node.disk("/dev/vdb", DiskPhase::Available).await;
+    node.disk("/dev/vdc", DiskPhase::Available).await;
+    let controller = binder(&node, &scope);
+    let api: Api<LocalDiskVolume> = Api::all(client.clone());
+    // Both at once: the claim wants every HDD, the volume one.
+    let v = api
+        .create(
+            &PostParams::default(),
+            &ldv(&node, GI, WipePolicy::Signatures),
+        )
+        .await
+        .expect("create")
+        .metadata
+        .name
+        .expect("name");
+    let claim = node
+        .claim(
+            "hdd",
+            DiskSelector {
+                disk_type: Some(DiskType::Hdd),
+                ..Default::default()
+            },
+        )
+        .await;
+    // Whoever wins each disk, no disk ends with both, and the loser says why.
+    let c = eventually("the claim settled", || async {
+        let c = Api::<LocalDiskClaim>::all(client.clone())
+            .get(&claim)
+            .await
+            .ok()?;
+        matches!(
+            c.status.as_ref().and_then(|s| s.phase),
+            Some(ClaimPhase::Bound)
+        )
+        .then_some(c)
+    })
+    .await;
+    let bound = c.status.expect("status").bound_disks;
+    let vol = eventually("the volume settled", || async {
+        let v = api.get(&v).await.ok()?;
+        matches!(
+            v.status.as_ref().and_then(|s| s.state),
+            Some(DiskVolumeState::Ready | DiskVolumeState::Pending)
+        )
+        .then_some(v)
+    })
+    .await;
+    let st = vol.status.expect("status");
+    match st.state {
+        Some(DiskVolumeState::Ready) => {
+            let taken = st.local_disk_name.expect("disk");
+            assert!(!bound.contains(&taken), "{bound:?} vs {taken}");
+            assert_eq!(bound.len(), 1);
+        }
+        _ => {
+            assert_eq!(bound.len(), 2, "the claim took both");
+            let msg = st.message.unwrap_or_default();
+            assert!(
+                msg.contains("bound to claim") || msg.contains("in pool"),
+                "{msg}"
+            );
+        }
+    }
+    let disks = Api::<LocalDisk>::all(client.clone())
+        .list(&ListParams::default().fields(&format!("spec.nodeName={}", node.name)))
+        .await
+        .expect("disks")
+        .items;
+    assert!(disks
+        .iter()
+        .all(|d| !(d.spec.claim_ref.is_some() && d.spec.volume_ref.is_some())));
+    controller.abort();
+    node.cleanup().await;
+}
