@@ -1059,6 +1059,7 @@ async fn lists_show_disks_pools_nodes_and_volumes() {
         row(&out, &fx.volume),
         [
             fx.volume.as_str(),
+            "LVM",
             "LocalStorage_PoolHDD",
             "10Gi",
             "2/2",

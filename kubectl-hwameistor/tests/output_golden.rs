@@ -173,6 +173,7 @@ fn volumes() -> VolumeList {
     VolumeList {
         items: vec![VolumeRow {
             name: "pvc-1".into(),
+            kind: "LVM".into(),
             pool: "LocalStorage_PoolHDD".into(),
             required_bytes: 10 * GI,
             allocated_bytes: Some(10 * GI),
@@ -198,8 +199,8 @@ fn volume_table_shows_replicas_with_their_nodes_and_states() {
     assert_eq!(
         lines(&out),
         [
-            "NAME    POOL                   CAPACITY   REPLICAS   NODES                          STATE      HA   PUBLISHED   PVC                 GROUP",
-            "pvc-1   LocalStorage_PoolHDD   10Gi       1/2        node-a:Ready,node-b:NotReady   NotReady   -    node-a      default/data-db-0   -",
+            "NAME    KIND   POOL                   CAPACITY   REPLICAS   NODES                          STATE      HA   PUBLISHED   PVC                 GROUP",
+            "pvc-1   LVM    LocalStorage_PoolHDD   10Gi       1/2        node-a:Ready,node-b:NotReady   NotReady   -    node-a      default/data-db-0   -",
         ]
     );
 }
@@ -332,6 +333,7 @@ fn ha_volume() -> VolumeRow {
     };
     VolumeRow {
         name: "pvc-2".into(),
+        kind: "LVM".into(),
         pool: "LocalStorage_PoolHDD".into(),
         required_bytes: 10 * GI,
         allocated_bytes: Some(10 * GI),
@@ -358,8 +360,8 @@ fn ha_volume_detail_shows_each_replicas_replication_and_assignment() {
     assert_eq!(
         lines(&render(&d, opts(OutputFormat::Table)).unwrap()),
         [
-            "NAME    POOL                   CAPACITY   REPLICAS   NODES                       STATE   HA        PUBLISHED   PVC                 GROUP",
-            "pvc-2   LocalStorage_PoolHDD   10Gi       2/2        node-a:Ready,node-b:Ready   Ready   Syncing   node-a      default/data-db-1   -",
+            "NAME    KIND   POOL                   CAPACITY   REPLICAS   NODES                       STATE   HA        PUBLISHED   PVC                 GROUP",
+            "pvc-2   LVM    LocalStorage_PoolHDD   10Gi       2/2        node-a:Ready,node-b:Ready   Ready   Syncing   node-a      default/data-db-1   -",
             "",
             "Replicas:",
             "REPLICA        NODE     STATE   SYNCED   ALLOCATED   DEVICE       MESSAGE",
@@ -411,9 +413,9 @@ fn volume_list_shows_the_ha_state_and_wide_the_allowed_primary() {
     assert_eq!(
         lines(&render(&list, opts(OutputFormat::Wide)).unwrap()),
         [
-            "NAME    POOL                   CAPACITY   REPLICAS   NODES                          STATE      HA        PUBLISHED   PVC                 GROUP   ALLOCATED   USED   PRIMARY   MESSAGE",
-            "pvc-1   LocalStorage_PoolHDD   10Gi       1/2        node-a:Ready,node-b:NotReady   NotReady   -         node-a      default/data-db-0   -       10Gi        -      -         -",
-            "pvc-2   LocalStorage_PoolHDD   10Gi       2/2        node-a:Ready,node-b:Ready      Ready      Syncing   node-a      default/data-db-1   -       10Gi        -      node-a    -",
+            "NAME    KIND   POOL                   CAPACITY   REPLICAS   NODES                          STATE      HA        PUBLISHED   PVC                 GROUP   ALLOCATED   USED   PRIMARY   MESSAGE",
+            "pvc-1   LVM    LocalStorage_PoolHDD   10Gi       1/2        node-a:Ready,node-b:NotReady   NotReady   -         node-a      default/data-db-0   -       10Gi        -      -         -",
+            "pvc-2   LVM    LocalStorage_PoolHDD   10Gi       2/2        node-a:Ready,node-b:Ready      Ready      Syncing   node-a      default/data-db-1   -       10Gi        -      node-a    -",
         ]
     );
 }
@@ -467,5 +469,51 @@ fn the_split_brain_plan_says_what_is_kept_and_what_is_discarded() {
     assert_eq!(
         plan.confirmation_action(),
         "discard the changes made on node-b to volume pvc-3 since the split brain"
+    );
+}
+
+#[test]
+fn a_raw_disk_volume_is_listed_with_its_kind_disk_and_node() {
+    use hwameistor_api::{
+        DiskType, DiskVolumeState, LocalDiskVolume, LocalDiskVolumeSpec, LocalDiskVolumeStatus,
+        WipePolicy,
+    };
+    use kubectl_hwameistor::admin::volumes::disk_volume_row;
+    let mut v = LocalDiskVolume::new(
+        "pvc-9",
+        LocalDiskVolumeSpec {
+            node_name: "node-a".into(),
+            disk_type: DiskType::Ssd,
+            required_capacity_bytes: 100 * GI,
+            pvc_namespace: Some("kafka".into()),
+            pvc_name: Some("log-0".into()),
+            wipe: WipePolicy::Signatures,
+        },
+    );
+    v.status = Some(LocalDiskVolumeStatus {
+        state: Some(DiskVolumeState::Ready),
+        local_disk_name: Some("disk-a2".into()),
+        device_path: Some("/dev/disk/by-id/wwn-0x5000c500a2".into()),
+        capacity_bytes: Some(1536 * GI),
+        ..Default::default()
+    });
+    let mut pending = v.clone();
+    pending.metadata.name = Some("pvc-8".into());
+    pending.status = Some(LocalDiskVolumeStatus {
+        state: Some(DiskVolumeState::Pending),
+        message: Some("no free SSD disk of at least 100Gi on node node-a".into()),
+        ..Default::default()
+    });
+    let list = VolumeList {
+        items: vec![disk_volume_row(&pending), disk_volume_row(&v)],
+    };
+    let out = render(&list, opts(OutputFormat::Table)).unwrap();
+    assert_eq!(
+        lines(&out),
+        [
+            "NAME    KIND   POOL                CAPACITY   REPLICAS   NODES          STATE     HA   PUBLISHED   PVC           GROUP",
+            "pvc-8   Disk   LocalDisk_PoolSSD   100Gi      0/1        -              Pending   -    -           kafka/log-0   -",
+            "pvc-9   Disk   LocalDisk_PoolSSD   100Gi      1/1        node-a:Ready   Ready     -    -           kafka/log-0   -",
+        ]
     );
 }

@@ -40,6 +40,7 @@ async fn get_list_and_diagnose_show_an_ha_volume_and_its_split_brain() {
         cells(&out)[0],
         [
             "NAME",
+            "KIND",
             "POOL",
             "CAPACITY",
             "REPLICAS",
@@ -51,7 +52,7 @@ async fn get_list_and_diagnose_show_an_ha_volume_and_its_split_brain() {
             "GROUP"
         ]
     );
-    assert_eq!(row(&out, &name)[6], "SplitBrain", "{out}");
+    assert_eq!(row(&out, &name)[7], "SplitBrain", "{out}");
 
     let (code, out) = env.cli(&["volume", "get", &name]).await;
     assert_eq!(code, Ok(0), "{out}");

@@ -11,9 +11,9 @@ use crate::progress::Progress;
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::replica::replica_name;
 use hwameistor_api::{
-    HaState, LocalStorageNode, LocalVolume, LocalVolumeExpand, LocalVolumeExpandSpec,
-    LocalVolumeReplica, OperationPhase, PoolClass, ReplicaAssignment, ReplicaState, VolumeConfig,
-    VolumeState,
+    HaState, LocalDiskVolume, LocalStorageNode, LocalVolume, LocalVolumeExpand,
+    LocalVolumeExpandSpec, LocalVolumeReplica, OperationPhase, PoolClass, ReplicaAssignment,
+    ReplicaState, VolumeConfig, VolumeState,
 };
 use hwameistor_core::sizing::{self, FsType, VolumeAccess};
 use hwameistor_core::{ha, placement};
@@ -122,6 +122,9 @@ impl ReplicaRow {
 #[serde(rename_all = "camelCase")]
 pub struct VolumeRow {
     pub name: String,
+    /// `LVM` (a LocalVolume: logical volumes, maybe replicated) or `Disk` (a
+    /// LocalDiskVolume: one whole disk).
+    pub kind: String,
     pub pool: String,
     pub required_bytes: i64,
     pub allocated_bytes: Option<i64>,
@@ -305,6 +308,7 @@ pub fn volume_row(v: &LocalVolume, replicas: &[&LocalVolumeReplica]) -> VolumeRo
     });
     VolumeRow {
         name,
+        kind: KIND_LVM.into(),
         pool: v.spec.pool_name.clone(),
         required_bytes: v.spec.required_capacity_bytes,
         allocated_bytes: st.allocated_capacity_bytes,
@@ -329,6 +333,51 @@ pub fn volume_row(v: &LocalVolume, replicas: &[&LocalVolumeReplica]) -> VolumeRo
             .as_ref()
             .and_then(|l| l.get(hwameistor_api::LABEL_VOLUME_GROUP))
             .cloned(),
+    }
+}
+
+/// The KIND of a LocalVolume's row.
+pub const KIND_LVM: &str = "LVM";
+/// The KIND of a LocalDiskVolume's row.
+pub const KIND_DISK: &str = "Disk";
+
+/// A raw-disk volume (LocalDiskVolume) as a row: one whole disk of one node, shown as the
+/// disk's single "replica". Its pool is named as the original names raw-disk pools
+/// (`LocalDisk_Pool<type>`). Pure.
+pub fn disk_volume_row(v: &LocalDiskVolume) -> VolumeRow {
+    let st = v.status.clone().unwrap_or_default();
+    let state = st.state.map(|s| format!("{s:?}"));
+    let replica = ReplicaRow {
+        name: st.local_disk_name.clone().unwrap_or_default(),
+        node: v.spec.node_name.clone(),
+        state: state.clone(),
+        allocated_bytes: st.capacity_bytes,
+        device: st.device_path.clone(),
+        message: st.message.clone(),
+        ..Default::default()
+    };
+    VolumeRow {
+        name: v.name_any(),
+        kind: KIND_DISK.into(),
+        pool: format!("LocalDisk_Pool{}", v.spec.disk_type),
+        required_bytes: v.spec.required_capacity_bytes,
+        allocated_bytes: st.capacity_bytes,
+        used_bytes: None,
+        replica_number: 1,
+        replicas: if st.local_disk_name.is_some() {
+            vec![replica]
+        } else {
+            Vec::new()
+        },
+        state,
+        published_node: None,
+        pvc_namespace: v.spec.pvc_namespace.clone(),
+        pvc_name: v.spec.pvc_name.clone(),
+        message: st.message,
+        ha_state: None,
+        split_brain_keep: None,
+        convertible: false,
+        group: None,
     }
 }
 
@@ -366,6 +415,7 @@ pub fn volume_list(volumes: &[LocalVolume], replicas: &[LocalVolumeReplica]) -> 
 fn volume_table(rows: &[VolumeRow], wide: bool) -> TableView {
     let mut headers = vec![
         "NAME",
+        "KIND",
         "POOL",
         "CAPACITY",
         "REPLICAS",
@@ -399,6 +449,7 @@ fn volume_table(rows: &[VolumeRow], wide: bool) -> TableView {
         };
         let mut row = vec![
             v.name.clone(),
+            v.kind.clone(),
             v.pool.clone(),
             format_size(v.required_bytes),
             format!("{}/{}", v.ready_replicas(), v.replica_number),
@@ -437,7 +488,16 @@ impl Render for VolumeList {
 pub async fn list_volumes(cluster: &Cluster) -> Result<VolumeList, AdminError> {
     let volumes: Vec<LocalVolume> = list_all(cluster).await?;
     let replicas: Vec<LocalVolumeReplica> = list_all(cluster).await?;
-    Ok(volume_list(&volumes, &replicas))
+    let mut list = volume_list(&volumes, &replicas);
+    // An installation from before raw-disk volumes has no LocalDiskVolume CRD: none then.
+    let disk_volumes: Vec<LocalDiskVolume> = match list_all(cluster).await {
+        Ok(v) => v,
+        Err(AdminError::NotInstalled) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    list.items.extend(disk_volumes.iter().map(disk_volume_row));
+    list.items.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(list)
 }
 
 /// `volume get VOL`: the volume and a table of its replicas.
@@ -993,8 +1053,9 @@ mod tests {
         assert_eq!(b.name, "v-b");
         assert_eq!(b.state_cell(), "Missing");
         let t = volume_table(std::slice::from_ref(&row), false);
-        assert_eq!(t.rows[0][4], "a:Ready,b:Missing");
-        assert_eq!(t.rows[0][6], "Degraded");
+        assert_eq!(t.rows[0][1], "LVM");
+        assert_eq!(t.rows[0][5], "a:Ready,b:Missing");
+        assert_eq!(t.rows[0][7], "Degraded");
     }
 
     #[test]
@@ -1011,6 +1072,7 @@ mod tests {
             t.headers,
             [
                 "NAME",
+                "KIND",
                 "POOL",
                 "CAPACITY",
                 "REPLICAS",
@@ -1026,8 +1088,8 @@ mod tests {
                 "MESSAGE"
             ]
         );
-        assert_eq!(t.rows[0][6], "-");
-        assert_eq!(t.rows[0][12], "-");
+        assert_eq!(t.rows[0][7], "-");
+        assert_eq!(t.rows[0][13], "-");
     }
 
     #[test]
