@@ -1,7 +1,9 @@
 //! The disk scanner: keeps the node's LocalDisks and LocalStorageNode in step with the host.
 //!
 //! A scan runs at start, on every block-device uevent (debounced), when another reconciler
-//! asks for one, when a re-read found LVM changed, and every `resync` as a safety net. It
+//! asks for one, when a re-read found LVM changed, when what was decided about one of the
+//! node's disks changed (reserved, bound to a claim or a raw-disk volume, given back: the
+//! phase follows at once), and every `resync` as a safety net. It
 //! takes no lock: it reads the LVM view and checks that no disk joined or left a pool while
 //! it looked (see [`crate::lvm::LvmCache::membership_epoch`]), so a slow volume operation
 //! never delays disk discovery.
@@ -244,6 +246,31 @@ pub fn host_uevents() -> Option<tokio::sync::mpsc::Receiver<discovery::UEvent>> 
     }
 }
 
+/// Asks for a scan whenever the spec of one of the node's LocalDisks changes (what users
+/// and the controller decide about a disk), so its phase follows at once. Runs until
+/// dropped.
+async fn watch_decisions(ctx: Arc<Context>) {
+    use futures::StreamExt;
+    use kube::runtime::{watcher, WatchStreamExt};
+    use std::collections::HashMap;
+    let api: Api<LocalDisk> = Api::all(ctx.client.clone());
+    let cfg = watcher::Config::default().fields(&ctx.node_selector());
+    let mut seen: HashMap<String, hwameistor_api::LocalDiskSpec> = HashMap::new();
+    let mut events = watcher(api, cfg)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    while let Some(ev) = events.next().await {
+        let Ok(d) = ev else { continue };
+        let name = d.metadata.name.clone().unwrap_or_default();
+        if let Some(before) = seen.insert(name, d.spec.clone()) {
+            if before != d.spec {
+                ctx.rescan.notify_one();
+            }
+        }
+    }
+}
+
 /// The scanner loop. Never returns.
 pub async fn run(
     ctx: Arc<Context>,
@@ -260,6 +287,15 @@ pub async fn run(
     // stopped for a moment, so a burst of volume creations costs one scan, not one each.
     let mut due = Some(Instant::now());
     let mut followup: Option<Instant> = None;
+    let decisions = tokio::spawn(watch_decisions(ctx.clone()));
+    // The watch stops with the scanner.
+    struct Stop(tokio::task::JoinHandle<()>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _decisions = Stop(decisions);
     loop {
         let next_resync = last_resync + resync;
         let wake = [due, followup, Some(next_resync)]

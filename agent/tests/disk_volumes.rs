@@ -59,6 +59,7 @@ fn ldv(node: &FakeNode, want: i64, wipe: WipePolicy) -> LocalDiskVolume {
             node_name: node.name.clone(),
             disk_type: DiskType::Hdd,
             required_capacity_bytes: want,
+            max_capacity_bytes: None,
             pvc_namespace: Some("apps".into()),
             pvc_name: Some("data".into()),
             wipe,
@@ -309,6 +310,129 @@ async fn a_pool_claim_and_a_disk_volume_never_get_the_same_disk() {
     assert!(disks
         .iter()
         .all(|d| !(d.spec.claim_ref.is_some() && d.spec.volume_ref.is_some())));
+    controller.abort();
+    node.cleanup().await;
+}
+
+/// The `disk.hwameistor.io` controller service over the binder and the agent: a volume
+/// gets a whole disk and reports its size, a repeat finds it, one that fits no disk is
+/// refused with nothing left behind, capacity is what the free disks offer, and a delete
+/// returns once the disk was wiped and given back.
+#[tokio::test]
+async fn the_disk_csi_controller_service_creates_refuses_reports_and_deletes() {
+    use hwameistor_csi::csi::controller_server::Controller;
+    use hwameistor_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType};
+    use hwameistor_csi::csi::*;
+    use hwameistor_csi::disk_controller::DiskControllerService;
+    use tonic::{Code, Request};
+
+    let (_server, client) = cluster().await;
+    let scope = unique("ldv");
+    let mut node = FakeNode::new(&client);
+    node.add_disk("/dev/vdb", 8 * GI, true);
+    node.add_disk("/dev/vdc", 2 * GI, true);
+    scoped(&node, &scope).await;
+    node.start();
+    node.disk("/dev/vdb", DiskPhase::Available).await;
+    node.disk("/dev/vdc", DiskPhase::Available).await;
+    let controller = binder(&node, &scope);
+    let csi = DiskControllerService::new(
+        client.clone(),
+        hwameistor_csi::controller::Timeouts::default(),
+    );
+    let cap = VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Block(Default::default())),
+    };
+    let on_node = TopologyRequirement {
+        requisite: vec![hwameistor_csi::topology::of_node(&node.name)],
+        preferred: vec![hwameistor_csi::topology::of_node(&node.name)],
+    };
+    let create = |name: &str, gib: i64| CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: gib * GI,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![cap.clone()],
+        parameters: [("diskType".to_string(), "HDD".to_string())].into(),
+        accessibility_requirements: Some(on_node.clone()),
+        ..Default::default()
+    };
+    let capacity = || async {
+        csi.get_capacity(Request::new(GetCapacityRequest {
+            parameters: [("diskType".to_string(), "HDD".to_string())].into(),
+            accessible_topology: Some(hwameistor_csi::topology::of_node(&node.name)),
+            ..Default::default()
+        }))
+        .await
+        .expect("capacity")
+        .into_inner()
+    };
+    let c = capacity().await;
+    assert_eq!(
+        (c.available_capacity, c.maximum_volume_size),
+        (10 * GI, Some(8 * GI))
+    );
+
+    let name = unique("pvc");
+    let v = csi
+        .create_volume(Request::new(create(&name, 3)))
+        .await
+        .expect("create")
+        .into_inner()
+        .volume
+        .expect("volume");
+    // The whole disk: 8 GiB, though 3 were asked.
+    assert_eq!(v.capacity_bytes, 8 * GI);
+    let again = csi
+        .create_volume(Request::new(create(&name, 3)))
+        .await
+        .expect("repeat")
+        .into_inner()
+        .volume
+        .expect("volume");
+    assert_eq!(again.volume_id, v.volume_id);
+    let c = capacity().await;
+    assert_eq!(
+        (c.available_capacity, c.maximum_volume_size),
+        (2 * GI, Some(2 * GI))
+    );
+
+    // 5 GiB fits no free disk now: refused, nothing left behind.
+    let big = unique("pvc");
+    let e = csi
+        .create_volume(Request::new(create(&big, 5)))
+        .await
+        .expect_err("no disk");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("is too small"), "{e:?}");
+    let api: Api<LocalDiskVolume> = Api::all(client.clone());
+    assert!(api.get_opt(&big).await.expect("get").is_none());
+
+    // Delete: back once wiped and given back.
+    csi.delete_volume(Request::new(DeleteVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        ..Default::default()
+    }))
+    .await
+    .expect("delete");
+    assert!(api.get_opt(&v.volume_id).await.expect("get").is_none());
+    assert_eq!(node.wipe.wiped().len(), 1);
+    // The given-back disk is free again as soon as its agent looked at it.
+    eventually("the disk free again", || async {
+        (capacity().await.available_capacity == 10 * GI).then_some(())
+    })
+    .await;
+    // Deleting again is fine.
+    csi.delete_volume(Request::new(DeleteVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        ..Default::default()
+    }))
+    .await
+    .expect("delete again");
     controller.abort();
     node.cleanup().await;
 }

@@ -72,6 +72,10 @@ pub struct LocalDiskVolumeSpec {
     /// large is chosen.
     #[schemars(range(min = 1))]
     pub required_capacity_bytes: i64,
+    /// The largest disk acceptable (a CSI capacity limit); absent: any size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_capacity_bytes: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc_namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

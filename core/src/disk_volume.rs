@@ -36,6 +36,14 @@ pub fn choose_disk(v: &LocalDiskVolume, disks: &[LocalDisk]) -> Result<String, S
             why.push(format!("{name}: {} is too small", format_size(cap)));
             continue;
         }
+        if let Some(max) = v.spec.max_capacity_bytes.filter(|m| cap > *m) {
+            why.push(format!(
+                "{name}: {} is larger than the limit {}",
+                format_size(cap),
+                format_size(max)
+            ));
+            continue;
+        }
         fits.push((cap, name));
     }
     fits.sort();
@@ -319,6 +327,7 @@ mod tests {
                 node_name: node.into(),
                 disk_type: t,
                 required_capacity_bytes: want,
+                max_capacity_bytes: None,
                 pvc_namespace: None,
                 pvc_name: None,
                 wipe: WipePolicy::Signatures,
@@ -404,6 +413,15 @@ mod tests {
         assert!(e.contains("sdb: bound to claim pool-claim"), "{e}");
         assert!(e.contains("sdc: reserved"), "{e}");
         assert!(e.contains("sdd: 500Gi is too small"), "{e}");
+        let mut capped = ldv("v", "n1", DiskType::Hdd, 50 * GI);
+        capped.spec.max_capacity_bytes = Some(150 * GI);
+        let e = choose_disk(&capped, &disks).unwrap_err();
+        assert!(
+            e.contains("sde: 200Gi is larger than the limit 150Gi"),
+            "{e}"
+        );
+        capped.spec.max_capacity_bytes = Some(200 * GI);
+        assert_eq!(choose_disk(&capped, &disks), Ok("sde".into()));
         let ssd = ldv("v", "n1", DiskType::Ssd, GI);
         assert_eq!(
             choose_disk(&ssd, &disks),

@@ -95,7 +95,7 @@ pub fn grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-fn deadline<T>(req: &Request<T>, ours: Duration) -> Duration {
+pub(crate) fn deadline<T>(req: &Request<T>, ours: Duration) -> Duration {
     let theirs = req
         .metadata()
         .get("grpc-timeout")
@@ -108,7 +108,7 @@ fn deadline<T>(req: &Request<T>, ours: Duration) -> Duration {
     }
 }
 
-fn require(field: &str, v: &str) -> Result<(), Status> {
+pub(crate) fn require(field: &str, v: &str) -> Result<(), Status> {
     if v.is_empty() {
         Err(missing(field))
     } else {

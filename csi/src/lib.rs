@@ -63,6 +63,7 @@
 
 pub mod capability;
 pub mod controller;
+pub mod disk_controller;
 pub mod errors;
 pub use hwameistor_hostexec as exec;
 pub mod identity;

@@ -485,6 +485,7 @@ fn a_raw_disk_volume_is_listed_with_its_kind_disk_and_node() {
             node_name: "node-a".into(),
             disk_type: DiskType::Ssd,
             required_capacity_bytes: 100 * GI,
+            max_capacity_bytes: None,
             pvc_namespace: Some("kafka".into()),
             pvc_name: Some("log-0".into()),
             wipe: WipePolicy::Signatures,
