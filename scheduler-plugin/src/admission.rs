@@ -6,7 +6,7 @@
 //!   with `failurePolicy: Ignore` and without kube-system and HwameiStor's own namespace: a
 //!   webhook that is down never stops a pod from being created (`diagnose` says it is down).
 //! - **Validating**: the cross-field checks a CRD schema cannot express, for LocalVolume,
-//!   LocalDiskClaim and the volume operations, each refusal saying what to do instead.
+//!   LocalDiskClaim, LocalDiskVolume and the volume operations, each refusal saying what to do instead.
 //!   Also fail-open: the controller and the operations' own state machines refuse the same
 //!   things later, with the same reasons.
 
@@ -15,7 +15,8 @@ use crate::claims::{is_ours, our_class};
 use base64::Engine;
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::{
-    LocalDiskClaim, LocalVolume, LocalVolumeConvert, LocalVolumeExpand, LocalVolumeMigrate,
+    LocalDiskClaim, LocalDiskVolume, LocalVolume, LocalVolumeConvert, LocalVolumeExpand,
+    LocalVolumeMigrate,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
@@ -159,6 +160,45 @@ fn check_claim(caches: &Caches, c: &LocalDiskClaim) -> Result<Vec<String>, Strin
     Ok(warnings)
 }
 
+/// A raw-disk volume: its size limits agree, and its node, type and size stay as created
+/// (the disk was chosen for them).
+fn check_disk_volume(
+    caches: &Caches,
+    v: &LocalDiskVolume,
+    old: Option<&LocalDiskVolume>,
+) -> Result<Vec<String>, String> {
+    let s = &v.spec;
+    if let Some(max) = s
+        .max_capacity_bytes
+        .filter(|m| *m < s.required_capacity_bytes)
+    {
+        return Err(format!(
+            "maxCapacityBytes {} is below requiredCapacityBytes {}: raise it or leave it out",
+            format_size(max),
+            format_size(s.required_capacity_bytes)
+        ));
+    }
+    if let Some(o) = old {
+        let o = &o.spec;
+        if o.node_name != s.node_name
+            || o.disk_type != s.disk_type
+            || o.required_capacity_bytes != s.required_capacity_bytes
+            || o.max_capacity_bytes != s.max_capacity_bytes
+        {
+            return Err("a disk volume's node, disk type and size are fixed once created (its disk was chosen for them); create another volume instead".into());
+        }
+        return Ok(Vec::new());
+    }
+    let mut warnings = Vec::new();
+    if caches.nodes.get(&s.node_name).is_none() {
+        warnings.push(format!(
+            "node {} runs no HwameiStor agent (no LocalStorageNode) yet: the volume waits for a disk there",
+            s.node_name
+        ));
+    }
+    Ok(warnings)
+}
+
 /// The nodes holding a replica of `volume`, or why it cannot be operated on.
 fn volume_nodes(caches: &Caches, volume: &str) -> Result<Vec<String>, String> {
     let Some(v) = caches.volumes.get(volume) else {
@@ -286,6 +326,13 @@ pub fn respond(
             }),
             ("hwameistor.io", "LocalDiskClaim") => object::<LocalDiskClaim>(&req.object)
                 .and_then(|c| c.map_or(Ok(Vec::new()), |c| check_claim(caches, &c))),
+            ("hwameistor.io", "LocalDiskVolume") => object::<LocalDiskVolume>(&req.object)
+                .and_then(|v| {
+                    let old = object::<LocalDiskVolume>(&req.old_object)?;
+                    v.map_or(Ok(Vec::new()), |v| {
+                        check_disk_volume(caches, &v, old.as_ref())
+                    })
+                }),
             ("hwameistor.io", "LocalVolumeMigrate") if req.operation == Operation::Create => {
                 object::<LocalVolumeMigrate>(&req.object).and_then(|m| {
                     m.map_or(Ok(()), |m| check_migrate(caches, &m))

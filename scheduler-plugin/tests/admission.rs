@@ -337,6 +337,61 @@ async fn hwameistor_resources_get_cross_field_checks_with_what_to_do() {
     )
     .await;
     assert!(denied(&r).contains("names d1 twice"), "{r}");
+
+    // A raw-disk volume: a limit below the size is refused; node, type and size are fixed.
+    let ldv = |max: i64, node: &str| {
+        json!({"apiVersion": "hwameistor.io/v1alpha1", "kind": "LocalDiskVolume", "metadata": {"name": "v"},
+            "spec": {"nodeName": node, "diskType": "HDD", "requiredCapacityBytes": 10_i64 << 30, "maxCapacityBytes": max}})
+    };
+    let r = answer(
+        addr,
+        "/validate",
+        review(
+            ("hwameistor.io", "v1alpha1", "LocalDiskVolume"),
+            "CREATE",
+            None,
+            ldv(5 << 30, "a"),
+            Value::Null,
+        ),
+    )
+    .await;
+    assert!(
+        denied(&r).contains("maxCapacityBytes 5Gi is below requiredCapacityBytes 10Gi"),
+        "{r}"
+    );
+    let r = answer(
+        addr,
+        "/validate",
+        review(
+            ("hwameistor.io", "v1alpha1", "LocalDiskVolume"),
+            "CREATE",
+            None,
+            ldv(20 << 30, "ghost"),
+            Value::Null,
+        ),
+    )
+    .await;
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ghost runs no HwameiStor agent"),
+        "{r}"
+    );
+    let r = answer(
+        addr,
+        "/validate",
+        review(
+            ("hwameistor.io", "v1alpha1", "LocalDiskVolume"),
+            "UPDATE",
+            None,
+            ldv(20 << 30, "b"),
+            ldv(20 << 30, "a"),
+        ),
+    )
+    .await;
+    assert!(denied(&r).contains("fixed once created"), "{r}");
 }
 
 #[tokio::test]
