@@ -213,7 +213,15 @@ fn files_are_numbered_in_apply_order() {
 #[test]
 fn csi_driver_object() {
     let o = load();
-    assert_eq!(o.csi_drivers.len(), 1);
+    assert_eq!(o.csi_drivers.len(), 2);
+    // Raw-disk volumes: nothing to attach, capacity published per node.
+    let disk = &o.csi_drivers[1];
+    assert_eq!(
+        disk.metadata.name.as_deref(),
+        Some(hwameistor_csi::disk_controller::DISK_DRIVER_NAME)
+    );
+    assert_eq!(disk.spec.attach_required, Some(false));
+    assert_eq!(disk.spec.storage_capacity, Some(true));
     let d = &o.csi_drivers[0];
     assert_eq!(d.metadata.name.as_deref(), Some(CSI_DRIVER_NAME));
     assert_eq!(d.spec.attach_required, Some(true));
@@ -279,6 +287,28 @@ fn controller_deployment_has_the_sidecars_and_flags() {
                 .iter()
                 .any(|a| a == "--csi-address=/csi/csi.sock"),
             "{name}"
+        );
+    }
+    // disk.hwameistor.io: the controller serves its socket, its own provisioner uses it
+    // (with the same topology and capacity flags), both mount it.
+    assert!(args(main).contains(&"--disk-csi-endpoint=unix:///csi-disk/csi.sock".to_string()));
+    let disk_provisioner = container(&pod.containers, "csi-provisioner-disk");
+    let disk_args = args(disk_provisioner);
+    for flag in provisioner
+        .iter()
+        .filter(|f| !f.starts_with("--csi-address"))
+    {
+        assert!(disk_args.contains(flag), "disk provisioner lacks {flag}");
+    }
+    assert!(disk_args.contains(&"--csi-address=/csi-disk/csi.sock".to_string()));
+    for c in [main, disk_provisioner] {
+        assert!(
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "disk-socket-dir" && m.mount_path == "/csi-disk"),
+            "{}",
+            c.name
         );
     }
     for name in [
@@ -391,6 +421,25 @@ fn node_daemonset_mounts_and_privileges() {
         .expect("plugin-dir");
     assert_eq!(plugin.path, "/var/lib/kubelet/plugins/lvm.hwameistor.io");
     container(&pod.containers, "liveness-probe");
+    // disk.hwameistor.io: the agent serves its node service on a socket of its own, which
+    // a second registrar announces to the kubelet.
+    let agent = container(&pod.containers, "agent");
+    assert!(args(agent).contains(&"--disk-csi-endpoint=unix:///csi-disk/csi.sock".to_string()));
+    let registrar = args(container(&pod.containers, "node-driver-registrar-disk"));
+    assert!(registrar.contains(&"--csi-address=/csi-disk/csi.sock".to_string()));
+    assert!(registrar.contains(
+        &"--kubelet-registration-path=/var/lib/kubelet/plugins/disk.hwameistor.io/csi.sock"
+            .to_string()
+    ));
+    let disk_plugin = volumes
+        .iter()
+        .find(|v| v.name == "disk-plugin-dir")
+        .and_then(|v| v.host_path.clone())
+        .expect("disk-plugin-dir");
+    assert_eq!(
+        disk_plugin.path,
+        "/var/lib/kubelet/plugins/disk.hwameistor.io"
+    );
 }
 
 #[test]
@@ -401,6 +450,42 @@ fn storage_classes_use_parameters_the_driver_accepts() {
         .iter()
         .filter_map(|s| s.metadata.name.clone())
         .collect();
+    let (lvm, disk) = o.storage_classes.split_at(7);
+    assert_eq!(
+        names[7..],
+        [
+            "hwameistor-disk-hdd",
+            "hwameistor-disk-ssd",
+            "hwameistor-disk-nvme"
+        ]
+    );
+    let types = [
+        hwameistor_api::DiskType::Hdd,
+        hwameistor_api::DiskType::Ssd,
+        hwameistor_api::DiskType::Nvme,
+    ];
+    for (sc, t) in disk.iter().zip(types) {
+        assert_eq!(
+            sc.provisioner,
+            hwameistor_csi::disk_controller::DISK_DRIVER_NAME
+        );
+        assert_eq!(
+            sc.volume_binding_mode.as_deref(),
+            Some("WaitForFirstConsumer"),
+            "a disk volume needs its node"
+        );
+        assert_eq!(sc.allow_volume_expansion, Some(false));
+        let params: std::collections::HashMap<String, String> = sc
+            .parameters
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let parsed = hwameistor_csi::disk_controller::parse_params(&params)
+            .unwrap_or_else(|e| panic!("{:?}: {e}", sc.metadata.name));
+        assert_eq!(parsed.disk_type, t);
+    }
+    let names = names[..7].to_vec();
     assert_eq!(
         names,
         [
@@ -414,7 +499,7 @@ fn storage_classes_use_parameters_the_driver_accepts() {
         ]
     );
     let classes = PoolClass::ALL.iter().chain(PoolClass::ALL.iter());
-    for (i, (sc, &class)) in o.storage_classes.iter().zip(classes).enumerate() {
+    for (i, (sc, &class)) in lvm.iter().zip(classes).enumerate() {
         assert_eq!(sc.provisioner, CSI_DRIVER_NAME);
         assert_eq!(
             sc.volume_binding_mode.as_deref(),
@@ -430,7 +515,7 @@ fn storage_classes_use_parameters_the_driver_accepts() {
         assert_eq!(parsed.replicas.get(), if i < 3 { 1 } else { 2 });
         assert!(!parsed.convertible);
     }
-    let convertible = o.storage_classes.last().expect("class");
+    let convertible = lvm.last().expect("class");
     let parsed = hwameistor_csi::params::parse(&convertible.parameters.clone().unwrap_or_default())
         .expect("valid");
     assert!(parsed.convertible && parsed.replicas.get() == 1);

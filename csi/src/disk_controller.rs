@@ -139,10 +139,17 @@ fn volume_message(v: &LocalDiskVolume) -> Volume {
     Volume {
         capacity_bytes: st.capacity_bytes.unwrap_or(v.spec.required_capacity_bytes),
         volume_id: v.name_any(),
-        volume_context: HashMap::from([(
-            "diskType".to_string(),
-            v.spec.disk_type.as_str().to_string(),
-        )]),
+        // The node service reads the disk's stable path from here (nothing is published).
+        volume_context: HashMap::from([
+            (
+                "diskType".to_string(),
+                v.spec.disk_type.as_str().to_string(),
+            ),
+            (
+                crate::PUBLISH_DEVICE_PATH.to_string(),
+                st.device_path.clone().unwrap_or_default(),
+            ),
+        ]),
         content_source: None,
         accessible_topology: vec![topology::of_node(&v.spec.node_name)],
     }

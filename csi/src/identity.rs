@@ -10,6 +10,8 @@ use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
 
 pub struct IdentityService {
+    /// The driver's name (`lvm.hwameistor.io` or `disk.hwameistor.io`).
+    name: &'static str,
     /// Whether this process serves the controller service too; the node plugin does not,
     /// and says so.
     controller: bool,
@@ -17,8 +19,19 @@ pub struct IdentityService {
 }
 
 impl IdentityService {
+    /// The identity of `lvm.hwameistor.io`.
     pub fn new(controller: bool, readiness: Arc<dyn ReadinessSource>) -> Self {
+        Self::named(CSI_DRIVER_NAME, controller, readiness)
+    }
+
+    /// The identity of driver `name`.
+    pub fn named(
+        name: &'static str,
+        controller: bool,
+        readiness: Arc<dyn ReadinessSource>,
+    ) -> Self {
         IdentityService {
+            name,
             controller,
             readiness,
         }
@@ -32,7 +45,7 @@ impl Identity for IdentityService {
         _request: Request<GetPluginInfoRequest>,
     ) -> Result<Response<GetPluginInfoResponse>, Status> {
         Ok(Response::new(GetPluginInfoResponse {
-            name: CSI_DRIVER_NAME.to_string(),
+            name: self.name.to_string(),
             vendor_version: env!("CARGO_PKG_VERSION").to_string(),
             manifest: HashMap::new(),
         }))

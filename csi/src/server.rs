@@ -71,6 +71,26 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves `disk.hwameistor.io`'s identity and controller service until `shutdown`
+/// completes.
+pub async fn serve_disk_controller(
+    endpoint: &str,
+    identity: crate::identity::IdentityService,
+    controller: crate::disk_controller::DiskControllerService,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    use crate::csi::{controller_server::ControllerServer, identity_server::IdentityServer};
+    let path = socket_path(endpoint)?;
+    let incoming = listen(&path)?;
+    tracing::info!(endpoint, "serving CSI (disk.hwameistor.io)");
+    tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(identity))
+        .add_service(ControllerServer::new(controller))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

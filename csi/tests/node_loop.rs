@@ -707,3 +707,53 @@ async fn bad_requests_get_the_spec_codes() {
         .expect("unstage nothing");
     assert!(fx.mounts_under().is_empty());
 }
+
+/// disk.hwameistor.io publishes nothing: the whole disk's path comes in the volume context
+/// CreateVolume filled in. Staged (formatted, mounted), written, published as a raw block
+/// device as well; without any device path the call is refused naming what is missing.
+#[tokio::test]
+async fn a_whole_disk_named_in_the_volume_context_stages_and_publishes() {
+    let fx = Fixture::new(300 * MI);
+    let svc = service();
+    let cap = mount_cap("xfs", Mode::SingleNodeWriter);
+    let mut req = stage_req(&fx, cap.clone());
+    req.publish_context = HashMap::new();
+    req.volume_context = HashMap::from([(PUBLISH_DEVICE_PATH.to_string(), fx.dev.clone())]);
+    svc.node_stage_volume(Request::new(req.clone()))
+        .await
+        .expect("stage from the volume context");
+    assert_eq!(fs_type(&fx.dev), "xfs");
+    let mut publish = publish_req(&fx, "rw", cap.clone(), false);
+    publish.publish_context = HashMap::new();
+    publish.volume_context = req.volume_context.clone();
+    svc.node_publish_volume(Request::new(publish))
+        .await
+        .expect("publish");
+    std::fs::write(fx.path("rw/data.bin"), vec![7u8; 1 << 20]).expect("write");
+    let mut nothing = stage_req(&fx, cap);
+    nothing.publish_context = HashMap::new();
+    let e = svc
+        .node_stage_volume(Request::new(nothing))
+        .await
+        .expect_err("no device");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message()
+            .contains("neither publish_context nor volume_context has a devicePath"),
+        "{e:?}"
+    );
+    for target in ["rw"] {
+        svc.node_unpublish_volume(Request::new(NodeUnpublishVolumeRequest {
+            volume_id: "pvc-test".into(),
+            target_path: fx.path(target).to_string_lossy().into(),
+        }))
+        .await
+        .expect("unpublish");
+    }
+    svc.node_unstage_volume(Request::new(NodeUnstageVolumeRequest {
+        volume_id: "pvc-test".into(),
+        staging_target_path: fx.path("staging").to_string_lossy().into(),
+    }))
+    .await
+    .expect("unstage");
+}

@@ -54,6 +54,10 @@ struct Args {
     /// Serve the CSI identity and node services on this socket (e.g. unix:///csi/csi.sock).
     #[arg(long)]
     csi_endpoint: Option<String>,
+    /// Where to serve the CSI node service of `disk.hwameistor.io` (raw-disk volumes: one
+    /// whole disk each), e.g. unix:///csi-disk/csi.sock; absent: not served.
+    #[arg(long)]
+    disk_csi_endpoint: Option<String>,
     /// Most volumes the CSI node service accepts on this node (reported to the scheduler).
     #[arg(long, default_value_t = 1000)]
     csi_max_volumes: i64,
@@ -159,6 +163,35 @@ async fn csi_node(
                 None => n,
             }
         }),
+    };
+    server::serve(&endpoint, services, std::future::pending()).await
+}
+
+/// The CSI node service of `disk.hwameistor.io`, when asked for: the same stage, publish
+/// and stats as the LVM driver's, on the whole disk CreateVolume named (no replication).
+async fn disk_csi_node(
+    args: &Args,
+    readiness: Arc<dyn hwameistor_csi::readiness::ReadinessSource>,
+) -> Result<(), hwameistor_csi::errors::ServeError> {
+    use hwameistor_csi::{
+        disk_controller::DISK_DRIVER_NAME,
+        exec::HostExecutor,
+        identity::IdentityService,
+        node::{host::Host, NodeService},
+        server,
+    };
+    let Some(endpoint) = args.disk_csi_endpoint.clone() else {
+        return std::future::pending().await;
+    };
+    let host = Host::new(Arc::new(HostExecutor::direct(args.command_timeout)));
+    let services = server::Services {
+        identity: IdentityService::named(DISK_DRIVER_NAME, false, readiness),
+        controller: None,
+        node: Some(NodeService::new(
+            args.node_name.clone(),
+            host,
+            args.csi_max_volumes,
+        )),
     };
     server::serve(&endpoint, services, std::future::pending()).await
 }
@@ -291,7 +324,9 @@ async fn main() -> anyhow::Result<()> {
             replication: r,
         }) as Arc<dyn hwameistor_csi::node::Replicated>
     });
-    let csi = csi_node(&args, Arc::new(readiness), csi_replication);
+    let readiness: Arc<dyn hwameistor_csi::readiness::ReadinessSource> = Arc::new(readiness);
+    let csi = csi_node(&args, readiness.clone(), csi_replication);
+    let disk_csi = disk_csi_node(&args, readiness);
     let ha = {
         let (ctx, rep, socket) = (
             ctx.clone(),
@@ -324,6 +359,12 @@ async fn main() -> anyhow::Result<()> {
         r = csi => {
             if let Err(e) = r {
                 tracing::error!(error = %e, "CSI node service failed");
+                return Err(e.into());
+            }
+        }
+        r = disk_csi => {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "disk CSI node service failed");
                 return Err(e.into());
             }
         }

@@ -13,6 +13,7 @@ use hwameistor_controller::volume_reconciler::{self, Scope};
 use hwameistor_core::operation::slots;
 use hwameistor_core::placement::Policy;
 use hwameistor_csi::controller::{ControllerService, Timeouts};
+use hwameistor_csi::disk_controller::{DiskControllerService, DISK_DRIVER_NAME};
 use hwameistor_csi::identity::IdentityService;
 use hwameistor_csi::readiness::Readiness;
 use hwameistor_csi::server::{self, Services};
@@ -49,6 +50,10 @@ struct Args {
     /// Where the CSI identity and controller services listen.
     #[arg(long, default_value = "unix:///csi/csi.sock")]
     csi_endpoint: String,
+    /// Where to serve the CSI controller service of `disk.hwameistor.io` (raw-disk volumes),
+    /// e.g. unix:///csi-disk/csi.sock; absent: not served.
+    #[arg(long)]
+    disk_csi_endpoint: Option<String>,
     /// Where /metrics, /healthz (liveness) and /readyz (readiness) are served.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -192,10 +197,42 @@ async fn main() -> anyhow::Result<()> {
         controller: Some(ControllerService::new(client.clone(), timeouts)),
         node: None,
     };
+    let disk_identity = args.disk_csi_endpoint.clone().map(|endpoint| {
+        let health = health.clone();
+        let identity = IdentityService::named(
+            DISK_DRIVER_NAME,
+            true,
+            Arc::new(move || probe_readiness(&health)),
+        );
+        (endpoint, identity)
+    });
     let endpoint = args.csi_endpoint.clone();
     let mut csi = tokio::spawn({
         let stop = stopped(stop_rx.clone());
-        async move { server::serve(&endpoint, services, stop).await }
+        let disk_stop = stopped(stop_rx.clone());
+        let disk_client = client.clone();
+        async move {
+            let lvm = server::serve(&endpoint, services, stop);
+            let disk = async move {
+                match disk_identity {
+                    Some((endpoint, identity)) => {
+                        server::serve_disk_controller(
+                            &endpoint,
+                            identity,
+                            DiskControllerService::new(disk_client, timeouts),
+                            disk_stop,
+                        )
+                        .await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            // Either server ending ends both: the container restarts whole.
+            tokio::select! {
+                r = lvm => r,
+                r = disk => r,
+            }
+        }
     });
 
     let ctx = volume_reconciler::Context::new_scoped(

@@ -106,12 +106,19 @@ fn require(field: &str, v: &str) -> Result<(), Status> {
     }
 }
 
-fn device_from(publish_context: &HashMap<String, String>) -> Result<PathBuf, Status> {
+/// The volume's device: named by ControllerPublish (`lvm.hwameistor.io`: the replica's
+/// device on this node), or, for a driver that publishes nothing (`disk.hwameistor.io`: a
+/// whole disk by its stable path), by CreateVolume in the volume context.
+fn device_from(
+    publish_context: &HashMap<String, String>,
+    volume_context: &HashMap<String, String>,
+) -> Result<PathBuf, Status> {
     publish_context
         .get(PUBLISH_DEVICE_PATH)
+        .or_else(|| volume_context.get(PUBLISH_DEVICE_PATH))
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .ok_or_else(|| invalid(format!("publish_context has no {PUBLISH_DEVICE_PATH}; was the volume published by lvm.hwameistor.io?")))
+        .ok_or_else(|| invalid(format!("neither publish_context nor volume_context has a {PUBLISH_DEVICE_PATH}; was the volume made and published by a HwameiStor driver?")))
 }
 
 fn mkdir_all(path: &Path) -> Result<(), Status> {
@@ -305,7 +312,7 @@ impl Node for NodeService {
         let staging = absolute("staging_target_path", &req.staging_target_path)?;
         let cap = node_capability(req.volume_capability.as_ref())?;
         let _guard = self.in_flight.begin(&req.volume_id)?;
-        let mut dev = device_from(&req.publish_context)?;
+        let mut dev = device_from(&req.publish_context, &req.volume_context)?;
         if let Some(rep) = &self.replication {
             if let Some(drbd) = rep.promote(&req.volume_id).await? {
                 // The replicated device, whatever the publish context names.
@@ -384,7 +391,7 @@ impl Node for NodeService {
                         req.volume_id
                     )));
                 }
-                let dev = device_from(&req.publish_context)?;
+                let dev = device_from(&req.publish_context, &req.volume_context)?;
                 self.publish_block(&dev, &target, read_only).await?;
             }
             Access::Mount { flags, .. } => {
