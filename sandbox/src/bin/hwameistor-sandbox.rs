@@ -50,11 +50,18 @@ async fn main() -> anyhow::Result<()> {
     let names: Vec<String> = (1..=args.nodes).map(|i| format!("node{i}")).collect();
     let specs: Vec<VmSpec> = names
         .iter()
-        .map(|n| {
-            VmSpec::new(n)
+        .enumerate()
+        .map(|(i, n)| {
+            let spec = VmSpec::new(n)
                 .disk(format!("{n}-hdd1"), 1 << 30)
                 .disk(format!("{n}-hdd2"), 2 << 30)
-                .disk(format!("{n}-inuse"), 512 << 20)
+                .disk(format!("{n}-inuse"), 512 << 20);
+            // The first node also has a disk for a raw-disk volume (one whole disk, no LVM).
+            if i == 0 {
+                spec.disk(format!("{n}-raw"), 768 << 20)
+            } else {
+                spec
+            }
         })
         .collect();
     step(
@@ -100,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     }
     step(started, "agents started; waiting for disk discovery");
     let disks: Api<LocalDisk> = Api::all(sb.client.clone());
-    let want = names.len() * 3;
+    let want = names.len() * 3 + 1;
     let all = eventually(WAIT, "all disks discovered", || async {
         let l = disks.list(&ListParams::default()).await?.items;
         Ok((l
@@ -136,6 +143,27 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!();
+    // The raw disk is reserved first: the node's HDD claim below leaves it out of the pool.
+    let raw = all
+        .iter()
+        .find(|d| {
+            d.status.as_ref().and_then(|s| s.serial.as_deref())
+                == Some(&format!("{}-raw", names[0]))
+        })
+        .and_then(|d| d.metadata.name.clone())
+        .unwrap_or_default();
+    let reserve = |on: bool| serde_json::json!({ "spec": { "reserved": on } });
+    disks
+        .patch(
+            &raw,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&reserve(true)),
+        )
+        .await?;
+    step(
+        started,
+        &format!("reserved {raw} ({}-raw): no claim takes it", names[0]),
+    );
     let claims: Api<LocalDiskClaim> = Api::all(sb.client.clone());
     // A claim naming the disk in use cannot complete: it fails at once, saying why, and
     // touches nothing.
@@ -540,6 +568,59 @@ async fn main() -> anyhow::Result<()> {
             anyhow::bail!("a volume operation did not succeed (see above)");
         }
     }
+    // A raw-disk volume (what disk.hwameistor.io's CreateVolume makes): the reserved disk is
+    // released, the controller binds it to the volume, the agent confirms it on its stable
+    // path; deleted, the agent wipes it and it is free again.
+    disks
+        .patch(
+            &raw,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&reserve(false)),
+        )
+        .await?;
+    let ldvs: Api<LocalDiskVolume> = Api::all(sb.client.clone());
+    ldvs.create(
+        &PostParams::default(),
+        &LocalDiskVolume::new(
+            "demo-disk",
+            LocalDiskVolumeSpec {
+                node_name: names[0].clone(),
+                disk_type: DiskType::Hdd,
+                required_capacity_bytes: 512 << 20,
+                max_capacity_bytes: None,
+                pvc_namespace: None,
+                pvc_name: None,
+                wipe: WipePolicy::Signatures,
+            },
+        ),
+    )
+    .await?;
+    let ready = eventually(WAIT, "demo-disk Ready", || async {
+        let v = ldvs.get("demo-disk").await?;
+        Ok(v.status.filter(|s| s.state == Some(DiskVolumeState::Ready)))
+    })
+    .await?;
+    step(
+        started,
+        &format!(
+            "raw-disk volume demo-disk Ready on {}: the whole disk {} ({}), {}",
+            names[0],
+            ready.local_disk_name.clone().unwrap_or_default(),
+            format_size(ready.capacity_bytes.unwrap_or(0)),
+            ready.device_path.clone().unwrap_or_default()
+        ),
+    );
+    ldvs.delete("demo-disk", &Default::default()).await?;
+    eventually(WAIT, "demo-disk wiped and given back", || async {
+        let gone = ldvs.get_opt("demo-disk").await?.is_none();
+        let d = disks.get(&raw).await?;
+        Ok((gone && d.status.and_then(|s| s.phase) == Some(DiskPhase::Available)).then_some(()))
+    })
+    .await?;
+    step(
+        started,
+        &format!("demo-disk deleted: {raw} wiped (its signatures) and Available again"),
+    );
     controller.child.kill().await.ok();
     if args.keep_running {
         println!(
