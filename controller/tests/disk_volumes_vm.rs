@@ -37,20 +37,7 @@ fn disk_create(name: &str, bytes: i64, node: &str, cap: VolumeCapability) -> Cre
 }
 
 async fn disk_call(sb: &Sandbox, node: &str, args: &str) -> String {
-    let vm = sb.testbed.vm(node);
-    let out = vm
-        .exec(&format!("{CALL} {DISK_SOCKET} {args}"))
-        .await
-        .expect("exec");
-    if !out.success() {
-        panic!(
-            "csi_node_call {args} failed: {}{}{}",
-            out.stdout,
-            out.stderr,
-            logs(sb, &[node]).await
-        );
-    }
-    out.stdout.trim().to_string()
+    call_on(sb, sb.testbed.vm(node), node, DISK_SOCKET, args).await
 }
 
 async fn ldv(sb: &Sandbox, name: &str) -> LocalDiskVolume {

@@ -56,8 +56,13 @@ pub async fn ok<T>(sb: &Sandbox, nodes: &[&str], r: Result<T, Error>) -> T {
 
 /// Runs the CSI node client in the VM; returns its output line, or panics with the logs.
 pub async fn call(sb: &Sandbox, vm: &Vm, node: &str, args: &str) -> String {
+    call_on(sb, vm, node, SOCKET, args).await
+}
+
+/// [`call`] on the node service at `socket` (another driver's).
+pub async fn call_on(sb: &Sandbox, vm: &Vm, node: &str, socket: &str, args: &str) -> String {
     let out = vm
-        .exec(&format!("{CALL} {SOCKET} {args}"))
+        .exec(&format!("{CALL} {socket} {args}"))
         .await
         .expect("exec");
     if !out.success() {

@@ -353,6 +353,23 @@ impl MigratePlan {
 /// What a plan says of the operations made for the group's other volumes.
 const GROUP_NOTE: &str = "the group's other volumes go by operations of their own (named after this one and the volume, labelled hwameistor.io/group-operation), each moving as its volume's kind does (the same waits apply to them); this one ends once they all ended, and aborting it aborts them while it can still be undone";
 
+/// With `--volume-only`: the warning naming the members of `group` the group-wide
+/// `machine` would have taken along (`say(group, members)`), when there are any.
+fn apart_warning(
+    group: &Option<String>,
+    members: &[LocalVolume],
+    machine: &dyn Machine,
+    say: impl FnOnce(&str, String) -> String,
+) -> Option<String> {
+    let g = group.as_deref()?;
+    let left: Vec<String> = members
+        .iter()
+        .filter(|m| machine.member_goes(m).is_some())
+        .map(|m| m.name_any())
+        .collect();
+    (!left.is_empty()).then(|| say(g, left.join(", ")))
+}
+
 /// The plan's `group` row: which of the group's volumes go along.
 fn group_row(group: &Option<String>, going: &[String], all: bool) -> Option<String> {
     let g = group.as_deref()?;
@@ -502,22 +519,13 @@ pub fn plan_migrate(
     let mut notes = Vec::new();
     let (group, members) = facts.group_of(v);
     if req.volume_only {
-        let left: Vec<String> = members
-            .iter()
-            .filter(|m| {
-                m.spec
-                    .config
-                    .as_ref()
-                    .is_some_and(|c| c.replicas.iter().any(|a| a.hostname == from))
-            })
-            .map(|m| m.name_any())
-            .collect();
-        if let (Some(g), false) = (&group, left.is_empty()) {
-            warnings.push(format!(
-                "--volume-only: the group {g} will be apart: {} stay on {from}, so a pod using them all can run on no node until they follow (drop --volume-only to move them together)",
-                left.join(", ")
-            ));
-        }
+        let wide = LocalVolumeMigrateSpec {
+            migrate_all_volumes: true,
+            ..spec.clone()
+        };
+        warnings.extend(apart_warning(&group, &members, &Migrate { spec: &wide }, |g, left| {
+            format!("--volume-only: the group {g} will be apart: {left} stay on {from}, so a pod using them all can run on no node until they follow (drop --volume-only to move them together)")
+        }));
     }
     if !p.group_volumes.is_empty() {
         notes.push(GROUP_NOTE.into());
@@ -842,22 +850,13 @@ pub fn plan_convert(
         notes.push(GROUP_NOTE.into());
     }
     if req.volume_only {
-        let left: Vec<String> = members
-            .iter()
-            .filter(|m| {
-                m.spec
-                    .config
-                    .as_ref()
-                    .is_some_and(|c| !ha::is_ha(c) || ha::alone(c))
-            })
-            .map(|m| m.name_any())
-            .collect();
-        if let (Some(g), false) = (&group, left.is_empty()) {
-            warnings.push(format!(
-                "--volume-only: the group {g} will be apart: {} keep one replica, so after a failure of {source} a pod using them all can run on no node (drop --volume-only to convert them together)",
-                left.join(", ")
-            ));
-        }
+        let wide = LocalVolumeConvertSpec {
+            convert_all_volumes: true,
+            ..spec.clone()
+        };
+        warnings.extend(apart_warning(&group, &members, &Convert { spec: &wide }, |g, left| {
+            format!("--volume-only: the group {g} will be apart: {left} keep one replica, so after a failure of {source} a pod using them all can run on no node (drop --volume-only to convert them together)")
+        }));
     }
     let data = if online {
         format!(
