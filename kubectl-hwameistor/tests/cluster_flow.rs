@@ -1078,6 +1078,51 @@ async fn lists_show_disks_pools_nodes_and_volumes() {
         out.starts_with(&format!("volume:\n  name: {}\n", fx.volume)),
         "{out}"
     );
+
+    // A raw-disk volume is listed beside it (KIND Disk) and shown by name or by its PVC.
+    let ldvs: Api<hwameistor_api::LocalDiskVolume> = Api::all(env.client());
+    let disk_vol = format!("{}-disk", fx.volume);
+    let mut d = hwameistor_api::LocalDiskVolume::new(
+        &disk_vol,
+        hwameistor_api::LocalDiskVolumeSpec {
+            node_name: a.to_string(),
+            disk_type: hwameistor_api::DiskType::Hdd,
+            required_capacity_bytes: 1 << 30,
+            max_capacity_bytes: None,
+            pvc_namespace: Some("kafka".into()),
+            pvc_name: Some(disk_vol.clone()),
+            wipe: hwameistor_api::WipePolicy::Signatures,
+        },
+    );
+    d = ldvs.create(&PostParams::default(), &d).await.expect("ldv");
+    d.status = Some(hwameistor_api::LocalDiskVolumeStatus {
+        state: Some(hwameistor_api::DiskVolumeState::Ready),
+        local_disk_name: Some(fx.disk(a, "sdd")),
+        device_path: Some("/dev/disk/by-id/wwn-0x1".into()),
+        capacity_bytes: Some(2 << 30),
+        ..Default::default()
+    });
+    ldvs.replace_status(&disk_vol, &PostParams::default(), &d)
+        .await
+        .expect("ldv status");
+    let (code, out) = env.cli(&["volume", "list"]).await;
+    assert_eq!(code, Ok(0));
+    let r = row(&out, &disk_vol);
+    assert_eq!(r[1..4], ["Disk", "LocalDisk_PoolHDD", "1Gi"], "{out}");
+    assert_eq!(r[5], format!("{a}:Ready"), "{out}");
+    for key in [disk_vol.clone(), format!("kafka/{disk_vol}")] {
+        let (code, out) = env.cli(&["volume", "get", &key]).await;
+        assert_eq!(code, Ok(0), "{out}");
+        assert!(out.contains("/dev/disk/by-id/wwn-0x1"), "{out}");
+    }
+    let (code, _) = env.cli(&["volume", "get", "no-such-volume"]).await;
+    assert!(
+        code.as_ref().is_err_and(|e| e.contains("no-such-volume")),
+        "{code:?}"
+    );
+    ldvs.delete(&disk_vol, &Default::default())
+        .await
+        .expect("delete ldv");
 }
 
 #[tokio::test]

@@ -646,7 +646,33 @@ pub async fn require_volume(cluster: &Cluster, key: &str) -> Result<LocalVolume,
 }
 
 pub async fn get_volume(cluster: &Cluster, key: &str) -> Result<VolumeDetail, AdminError> {
-    let v = require_volume(cluster, key).await?;
+    let v = match require_volume(cluster, key).await {
+        Ok(v) => v,
+        // Not an LVM volume: maybe a raw-disk one (by name or NAMESPACE/PVC).
+        Err(AdminError::UnknownVolume { name, mut known }) => {
+            let disks: Vec<LocalDiskVolume> = match list_all(cluster).await {
+                Ok(d) => d,
+                Err(AdminError::NotInstalled) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            let pvc = |d: &LocalDiskVolume| {
+                format!(
+                    "{}/{}",
+                    d.spec.pvc_namespace.as_deref().unwrap_or_default(),
+                    d.spec.pvc_name.as_deref().unwrap_or_default()
+                )
+            };
+            if let Some(d) = disks.iter().find(|d| d.name_any() == key || pvc(d) == key) {
+                return Ok(VolumeDetail {
+                    volume: disk_volume_row(d),
+                });
+            }
+            known.extend(disks.iter().map(|d| d.name_any()));
+            known.sort();
+            return Err(AdminError::UnknownVolume { name, known });
+        }
+        Err(e) => return Err(e),
+    };
     let replicas: Vec<LocalVolumeReplica> = list_all(cluster).await?;
     let mine: Vec<&LocalVolumeReplica> = replicas
         .iter()
