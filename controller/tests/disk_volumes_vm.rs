@@ -40,6 +40,31 @@ async fn disk_call(sb: &Sandbox, node: &str, args: &str) -> String {
     call_on(sb, sb.testbed.vm(node), node, DISK_SOCKET, args).await
 }
 
+/// Stages `vol` (on `dev`) and publishes it at `target`, as the kubelet does for a pod.
+async fn attach(
+    sb: &Sandbox,
+    node: &str,
+    vol: &str,
+    dev: &str,
+    staging: &str,
+    target: &str,
+    kind: &str,
+) {
+    disk_call(sb, node, &format!("stage {vol} {dev} {staging} {kind}")).await;
+    disk_call(
+        sb,
+        node,
+        &format!("publish {vol} {dev} {staging} {target} {kind}"),
+    )
+    .await;
+}
+
+/// Unpublishes and unstages `vol`, as the kubelet does when the pod goes.
+async fn detach(sb: &Sandbox, node: &str, vol: &str, staging: &str, target: &str) {
+    disk_call(sb, node, &format!("unpublish {vol} {target}")).await;
+    disk_call(sb, node, &format!("unstage {vol} {staging}")).await;
+}
+
 async fn ldv(sb: &Sandbox, name: &str) -> LocalDiskVolume {
     Api::<LocalDiskVolume>::all(sb.client.clone())
         .get(name)
@@ -49,12 +74,7 @@ async fn ldv(sb: &Sandbox, name: &str) -> LocalDiskVolume {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_disks_serve_volumes_never_shared_and_are_wiped_when_released() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "hwameistor_controller=info,hwameistor_csi=info",
-        ))
-        .with_test_writer()
-        .try_init();
+    init_tracing();
     let agent = target_binary("hwameistor-agent", "HWAMEISTOR_AGENT_BIN");
     let client_bin = target_binary("examples/csi_node_call", "HWAMEISTOR_CSI_CALL_BIN");
     let node = format!("{}-dk1", run_prefix());
@@ -165,47 +185,22 @@ async fn whole_disks_serve_volumes_never_shared_and_are_wiped_when_released() {
     // The filesystem volume: formatted on stage, written, read back after a restage.
     let staging = format!("/var/lib/kubelet/plugins/disk/{fs_vol}/staging");
     let target = format!("/var/lib/kubelet/pods/p1/volumes/{fs_vol}/mount");
-    disk_call(&sb, &node, &format!("stage {fs_vol} {dev_a} {staging} xfs")).await;
-    disk_call(
-        &sb,
-        &node,
-        &format!("publish {fs_vol} {dev_a} {staging} {target} xfs"),
-    )
-    .await;
+    attach(&sb, &node, &fs_vol, &dev_a, &staging, &target, "xfs").await;
     vm.exec_ok(&format!(
         "dd if=/dev/urandom of={target}/data bs=1M count=64 2>/dev/null && sync"
     ))
     .await
     .expect("write");
     let sum = sha256(vm, &format!("cat {target}/data")).await;
-    disk_call(&sb, &node, &format!("unpublish {fs_vol} {target}")).await;
-    disk_call(&sb, &node, &format!("unstage {fs_vol} {staging}")).await;
-    disk_call(&sb, &node, &format!("stage {fs_vol} {dev_a} {staging} xfs")).await;
-    disk_call(
-        &sb,
-        &node,
-        &format!("publish {fs_vol} {dev_a} {staging} {target} xfs"),
-    )
-    .await;
+    detach(&sb, &node, &fs_vol, &staging, &target).await;
+    attach(&sb, &node, &fs_vol, &dev_a, &staging, &target, "xfs").await;
     assert_eq!(sha256(vm, &format!("cat {target}/data")).await, sum);
-    disk_call(&sb, &node, &format!("unpublish {fs_vol} {target}")).await;
-    disk_call(&sb, &node, &format!("unstage {fs_vol} {staging}")).await;
+    detach(&sb, &node, &fs_vol, &staging, &target).await;
 
     // The block volume: written and read back through the published device file.
     let bstaging = format!("/var/lib/kubelet/plugins/disk/{block_vol}/staging");
     let btarget = format!("/var/lib/kubelet/pods/p2/volumeDevices/{block_vol}");
-    disk_call(
-        &sb,
-        &node,
-        &format!("stage {block_vol} {dev_b} {bstaging} block"),
-    )
-    .await;
-    disk_call(
-        &sb,
-        &node,
-        &format!("publish {block_vol} {dev_b} {bstaging} {btarget} block"),
-    )
-    .await;
+    attach(&sb, &node, &block_vol, &dev_b, &bstaging, &btarget, "block").await;
     vm.exec_ok(&format!(
         "dd if=/dev/urandom of=/tmp/blk bs=1M count=32 2>/dev/null && dd if=/tmp/blk of={btarget} bs=1M oflag=direct 2>/dev/null && sync"
     ))
@@ -215,8 +210,7 @@ async fn whole_disks_serve_volumes_never_shared_and_are_wiped_when_released() {
         sha256(vm, &format!("head -c {} {btarget}", 32 * MIB)).await,
         sha256(vm, "cat /tmp/blk").await
     );
-    disk_call(&sb, &node, &format!("unpublish {block_vol} {btarget}")).await;
-    disk_call(&sb, &node, &format!("unstage {block_vol} {bstaging}")).await;
+    detach(&sb, &node, &block_vol, &bstaging, &btarget).await;
 
     // 3 GiB fits no disk: refused, nothing left behind.
     let huge = format!("{prefix}-dhuge");

@@ -282,7 +282,22 @@ impl Controller for DiskControllerService {
                     Ok(_) => {
                         tracing::info!(volume = %name, node = %spec.node_name, disk_type = %spec.disk_type, bytes = spec.required_capacity_bytes, "LocalDiskVolume created")
                     }
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        // A concurrent repeat of this call won the race; it must ask for the same.
+                        let existing = self
+                            .get(&name)
+                            .await?
+                            .ok_or_else(|| Status::new(Code::Aborted, "volume vanished; retry"))?;
+                        if !same(&existing) {
+                            return Err(Status::new(
+                                Code::AlreadyExists,
+                                format!(
+                                    "volume {} exists with another node, type or size",
+                                    req.name
+                                ),
+                            ));
+                        }
+                    }
                     Err(e) => return Err(kube_status("creating LocalDiskVolume", e)),
                 }
             }

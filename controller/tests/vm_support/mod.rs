@@ -428,16 +428,21 @@ pub async fn unmount_on(sb: &Sandbox, node: &str, vol: &str, pod: &str) {
     call(sb, vm, node, &format!("unstage {vol} {staging}")).await;
 }
 
-/// `count` node VMs (`<run>-<tag>1`...) joined by a private link, each with the agent (DRBD
-/// on), the DRBD helper, the CSI client and a pool; and the name of this test's volume
-/// (`<run>-<volume>`).
-pub async fn ha_nodes(tag: &str, volume: &str, count: usize) -> (Sandbox, Vec<String>, String) {
+/// The test process's logs: the controller's and the CSI controller service's.
+pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(
             "hwameistor_controller=info,hwameistor_csi=info",
         ))
         .with_test_writer()
         .try_init();
+}
+
+/// `count` node VMs (`<run>-<tag>1`...) joined by a private link, each with the agent (DRBD
+/// on), the DRBD helper, the CSI client and a pool; and the name of this test's volume
+/// (`<run>-<volume>`).
+pub async fn ha_nodes(tag: &str, volume: &str, count: usize) -> (Sandbox, Vec<String>, String) {
+    init_tracing();
     let agent = target_binary("hwameistor-agent", "HWAMEISTOR_AGENT_BIN");
     let helper = target_binary("hwameistor-drbd-helper", "HWAMEISTOR_DRBD_HELPER_BIN");
     let client_bin = target_binary("examples/csi_node_call", "HWAMEISTOR_CSI_CALL_BIN");
