@@ -7,7 +7,7 @@ use futures::StreamExt;
 use hwameistor_api::{DiskVolumeState, LocalDisk, LocalDiskVolume, WipePolicy};
 use hwameistor_core::disk_volume::{node_step, NodeStep};
 use hwameistor_hostexec::disk::Wipe;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -93,6 +93,12 @@ pub async fn reconcile(
             Ok(Action::requeue(ctx.tuning.retry))
         }
         NodeStep::Wipe { device, policy } => {
+            // The watch cache may not show yet the wipe this agent just recorded (a
+            // reconcile queued meanwhile runs on it): ask the API server before erasing.
+            let fresh = api.get_opt(&name).await?;
+            if fresh.is_none_or(|f| f.status.is_some_and(|s| s.wiped)) {
+                return Ok(Action::await_change());
+            }
             let full = policy == WipePolicy::Full;
             tracing::info!(volume = %name, %device, full, "wiping the released disk");
             ctx.event(
@@ -112,11 +118,16 @@ pub async fn reconcile(
             .await;
             match dv.wipe.wipe(&device, full).await {
                 Ok(()) => {
-                    let v = write_status(&api, &v, |st| {
-                        st.wiped = true;
-                        st.message = Some(format!("{device} wiped; the disk is given back"));
-                    })
-                    .await?;
+                    // A merge patch, not a replace: the controller writes this status too
+                    // (Releasing) and a conflict here would wipe the disk again, which for a
+                    // full wipe of a large disk is hours. Only the agent sets `wiped`.
+                    let patch = serde_json::json!({ "status": {
+                        "wiped": true,
+                        "message": format!("{device} wiped; the disk is given back"),
+                    }});
+                    let v = api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await?;
                     ctx.event(&v, false, "Wiped", "Wipe", format!("{device} wiped"))
                         .await;
                     // Its scan shows it blank again.
