@@ -14,6 +14,12 @@ use hwameistor_api::{
     LocalDiskVolumeStatus, WipePolicy, FINALIZER_DISK_VOLUME,
 };
 
+/// Whether a disk of `capacity` bytes may serve a volume asking for `required` bytes, at
+/// most `max` (a CSI limit): the size rule of binding and of the scheduler's disk count.
+pub fn size_fits(capacity: i64, required: i64, max: Option<i64>) -> bool {
+    capacity >= required && max.is_none_or(|m| capacity <= m)
+}
+
 /// The disk of `disks` for `v`: the smallest one on its node, of its type, free (the one
 /// eligibility rule) and at least as large as it asks (ties: by name); or why none fits.
 pub fn choose_disk(v: &LocalDiskVolume, disks: &[LocalDisk]) -> Result<String, String> {
@@ -32,16 +38,17 @@ pub fn choose_disk(v: &LocalDiskVolume, disks: &[LocalDisk]) -> Result<String, S
             continue;
         }
         let cap = st.capacity_bytes.unwrap_or(0);
-        if cap < v.spec.required_capacity_bytes {
-            why.push(format!("{name}: {} is too small", format_size(cap)));
-            continue;
-        }
-        if let Some(max) = v.spec.max_capacity_bytes.filter(|m| cap > *m) {
-            why.push(format!(
-                "{name}: {} is larger than the limit {}",
-                format_size(cap),
-                format_size(max)
-            ));
+        let (required, max) = (v.spec.required_capacity_bytes, v.spec.max_capacity_bytes);
+        if !size_fits(cap, required, max) {
+            why.push(if cap < required {
+                format!("{name}: {} is too small", format_size(cap))
+            } else {
+                format!(
+                    "{name}: {} is larger than the limit {}",
+                    format_size(cap),
+                    format_size(max.unwrap_or_default())
+                )
+            });
             continue;
         }
         fits.push((cap, name));

@@ -9,15 +9,20 @@
 //! second node with room for their second replicas. Room is the placement's own rule
 //! ([`Tally`]), less what is reserved for other pods whose volumes do not exist yet.
 //!
-//! A [`Reservation`] holds a new claim's room on the node chosen for its pod (and on the
-//! second node of an HA claim) from the moment the node is chosen until the volume is
-//! placed (it then counts as placed) or it expires.
+//! New **disk** claims (`disk.hwameistor.io`: a whole disk each) need, on the pod's node,
+//! one free disk of the claim's type per claim, each as large as its claim asks (and no
+//! larger than its limit), none shared, counting the disks already held for other pods.
+//!
+//! A [`Reservation`] holds a new claim's room (or disk) on the node chosen for its pod (and
+//! on the second node of an HA claim) from the moment the node is chosen until the volume
+//! is placed, or its disk bound (it then counts as placed, or the disk is no longer free),
+//! or it expires.
 
 use crate::drbd;
 use crate::lvm::round_up_to_extent;
 use crate::placement::{NodeView, Placed, Policy, PoolView, Tally};
 use hwameistor_api::quantity::format_size;
-use hwameistor_api::PoolClass;
+use hwameistor_api::{DiskType, PoolClass};
 use std::collections::{BTreeMap, HashMap};
 
 /// The highest score an extender gives (the scheduler scales it by the extender's weight).
@@ -58,12 +63,39 @@ impl NewClaim {
     }
 }
 
+/// A claim for a whole disk (`disk.hwameistor.io`) whose volume is still to be created on
+/// the pod's node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDiskClaim {
+    /// `namespace/name` of the claim.
+    pub pvc: String,
+    pub disk_type: DiskType,
+    pub need: DiskNeed,
+}
+
+/// The size a disk volume asks of its disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskNeed {
+    pub required: i64,
+    /// The claim's limit: a larger disk does not do.
+    pub max: Option<i64>,
+}
+
+/// A disk a new disk volume may take (free by the one eligibility rule).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FreeDisk {
+    pub node: String,
+    pub disk_type: DiskType,
+    pub capacity: i64,
+}
+
 /// What one pod asks of storage.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodClaims {
     pub uid: String,
     pub bound: Vec<BoundClaim>,
     pub new: Vec<NewClaim>,
+    pub disks: Vec<NewDiskClaim>,
     /// Why the pod can run nowhere now (a claim that does not exist, a volume with no
     /// replica that can serve it, a StorageClass that is gone).
     pub blocked: Vec<String>,
@@ -72,25 +104,57 @@ pub struct PodClaims {
 impl PodClaims {
     /// Whether the pod uses HwameiStor volumes at all.
     pub fn uses_storage(&self) -> bool {
-        !self.bound.is_empty() || !self.new.is_empty() || !self.blocked.is_empty()
+        !self.bound.is_empty()
+            || !self.new.is_empty()
+            || !self.disks.is_empty()
+            || !self.blocked.is_empty()
+    }
+
+    /// Whether the pod has claims to be provisioned (room or disks to hold).
+    pub fn has_new(&self) -> bool {
+        !self.new.is_empty() || !self.disks.is_empty()
     }
 }
 
-/// Room held for a new claim until its volume is placed.
+/// What a reservation holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// Room in the node's pool of `class` (and, for an HA claim, in the `second` node's).
+    Pool {
+        class: PoolClass,
+        bytes: i64,
+        /// DRBD metadata beside the data.
+        meta: i64,
+        second: Option<String>,
+    },
+    /// One free disk of the type on the node, of the size asked.
+    Disk { disk_type: DiskType, need: DiskNeed },
+}
+
+/// Room (or a disk) held for a new claim until its volume is placed (its disk bound).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reservation {
     pub pvc: String,
     /// The pod it was made for; empty when rebuilt from the claim alone.
     pub pod_uid: String,
     pub node: String,
-    /// HA: the node of the second replica.
-    pub second: Option<String>,
-    pub class: PoolClass,
-    pub bytes: i64,
-    /// DRBD metadata beside the data.
-    pub meta: i64,
+    pub hold: Hold,
     /// Unix seconds after which it no longer holds.
     pub expires: i64,
+}
+
+impl Reservation {
+    /// The same hold for a pod that runs on `node` after all (its second replica, if any,
+    /// elsewhere).
+    pub fn moved_to(mut self, node: &str) -> Reservation {
+        self.node = node.to_string();
+        if let Hold::Pool { second, .. } = &mut self.hold {
+            if second.as_deref() == Some(node) {
+                *second = None;
+            }
+        }
+        self
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -107,6 +171,10 @@ struct NodeCap {
     ready: bool,
     has_ip: bool,
     pools: BTreeMap<PoolClass, PoolRoom>,
+    /// The free disks per type (by their pool class, which orders), sizes ascending.
+    disks: BTreeMap<PoolClass, Vec<i64>>,
+    /// What is held of them for other pods' disk claims.
+    disk_holds: BTreeMap<PoolClass, Vec<DiskNeed>>,
 }
 
 /// The room of every storage node's pools with what is placed and reserved counted: built
@@ -118,16 +186,18 @@ pub struct Capacity {
     reservations: Vec<Reservation>,
 }
 
-/// What the pod needs from one node: per class, bytes (extent-rounded later) and volumes.
+/// What the pod needs from one node: per class, bytes (extent-rounded later) and volumes;
+/// per disk type, disks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Demand {
     per_class: BTreeMap<PoolClass, (Vec<i64>, i64)>,
     needs_ip: bool,
+    disks: BTreeMap<PoolClass, Vec<DiskNeed>>,
 }
 
 impl Demand {
     fn is_empty(&self) -> bool {
-        self.per_class.is_empty()
+        self.per_class.is_empty() && self.disks.is_empty()
     }
 
     fn add(&mut self, class: PoolClass, data: i64, meta: i64, replicated: bool) {
@@ -154,7 +224,40 @@ fn primary_demand(claims: &PodClaims) -> Demand {
     for c in &claims.new {
         d.add(c.class, c.bytes, c.meta(), c.replicated);
     }
+    for c in &claims.disks {
+        d.disks
+            .entry(c.disk_type.pool_class())
+            .or_default()
+            .push(c.need);
+    }
     d
+}
+
+/// Whether every one of `needs` can have its own disk among `free` (sizes ascending), each
+/// of the size it asks ([`crate::disk_volume::size_fits`], which the tests hold this to):
+/// the smallest disk first, to the fitting need whose limit is the
+/// lowest (a need without a limit last), which finds an assignment whenever one exists.
+pub fn disks_suffice(free: &[i64], needs: &[DiskNeed]) -> bool {
+    if needs.len() > free.len() {
+        return false;
+    }
+    let mut waiting: Vec<DiskNeed> = needs.to_vec();
+    // By required size, so the needs a disk may serve are a growing prefix.
+    waiting.sort_by_key(|n| n.required);
+    let mut next = 0;
+    let mut open: std::collections::BinaryHeap<std::cmp::Reverse<i64>> = Default::default();
+    for &cap in free {
+        while next < waiting.len() && waiting[next].required <= cap {
+            open.push(std::cmp::Reverse(waiting[next].max.unwrap_or(i64::MAX)));
+            next += 1;
+        }
+        // A need whose limit this disk (and every larger one) passes is left without one.
+        if open.peek().is_some_and(|m| m.0 < cap) {
+            return false;
+        }
+        open.pop();
+    }
+    next == waiting.len() && open.is_empty()
 }
 
 fn second_demand(claims: &PodClaims) -> Demand {
@@ -171,6 +274,7 @@ impl Capacity {
     pub fn new(
         nodes: &[NodeView],
         placed: &[Placed],
+        disks: &[FreeDisk],
         reservations: &[Reservation],
         now: i64,
         policy: Policy,
@@ -199,6 +303,8 @@ impl Capacity {
                                     )
                                 })
                                 .collect(),
+                            disks: BTreeMap::new(),
+                            disk_holds: BTreeMap::new(),
                         },
                     )
                 })
@@ -206,6 +312,19 @@ impl Capacity {
             policy,
             reservations: Vec::new(),
         };
+        for d in disks {
+            if let Some(n) = c.nodes.get_mut(&d.node) {
+                n.disks
+                    .entry(d.disk_type.pool_class())
+                    .or_default()
+                    .push(d.capacity);
+            }
+        }
+        for n in c.nodes.values_mut() {
+            for sizes in n.disks.values_mut() {
+                sizes.sort_unstable();
+            }
+        }
         for p in placed {
             if let Some(pr) = c
                 .nodes
@@ -245,11 +364,36 @@ impl Capacity {
         }
     }
 
-    fn hold(&mut self, r: Reservation) {
-        self.count(&r.node, r.class, r.bytes, r.meta, 1);
-        if let Some(s) = r.second.clone() {
-            self.count(&s, r.class, r.bytes, r.meta, 1);
+    /// Counts `r`'s hold in (`sign` 1) or out (-1).
+    fn count_hold(&mut self, r: &Reservation, sign: i64) {
+        match &r.hold {
+            Hold::Pool {
+                class,
+                bytes,
+                meta,
+                second,
+            } => {
+                self.count(&r.node, *class, *bytes, *meta, sign);
+                if let Some(s) = second {
+                    self.count(s, *class, *bytes, *meta, sign);
+                }
+            }
+            Hold::Disk { disk_type, need } => {
+                let Some(n) = self.nodes.get_mut(&r.node) else {
+                    return;
+                };
+                let held = n.disk_holds.entry(disk_type.pool_class()).or_default();
+                if sign > 0 {
+                    held.push(*need);
+                } else if let Some(i) = held.iter().position(|h| h == need) {
+                    held.swap_remove(i);
+                }
+            }
         }
+    }
+
+    fn hold(&mut self, r: Reservation) {
+        self.count_hold(&r, 1);
         self.reservations.push(r);
     }
 
@@ -286,10 +430,7 @@ impl Capacity {
                 .partition(|r| drop(r));
         self.reservations = kept;
         for r in &gone {
-            self.count(&r.node, r.class, r.bytes, r.meta, -1);
-            if let Some(s) = &r.second {
-                self.count(s, r.class, r.bytes, r.meta, -1);
-            }
+            self.count_hold(r, -1);
         }
         gone
     }
@@ -344,6 +485,19 @@ impl Capacity {
             if bytes > 0 {
                 share = share.min((bytes - need) as f64 / bytes as f64);
             }
+        }
+        for (class, wanted) in &demand.disks {
+            let free = node.disks.get(class).map(Vec::as_slice).unwrap_or_default();
+            let held = node
+                .disk_holds
+                .get(class)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let all: Vec<DiskNeed> = held.iter().chain(wanted).copied().collect();
+            if !disks_suffice(free, &all) {
+                return Err(disk_shortage(name, *class, free, held, wanted));
+            }
+            share = share.min((free.len() - all.len()) as f64 / free.len() as f64);
         }
         Ok(share)
     }
@@ -453,7 +607,7 @@ impl Capacity {
         node: &str,
         expires: i64,
     ) -> Result<Vec<Reservation>, String> {
-        if claims.new.is_empty() {
+        if !claims.has_new() {
             return Ok(Vec::new());
         }
         let primary = primary_demand(claims);
@@ -474,25 +628,84 @@ impl Capacity {
                 })?;
             Some(s)
         };
+        let held = |pvc: &str, hold| Reservation {
+            pvc: pvc.to_string(),
+            pod_uid: claims.uid.clone(),
+            node: node.to_string(),
+            hold,
+            expires,
+        };
         let made: Vec<Reservation> = claims
             .new
             .iter()
-            .map(|c| Reservation {
-                pvc: c.pvc.clone(),
-                pod_uid: claims.uid.clone(),
-                node: node.to_string(),
-                second: if c.second { second_node.clone() } else { None },
-                class: c.class,
-                bytes: c.bytes,
-                meta: c.meta(),
-                expires,
+            .map(|c| {
+                held(
+                    &c.pvc,
+                    Hold::Pool {
+                        class: c.class,
+                        bytes: c.bytes,
+                        meta: c.meta(),
+                        second: if c.second { second_node.clone() } else { None },
+                    },
+                )
             })
+            .chain(claims.disks.iter().map(|c| {
+                held(
+                    &c.pvc,
+                    Hold::Disk {
+                        disk_type: c.disk_type,
+                        need: c.need,
+                    },
+                )
+            }))
             .collect();
         for r in &made {
             self.hold(r.clone());
         }
         Ok(made)
     }
+}
+
+/// Why `node` has not the disks the pod's disk claims (`wanted`) of `class` need.
+fn disk_shortage(
+    node: &str,
+    class: PoolClass,
+    free: &[i64],
+    held: &[DiskNeed],
+    wanted: &[DiskNeed],
+) -> String {
+    let sizes = |v: &[i64]| {
+        v.iter()
+            .map(|b| format_size(*b))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let asks = |v: &[DiskNeed]| {
+        v.iter()
+            .map(|n| match n.max {
+                Some(m) if m != i64::MAX => {
+                    format!("{}..{}", format_size(n.required), format_size(m))
+                }
+                _ => format!("at least {}", format_size(n.required)),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let have = if free.is_empty() {
+        format!("{node} has no free {class} disk")
+    } else {
+        format!("{node}'s free {class} disks: {}", sizes(free))
+    };
+    let others = if held.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} held for other pods: {})", held.len(), asks(held))
+    };
+    format!(
+        "{have}{others}; the pod's new disk volumes need {} of them ({})",
+        wanted.len(),
+        asks(wanted)
+    )
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@
 //! A generation moves whenever something capacity depends on changed.
 
 use futures::StreamExt;
-use hwameistor_api::{LocalStorageNode, LocalVolume, LocalVolumeReplica, PoolClass, VolumeConfig};
+use hwameistor_api::{
+    disk_unavailability, DiskType, LocalDisk, LocalDiskVolume, LocalStorageNode, LocalVolume,
+    LocalVolumeReplica, PoolClass, VolumeConfig,
+};
 use hwameistor_core::placement::{self, NodeView};
 use hwameistor_core::volume::serving_nodes;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
@@ -56,6 +59,25 @@ pub struct ClaimView {
     pub block: bool,
     /// The node the volume binder handed it to.
     pub selected_node: Option<String>,
+}
+
+/// What the decisions read of a LocalDisk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskView {
+    pub node: String,
+    pub disk_type: Option<DiskType>,
+    pub capacity: i64,
+    /// Free for a new disk volume (the one eligibility rule).
+    pub free: bool,
+}
+
+/// What the decisions read of a LocalDiskVolume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskVolumeView {
+    pub name: String,
+    pub node: String,
+    /// A disk is bound to it (no longer free: what was held for its claim is no longer).
+    pub bound: bool,
 }
 
 /// What the decisions read of a PersistentVolume: its CSI driver and volume handle.
@@ -123,6 +145,39 @@ impl Cached for LocalVolumeReplica {
     }
     fn table(c: &Caches) -> &Table<ReplicaView> {
         &c.replicas
+    }
+}
+
+impl Cached for LocalDisk {
+    type View = DiskView;
+    fn view(&self) -> DiskView {
+        let st = self.status.as_ref();
+        DiskView {
+            node: self.spec.node_name.clone(),
+            disk_type: st.and_then(|s| s.disk_type),
+            capacity: st.and_then(|s| s.capacity_bytes).unwrap_or(0),
+            free: disk_unavailability(self).is_none(),
+        }
+    }
+    fn table(c: &Caches) -> &Table<DiskView> {
+        &c.disks
+    }
+}
+
+impl Cached for LocalDiskVolume {
+    type View = DiskVolumeView;
+    fn view(&self) -> DiskVolumeView {
+        DiskVolumeView {
+            name: self.name_any(),
+            node: self.spec.node_name.clone(),
+            bound: self
+                .status
+                .as_ref()
+                .is_some_and(|s| s.local_disk_name.is_some()),
+        }
+    }
+    fn table(c: &Caches) -> &Table<DiskVolumeView> {
+        &c.disk_volumes
     }
 }
 
@@ -276,8 +331,10 @@ pub struct Caches {
     pub claims: Table<ClaimView>,
     pub pvs: Table<PvView>,
     pub classes: Table<StorageClass>,
-    /// Moves on every change of nodes, volumes, replicas, claims or classes: the capacity
-    /// index is rebuilt when it moved.
+    pub disks: Table<DiskView>,
+    pub disk_volumes: Table<DiskVolumeView>,
+    /// Moves on every change of nodes, volumes, replicas, claims, classes, disks or disk
+    /// volumes: the capacity index is rebuilt when it moved.
     generation: AtomicU64,
 }
 
@@ -334,6 +391,8 @@ impl Caches {
         self.claims.set_ready();
         self.pvs.set_ready();
         self.classes.set_ready();
+        self.disks.set_ready();
+        self.disk_volumes.set_ready();
     }
 
     /// Waits until every table has its first full list.
@@ -344,6 +403,8 @@ impl Caches {
         self.claims.wait_ready().await;
         self.pvs.wait_ready().await;
         self.classes.wait_ready().await;
+        self.disks.wait_ready().await;
+        self.disk_volumes.wait_ready().await;
     }
 }
 
@@ -379,6 +440,11 @@ pub fn spawn_watches(client: Client, caches: Arc<Caches>) {
         caches.clone(),
     ));
     tokio::spawn(watch::<PersistentVolume>(
+        Api::all(client.clone()),
+        caches.clone(),
+    ));
+    tokio::spawn(watch::<LocalDisk>(Api::all(client.clone()), caches.clone()));
+    tokio::spawn(watch::<LocalDiskVolume>(
         Api::all(client.clone()),
         caches.clone(),
     ));

@@ -16,13 +16,13 @@
 
 use crate::admission::WebhookSettings;
 use crate::cache::Caches;
-use crate::claims::{new_claim, placed as placed_claim, pod_claims};
+use crate::claims::{new_claim, placed as placed_claim, pod_claims, New};
 use crate::protocol::{
     ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, HostPriority,
     NodeList,
 };
 use hwameistor_core::placement::{self, NodeView, Policy};
-use hwameistor_core::scheduling::{Capacity, PodClaims, Reservation};
+use hwameistor_core::scheduling::{Capacity, FreeDisk, Hold, PodClaims, Reservation};
 use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
 use kube::api::PostParams;
 use kube::{Api, Client};
@@ -341,9 +341,9 @@ impl Extender {
             .store(st.capacity.reservations().len() as u64, Ordering::Relaxed);
     }
 
-    /// The index from the caches: nodes, placed replicas, the holds `made` by filter whose
-    /// claims are not provisioned yet, and those rebuilt from claims the volume binder
-    /// handed to a node.
+    /// The index from the caches: nodes, placed replicas, free disks, the holds `made` by
+    /// filter whose claims are not provisioned yet, and those rebuilt from claims the volume
+    /// binder handed to a node.
     fn build(&self, made: &[Reservation], now: i64) -> Capacity {
         let nodes: Vec<NodeView> = self
             .caches
@@ -370,7 +370,22 @@ impl Extender {
                 |node| allocated.get(&(v.name.as_str(), node)).copied().flatten(),
             ));
         }
-        // A claim is provisioned once its LocalVolume is placed (the placement counts it).
+        let disks: Vec<FreeDisk> = self
+            .caches
+            .disks
+            .all()
+            .iter()
+            .filter(|d| d.free)
+            .filter_map(|d| {
+                Some(FreeDisk {
+                    node: d.node.clone(),
+                    disk_type: d.disk_type?,
+                    capacity: d.capacity,
+                })
+            })
+            .collect();
+        // A claim is provisioned once its LocalVolume is placed (the placement counts it),
+        // or its LocalDiskVolume has its disk (no longer free).
         let mut pending: HashSet<String> = HashSet::new();
         let mut rebuilt = Vec::new();
         for c in self.caches.claims.all() {
@@ -384,12 +399,8 @@ impl Extender {
             if made.iter().any(|r| r.pvc == c.key) {
                 continue;
             }
-            if let Ok(Some(n)) = new_claim(&self.caches, &c) {
-                rebuilt.push(Reservation {
-                    pvc: c.key.clone(),
-                    pod_uid: String::new(),
-                    node,
-                    second: None,
+            let hold = match new_claim(&self.caches, &c) {
+                Ok(Some(New::Pool(n))) => Hold::Pool {
                     class: n.class,
                     bytes: n.bytes,
                     meta: if n.replicated {
@@ -397,9 +408,21 @@ impl Extender {
                     } else {
                         0
                     },
-                    expires: UNTIL_PROVISIONED,
-                });
-            }
+                    second: None,
+                },
+                Ok(Some(New::Disk(n))) => Hold::Disk {
+                    disk_type: n.disk_type,
+                    need: n.need,
+                },
+                _ => continue,
+            };
+            rebuilt.push(Reservation {
+                pvc: c.key.clone(),
+                pod_uid: String::new(),
+                node,
+                hold,
+                expires: UNTIL_PROVISIONED,
+            });
         }
         let all: Vec<Reservation> = made
             .iter()
@@ -407,7 +430,14 @@ impl Extender {
             .cloned()
             .chain(rebuilt)
             .collect();
-        Capacity::new(&nodes, &placed, &all, now, self.settings.policy.clone())
+        Capacity::new(
+            &nodes,
+            &placed,
+            &disks,
+            &all,
+            now,
+            self.settings.policy.clone(),
+        )
     }
 
     fn claims(&self, args: &ExtenderArgs) -> Result<(Pod, PodClaims), RequestError> {
@@ -470,7 +500,7 @@ impl Extender {
         // extender): what was held for it, or for its claims, goes.
         release_own(&mut st.capacity, &claims);
         let (ok, mut failed) = st.capacity.filter(&claims, &candidates);
-        if claims.new.is_empty() {
+        if !claims.has_new() {
             return answer(ok.into_iter().map(|(n, _)| n).collect(), failed);
         }
         let Some(best) = Capacity::best(&ok).map(str::to_string) else {
@@ -577,11 +607,7 @@ impl Extender {
                     .capacity
                     .release_pod(&args.pod_uid)
                     .into_iter()
-                    .map(|mut r| {
-                        r.node = args.node.clone();
-                        r.second = r.second.filter(|s| *s != args.node);
-                        r
-                    })
+                    .map(|r| r.moved_to(&args.node))
                     .collect();
                 st.capacity.restore(moved);
                 ExtenderBindingResult::default()
@@ -595,8 +621,9 @@ impl Extender {
 /// names no pod); the holds released.
 fn release_own(capacity: &mut Capacity, claims: &PodClaims) -> Vec<Reservation> {
     let mut own = capacity.release_pod(&claims.uid);
-    for c in &claims.new {
-        own.extend(capacity.release_claim(&c.pvc));
+    let pvcs = claims.new.iter().map(|c| &c.pvc);
+    for pvc in pvcs.chain(claims.disks.iter().map(|c| &c.pvc)) {
+        own.extend(capacity.release_claim(pvc));
     }
     own
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::disk_volume::size_fits;
 use crate::placement::PoolView;
 
 const MI: i64 = 1 << 20;
@@ -51,7 +52,7 @@ fn names(v: &[&str]) -> Vec<String> {
 }
 
 fn cap(nodes: &[NodeView]) -> Capacity {
-    Capacity::new(nodes, &[], &[], 0, Policy::default())
+    Capacity::new(nodes, &[], &[], &[], 0, Policy::default())
 }
 
 fn passed(c: &Capacity, p: &PodClaims, on: &[&str]) -> Vec<String> {
@@ -203,11 +204,15 @@ fn ha_claims_need_a_second_node_with_room() {
     let made = c.reserve(&p, "c", 100).expect("reserve");
     assert_eq!(made[0].node, "c");
     assert_eq!(
-        made[0].second.as_deref(),
-        Some("a"),
-        "the roomiest other node"
+        made[0].hold,
+        Hold::Pool {
+            class: HDD,
+            bytes: GI,
+            meta: drbd::meta_bytes(GI),
+            // The roomiest other node.
+            second: Some("a".into()),
+        }
     );
-    assert_eq!(made[0].meta, drbd::meta_bytes(GI));
 }
 
 #[test]
@@ -261,15 +266,24 @@ fn reservations_hold_room_for_others_until_released_or_expired() {
         pvc: "ns/x".into(),
         pod_uid: String::new(),
         node: "a".into(),
-        second: None,
-        class: HDD,
-        bytes: 2 * GI,
-        meta: 0,
+        hold: Hold::Pool {
+            class: HDD,
+            bytes: 2 * GI,
+            meta: 0,
+            second: None,
+        },
         expires: 10,
     };
-    let held = Capacity::new(&nodes, &[], std::slice::from_ref(&r), 5, Policy::default());
+    let held = Capacity::new(
+        &nodes,
+        &[],
+        &[],
+        std::slice::from_ref(&r),
+        5,
+        Policy::default(),
+    );
     assert!(held.filter(&p2, &names(&["a"])).0.is_empty());
-    let gone = Capacity::new(&nodes, &[], &[r], 10, Policy::default());
+    let gone = Capacity::new(&nodes, &[], &[], &[r], 10, Policy::default());
     assert_eq!(passed(&gone, &p2, &["a"]), ["a"]);
 }
 
@@ -285,7 +299,7 @@ fn placed_volumes_count_as_the_placement_counts_them() {
         allocated: None,
         meta: 0,
     }];
-    let c = Capacity::new(&nodes, &placed, &[], 0, Policy::default());
+    let c = Capacity::new(&nodes, &placed, &[], &[], 0, Policy::default());
     let p = pod("u", vec![new("ns/d", HDD, 2 * GI, false)]);
     assert!(c.filter(&p, &names(&["a"])).0.is_empty());
     let small = pod("u", vec![new("ns/d", HDD, GI, false)]);
@@ -301,7 +315,7 @@ fn the_volume_count_limit_counts_new_and_reserved_volumes() {
     let policy = Policy {
         max_volumes_per_pool: Some(4),
     };
-    let mut c = Capacity::new(&[n], &[], &[], 0, policy);
+    let mut c = Capacity::new(&[n], &[], &[], &[], 0, policy);
     let two = pod(
         "p1",
         vec![new("ns/a", HDD, GI, false), new("ns/b", HDD, GI, false)],
@@ -361,10 +375,18 @@ fn a_burst_never_overcommits_a_node() {
                     .reserve(&p, &n, 1000)
                     .expect("a node that passed can be held");
                 for r in made {
-                    let b =
-                        round_up_to_extent(r.bytes, 4 * MI) + round_up_to_extent(r.meta, 4 * MI);
+                    let Hold::Pool {
+                        bytes,
+                        meta,
+                        second,
+                        ..
+                    } = r.hold
+                    else {
+                        panic!("a disk hold for pool claims: {r:?}");
+                    };
+                    let b = round_up_to_extent(bytes, 4 * MI) + round_up_to_extent(meta, 4 * MI);
                     *used.entry(r.node.clone()).or_default() += b;
-                    if let Some(s) = r.second {
+                    if let Some(s) = second {
                         *used.entry(s).or_default() += b;
                     }
                 }
@@ -387,6 +409,277 @@ fn a_burst_never_overcommits_a_node() {
     }
     assert!(
         given > 100 && refused > 0,
+        "given {given}, refused {refused}"
+    );
+}
+
+fn need(required: i64, max: Option<i64>) -> DiskNeed {
+    DiskNeed { required, max }
+}
+
+fn disk_claim(pvc: &str, t: DiskType, required: i64) -> NewDiskClaim {
+    NewDiskClaim {
+        pvc: pvc.into(),
+        disk_type: t,
+        need: need(required, None),
+    }
+}
+
+fn free(node: &str, t: DiskType, capacity: i64) -> FreeDisk {
+    FreeDisk {
+        node: node.into(),
+        disk_type: t,
+        capacity,
+    }
+}
+
+fn disk_pod(uid: &str, disks: Vec<NewDiskClaim>) -> PodClaims {
+    PodClaims {
+        uid: uid.into(),
+        disks,
+        ..Default::default()
+    }
+}
+
+/// Whether each need can have its own disk, by trying every assignment.
+fn exhaustive(free: &[i64], needs: &[DiskNeed]) -> bool {
+    fn go(free: &[i64], used: &mut Vec<bool>, needs: &[DiskNeed]) -> bool {
+        let Some((n, rest)) = needs.split_first() else {
+            return true;
+        };
+        for i in 0..free.len() {
+            if !used[i] && size_fits(free[i], n.required, n.max) {
+                used[i] = true;
+                if go(free, used, rest) {
+                    return true;
+                }
+                used[i] = false;
+            }
+        }
+        false
+    }
+    go(free, &mut vec![false; free.len()], needs)
+}
+
+#[test]
+fn disks_suffice_finds_an_assignment_whenever_one_exists() {
+    // A need with a low limit is served first by the small disk it can take.
+    assert!(disks_suffice(
+        &[2 * GI, 5 * GI],
+        &[need(GI, Some(10 * GI)), need(GI, Some(2 * GI))]
+    ));
+    assert!(!disks_suffice(&[2 * GI], &[need(GI, None), need(GI, None)]));
+    assert!(!disks_suffice(&[2 * GI, 5 * GI], &[need(6 * GI, None)]));
+    assert!(!disks_suffice(&[5 * GI], &[need(GI, Some(4 * GI))]));
+    assert!(disks_suffice(&[GI], &[]));
+    // Against every assignment tried, on small random cases.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |m: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % m
+    };
+    for _ in 0..3000 {
+        let mut disks: Vec<i64> = (0..next(6)).map(|_| (next(8) as i64 + 1) * GI).collect();
+        disks.sort_unstable();
+        let needs: Vec<DiskNeed> = (0..next(5))
+            .map(|_| {
+                let r = (next(8) as i64 + 1) * GI;
+                let max = (next(3) == 0).then(|| r + next(4) as i64 * GI);
+                need(r, max)
+            })
+            .collect();
+        assert_eq!(
+            disks_suffice(&disks, &needs),
+            exhaustive(&disks, &needs),
+            "disks {disks:?}, needs {needs:?}"
+        );
+    }
+}
+
+#[test]
+fn new_disk_claims_need_a_free_disk_of_their_type_each() {
+    let c = Capacity::new(
+        &[node("a", &[]), node("b", &[(SSD, 50 * GI)]), node("c", &[])],
+        &[],
+        &[
+            free("a", DiskType::Ssd, GI),
+            free("a", DiskType::Ssd, 4 * GI),
+            free("a", DiskType::Hdd, 8 * GI),
+            free("c", DiskType::Ssd, 2 * GI),
+        ],
+        &[],
+        0,
+        Policy::default(),
+    );
+    let two = disk_pod(
+        "u",
+        vec![
+            disk_claim("ns/x", DiskType::Ssd, 3 * GI / 2),
+            disk_claim("ns/y", DiskType::Ssd, GI),
+        ],
+    );
+    let (ok, failed) = c.filter(&two, &names(&["a", "b", "c", "d"]));
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0].0, "a");
+    // An SSD pool is not an SSD disk.
+    assert_eq!(
+        failed["b"],
+        "b has no free SSD disk; the pod's new disk volumes need 2 of them (at least 1.5Gi, at least 1Gi)"
+    );
+    assert!(
+        failed["c"].starts_with("c's free SSD disks: 2Gi;"),
+        "{}",
+        failed["c"]
+    );
+    assert!(
+        failed["d"].contains("no LocalStorageNode"),
+        "{}",
+        failed["d"]
+    );
+    // Of another type, or larger than any.
+    let hdd = disk_pod("u", vec![disk_claim("ns/h", DiskType::Hdd, 8 * GI)]);
+    assert_eq!(passed(&c, &hdd, &["a", "c"]), ["a"]);
+    let big = disk_pod("u", vec![disk_claim("ns/h", DiskType::Hdd, 9 * GI)]);
+    assert!(passed(&c, &big, &["a"]).is_empty());
+    // Mixed with pool claims: both must fit on the node.
+    let mixed = PodClaims {
+        new: vec![new("ns/l", SSD, GI, false)],
+        ..disk_pod("u", vec![disk_claim("ns/d", DiskType::Ssd, GI)])
+    };
+    let (ok, failed) = c.filter(&mixed, &names(&["a", "b", "c"]));
+    assert!(ok.is_empty(), "{ok:?}");
+    assert_eq!(failed["a"], "a has no SSD pool");
+    assert!(
+        failed["b"].starts_with("b has no free SSD disk"),
+        "{}",
+        failed["b"]
+    );
+}
+
+#[test]
+fn disk_holds_keep_a_disk_for_one_pod_until_released_or_expired() {
+    let nodes = [node("a", &[]), node("b", &[])];
+    let disks = [
+        free("a", DiskType::Nvme, 2 * GI),
+        free("a", DiskType::Nvme, 4 * GI),
+        free("b", DiskType::Nvme, 4 * GI),
+    ];
+    let mut c = Capacity::new(&nodes, &[], &disks, &[], 0, Policy::default());
+    let p1 = disk_pod("p1", vec![disk_claim("ns/one", DiskType::Nvme, 3 * GI)]);
+    let p2 = disk_pod("p2", vec![disk_claim("ns/two", DiskType::Nvme, 3 * GI)]);
+    let p3 = disk_pod("p3", vec![disk_claim("ns/three", DiskType::Nvme, GI)]);
+    let made = c.reserve(&p1, "a", 100).expect("p1 fits on a");
+    assert_eq!(
+        made[0].hold,
+        Hold::Disk {
+            disk_type: DiskType::Nvme,
+            need: need(3 * GI, None)
+        }
+    );
+    // a's 4 GiB disk is p1's: p2 goes to b; p3 still fits a's 2 GiB.
+    let (ok, failed) = c.filter(&p2, &names(&["a", "b"]));
+    assert_eq!(
+        ok.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["b"]
+    );
+    assert_eq!(
+        failed["a"],
+        "a's free NVMe disks: 2Gi, 4Gi (1 held for other pods: at least 3Gi); the pod's new disk volumes need 1 of them (at least 3Gi)"
+    );
+    assert_eq!(passed(&c, &p3, &["a"]), ["a"]);
+    // More room left scores higher: b keeps none of one, a one of two.
+    let scores: BTreeMap<String, i64> = c.filter(&p3, &names(&["a", "b"])).0.into_iter().collect();
+    assert_eq!(scores["a"], 0);
+    assert_eq!(scores["b"], 0);
+    let p4 = disk_pod("p4", vec![disk_claim("ns/four", DiskType::Nvme, GI)]);
+    c.release_pod("p1");
+    let scores: BTreeMap<String, i64> = c.filter(&p4, &names(&["a", "b"])).0.into_iter().collect();
+    assert!(scores["a"] > scores["b"], "{scores:?}");
+    // Its disk bound (the claim released): a fits p2 again.
+    c.reserve(&p1, "a", 100).expect("again");
+    assert!(passed(&c, &p2, &["a"]).is_empty());
+    c.release_claim("ns/one");
+    assert_eq!(passed(&c, &p2, &["a"]), ["a"]);
+    // Expired.
+    c.reserve(&p1, "a", 50).expect("again");
+    c.expire(50);
+    assert_eq!(passed(&c, &p2, &["a"]), ["a"]);
+    // Moved with its pod (the scheduler bound it elsewhere): held on b now.
+    let made = c.reserve(&p1, "a", 100).expect("again");
+    c.release_pod("p1");
+    c.restore(made.into_iter().map(|r| r.moved_to("b")).collect());
+    assert_eq!(passed(&c, &p2, &["a", "b"]), ["a"]);
+}
+
+/// A burst of pods with disk claims never holds more disks on a node than it has free, of
+/// the sizes asked (checked by trying every assignment), and every pod left out is told why.
+#[test]
+fn a_burst_of_disk_claims_never_promises_a_disk_twice() {
+    let nodes: Vec<NodeView> = (0..8).map(|i| node(&format!("n{i}"), &[])).collect();
+    let mut disks = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for k in 0..(i % 3 + 2) {
+            disks.push(free(&n.name, DiskType::Hdd, ((i + k) % 4 + 1) as i64 * GI));
+        }
+    }
+    let mut c = Capacity::new(&nodes, &[], &disks, &[], 0, Policy::default());
+    let all: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let mut held: BTreeMap<String, Vec<DiskNeed>> = BTreeMap::new();
+    let (mut given, mut refused) = (0, 0);
+    for i in 0..200 {
+        let mut claims = vec![disk_claim(
+            &format!("ns/a{i}"),
+            DiskType::Hdd,
+            (i % 4 + 1) * GI,
+        )];
+        if i % 3 == 0 {
+            claims.push(NewDiskClaim {
+                need: need(GI, Some(2 * GI)),
+                ..disk_claim(&format!("ns/b{i}"), DiskType::Hdd, GI)
+            });
+        }
+        let p = disk_pod(&format!("p{i}"), claims);
+        let (ok, failed) = c.filter(&p, &all);
+        match Capacity::best(&ok).map(str::to_string) {
+            Some(n) => {
+                for r in c
+                    .reserve(&p, &n, 1000)
+                    .expect("a node that passed can be held")
+                {
+                    let Hold::Disk { need, .. } = r.hold else {
+                        panic!("a pool hold for disk claims: {r:?}");
+                    };
+                    held.entry(r.node).or_default().push(need);
+                }
+                given += 1;
+            }
+            None => {
+                assert!(
+                    failed.values().all(|w| w.contains("HDD disk")),
+                    "{failed:?}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    for n in &nodes {
+        let mut sizes: Vec<i64> = disks
+            .iter()
+            .filter(|d| d.node == n.name)
+            .map(|d| d.capacity)
+            .collect();
+        sizes.sort_unstable();
+        let needs = held.get(&n.name).cloned().unwrap_or_default();
+        assert!(
+            exhaustive(&sizes, &needs),
+            "{}: {sizes:?} for {needs:?}",
+            n.name
+        );
+    }
+    assert!(
+        given > 5 && refused > 100,
         "given {given}, refused {refused}"
     );
 }

@@ -198,3 +198,51 @@ pub async fn post(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> (u16, 
     req.extend_from_slice(body);
     raw(addr, &req).await
 }
+
+/// A raw-disk StorageClass (`disk.hwameistor.io`) of disks of `disk_type`.
+pub fn disk_class(name: &str, disk_type: &str) -> StorageClass {
+    StorageClass {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        provisioner: hwameistor_csi::disk_controller::DISK_DRIVER_NAME.into(),
+        volume_binding_mode: Some("WaitForFirstConsumer".into()),
+        parameters: Some(BTreeMap::from([(
+            "diskType".to_string(),
+            disk_type.to_string(),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// A free (Available, Active) LocalDisk of `node`, as its agent reports it.
+pub fn free_disk(name: &str, node: &str, disk_type: DiskType, capacity: i64) -> LocalDisk {
+    let mut d = LocalDisk::new(
+        name,
+        LocalDiskSpec {
+            node_name: node.into(),
+            reserved: false,
+            claim_ref: None,
+            volume_ref: None,
+        },
+    );
+    d.status = Some(LocalDiskStatus {
+        state: Some(DiskPresence::Active),
+        phase: Some(DiskPhase::Available),
+        device_path: Some(format!("/dev/{name}")),
+        disk_type: Some(disk_type),
+        capacity_bytes: Some(capacity),
+        ..Default::default()
+    });
+    d
+}
+
+/// A storage node without pools (its disks serve disk volumes only).
+pub fn poolless_node(name: &str) -> LocalStorageNode {
+    let mut n = storage_node(name, 0);
+    if let Some(st) = n.status.as_mut() {
+        st.pools.clear();
+    }
+    n
+}
