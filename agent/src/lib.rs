@@ -11,6 +11,7 @@ pub mod claim_controller;
 pub mod context;
 pub mod crash;
 pub mod discovery;
+pub mod disk_publish;
 pub mod disk_volume_controller;
 pub mod disks;
 pub mod ha;

@@ -442,3 +442,86 @@ async fn the_disk_csi_controller_service_creates_refuses_reports_and_deletes() {
     controller.abort();
     node.cleanup().await;
 }
+
+/// The disk driver's node service records each publish in the volume before making it:
+/// a deleted volume's disk is not wiped while any target is recorded (a raw block volume
+/// bound into a pod shows in no mount table), and is once the last one is gone.
+#[tokio::test]
+async fn a_published_volume_s_disk_is_wiped_only_once_every_target_is_unpublished() {
+    use hwameistor_agent::disk_publish::DiskPublishRecord;
+    use hwameistor_csi::node::PublishRecord;
+    let (_server, client) = cluster().await;
+    let scope = unique("ldv");
+    let mut node = FakeNode::new(&client);
+    node.add_disk("/dev/vdb", 2 * GI, true);
+    scoped(&node, &scope).await;
+    node.start();
+    node.disk("/dev/vdb", DiskPhase::Available).await;
+    let controller = binder(&node, &scope);
+    let api: Api<LocalDiskVolume> = Api::all(client.clone());
+    let name = api
+        .create(
+            &PostParams::default(),
+            &ldv(&node, GI, WipePolicy::Signatures),
+        )
+        .await
+        .expect("create")
+        .metadata
+        .name
+        .expect("name");
+    wait_state(&node, &name, DiskVolumeState::Ready).await;
+
+    let record = DiskPublishRecord::new(client.clone(), node.name.clone());
+    let (t1, t2) = ("/var/lib/kubelet/pods/a/t", "/var/lib/kubelet/pods/b/t");
+    for t in [t1, t2, t1] {
+        record.publishing(&name, t).await.expect("recorded");
+    }
+    let st = api.get(&name).await.expect("get").status.expect("status");
+    assert_eq!(st.published_targets, [t1, t2], "each once, in order");
+    assert_eq!(st.published_node.as_deref(), Some(node.name.as_str()));
+    // Another node's service, or a volume that does not exist.
+    let e = DiskPublishRecord::new(client.clone(), "elsewhere".into())
+        .publishing(&name, t1)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    let e = record.publishing("no-such-volume", t1).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+    record
+        .unpublished("no-such-volume", t1)
+        .await
+        .expect("nothing to remove");
+
+    // Deleted while published: the agent waits, saying where; nothing is wiped.
+    api.delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the wait reported", || async {
+        api.get_opt(&name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| v.status)
+            .and_then(|s| s.message)
+            .filter(|m| m.contains(&format!("still published at {t1}, {t2}")))
+    })
+    .await;
+    let e = record
+        .publishing(&name, "/var/lib/kubelet/pods/c/t")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    record.unpublished(&name, t1).await.expect("unpublished");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(node.wipe.wiped().is_empty(), "{t2} still has it");
+    let st = api.get(&name).await.expect("get").status.expect("status");
+    assert_eq!(st.published_targets, [t2]);
+    record.unpublished(&name, t2).await.expect("unpublished");
+    eventually("the volume gone", || async {
+        api.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(node.wipe.wiped().len(), 1);
+    controller.abort();
+    node.cleanup().await;
+}

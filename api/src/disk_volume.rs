@@ -57,6 +57,7 @@ pub enum DiskVolumeState {
     printcolumn = r#"{"name":"Disk","type":"string","jsonPath":".status.localDiskName"}"#,
     printcolumn = r#"{"name":"Capacity","type":"integer","jsonPath":".status.capacityBytes"}"#,
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Published","type":"string","jsonPath":".status.publishedNode"}"#,
     printcolumn = r#"{"name":"Device","type":"string","priority":1,"jsonPath":".status.devicePath"}"#,
     printcolumn = r#"{"name":"PVC","type":"string","priority":1,"jsonPath":".spec.pvcName"}"#,
     printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.message"}"#,
@@ -103,6 +104,14 @@ pub struct LocalDiskVolumeStatus {
     /// The node agent wiped the disk of the deleted volume (it may be given back).
     #[serde(default)]
     pub wiped: bool,
+    /// The node the volume is published on (bound into a pod), while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_node: Option<String>,
+    /// Where it is published (CSI target paths): each recorded before it is made and
+    /// removed once it is gone, so a disk in use is never wiped, whether it carries a
+    /// filesystem or is bound as a raw block device (which no mount table shows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published_targets: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -105,7 +105,16 @@ fn printed_columns_follow_the_documented_layout() {
     assert_eq!(
         cols("LocalDiskVolume"),
         [
-            "NODE", "TYPE", "REQUIRED", "DISK", "CAPACITY", "STATE", "DEVICE", "PVC", "MESSAGE",
+            "NODE",
+            "TYPE",
+            "REQUIRED",
+            "DISK",
+            "CAPACITY",
+            "STATE",
+            "PUBLISHED",
+            "DEVICE",
+            "PVC",
+            "MESSAGE",
             "AGE"
         ]
     );

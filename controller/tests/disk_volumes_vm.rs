@@ -5,9 +5,9 @@
 //!
 //! Two volumes created at once get two different disks, each the smallest that fits; a
 //! filesystem volume is formatted, written and read back after a restage; a block volume is
-//! written and read back through its published device; a volume no disk fits is refused
-//! with nothing left behind; a deleted volume's disk is wiped (no signature left) and free
-//! again.
+//! written and read back through its published device (each publish recorded in the
+//! volume); a volume no disk fits is refused with nothing left behind; a deleted volume's
+//! disk is wiped (no signature left) and free again.
 //!
 //! Needs root, QEMU and the host packages of scripts/install-host-deps.sh, and the agent and
 //! the csi_node_call example built.
@@ -210,7 +210,17 @@ async fn whole_disks_serve_volumes_never_shared_and_are_wiped_when_released() {
         sha256(vm, &format!("head -c {} {btarget}", 32 * MIB)).await,
         sha256(vm, "cat /tmp/blk").await
     );
+    // No mount table shows a raw block volume in use: its record does (the agent wipes
+    // nothing while one is there).
+    let st = ldv(&sb, &block_vol).await.status.expect("status");
+    assert_eq!(st.published_targets, std::slice::from_ref(&btarget));
+    assert_eq!(st.published_node.as_deref(), Some(node.as_str()));
     detach(&sb, &node, &block_vol, &bstaging, &btarget).await;
+    let st = ldv(&sb, &block_vol).await.status.expect("status");
+    assert!(
+        st.published_targets.is_empty() && st.published_node.is_none(),
+        "{st:?}"
+    );
 
     // 3 GiB fits no disk: refused, nothing left behind.
     let huge = format!("{prefix}-dhuge");

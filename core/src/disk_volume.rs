@@ -249,6 +249,14 @@ pub fn node_step(node: &str, v: &LocalDiskVolume, disks: &[LocalDisk]) -> NodeSt
                 "disk {disk} is not present on {node}: it cannot be wiped, so it is not given back; delete its LocalDisk once it is gone for good"
             ));
         }
+        if !st.published_targets.is_empty() {
+            // A raw block volume bound into a pod shows in no mount table: the record is
+            // what says it is in use.
+            return NodeStep::Wait(format!(
+                "volume is still published at {}; its disk {disk} is wiped once unpublished",
+                st.published_targets.join(", ")
+            ));
+        }
         let held = users(d);
         if !held.is_empty() {
             return NodeStep::Wait(format!(
@@ -531,6 +539,15 @@ mod tests {
             matches!(node_step("n1", &v, &disks), NodeStep::Wait(w) if w.contains("mounted at /var/lib/kubelet/x"))
         );
         disks[0].status.as_mut().unwrap().mount_points.clear();
+        // Bound into a pod as a raw block device: no mount shows it, the record does.
+        let target = "/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices/publish/v/pod";
+        v.status.as_mut().unwrap().published_targets = vec![target.into()];
+        assert!(
+            matches!(node_step("n1", &v, &disks), NodeStep::Wait(w) if w.contains(target)),
+            "{:?}",
+            node_step("n1", &v, &disks)
+        );
+        v.status.as_mut().unwrap().published_targets.clear();
         assert_eq!(
             node_step("n1", &v, &disks),
             NodeStep::Wipe {

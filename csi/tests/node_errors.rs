@@ -225,3 +225,102 @@ async fn stage_and_publish_answer_the_spec_codes() {
         Code::InvalidArgument
     );
 }
+
+/// What a publish record was asked, in order.
+#[derive(Default)]
+struct Log {
+    calls: std::sync::Mutex<Vec<String>>,
+    refuse: bool,
+}
+
+#[tonic::async_trait]
+impl hwameistor_csi::node::PublishRecord for Log {
+    async fn publishing(&self, volume_id: &str, target: &str) -> Result<(), tonic::Status> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("publishing {volume_id} {target}"));
+        if self.refuse {
+            return Err(tonic::Status::failed_precondition("being deleted"));
+        }
+        Ok(())
+    }
+    async fn unpublished(&self, volume_id: &str, target: &str) -> Result<(), tonic::Status> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("unpublished {volume_id} {target}"));
+        Ok(())
+    }
+}
+
+/// A publish is recorded before it is made; one refused before anything is recorded
+/// leaves no record, and one that fails with nothing mounted takes its record back (the
+/// kubelet may never unpublish it).
+#[tokio::test]
+async fn publishes_are_recorded_first_and_failed_ones_taken_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("pod/dev");
+    let target_s = target.to_string_lossy().to_string();
+    let publish = |cap: VolumeCapability, fs: Option<&str>| NodePublishVolumeRequest {
+        volume_id: "pvc-1".into(),
+        target_path: target_s.clone(),
+        staging_target_path: dir.path().join("staging").to_string_lossy().to_string(),
+        volume_capability: Some(cap),
+        volume_context: HashMap::from([(
+            PUBLISH_DEVICE_PATH.to_string(),
+            "/dev/hwameistor-no-such-disk".to_string(),
+        )])
+        .into_iter()
+        .chain(fs.map(|f| (VOLUME_CONTEXT_FS_TYPE.to_string(), f.to_string())))
+        .collect(),
+        ..Default::default()
+    };
+    let log = Arc::new(Log::default());
+    let svc = service().with_publish_record(log.clone());
+    // A filesystem volume asked for as a raw block device: refused, nothing recorded.
+    let e = svc
+        .node_publish_volume(Request::new(publish(block_cap(), Some("xfs"))))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(log.calls.lock().unwrap().is_empty());
+    // The device is not there: recorded, failed, taken back.
+    let e = svc
+        .node_publish_volume(Request::new(publish(block_cap(), None)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    assert_eq!(
+        *log.calls.lock().unwrap(),
+        [
+            format!("publishing pvc-1 {target_s}"),
+            format!("unpublished pvc-1 {target_s}")
+        ]
+    );
+    // Unpublish (nothing mounted there): the record goes.
+    log.calls.lock().unwrap().clear();
+    svc.node_unpublish_volume(Request::new(NodeUnpublishVolumeRequest {
+        volume_id: "pvc-1".into(),
+        target_path: target_s.clone(),
+    }))
+    .await
+    .expect("unpublish");
+    assert_eq!(
+        *log.calls.lock().unwrap(),
+        [format!("unpublished pvc-1 {target_s}")]
+    );
+    // The record refuses (the volume is being deleted): the publish fails, as it said.
+    let refusing = Arc::new(Log {
+        refuse: true,
+        ..Default::default()
+    });
+    let svc = service().with_publish_record(refusing.clone());
+    let e = svc
+        .node_publish_volume(Request::new(publish(block_cap(), None)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("being deleted"), "{e}");
+    assert_eq!(refusing.calls.lock().unwrap().len(), 1);
+}

@@ -496,6 +496,8 @@ fn a_raw_disk_volume_is_listed_with_its_kind_disk_and_node() {
         local_disk_name: Some("disk-a2".into()),
         device_path: Some("/dev/disk/by-id/wwn-0x5000c500a2".into()),
         capacity_bytes: Some(1536 * GI),
+        published_node: Some("node-a".into()),
+        published_targets: vec!["/var/lib/kubelet/pods/p/volumeDevices/pvc-9".into()],
         ..Default::default()
     });
     let mut pending = v.clone();
@@ -514,7 +516,7 @@ fn a_raw_disk_volume_is_listed_with_its_kind_disk_and_node() {
         [
             "NAME    KIND   POOL                CAPACITY   REPLICAS   NODES          STATE     HA   PUBLISHED   PVC           GROUP",
             "pvc-8   Disk   LocalDisk_PoolSSD   100Gi      0/1        -              Pending   -    -           kafka/log-0   -",
-            "pvc-9   Disk   LocalDisk_PoolSSD   100Gi      1/1        node-a:Ready   Ready     -    -           kafka/log-0   -",
+            "pvc-9   Disk   LocalDisk_PoolSSD   100Gi      1/1        node-a:Ready   Ready     -    node-a      kafka/log-0   -",
         ]
     );
 }

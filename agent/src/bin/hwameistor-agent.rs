@@ -168,10 +168,12 @@ async fn csi_node(
 }
 
 /// The CSI node service of `disk.hwameistor.io`, when asked for: the same stage, publish
-/// and stats as the LVM driver's, on the whole disk CreateVolume named (no replication).
+/// and stats as the LVM driver's, on the whole disk CreateVolume named (no replication),
+/// each publish recorded in its LocalDiskVolume.
 async fn disk_csi_node(
     args: &Args,
     readiness: Arc<dyn hwameistor_csi::readiness::ReadinessSource>,
+    record: Arc<dyn hwameistor_csi::node::PublishRecord>,
 ) -> Result<(), hwameistor_csi::errors::ServeError> {
     use hwameistor_csi::{
         disk_controller::DISK_DRIVER_NAME,
@@ -187,11 +189,10 @@ async fn disk_csi_node(
     let services = server::Services {
         identity: IdentityService::named(DISK_DRIVER_NAME, false, readiness),
         controller: None,
-        node: Some(NodeService::new(
-            args.node_name.clone(),
-            host,
-            args.csi_max_volumes,
-        )),
+        node: Some(
+            NodeService::new(args.node_name.clone(), host, args.csi_max_volumes)
+                .with_publish_record(record),
+        ),
     };
     server::serve(&endpoint, services, std::future::pending()).await
 }
@@ -326,7 +327,11 @@ async fn main() -> anyhow::Result<()> {
     });
     let readiness: Arc<dyn hwameistor_csi::readiness::ReadinessSource> = Arc::new(readiness);
     let csi = csi_node(&args, readiness.clone(), csi_replication);
-    let disk_csi = disk_csi_node(&args, readiness);
+    let disk_record = Arc::new(hwameistor_agent::disk_publish::DiskPublishRecord::new(
+        ctx.client.clone(),
+        args.node_name.clone(),
+    )) as Arc<dyn hwameistor_csi::node::PublishRecord>;
+    let disk_csi = disk_csi_node(&args, readiness, disk_record);
     let ha = {
         let (ctx, rep, socket) = (
             ctx.clone(),

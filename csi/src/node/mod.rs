@@ -36,6 +36,20 @@ pub struct NodeService {
     max_volumes: i64,
     in_flight: InFlight,
     replication: Option<std::sync::Arc<dyn Replicated>>,
+    record: Option<std::sync::Arc<dyn PublishRecord>>,
+}
+
+/// Where a driver's volumes are published, kept where others can see it: a raw-disk
+/// volume's record keeps its disk from being wiped while a pod has it, which no mount
+/// table shows for a raw block volume.
+#[tonic::async_trait]
+pub trait PublishRecord: Send + Sync + 'static {
+    /// Before `volume_id` is published at `target`: recorded, or the publish fails (a use
+    /// never goes unrecorded).
+    async fn publishing(&self, volume_id: &str, target: &str) -> Result<(), Status>;
+    /// After `volume_id` was unpublished from `target`: the record goes (an error fails the
+    /// unpublish, which the kubelet repeats).
+    async fn unpublished(&self, volume_id: &str, target: &str) -> Result<(), Status>;
 }
 
 /// The node's replication layer, as staging needs it: an HA volume is served from its DRBD
@@ -134,7 +148,14 @@ impl NodeService {
             max_volumes,
             in_flight: InFlight::default(),
             replication: None,
+            record: None,
         }
+    }
+
+    /// Records every publish and unpublish in `record`.
+    pub fn with_publish_record(mut self, record: std::sync::Arc<dyn PublishRecord>) -> Self {
+        self.record = Some(record);
+        self
     }
 
     /// Serves HA volumes through `replication`.
@@ -383,7 +404,7 @@ impl Node for NodeService {
         let cap = node_capability(req.volume_capability.as_ref())?;
         let read_only = req.readonly || cap.read_only;
         let _guard = self.in_flight.begin(&req.volume_id)?;
-        match cap.access {
+        let block_device = match cap.access {
             Access::Block => {
                 if let Some(fs) = volume_fs(&req.publish_context, &req.volume_context) {
                     return Err(precondition(format!(
@@ -391,13 +412,30 @@ impl Node for NodeService {
                         req.volume_id
                     )));
                 }
-                let dev = device_from(&req.publish_context, &req.volume_context)?;
-                self.publish_block(&dev, &target, read_only).await?;
+                Some(device_from(&req.publish_context, &req.volume_context)?)
             }
-            Access::Mount { flags, .. } => {
-                self.publish_mount(&staging, &target, read_only, &flags)
-                    .await?
+            Access::Mount { .. } => None,
+        };
+        if let Some(r) = &self.record {
+            r.publishing(&req.volume_id, &req.target_path).await?;
+        }
+        let published = match (&cap.access, block_device) {
+            (Access::Block, Some(dev)) => self.publish_block(&dev, &target, read_only).await,
+            (Access::Mount { flags, .. }, _) => {
+                self.publish_mount(&staging, &target, read_only, flags)
+                    .await
             }
+            (Access::Block, None) => Err(internal("no device for a raw block volume")),
+        };
+        if let Err(e) = published {
+            // Nothing mounted at the target after all: the record goes too, or it would
+            // keep the disk from being given back when the kubelet never unpublishes.
+            if let (Some(r), Ok(None)) = (&self.record, self.host.mount_at(&target)) {
+                if let Err(re) = r.unpublished(&req.volume_id, &req.target_path).await {
+                    tracing::warn!(volume = %req.volume_id, error = %re, "the failed publish stays recorded");
+                }
+            }
+            return Err(e);
         }
         tracing::info!(volume = %req.volume_id, target = %target.display(), read_only, "published");
         Ok(Response::new(NodePublishVolumeResponse {}))
@@ -426,6 +464,9 @@ impl Node for NodeService {
                     target.display()
                 )))
             }
+        }
+        if let Some(r) = &self.record {
+            r.unpublished(&req.volume_id, &req.target_path).await?;
         }
         tracing::info!(volume = %req.volume_id, target = %target.display(), "unpublished");
         Ok(Response::new(NodeUnpublishVolumeResponse {}))

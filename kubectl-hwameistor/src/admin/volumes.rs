@@ -370,7 +370,7 @@ pub fn disk_volume_row(v: &LocalDiskVolume) -> VolumeRow {
             Vec::new()
         },
         state,
-        published_node: None,
+        published_node: st.published_node.clone(),
         pvc_namespace: v.spec.pvc_namespace.clone(),
         pvc_name: v.spec.pvc_name.clone(),
         message: st.message,
