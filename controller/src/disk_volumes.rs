@@ -8,7 +8,7 @@
 use crate::volume_reconciler::Context;
 use futures::StreamExt;
 use hwameistor_api::{LocalDisk, LocalDiskVolume, ObjectRef, FINALIZER_DISK_VOLUME};
-use hwameistor_core::disk_volume::{controller_step, BindStep};
+use hwameistor_core::disk_volume::{awaits_disk, controller_step, waiting_needs, BindStep};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef as Ref;
@@ -47,11 +47,15 @@ pub async fn reconcile(
                 return Ok(Action::await_change());
             }
         }
-        let disks = disks_api
-            .list(&ListParams::default().fields(&format!("spec.nodeName={}", v.spec.node_name)))
-            .await?
-            .items;
-        let step = controller_step(&v, &disks);
+        let on_node = ListParams::default().fields(&format!("spec.nodeName={}", v.spec.node_name));
+        let disks = disks_api.list(&on_node).await?.items;
+        // Only a volume still to be bound needs to know who else waits on its node.
+        let waiting = if awaits_disk(&v, &disks) {
+            waiting_needs(&v, &api.list(&on_node).await?.items, &disks)
+        } else {
+            Vec::new()
+        };
+        let step = controller_step(&v, &disks, &waiting);
         tracing::debug!(volume = %name, ?step, "disk volume step");
         let done = match step {
             BindStep::Wait => {

@@ -8,6 +8,7 @@
 //! there). A deleted volume's disk is wiped by its agent once nothing holds it, and only
 //! then given back.
 
+use crate::scheduling::{disks_suffice, DiskNeed};
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::{
     disk_unavailability, DiskPresence, DiskVolumeState, LocalDisk, LocalDiskVolume,
@@ -20,9 +21,46 @@ pub fn size_fits(capacity: i64, required: i64, max: Option<i64>) -> bool {
     capacity >= required && max.is_none_or(|m| capacity <= m)
 }
 
+/// Whether `v` is still to be given a disk: not deleted, none bound to it, none recorded
+/// (a volume whose disk lost its binding fails; it is not given another).
+pub fn awaits_disk(v: &LocalDiskVolume, disks: &[LocalDisk]) -> bool {
+    v.metadata.deletion_timestamp.is_none()
+        && v.status
+            .as_ref()
+            .is_none_or(|s| s.local_disk_name.is_none())
+        && bound_disk(v, disks).is_none()
+}
+
+/// What the volumes of `volumes` other than `v` still waiting for a disk of `v`'s node and
+/// type ask (not deleted, no disk bound or recorded): what `v`'s choice must leave room for.
+pub fn waiting_needs(
+    v: &LocalDiskVolume,
+    volumes: &[LocalDiskVolume],
+    disks: &[LocalDisk],
+) -> Vec<DiskNeed> {
+    volumes
+        .iter()
+        .filter(|o| o.metadata.uid != v.metadata.uid)
+        .filter(|o| o.spec.node_name == v.spec.node_name && o.spec.disk_type == v.spec.disk_type)
+        .filter(|o| awaits_disk(o, disks))
+        .map(|o| DiskNeed {
+            required: o.spec.required_capacity_bytes,
+            max: o.spec.max_capacity_bytes,
+        })
+        .collect()
+}
+
 /// The disk of `disks` for `v`: the smallest one on its node, of its type, free (the one
-/// eligibility rule) and at least as large as it asks (ties: by name); or why none fits.
-pub fn choose_disk(v: &LocalDiskVolume, disks: &[LocalDisk]) -> Result<String, String> {
+/// eligibility rule) and at least as large as it asks (ties: by name) that leaves the
+/// volumes `waiting` on the node a disk each, as the scheduler counted them (a limit can
+/// make the smallest the wrong one: a volume of at most 2 GiB needs the 2 GiB disk more
+/// than one of at least 1 GiB does); the smallest when no choice leaves them all one. Or
+/// why none fits.
+pub fn choose_disk(
+    v: &LocalDiskVolume,
+    disks: &[LocalDisk],
+    waiting: &[DiskNeed],
+) -> Result<String, String> {
     let node = &v.spec.node_name;
     let want = v.spec.disk_type;
     let mut fits: Vec<(i64, String)> = Vec::new();
@@ -54,8 +92,37 @@ pub fn choose_disk(v: &LocalDiskVolume, disks: &[LocalDisk]) -> Result<String, S
         fits.push((cap, name));
     }
     fits.sort();
-    match fits.into_iter().next() {
-        Some((_, name)) => Ok(name),
+    let mut free: Vec<i64> = fits.iter().map(|(c, _)| *c).collect();
+    free.extend(
+        disks
+            .iter()
+            .filter(|d| &d.spec.node_name == node && disk_unavailability(d).is_none())
+            .filter_map(|d| d.status.as_ref())
+            .filter(|s| s.disk_type == Some(want))
+            .filter_map(|s| s.capacity_bytes)
+            .filter(|c| {
+                !size_fits(
+                    *c,
+                    v.spec.required_capacity_bytes,
+                    v.spec.max_capacity_bytes,
+                )
+            }),
+    );
+    free.sort_unstable();
+    let leaves_room = |taken: i64| {
+        let mut rest = free.clone();
+        if let Some(i) = rest.iter().position(|c| *c == taken) {
+            rest.remove(i);
+        }
+        disks_suffice(&rest, waiting)
+    };
+    let chosen = fits
+        .iter()
+        .find(|(c, _)| leaves_room(*c))
+        .or(fits.first())
+        .map(|(_, name)| name.clone());
+    match chosen {
+        Some(name) => Ok(name),
         None if why.is_empty() => Err(format!("node {node} has no {want} disk (LocalDisk) at all")),
         None => Err(format!(
             "no free {want} disk of at least {} on node {node}: {}",
@@ -109,7 +176,9 @@ fn status_step(v: &LocalDiskVolume, st: LocalDiskVolumeStatus) -> BindStep {
 }
 
 /// Decides the controller's next step for `v` among every LocalDisk.
-pub fn controller_step(v: &LocalDiskVolume, disks: &[LocalDisk]) -> BindStep {
+///
+/// `waiting`: what the node's other volumes still waiting for a disk ask ([`waiting_needs`]).
+pub fn controller_step(v: &LocalDiskVolume, disks: &[LocalDisk], waiting: &[DiskNeed]) -> BindStep {
     let name = v.metadata.name.clone().unwrap_or_default();
     let st = v.status.clone().unwrap_or_default();
     let bound = bound_disk(v, disks);
@@ -164,7 +233,7 @@ pub fn controller_step(v: &LocalDiskVolume, disks: &[LocalDisk]) -> BindStep {
         ));
         return status_step(v, next);
     }
-    match choose_disk(v, disks) {
+    match choose_disk(v, disks, waiting) {
         Ok(d) => BindStep::Bind(d),
         Err(why) => {
             let mut next = st;
@@ -365,9 +434,18 @@ mod tests {
 
     /// Applies the controller's steps until it waits (at most 10).
     fn settle(v: &mut LocalDiskVolume, disks: &mut [LocalDisk]) -> Vec<BindStep> {
+        settle_with(v, disks, &[])
+    }
+
+    /// The same, with volumes `waiting` on the node.
+    fn settle_with(
+        v: &mut LocalDiskVolume,
+        disks: &mut [LocalDisk],
+        waiting: &[DiskNeed],
+    ) -> Vec<BindStep> {
         let mut log = Vec::new();
         for _ in 0..10 {
-            let step = controller_step(v, disks);
+            let step = controller_step(v, disks, waiting);
             log.push(step.clone());
             match step {
                 BindStep::Wait => return log,
@@ -400,6 +478,55 @@ mod tests {
     }
 
     #[test]
+    fn a_choice_leaves_the_volumes_waiting_on_the_node_a_disk_each() {
+        let mut disks = vec![
+            disk("sdb", "n1", DiskType::Hdd, 2 * GI),
+            disk("sdc", "n1", DiskType::Hdd, 5 * GI),
+            disk("sdd", "n1", DiskType::Ssd, GI),
+        ];
+        let any = ldv("any", "n1", DiskType::Hdd, GI);
+        let mut capped = ldv("capped", "n1", DiskType::Hdd, GI);
+        capped.spec.max_capacity_bytes = Some(2 * GI);
+        let ssd = ldv("ssd", "n1", DiskType::Ssd, GI);
+        let mut gone = ldv("gone", "n1", DiskType::Hdd, GI);
+        gone.spec.max_capacity_bytes = Some(GI);
+        gone.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+        let all = vec![any.clone(), capped.clone(), ssd, gone];
+        // Only `capped` waits beside `any` (another type, or deleted, does not count).
+        let waiting = waiting_needs(&any, &all, &disks);
+        assert_eq!(
+            waiting,
+            [DiskNeed {
+                required: GI,
+                max: Some(2 * GI)
+            }]
+        );
+        // The smallest (2 GiB) would leave `capped` only the 5 GiB, above its limit.
+        assert_eq!(choose_disk(&any, &disks, &waiting), Ok("sdc".into()));
+        assert_eq!(choose_disk(&any, &disks, &[]), Ok("sdb".into()));
+        // Bound in either order, both get one.
+        let (mut a, mut c) = (any.clone(), capped.clone());
+        settle_with(&mut a, &mut disks, &waiting);
+        let waiting = waiting_needs(&c, &[a.clone(), c.clone()], &disks);
+        assert!(waiting.is_empty(), "any is bound: {waiting:?}");
+        settle_with(&mut c, &mut disks, &waiting);
+        let of = |v: &LocalDiskVolume| v.status.as_ref().and_then(|s| s.local_disk_name.clone());
+        assert_eq!((of(&a), of(&c)), (Some("sdc".into()), Some("sdb".into())));
+        // When no choice leaves every waiting volume a disk, the smallest that fits.
+        let mut fresh = vec![
+            disk("sdb", "n1", DiskType::Hdd, 2 * GI),
+            disk("sdc", "n1", DiskType::Hdd, 5 * GI),
+        ];
+        let impossible = [DiskNeed {
+            required: 9 * GI,
+            max: None,
+        }];
+        let mut v = any.clone();
+        settle_with(&mut v, &mut fresh, &impossible);
+        assert_eq!(of(&v), Some("sdb".into()));
+    }
+
+    #[test]
     fn the_smallest_free_disk_of_the_type_that_fits_is_chosen() {
         let mut taken = disk("sdb", "n1", DiskType::Hdd, 100 * GI);
         taken.spec.claim_ref = Some(ObjectRef {
@@ -418,9 +545,9 @@ mod tests {
             disk("sdg", "n2", DiskType::Hdd, 60 * GI),
         ];
         let v = ldv("v", "n1", DiskType::Hdd, 50 * GI);
-        assert_eq!(choose_disk(&v, &disks), Ok("sde".into()));
+        assert_eq!(choose_disk(&v, &disks, &[]), Ok("sde".into()));
         let big = ldv("v", "n1", DiskType::Hdd, 600 * GI);
-        let e = choose_disk(&big, &disks).unwrap_err();
+        let e = choose_disk(&big, &disks, &[]).unwrap_err();
         assert!(
             e.starts_with("no free HDD disk of at least 600Gi on node n1"),
             "{e}"
@@ -430,16 +557,16 @@ mod tests {
         assert!(e.contains("sdd: 500Gi is too small"), "{e}");
         let mut capped = ldv("v", "n1", DiskType::Hdd, 50 * GI);
         capped.spec.max_capacity_bytes = Some(150 * GI);
-        let e = choose_disk(&capped, &disks).unwrap_err();
+        let e = choose_disk(&capped, &disks, &[]).unwrap_err();
         assert!(
             e.contains("sde: 200Gi is larger than the limit 150Gi"),
             "{e}"
         );
         capped.spec.max_capacity_bytes = Some(200 * GI);
-        assert_eq!(choose_disk(&capped, &disks), Ok("sde".into()));
+        assert_eq!(choose_disk(&capped, &disks, &[]), Ok("sde".into()));
         let ssd = ldv("v", "n1", DiskType::Ssd, GI);
         assert_eq!(
-            choose_disk(&ssd, &disks),
+            choose_disk(&ssd, &disks, &[]),
             Err("node n1 has no SSD disk (LocalDisk) at all".into())
         );
     }
@@ -462,7 +589,7 @@ mod tests {
         // A crash after the bind, before the status: the same disk, never a second one.
         let mut again = ldv("v", "n1", DiskType::Hdd, 10 * GI);
         assert!(matches!(
-            controller_step(&again, &disks),
+            controller_step(&again, &disks, &[]),
             BindStep::Status(_)
         ));
         settle(&mut again, &mut disks);
