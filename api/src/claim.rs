@@ -93,6 +93,12 @@ pub fn disk_unavailability(d: &LocalDisk) -> Option<String> {
         return Some("not scanned by the node agent yet".into());
     };
     if st.state != Some(DiskPresence::Active) {
+        if let Some(v) = &d.spec.volume_ref {
+            return Some(format!(
+                "serves disk volume {} but is missing: not seen in the agent's latest scan",
+                v.name
+            ));
+        }
         return Some(
             if d.spec.claim_ref.is_some() || st.phase == Some(DiskPhase::Bound) {
                 "Bound but missing: not seen in the agent's latest scan; its pool is degraded"

@@ -11,6 +11,8 @@ pub const VERSION: &str = "v1alpha1";
 pub const SYSTEM_NAMESPACE: &str = "hwameistor";
 /// Name of the LVM CSI driver.
 pub const CSI_DRIVER_NAME: &str = "lvm.hwameistor.io";
+/// Name of the raw-disk CSI driver (one whole disk per volume).
+pub const DISK_DRIVER_NAME: &str = "disk.hwameistor.io";
 /// Topology key the CSI node service reports; its value is the node name.
 pub const TOPOLOGY_NODE_KEY: &str = "topology.lvm.hwameistor.io/node";
 

@@ -35,8 +35,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tonic::{Code, Request, Response, Status};
 
-/// The driver's name.
-pub const DISK_DRIVER_NAME: &str = "disk.hwameistor.io";
+pub use hwameistor_api::DISK_DRIVER_NAME;
 
 const PARAM_DISK_TYPE: &str = "diskType";
 const PARAM_WIPE: &str = "wipe";

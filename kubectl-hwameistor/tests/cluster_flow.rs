@@ -1621,13 +1621,14 @@ async fn make_healthy(env: &Env, fx: &Fixture) {
         .create(&PostParams::default(), &lease)
         .await
         .unwrap();
-    let driver =
-        serde_json::from_value(json!({"metadata": {"name": "lvm.hwameistor.io"}, "spec": {}}))
+    for name in ["lvm.hwameistor.io", "disk.hwameistor.io"] {
+        let driver =
+            serde_json::from_value(json!({"metadata": {"name": name}, "spec": {}})).unwrap();
+        Api::<CSIDriver>::all(c.clone())
+            .create(&PostParams::default(), &driver)
+            .await
             .unwrap();
-    Api::<CSIDriver>::all(c.clone())
-        .create(&PostParams::default(), &driver)
-        .await
-        .unwrap();
+    }
     for n in [&fx.node_a, &fx.node_b] {
         let node: Node = serde_json::from_value(json!({"metadata": {"name": n}})).unwrap();
         Api::<Node>::all(c.clone())
@@ -1635,7 +1636,8 @@ async fn make_healthy(env: &Env, fx: &Fixture) {
             .await
             .unwrap();
         let csi: CSINode = serde_json::from_value(json!({"metadata": {"name": n},
-            "spec": {"drivers": [{"name": "lvm.hwameistor.io", "nodeID": n}]}}))
+            "spec": {"drivers": [{"name": "lvm.hwameistor.io", "nodeID": n},
+                                 {"name": "disk.hwameistor.io", "nodeID": n}]}}))
         .unwrap();
         Api::<CSINode>::all(c.clone())
             .create(&PostParams::default(), &csi)
@@ -1670,7 +1672,8 @@ async fn diagnose_finds_problems_and_sets_the_exit_code() {
     )
     .await;
     let csi: CSINode = serde_json::from_value(json!({"metadata": {"name": node_c},
-        "spec": {"drivers": [{"name": "lvm.hwameistor.io", "nodeID": node_c}]}}))
+        "spec": {"drivers": [{"name": "lvm.hwameistor.io", "nodeID": node_c},
+                             {"name": "disk.hwameistor.io", "nodeID": node_c}]}}))
     .unwrap();
     Api::<CSINode>::all(env.client())
         .create(&PostParams::default(), &csi)

@@ -10,9 +10,10 @@ use crate::errors::AdminError;
 use crate::output::{or_dash, Render, TableView};
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::{
-    ClaimPhase, DiskPhase, DiskPresence, HaState, LocalDisk, LocalDiskClaim, LocalStorageNode,
-    LocalVolume, LocalVolumeConvert, LocalVolumeExpand, LocalVolumeMigrate, LocalVolumeReplica,
-    NodeState, OperationPhase, OperationStatus, ReplicaState, VolumeState, CSI_DRIVER_NAME,
+    ClaimPhase, DiskPhase, DiskPresence, DiskVolumeState, HaState, LocalDisk, LocalDiskClaim,
+    LocalDiskVolume, LocalStorageNode, LocalVolume, LocalVolumeConvert, LocalVolumeExpand,
+    LocalVolumeMigrate, LocalVolumeReplica, NodeState, OperationPhase, OperationStatus,
+    ReplicaState, VolumeState, CSI_DRIVER_NAME, DISK_DRIVER_NAME,
 };
 use hwameistor_core::drbd::ConnState;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
@@ -33,6 +34,9 @@ pub const EXTENDER: &str = "hwameistor-scheduler-extender";
 pub const SCHEDULER: &str = "hwameistor-scheduler";
 /// A pool used beyond this share is reported.
 pub const POOL_FULL_PERCENT: i64 = 90;
+/// A deleted disk volume whose disk is not given back after this long is reported (a full
+/// wipe of a large disk takes long: the message says how far it is).
+pub const RELEASE_STUCK_SECS: i64 = 30 * 60;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -124,12 +128,14 @@ pub struct Snapshot {
     pub claims: Vec<LocalDiskClaim>,
     pub volumes: Vec<LocalVolume>,
     pub replicas: Vec<LocalVolumeReplica>,
+    pub disk_volumes: Vec<LocalDiskVolume>,
     /// Volume operations (history included).
     pub migrates: Vec<LocalVolumeMigrate>,
     pub converts: Vec<LocalVolumeConvert>,
     pub expands: Vec<LocalVolumeExpand>,
     pub lease: Option<Lease>,
     pub csi_driver: Option<CSIDriver>,
+    pub disk_csi_driver: Option<CSIDriver>,
     pub csi_nodes: Option<Vec<CSINode>>,
     pub scheduler: SchedulerSnapshot,
 }
@@ -471,45 +477,62 @@ fn check_scheduler(s: &Snapshot, f: &mut Findings) {
     }
 }
 
+/// Both CSI drivers: their CSIDriver objects, and their registration with the kubelet of
+/// every storage node.
 fn check_csi(s: &Snapshot, f: &mut Findings) {
-    if s.csi_driver.is_none() {
-        f.add(
-            "csi",
-            Severity::Error,
-            Some(format!("CSIDriver {CSI_DRIVER_NAME}")),
-            "CSIDriver is not registered".into(),
-            Some("run `kubectl hwameistor upgrade` to re-apply it"),
-        );
-    }
-    let Some(csi_nodes) = &s.csi_nodes else {
-        return;
-    };
-    let mut missing = 0;
-    for n in &s.storage_nodes {
-        let name = n.name_any();
-        let registered = csi_nodes
-            .iter()
-            .find(|c| c.name_any() == name)
-            .is_some_and(|c| c.spec.drivers.iter().any(|d| d.name == CSI_DRIVER_NAME));
-        if !registered {
-            missing += 1;
+    for (driver, object, kind, registrar) in [
+        (
+            CSI_DRIVER_NAME,
+            &s.csi_driver,
+            "HwameiStor LVM volumes",
+            "node-driver-registrar",
+        ),
+        (
+            DISK_DRIVER_NAME,
+            &s.disk_csi_driver,
+            "HwameiStor raw-disk volumes",
+            "node-driver-registrar-disk",
+        ),
+    ] {
+        if object.is_none() {
             f.add(
                 "csi",
                 Severity::Error,
-                Some(format!("node {name}")),
-                format!("CSI driver {CSI_DRIVER_NAME} is not registered with the kubelet: pods there cannot use HwameiStor volumes"),
-                Some("check the node-driver-registrar container of the agent pod on that node"),
+                Some(format!("CSIDriver {driver}")),
+                "CSIDriver is not registered".into(),
+                Some("run `kubectl hwameistor upgrade` to re-apply it"),
             );
         }
-    }
-    if s.csi_driver.is_some() && missing == 0 {
-        f.ok(
-            "csi",
-            format!(
-                "CSIDriver {CSI_DRIVER_NAME} registered on {} node(s)",
-                s.storage_nodes.len()
-            ),
-        );
+        let Some(csi_nodes) = &s.csi_nodes else {
+            continue;
+        };
+        let mut missing = 0;
+        for n in &s.storage_nodes {
+            let name = n.name_any();
+            let registered = csi_nodes
+                .iter()
+                .find(|c| c.name_any() == name)
+                .is_some_and(|c| c.spec.drivers.iter().any(|d| d.name == driver));
+            if !registered {
+                missing += 1;
+                f.add(
+                    "csi",
+                    Severity::Error,
+                    Some(format!("node {name}")),
+                    format!("CSI driver {driver} is not registered with the kubelet: pods there cannot use {kind}"),
+                    Some(&format!("check the {registrar} container of the agent pod on that node")),
+                );
+            }
+        }
+        if object.is_some() && missing == 0 {
+            f.ok(
+                "csi",
+                format!(
+                    "CSIDriver {driver} registered on {} node(s)",
+                    s.storage_nodes.len()
+                ),
+            );
+        }
     }
 }
 
@@ -917,7 +940,10 @@ fn check_disks(s: &Snapshot, f: &mut Findings) {
         ));
         if st.state == Some(DiskPresence::Inactive) {
             bad += 1;
-            if bound {
+            if let Some(v) = &d.spec.volume_ref {
+                f.add("disks", Severity::Error, obj, unavailability(d).unwrap_or_default(),
+                    Some(&format!("disk volume {} cannot serve its pod: reattach the disk (its data is on it)", v.name)));
+            } else if bound {
                 f.add("disks", Severity::Error, obj, unavailability(d).unwrap_or_default(),
                     Some("the disk carries pool data: reattach it, or replace it and migrate the volumes"));
             } else {
@@ -926,7 +952,8 @@ fn check_disks(s: &Snapshot, f: &mut Findings) {
             }
             continue;
         }
-        if bound {
+        // A disk volume's disk is Bound to the volume, in no pool.
+        if bound && d.spec.volume_ref.is_none() {
             let in_pool = s
                 .storage_nodes
                 .iter()
@@ -950,6 +977,86 @@ fn check_disks(s: &Snapshot, f: &mut Findings) {
     }
     if bad == 0 {
         f.ok("disks", format!("{} disk(s), none missing", s.disks.len()));
+    }
+}
+
+/// Raw-disk volumes: Failed is an error (its disk lost or missing), Pending (no disk fits)
+/// and a release that does not end are warnings, a binding not yet confirmed is info.
+fn check_disk_volumes(s: &Snapshot, f: &mut Findings) {
+    let mut bad = 0;
+    for v in &s.disk_volumes {
+        let st = v.status.clone().unwrap_or_default();
+        let node = &v.spec.node_name;
+        let obj = Some(format!("disk volume {}", v.name_any()));
+        let msg = st
+            .message
+            .clone()
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "no message".into());
+        let list = format!("kubectl hwameistor disk list --node {node}");
+        match st.state {
+            Some(DiskVolumeState::Ready) => {}
+            Some(DiskVolumeState::Failed) => {
+                bad += 1;
+                f.add(
+                    "disk-volumes",
+                    Severity::Error,
+                    obj,
+                    format!("Failed: {msg}"),
+                    Some(&format!(
+                        "{list} shows its disk; once its data is safe, delete the volume's PVC"
+                    )),
+                );
+            }
+            Some(DiskVolumeState::Releasing) => {
+                let since = v
+                    .metadata
+                    .deletion_timestamp
+                    .as_ref()
+                    .zip(s.now)
+                    .map(|(t, now)| now.as_second() - t.0.as_second());
+                if since.is_some_and(|secs| secs > RELEASE_STUCK_SECS) {
+                    bad += 1;
+                    f.add(
+                        "disk-volumes",
+                        Severity::Warning,
+                        obj,
+                        format!("deleted {} min ago, its disk not given back yet: {msg}", since.unwrap_or(0) / 60),
+                        Some(&format!("the agent on {node} wipes the disk once nothing holds it; its logs say what does")),
+                    );
+                }
+            }
+            Some(DiskVolumeState::Pending) | None => {
+                bad += 1;
+                f.add(
+                    "disk-volumes",
+                    Severity::Warning,
+                    obj,
+                    format!("Pending: {msg}"),
+                    Some(&format!("{list} shows the free disks; add or release a disk of type {} and at least {} there", v.spec.disk_type, format_size(v.spec.required_capacity_bytes))),
+                );
+            }
+            Some(DiskVolumeState::Bound) => {
+                f.add(
+                    "disk-volumes",
+                    Severity::Info,
+                    obj,
+                    format!("Bound, not confirmed yet: {msg}"),
+                    Some(&format!(
+                        "the agent on {node} confirms it; if it stays so, check that agent"
+                    )),
+                );
+            }
+        }
+    }
+    if bad == 0 {
+        f.ok(
+            "disk-volumes",
+            format!(
+                "{} disk volume(s), none pending or failed",
+                s.disk_volumes.len()
+            ),
+        );
     }
 }
 
@@ -1012,6 +1119,7 @@ pub fn diagnose_snapshot(s: &Snapshot) -> DiagnoseReport {
         check_ha(s, &mut f);
         check_operations(s, &mut f);
         check_disks(s, &mut f);
+        check_disk_volumes(s, &mut f);
         check_claims(s, &mut f);
     }
     let errors = f.0.iter().filter(|x| x.severity == Severity::Error).count();
@@ -1071,6 +1179,7 @@ pub async fn collect(cluster: &Cluster) -> Result<Snapshot, AdminError> {
         claims: or_empty(list_all(cluster).await).await?,
         volumes: or_empty(list_all(cluster).await).await?,
         replicas: or_empty(list_all(cluster).await).await?,
+        disk_volumes: or_empty(list_all(cluster).await).await?,
         migrates: or_empty(list_all(cluster).await).await?,
         converts: or_empty(list_all(cluster).await).await?,
         expands: or_empty(list_all(cluster).await).await?,
@@ -1082,6 +1191,10 @@ pub async fn collect(cluster: &Cluster) -> Result<Snapshot, AdminError> {
             .get_opt(CSI_DRIVER_NAME)
             .await
             .map_err(|e| AdminError::api(format!("reading CSIDriver {CSI_DRIVER_NAME}"), e))?,
+        disk_csi_driver: Api::<CSIDriver>::all(c.clone())
+            .get_opt(DISK_DRIVER_NAME)
+            .await
+            .map_err(|e| AdminError::api(format!("reading CSIDriver {DISK_DRIVER_NAME}"), e))?,
         csi_nodes: optional_list(Api::<CSINode>::all(c.clone())).await,
         scheduler: collect_scheduler(&c, ns).await,
     })
@@ -1288,6 +1401,128 @@ mod tests {
         assert_eq!(
             f[0].message,
             "I/O on node-a is suspended: writes to the volume hang until node-b is recorded outdated (fenced)"
+        );
+    }
+
+    #[test]
+    fn disk_volumes_failed_pending_and_stuck_releases_are_reported() {
+        use hwameistor_api::{
+            DiskType, LocalDiskSpec, LocalDiskStatus, LocalDiskVolumeSpec, LocalDiskVolumeStatus,
+            ObjectRef, WipePolicy,
+        };
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let ldv = |name: &str, state: DiskVolumeState, msg: &str| {
+            let mut v = LocalDiskVolume::new(
+                name,
+                LocalDiskVolumeSpec {
+                    node_name: "node-a".into(),
+                    disk_type: DiskType::Ssd,
+                    required_capacity_bytes: 100 << 30,
+                    max_capacity_bytes: None,
+                    pvc_namespace: None,
+                    pvc_name: None,
+                    wipe: WipePolicy::Full,
+                },
+            );
+            v.status = Some(LocalDiskVolumeStatus {
+                state: Some(state),
+                message: Some(msg.into()),
+                ..Default::default()
+            });
+            v
+        };
+        let mut slow = ldv("slow", DiskVolumeState::Releasing, "zeroing");
+        slow.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::from_second(1_000).unwrap()));
+        let mut fresh = slow.clone();
+        fresh.metadata.name = Some("fresh".into());
+        fresh.metadata.deletion_timestamp = Some(Time(
+            jiff::Timestamp::from_second(1_000 + 2 * RELEASE_STUCK_SECS - 60).unwrap(),
+        ));
+        // Its disk: Bound to the volume, in no pool; that is not a problem.
+        let mut disk = LocalDisk::new(
+            "disk-a1",
+            LocalDiskSpec {
+                node_name: "node-a".into(),
+                reserved: false,
+                claim_ref: None,
+                volume_ref: Some(ObjectRef {
+                    name: "ok".into(),
+                    uid: "u".into(),
+                }),
+            },
+        );
+        disk.status = Some(LocalDiskStatus {
+            state: Some(DiskPresence::Active),
+            phase: Some(DiskPhase::Bound),
+            ..Default::default()
+        });
+        let s = Snapshot {
+            now: Some(jiff::Timestamp::from_second(1_000 + 2 * RELEASE_STUCK_SECS).unwrap()),
+            disk_volumes: vec![
+                ldv("ok", DiskVolumeState::Ready, ""),
+                ldv(
+                    "lost",
+                    DiskVolumeState::Failed,
+                    "disk disk-a2 no longer names it",
+                ),
+                ldv("waiting", DiskVolumeState::Pending, "no free SSD disk"),
+                slow,
+                fresh,
+            ],
+            disks: vec![disk.clone()],
+            ..Default::default()
+        };
+        let mut f = Findings(Vec::new());
+        check_disk_volumes(&s, &mut f);
+        check_disks(&s, &mut f);
+        let got: Vec<(Severity, &str, &str)> =
+            f.0.iter()
+                .map(|x| {
+                    (
+                        x.severity,
+                        x.object.as_deref().unwrap_or("-"),
+                        x.message.as_str(),
+                    )
+                })
+                .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    Severity::Error,
+                    "disk volume lost",
+                    "Failed: disk disk-a2 no longer names it"
+                ),
+                (
+                    Severity::Warning,
+                    "disk volume waiting",
+                    "Pending: no free SSD disk"
+                ),
+                (
+                    Severity::Warning,
+                    "disk volume slow",
+                    "deleted 60 min ago, its disk not given back yet: zeroing"
+                ),
+                (Severity::Ok, "-", "1 disk(s), none missing"),
+            ]
+        );
+        assert!(f.0[1]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("a disk of type SSD and at least 100Gi"));
+        // Gone from its node: an error naming the volume.
+        disk.status.as_mut().unwrap().state = Some(DiskPresence::Inactive);
+        let s = Snapshot {
+            disks: vec![disk],
+            ..Default::default()
+        };
+        let mut f = Findings(Vec::new());
+        check_disks(&s, &mut f);
+        assert_eq!(f.0[0].severity, Severity::Error);
+        assert_eq!(
+            f.0[0].message,
+            "serves disk volume ok but is missing: not seen in the agent's latest scan"
         );
     }
 
