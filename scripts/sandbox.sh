@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-host-deps.sh
-cargo build --release -p hwameistor-agent -p hwameistor-controller -p hwameistor-sandbox -p hwameistor-testbed --bins
+cargo build --release -p hwameistor-agent -p hwameistor-controller -p hwameistor-scheduler-plugin -p hwameistor-sandbox -p hwameistor-testbed --bins
 exec ./target/release/hwameistor-sandbox "$@"

@@ -6,6 +6,7 @@
 //! controller and made by the agent across two disks, and (with two nodes or more) an HA
 //! volume replicated by DRBD on two nodes, synced.
 
+use anyhow::Context;
 use clap::Parser;
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::*;
@@ -578,18 +579,26 @@ async fn main() -> anyhow::Result<()> {
             &kube::api::Patch::Merge(&reserve(false)),
         )
         .await?;
+    // Where a pod with a claim for a whole disk may run: the scheduler extender (the real
+    // binary, its caches filled by watches), asked as kube-scheduler asks it.
+    eventually(WAIT, "the released disk Available", || async {
+        let d = disks.get(&raw).await?;
+        Ok((disk_unavailability(&d).is_none()).then_some(()))
+    })
+    .await?;
+    let chosen = extender_demo(&sb, &args.kubeconfig_out, &names, started).await?;
     let ldvs: Api<LocalDiskVolume> = Api::all(sb.client.clone());
     ldvs.create(
         &PostParams::default(),
         &LocalDiskVolume::new(
             "demo-disk",
             LocalDiskVolumeSpec {
-                node_name: names[0].clone(),
+                node_name: chosen,
                 disk_type: DiskType::Hdd,
                 required_capacity_bytes: 512 << 20,
                 max_capacity_bytes: None,
-                pvc_namespace: None,
-                pvc_name: None,
+                pvc_namespace: Some(DEMO_NS.into()),
+                pvc_name: Some("data".into()),
                 wipe: WipePolicy::Signatures,
             },
         ),
@@ -632,4 +641,133 @@ async fn main() -> anyhow::Result<()> {
     sb.shutdown().await?;
     step(started, "sandbox stopped; VMs and temporary files removed");
     Ok(())
+}
+
+/// The namespace of the sandbox's demo claim.
+const DEMO_NS: &str = "demo";
+
+/// Starts `hwameistor-scheduler-extender` on loopback, makes a raw-disk StorageClass and a
+/// claim of 512 MiB on it, and asks the extender's `filter` where a pod using that claim may
+/// run among `nodes`: prints its answer and returns the node it gave the pod (which must be
+/// the one with the free disk).
+async fn extender_demo(
+    sb: &Sandbox,
+    kubeconfig: &std::path::Path,
+    nodes: &[String],
+    started: Instant,
+) -> anyhow::Result<String> {
+    use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let bin = workspace_binary("hwameistor-scheduler-extender", "HWAMEISTOR_EXTENDER_BIN")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let _extender = tokio::process::Command::new(&bin)
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "warn")
+        .args(["--listen", &addr.to_string()])
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": DEMO_NS}}))?;
+    match Api::<Namespace>::all(sb.client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let class: StorageClass = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "demo-disk-hdd"},
+        "provisioner": hwameistor_api::DISK_DRIVER_NAME,
+        "volumeBindingMode": "WaitForFirstConsumer",
+        "parameters": {"diskType": "HDD"}
+    }))?;
+    Api::<StorageClass>::all(sb.client.clone())
+        .create(&PostParams::default(), &class)
+        .await?;
+    let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "data", "namespace": DEMO_NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "demo-disk-hdd",
+                 "resources": {"requests": {"storage": "512Mi"}}}
+    }))?;
+    Api::<PersistentVolumeClaim>::namespaced(sb.client.clone(), DEMO_NS)
+        .create(&PostParams::default(), &claim)
+        .await?;
+    let pod = serde_json::json!({
+        "metadata": {"name": "db-0", "namespace": DEMO_NS, "uid": "demo-db-0"},
+        "spec": {"containers": [{"name": "db", "image": "postgres"}],
+                 "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}
+    });
+    let request = serde_json::json!({"pod": pod, "nodenames": nodes}).to_string();
+    // Ready once its caches are synced; asked until its watches show the claim and the
+    // free disk (a node given, or the last answer after a while).
+    let last = std::sync::Mutex::new(None);
+    let asked = eventually(Duration::from_secs(30), "the extender's answer", || async {
+        let Ok((200, body)) = http(addr, "POST", "/filter", &request).await else {
+            return Ok(None);
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
+            hwameistor_sandbox::Error::Other(format!("the extender answered {body:?}: {e}"))
+        })?;
+        let given = v["nodenames"].as_array().is_some_and(|n| !n.is_empty());
+        *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(v.clone());
+        Ok(given.then_some(v))
+    })
+    .await;
+    let answer = match (asked, last.into_inner().unwrap_or_else(|e| e.into_inner())) {
+        (Ok(v), _) | (Err(_), Some(v)) => v,
+        (Err(e), None) => return Err(e.into()),
+    };
+    let given: Vec<String> = serde_json::from_value(answer["nodenames"].clone())?;
+    let mut lines = vec![format!(
+        "extender: pod {DEMO_NS}/db-0 (claim {DEMO_NS}/data: a whole HDD disk of at least 512Mi) goes to {}",
+        given.first().map(String::as_str).unwrap_or("no node")
+    )];
+    if let Some(failed) = answer["failedAndUnresolvableNodes"].as_object() {
+        for (node, why) in failed {
+            lines.push(format!(
+                "  not {node}: {}",
+                why.as_str().unwrap_or_default()
+            ));
+        }
+    }
+    step(started, &lines.join("\n"));
+    match given.as_slice() {
+        [one] if *one == nodes[0] => Ok(one.clone()),
+        _ => anyhow::bail!(
+            "the extender gave the pod {given:?}, not {} (the node with the free disk)",
+            nodes[0]
+        ),
+    }
+}
+
+/// One HTTP/1.1 request on loopback: the status and the body.
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: extender\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    Ok((status, body.to_string()))
 }
