@@ -485,6 +485,7 @@ mod tests {
             attr: "-wi-a-----".into(),
             path: format!("/dev/{VG}/{name}"),
             devices: vec!["/dev/vdb".into()],
+            ..Default::default()
         }
     }
 

@@ -33,4 +33,5 @@ pub mod pools;
 pub mod replica;
 pub mod scheduling;
 pub mod sizing;
+pub mod thin;
 pub mod volume;

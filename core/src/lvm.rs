@@ -76,7 +76,7 @@ pub struct Vg {
 }
 
 /// A logical volume.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lv {
     pub name: String,
     pub vg_name: String,
@@ -86,9 +86,28 @@ pub struct Lv {
     pub path: String,
     /// Physical volumes the LV has extents on, each once, in the order LVM lists them.
     pub devices: Vec<String>,
+    /// The thin pool a thin volume lives in.
+    pub pool_lv: Option<String>,
+    /// What LVM says of a thin pool's (or thin volume's) use.
+    pub thin: Option<ThinUsage>,
+}
+
+/// A thin pool's or thin volume's use as LVM reports it; percentages in hundredths of a
+/// percent (basis points, 0..=10000), so the state stays comparable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThinUsage {
+    pub data_bp: i64,
+    pub metadata_bp: i64,
+    /// A pool's metadata size (0 for a thin volume).
+    pub metadata_bytes: i64,
 }
 
 impl Lv {
+    /// The LV is a thin pool (`t` in the attributes' first place).
+    pub fn is_thin_pool(&self) -> bool {
+        self.attr.starts_with('t')
+    }
+
     /// The LV is active (has a device node).
     pub fn active(&self) -> bool {
         self.attr.chars().nth(4) == Some('a')
@@ -303,6 +322,7 @@ mod tests {
             attr: attr.into(),
             path: format!("/dev/{HDD}/{name}"),
             devices: vec!["/dev/vdb".into()],
+            ..Default::default()
         }
     }
 
@@ -485,6 +505,7 @@ mod tests {
             attr: "-wi-ao----".into(),
             path: "/dev/g/v".into(),
             devices: vec![],
+            ..Default::default()
         };
         assert!(lv.active() && lv.open());
         let idle = Lv {

@@ -111,6 +111,7 @@ mod tests {
                     attr: "-wi-a-----".into(),
                     path: "/dev/LocalStorage_PoolHDD/pvc-1".into(),
                     devices: vec!["/dev/vdb".into()],
+                    ..Default::default()
                 },
                 // An HA volume's metadata: space used, not a volume of its own.
                 Lv {
@@ -120,6 +121,7 @@ mod tests {
                     attr: "-wi-a-----".into(),
                     path: "/dev/LocalStorage_PoolHDD/pvc-1_drbdmeta".into(),
                     devices: vec!["/dev/vdb".into()],
+                    ..Default::default()
                 },
             ],
         };

@@ -181,6 +181,7 @@ mod tests {
                 attr: attr.into(),
                 path: "/dev/LocalStorage_PoolHDD/v1".into(),
                 devices: vec!["/dev/vdb".into()],
+                ..Default::default()
             }],
             ..Default::default()
         }

@@ -4,86 +4,25 @@
 //! Needs root and qemu-system-x86_64 (see the testbed crate); a missing prerequisite fails
 //! the test with the package to install.
 
+mod support;
+
 use async_trait::async_trait;
-use futures::future::{join_all, BoxFuture};
+use futures::future::join_all;
 use hwameistor_core::drbd::{ConnState, DiskState, Host, ResourceConfig, ResourceStatus, Role};
 use hwameistor_hostexec::drbd::{ConfigFiles, Drbd, DrbdCli, DrbdError};
 use hwameistor_hostexec::lvm::{Lvm, LvmCli};
-use hwameistor_hostexec::{CmdOutput, ExecError, Executor, HostCommand};
-use hwameistor_testbed::{Testbed, TestbedAssets, VmSpec};
+use hwameistor_testbed::{Testbed, VmSpec};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{assets, quote, VmExec, CMD_TIMEOUT};
 
 const MIB: i64 = 1 << 20;
 /// Upper bound of the whole test; dropping the testbed (also on panic) kills its VMs.
 const TEST_TIMEOUT: Duration = Duration::from_secs(300);
-/// Upper bound of one command in a VM.
-const CMD_TIMEOUT: Duration = Duration::from_secs(90);
 /// Upper bound of one wait for a DRBD state (a resync of 16 MiB takes seconds).
 const STATE_TIMEOUT: Duration = Duration::from_secs(90);
 const DIR: &str = "/etc/hwameistor/drbd";
 const VG: &str = "vg";
-
-/// A word for `sh -c`: single-quoted, so the guest shell interprets nothing in it.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// What the host executor does, in a VM: argv quoted, a C locale, stdin closed.
-fn shell_line(cmd: &HostCommand) -> String {
-    let mut line = String::from("LC_ALL=C LANG=C exec");
-    for w in std::iter::once(&cmd.program).chain(&cmd.args) {
-        line.push(' ');
-        line.push_str(&quote(w));
-    }
-    line.push_str(" </dev/null");
-    line
-}
-
-/// Runs commands in one VM of a shared testbed.
-#[derive(Clone)]
-struct VmExec {
-    tb: Arc<Testbed>,
-    vm: String,
-}
-
-impl Executor for VmExec {
-    fn run<'a>(&'a self, cmd: &'a HostCommand) -> BoxFuture<'a, Result<CmdOutput, ExecError>> {
-        Box::pin(async move {
-            let command = cmd.to_string();
-            let out = self
-                .tb
-                .vm(&self.vm)
-                .exec_timeout(&shell_line(cmd), CMD_TIMEOUT)
-                .await
-                .map_err(|e| match e {
-                    hwameistor_testbed::Error::CommandTimeout { timeout, .. } => {
-                        ExecError::Timeout {
-                            command: command.clone(),
-                            timeout,
-                        }
-                    }
-                    other => ExecError::Spawn {
-                        command: command.clone(),
-                        reason: other.to_string(),
-                    },
-                })?;
-            if out.success() {
-                Ok(CmdOutput {
-                    stdout: out.stdout,
-                    stderr: out.stderr,
-                })
-            } else {
-                Err(ExecError::Failed {
-                    command,
-                    code: out.code,
-                    stdout: out.stdout,
-                    stderr: out.stderr.trim().to_string(),
-                })
-            }
-        })
-    }
-}
 
 /// Files in one VM: written beside the target and renamed over it.
 struct VmFiles(VmExec);
@@ -262,19 +201,6 @@ fn synced(s: &ResourceStatus) -> bool {
         && s.disk == DiskState::UpToDate
         && s.peer_disk == DiskState::UpToDate
         && s.out_of_sync_bytes == 0
-}
-
-async fn assets() -> TestbedAssets {
-    let qemu_found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("qemu-system-x86_64").exists()));
-    assert!(
-        qemu_found,
-        "qemu-system-x86_64 not found: this test boots real VMs; install the Debian package qemu-system-x86"
-    );
-    tokio::task::spawn_blocking(|| TestbedAssets::build(&[]))
-        .await
-        .expect("asset build panicked")
-        .unwrap_or_else(|e| panic!("testbed assets: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

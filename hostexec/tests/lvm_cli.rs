@@ -45,7 +45,7 @@ async fn the_state_is_read_in_two_commands_with_segments_folded() {
         fake.commands(),
         [
             "pvs --reportformat json --units b --nosuffix -o pv_name,vg_name,pv_size,pv_free,vg_size,vg_free,vg_extent_size,lv_count,pv_count",
-            "lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_size,lv_attr,lv_path,devices",
+            "lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_size,lv_attr,lv_path,devices,pool_lv,data_percent,metadata_percent,lv_metadata_size",
         ]
     );
 }
@@ -70,6 +70,15 @@ async fn each_operation_is_one_command_never_forced() {
     lvm.extend_lv(HDD, "pvc-1", 12 << 20).await.expect("extend");
     lvm.activate_lv(HDD, "pvc-1").await.expect("activate");
     lvm.remove_lv(HDD, "pvc-1").await.expect("remove");
+    lvm.create_thin_pool(HDD, "hwameistor-thin", 1 << 30, 8 << 20)
+        .await
+        .expect("pool");
+    lvm.extend_thin_metadata(HDD, "hwameistor-thin", 12 << 20)
+        .await
+        .expect("metadata");
+    lvm.create_thin_lv(HDD, "hwameistor-thin", "pvc-2", 4 << 30)
+        .await
+        .expect("thin");
     assert_eq!(
         fake.commands(),
         [
@@ -80,6 +89,9 @@ async fn each_operation_is_one_command_never_forced() {
             "lvextend -L 12582912b LocalStorage_PoolHDD/pvc-1",
             "lvchange -a y LocalStorage_PoolHDD/pvc-1",
             "lvremove --yes LocalStorage_PoolHDD/pvc-1",
+            "lvcreate --yes --type thin-pool --zero y --addtag hwameistor -n hwameistor-thin -L 1073741824b --poolmetadatasize 8388608b LocalStorage_PoolHDD",
+            "lvextend --poolmetadatasize 12582912b LocalStorage_PoolHDD/hwameistor-thin",
+            "lvcreate --yes --type thin --addtag hwameistor -n pvc-2 -V 4294967296b --thinpool hwameistor-thin LocalStorage_PoolHDD",
         ]
     );
 }

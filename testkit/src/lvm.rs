@@ -4,12 +4,15 @@
 //! metadata and are cut into extents; logical volumes are allocated extent by extent from
 //! the group's physical volumes in order (so a volume larger than one disk spans two and
 //! is reported with both); a full group refuses; an open volume cannot be removed; a
-//! created volume shows up in the next report. Tests can also make an operation fail, hold
+//! created volume shows up in the next report. A thin pool takes its data and twice its
+//! metadata (LVM keeps a spare) from the group; thin volumes take nothing until written,
+//! and tests say how much is written ([`FakeLvm::write_thin`]), which the pool's data use
+//! reports. Tests can also make an operation fail, hold
 //! it at a gate (to show what runs while it is slow), change things behind the agent's back
 //! as an administrator would, and read the log of every call.
 
 use async_trait::async_trait;
-use hwameistor_core::lvm::{Lv, LvmState, Pv, Vg, DEFAULT_EXTENT_BYTES};
+use hwameistor_core::lvm::{Lv, LvmState, Pv, ThinUsage, Vg, DEFAULT_EXTENT_BYTES};
 use hwameistor_hostexec::lvm::{Lvm, LvmError};
 use hwameistor_hostexec::ExecError;
 use std::collections::BTreeMap;
@@ -30,6 +33,9 @@ pub enum OpKind {
     ExtendLv,
     ActivateLv,
     RemoveLv,
+    CreateThinPool,
+    ExtendThinMetadata,
+    CreateThinLv,
 }
 
 /// One call the fake received, with its main argument.
@@ -62,6 +68,28 @@ struct Volume {
     segments: Vec<Segment>,
     active: bool,
     open: bool,
+    kind: Kind,
+}
+
+/// What a logical volume is.
+#[derive(Clone, Debug, Default, PartialEq)]
+enum Kind {
+    #[default]
+    Thick,
+    /// A thin pool: its segments hold `data` bytes of data and twice `metadata` (the
+    /// metadata and its spare).
+    Pool {
+        data: i64,
+        metadata: i64,
+        /// Metadata in use, in basis points (tests set it).
+        metadata_bp: i64,
+    },
+    /// A thin volume of `size` virtual bytes, `written` of them allocated in `pool`.
+    Thin {
+        pool: String,
+        size: i64,
+        written: i64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -247,21 +275,101 @@ impl State {
                         devices.push(s.device.clone());
                     }
                 }
-                Lv {
-                    name: v.name.clone(),
-                    vg_name: v.vg.clone(),
-                    size: v.segments.iter().map(|s| s.count).sum::<i64>() * e,
-                    attr: format!(
-                        "-wi-{}{}----",
-                        if v.active { 'a' } else { '-' },
-                        if v.open { 'o' } else { '-' }
-                    ),
-                    path: format!("/dev/{}/{}", v.vg, v.name),
-                    devices,
+                let flags = format!(
+                    "{}{}",
+                    if v.active { 'a' } else { '-' },
+                    if v.open { 'o' } else { '-' }
+                );
+                let bp = |part: i64, whole: i64| {
+                    if whole > 0 {
+                        part * 10_000 / whole
+                    } else {
+                        0
+                    }
+                };
+                match &v.kind {
+                    Kind::Thick => Lv {
+                        name: v.name.clone(),
+                        vg_name: v.vg.clone(),
+                        size: v.segments.iter().map(|s| s.count).sum::<i64>() * e,
+                        attr: format!("-wi-{flags}----"),
+                        path: format!("/dev/{}/{}", v.vg, v.name),
+                        devices,
+                        ..Default::default()
+                    },
+                    Kind::Pool {
+                        data,
+                        metadata,
+                        metadata_bp,
+                    } => Lv {
+                        name: v.name.clone(),
+                        vg_name: v.vg.clone(),
+                        size: *data,
+                        attr: format!("twi-{flags}tz--"),
+                        path: String::new(),
+                        devices: Vec::new(),
+                        pool_lv: None,
+                        thin: Some(ThinUsage {
+                            data_bp: bp(self.pool_written(&v.vg, &v.name), *data),
+                            metadata_bp: *metadata_bp,
+                            metadata_bytes: *metadata,
+                        }),
+                    },
+                    Kind::Thin {
+                        pool,
+                        size,
+                        written,
+                    } => Lv {
+                        name: v.name.clone(),
+                        vg_name: v.vg.clone(),
+                        size: *size,
+                        attr: format!("Vwi-{flags}tz--"),
+                        path: format!("/dev/{}/{}", v.vg, v.name),
+                        devices: Vec::new(),
+                        pool_lv: Some(pool.clone()),
+                        thin: Some(ThinUsage {
+                            data_bp: bp(*written, *size),
+                            ..Default::default()
+                        }),
+                    },
                 }
             })
             .collect();
         LvmState { pvs, vgs, lvs }
+    }
+
+    /// Bytes written to the thin volumes of pool `vg/pool`.
+    fn pool_written(&self, vg: &str, pool: &str) -> i64 {
+        self.volumes
+            .iter()
+            .filter(|v| v.vg == vg)
+            .map(|v| match &v.kind {
+                Kind::Thin {
+                    pool: p, written, ..
+                } if p == pool => *written,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Takes `bytes` (whole extents) more from the group for volume `i`, or says why not.
+    fn grow(&mut self, i: usize, bytes: i64, command: &str) -> Result<(), LvmError> {
+        let vg = self.volumes[i].vg.clone();
+        let extent = self.extent_of(&vg);
+        let need = (bytes + extent - 1) / extent;
+        let free = self.group_free(&vg);
+        if free < need {
+            return Err(LvmError::InsufficientSpace {
+                vg: vg.clone(),
+                need: bytes,
+                detail: format!(
+                    "{command}: Insufficient free space: {need} extents needed, but only {free} available"
+                ),
+            });
+        }
+        let more = self.allocate(&vg, need);
+        self.volumes[i].segments.extend(more);
+        Ok(())
     }
 
     fn take_fault(&mut self, op: OpKind, target: &str) -> Option<LvmError> {
@@ -396,6 +504,30 @@ impl FakeLvm {
     }
 
     /// An administrator removes a volume behind the agent's back (not logged as a call).
+    /// Says `bytes` of thin volume `vg/name` are written (allocated in its pool); panics on
+    /// a volume that is not thin, or more than its size.
+    pub fn write_thin(&self, vg: &str, name: &str, bytes: i64) {
+        let mut s = self.lock();
+        let i = s.volume(vg, name).expect("no such volume");
+        match &mut s.volumes[i].kind {
+            Kind::Thin { size, written, .. } => {
+                assert!(bytes <= *size, "{bytes} written to a thin volume of {size}");
+                *written = bytes;
+            }
+            other => panic!("{vg}/{name} is not a thin volume: {other:?}"),
+        }
+    }
+
+    /// Sets the metadata use of thin pool `vg/pool` (basis points).
+    pub fn set_thin_metadata_use(&self, vg: &str, pool: &str, bp: i64) {
+        let mut s = self.lock();
+        let i = s.volume(vg, pool).expect("no such pool");
+        match &mut s.volumes[i].kind {
+            Kind::Pool { metadata_bp, .. } => *metadata_bp = bp,
+            other => panic!("{vg}/{pool} is not a thin pool: {other:?}"),
+        }
+    }
+
     pub fn remove_behind_the_back(&self, vg: &str, name: &str) {
         let mut s = self.lock();
         if let Some(i) = s.volume(vg, name) {
@@ -535,6 +667,7 @@ impl Lvm for FakeLvm {
             segments,
             active: true,
             open: false,
+            kind: Kind::Thick,
         });
         Ok(())
     }
@@ -550,6 +683,47 @@ impl Lvm for FakeLvm {
             });
         };
         let extent = s.extent_of(vg);
+        let want_bytes = (bytes + extent - 1) / extent * extent;
+        let not_larger = || {
+            failed(
+                format!("lvextend -L {bytes}b {vg}/{name}"),
+                "New size given is not larger than existing size.",
+            )
+        };
+        match s.volumes[i].kind.clone() {
+            Kind::Thin {
+                pool,
+                written,
+                size,
+            } => {
+                if want_bytes <= size {
+                    return Err(not_larger());
+                }
+                s.volumes[i].kind = Kind::Thin {
+                    pool,
+                    written,
+                    size: want_bytes,
+                };
+                return Ok(());
+            }
+            Kind::Pool {
+                data,
+                metadata,
+                metadata_bp,
+            } => {
+                if want_bytes <= data {
+                    return Err(not_larger());
+                }
+                s.grow(i, want_bytes - data, "lvextend")?;
+                s.volumes[i].kind = Kind::Pool {
+                    data: want_bytes,
+                    metadata,
+                    metadata_bp,
+                };
+                return Ok(());
+            }
+            Kind::Thick => {}
+        }
         let have: i64 = s.volumes[i].segments.iter().map(|x| x.count).sum();
         let want = (bytes + extent - 1) / extent;
         if want <= have {
@@ -598,13 +772,149 @@ impl Lvm for FakeLvm {
                 lv: name.into(),
             });
         };
-        if s.volumes[i].open {
+        let pool_in_use = matches!(s.volumes[i].kind, Kind::Pool { .. })
+            && s.volumes
+                .iter()
+                .any(|v| v.vg == vg && matches!(&v.kind, Kind::Thin { pool, .. } if pool == name));
+        // lvm2 would remove a pool's thin volumes with it; the agent never asks that.
+        if s.volumes[i].open || pool_in_use {
             return Err(LvmError::LvInUse {
                 vg: vg.into(),
                 lv: name.into(),
             });
         }
         s.volumes.remove(i);
+        Ok(())
+    }
+
+    async fn create_thin_pool(
+        &self,
+        vg: &str,
+        pool: &str,
+        data: i64,
+        metadata: i64,
+    ) -> Result<(), LvmError> {
+        self.enter(OpKind::CreateThinPool, &format!("{vg}/{pool}"))
+            .await?;
+        let mut s = self.lock();
+        if !s.groups.contains_key(vg) {
+            return Err(LvmError::NoSuchVg(vg.into()));
+        }
+        if s.volume(vg, pool).is_some() {
+            return Err(LvmError::LvExists {
+                vg: vg.into(),
+                lv: pool.into(),
+            });
+        }
+        let extent = s.extent_of(vg);
+        let round = |b: i64| (b + extent - 1) / extent * extent;
+        let (data, metadata) = (round(data), round(metadata));
+        s.volumes.push(Volume {
+            vg: vg.into(),
+            name: pool.into(),
+            segments: Vec::new(),
+            active: true,
+            open: false,
+            kind: Kind::Pool {
+                data,
+                metadata,
+                metadata_bp: 0,
+            },
+        });
+        let i = s.volumes.len() - 1;
+        if let Err(e) = s.grow(i, data + 2 * metadata, "lvcreate") {
+            s.volumes.pop();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn extend_thin_metadata(
+        &self,
+        vg: &str,
+        pool: &str,
+        metadata: i64,
+    ) -> Result<(), LvmError> {
+        self.enter(OpKind::ExtendThinMetadata, &format!("{vg}/{pool}"))
+            .await?;
+        let mut s = self.lock();
+        let Some(i) = s.volume(vg, pool) else {
+            return Err(LvmError::NoSuchLv {
+                vg: vg.into(),
+                lv: pool.into(),
+            });
+        };
+        let Kind::Pool {
+            data,
+            metadata: have,
+            metadata_bp,
+        } = s.volumes[i].kind.clone()
+        else {
+            return Err(failed(
+                format!("lvextend --poolmetadatasize {metadata}b {vg}/{pool}"),
+                &format!("Logical volume {vg}/{pool} is not a thin pool."),
+            ));
+        };
+        let extent = s.extent_of(vg);
+        let want = (metadata + extent - 1) / extent * extent;
+        if want <= have {
+            return Err(failed(
+                format!("lvextend --poolmetadatasize {metadata}b {vg}/{pool}"),
+                "New size given is not larger than existing size.",
+            ));
+        }
+        // The spare grows with it.
+        s.grow(i, 2 * (want - have), "lvextend")?;
+        s.volumes[i].kind = Kind::Pool {
+            data,
+            metadata: want,
+            // The same metadata in a larger device.
+            metadata_bp: metadata_bp * have / want,
+        };
+        Ok(())
+    }
+
+    async fn create_thin_lv(
+        &self,
+        vg: &str,
+        pool: &str,
+        name: &str,
+        bytes: i64,
+    ) -> Result<(), LvmError> {
+        self.enter(OpKind::CreateThinLv, &format!("{vg}/{name}"))
+            .await?;
+        let mut s = self.lock();
+        if !s.groups.contains_key(vg) {
+            return Err(LvmError::NoSuchVg(vg.into()));
+        }
+        if !s
+            .volume(vg, pool)
+            .is_some_and(|i| matches!(s.volumes[i].kind, Kind::Pool { .. }))
+        {
+            return Err(failed(
+                format!("lvcreate --type thin --thinpool {pool} {vg}"),
+                &format!("Thin pool {vg}/{pool} not found."),
+            ));
+        }
+        if s.volume(vg, name).is_some() {
+            return Err(LvmError::LvExists {
+                vg: vg.into(),
+                lv: name.into(),
+            });
+        }
+        let extent = s.extent_of(vg);
+        s.volumes.push(Volume {
+            vg: vg.into(),
+            name: name.into(),
+            segments: Vec::new(),
+            active: true,
+            open: false,
+            kind: Kind::Thin {
+                pool: pool.into(),
+                size: (bytes + extent - 1) / extent * extent,
+                written: 0,
+            },
+        });
         Ok(())
     }
 }
@@ -741,5 +1051,110 @@ mod tests {
         gate.release();
         held.await.expect("join").expect("slow created");
         assert_eq!(f.snapshot().lvs.len(), 2);
+    }
+
+    /// Carries out a thin plan of `hwameistor_core::thin` on the fake, as the agent does.
+    async fn apply(f: &FakeLvm, vg: &str, name: &str, ops: Vec<hwameistor_core::thin::ThinOp>) {
+        use hwameistor_core::thin::{ThinOp, THIN_POOL_LV};
+        let pool = f.snapshot().lv(vg, THIN_POOL_LV).cloned();
+        for op in ops {
+            match op {
+                ThinOp::CreatePool {
+                    data_bytes,
+                    metadata_bytes,
+                } => f
+                    .create_thin_pool(vg, THIN_POOL_LV, data_bytes, metadata_bytes)
+                    .await
+                    .expect("pool"),
+                ThinOp::ExtendPool {
+                    data_bytes,
+                    metadata_bytes,
+                } => {
+                    let have = pool.clone().expect("a pool to grow");
+                    if data_bytes > have.size {
+                        f.extend_lv(vg, THIN_POOL_LV, data_bytes)
+                            .await
+                            .expect("data");
+                    }
+                    if metadata_bytes > have.thin.unwrap_or_default().metadata_bytes {
+                        f.extend_thin_metadata(vg, THIN_POOL_LV, metadata_bytes)
+                            .await
+                            .expect("metadata");
+                    }
+                }
+                ThinOp::CreateThin { bytes } => f
+                    .create_thin_lv(vg, THIN_POOL_LV, name, bytes)
+                    .await
+                    .expect("thin"),
+                ThinOp::ExtendThin { bytes } => f.extend_lv(vg, name, bytes).await.expect("grow"),
+                ThinOp::Activate => f.activate_lv(vg, name).await.expect("activate"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn thin_pools_follow_their_plans_and_report_what_is_written() {
+        use hwameistor_core::thin::{
+            plan_ensure_thin_lv, plan_grow_pool, thin_pool, ThinOp, ThinPolicy, THIN_POOL_LV,
+        };
+        let f = FakeLvm::new();
+        f.add_device("/dev/vdb", 2049 * MI);
+        f.create_pv("/dev/vdb").await.expect("pv");
+        f.create_vg(HDD, &["/dev/vdb".into()]).await.expect("vg");
+        let policy = ThinPolicy {
+            min_data_bytes: 512 * MI,
+            ..Default::default()
+        };
+        for (name, size) in [("a", 600 * MI), ("b", 400 * MI)] {
+            let ops = plan_ensure_thin_lv(&f.snapshot(), HDD, name, size, &policy).expect("plan");
+            apply(&f, HDD, name, ops).await;
+        }
+        let st = f.snapshot();
+        let p = thin_pool(&st, HDD).expect("pool");
+        // 1000 MiB provisioned at a ratio of 2: the 512 MiB pool did.
+        assert_eq!((p.data_bytes, p.metadata_bytes), (512 * MI, 8 * MI));
+        assert_eq!((p.provisioned_bytes, p.volumes), (1000 * MI, 2));
+        // The group gave the data and twice the metadata; the thin volumes took nothing.
+        assert_eq!(st.vg(HDD).expect("vg").free, 2048 * MI - 512 * MI - 16 * MI);
+        // 600 MiB more: the pool grows to 800 MiB so the ratio holds.
+        let ops = plan_ensure_thin_lv(&st, HDD, "c", 600 * MI, &policy).expect("plan");
+        assert_eq!(
+            ops[0],
+            ThinOp::ExtendPool {
+                data_bytes: 800 * MI,
+                metadata_bytes: 8 * MI
+            }
+        );
+        apply(&f, HDD, "c", ops).await;
+        // Written: the pool's use shows it; past 70% it is grown by a quarter.
+        f.write_thin(HDD, "a", 500 * MI);
+        f.write_thin(HDD, "c", 100 * MI);
+        let st = f.snapshot();
+        let p = thin_pool(&st, HDD).expect("pool");
+        assert_eq!(p.data_percent, 75.0);
+        let grow = plan_grow_pool(&st, HDD, &policy).expect("grows");
+        assert_eq!(
+            grow,
+            ThinOp::ExtendPool {
+                data_bytes: 1000 * MI,
+                metadata_bytes: 8 * MI
+            }
+        );
+        apply(&f, HDD, "", vec![grow]).await;
+        f.set_thin_metadata_use(HDD, THIN_POOL_LV, 8_000);
+        let st = f.snapshot();
+        assert_eq!(thin_pool(&st, HDD).expect("pool").data_percent, 60.0);
+        let grow = plan_grow_pool(&st, HDD, &policy).expect("metadata grows");
+        apply(&f, HDD, "", vec![grow]).await;
+        let p = thin_pool(&f.snapshot(), HDD).expect("pool");
+        assert_eq!(p.metadata_bytes, 12 * MI);
+        assert!(p.metadata_percent < 70.0, "{p:?}");
+        // The pool is not removed under its volumes; a thin volume is.
+        assert!(matches!(
+            f.remove_lv(HDD, THIN_POOL_LV).await,
+            Err(LvmError::LvInUse { .. })
+        ));
+        f.remove_lv(HDD, "b").await.expect("remove thin");
+        assert_eq!(thin_pool(&f.snapshot(), HDD).expect("pool").volumes, 2);
     }
 }

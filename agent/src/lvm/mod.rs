@@ -446,6 +446,7 @@ fn apply_lv_op(s: &mut LvmState, vg: &str, name: &str, op: &LvOp) -> bool {
                 // Which disks its extents are on is LVM's choice: the background re-read
                 // fills this in.
                 devices: Vec::new(),
+                ..Default::default()
             });
             true
         }

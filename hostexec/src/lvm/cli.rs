@@ -230,4 +230,80 @@ impl Lvm for LvmCli {
         )
         .await
     }
+
+    async fn create_thin_pool(
+        &self,
+        vg: &str,
+        pool: &str,
+        data: i64,
+        metadata: i64,
+    ) -> Result<(), LvmError> {
+        self.run(
+            HostCommand::new("lvcreate").args([
+                "--yes",
+                "--type",
+                "thin-pool",
+                "--zero",
+                "y",
+                "--addtag",
+                "hwameistor",
+                "-n",
+                pool,
+                "-L",
+                &format!("{data}b"),
+                "--poolmetadatasize",
+                &format!("{metadata}b"),
+                vg,
+            ]),
+            Op::Volume(vg, pool),
+            data,
+        )
+        .await
+    }
+
+    async fn extend_thin_metadata(
+        &self,
+        vg: &str,
+        pool: &str,
+        metadata: i64,
+    ) -> Result<(), LvmError> {
+        self.run(
+            HostCommand::new("lvextend").args([
+                "--poolmetadatasize",
+                &format!("{metadata}b"),
+                &format!("{vg}/{pool}"),
+            ]),
+            Op::Volume(vg, pool),
+            metadata,
+        )
+        .await
+    }
+
+    async fn create_thin_lv(
+        &self,
+        vg: &str,
+        pool: &str,
+        name: &str,
+        bytes: i64,
+    ) -> Result<(), LvmError> {
+        self.run(
+            HostCommand::new("lvcreate").args([
+                "--yes",
+                "--type",
+                "thin",
+                "--addtag",
+                "hwameistor",
+                "-n",
+                name,
+                "-V",
+                &format!("{bytes}b"),
+                "--thinpool",
+                pool,
+                vg,
+            ]),
+            Op::Volume(vg, name),
+            bytes,
+        )
+        .await
+    }
 }

@@ -69,4 +69,31 @@ pub trait Lvm: Send + Sync + 'static {
     async fn activate_lv(&self, vg: &str, name: &str) -> Result<(), LvmError>;
     /// Removes `vg/name`; an open volume is refused ([`LvmError::LvInUse`]).
     async fn remove_lv(&self, vg: &str, name: &str) -> Result<(), LvmError>;
+    /// Creates thin pool `vg/pool` of `data` bytes with `metadata` bytes of metadata (LVM
+    /// keeps a spare of the metadata beside it), tagged as ours. New blocks are zeroed
+    /// before use, so a thin volume never reads another's old data. Its data grows with
+    /// [`Lvm::extend_lv`].
+    async fn create_thin_pool(
+        &self,
+        vg: &str,
+        pool: &str,
+        data: i64,
+        metadata: i64,
+    ) -> Result<(), LvmError>;
+    /// Grows thin pool `vg/pool`'s metadata to `metadata` bytes.
+    async fn extend_thin_metadata(
+        &self,
+        vg: &str,
+        pool: &str,
+        metadata: i64,
+    ) -> Result<(), LvmError>;
+    /// Creates thin volume `vg/name` of `bytes` (virtual) in thin pool `vg/pool`, active,
+    /// tagged as ours; it grows with [`Lvm::extend_lv`].
+    async fn create_thin_lv(
+        &self,
+        vg: &str,
+        pool: &str,
+        name: &str,
+        bytes: i64,
+    ) -> Result<(), LvmError>;
 }

@@ -1,6 +1,6 @@
 //! Parsing of lvm2's JSON reports (`--reportformat json --units b --nosuffix`).
 
-use hwameistor_core::lvm::{Lv, Pv, Vg};
+use hwameistor_core::lvm::{Lv, Pv, ThinUsage, Vg};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -44,8 +44,21 @@ fn int(row: &BTreeMap<String, String>, key: &str) -> Result<i64, ReportError> {
 /// PV rows carry their VG's fields too, so one `pvs` call reads both (every VG has a PV).
 pub const PV_FIELDS: &str =
     "pv_name,vg_name,pv_size,pv_free,vg_size,vg_free,vg_extent_size,lv_count,pv_count";
-/// `devices` makes lvs print one row per segment; [`parse_lvs`] folds them back.
-pub const LV_FIELDS: &str = "lv_name,vg_name,lv_size,lv_attr,lv_path,devices";
+/// `devices` makes lvs print one row per segment; [`parse_lvs`] folds them back. The thin
+/// fields are empty for thick volumes.
+pub const LV_FIELDS: &str =
+    "lv_name,vg_name,lv_size,lv_attr,lv_path,devices,pool_lv,data_percent,metadata_percent,lv_metadata_size";
+
+/// A percentage as LVM prints it ("12.34", or empty) in hundredths of a percent.
+fn basis_points(row: &BTreeMap<String, String>, key: &str) -> Result<Option<i64>, ReportError> {
+    let Some(v) = row.get(key).map(|s| s.trim()).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let f: f64 = v
+        .parse()
+        .map_err(|_| ReportError(format!("field {key} is not a percentage: {v:?}")))?;
+    Ok(Some((f * 100.0).round() as i64))
+}
 
 /// Physical volumes and, from the same rows, their volume groups (one per group).
 pub fn parse_pvs(json: &str) -> Result<(Vec<Pv>, Vec<Vg>), ReportError> {
@@ -86,10 +99,11 @@ pub fn parse_lvs(json: &str) -> Result<Vec<Lv>, ReportError> {
     for row in r.report.iter().flat_map(|s| &s.lv) {
         let name = field(row, "lv_name")?;
         let vg_name = field(row, "vg_name")?;
-        // `devices` reads like "/dev/vdb(0)" or, for a striped segment, "/dev/vdb(0),/dev/vdc(0)".
+        // `devices` reads like "/dev/vdb(0)" or, for a striped segment, "/dev/vdb(0),/dev/vdc(0)";
+        // a thin pool's names its hidden data volume ("hwameistor-thin_tdata(0)"), not a disk.
         let devices = field(row, "devices")?
             .split(',')
-            .filter(|d| !d.is_empty())
+            .filter(|d| d.starts_with('/'))
             .map(|d| d.split('(').next().unwrap_or(d).to_string());
         let lv = match out
             .iter_mut()
@@ -97,13 +111,30 @@ pub fn parse_lvs(json: &str) -> Result<Vec<Lv>, ReportError> {
         {
             Some(lv) => lv,
             None => {
+                let attr = field(row, "lv_attr")?.to_string();
+                let pool_lv = row
+                    .get("pool_lv")
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty());
+                let data = basis_points(row, "data_percent")?;
+                let thin = if attr.starts_with('t') || pool_lv.is_some() {
+                    Some(ThinUsage {
+                        data_bp: data.unwrap_or(0),
+                        metadata_bp: basis_points(row, "metadata_percent")?.unwrap_or(0),
+                        metadata_bytes: int(row, "lv_metadata_size")?,
+                    })
+                } else {
+                    None
+                };
                 out.push(Lv {
                     name: name.to_string(),
                     vg_name: vg_name.to_string(),
                     size: int(row, "lv_size")?,
-                    attr: field(row, "lv_attr")?.to_string(),
+                    attr,
                     path: field(row, "lv_path")?.to_string(),
                     devices: Vec::new(),
+                    pool_lv,
+                    thin,
                 });
                 out.last_mut()
                     .ok_or_else(|| ReportError("logical volume list empty after push".into()))?
@@ -169,6 +200,35 @@ mod tests {
             (l[2].vg_name.as_str(), l[2].devices.len()),
             ("LocalStorage_PoolSSD", 1)
         );
+    }
+
+    #[test]
+    fn thin_pools_and_thin_volumes_carry_their_use() {
+        // What lvm2 2.03 prints for a pool and one of its volumes (the pool's devices name
+        // its hidden data volume, a thin volume has none).
+        let lvs = r#"{"report":[{"lv":[
+            {"lv_name":"hwameistor-thin","vg_name":"LocalStorage_PoolHDD","lv_size":"536870912","lv_attr":"twi-aotz--","lv_path":"","devices":"hwameistor-thin_tdata(0)","pool_lv":"","data_percent":"12.50","metadata_percent":"10.94","lv_metadata_size":"8388608"},
+            {"lv_name":"pvc-1","vg_name":"LocalStorage_PoolHDD","lv_size":"1073741824","lv_attr":"Vwi-a-tz--","lv_path":"/dev/LocalStorage_PoolHDD/pvc-1","devices":"","pool_lv":"hwameistor-thin","data_percent":"6.25","metadata_percent":"","lv_metadata_size":""},
+            {"lv_name":"thick","vg_name":"LocalStorage_PoolHDD","lv_size":"4194304","lv_attr":"-wi-a-----","lv_path":"/dev/LocalStorage_PoolHDD/thick","devices":"/dev/vdb(300)","pool_lv":"","data_percent":"","metadata_percent":"","lv_metadata_size":""}
+        ]}]}"#;
+        let l = parse_lvs(lvs).expect("lvs");
+        assert!(l[0].is_thin_pool() && l[0].devices.is_empty());
+        assert_eq!(
+            l[0].thin,
+            Some(ThinUsage {
+                data_bp: 1250,
+                metadata_bp: 1094,
+                metadata_bytes: 8 << 20
+            })
+        );
+        assert_eq!(l[1].pool_lv.as_deref(), Some("hwameistor-thin"));
+        assert_eq!(l[1].thin.map(|t| t.data_bp), Some(625));
+        assert!(!l[2].is_thin_pool() && l[2].thin.is_none() && l[2].pool_lv.is_none());
+        let bad = lvs.replace("12.50", "lots");
+        assert!(parse_lvs(&bad)
+            .expect_err("percent")
+            .0
+            .contains("data_percent"));
     }
 
     #[test]
