@@ -39,7 +39,7 @@ pub use group::{
 };
 pub use node::{
     LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, MoverEndpoint, NodeState,
-    PoolDisk, PoolStatus,
+    PoolDisk, PoolStatus, ThinPoolStatus,
 };
 pub use operation::{
     LocalVolumeConvert, LocalVolumeConvertSpec, LocalVolumeExpand, LocalVolumeExpandSpec,

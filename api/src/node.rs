@@ -74,6 +74,31 @@ pub struct PoolStatus {
     pub volume_count: i64,
     #[serde(default)]
     pub disks: Vec<PoolDisk>,
+    /// The group's thin pool, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thin: Option<ThinPoolStatus>,
+}
+
+/// A volume group's thin pool as its agent reads it. A full pool stops every thin volume
+/// in it, so its use is what to watch.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThinPoolStatus {
+    #[schemars(range(min = 0))]
+    pub data_bytes: i64,
+    #[schemars(range(min = 0))]
+    pub metadata_bytes: i64,
+    /// Percent of the data in use (rounded down).
+    #[schemars(range(min = 0, max = 100))]
+    pub data_used_percent: i64,
+    /// Percent of the metadata in use (rounded down).
+    #[schemars(range(min = 0, max = 100))]
+    pub metadata_used_percent: i64,
+    /// The sum of its thin volumes' sizes.
+    #[schemars(range(min = 0))]
+    pub provisioned_bytes: i64,
+    #[schemars(range(min = 0))]
+    pub volume_count: i64,
 }
 
 /// A node's block mover, as its agent publishes it.

@@ -1062,6 +1062,7 @@ mod tests {
             extent_size_bytes: 4 << 20,
             volume_count: 0,
             disks: vec![],
+            thin: None,
         };
         n.status = Some(hwameistor_api::LocalStorageNodeStatus {
             state: Some(NodeState::Ready),

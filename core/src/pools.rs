@@ -1,7 +1,7 @@
 //! A node's pools as LocalStorageNode reports them, derived from LVM. Pure.
 
 use crate::lvm::LvmState;
-use hwameistor_api::{LocalDisk, PoolClass, PoolDisk, PoolStatus};
+use hwameistor_api::{LocalDisk, PoolClass, PoolDisk, PoolStatus, ThinPoolStatus};
 use std::collections::BTreeMap;
 
 /// Pool status for every HwameiStor volume group on the node. Volume groups of other
@@ -42,15 +42,26 @@ pub fn pool_status(lvm: &LvmState, disks: &[LocalDisk]) -> BTreeMap<String, Pool
                 extent_size_bytes: vg.extent_size,
                 // A replicated volume's metadata volume is part of that volume, not one
                 // more volume.
+                // A replicated volume's metadata volume is part of that volume, and the thin
+                // pool holds volumes rather than being one.
                 volume_count: lvs
                     .get(vg.name.as_str())
                     .map(|l| {
                         l.iter()
                             .filter(|lv| !lv.name.ends_with(crate::drbd::META_LV_SUFFIX))
+                            .filter(|lv| !lv.is_thin_pool())
                             .count() as i64
                     })
                     .unwrap_or(0),
                 disks: pool_disks,
+                thin: crate::thin::thin_pool(lvm, &vg.name).map(|p| ThinPoolStatus {
+                    data_bytes: p.data_bytes,
+                    metadata_bytes: p.metadata_bytes,
+                    data_used_percent: p.data_percent.floor() as i64,
+                    metadata_used_percent: p.metadata_percent.floor() as i64,
+                    provisioned_bytes: p.provisioned_bytes,
+                    volume_count: p.volumes,
+                }),
             },
         );
     }
@@ -60,7 +71,7 @@ pub fn pool_status(lvm: &LvmState, disks: &[LocalDisk]) -> BTreeMap<String, Pool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lvm::{Lv, Pv, Vg};
+    use crate::lvm::{Lv, Pv, ThinUsage, Vg};
 
     #[test]
     fn reports_only_our_pools_with_accurate_numbers() {
@@ -139,5 +150,43 @@ mod tests {
         assert_eq!(p.volume_count, 1);
         assert_eq!(p.disks.len(), 2);
         assert_eq!(p.class, PoolClass::Hdd);
+        assert_eq!(p.thin, None);
+
+        // A thin pool: reported with its use, and not counted as a volume (its thin
+        // volumes are).
+        let mut lvm = lvm;
+        lvm.lvs.push(Lv {
+            name: crate::thin::THIN_POOL_LV.into(),
+            vg_name: "LocalStorage_PoolHDD".into(),
+            size: 100,
+            attr: "twi-aotz--".into(),
+            thin: Some(ThinUsage {
+                data_bp: 8_159,
+                metadata_bp: 1_203,
+                metadata_bytes: 8,
+            }),
+            ..Default::default()
+        });
+        lvm.lvs.push(Lv {
+            name: "pvc-2".into(),
+            vg_name: "LocalStorage_PoolHDD".into(),
+            size: 150,
+            attr: "Vwi-aotz--".into(),
+            pool_lv: Some(crate::thin::THIN_POOL_LV.into()),
+            ..Default::default()
+        });
+        let p = pool_status(&lvm, &[])["LocalStorage_PoolHDD"].clone();
+        assert_eq!(p.volume_count, 2);
+        assert_eq!(
+            p.thin,
+            Some(ThinPoolStatus {
+                data_bytes: 100,
+                metadata_bytes: 8,
+                data_used_percent: 81,
+                metadata_used_percent: 12,
+                provisioned_bytes: 150,
+                volume_count: 1,
+            })
+        );
     }
 }

@@ -277,12 +277,26 @@ pub fn plan_grow_pool(state: &LvmState, vg: &str, policy: &ThinPolicy) -> Option
 /// What is worth a warning about `p` under `policy`: data or metadata use at or past
 /// `warn_at_percent` (a full pool stops every thin volume in it).
 pub fn pool_warnings(p: &ThinPoolView, policy: &ThinPolicy) -> Vec<String> {
+    usage_warnings(
+        &p.vg,
+        p.data_percent,
+        p.metadata_percent,
+        policy.warn_at_percent,
+    )
+}
+
+/// The warnings of [`pool_warnings`] from the use alone (as a LocalStorageNode reports it).
+pub fn usage_warnings(
+    vg: &str,
+    data_percent: f64,
+    metadata_percent: f64,
+    warn_at_percent: f64,
+) -> Vec<String> {
     let mut out = Vec::new();
-    for (what, percent) in [("data", p.data_percent), ("metadata", p.metadata_percent)] {
-        if percent >= policy.warn_at_percent {
+    for (what, percent) in [("data", data_percent), ("metadata", metadata_percent)] {
+        if percent >= warn_at_percent {
             out.push(format!(
-                "thin pool {}/{THIN_POOL_LV} {what} is {percent:.1}% used; when it is full every thin volume in it stops taking writes",
-                p.vg
+                "thin pool {vg}/{THIN_POOL_LV} {what} is {percent:.1}% used; when it is full every thin volume in it stops taking writes"
             ));
         }
     }

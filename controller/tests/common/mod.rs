@@ -106,6 +106,7 @@ fn hdd_pool(total: i64, free: i64) -> BTreeMap<String, PoolStatus> {
             extent_size_bytes: 4 << 20,
             volume_count: 0,
             disks: vec![],
+            thin: None,
         },
     )])
 }

@@ -559,6 +559,34 @@ fn check_pools(s: &Snapshot, f: &mut Findings) {
             );
         }
     }
+    // Thin pools: warned before they fill (their agent grows them from the group's free
+    // space while it has some).
+    let warn_at = hwameistor_core::thin::ThinPolicy::default().warn_at_percent;
+    for n in &s.storage_nodes {
+        for p in n.status.iter().flat_map(|st| st.pools.values()) {
+            let Some(t) = &p.thin else { continue };
+            for w in hwameistor_core::thin::usage_warnings(
+                &p.name,
+                t.data_used_percent as f64,
+                t.metadata_used_percent as f64,
+                warn_at,
+            ) {
+                full += 1;
+                f.add(
+                    "pools",
+                    Severity::Warning,
+                    Some(format!("thin pool {} on node {}", p.class, n.name_any())),
+                    w,
+                    Some(&format!(
+                        "the pool grows from its group's free space ({} left); add disks: kubectl hwameistor disk claim {} --type {}",
+                        format_size(p.free_capacity_bytes),
+                        n.name_any(),
+                        p.class
+                    )),
+                );
+            }
+        }
+    }
     if full == 0 {
         f.ok(
             "pools",
@@ -1402,6 +1430,65 @@ mod tests {
             f[0].message,
             "I/O on node-a is suspended: writes to the volume hang until node-b is recorded outdated (fenced)"
         );
+    }
+
+    #[test]
+    fn a_thin_pool_filling_up_is_warned_about() {
+        use hwameistor_api::{
+            LocalStorageNodeSpec, LocalStorageNodeStatus, PoolClass, PoolStatus, ThinPoolStatus,
+        };
+        let n = LocalStorageNode::new(
+            "node-a",
+            LocalStorageNodeSpec {
+                hostname: "node-a".into(),
+                storage_ip: None,
+            },
+        );
+        let thin = |data, meta| ThinPoolStatus {
+            data_bytes: 10 << 30,
+            metadata_bytes: 16 << 20,
+            data_used_percent: data,
+            metadata_used_percent: meta,
+            provisioned_bytes: 30 << 30,
+            volume_count: 3,
+        };
+        let pool = |t| PoolStatus {
+            name: "LocalStorage_PoolHDD".into(),
+            class: PoolClass::Hdd,
+            total_capacity_bytes: 100 << 30,
+            used_capacity_bytes: 20 << 30,
+            free_capacity_bytes: 80 << 30,
+            extent_size_bytes: 4 << 20,
+            volume_count: 3,
+            disks: vec![],
+            thin: Some(t),
+        };
+        let findings = |t| {
+            let mut n = n.clone();
+            n.status = Some(LocalStorageNodeStatus {
+                pools: [("LocalStorage_PoolHDD".to_string(), pool(t))].into(),
+                ..Default::default()
+            });
+            let s = Snapshot {
+                storage_nodes: vec![n],
+                ..Default::default()
+            };
+            let mut f = Findings(Vec::new());
+            check_pools(&s, &mut f);
+            f.0
+        };
+        let calm = findings(thin(79, 10));
+        assert_eq!(calm.len(), 1);
+        assert_eq!(calm[0].severity, Severity::Ok);
+        let full = findings(thin(85, 92));
+        assert_eq!(full.len(), 2, "{full:?}");
+        assert!(full.iter().all(|x| x.severity == Severity::Warning));
+        assert_eq!(
+            full[0].message,
+            "thin pool LocalStorage_PoolHDD/hwameistor-thin data is 85.0% used; when it is full every thin volume in it stops taking writes"
+        );
+        assert!(full[1].message.contains("metadata is 92.0% used"));
+        assert!(full[0].hint.as_deref().unwrap().contains("(80Gi left)"));
     }
 
     #[test]

@@ -976,6 +976,7 @@ pub(crate) mod fixtures {
                     extent_size_bytes: 4 << 20,
                     volume_count: 0,
                     disks: vec![],
+                    thin: None,
                 },
             )]
             .into(),

@@ -924,6 +924,7 @@ mod tests {
                     extent_size_bytes: 4 * MI,
                     volume_count: 0,
                     disks: vec![],
+                    thin: None,
                 },
             )]
             .into(),

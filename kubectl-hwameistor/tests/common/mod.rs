@@ -483,6 +483,7 @@ pub fn storage_node(
                             capacity_bytes: *total,
                             free_bytes: total - used,
                         }],
+                        thin: None,
                     },
                 )
             })
@@ -629,6 +630,7 @@ pub fn spawn_agent_claim_double(client: Client, node: &str) -> tokio::task::Join
                             extent_size_bytes: 4 << 20,
                             volume_count: 0,
                             disks: vec![],
+                            thin: None,
                         });
                         p.total_capacity_bytes += bytes;
                         p.free_capacity_bytes += bytes;

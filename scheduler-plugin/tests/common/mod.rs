@@ -42,6 +42,7 @@ pub fn storage_node_sized(name: &str, total: i64, free: i64) -> LocalStorageNode
                 extent_size_bytes: 4 * MI,
                 volume_count: 0,
                 disks: vec![],
+                thin: None,
             },
         )]),
         ..Default::default()
