@@ -19,6 +19,8 @@ pub struct Tuning {
     /// How long volume-level changes must have stopped before the disk scanner publishes
     /// the pools again (disks appearing or going are scanned at once).
     pub scan_quiet: Duration,
+    /// How thin pools grow and when they are warned about.
+    pub thin: hwameistor_core::thin::ThinPolicy,
 }
 
 impl Default for Tuning {
@@ -27,6 +29,7 @@ impl Default for Tuning {
             retry: Duration::from_secs(15),
             lvm_quiet: crate::lvm::QUIET,
             scan_quiet: Duration::from_secs(1),
+            thin: Default::default(),
         }
     }
 }
@@ -52,6 +55,8 @@ pub struct Context {
     pub storage_ip: Option<String>,
     /// The block mover, when the agent runs one (set once at start).
     pub mover: std::sync::OnceLock<Arc<crate::mover::Mover>>,
+    /// The thin pool warnings last told (an event is sent when one appears).
+    pub thin_warned: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Context {
@@ -98,6 +103,7 @@ impl Context {
             replication,
             storage_ip,
             mover: std::sync::OnceLock::new(),
+            thin_warned: Default::default(),
         })
     }
 

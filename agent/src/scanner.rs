@@ -13,11 +13,12 @@ use crate::discovery;
 use crate::discovery::ObservedDisk;
 use crate::disks::{self, DiskAction};
 use crate::lvm::LvmState;
+use hwameistor_api::quantity::format_size;
 use hwameistor_api::{
     LocalDisk, LocalStorageNode, LocalStorageNodeSpec, LocalStorageNodeStatus, NodeState,
     LABEL_NODE,
 };
-use hwameistor_core::pools;
+use hwameistor_core::{pools, thin};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
@@ -63,8 +64,77 @@ async fn consistent_scan(ctx: &Context) -> Result<(Vec<ObservedDisk>, LvmState),
     Err(ScanError::Busy(CONSISTENT_TRIES))
 }
 
+/// Grows this node's thin pools that are filling up (as far as their groups allow), with
+/// an event on the node for each growth, and a warning event when a pool's use passes the
+/// warning mark (once, until it falls back).
+async fn tend_thin_pools(ctx: &Context) {
+    let Ok(state) = ctx.lvm.snapshot().await else {
+        return;
+    };
+    let ours: Vec<String> = state
+        .vgs
+        .iter()
+        .map(|g| g.name.clone())
+        .filter(|vg| hwameistor_api::PoolClass::from_pool_name(vg).is_some())
+        .filter(|vg| thin::thin_pool(&state, vg).is_some())
+        .collect();
+    if ours.is_empty() {
+        return;
+    }
+    let nodes: Api<LocalStorageNode> = Api::all(ctx.client.clone());
+    let node = nodes.get_opt(&ctx.node).await.ok().flatten();
+    for vg in &ours {
+        match ctx.lvm.grow_thin_pool(vg, &ctx.tuning.thin).await {
+            Ok(Some(thin::ThinOp::ExtendPool {
+                data_bytes,
+                metadata_bytes,
+            })) => {
+                let msg = format!(
+                    "thin pool {vg}/{} grown to {} of data and {} of metadata",
+                    thin::THIN_POOL_LV,
+                    format_size(data_bytes),
+                    format_size(metadata_bytes)
+                );
+                tracing::info!(%vg, data_bytes, metadata_bytes, "thin pool grown");
+                if let Some(n) = &node {
+                    ctx.event(n, false, "ThinPoolGrown", "Grow", msg).await;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%vg, error = %e, "growing the thin pool failed"),
+        }
+    }
+    let Ok(state) = ctx.lvm.snapshot().await else {
+        return;
+    };
+    // Told once per pool and part (data, metadata), whatever the percent does meanwhile.
+    let now: std::collections::BTreeMap<String, String> = ours
+        .iter()
+        .filter_map(|vg| thin::thin_pool(&state, vg))
+        .flat_map(|p| thin::pool_warnings(&p, &ctx.tuning.thin))
+        .map(|w| (w.split(" is ").next().unwrap_or(&w).to_string(), w))
+        .collect();
+    let fresh: Vec<String> = {
+        let mut told = ctx.thin_warned.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = now
+            .iter()
+            .filter(|(k, _)| !told.contains(*k))
+            .map(|(_, w)| w.clone())
+            .collect();
+        *told = now.into_keys().collect();
+        fresh
+    };
+    for w in fresh {
+        tracing::warn!(warning = %w, "thin pool filling up");
+        if let Some(n) = &node {
+            ctx.event(n, true, "ThinPoolFilling", "Watch", w).await;
+        }
+    }
+}
+
 /// Runs one scan and applies its plan.
 pub async fn scan_once(ctx: &Context) -> Result<ScanSummary, ScanError> {
+    tend_thin_pools(ctx).await;
     let (observed, lvm) = consistent_scan(ctx).await?;
     let api: Api<LocalDisk> = Api::all(ctx.client.clone());
     let mine = ListParams::default().fields(&ctx.node_selector());

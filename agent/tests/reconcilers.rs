@@ -626,3 +626,101 @@ async fn another_nodes_objects_are_never_touched() {
     other.cleanup().await;
     node.cleanup().await;
 }
+
+/// A thin pool filling up is grown by its agent from the group's free space, with an event
+/// on the node; once the group has no more room, the pool's use past the warning mark is a
+/// Warning event, told once; the node's pool status reports the pool's use.
+#[tokio::test]
+async fn a_filling_thin_pool_is_grown_then_warned_about_once() {
+    use hwameistor_core::thin::THIN_POOL_LV;
+    use hwameistor_hostexec::lvm::Lvm;
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use kube::api::ListParams;
+    let (_server, client) = cluster().await;
+    let mut node = FakeNode::new(&client);
+    // 700 MiB: 696 MiB of extents; a 512 MiB pool and its metadata (twice 8 MiB) leave 168.
+    node.add_disk("/dev/vdb", 700 * MI, true);
+    node.start();
+    node.disk("/dev/vdb", DiskPhase::Available).await;
+    let claim = node.claim("hdd", by_type(DiskType::Hdd)).await;
+    node.wait_claim(&claim, ClaimPhase::Bound).await;
+    node.lvm
+        .create_thin_pool(HDD, THIN_POOL_LV, 512 * MI, 8 * MI)
+        .await
+        .expect("pool");
+    node.lvm
+        .create_thin_lv(HDD, THIN_POOL_LV, "t1", 1024 * MI)
+        .await
+        .expect("thin");
+    let ctx = node.ctx();
+    ctx.lvm.invalidate();
+
+    // 400 MiB written (78%): grown by a quarter, to 640 MiB.
+    node.lvm.write_thin(HDD, "t1", 400 * MI);
+    ctx.lvm.reread(true).await.expect("reread");
+    hwameistor_agent::scanner::scan_once(&ctx)
+        .await
+        .expect("scan");
+    let pool = |s: &hwameistor_core::lvm::LvmState| {
+        hwameistor_core::thin::thin_pool(s, HDD).expect("pool")
+    };
+    assert_eq!(pool(&node.lvm.snapshot()).data_bytes, 640 * MI);
+    let lsn = eventually("the pool's thin use published", || async {
+        let n = Api::<LocalStorageNode>::all(client.clone())
+            .get(&node.name)
+            .await
+            .ok()?;
+        let t = n.status?.pools.get(HDD)?.thin.clone()?;
+        (t.data_bytes == 640 * MI).then_some(t)
+    })
+    .await;
+    assert_eq!((lsn.data_used_percent, lsn.volume_count), (62, 1));
+
+    // 600 MiB written (94%): the group has 40 MiB left; all of it goes to the pool, which
+    // stays past 80%: a warning, told once over the next scans.
+    node.lvm.write_thin(HDD, "t1", 600 * MI);
+    for _ in 0..3 {
+        ctx.lvm.reread(true).await.expect("reread");
+        hwameistor_agent::scanner::scan_once(&ctx)
+            .await
+            .expect("scan");
+    }
+    let p = pool(&node.lvm.snapshot());
+    assert_eq!(p.data_bytes, 680 * MI);
+    assert_eq!(node.lvm.snapshot().vg(HDD).expect("vg").free, 0);
+    assert_eq!(
+        node.lvm.count(OpKind::ExtendLv),
+        2,
+        "no growth without room"
+    );
+    // The recorder folds repeats of one event into a series: the growth is one event seen
+    // twice, the warning one event seen once.
+    let events = eventually("the events", || async {
+        let events: Vec<(String, String, i32)> =
+            Api::<K8sEvent>::namespaced(client.clone(), "default")
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(node.name.as_str())
+                })
+                .filter_map(|e| {
+                    let seen = e.series.as_ref().map(|x| x.count).unwrap_or(1);
+                    Some((e.reason?, e.note.unwrap_or_default(), seen))
+                })
+                .collect();
+        events
+            .iter()
+            .any(|e| e.0 == "ThinPoolGrown" && e.2 == 2)
+            .then_some(events)
+    })
+    .await;
+    let filling: Vec<&(String, String, i32)> =
+        events.iter().filter(|e| e.0 == "ThinPoolFilling").collect();
+    assert_eq!(filling.len(), 1, "{events:?}");
+    assert_eq!(filling[0].2, 1, "told once: {events:?}");
+    assert!(filling[0].1.contains("data is 88.2% used"), "{events:?}");
+    node.cleanup().await;
+}

@@ -16,7 +16,7 @@ use thiserror::Error;
 pub const THIN_POOL_LV: &str = "hwameistor-thin";
 
 /// How thin pools are sized and watched.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ThinPolicy {
     /// The sum of a pool's thin volume sizes is at most this many times its data size.
     pub overprovision_ratio: f64,

@@ -45,6 +45,17 @@ struct Args {
     /// whole disk).
     #[arg(long, default_value = "24h", value_parser = hwameistor_api::duration::parse_duration)]
     wipe_timeout: Duration,
+    /// A thin pool whose data or metadata use reaches this percent is grown from its
+    /// volume group's free space...
+    #[arg(long, default_value_t = 70.0, value_parser = percent)]
+    thin_grow_at_percent: f64,
+    /// ...by this percent of its size (as far as the group allows).
+    #[arg(long, default_value_t = 25.0, value_parser = percent)]
+    thin_grow_by_percent: f64,
+    /// A thin pool's use from this percent is a Warning event on the node (`diagnose` warns
+    /// from 80%).
+    #[arg(long, default_value_t = 80.0, value_parser = percent)]
+    thin_warn_at_percent: f64,
     /// Root of sysfs (tests point this elsewhere).
     #[arg(long, default_value = "/sys")]
     sys_root: PathBuf,
@@ -249,7 +260,15 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(LvmCli::new(exec)),
         Arc::new(HostDisks { roots }),
         crash,
-        Tuning::default(),
+        Tuning {
+            thin: hwameistor_core::thin::ThinPolicy {
+                grow_at_percent: args.thin_grow_at_percent,
+                grow_by_percent: args.thin_grow_by_percent,
+                warn_at_percent: args.thin_warn_at_percent,
+                ..Default::default()
+            },
+            ..Tuning::default()
+        },
         replication.clone(),
         ip,
     );
@@ -384,4 +403,17 @@ async fn main() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; stopping"); }
     }
     Ok(())
+}
+
+/// A percentage: a number from 1 to 100.
+fn percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if (1.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not a percentage from 1 to 100"))
+    }
 }

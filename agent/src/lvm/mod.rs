@@ -28,6 +28,7 @@ use hwameistor_core::lvm::{
     plan_ensure_lv, plan_extend_pool, plan_remove_lv, ForeignVg, LvOp, LvPlanError,
 };
 pub use hwameistor_core::lvm::{Lv, LvmState, Pv, Vg};
+use hwameistor_core::thin::{plan_grow_pool, thin_pool, ThinOp, ThinPolicy, THIN_POOL_LV};
 pub use hwameistor_hostexec::lvm::{Lvm as LvmHost, LvmCli, LvmError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -277,6 +278,47 @@ impl LvmCache {
         let mut v = self.view();
         v.stale = true;
         v.mutations += 1;
+    }
+
+    /// Grows `vg`'s thin pool as [`plan_grow_pool`] says (its data or metadata filling up),
+    /// as far as the group allows; the growth made, if any.
+    pub async fn grow_thin_pool(
+        &self,
+        vg: &str,
+        policy: &ThinPolicy,
+    ) -> Result<Option<ThinOp>, LvmError> {
+        let (_guard, state) = self.lock_fresh(vg).await?;
+        let (Some(pool), Some(op)) = (thin_pool(&state, vg), plan_grow_pool(&state, vg, policy))
+        else {
+            return Ok(None);
+        };
+        let ThinOp::ExtendPool {
+            data_bytes,
+            metadata_bytes,
+        } = op
+        else {
+            return Ok(None);
+        };
+        // Metadata first: a full metadata device is the worse failure.
+        if metadata_bytes > pool.metadata_bytes {
+            if let Err(e) = self
+                .host
+                .extend_thin_metadata(vg, THIN_POOL_LV, metadata_bytes)
+                .await
+            {
+                self.failed();
+                return Err(e);
+            }
+        }
+        if data_bytes > pool.data_bytes {
+            if let Err(e) = self.host.extend_lv(vg, THIN_POOL_LV, data_bytes).await {
+                self.failed();
+                return Err(e);
+            }
+        }
+        // The pool's new sizes and the group's free space are read back.
+        self.mutated(|_| false);
+        Ok(Some(op))
     }
 
     /// Makes `vg/name` an active logical volume of at least `bytes` (rounded up to the

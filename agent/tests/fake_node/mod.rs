@@ -40,6 +40,7 @@ pub fn tuning() -> Tuning {
         retry: Duration::from_millis(300),
         lvm_quiet: Duration::from_millis(200),
         scan_quiet: Duration::from_millis(50),
+        thin: Default::default(),
     }
 }
 
