@@ -14,7 +14,7 @@ use hwameistor_hostexec::lvm::{Lvm, LvmCli};
 use hwameistor_testbed::{Testbed, VmSpec};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{assets, quote, VmExec, CMD_TIMEOUT};
+use support::{on_testbed, quote, VmExec, CMD_TIMEOUT};
 
 const MIB: i64 = 1 << 20;
 /// Upper bound of the whole test; dropping the testbed (also on panic) kills its VMs.
@@ -205,30 +205,15 @@ fn synced(s: &ResourceStatus) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drbd_cli_drives_real_drbd_8_4_between_two_vms() {
-    let started = Instant::now();
-    let assets = assets().await;
-    let tb = tokio::time::timeout(TEST_TIMEOUT, async {
-        let tb = Testbed::start(
-            &assets,
-            vec![
-                VmSpec::new("n1").disk("D1", 256 << 20),
-                VmSpec::new("n2").disk("D1", 256 << 20),
-            ],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        let tb = Arc::new(tb);
-        eprintln!("VMs up after {:?}", started.elapsed());
-        scenario(&tb).await;
-        tb
-    })
-    .await
-    .unwrap_or_else(|_| panic!("test did not finish within {TEST_TIMEOUT:?}"));
-    match Arc::try_unwrap(tb) {
-        Ok(tb) => tb.shutdown().await.unwrap_or_else(|e| panic!("{e}")),
-        Err(_) => panic!("testbed still shared after the scenario"),
-    }
-    eprintln!("whole test {:?}", started.elapsed());
+    on_testbed(
+        vec![
+            VmSpec::new("n1").disk("D1", 256 << 20),
+            VmSpec::new("n2").disk("D1", 256 << 20),
+        ],
+        TEST_TIMEOUT,
+        |tb| async move { scenario(&tb).await },
+    )
+    .await;
 }
 
 async fn scenario(tb: &Arc<Testbed>) {

@@ -12,8 +12,8 @@ use hwameistor_core::thin::{
 use hwameistor_hostexec::lvm::{Lvm, LvmCli};
 use hwameistor_testbed::{Testbed, VmSpec};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use support::{assets, VmExec};
+use std::time::Duration;
+use support::{on_testbed, VmExec};
 
 const MIB: i64 = 1 << 20;
 const VG: &str = "LocalStorage_PoolHDD";
@@ -62,24 +62,12 @@ async fn apply(lvm: &LvmCli, name: &str, ops: Vec<ThinOp>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thin_pools_are_made_grown_and_read_back_from_real_lvm() {
-    let started = Instant::now();
-    let assets = assets().await;
-    let tb = tokio::time::timeout(TEST_TIMEOUT, async {
-        let tb = Arc::new(
-            Testbed::start(&assets, vec![VmSpec::new("n1").disk("D1", 1024 << 20)])
-                .await
-                .unwrap_or_else(|e| panic!("{e}")),
-        );
-        scenario(&tb).await;
-        tb
-    })
-    .await
-    .unwrap_or_else(|_| panic!("test did not finish within {TEST_TIMEOUT:?}"));
-    match Arc::try_unwrap(tb) {
-        Ok(tb) => tb.shutdown().await.unwrap_or_else(|e| panic!("{e}")),
-        Err(_) => panic!("testbed still shared after the scenario"),
-    }
-    eprintln!("whole test {:?}", started.elapsed());
+    on_testbed(
+        vec![VmSpec::new("n1").disk("D1", 1024 << 20)],
+        TEST_TIMEOUT,
+        |tb| async move { scenario(&tb).await },
+    )
+    .await;
 }
 
 async fn scenario(tb: &Arc<Testbed>) {

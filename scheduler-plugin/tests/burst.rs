@@ -47,6 +47,28 @@ async fn extender(client: &kube::Client) -> Arc<Extender> {
     ext
 }
 
+/// Creates storage node `n` with its status (as its agent would report it), removed by
+/// `cleanup`.
+async fn create_node(
+    client: &kube::Client,
+    cleanup: &hwameistor_testapi::Cleanup,
+    n: LocalStorageNode,
+) {
+    let lsns: Api<LocalStorageNode> = Api::all(client.clone());
+    let name = n.metadata.name.clone().expect("name");
+    lsns.create(&PostParams::default(), &n).await.expect("node");
+    cleanup.object(format!(
+        "/apis/hwameistor.io/v1alpha1/localstoragenodes/{name}"
+    ));
+    lsns.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": n.status })),
+    )
+    .await
+    .expect("node status");
+}
+
 async fn eventually<T, F, Fut>(what: &str, f: F) -> T
 where
     F: Fn() -> Fut,
@@ -84,20 +106,8 @@ async fn a_burst_of_pods_is_never_promised_room_that_is_not_there() {
         .await
         .expect("class");
     cleanup.object(format!("/apis/storage.k8s.io/v1/storageclasses/{class}"));
-    let lsns: Api<LocalStorageNode> = Api::all(client.clone());
     for name in &node_names {
-        let n = storage_node(name, FREE_PER_NODE);
-        lsns.create(&PostParams::default(), &n).await.expect("node");
-        cleanup.object(format!(
-            "/apis/hwameistor.io/v1alpha1/localstoragenodes/{name}"
-        ));
-        lsns.patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "status": n.status })),
-        )
-        .await
-        .expect("node status");
+        create_node(&client, &cleanup, storage_node(name, FREE_PER_NODE)).await;
     }
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
     let started = Instant::now();
@@ -276,22 +286,10 @@ async fn a_burst_of_disk_claims_never_promises_a_disk_twice() {
     let node_names: Vec<String> = (0..DISK_NODES)
         .map(|i| unique_name(&format!("dburst-n{i}")))
         .collect();
-    let lsns: Api<LocalStorageNode> = Api::all(client.clone());
     let disks: Api<LocalDisk> = Api::all(client.clone());
     let mut sizes: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for name in &node_names {
-        let n = poolless_node(name);
-        lsns.create(&PostParams::default(), &n).await.expect("node");
-        cleanup.object(format!(
-            "/apis/hwameistor.io/v1alpha1/localstoragenodes/{name}"
-        ));
-        lsns.patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "status": n.status })),
-        )
-        .await
-        .expect("node status");
+        create_node(&client, &cleanup, poolless_node(name)).await;
         for (k, (t, size)) in [
             (DiskType::Ssd, GI),
             (DiskType::Ssd, 2 * GI),

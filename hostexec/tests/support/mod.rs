@@ -4,7 +4,7 @@
 
 use futures::future::BoxFuture;
 use hwameistor_hostexec::{CmdOutput, ExecError, Executor, HostCommand};
-use hwameistor_testbed::{Testbed, TestbedAssets};
+use hwameistor_testbed::{Testbed, TestbedAssets, VmSpec};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,4 +85,32 @@ pub async fn assets() -> TestbedAssets {
         .await
         .expect("asset build panicked")
         .unwrap_or_else(|e| panic!("testbed assets: {e}"))
+}
+
+/// Boots `vms`, runs `scenario` on them within `timeout`, and shuts the VMs down (dropping
+/// the testbed on a panic kills them too).
+pub async fn on_testbed<F, Fut>(vms: Vec<VmSpec>, timeout: Duration, scenario: F)
+where
+    F: FnOnce(Arc<Testbed>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let started = std::time::Instant::now();
+    let assets = assets().await;
+    let tb = tokio::time::timeout(timeout, async {
+        let tb = Arc::new(
+            Testbed::start(&assets, vms)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        eprintln!("VMs up after {:?}", started.elapsed());
+        scenario(tb.clone()).await;
+        tb
+    })
+    .await
+    .unwrap_or_else(|_| panic!("test did not finish within {timeout:?}"));
+    match Arc::try_unwrap(tb) {
+        Ok(tb) => tb.shutdown().await.unwrap_or_else(|e| panic!("{e}")),
+        Err(_) => panic!("testbed still shared after the scenario"),
+    }
+    eprintln!("whole test {:?}", started.elapsed());
 }
