@@ -2,11 +2,12 @@
 //! bench_extender`.
 //!
 //! 1. Caches with 5,000 storage nodes and 100,000 placed volumes (each with its replica,
-//!    claim and PersistentVolume): the process's memory before and after, and the time to
-//!    build the capacity index from them.
+//!    claim and PersistentVolume), and 20,000 free disks (4 per node): the process's memory
+//!    before and after, and the time to build the capacity index from them.
 //! 2. Filter + prioritize of pods with 3 new claims each over all 5,000 nodes (names only,
 //!    as a `nodeCacheCapable` extender is called), through the HTTP endpoint on loopback:
-//!    latency p50/p99 (the index is not rebuilt meanwhile: no watch event arrives).
+//!    latency p50/p99 (the index is not rebuilt meanwhile: no watch event arrives); then
+//!    pods of 2 new pool claims and 1 new whole-disk claim the same way.
 //! 3. The 1,000-pod burst against the in-process API server (real watches): 2 claims each,
 //!    room for 600; pods scheduled one after another as kube-scheduler does (filter,
 //!    prioritize, then the volume binder's hand-over of the claims to the node): time until
@@ -189,6 +190,32 @@ async fn big_caches() -> anyhow::Result<()> {
             None,
         ));
     }
+    // Every node's four free SSD disks (1 to 4 TiB), and the mixed pods' claims: two on the
+    // pool, one for a whole disk.
+    for (k, n) in names.iter().enumerate() {
+        for d in 0..4 {
+            caches.apply(common::free_disk(
+                &format!("{n}-d{d}"),
+                n,
+                DiskType::Ssd,
+                (1 + ((k + d) % 4) as i64) << 40,
+            ));
+        }
+    }
+    caches.apply(common::disk_class("disk-ssd", "SSD"));
+    const MIXED: usize = 1_000;
+    for i in 0..MIXED {
+        for k in 0..2 {
+            caches.apply(pvc("bench", &format!("mix-{i}-{k}"), "local", GI, None));
+        }
+        caches.apply(pvc(
+            "bench",
+            &format!("disk-{i}"),
+            "disk-ssd",
+            (1 + (i % 4) as i64) << 40,
+            None,
+        ));
+    }
     let filled = t.elapsed();
     let after = rss_mib("self");
     let ext = Arc::new(Extender::new(caches.clone(), Settings::default(), None));
@@ -199,8 +226,9 @@ async fn big_caches() -> anyhow::Result<()> {
     let build = t.elapsed();
     let with_index = rss_mib("self");
     println!(
-        "caches: {NODES} nodes, {VOLUMES} volumes (+ replicas, claims, PVs) and {} new claims filled in {:.1}s",
-        PODS * 3,
+        "caches: {NODES} nodes, {VOLUMES} volumes (+ replicas, claims, PVs), {} disks and {} new claims filled in {:.1}s",
+        NODES * 4,
+        PODS * 3 + MIXED * 3,
         filled.as_secs_f64()
     );
     println!(
@@ -280,6 +308,42 @@ async fn big_caches() -> anyhow::Result<()> {
         "prioritize over all {NODES} nodes (worst case, 200 pods): p50 {:.2} ms p99 {:.2} ms",
         ms(percentile(&wide, 0.5)),
         ms(percentile(&wide, 0.99))
+    );
+    // Pods with a whole-disk claim beside two pool claims.
+    let mut mixed = Vec::new();
+    let mut placed = 0;
+    for p in 0..MIXED {
+        let claims = vec![
+            format!("mix-{p}-0"),
+            format!("mix-{p}-1"),
+            format!("disk-{p}"),
+        ];
+        let body = serde_json::to_vec(&ExtenderArgs {
+            pod: Some(pod("bench", &format!("m{p}"), &claims)),
+            nodenames: Some(names.clone()),
+            nodes: None,
+        })?;
+        let t = Instant::now();
+        let f: ExtenderFilterResult =
+            serde_json::from_slice(&post(&mut conn, "/filter", &body).await?)?;
+        let passed = f.nodenames.clone().unwrap_or_default();
+        let body = serde_json::to_vec(&ExtenderArgs {
+            pod: Some(pod("bench", &format!("m{p}"), &claims)),
+            nodenames: Some(passed.clone()),
+            nodes: None,
+        })?;
+        let _: Vec<HostPriority> =
+            serde_json::from_slice(&post(&mut conn, "/prioritize", &body).await?)?;
+        mixed.push(t.elapsed());
+        if passed.len() == 1 {
+            placed += 1;
+        }
+    }
+    mixed.sort();
+    println!(
+        "{MIXED} pods of 2 new pool claims + 1 new whole-disk claim over {NODES} nodes ({placed} placed): filter+prioritize p50 {:.2} ms p99 {:.2} ms",
+        ms(percentile(&mixed, 0.5)),
+        ms(percentile(&mixed, 0.99)),
     );
     println!("memory after the requests: {:.0} MiB", rss_mib("self"));
     Ok(())
