@@ -255,20 +255,24 @@ impl Controller for DiskControllerService {
         let req = request.into_inner();
         let spec = disk_volume_spec(&req)?;
         let name = volume_object_name(&req.name);
-        let same = |v: &LocalDiskVolume| {
-            v.spec.node_name == spec.node_name
+        // A volume of this name must ask for the same (a repeated call, or a concurrent one
+        // that won the race).
+        let compatible = |v: &LocalDiskVolume| {
+            let same = v.spec.node_name == spec.node_name
                 && v.spec.disk_type == spec.disk_type
                 && v.spec.required_capacity_bytes == spec.required_capacity_bytes
-                && v.spec.max_capacity_bytes == spec.max_capacity_bytes
-        };
-        match self.get(&name).await? {
-            Some(v) if !same(&v) => {
-                return Err(Status::new(
+                && v.spec.max_capacity_bytes == spec.max_capacity_bytes;
+            if same {
+                Ok(())
+            } else {
+                Err(Status::new(
                     Code::AlreadyExists,
                     format!("volume {} exists with another node, type or size", req.name),
                 ))
             }
-            Some(_) => {}
+        };
+        match self.get(&name).await? {
+            Some(v) => compatible(&v)?,
             None => {
                 let mut v = LocalDiskVolume::new(&name, spec.clone());
                 if name != req.name {
@@ -282,20 +286,11 @@ impl Controller for DiskControllerService {
                         tracing::info!(volume = %name, node = %spec.node_name, disk_type = %spec.disk_type, bytes = spec.required_capacity_bytes, "LocalDiskVolume created")
                     }
                     Err(kube::Error::Api(s)) if s.code == 409 => {
-                        // A concurrent repeat of this call won the race; it must ask for the same.
                         let existing = self
                             .get(&name)
                             .await?
                             .ok_or_else(|| Status::new(Code::Aborted, "volume vanished; retry"))?;
-                        if !same(&existing) {
-                            return Err(Status::new(
-                                Code::AlreadyExists,
-                                format!(
-                                    "volume {} exists with another node, type or size",
-                                    req.name
-                                ),
-                            ));
-                        }
+                        compatible(&existing)?;
                     }
                     Err(e) => return Err(kube_status("creating LocalDiskVolume", e)),
                 }
