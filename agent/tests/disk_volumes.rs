@@ -52,6 +52,31 @@ fn binder(node: &FakeNode, scope: &str) -> tokio::task::JoinHandle<()> {
     tokio::spawn(hwameistor_controller::disk_volumes::run(ctx))
 }
 
+/// A started node whose HDDs (`(device, size)`) are all Available, scoped for a binder that
+/// runs alongside: the test's cluster (kept alive), client, node and binder.
+async fn started(
+    disks: &[(&str, i64)],
+) -> (
+    hwameistor_testapi::TestCluster,
+    kube::Client,
+    FakeNode,
+    tokio::task::JoinHandle<()>,
+) {
+    let (server, client) = cluster().await;
+    let scope = unique("ldv");
+    let mut node = FakeNode::new(&client);
+    for (dev, size) in disks {
+        node.add_disk(dev, *size, true);
+    }
+    scoped(&node, &scope).await;
+    node.start();
+    for (dev, _) in disks {
+        node.disk(dev, DiskPhase::Available).await;
+    }
+    let controller = binder(&node, &scope);
+    (server, client, node, controller)
+}
+
 fn ldv(node: &FakeNode, want: i64, wipe: WipePolicy) -> LocalDiskVolume {
     LocalDiskVolume::new(
         &unique("ldv"),
@@ -89,19 +114,13 @@ async fn disk_of(node: &FakeNode, dev: &str) -> LocalDisk {
 
 #[tokio::test]
 async fn volumes_get_the_smallest_fitting_disks_never_a_shared_one_and_wipe_them_when_deleted() {
-    let (_server, client) = cluster().await;
-    let scope = unique("ldv");
-    let mut node = FakeNode::new(&client);
-    node.add_disk("/dev/vdb", 8 * GI, true);
-    node.add_disk("/dev/vdc", 2 * GI, true);
-    node.add_disk("/dev/vdd", 4 * GI, true);
-    node.add_disk("/dev/vde", GI, true);
-    scoped(&node, &scope).await;
-    node.start();
-    for d in ["/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde"] {
-        node.disk(d, DiskPhase::Available).await;
-    }
-    let controller = binder(&node, &scope);
+    let (_server, client, mut node, controller) = started(&[
+        ("/dev/vdb", 8 * GI),
+        ("/dev/vdc", 2 * GI),
+        ("/dev/vdd", 4 * GI),
+        ("/dev/vde", GI),
+    ])
+    .await;
     let api: Api<LocalDiskVolume> = Api::all(client.clone());
 
     // Three volumes of 1.5 GiB at once, for three disks that fit (vde is too small):
@@ -238,16 +257,8 @@ async fn disk_of_volume(node: &FakeNode, disk: &str) -> LocalDisk {
 
 #[tokio::test]
 async fn a_pool_claim_and_a_disk_volume_never_get_the_same_disk() {
-    let (_server, client) = cluster().await;
-    let scope = unique("ldv");
-    let mut node = FakeNode::new(&client);
-    node.add_disk("/dev/vdb", 4 * GI, true);
-    node.add_disk("/dev/vdc", 4 * GI, true);
-    scoped(&node, &scope).await;
-    node.start();
-    node.disk("/dev/vdb", DiskPhase::Available).await;
-    node.disk("/dev/vdc", DiskPhase::Available).await;
-    let controller = binder(&node, &scope);
+    let (_server, client, mut node, controller) =
+        started(&[("/dev/vdb", 4 * GI), ("/dev/vdc", 4 * GI)]).await;
     let api: Api<LocalDiskVolume> = Api::all(client.clone());
     // Both at once: the claim wants every HDD, the volume one.
     let v = api
@@ -332,16 +343,8 @@ async fn the_disk_csi_controller_service_creates_refuses_reports_and_deletes() {
     use hwameistor_csi::disk_controller::DiskControllerService;
     use tonic::{Code, Request};
 
-    let (_server, client) = cluster().await;
-    let scope = unique("ldv");
-    let mut node = FakeNode::new(&client);
-    node.add_disk("/dev/vdb", 8 * GI, true);
-    node.add_disk("/dev/vdc", 2 * GI, true);
-    scoped(&node, &scope).await;
-    node.start();
-    node.disk("/dev/vdb", DiskPhase::Available).await;
-    node.disk("/dev/vdc", DiskPhase::Available).await;
-    let controller = binder(&node, &scope);
+    let (_server, client, mut node, controller) =
+        started(&[("/dev/vdb", 8 * GI), ("/dev/vdc", 2 * GI)]).await;
     let csi = DiskControllerService::new(
         client.clone(),
         hwameistor_csi::controller::Timeouts::default(),
@@ -450,14 +453,7 @@ async fn the_disk_csi_controller_service_creates_refuses_reports_and_deletes() {
 async fn a_published_volume_s_disk_is_wiped_only_once_every_target_is_unpublished() {
     use hwameistor_agent::disk_publish::DiskPublishRecord;
     use hwameistor_csi::node::PublishRecord;
-    let (_server, client) = cluster().await;
-    let scope = unique("ldv");
-    let mut node = FakeNode::new(&client);
-    node.add_disk("/dev/vdb", 2 * GI, true);
-    scoped(&node, &scope).await;
-    node.start();
-    node.disk("/dev/vdb", DiskPhase::Available).await;
-    let controller = binder(&node, &scope);
+    let (_server, client, mut node, controller) = started(&[("/dev/vdb", 2 * GI)]).await;
     let api: Api<LocalDiskVolume> = Api::all(client.clone());
     let name = api
         .create(

@@ -89,6 +89,32 @@ fn pod(ns: &str, name: &str, claims: &[String]) -> Pod {
     common::pod(ns, name, &refs)
 }
 
+/// Filter over `names`, then prioritize over the nodes that passed, as kube-scheduler
+/// does for one pod: the nodes passed, the filter's time and the whole time.
+async fn schedule(
+    conn: &mut tokio::net::TcpStream,
+    p: &Pod,
+    names: &[String],
+) -> anyhow::Result<(Vec<String>, Duration, Duration)> {
+    let args = |nodes: Vec<String>| {
+        serde_json::to_vec(&ExtenderArgs {
+            pod: Some(p.clone()),
+            nodenames: Some(nodes),
+            nodes: None,
+        })
+    };
+    let body = args(names.to_vec())?;
+    let t = Instant::now();
+    let f: ExtenderFilterResult = serde_json::from_slice(&post(conn, "/filter", &body).await?)?;
+    let tf = t.elapsed();
+    let passed = f.nodenames.unwrap_or_default();
+    let body = args(passed.clone())?;
+    let pr: Vec<HostPriority> = serde_json::from_slice(&post(conn, "/prioritize", &body).await?)?;
+    let total = t.elapsed();
+    anyhow::ensure!(pr.len() == passed.len(), "a score per node");
+    Ok((passed, tf, total))
+}
+
 async fn big_caches() -> anyhow::Result<()> {
     let before = rss_mib("self");
     let caches = Caches::new();
@@ -247,26 +273,8 @@ async fn big_caches() -> anyhow::Result<()> {
     let mut given = 0;
     for p in 0..PODS {
         let claims: Vec<String> = (0..3).map(|k| format!("new-{}", 3 * p + k)).collect();
-        let body = serde_json::to_vec(&ExtenderArgs {
-            pod: Some(pod("bench", &format!("p{p}"), &claims)),
-            nodenames: Some(names.clone()),
-            nodes: None,
-        })?;
-        let t = Instant::now();
-        let f: ExtenderFilterResult =
-            serde_json::from_slice(&post(&mut conn, "/filter", &body).await?)?;
-        let tf = t.elapsed();
-        // kube-scheduler asks for scores of the nodes that passed every filter.
-        let passed = f.nodenames.clone().unwrap_or_default();
-        let body = serde_json::to_vec(&ExtenderArgs {
-            pod: Some(pod("bench", &format!("p{p}"), &claims)),
-            nodenames: Some(passed.clone()),
-            nodes: None,
-        })?;
-        let pr: Vec<HostPriority> =
-            serde_json::from_slice(&post(&mut conn, "/prioritize", &body).await?)?;
-        let total = t.elapsed();
-        anyhow::ensure!(pr.len() == passed.len(), "a score per node");
+        let (passed, tf, total) =
+            schedule(&mut conn, &pod("bench", &format!("p{p}"), &claims), &names).await?;
         if passed.len() == 1 {
             given += 1;
         }
@@ -318,23 +326,9 @@ async fn big_caches() -> anyhow::Result<()> {
             format!("mix-{p}-1"),
             format!("disk-{p}"),
         ];
-        let body = serde_json::to_vec(&ExtenderArgs {
-            pod: Some(pod("bench", &format!("m{p}"), &claims)),
-            nodenames: Some(names.clone()),
-            nodes: None,
-        })?;
-        let t = Instant::now();
-        let f: ExtenderFilterResult =
-            serde_json::from_slice(&post(&mut conn, "/filter", &body).await?)?;
-        let passed = f.nodenames.clone().unwrap_or_default();
-        let body = serde_json::to_vec(&ExtenderArgs {
-            pod: Some(pod("bench", &format!("m{p}"), &claims)),
-            nodenames: Some(passed.clone()),
-            nodes: None,
-        })?;
-        let _: Vec<HostPriority> =
-            serde_json::from_slice(&post(&mut conn, "/prioritize", &body).await?)?;
-        mixed.push(t.elapsed());
+        let (passed, _, total) =
+            schedule(&mut conn, &pod("bench", &format!("m{p}"), &claims), &names).await?;
+        mixed.push(total);
         if passed.len() == 1 {
             placed += 1;
         }

@@ -47,6 +47,34 @@ async fn extender(client: &kube::Client) -> Arc<Extender> {
     ext
 }
 
+/// The cluster with HwameiStor's CRDs, a namespace of the test's own (prefix `ns`) and
+/// StorageClass `class`, both removed by the returned cleanup.
+async fn setup(
+    ns: &str,
+    class: StorageClass,
+) -> (
+    TestCluster,
+    kube::Client,
+    hwameistor_testapi::Cleanup,
+    String,
+) {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let client = cluster.client().await.expect("client");
+    hwameistor_sandbox::install_crds(&client)
+        .await
+        .expect("CRDs");
+    let cleanup = cluster.cleanup();
+    let ns = unique_name(ns);
+    own_namespace(&client, &cleanup, &ns).await;
+    let name = class.metadata.name.clone().expect("class name");
+    Api::<StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("class");
+    cleanup.object(format!("/apis/storage.k8s.io/v1/storageclasses/{name}"));
+    (cluster, client, cleanup, ns)
+}
+
 /// Creates storage node `n` with its status (as its agent would report it), removed by
 /// `cleanup`.
 async fn create_node(
@@ -89,23 +117,11 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_pods_is_never_promised_room_that_is_not_there() {
-    let cluster = TestCluster::start().await.expect("cluster");
-    let client = cluster.client().await.expect("client");
-    hwameistor_sandbox::install_crds(&client)
-        .await
-        .expect("CRDs");
-    let cleanup = cluster.cleanup();
-    let ns = unique_name("burst");
     let class = unique_name("burst-local");
+    let (_cluster, client, cleanup, ns) = setup("burst", storage_class(&class, 1)).await;
     let node_names: Vec<String> = (0..NODES)
         .map(|i| unique_name(&format!("burst-n{i}")))
         .collect();
-    own_namespace(&client, &cleanup, &ns).await;
-    Api::<StorageClass>::all(client.clone())
-        .create(&PostParams::default(), &storage_class(&class, 1))
-        .await
-        .expect("class");
-    cleanup.object(format!("/apis/storage.k8s.io/v1/storageclasses/{class}"));
     for name in &node_names {
         create_node(&client, &cleanup, storage_node(name, FREE_PER_NODE)).await;
     }
@@ -268,20 +284,8 @@ const DISK_PODS: usize = 40;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_disk_claims_never_promises_a_disk_twice() {
-    let cluster = TestCluster::start().await.expect("cluster");
-    let client = cluster.client().await.expect("client");
-    hwameistor_sandbox::install_crds(&client)
-        .await
-        .expect("CRDs");
-    let cleanup = cluster.cleanup();
-    let ns = unique_name("dburst");
     let class = unique_name("dburst-ssd");
-    own_namespace(&client, &cleanup, &ns).await;
-    Api::<StorageClass>::all(client.clone())
-        .create(&PostParams::default(), &disk_class(&class, "SSD"))
-        .await
-        .expect("class");
-    cleanup.object(format!("/apis/storage.k8s.io/v1/storageclasses/{class}"));
+    let (_cluster, client, cleanup, ns) = setup("dburst", disk_class(&class, "SSD")).await;
     // Each node: SSD disks of 1, 2, 3 and 4 GiB, and an HDD disk of 8 GiB no claim fits.
     let node_names: Vec<String> = (0..DISK_NODES)
         .map(|i| unique_name(&format!("dburst-n{i}")))
