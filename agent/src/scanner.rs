@@ -257,7 +257,7 @@ pub async fn update_node(
             .patch(&ctx.node, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
     }
-    let pools = pools::pool_status(lvm, disks);
+    let pools = pools::pool_status(lvm, disks, Some(&ctx.tuning.thin));
     let old = lsn.status.clone().unwrap_or_default();
     let ready = problem.is_none();
     let condition = Condition {

@@ -294,6 +294,7 @@ fn volume_spec(bytes: i64, replicas: i64, nodes: Vec<String>, fs: Option<&str>) 
         config: None,
         split_brain_resolution: None,
         operation: None,
+        thin: false,
     }
 }
 

@@ -77,6 +77,13 @@ pub struct PoolStatus {
     /// The group's thin pool, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thin: Option<ThinPoolStatus>,
+    /// How far the agent lets thin volumes over-provision the group's thin pool, in percent
+    /// of its data size (200: the thin volumes' sizes sum to at most twice the data). The
+    /// agent's setting, reported so placement counts a thin volume as the share of the pool
+    /// it may take; absent from agents that do not make thin volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100))]
+    pub thin_overprovision_percent: Option<i64>,
 }
 
 /// A volume group's thin pool as its agent reads it. A full pool stops every thin volume

@@ -39,6 +39,9 @@ pub struct LocalVolumeReplicaSpec {
     pub volume_kind: VolumeKind,
     #[schemars(range(min = 4194304))]
     pub required_capacity_bytes: i64,
+    /// A thin logical volume in its group's thin pool (the volume's `thin`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub thin: bool,
     /// What this replica's node needs to run the volume's replication (DRBD) resource;
     /// absent for a volume without replication. Written by the controller from the
     /// volume's config.

@@ -146,6 +146,10 @@ pub struct LocalVolumeSpec {
     /// May later be converted to a replicated volume.
     #[serde(default)]
     pub convertible: bool,
+    /// Carved from its pool's thin pool: blocks are allocated as they are written, and the
+    /// pool may be over-provisioned up to its node's ratio. One replica only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub thin: bool,
     /// Nodes the volume must be (or is) placed on.
     #[serde(default)]
     pub accessibility: Accessibility,

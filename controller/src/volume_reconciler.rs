@@ -419,6 +419,7 @@ async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::E
             replicated: ha::wants_replication(&fresh.spec),
             accessibility: fresh.spec.accessibility.nodes.clone(),
             prefer: partners.clone(),
+            thin: fresh.spec.thin,
         });
     let decision = match request {
         Some(req) => placement::place(
@@ -972,6 +973,7 @@ mod tests {
                 config: None,
                 split_brain_resolution: None,
                 operation: None,
+                thin: false,
             },
         );
         v.spec.config = placed_on.map(|n| VolumeConfig {
@@ -1063,6 +1065,7 @@ mod tests {
             volume_count: 0,
             disks: vec![],
             thin: None,
+            thin_overprovision_percent: None,
         };
         n.status = Some(hwameistor_api::LocalStorageNodeStatus {
             state: Some(NodeState::Ready),

@@ -1156,6 +1156,7 @@ async fn a_node_whose_pool_grows_places_the_waiting_volume_at_once() {
             config: None,
             split_brain_resolution: None,
             operation: None,
+            thin: false,
         },
     );
     volumes
@@ -1683,4 +1684,101 @@ async fn volume_groups_follow_pods_within_moments_through_watches() {
         .await
         .expect("delete");
     }
+}
+
+/// A thin StorageClass: the volume and its replica are thin, a node offers its room times
+/// its over-provisioning ratio to thin volumes (what GetCapacity says, CreateVolume
+/// accepts), a thin volume takes only its share from thick ones, and thin volumes keep
+/// one replica.
+#[tokio::test]
+async fn thin_volumes_take_their_share_of_a_pool_and_keep_one_replica() {
+    let cluster = start_scoped().await;
+    let client = cluster.client.clone();
+    // 3 GiB free; the node reports 200% over-provisioning for thin pools.
+    let n1 = cluster.add_node("n1", 10 * GI, 3 * GI).await;
+    let csi = service(&client);
+    let volumes: Api<LocalVolume> = Api::all(client.clone());
+    let replicas: Api<LocalVolumeReplica> = Api::all(client.clone());
+    let thin = |name: &str, bytes: i64| {
+        let mut r = create_req(name, bytes, Some(&n1), mount_cap());
+        r.parameters.insert("thin".into(), "true".into());
+        r
+    };
+    let capacity = |thin: bool| {
+        let mut parameters = HashMap::from([("poolClass".to_string(), "HDD".to_string())]);
+        if thin {
+            parameters.insert("thin".into(), "true".into());
+        }
+        GetCapacityRequest {
+            volume_capabilities: vec![mount_cap()],
+            parameters,
+            accessible_topology: Some(topology::of_node(&n1)),
+        }
+    };
+    let ask = |thin: bool| {
+        let req = capacity(thin);
+        let csi = &csi;
+        async move {
+            let c = csi
+                .get_capacity(Request::new(req))
+                .await
+                .expect("capacity")
+                .into_inner();
+            (c.available_capacity, c.maximum_volume_size)
+        }
+    };
+    assert_eq!(ask(true).await, (6 * GI, Some(6 * GI)));
+    assert_eq!(ask(false).await, (3 * GI, Some(3 * GI)));
+
+    let pvc = cluster.name("thin-a");
+    csi.create_volume(Request::new(thin(&pvc, 5 * GI)))
+        .await
+        .expect("5 GiB thin in 3 GiB at 200%");
+    let lv = volumes.get(&pvc).await.expect("LocalVolume");
+    assert!(lv.spec.thin);
+    let r = replicas.get(&format!("{pvc}-{n1}")).await.expect("replica");
+    assert!(r.spec.thin, "the replica is thin too");
+    // It takes 2.5 GiB of the 3 (the agent's thin pool took them from the group, which its
+    // next report says): 0.5 GiB left for thick volumes, 1 GiB for thin ones.
+    set_pool(&client, &n1, 10 * GI, GI / 2).await;
+    assert_eq!(ask(false).await.1, Some(GI / 2));
+    assert_eq!(ask(true).await.1, Some(GI));
+    let err = csi
+        .create_volume(Request::new(create_req(
+            &cluster.name("thick-b"),
+            GI,
+            Some(&n1),
+            mount_cap(),
+        )))
+        .await
+        .expect_err("no room for 1 GiB thick");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    csi.create_volume(Request::new(thin(&cluster.name("thin-c"), GI)))
+        .await
+        .expect("1 GiB thin fits what is left");
+
+    // Thin and replicated do not go together: refused before anything is made.
+    let mut ha = thin(&cluster.name("thin-ha"), GI);
+    ha.parameters.insert("replicaNumber".into(), "2".into());
+    let err = csi
+        .create_volume(Request::new(ha))
+        .await
+        .expect_err("thin HA");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("thin volumes keep one replica"),
+        "{err}"
+    );
+    // The same name asked for thick is another volume: a conflict.
+    let err = csi
+        .create_volume(Request::new(create_req(
+            &pvc,
+            5 * GI,
+            Some(&n1),
+            mount_cap(),
+        )))
+        .await
+        .expect_err("thick of a thin name");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(err.message().contains("thin"), "{err}");
 }

@@ -450,9 +450,9 @@ fn storage_classes_use_parameters_the_driver_accepts() {
         .iter()
         .filter_map(|s| s.metadata.name.clone())
         .collect();
-    let (lvm, disk) = o.storage_classes.split_at(7);
+    let (lvm, disk) = o.storage_classes.split_at(8);
     assert_eq!(
-        names[7..],
+        names[8..],
         [
             "hwameistor-disk-hdd",
             "hwameistor-disk-ssd",
@@ -485,7 +485,7 @@ fn storage_classes_use_parameters_the_driver_accepts() {
             .unwrap_or_else(|e| panic!("{:?}: {e}", sc.metadata.name));
         assert_eq!(parsed.disk_type, t);
     }
-    let names = names[..7].to_vec();
+    let names = names[..8].to_vec();
     assert_eq!(
         names,
         [
@@ -495,11 +495,12 @@ fn storage_classes_use_parameters_the_driver_accepts() {
             "hwameistor-lvm-hdd-ha",
             "hwameistor-lvm-ssd-ha",
             "hwameistor-lvm-nvme-ha",
-            "hwameistor-lvm-hdd-convertible"
+            "hwameistor-lvm-hdd-convertible",
+            "hwameistor-lvm-hdd-thin"
         ]
     );
     let classes = PoolClass::ALL.iter().chain(PoolClass::ALL.iter());
-    for (i, (sc, &class)) in lvm.iter().zip(classes).enumerate() {
+    for (i, (sc, &class)) in lvm[..6].iter().zip(classes).enumerate() {
         assert_eq!(sc.provisioner, CSI_DRIVER_NAME);
         assert_eq!(
             sc.volume_binding_mode.as_deref(),
@@ -513,13 +514,18 @@ fn storage_classes_use_parameters_the_driver_accepts() {
         assert_eq!(parsed.fs_type, Some(hwameistor_csi::params::FsType::Xfs));
         // The first three are plain, the -ha ones replicated on two nodes.
         assert_eq!(parsed.replicas.get(), if i < 3 { 1 } else { 2 });
-        assert!(!parsed.convertible);
+        assert!(!parsed.convertible && !parsed.thin);
     }
-    let convertible = lvm.last().expect("class");
-    let parsed = hwameistor_csi::params::parse(&convertible.parameters.clone().unwrap_or_default())
-        .expect("valid");
-    assert!(parsed.convertible && parsed.replicas.get() == 1);
-    assert_eq!(parsed.pool_class, PoolClass::Hdd);
+    let parse = |i: usize| {
+        hwameistor_csi::params::parse(&lvm[i].parameters.clone().unwrap_or_default())
+            .expect("valid")
+    };
+    let convertible = parse(6);
+    assert!(convertible.convertible && !convertible.thin && convertible.replicas.get() == 1);
+    assert_eq!(convertible.pool_class, PoolClass::Hdd);
+    let thin = parse(7);
+    assert!(thin.thin && !thin.convertible && thin.replicas.get() == 1);
+    assert_eq!(thin.pool_class, PoolClass::Hdd);
 }
 
 #[test]

@@ -45,6 +45,7 @@ async fn ready_volume(c: &Cluster, base: &str, first: &str, replicas: i64) -> Lo
             config: None,
             split_brain_resolution: None,
             operation: None,
+            thin: false,
         },
     );
     api.create(&PostParams::default(), &v)

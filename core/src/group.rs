@@ -253,6 +253,7 @@ mod tests {
                 }),
                 split_brain_resolution: None,
                 operation: None,
+                thin: false,
             },
         )
     }

@@ -37,6 +37,18 @@ pub fn wants_replication(spec: &LocalVolumeSpec) -> bool {
     spec.replica_number > 1 || spec.convertible
 }
 
+/// Why a thin volume cannot be replicated (HA, convertible, or converted): DRBD 8.4's
+/// initial sync writes every block of the new replica, which would allocate the whole thin
+/// volume on the second node and defeat thin provisioning. One rule for the StorageClass,
+/// the admission webhook and the conversion.
+pub const THIN_NOT_REPLICATED: &str = "thin volumes keep one replica: DRBD's initial sync writes every block, which would allocate the whole thin volume on the second node; use a thick StorageClass for HA or convertible volumes";
+
+/// Whether a volume of this spec is thin but asks for replication (see
+/// [`THIN_NOT_REPLICATED`]).
+pub fn thin_replicated(spec: &LocalVolumeSpec) -> bool {
+    spec.thin && wants_replication(spec)
+}
+
 /// Whether a replicated volume runs on one node only (its one active replica has no peer):
 /// a volume created convertible and not converted yet.
 pub fn alone(config: &VolumeConfig) -> bool {
@@ -478,6 +490,7 @@ mod tests {
                 required_capacity_bytes: 1 << 30,
                 replication: None,
                 copy_from: None,
+                thin: false,
             },
         );
         r.status = Some(LocalVolumeReplicaStatus {
@@ -508,6 +521,7 @@ mod tests {
                 config: Some(config),
                 split_brain_resolution: None,
                 operation: None,
+                thin: false,
             },
         );
         v.metadata.uid = Some("u".into());

@@ -471,6 +471,7 @@ mod tests {
                 required_capacity_bytes: 64 * MI,
                 replication: Some(rep),
                 copy_from: None,
+                thin: false,
             },
         );
         r.metadata.finalizers = Some(vec![FINALIZER_REPLICA.into()]);

@@ -21,6 +21,39 @@ pub struct PoolView {
     pub extent: i64,
     /// Logical volumes the node reported in the pool.
     pub volumes: i64,
+    /// The node's thin over-provisioning, in percent of its thin pool's data (100 when the
+    /// node does not say: a thin volume then counts at its full size).
+    pub thin_percent: i64,
+}
+
+impl PoolView {
+    /// The bytes of the group a volume of `bytes` takes, in whole extents: a thick volume
+    /// its size; a thin volume its share of the thin pool (size × 100 / `thin_percent`),
+    /// which is how much the agent's ratio rule lets the pool grow for it. The pool itself
+    /// (already taken from the group's free space) holds the shares of the thin volumes
+    /// that exist.
+    pub fn footprint(&self, bytes: i64, thin: bool) -> i64 {
+        let b = if thin {
+            let pct = self.thin_percent.max(100);
+            // Rounded up: a share is never smaller than the ratio allows.
+            bytes.saturating_mul(100).saturating_add(pct - 1) / pct
+        } else {
+            bytes
+        };
+        round_up_to_extent(b, self.extent)
+    }
+
+    /// The size of the volume whose footprint is `bytes` (the inverse of [`footprint`],
+    /// rounded down): what a room of `bytes` offers a thin or thick volume.
+    ///
+    /// [`footprint`]: PoolView::footprint
+    pub fn offers(&self, bytes: i64, thin: bool) -> i64 {
+        if thin {
+            bytes.saturating_mul(self.thin_percent.max(100)) / 100
+        } else {
+            bytes
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +79,8 @@ pub struct Placed {
     /// Bytes of replication metadata beside the data (its own logical volume); 0 for a
     /// volume without replication.
     pub meta: i64,
+    /// A thin volume (see [`PoolView::footprint`]).
+    pub thin: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +92,8 @@ pub struct Request {
     /// Replicated (HA): every replica also needs replication metadata and its node a
     /// replication address.
     pub replicated: bool,
+    /// A thin volume: it needs its share of a thin pool (see [`PoolView::footprint`]).
+    pub thin: bool,
     /// Allowed nodes in order of preference; empty means any node.
     pub accessibility: Vec<String>,
     /// For the replicas beyond the accessibility nodes (an HA volume's second replica):
@@ -102,15 +139,16 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Counts placed replica `p` in a pool of extent `extent`.
-    pub fn add(&mut self, p: &Placed, extent: i64) {
-        let want = round_up_to_extent(p.required, extent);
+    /// Counts placed replica `p` in `pool`.
+    pub fn add(&mut self, p: &Placed, pool: &PoolView) {
+        let want = pool.footprint(p.required, p.thin);
         let meta = if p.meta > 0 {
-            round_up_to_extent(p.meta, extent)
+            round_up_to_extent(p.meta, pool.extent)
         } else {
             0
         };
-        match p.allocated {
+        let have = p.allocated.map(|a| pool.footprint(a, p.thin));
+        match have {
             None => {
                 self.pending = self.pending.saturating_add(want + meta);
                 self.unreported += 1;
@@ -120,7 +158,7 @@ impl Tally {
         }
         self.committed = self
             .committed
-            .saturating_add(want.max(p.allocated.unwrap_or(0)) + meta);
+            .saturating_add(want.max(have.unwrap_or(0)) + meta);
     }
 
     /// The room `pool` has left with this tally counted.
@@ -140,7 +178,7 @@ fn tally(node: &str, class: PoolClass, pool: &PoolView, placed: &[Placed], exclu
         .iter()
         .filter(|p| p.node == node && p.class == class && p.volume != exclude)
     {
-        t.add(p, pool.extent);
+        t.add(p, pool);
     }
     t
 }
@@ -165,11 +203,13 @@ pub struct Available {
     pub largest: i64,
 }
 
-/// The room for new volumes of `class` on `only_node`, or on every node when `None`. Nodes
-/// that are not Ready, or have no such pool, offer nothing.
+/// The room for new volumes of `class` (thin ones when `thin`: a room offers them its
+/// size times the node's over-provisioning) on `only_node`, or on every node when `None`.
+/// Nodes that are not Ready, or have no such pool, offer nothing.
 pub fn available(
     nodes: &[NodeView],
     class: PoolClass,
+    thin: bool,
     placed: &[Placed],
     only_node: Option<&str>,
 ) -> Available {
@@ -182,9 +222,9 @@ pub fn available(
             continue;
         };
         // No volume is excluded: every placement counts against new volumes.
-        let r = room(&node.name, class, pool, placed, "");
-        out.total = out.total.saturating_add(r.bytes);
-        out.largest = out.largest.max(r.bytes);
+        let r = pool.offers(room(&node.name, class, pool, placed, "").bytes, thin);
+        out.total = out.total.saturating_add(r);
+        out.largest = out.largest.max(r);
     }
     out
 }
@@ -265,7 +305,7 @@ pub fn max_size(
     let own = placed
         .iter()
         .find(|p| p.node == node && p.class == class && p.volume == volume)
-        .and_then(|p| p.allocated)
+        .and_then(|p| p.allocated.map(|a| pool.footprint(a, p.thin)))
         .unwrap_or(0);
     (pool.free - others.pending + own)
         .min(pool.total - others.committed)
@@ -292,14 +332,17 @@ pub fn check_growth(
         node: node.into(),
         class,
     })?;
-    let want = round_up_to_extent(bytes, pool.extent);
+    let thin = placed
+        .iter()
+        .any(|p| p.node == node && p.volume == volume && p.thin);
+    let want = pool.footprint(bytes, thin);
     let max = max_size(node, class, pool, placed, volume);
     if want > max {
         return Err(GrowthError::NoRoom {
             node: node.into(),
             volume: volume.into(),
-            max: format_size(max),
-            want: format_size(want),
+            max: format_size(pool.offers(max, thin)),
+            want: format_size(round_up_to_extent(bytes, pool.extent)),
         });
     }
     Ok(())
@@ -354,12 +397,22 @@ pub fn place(
             continue;
         };
         let r = room(&node.name, req.class, pool, placed, &req.volume);
-        let mut need = round_up_to_extent(req.bytes, pool.extent);
+        let mut need = pool.footprint(req.bytes, req.thin);
         if req.replicated {
             need += round_up_to_extent(crate::drbd::meta_bytes(req.bytes), pool.extent);
         }
         if r.bytes < need {
-            reasons.push(format!("{} has {} free", node.name, format_size(r.bytes)));
+            reasons.push(if req.thin {
+                format!(
+                    "{} has {} free (room for {} of thin volumes at {}% over-provisioning)",
+                    node.name,
+                    format_size(r.bytes),
+                    format_size(pool.offers(r.bytes, true)),
+                    pool.thin_percent.max(100)
+                )
+            } else {
+                format!("{} has {} free", node.name, format_size(r.bytes))
+            });
             continue;
         }
         if policy
@@ -459,6 +512,7 @@ pub fn node_view(n: &LocalStorageNode) -> NodeView {
                         free: p.free_capacity_bytes,
                         extent: p.extent_size_bytes,
                         volumes: p.volume_count,
+                        thin_percent: p.thin_overprovision_percent.unwrap_or(100),
                     },
                 )
             })
@@ -494,6 +548,7 @@ pub fn placed_replicas<'a>(
             &name,
             class,
             v.spec.required_capacity_bytes,
+            v.spec.thin,
             config,
             |node| allocated.get(&(name.as_str(), node)).copied().flatten(),
         ));
@@ -501,12 +556,13 @@ pub fn placed_replicas<'a>(
     out
 }
 
-/// The replicas volume `name` of `required` bytes in `class` has placed by `config`, with
-/// what each node reports allocated (`allocated(node)`).
+/// The replicas volume `name` of `required` bytes (`thin` or not) in `class` has placed by
+/// `config`, with what each node reports allocated (`allocated(node)`).
 pub fn volume_placed(
     name: &str,
     class: PoolClass,
     required: i64,
+    thin: bool,
     config: &VolumeConfig,
     allocated: impl Fn(&str) -> Option<i64>,
 ) -> Vec<Placed> {
@@ -525,6 +581,7 @@ pub fn volume_placed(
             required,
             allocated: allocated(&r.hostname),
             meta,
+            thin,
         })
         .collect()
 }
@@ -548,6 +605,7 @@ mod tests {
                     free,
                     extent: 4 * MI,
                     volumes,
+                    thin_percent: 100,
                 },
             )]),
         }
@@ -562,6 +620,7 @@ mod tests {
             replicated: false,
             accessibility: accessibility.iter().map(|s| s.to_string()).collect(),
             prefer: Vec::new(),
+            thin: false,
         }
     }
 
@@ -573,6 +632,7 @@ mod tests {
             required,
             allocated,
             meta: 0,
+            thin: false,
         }
     }
 
@@ -599,6 +659,105 @@ mod tests {
             place(&req(GI, &[]), &tie_rev, &[], &p),
             Ok(vec!["y".to_string()])
         );
+    }
+
+    /// `node` with its agent over-provisioning thin pools `percent`.
+    fn thin_node(name: &str, total: i64, free: i64, percent: i64) -> NodeView {
+        let mut n = node(name, total, free, 0);
+        for p in n.pools.values_mut() {
+            p.thin_percent = percent;
+        }
+        n
+    }
+
+    fn thin_req(bytes: i64, accessibility: &[&str]) -> Request {
+        Request {
+            thin: true,
+            ..req(bytes, accessibility)
+        }
+    }
+
+    #[test]
+    fn a_thin_volume_takes_its_share_of_the_pool_by_the_nodes_ratio() {
+        let p = Policy::default();
+        // 2 GiB free at 200%: room for 4 GiB of thin volumes, 2 GiB of thick ones.
+        let nodes = [thin_node("a", 10 * GI, 2 * GI, 200)];
+        assert!(place(&thin_req(4 * GI, &["a"]), &nodes, &[], &p).is_ok());
+        let err =
+            place(&thin_req(4 * GI + 4 * MI, &["a"]), &nodes, &[], &p).expect_err("past the ratio");
+        assert!(
+            err.to_string().contains(
+                "a has 2Gi free (room for 4Gi of thin volumes at 200% over-provisioning)"
+            ),
+            "{err}"
+        );
+        assert!(place(&req(3 * GI, &["a"]), &nodes, &[], &p).is_err());
+        // A node that does not say its ratio counts a thin volume at its full size.
+        let silent = [thin_node("b", 10 * GI, 2 * GI, 100)];
+        assert!(place(&thin_req(3 * GI, &["b"]), &silent, &[], &p).is_err());
+        assert!(place(&thin_req(2 * GI, &["b"]), &silent, &[], &p).is_ok());
+    }
+
+    #[test]
+    fn placed_thin_volumes_count_by_their_share_until_reported() {
+        let p = Policy::default();
+        let nodes = [thin_node("a", 10 * GI, 2 * GI, 200)];
+        let thin = |v: &str, bytes: i64, allocated: Option<i64>| Placed {
+            thin: true,
+            ..placed(v, "a", bytes, allocated)
+        };
+        // 2 GiB of thin volume promised and not made: it takes 1 GiB of the 2 free.
+        let earlier = [thin("t1", 2 * GI, None)];
+        assert!(place(&thin_req(2 * GI, &["a"]), &nodes, &earlier, &p).is_ok());
+        assert!(place(&thin_req(2 * GI + 4 * MI, &["a"]), &nodes, &earlier, &p).is_err());
+        assert_eq!(
+            available(&nodes, HDD, true, &earlier, None),
+            Available {
+                total: 2 * GI,
+                largest: 2 * GI
+            }
+        );
+        assert_eq!(available(&nodes, HDD, false, &earlier, None).largest, GI);
+        // Reported (its pool took the group's space already): only a pending growth counts.
+        let made = [thin("t1", 4 * GI, Some(2 * GI))];
+        assert_eq!(room("a", HDD, &nodes[0].pools[&HDD], &made, "").bytes, GI);
+        // It may grow to what the room offers at the ratio: 2 GiB free → 4 GiB more.
+        assert!(check_growth(
+            &nodes,
+            "a",
+            HDD,
+            &[thin("t1", 2 * GI, Some(2 * GI))],
+            "t1",
+            6 * GI
+        )
+        .is_ok());
+        let err = check_growth(
+            &nodes,
+            "a",
+            HDD,
+            &[thin("t1", 2 * GI, Some(2 * GI))],
+            "t1",
+            6 * GI + 4 * MI,
+        )
+        .expect_err("past the ratio");
+        assert!(
+            err.to_string().starts_with("a can hold t1 at 6Gi at most"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn footprints_round_up_to_whole_extents() {
+        let pool = thin_node("a", 10 * GI, 2 * GI, 250).pools[&HDD].clone();
+        assert_eq!(pool.footprint(10 * MI, false), 12 * MI);
+        // 10 MiB at 250% is 4 MiB, one extent.
+        assert_eq!(pool.footprint(10 * MI, true), 4 * MI);
+        assert_eq!(pool.footprint(10 * MI + 1, true), 8 * MI);
+        assert_eq!(pool.offers(4 * MI, true), 10 * MI);
+        // A ratio below 100% is read as 100%: never more than the size.
+        let mut odd = pool.clone();
+        odd.thin_percent = 50;
+        assert_eq!(odd.footprint(8 * MI, true), 8 * MI);
     }
 
     #[test]
@@ -702,6 +861,7 @@ mod tests {
                 required: 3 * GI,
                 allocated: None,
                 meta: 0,
+                thin: false,
             },
             placed("v", "b", 3 * GI, None),
         ];
@@ -786,33 +946,33 @@ mod tests {
         // 2 GiB promised to a and not reported yet.
         let earlier = [placed("v1", "a", 2 * GI, None)];
         assert_eq!(
-            available(&nodes, HDD, &earlier, None),
+            available(&nodes, HDD, false, &earlier, None),
             Available {
                 total: 7 * GI,
                 largest: 4 * GI
             }
         );
         assert_eq!(
-            available(&nodes, HDD, &earlier, Some("b")),
+            available(&nodes, HDD, false, &earlier, Some("b")),
             Available {
                 total: 3 * GI,
                 largest: 3 * GI
             }
         );
         assert_eq!(
-            available(&nodes, HDD, &earlier, Some("down")),
+            available(&nodes, HDD, false, &earlier, Some("down")),
             Available::default()
         );
         assert_eq!(
-            available(&nodes, HDD, &earlier, Some("ghost")),
+            available(&nodes, HDD, false, &earlier, Some("ghost")),
             Available::default()
         );
         assert_eq!(
-            available(&nodes, PoolClass::Ssd, &earlier, None),
+            available(&nodes, PoolClass::Ssd, false, &earlier, None),
             Available::default()
         );
         // What available offers on a node, place accepts there, and no more.
-        let offered = available(&nodes, HDD, &earlier, Some("a")).largest;
+        let offered = available(&nodes, HDD, false, &earlier, Some("a")).largest;
         let p = Policy::default();
         assert!(place(&req(offered, &["a"]), &nodes, &earlier, &p).is_ok());
         assert!(place(&req(offered + 1, &["a"]), &nodes, &earlier, &p).is_err());

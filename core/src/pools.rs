@@ -1,12 +1,18 @@
 //! A node's pools as LocalStorageNode reports them, derived from LVM. Pure.
 
 use crate::lvm::LvmState;
+use crate::thin::ThinPolicy;
 use hwameistor_api::{LocalDisk, PoolClass, PoolDisk, PoolStatus, ThinPoolStatus};
 use std::collections::BTreeMap;
 
-/// Pool status for every HwameiStor volume group on the node. Volume groups of other
-/// owners are left out: they are not ours to report or use.
-pub fn pool_status(lvm: &LvmState, disks: &[LocalDisk]) -> BTreeMap<String, PoolStatus> {
+/// Pool status for every HwameiStor volume group on the node, with the agent's thin policy
+/// (`None` when it makes no thin volumes). Volume groups of other owners are left out: they
+/// are not ours to report or use.
+pub fn pool_status(
+    lvm: &LvmState,
+    disks: &[LocalDisk],
+    thin: Option<&ThinPolicy>,
+) -> BTreeMap<String, PoolStatus> {
     let lvs = lvm.lvs_by_vg();
     let mut out = BTreeMap::new();
     for vg in &lvm.vgs {
@@ -40,8 +46,6 @@ pub fn pool_status(lvm: &LvmState, disks: &[LocalDisk]) -> BTreeMap<String, Pool
                 used_capacity_bytes: vg.size - vg.free,
                 free_capacity_bytes: vg.free,
                 extent_size_bytes: vg.extent_size,
-                // A replicated volume's metadata volume is part of that volume, not one
-                // more volume.
                 // A replicated volume's metadata volume is part of that volume, and the thin
                 // pool holds volumes rather than being one.
                 volume_count: lvs
@@ -62,6 +66,7 @@ pub fn pool_status(lvm: &LvmState, disks: &[LocalDisk]) -> BTreeMap<String, Pool
                     provisioned_bytes: p.provisioned_bytes,
                     volume_count: p.volumes,
                 }),
+                thin_overprovision_percent: thin.map(|t| t.overprovision_percent()),
             },
         );
     }
@@ -136,7 +141,7 @@ mod tests {
                 },
             ],
         };
-        let pools = pool_status(&lvm, &[]);
+        let pools = pool_status(&lvm, &[], None);
         assert_eq!(pools.len(), 1);
         let p = &pools["LocalStorage_PoolHDD"];
         assert_eq!(
@@ -175,7 +180,7 @@ mod tests {
             pool_lv: Some(crate::thin::THIN_POOL_LV.into()),
             ..Default::default()
         });
-        let p = pool_status(&lvm, &[])["LocalStorage_PoolHDD"].clone();
+        let p = pool_status(&lvm, &[], None)["LocalStorage_PoolHDD"].clone();
         assert_eq!(p.volume_count, 2);
         assert_eq!(
             p.thin,

@@ -168,6 +168,7 @@ mod tests {
                 required_capacity_bytes: 8 << 20,
                 replication: None,
                 copy_from: None,
+                thin: false,
             },
         )
     }

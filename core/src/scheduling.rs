@@ -51,6 +51,8 @@ pub struct NewClaim {
     pub replicated: bool,
     /// HA: a second replica on another node.
     pub second: bool,
+    /// Thin: it takes its share of a thin pool ([`PoolView::footprint`]).
+    pub thin: bool,
 }
 
 impl NewClaim {
@@ -125,6 +127,8 @@ pub enum Hold {
         bytes: i64,
         /// DRBD metadata beside the data.
         meta: i64,
+        /// A thin volume: its share of the pool is held, not its size.
+        thin: bool,
         second: Option<String>,
     },
     /// One free disk of the type on the node, of the size asked.
@@ -186,11 +190,11 @@ pub struct Capacity {
     reservations: Vec<Reservation>,
 }
 
-/// What the pod needs from one node: per class, bytes (extent-rounded later) and volumes;
-/// per disk type, disks.
+/// What the pod needs from one node: per class, volumes' bytes with whether they are thin
+/// (each counted by the node's pool later) and volumes; per disk type, disks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Demand {
-    per_class: BTreeMap<PoolClass, (Vec<i64>, i64)>,
+    per_class: BTreeMap<PoolClass, (Vec<(i64, bool)>, i64)>,
     needs_ip: bool,
     disks: BTreeMap<PoolClass, Vec<DiskNeed>>,
 }
@@ -200,21 +204,23 @@ impl Demand {
         self.per_class.is_empty() && self.disks.is_empty()
     }
 
-    fn add(&mut self, class: PoolClass, data: i64, meta: i64, replicated: bool) {
-        let e = self.per_class.entry(class).or_default();
-        e.0.push(data);
+    fn add(&mut self, c: &NewClaim, replicated: bool) {
+        let e = self.per_class.entry(c.class).or_default();
+        e.0.push((c.bytes, c.thin));
+        let meta = c.meta();
         if meta > 0 {
-            e.0.push(meta);
+            e.0.push((meta, false));
         }
         e.1 += 1;
         self.needs_ip |= replicated;
     }
 
-    /// Bytes in a pool of extent `extent`: each volume rounded up, as LVM allocates.
-    fn bytes(parts: &[i64], extent: i64) -> i64 {
+    /// Bytes of `pool`'s group the parts take: each volume rounded up, as LVM allocates, a
+    /// thin one by its share ([`PoolView::footprint`]).
+    fn bytes(parts: &[(i64, bool)], pool: &PoolView) -> i64 {
         parts
             .iter()
-            .map(|b| round_up_to_extent(*b, extent))
+            .map(|(b, thin)| pool.footprint(*b, *thin))
             .fold(0i64, i64::saturating_add)
     }
 }
@@ -222,7 +228,7 @@ impl Demand {
 fn primary_demand(claims: &PodClaims) -> Demand {
     let mut d = Demand::default();
     for c in &claims.new {
-        d.add(c.class, c.bytes, c.meta(), c.replicated);
+        d.add(c, c.replicated);
     }
     for c in &claims.disks {
         d.disks
@@ -263,7 +269,7 @@ pub fn disks_suffice(free: &[i64], needs: &[DiskNeed]) -> bool {
 fn second_demand(claims: &PodClaims) -> Demand {
     let mut d = Demand::default();
     for c in claims.new.iter().filter(|c| c.second) {
-        d.add(c.class, c.bytes, c.meta(), true);
+        d.add(c, true);
     }
     d
 }
@@ -331,8 +337,7 @@ impl Capacity {
                 .get_mut(&p.node)
                 .and_then(|n| n.pools.get_mut(&p.class))
             {
-                let extent = pr.pool.extent;
-                pr.tally.add(p, extent);
+                pr.tally.add(p, &pr.pool);
             }
         }
         for r in reservations.iter().filter(|r| r.expires > now) {
@@ -346,14 +351,21 @@ impl Capacity {
         &self.reservations
     }
 
-    fn count(&mut self, node: &str, class: PoolClass, bytes: i64, meta: i64, sign: i64) {
+    fn count(
+        &mut self,
+        node: &str,
+        class: PoolClass,
+        (bytes, thin): (i64, bool),
+        meta: i64,
+        sign: i64,
+    ) {
         if let Some(pr) = self
             .nodes
             .get_mut(node)
             .and_then(|n| n.pools.get_mut(&class))
         {
             let extent = pr.pool.extent;
-            let b = round_up_to_extent(bytes, extent)
+            let b = pr.pool.footprint(bytes, thin)
                 + if meta > 0 {
                     round_up_to_extent(meta, extent)
                 } else {
@@ -371,11 +383,12 @@ impl Capacity {
                 class,
                 bytes,
                 meta,
+                thin,
                 second,
             } => {
-                self.count(&r.node, *class, *bytes, *meta, sign);
+                self.count(&r.node, *class, (*bytes, *thin), *meta, sign);
                 if let Some(s) = second {
-                    self.count(s, *class, *bytes, *meta, sign);
+                    self.count(s, *class, (*bytes, *thin), *meta, sign);
                 }
             }
             Hold::Disk { disk_type, need } => {
@@ -435,14 +448,14 @@ impl Capacity {
         gone
     }
 
-    /// Bytes and volumes left in `node`'s pool of `class`, and its extent.
-    fn room(&self, node: &NodeCap, class: PoolClass) -> Option<(i64, i64, i64)> {
+    /// Bytes and volumes left in `node`'s pool of `class`, and the pool.
+    fn room<'a>(&self, node: &'a NodeCap, class: PoolClass) -> Option<(i64, i64, &'a PoolView)> {
         let pr = node.pools.get(&class)?;
         let r = pr.tally.room(&pr.pool);
         Some((
             (r.bytes - pr.reserved).max(0),
             r.volumes + pr.reserved_volumes,
-            pr.pool.extent,
+            &pr.pool,
         ))
     }
 
@@ -464,10 +477,10 @@ impl Capacity {
         }
         let mut share = 1.0f64;
         for (class, (parts, count)) in &demand.per_class {
-            let Some((bytes, volumes, extent)) = self.room(node, *class) else {
+            let Some((bytes, volumes, pool)) = self.room(node, *class) else {
                 return Err(format!("{name} has no {class} pool"));
             };
-            let need = Demand::bytes(parts, extent);
+            let need = Demand::bytes(parts, pool);
             if need > bytes {
                 return Err(format!(
                     "{name} has {} free in its {class} pool, the pod's new volumes there need {}",
@@ -645,6 +658,7 @@ impl Capacity {
                         class: c.class,
                         bytes: c.bytes,
                         meta: c.meta(),
+                        thin: c.thin,
                         second: if c.second { second_node.clone() } else { None },
                     },
                 )

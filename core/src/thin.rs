@@ -10,6 +10,7 @@
 //! usage past `warn_at_percent` is reported.
 
 use crate::lvm::{round_up_to_extent, validate_lv_name, InvalidLvName, LvmState};
+use hwameistor_api::quantity::format_size;
 use thiserror::Error;
 
 /// The thin pool's logical volume in each volume group.
@@ -46,6 +47,14 @@ impl Default for ThinPolicy {
             grow_by_percent: 25.0,
             warn_at_percent: 80.0,
         }
+    }
+}
+
+impl ThinPolicy {
+    /// The over-provisioning ratio in whole percent, as a LocalStorageNode reports it
+    /// (never below 100: a pool is not under-provisioned by rule).
+    pub fn overprovision_percent(&self) -> i64 {
+        (self.overprovision_ratio * 100.0).round().max(100.0) as i64
     }
 }
 
@@ -132,7 +141,8 @@ pub enum ThinPlanError {
     #[error("logical volume {vg}/{lv} exists and is not a thin volume of {vg}/{THIN_POOL_LV}")]
     NotThin { vg: String, lv: String },
     #[error(
-        "thin pool {vg}/{THIN_POOL_LV} cannot take {want} more bytes: {provisioned} are provisioned, at most {ratio} times its data can be, and the group has {free} bytes free to grow it (it needs {need})"
+        "thin pool {vg}/{THIN_POOL_LV} cannot take {} more: {} are provisioned in it, at most {ratio} times its data may be, and the group has {} free to grow it (it needs {}); free space in the group (a disk claimed into it, a thick volume removed) or delete thin volumes",
+        format_size(*want), format_size(*provisioned), format_size(*free), format_size(*need)
     )]
     Overprovisioned {
         vg: String,
@@ -396,7 +406,8 @@ mod tests {
         // Too small for that too: refused, saying why.
         let e = plan_ensure_thin_lv(&state(100 * MI, vec![]), VG, "v1", 800 * MI, &p).unwrap_err();
         assert!(
-            e.to_string().contains("the group has 104857600 bytes free"),
+            e.to_string()
+                .contains("the group has 100Mi free to grow it (it needs 416Mi)"),
             "{e}"
         );
         assert!(matches!(

@@ -152,6 +152,7 @@ pub fn replica_for(v: &LocalVolume, config: &VolumeConfig, node: &str) -> LocalV
             node_name: node.to_string(),
             volume_kind: v.spec.volume_kind,
             required_capacity_bytes: bytes,
+            thin: v.spec.thin,
             replication: ha::replication_spec(v, config, node, DEFAULT_PORT_BASE),
             copy_from: copy_source(v, config, node),
         },
@@ -382,6 +383,7 @@ mod tests {
                 config: None,
                 split_brain_resolution: None,
                 operation: None,
+                thin: false,
             },
         );
         v.metadata.uid = Some("uid-1".into());

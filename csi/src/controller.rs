@@ -497,17 +497,19 @@ pub fn compatible(
         || e.fs_type != want.fs_type
         || e.replica_number != want.replica_number
         || e.convertible != want.convertible
+        || e.thin != want.thin
         || !size_ok
     {
         return Err(Status::new(
             Code::AlreadyExists,
             format!(
-                "volume {} exists with pool {}, filesystem {:?}, {} bytes, {} replicas: incompatible with this request",
+                "volume {} exists with pool {}, filesystem {:?}, {} bytes, {} replicas{}: incompatible with this request",
                 existing.name_any(),
                 e.pool_name,
                 e.fs_type,
                 e.required_capacity_bytes,
-                e.replica_number
+                e.replica_number,
+                if e.thin { ", thin" } else { "" }
             ),
         ));
     }
@@ -569,6 +571,7 @@ pub fn volume_spec(req: &CreateVolumeRequest) -> Result<LocalVolumeSpec, Status>
         config: None,
         split_brain_resolution: None,
         operation: None,
+        thin: params.thin,
     })
 }
 
@@ -949,7 +952,7 @@ impl Controller for ControllerService {
         let room = if params.replicas.get() > 1 {
             placement::available_replicated(&nodes, params.pool_class, &placed, node)
         } else {
-            placement::available(&nodes, params.pool_class, &placed, node)
+            placement::available(&nodes, params.pool_class, params.thin, &placed, node)
         };
         // The smallest volume these capabilities allow (xfs has a floor of its own); without
         // capabilities the filesystem is not known, so no minimum is claimed.

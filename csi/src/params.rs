@@ -13,6 +13,7 @@ use thiserror::Error;
 pub const PARAM_POOL_CLASS: &str = "poolClass";
 pub const PARAM_REPLICA_NUMBER: &str = "replicaNumber";
 pub const PARAM_CONVERTIBLE: &str = "convertible";
+pub const PARAM_THIN: &str = "thin";
 pub const PARAM_FS_TYPE: &str = "csi.storage.k8s.io/fstype";
 pub const PARAM_PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
 pub const PARAM_PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
@@ -41,6 +42,9 @@ pub struct VolumeParams {
     /// A single-replica volume created with DRBD on its one node, so that a later
     /// conversion to HA runs online (while the volume is in use).
     pub convertible: bool,
+    /// Carved from the pool's thin pool (allocated as written, over-provisioned up to the
+    /// node's ratio).
+    pub thin: bool,
     /// Set only when the StorageClass names a filesystem (the provisioner usually moves it
     /// into the volume capability instead).
     pub fs_type: Option<FsType>,
@@ -54,6 +58,7 @@ impl Default for VolumeParams {
             pool_class: PoolClass::Hdd,
             replicas: ReplicaCount::ONE,
             convertible: false,
+            thin: false,
             fs_type: None,
             pvc_name: None,
             pvc_namespace: None,
@@ -64,7 +69,7 @@ impl Default for VolumeParams {
 /// A parameter problem; every variant names the parameter.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ParamError {
-    #[error("unknown StorageClass parameter {name:?}; known parameters: poolClass, replicaNumber, convertible, csi.storage.k8s.io/fstype")]
+    #[error("unknown StorageClass parameter {name:?}; known parameters: poolClass, replicaNumber, convertible, thin, csi.storage.k8s.io/fstype")]
     Unknown { name: String },
     #[error("StorageClass parameter {name}={value:?} is invalid: expected {expected}")]
     BadValue {
@@ -130,13 +135,8 @@ pub fn parse<'a>(
                 }
                 out.replicas = ReplicaCount(n);
             }
-            PARAM_CONVERTIBLE => {
-                out.convertible = match value.trim() {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(bad(key, value, "\"true\" or \"false\"")),
-                };
-            }
+            PARAM_CONVERTIBLE => out.convertible = flag(key, value)?,
+            PARAM_THIN => out.thin = flag(key, value)?,
             PARAM_FS_TYPE => {
                 out.fs_type =
                     Some(FsType::parse(value).ok_or_else(|| bad(key, value, "xfs or ext4"))?);
@@ -156,7 +156,22 @@ pub fn parse<'a>(
             reason: "convertible applies to single-replica volumes (replicaNumber \"1\"); a volume with replicaNumber \"2\" is replicated already",
         });
     }
+    if out.thin && (out.convertible || out.replicas.get() > 1) {
+        return Err(ParamError::Unsupported {
+            name: PARAM_THIN.into(),
+            value: "true".into(),
+            reason: hwameistor_core::ha::THIN_NOT_REPLICATED,
+        });
+    }
     Ok(out)
+}
+
+fn flag(key: &str, value: &str) -> Result<bool, ParamError> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(bad(key, value, "\"true\" or \"false\"")),
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +198,7 @@ mod tests {
             ("poolClass", "nvme"),
             ("replicaNumber", "1"),
             ("convertible", "true"),
+            ("thin", "false"),
             ("csi.storage.k8s.io/fstype", "ext4"),
             ("csi.storage.k8s.io/pvc/name", "data"),
             ("csi.storage.k8s.io/pvc/namespace", "apps"),
@@ -195,6 +211,7 @@ mod tests {
                 pool_class: PoolClass::Nvme,
                 replicas: ReplicaCount::ONE,
                 convertible: true,
+                thin: false,
                 fs_type: Some(FsType::Ext4),
                 pvc_name: Some("data".into()),
                 pvc_namespace: Some("apps".into()),
@@ -213,6 +230,8 @@ mod tests {
             ("replicaNumber", "-1"),
             ("convertible", "yes"),
             ("convertible", "True"),
+            ("thin", "yes"),
+            ("thin", "1"),
             ("csi.storage.k8s.io/fstype", "btrfs"),
             ("csi.storage.k8s.io/fstype", "XFS"),
         ];
@@ -254,6 +273,23 @@ mod tests {
             parse(&p(&[("convertible", "true"), ("replicaNumber", "2")])).expect_err("HA already");
         assert_eq!(err.parameter(), "convertible");
         assert!(err.to_string().contains("replicated already"), "{err}");
+    }
+
+    #[test]
+    fn thin_volumes_keep_one_replica() {
+        assert!(parse(&p(&[("thin", "true")])).expect("thin").thin);
+        assert!(
+            parse(&p(&[("thin", "true"), ("replicaNumber", "1")]))
+                .expect("thin, one replica")
+                .thin
+        );
+        for extra in [("replicaNumber", "2"), ("convertible", "true")] {
+            let err = parse(&p(&[("thin", "true"), extra])).expect_err("thin and replicated");
+            assert_eq!(err.parameter(), "thin", "{extra:?}");
+            assert!(err.to_string().contains("initial sync"), "{err}");
+        }
+        // A thick volume may be anything.
+        assert!(parse(&p(&[("thin", "false"), ("replicaNumber", "2")])).is_ok());
     }
 
     #[test]

@@ -155,6 +155,7 @@ async fn big_caches() -> anyhow::Result<()> {
                 }),
                 split_brain_resolution: None,
                 operation: None,
+                thin: false,
             },
         );
         v.status = Some(LocalVolumeStatus {
@@ -173,6 +174,7 @@ async fn big_caches() -> anyhow::Result<()> {
                 required_capacity_bytes: bytes,
                 replication: None,
                 copy_from: None,
+                thin: false,
             },
         );
         r.status = Some(LocalVolumeReplicaStatus {

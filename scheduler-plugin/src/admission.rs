@@ -109,6 +109,12 @@ fn check_volume(v: &LocalVolume, old: Option<&LocalVolume>) -> Result<(), String
             spec.replica_number
         ));
     }
+    if hwameistor_core::ha::thin_replicated(spec) {
+        return Err(format!(
+            "{}: set replicaNumber 1 and convertible false, or thin false",
+            hwameistor_core::ha::THIN_NOT_REPLICATED
+        ));
+    }
     if spec.replica_number > 2 {
         return Err(format!(
             "replicaNumber {} is not supported: DRBD 8.4 replicates between two nodes; use 1 or 2",
@@ -129,6 +135,12 @@ fn check_volume(v: &LocalVolume, old: Option<&LocalVolume>) -> Result<(), String
                 "volumes never shrink: requiredCapacityBytes {} is below the volume's {}; to grow it use `kubectl hwameistor volume expand`",
                 format_size(spec.required_capacity_bytes),
                 format_size(old.spec.required_capacity_bytes)
+            ));
+        }
+        if spec.thin != old.spec.thin {
+            return Err(format!(
+                "a volume stays {}: thin is fixed when it is created; create a volume of the other kind and copy the data instead",
+                if old.spec.thin { "thin" } else { "thick" }
             ));
         }
         if spec.pool_name != old.spec.pool_name {
@@ -242,6 +254,17 @@ fn check_migrate(caches: &Caches, m: &LocalVolumeMigrate) -> Result<(), String> 
 
 fn check_convert(caches: &Caches, c: &LocalVolumeConvert) -> Result<(), String> {
     let nodes = volume_nodes(caches, &c.spec.volume_name)?;
+    if caches
+        .volumes
+        .get(&c.spec.volume_name)
+        .is_some_and(|v| v.thin)
+    {
+        return Err(format!(
+            "volume {} is thin and cannot be converted: {}",
+            c.spec.volume_name,
+            hwameistor_core::ha::THIN_NOT_REPLICATED
+        ));
+    }
     if let Some(t) = c
         .spec
         .target_node

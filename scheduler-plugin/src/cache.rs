@@ -32,6 +32,8 @@ pub struct VolumeView {
     pub name: String,
     pub class: Option<PoolClass>,
     pub required: i64,
+    /// A thin volume: takes the node's over-provisioning share of its size.
+    pub thin: bool,
     pub config: Option<VolumeConfig>,
     /// The nodes a pod using it may run on now.
     pub serving: Vec<String>,
@@ -122,6 +124,7 @@ impl Cached for LocalVolume {
             name: self.name_any(),
             class: PoolClass::from_pool_name(&self.spec.pool_name),
             required: self.spec.required_capacity_bytes,
+            thin: self.spec.thin,
             config: self.spec.config.clone(),
             serving: serving_nodes(self),
         }

@@ -156,6 +156,7 @@ pub fn new_claim(caches: &Caches, c: &ClaimView) -> Result<Option<New>, String> 
         bytes,
         replicated: replicas > 1 || params.convertible,
         second: replicas > 1,
+        thin: params.thin,
     })))
 }
 

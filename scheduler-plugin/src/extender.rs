@@ -366,6 +366,7 @@ impl Extender {
                 &v.name,
                 class,
                 v.required,
+                v.thin,
                 config,
                 |node| allocated.get(&(v.name.as_str(), node)).copied().flatten(),
             ));
@@ -409,6 +410,7 @@ impl Extender {
                         0
                     },
                     second: None,
+                    thin: n.thin,
                 },
                 Ok(Some(New::Disk(n))) => Hold::Disk {
                     disk_type: n.disk_type,

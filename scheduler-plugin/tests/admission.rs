@@ -45,6 +45,7 @@ async fn started() -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
             }),
             split_brain_resolution: None,
             operation: None,
+            thin: false,
         },
     );
     v.metadata.uid = Some("v-uid".into());
@@ -208,6 +209,41 @@ async fn hwameistor_resources_get_cross_field_checks_with_what_to_do() {
     )
     .await;
     assert!(denied(&r).starts_with("volumes never shrink"), "{r}");
+    // Thin volumes keep one replica, and a volume stays thin or thick.
+    let thin = |replicas: i64, convertible: bool| {
+        let mut v = volume_json(replicas, convertible, GI);
+        v["spec"]["thin"] = json!(true);
+        v
+    };
+    for (replicas, convertible) in [(2, false), (1, true)] {
+        let r = answer(
+            addr,
+            "/validate",
+            review(lv, "CREATE", None, thin(replicas, convertible), Value::Null),
+        )
+        .await;
+        assert!(denied(&r).contains("thin volumes keep one replica"), "{r}");
+    }
+    let r = answer(
+        addr,
+        "/validate",
+        review(lv, "CREATE", None, thin(1, false), Value::Null),
+    )
+    .await;
+    assert_eq!(r["allowed"], true, "{r}");
+    let r = answer(
+        addr,
+        "/validate",
+        review(
+            lv,
+            "UPDATE",
+            None,
+            volume_json(1, false, GI),
+            thin(1, false),
+        ),
+    )
+    .await;
+    assert!(denied(&r).starts_with("a volume stays thin"), "{r}");
 
     let mig = |volume: &str, from: &str, to: Value| {
         json!({"apiVersion": "hwameistor.io/v1alpha1", "kind": "LocalVolumeMigrate", "metadata": {"name": "m"},

@@ -365,6 +365,7 @@ impl FakeNode {
                 required_capacity_bytes: bytes,
                 replication: None,
                 copy_from: None,
+                thin: false,
             },
         );
         r.metadata.labels = Some(BTreeMap::from([

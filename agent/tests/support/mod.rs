@@ -106,6 +106,7 @@ pub async fn create_replica(sb: &Sandbox, volume: &str, node: &str, bytes: i64) 
             required_capacity_bytes: bytes,
             replication: None,
             copy_from: None,
+            thin: false,
         },
     );
     r.metadata.labels = Some(

@@ -107,6 +107,8 @@ fn hdd_pool(total: i64, free: i64) -> BTreeMap<String, PoolStatus> {
             volume_count: 0,
             disks: vec![],
             thin: None,
+            // As the agent reports by default (thin volumes up to twice the pool).
+            thin_overprovision_percent: Some(200),
         },
     )])
 }

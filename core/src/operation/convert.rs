@@ -108,6 +108,12 @@ impl Machine for Convert<'_> {
         let Some(config) = v.spec.config.as_ref() else {
             return Start::Wait("the volume is not placed yet".into());
         };
+        if v.spec.thin {
+            return Start::Fail(format!(
+                "the volume is thin and cannot be converted: {}",
+                ha::THIN_NOT_REPLICATED
+            ));
+        }
         let online = ha::alone(config);
         if ha::is_ha(config) && !online {
             return if config.replicas.len() >= 2 {

@@ -354,6 +354,7 @@ mod tests {
                         free: 30 * GI,
                         extent: 4 << 20,
                         volumes: 0,
+                        thin_percent: 100,
                     },
                 );
             }

@@ -150,6 +150,7 @@ pub fn choose_target(
         bytes: config.required_capacity_bytes,
         replicas: 1,
         replicated,
+        thin: v.spec.thin,
         accessibility: Vec::new(),
         prefer: Vec::new(),
     };
@@ -227,6 +228,7 @@ fn fit_group(
                 bytes,
                 replicas: 1,
                 replicated: *replicated,
+                thin: m.spec.thin,
                 accessibility: Vec::new(),
                 prefer: Vec::new(),
             };
@@ -250,6 +252,7 @@ fn fit_group(
                 } else {
                     0
                 },
+                thin: m.spec.thin,
             });
         }
         match place(req, std::slice::from_ref(n), &sim, &w.policy) {

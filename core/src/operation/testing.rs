@@ -33,6 +33,7 @@ pub fn nodes(names: &[&str], free: i64) -> Vec<NodeView> {
                     free,
                     extent: 4 << 20,
                     volumes: 0,
+                    thin_percent: 100,
                 },
             )]),
         })
@@ -75,6 +76,7 @@ pub fn volume(on: &[&str]) -> LocalVolume {
             }),
             split_brain_resolution: None,
             operation: None,
+            thin: false,
         },
     );
     v.metadata.uid = Some("vol-uid".into());

@@ -22,6 +22,7 @@ fn node(name: &str, pools: &[(PoolClass, i64)]) -> NodeView {
                         free: *free,
                         extent: 4 * MI,
                         volumes: 0,
+                        thin_percent: 100,
                     },
                 )
             })
@@ -36,6 +37,7 @@ fn new(pvc: &str, class: PoolClass, bytes: i64, ha: bool) -> NewClaim {
         bytes,
         replicated: ha,
         second: ha,
+        thin: false,
     }
 }
 
@@ -211,6 +213,7 @@ fn ha_claims_need_a_second_node_with_room() {
             meta: drbd::meta_bytes(GI),
             // The roomiest other node.
             second: Some("a".into()),
+            thin: false,
         }
     );
 }
@@ -271,6 +274,7 @@ fn reservations_hold_room_for_others_until_released_or_expired() {
             bytes: 2 * GI,
             meta: 0,
             second: None,
+            thin: false,
         },
         expires: 10,
     };
@@ -298,6 +302,7 @@ fn placed_volumes_count_as_the_placement_counts_them() {
         // Placed, its logical volume not reported yet: the free bytes do not show it.
         allocated: None,
         meta: 0,
+        thin: false,
     }];
     let c = Capacity::new(&nodes, &placed, &[], &[], 0, Policy::default());
     let p = pod("u", vec![new("ns/d", HDD, 2 * GI, false)]);
@@ -682,4 +687,53 @@ fn a_burst_of_disk_claims_never_promises_a_disk_twice() {
         given > 5 && refused > 100,
         "given {given}, refused {refused}"
     );
+}
+
+#[test]
+fn thin_claims_need_their_share_of_the_pool_and_hold_only_that() {
+    // 2 GiB free on each; a's agent over-provisions thin pools 300%, b's does not say.
+    let mut a = node("a", &[(HDD, 2 * GI)]);
+    let b = node("b", &[(HDD, 2 * GI)]);
+    for p in a.pools.values_mut() {
+        p.thin_percent = 300;
+    }
+    let mut c = cap(&[a, b]);
+    let thin = |pvc: &str, bytes: i64| NewClaim {
+        thin: true,
+        ..new(pvc, HDD, bytes, false)
+    };
+    // 3 GiB thin + 1 GiB thick: a needs 1 + 1 GiB, b 3 + 1 GiB.
+    let p1 = pod(
+        "p1",
+        vec![thin("ns/t1", 3 * GI), new("ns/k1", HDD, GI, false)],
+    );
+    let (ok, failed) = c.filter(&p1, &names(&["a", "b"]));
+    assert_eq!(
+        ok.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    assert_eq!(
+        failed["b"],
+        "b has 2Gi free in its HDD pool, the pod's new volumes there need 4Gi"
+    );
+    // Held on a: 2 GiB of the 2 (the thin claim's share only): nothing left for another.
+    c.reserve(&p1, "a", 100).expect("p1 fits a");
+    let p2 = pod("p2", vec![thin("ns/t2", 4 * MI)]);
+    assert!(
+        c.filter(&p2, &names(&["a"])).0.is_empty(),
+        "a is held for p1"
+    );
+    // Released: 6 GiB of thin volumes fit the 2 GiB at 300%, not 6 GiB + 12 MiB.
+    c.release_pod("p1");
+    assert_eq!(
+        passed(&c, &pod("p3", vec![thin("ns/t3", 6 * GI)]), &["a"]),
+        ["a"]
+    );
+    assert!(c
+        .filter(
+            &pod("p4", vec![thin("ns/t4", 6 * GI + 12 * MI)]),
+            &names(&["a"])
+        )
+        .0
+        .is_empty());
 }

@@ -1462,6 +1462,7 @@ mod tests {
             volume_count: 3,
             disks: vec![],
             thin: Some(t),
+            thin_overprovision_percent: None,
         };
         let findings = |t| {
             let mut n = n.clone();

@@ -214,6 +214,7 @@ pub fn placed_on(v: &LocalVolume, target: &str, replicated: bool) -> Option<Plac
         } else {
             0
         },
+        thin: false,
     })
 }
 
@@ -977,6 +978,7 @@ pub(crate) mod fixtures {
                     volume_count: 0,
                     disks: vec![],
                     thin: None,
+                    thin_overprovision_percent: None,
                 },
             )]
             .into(),
@@ -1023,6 +1025,7 @@ pub(crate) mod fixtures {
                 }),
                 split_brain_resolution: None,
                 operation: None,
+                thin: false,
             },
         );
         v.status = Some(LocalVolumeStatus {
@@ -1052,6 +1055,7 @@ pub(crate) mod fixtures {
                         required_capacity_bytes: v.spec.required_capacity_bytes,
                         replication: None,
                         copy_from: None,
+                        thin: false,
                     },
                 );
                 r.status = Some(LocalVolumeReplicaStatus {

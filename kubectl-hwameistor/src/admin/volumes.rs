@@ -308,7 +308,7 @@ pub fn volume_row(v: &LocalVolume, replicas: &[&LocalVolumeReplica]) -> VolumeRo
     });
     VolumeRow {
         name,
-        kind: KIND_LVM.into(),
+        kind: if v.spec.thin { KIND_LVM_THIN } else { KIND_LVM }.into(),
         pool: v.spec.pool_name.clone(),
         required_bytes: v.spec.required_capacity_bytes,
         allocated_bytes: st.allocated_capacity_bytes,
@@ -338,6 +338,8 @@ pub fn volume_row(v: &LocalVolume, replicas: &[&LocalVolumeReplica]) -> VolumeRo
 
 /// The KIND of a LocalVolume's row.
 pub const KIND_LVM: &str = "LVM";
+/// The KIND of a thin LocalVolume's row (in its pool's thin pool).
+pub const KIND_LVM_THIN: &str = "LVM-thin";
 /// The KIND of a LocalDiskVolume's row.
 pub const KIND_DISK: &str = "Disk";
 
@@ -925,6 +927,7 @@ mod tests {
                     volume_count: 0,
                     disks: vec![],
                     thin: None,
+                    thin_overprovision_percent: None,
                 },
             )]
             .into(),
@@ -949,6 +952,7 @@ mod tests {
                 config: None,
                 split_brain_resolution: None,
                 operation: None,
+                thin: false,
             },
         );
         v.spec.config = on.map(|n| VolumeConfig {
@@ -994,6 +998,14 @@ mod tests {
     }
 
     #[test]
+    fn a_thin_volume_shows_as_thin() {
+        let mut v = volume("t", GI, Some("n1"));
+        assert_eq!(volume_row(&v, &[]).kind, "LVM");
+        v.spec.thin = true;
+        assert_eq!(volume_row(&v, &[]).kind, "LVM-thin");
+    }
+
+    #[test]
     fn room_counts_volumes_placed_but_not_reported() {
         let v = volume("v", GI, Some("n1"));
         // v's 1 GiB exists (its replica reports it). The node reports 3 GiB free, but another
@@ -1009,6 +1021,7 @@ mod tests {
                 required_capacity_bytes: GI,
                 replication: None,
                 copy_from: None,
+                thin: false,
             },
         );
         r.status = Some(hwameistor_api::LocalVolumeReplicaStatus {
@@ -1216,6 +1229,7 @@ pub(crate) mod ha_fixtures {
                 }),
                 split_brain_resolution: None,
                 operation: None,
+                thin: false,
             },
         );
         v.metadata.resource_version = Some("41".into());
@@ -1248,6 +1262,7 @@ pub(crate) mod ha_fixtures {
                 required_capacity_bytes: GIB,
                 replication: None,
                 copy_from: None,
+                thin: false,
             },
         );
         r.status = Some(LocalVolumeReplicaStatus {

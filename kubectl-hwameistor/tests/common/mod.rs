@@ -484,6 +484,7 @@ pub fn storage_node(
                             free_bytes: total - used,
                         }],
                         thin: None,
+                        thin_overprovision_percent: None,
                     },
                 )
             })
@@ -631,6 +632,7 @@ pub fn spawn_agent_claim_double(client: Client, node: &str) -> tokio::task::Join
                             volume_count: 0,
                             disks: vec![],
                             thin: None,
+                            thin_overprovision_percent: None,
                         });
                         p.total_capacity_bytes += bytes;
                         p.free_capacity_bytes += bytes;

@@ -126,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
                 config: None,
                 split_brain_resolution: None,
                 operation: None,
+                thin: false,
             },
         );
         volumes.create(&PostParams::default(), &v).await?;

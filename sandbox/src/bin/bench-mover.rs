@@ -57,6 +57,7 @@ async fn create_volume(sb: &Sandbox, name: &str, mib: i64, node: &str) -> anyhow
                 config: None,
                 split_brain_resolution: None,
                 operation: None,
+                thin: false,
             },
         ),
     )

@@ -144,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
                 required_capacity_bytes: 8 << 20,
                 replication: None,
                 copy_from: None,
+                thin: false,
             },
         );
         r.metadata.labels = Some([(LABEL_NODE.to_string(), node.to_string())].into());

@@ -134,6 +134,7 @@ async fn populate_node(client: Client, node: String, replicas: usize) -> Result<
                 required_capacity_bytes: 1 << 30,
                 replication: None,
                 copy_from: None,
+                thin: false,
             },
         );
         r.metadata.labels = Some(BTreeMap::from([

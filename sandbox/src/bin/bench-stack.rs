@@ -53,6 +53,7 @@ fn volume(name: &str, node: &str) -> LocalVolume {
             config: None,
             split_brain_resolution: None,
             operation: None,
+            thin: false,
         },
     )
 }

@@ -293,6 +293,7 @@ async fn main() -> anyhow::Result<()> {
                     config: None,
                     split_brain_resolution: None,
                     operation: None,
+                    thin: false,
                 },
             ),
         )
@@ -360,6 +361,7 @@ async fn main() -> anyhow::Result<()> {
                         config: None,
                         split_brain_resolution: None,
                         operation: None,
+                        thin: false,
                     },
                 ),
             )
@@ -452,6 +454,7 @@ async fn main() -> anyhow::Result<()> {
                         config: None,
                         split_brain_resolution: None,
                         operation: None,
+                        thin: false,
                     },
                 ),
             )

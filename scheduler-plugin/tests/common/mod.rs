@@ -43,6 +43,7 @@ pub fn storage_node_sized(name: &str, total: i64, free: i64) -> LocalStorageNode
                 volume_count: 0,
                 disks: vec![],
                 thin: None,
+                thin_overprovision_percent: None,
             },
         )]),
         ..Default::default()
