@@ -28,6 +28,8 @@ pub enum CrashPoint {
     LvmAfterLvcreate,
     /// The logical volume is gone; the replica still holds its finalizer.
     LvmAfterLvremove,
+    /// A group's thin pool was created for a thin volume; the volume is not made yet.
+    LvmAfterThinPool,
     /// An HA replica's DRBD metadata is created; the resource is not up.
     HaAfterMetadata,
     /// An HA replica's DRBD resource is up; its status does not say so yet.
@@ -45,13 +47,14 @@ pub enum CrashPoint {
 }
 
 impl CrashPoint {
-    pub const ALL: [CrashPoint; 13] = [
+    pub const ALL: [CrashPoint; 14] = [
         CrashPoint::ClaimAfterChoose,
         CrashPoint::ClaimAfterBindDisk,
         CrashPoint::LvmAfterPvcreate,
         CrashPoint::ReplicaAfterFinalizer,
         CrashPoint::LvmAfterLvcreate,
         CrashPoint::LvmAfterLvremove,
+        CrashPoint::LvmAfterThinPool,
         CrashPoint::HaAfterMetadata,
         CrashPoint::HaAfterUp,
         CrashPoint::HaAfterForcedPrimary,
@@ -69,6 +72,7 @@ impl CrashPoint {
             CrashPoint::ReplicaAfterFinalizer => "replica-after-finalizer",
             CrashPoint::LvmAfterLvcreate => "lvm-after-lvcreate",
             CrashPoint::LvmAfterLvremove => "lvm-after-lvremove",
+            CrashPoint::LvmAfterThinPool => "lvm-after-thin-pool",
             CrashPoint::HaAfterMetadata => "ha-after-metadata",
             CrashPoint::HaAfterUp => "ha-after-up",
             CrashPoint::HaAfterForcedPrimary => "ha-after-forced-primary",

@@ -18,6 +18,7 @@ use hwameistor_api::{
 use hwameistor_mover::{
     Authorizer, CancellationToken, Client, ClientConfig, CopyIdentity, CopyRequest, FaultInjection,
     FileCheckpointStore, Grant, NodeKey, PublicKey, Refusal, RefusalKind, Server, ServerOptions,
+    TargetZeroed,
 };
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
@@ -117,6 +118,7 @@ impl Mover {
             replica: name,
             pool: r.spec.pool_name.clone(),
             volume: r.spec.volume_name.clone(),
+            thin: r.spec.thin,
             src: src.clone(),
             cancel,
         };
@@ -141,6 +143,9 @@ struct CopyJob {
     replica: String,
     pool: String,
     volume: String,
+    /// The target is a new thin volume: it reads zeros where nothing was written, so zero
+    /// chunks are skipped rather than written (which would allocate them in the pool).
+    thin: bool,
     src: CopySource,
     cancel: CancellationToken,
 }
@@ -234,6 +239,9 @@ impl CopyJob {
                 key,
                 (self.mover.settings.device)(&self.pool, &self.volume),
             );
+            if self.thin {
+                cfg.target_zeroed = TargetZeroed::Yes;
+            }
             cfg.rate_limit = self
                 .src
                 .bandwidth_limit_bytes_per_second

@@ -153,8 +153,20 @@ pub async fn reconcile(
                 tracing::info!(replica = %name, "replica deleted");
                 return Ok(Action::await_change());
             }
-            ReplicaStep::EnsureVolume { vg, lv, bytes } => {
-                match ctx.lvm.ensure_lv(&vg, &lv, bytes).await {
+            ReplicaStep::EnsureVolume {
+                vg,
+                lv,
+                bytes,
+                thin,
+            } => {
+                let made = if thin {
+                    ctx.lvm
+                        .ensure_thin_lv(&vg, &lv, bytes, &ctx.tuning.thin)
+                        .await
+                } else {
+                    ctx.lvm.ensure_lv(&vg, &lv, bytes).await
+                };
+                match made {
                     Ok((outcome, lv)) => {
                         tracing::info!(replica = %name, volume = %lv.path, size = lv.size, ?outcome, "logical volume ready");
                         // Publish the status right away: this is on the provisioning path

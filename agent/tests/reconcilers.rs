@@ -203,12 +203,14 @@ const REPLICA_POINTS: [CrashPoint; 3] = [
     CrashPoint::LvmAfterLvcreate,
     CrashPoint::LvmAfterLvremove,
 ];
+const THIN_POINTS: [CrashPoint; 2] = [CrashPoint::LvmAfterThinPool, CrashPoint::LvmAfterLvcreate];
 
 #[test]
 fn every_crash_point_is_exercised_below() {
     let mut tested: Vec<&str> = CLAIM_POINTS
         .iter()
         .chain(REPLICA_POINTS.iter())
+        .chain(THIN_POINTS.iter())
         .map(|p| p.name())
         .collect();
     // HA points are exercised in tests/ha.rs (which checks them the same way).
@@ -218,6 +220,7 @@ fn every_crash_point_is_exercised_below() {
         .filter(|n| !n.starts_with("ha-"))
         .collect();
     tested.sort();
+    tested.dedup();
     all.sort();
     assert_eq!(tested, all, "a crash point without a test");
 }
@@ -723,4 +726,96 @@ async fn a_filling_thin_pool_is_grown_then_warned_about_once() {
     assert_eq!(filling[0].2, 1, "told once: {events:?}");
     assert!(filling[0].1.contains("data is 88.2% used"), "{events:?}");
     node.cleanup().await;
+}
+
+/// A thin replica is made in its group's thin pool (created for it, sized by the ratio),
+/// reported with the pool; one that would over-provision the pool past the ratio while the
+/// group has no room to grow it is refused with the numbers, and made once room is back.
+#[tokio::test]
+async fn thin_replicas_are_made_in_the_thin_pool_and_refused_past_the_ratio() {
+    use hwameistor_core::thin::{thin_pool, THIN_POOL_LV};
+    let (_server, client) = cluster().await;
+    let mut node = node_with_pool(&client).await;
+    // 300 MiB of extents. 200 MiB thin at ratio 2: a pool of 100 MiB (+ 2 x 8 MiB metadata).
+    let t1 = node.thin_replica(&unique("thin"), HDD, 200 * MI).await;
+    let ready = node.wait_ready(&t1, 200 * MI).await;
+    let volume = ready.spec.volume_name.clone();
+    let s = node.lvm.snapshot();
+    let lv = s.lv(HDD, &volume).expect("thin volume");
+    assert_eq!(lv.pool_lv.as_deref(), Some(THIN_POOL_LV));
+    let p = thin_pool(&s, HDD).expect("pool");
+    assert_eq!((p.data_bytes, p.provisioned_bytes), (100 * MI, 200 * MI));
+    assert_eq!(s.vg(HDD).expect("vg").free, 300 * MI - 116 * MI);
+    assert_eq!(node.lvm.count(OpKind::CreateLv), 0, "nothing thick");
+    // The node reports the pool and its ratio, which placement reads.
+    let pool = eventually("the thin pool reported", || async {
+        let n = Api::<LocalStorageNode>::all(client.clone())
+            .get(&node.name)
+            .await
+            .ok()?;
+        let p = n.status?.pools.get(HDD)?.clone();
+        (p.thin.as_ref()?.provisioned_bytes == 200 * MI).then_some(p)
+    })
+    .await;
+    assert_eq!(pool.thin_overprovision_percent, Some(200));
+    assert_eq!(pool.volume_count, 1, "the pool is no volume");
+
+    // 300 MiB more: the pool grows to 252 MiB (152 of the 184 MiB left).
+    let t2 = node.thin_replica(&unique("thin"), HDD, 300 * MI).await;
+    node.wait_ready(&t2, 300 * MI).await;
+    assert_eq!(
+        thin_pool(&node.lvm.snapshot(), HDD)
+            .expect("pool")
+            .data_bytes,
+        252 * MI
+    );
+    // 200 MiB more needs a 352 MiB pool: 100 MiB more than the 32 MiB left. Refused.
+    let t3 = node.thin_replica(&unique("thin"), HDD, 200 * MI).await;
+    let refused = node
+        .wait_replica(&t3, "refused with a reason", |r| {
+            r.status
+                .as_ref()
+                .and_then(|s| s.message.as_deref())
+                .is_some_and(|m| m.contains("cannot take"))
+        })
+        .await;
+    let msg = refused.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(
+        msg.contains("thin pool LocalStorage_PoolHDD/hwameistor-thin cannot take 200Mi more: 500Mi are provisioned in it, at most 2 times its data may be, and the group has 32Mi free to grow it (it needs 100Mi)"),
+        "{msg}"
+    );
+    // t2 goes: t1 + t3 fit the pool as it is; t3 is made without growing it.
+    node.delete_replica(&t2).await;
+    node.wait_replica_gone(&t2).await;
+    node.wait_ready(&t3, 200 * MI).await;
+    let p = thin_pool(&node.lvm.snapshot(), HDD).expect("pool");
+    assert_eq!((p.data_bytes, p.provisioned_bytes), (252 * MI, 400 * MI));
+    assert_eq!(node.lvm.count(OpKind::CreateThinPool), 1);
+    node.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_thin_replica_resumes_after_a_crash_at_each_of_its_points() {
+    use hwameistor_core::thin::thin_pool;
+    let (_server, client) = cluster().await;
+    for point in THIN_POINTS {
+        let mut node = node_with_pool(&client).await;
+        let volume = unique("crash");
+        node.stop();
+        node.start_crashing_at(point);
+        let r = node.thin_replica(&volume, HDD, 40 * MI).await;
+        assert_eq!(node.crash().await, point);
+        let s = node.lvm.snapshot();
+        assert!(thin_pool(&s, HDD).is_some(), "the pool is made first");
+        assert_eq!(
+            s.lv(HDD, &volume).is_some(),
+            point == CrashPoint::LvmAfterLvcreate,
+            "after {point:?}"
+        );
+        node.start();
+        node.wait_ready(&r, 40 * MI).await;
+        assert_eq!(node.lvm.count(OpKind::CreateThinPool), 1, "after {point:?}");
+        assert_eq!(node.lvm.count(OpKind::CreateThinLv), 1, "after {point:?}");
+        node.cleanup().await;
+    }
 }

@@ -18,11 +18,13 @@ pub enum ReplicaStep {
     /// Not ours, or nothing to change.
     Nothing,
     AddFinalizer,
-    /// Create, grow or activate the logical volume.
+    /// Create, grow or activate the logical volume (a thin one in the group's thin pool
+    /// when `thin`).
     EnsureVolume {
         vg: String,
         lv: String,
         bytes: i64,
+        thin: bool,
     },
     RemoveVolume {
         vg: String,
@@ -148,6 +150,7 @@ pub fn next_step(node: &str, r: &LocalVolumeReplica, lvm: &LvmState) -> ReplicaS
             vg,
             lv: name,
             bytes: r.spec.required_capacity_bytes,
+            thin: r.spec.thin,
         },
     }
 }
@@ -205,7 +208,8 @@ mod tests {
             ReplicaStep::EnsureVolume {
                 vg: "LocalStorage_PoolHDD".into(),
                 lv: "v1".into(),
-                bytes: 8 << 20
+                bytes: 8 << 20,
+                thin: false
             }
         );
         match next_step("n1", &r, &lvm_with(8 << 20, "-wi-a-----")) {

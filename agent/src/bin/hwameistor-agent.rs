@@ -45,6 +45,17 @@ struct Args {
     /// whole disk).
     #[arg(long, default_value = "24h", value_parser = hwameistor_api::duration::parse_duration)]
     wipe_timeout: Duration,
+    /// Thin volumes' sizes sum to at most this many times their pool's data size; a new
+    /// thin volume past it (the group having no room to grow the pool) is refused. The
+    /// node reports it, and placement counts a thin volume as size / ratio of the pool.
+    #[arg(long, default_value_t = 2.0, value_parser = ratio)]
+    thin_overprovision_ratio: f64,
+    /// A new thin pool's data size, at least (the group allowing).
+    #[arg(long, default_value = "1Gi", value_parser = size)]
+    thin_min_pool_size: i64,
+    /// A thin pool's metadata is its data size divided by this (at least 8Mi).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i64).range(16..=65536))]
+    thin_metadata_divisor: i64,
     /// A thin pool whose data or metadata use reaches this percent is grown from its
     /// volume group's free space...
     #[arg(long, default_value_t = 70.0, value_parser = percent)]
@@ -265,7 +276,9 @@ async fn main() -> anyhow::Result<()> {
                 grow_at_percent: args.thin_grow_at_percent,
                 grow_by_percent: args.thin_grow_by_percent,
                 warn_at_percent: args.thin_warn_at_percent,
-                ..Default::default()
+                overprovision_ratio: args.thin_overprovision_ratio,
+                min_data_bytes: args.thin_min_pool_size,
+                metadata_divisor: args.thin_metadata_divisor,
             },
             ..Tuning::default()
         },
@@ -406,6 +419,21 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// A percentage: a number from 1 to 100.
+fn ratio(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (1.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s} is not a ratio from 1 (no over-provisioning) to 100"
+        ))
+    }
+}
+
+fn size(s: &str) -> Result<i64, String> {
+    hwameistor_api::quantity::parse_size(s).map_err(|e| e.to_string())
+}
+
 fn percent(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim_end_matches('%')

@@ -28,7 +28,9 @@ use hwameistor_core::lvm::{
     plan_ensure_lv, plan_extend_pool, plan_remove_lv, ForeignVg, LvOp, LvPlanError,
 };
 pub use hwameistor_core::lvm::{Lv, LvmState, Pv, Vg};
-use hwameistor_core::thin::{plan_grow_pool, thin_pool, ThinOp, ThinPolicy, THIN_POOL_LV};
+use hwameistor_core::thin::{
+    plan_ensure_thin_lv, plan_grow_pool, thin_pool, ThinOp, ThinPlanError, ThinPolicy, THIN_POOL_LV,
+};
 pub use hwameistor_hostexec::lvm::{Lvm as LvmHost, LvmCli, LvmError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,6 +44,8 @@ pub enum LvmOpError {
     #[error(transparent)]
     Plan(#[from] LvPlanError),
     #[error(transparent)]
+    ThinPlan(#[from] ThinPlanError),
+    #[error(transparent)]
     Foreign(#[from] ForeignVg),
     #[error(transparent)]
     Lvm(#[from] LvmError),
@@ -50,7 +54,15 @@ pub enum LvmOpError {
 impl LvmOpError {
     /// Whether trying again later can succeed without anyone changing the request.
     pub fn retryable(&self) -> bool {
-        !matches!(self, LvmOpError::Plan(LvPlanError::InvalidName(_)))
+        // An over-provisioned pool may have room later (a volume deleted, a disk added to
+        // the group); a bad name or a thick volume in the way will not.
+        !matches!(
+            self,
+            LvmOpError::Plan(LvPlanError::InvalidName(_))
+                | LvmOpError::ThinPlan(
+                    ThinPlanError::InvalidName(_) | ThinPlanError::NotThin { .. }
+                )
+        )
     }
 }
 
@@ -375,6 +387,84 @@ impl LvmCache {
         .into())
     }
 
+    /// Makes `vg/name` an active thin volume of at least `bytes` in the group's thin pool,
+    /// creating or growing the pool as [`plan_ensure_thin_lv`] says; refused (with the
+    /// numbers) when the pool would be over-provisioned past `policy`'s ratio and the group
+    /// has no room to grow it. Never shrinks.
+    pub async fn ensure_thin_lv(
+        &self,
+        vg: &str,
+        name: &str,
+        bytes: i64,
+        policy: &ThinPolicy,
+    ) -> Result<(Outcome, Lv), LvmOpError> {
+        let (guard, state) = self.lock_fresh(vg).await?;
+        let ops = plan_ensure_thin_lv(&state, vg, name, bytes, policy)?;
+        let outcome = if ops.is_empty() {
+            Outcome::AlreadyDone
+        } else {
+            Outcome::Changed
+        };
+        for op in &ops {
+            let r = match op {
+                ThinOp::CreatePool {
+                    data_bytes,
+                    metadata_bytes,
+                } => {
+                    self.host
+                        .create_thin_pool(vg, THIN_POOL_LV, *data_bytes, *metadata_bytes)
+                        .await
+                }
+                ThinOp::ExtendPool {
+                    data_bytes,
+                    metadata_bytes,
+                } => {
+                    let pool = thin_pool(&state, vg);
+                    let mut r = Ok(());
+                    if pool
+                        .as_ref()
+                        .is_none_or(|p| *metadata_bytes > p.metadata_bytes)
+                    {
+                        r = self
+                            .host
+                            .extend_thin_metadata(vg, THIN_POOL_LV, *metadata_bytes)
+                            .await;
+                    }
+                    if r.is_ok() {
+                        r = self.host.extend_lv(vg, THIN_POOL_LV, *data_bytes).await;
+                    }
+                    r
+                }
+                ThinOp::CreateThin { bytes } => {
+                    self.host
+                        .create_thin_lv(vg, THIN_POOL_LV, name, *bytes)
+                        .await
+                }
+                ThinOp::ExtendThin { bytes } => self.host.extend_lv(vg, name, *bytes).await,
+                ThinOp::Activate => self.host.activate_lv(vg, name).await,
+            };
+            if let Err(e) = r {
+                tracing::warn!(volume = %format!("{vg}/{name}"), error = %e, ?op, "LVM refused");
+                self.failed();
+                return Err(e.into());
+            }
+            // Pool and thin sizes are LVM's to say (metadata spare, rounding): read back.
+            self.mutated(|_| false);
+            match op {
+                ThinOp::CreatePool { .. } => self.crash.point(CrashPoint::LvmAfterThinPool).await,
+                ThinOp::CreateThin { .. } => self.crash.point(CrashPoint::LvmAfterLvcreate).await,
+                _ => {}
+            }
+        }
+        drop(guard);
+        let s = self.snapshot().await?;
+        let lv = s.lv(vg, name).cloned().ok_or_else(|| LvmError::Report {
+            command: "lvs".into(),
+            reason: format!("{vg}/{name} missing right after it was made"),
+        })?;
+        Ok((outcome, lv))
+    }
+
     async fn run_lv_op(&self, vg: &str, name: &str, op: &LvOp) -> Result<(), LvmError> {
         let r = match op {
             LvOp::Create { bytes } => self.host.create_lv(vg, name, *bytes).await,
@@ -413,7 +503,10 @@ impl LvmCache {
             };
             let lv = s.lvs.remove(i);
             if let Some(g) = s.vgs.iter_mut().find(|g| g.name == vg) {
-                g.free += lv.size;
+                // A thin volume's blocks go back to its pool, not to the group.
+                if lv.pool_lv.is_none() {
+                    g.free += lv.size;
+                }
                 g.lv_count -= 1;
             }
             true

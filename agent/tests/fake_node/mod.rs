@@ -354,6 +354,15 @@ impl FakeNode {
 
     /// A replica as the controller would create it.
     pub async fn replica(&self, volume: &str, pool: &str, bytes: i64) -> String {
+        self.make_replica(volume, pool, bytes, false).await
+    }
+
+    /// A replica of a thin volume (in the group's thin pool).
+    pub async fn thin_replica(&self, volume: &str, pool: &str, bytes: i64) -> String {
+        self.make_replica(volume, pool, bytes, true).await
+    }
+
+    async fn make_replica(&self, volume: &str, pool: &str, bytes: i64, thin: bool) -> String {
         let name = replica::replica_name(volume, &self.name);
         let mut r = LocalVolumeReplica::new(
             &name,
@@ -365,7 +374,7 @@ impl FakeNode {
                 required_capacity_bytes: bytes,
                 replication: None,
                 copy_from: None,
-                thin: false,
+                thin,
             },
         );
         r.metadata.labels = Some(BTreeMap::from([
