@@ -13,5 +13,6 @@ pub mod groups;
 pub mod leader;
 pub mod metrics;
 pub mod operations;
+pub mod pool_metrics;
 pub mod pv_affinity;
 pub mod volume_reconciler;

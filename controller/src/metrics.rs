@@ -17,6 +17,7 @@
 //!   every retry period, leader or not), so the probe costs no extra request and never
 //!   blocks on a slow API server.
 
+use hwameistor_api::PoolStatus;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ struct Inner {
     /// (resource, result) → count.
     reconciles: BTreeMap<(String, &'static str), u64>,
     durations: BTreeMap<String, Histogram>,
+    /// Each storage node's pools as its agent last reported them.
+    pools: BTreeMap<String, BTreeMap<String, PoolStatus>>,
 }
 
 #[derive(Default)]
@@ -66,9 +69,24 @@ impl Metrics {
         h.sum += secs;
     }
 
+    /// Records `node`'s pools as its LocalStorageNode reports them (`None`: the node is
+    /// gone), for the pool gauges.
+    pub fn set_pools(&self, node: &str, pools: Option<&BTreeMap<String, PoolStatus>>) {
+        let Ok(mut m) = self.inner.lock() else { return };
+        match pools {
+            Some(p) => {
+                m.pools.insert(node.to_string(), p.clone());
+            }
+            None => {
+                m.pools.remove(node);
+            }
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let Ok(m) = self.inner.lock() else { return out };
+        render_pools(&mut out, &m.pools);
         out.push_str(
             "# HELP hwameistor_controller_reconcile_total Reconciles by resource and result.\n",
         );
@@ -89,6 +107,60 @@ impl Metrics {
             let _ = writeln!(out, "hwameistor_controller_reconcile_duration_seconds_count{{resource=\"{resource}\"}} {}", h.count);
         }
         out
+    }
+}
+
+/// The pool gauges: capacity and free space of every pool, and the use of thin pools (a
+/// full thin pool stops every thin volume in it: alert on `data_used_percent`).
+fn render_pools(out: &mut String, pools: &BTreeMap<String, BTreeMap<String, PoolStatus>>) {
+    type Value = fn(&PoolStatus) -> Option<i64>;
+    let gauges: [(&str, &str, Value); 7] = [
+        (
+            "hwameistor_pool_capacity_bytes",
+            "Size of a node's pool (volume group).",
+            |p| Some(p.total_capacity_bytes),
+        ),
+        (
+            "hwameistor_pool_free_bytes",
+            "Free space of a node's pool.",
+            |p| Some(p.free_capacity_bytes),
+        ),
+        (
+            "hwameistor_thin_pool_data_bytes",
+            "Data size of a pool's thin pool.",
+            |p| p.thin.as_ref().map(|t| t.data_bytes),
+        ),
+        (
+            "hwameistor_thin_pool_data_used_percent",
+            "Percent of a thin pool's data in use; every thin volume in it stops taking writes at 100.",
+            |p| p.thin.as_ref().map(|t| t.data_used_percent),
+        ),
+        (
+            "hwameistor_thin_pool_metadata_used_percent",
+            "Percent of a thin pool's metadata in use.",
+            |p| p.thin.as_ref().map(|t| t.metadata_used_percent),
+        ),
+        (
+            "hwameistor_thin_pool_provisioned_bytes",
+            "Sum of the sizes of a thin pool's thin volumes.",
+            |p| p.thin.as_ref().map(|t| t.provisioned_bytes),
+        ),
+        (
+            "hwameistor_thin_pool_overprovision_percent",
+            "How far the node's agent lets thin volumes over-provision its thin pools.",
+            |p| p.thin_overprovision_percent,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (node, of_node) in pools {
+            for (pool, p) in of_node {
+                if let Some(v) = value(p) {
+                    let _ = writeln!(out, "{name}{{node=\"{node}\",pool=\"{pool}\"}} {v}");
+                }
+            }
+        }
     }
 }
 
@@ -379,6 +451,58 @@ mod tests {
         assert!(text.contains("_bucket{resource=\"localvolume\",le=\"10\"} 2\n"));
         assert!(text.contains("_bucket{resource=\"localvolume\",le=\"+Inf\"} 3\n"));
         assert!(text.contains("_count{resource=\"localvolume\"} 3\n"));
+    }
+
+    #[test]
+    fn renders_pool_and_thin_pool_gauges() {
+        let m = Metrics::default();
+        let pool = |class: hwameistor_api::PoolClass, total: i64, free: i64| PoolStatus {
+            name: class.pool_name().into(),
+            class,
+            total_capacity_bytes: total,
+            used_capacity_bytes: total - free,
+            free_capacity_bytes: free,
+            extent_size_bytes: 4 << 20,
+            volume_count: 0,
+            disks: Vec::new(),
+            thin: None,
+            thin_overprovision_percent: None,
+        };
+        let thick = pool(hwameistor_api::PoolClass::Hdd, 100, 40);
+        let thin = PoolStatus {
+            thin: Some(hwameistor_api::ThinPoolStatus {
+                data_bytes: 64,
+                data_used_percent: 83,
+                metadata_used_percent: 12,
+                provisioned_bytes: 128,
+                ..Default::default()
+            }),
+            thin_overprovision_percent: Some(200),
+            ..pool(hwameistor_api::PoolClass::Ssd, 200, 10)
+        };
+        let pools = BTreeMap::from([
+            ("LocalStorage_PoolHDD".to_string(), thick),
+            ("LocalStorage_PoolSSD".to_string(), thin),
+        ]);
+        m.set_pools("n1", Some(&pools));
+        let out = m.render();
+        for line in [
+            "hwameistor_pool_free_bytes{node=\"n1\",pool=\"LocalStorage_PoolHDD\"} 40",
+            "hwameistor_pool_capacity_bytes{node=\"n1\",pool=\"LocalStorage_PoolSSD\"} 200",
+            "hwameistor_thin_pool_data_used_percent{node=\"n1\",pool=\"LocalStorage_PoolSSD\"} 83",
+            "hwameistor_thin_pool_metadata_used_percent{node=\"n1\",pool=\"LocalStorage_PoolSSD\"} 12",
+            "hwameistor_thin_pool_provisioned_bytes{node=\"n1\",pool=\"LocalStorage_PoolSSD\"} 128",
+            "hwameistor_thin_pool_overprovision_percent{node=\"n1\",pool=\"LocalStorage_PoolSSD\"} 200",
+            "# TYPE hwameistor_thin_pool_data_used_percent gauge",
+        ] {
+            assert!(out.contains(line), "{line} missing from\n{out}");
+        }
+        // A pool without a thin pool has no thin gauges.
+        assert!(!out.contains(
+            "hwameistor_thin_pool_data_bytes{node=\"n1\",pool=\"LocalStorage_PoolHDD\"}"
+        ));
+        m.set_pools("n1", None);
+        assert!(!m.render().contains("node=\"n1\""));
     }
 
     #[test]

@@ -206,6 +206,17 @@ async fn binary_leads_serves_csi_and_metrics_and_releases_on_sigterm() {
     })
     .await;
     assert_eq!(status_of(&metrics, "/readyz").await, Some(200));
+    // The pools' gauges, from the nodes' reports (this test's node's HDD pool).
+    let free = format!(
+        "hwameistor_pool_free_bytes{{node=\"{n1}\",pool=\"LocalStorage_PoolHDD\"}} {}\n",
+        10 * GI
+    );
+    wait_until("pool gauges", || async {
+        http_get(&metrics, "/metrics")
+            .await
+            .is_some_and(|b| b.contains(&free))
+    })
+    .await;
 
     wait_until("CSI socket", || async { sock.exists() }).await;
     let ch = channel(sock.clone()).await;

@@ -178,6 +178,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
     let mut metrics_task = tokio::spawn(metrics::serve(listener, metrics.clone(), health.clone()));
+    // Pool gauges on every instance, leader or not: they only read.
+    tokio::spawn(hwameistor_controller::pool_metrics::run(
+        client.clone(),
+        metrics.clone(),
+    ));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
