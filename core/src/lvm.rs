@@ -90,6 +90,11 @@ pub struct Lv {
     pub pool_lv: Option<String>,
     /// What LVM says of a thin pool's (or thin volume's) use.
     pub thin: Option<ThinUsage>,
+    /// The volume a snapshot was taken of.
+    pub origin: Option<String>,
+    /// A copy-on-write snapshot's use of its space, in basis points (at 10000 it is full
+    /// and LVM marks it invalid).
+    pub cow_used_bp: Option<i64>,
 }
 
 /// A thin pool's or thin volume's use as LVM reports it; percentages in hundredths of a
@@ -116,6 +121,17 @@ impl Lv {
     /// The LV's device is open (mounted or held).
     pub fn open(&self) -> bool {
         self.attr.chars().nth(5) == Some('o')
+    }
+
+    /// A copy-on-write (thick) snapshot: `s` (or `S` while merging) in the first place.
+    pub fn is_cow_snapshot(&self) -> bool {
+        matches!(self.attr.chars().next(), Some('s' | 'S'))
+    }
+
+    /// A copy-on-write snapshot that overflowed its space (or failed): LVM marks it invalid
+    /// (`I`, or `S` when also suspended, in the state place) and its data is lost.
+    pub fn snapshot_invalid(&self) -> bool {
+        matches!(self.attr.chars().nth(4), Some('I' | 'S'))
     }
 }
 
@@ -172,6 +188,13 @@ pub enum LvPlanError {
     InsufficientSpace { vg: String, free: i64, need: i64 },
     #[error("logical volume {vg}/{lv} is open; refusing to remove it while it is in use")]
     InUse { vg: String, lv: String },
+    /// lvremove would take the snapshots with their origin.
+    #[error("logical volume {vg}/{lv} has snapshots ({}); refusing to remove it before them", snapshots.join(", "))]
+    HasSnapshots {
+        vg: String,
+        lv: String,
+        snapshots: Vec<String>,
+    },
 }
 
 /// The operations, in order, that make `vg/name` an active volume of at least `bytes`
@@ -223,7 +246,24 @@ pub fn plan_remove_lv(state: &LvmState, vg: &str, name: &str) -> Result<bool, Lv
             vg: vg.to_string(),
             lv: name.to_string(),
         }),
-        Some(_) => Ok(true),
+        Some(_) => {
+            // `lvremove --yes` of an origin removes its snapshots too: never by accident.
+            let snapshots: Vec<String> = state
+                .lvs
+                .iter()
+                .filter(|l| l.vg_name == vg && l.origin.as_deref() == Some(name))
+                .map(|l| l.name.clone())
+                .collect();
+            if snapshots.is_empty() {
+                Ok(true)
+            } else {
+                Err(LvPlanError::HasSnapshots {
+                    vg: vg.to_string(),
+                    lv: name.to_string(),
+                    snapshots,
+                })
+            }
+        }
     }
 }
 
@@ -405,6 +445,33 @@ mod tests {
             plan_remove_lv(&st, HDD, "busy"),
             Err(LvPlanError::InUse { .. })
         ));
+    }
+
+    #[test]
+    fn an_origin_is_not_removed_before_its_snapshots() {
+        let snap = |name: &str, attr: &str| Lv {
+            origin: Some("data".into()),
+            ..lv(name, 4 * MI, attr)
+        };
+        let st = LvmState {
+            vgs: vec![group(0)],
+            lvs: vec![
+                lv("data", 8 * MI, "-wi-a-----"),
+                snap("snap_a", "swi-a-s---"),
+                snap("snap_b", "swi-I-s---"),
+            ],
+            ..Default::default()
+        };
+        let e = plan_remove_lv(&st, HDD, "data").expect_err("has snapshots");
+        assert_eq!(
+            e.to_string(),
+            format!("logical volume {HDD}/data has snapshots (snap_a, snap_b); refusing to remove it before them")
+        );
+        assert_eq!(plan_remove_lv(&st, HDD, "snap_a"), Ok(true));
+        let (a, b) = (st.lv(HDD, "snap_a").unwrap(), st.lv(HDD, "snap_b").unwrap());
+        assert!(a.is_cow_snapshot() && !a.snapshot_invalid());
+        assert!(b.is_cow_snapshot() && b.snapshot_invalid(), "overflowed");
+        assert!(!st.lv(HDD, "data").unwrap().is_cow_snapshot());
     }
 
     #[test]

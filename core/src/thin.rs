@@ -347,6 +347,8 @@ mod tests {
                 metadata_bp: meta_bp,
                 metadata_bytes: meta,
             }),
+            cow_used_bp: None,
+            origin: None,
         }
     }
 
@@ -360,6 +362,8 @@ mod tests {
             devices: vec![],
             pool_lv: Some(THIN_POOL_LV.into()),
             thin: Some(ThinUsage::default()),
+            cow_used_bp: None,
+            origin: None,
         }
     }
 

@@ -45,7 +45,7 @@ async fn the_state_is_read_in_two_commands_with_segments_folded() {
         fake.commands(),
         [
             "pvs --reportformat json --units b --nosuffix -o pv_name,vg_name,pv_size,pv_free,vg_size,vg_free,vg_extent_size,lv_count,pv_count",
-            "lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_size,lv_attr,lv_path,devices,pool_lv,data_percent,metadata_percent,lv_metadata_size",
+            "lvs --reportformat json --units b --nosuffix -o lv_name,vg_name,lv_size,lv_attr,lv_path,devices,pool_lv,data_percent,metadata_percent,lv_metadata_size,origin",
         ]
     );
 }
@@ -79,6 +79,12 @@ async fn each_operation_is_one_command_never_forced() {
     lvm.create_thin_lv(HDD, "hwameistor-thin", "pvc-2", 4 << 30)
         .await
         .expect("thin");
+    lvm.create_snapshot(HDD, "pvc-1", "snap_a", Some(4 << 20))
+        .await
+        .expect("cow snapshot");
+    lvm.create_snapshot(HDD, "pvc-2", "snap_b", None)
+        .await
+        .expect("thin snapshot");
     assert_eq!(
         fake.commands(),
         [
@@ -92,6 +98,8 @@ async fn each_operation_is_one_command_never_forced() {
             "lvcreate --yes --type thin-pool --zero y --addtag hwameistor -n hwameistor-thin -L 1073741824b --poolmetadatasize 8388608b LocalStorage_PoolHDD",
             "lvextend --poolmetadatasize 12582912b LocalStorage_PoolHDD/hwameistor-thin",
             "lvcreate --yes --type thin --addtag hwameistor -n pvc-2 -V 4294967296b --thinpool hwameistor-thin LocalStorage_PoolHDD",
+            "lvcreate --yes --snapshot --permission r --addtag hwameistor -n snap_a -L 4194304b LocalStorage_PoolHDD/pvc-1",
+            "lvcreate --yes --snapshot --permission r --addtag hwameistor -n snap_b --setactivationskip n LocalStorage_PoolHDD/pvc-2",
         ]
     );
 }

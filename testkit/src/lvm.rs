@@ -36,6 +36,7 @@ pub enum OpKind {
     CreateThinPool,
     ExtendThinMetadata,
     CreateThinLv,
+    CreateSnapshot,
 }
 
 /// One call the fake received, with its main argument.
@@ -69,6 +70,8 @@ struct Volume {
     active: bool,
     open: bool,
     kind: Kind,
+    /// The volume a snapshot was taken of.
+    origin: Option<String>,
 }
 
 /// What a logical volume is.
@@ -90,6 +93,9 @@ enum Kind {
         size: i64,
         written: i64,
     },
+    /// A copy-on-write snapshot: its segments hold its space, `used` bytes of which hold
+    /// the origin's blocks changed since; past its space it is invalid.
+    Cow { used: i64 },
 }
 
 #[derive(Clone, Debug)]
@@ -287,7 +293,7 @@ impl State {
                         0
                     }
                 };
-                match &v.kind {
+                let lv = match &v.kind {
                     Kind::Thick => Lv {
                         name: v.name.clone(),
                         vg_name: v.vg.clone(),
@@ -297,6 +303,24 @@ impl State {
                         devices,
                         ..Default::default()
                     },
+                    Kind::Cow { used } => {
+                        let size = v.segments.iter().map(|s| s.count).sum::<i64>() * e;
+                        let invalid = *used > size;
+                        Lv {
+                            name: v.name.clone(),
+                            vg_name: v.vg.clone(),
+                            size,
+                            attr: if invalid {
+                                "sri-I-s---".to_string()
+                            } else {
+                                format!("sri-{flags}s---")
+                            },
+                            path: format!("/dev/{}/{}", v.vg, v.name),
+                            devices,
+                            cow_used_bp: Some(bp((*used).min(size), size)),
+                            ..Default::default()
+                        }
+                    }
                     Kind::Pool {
                         data,
                         metadata,
@@ -314,6 +338,8 @@ impl State {
                             metadata_bp: *metadata_bp,
                             metadata_bytes: *metadata,
                         }),
+                        cow_used_bp: None,
+                        origin: None,
                     },
                     Kind::Thin {
                         pool,
@@ -331,7 +357,12 @@ impl State {
                             data_bp: bp(*written, *size),
                             ..Default::default()
                         }),
+                        ..Default::default()
                     },
+                };
+                Lv {
+                    origin: v.origin.clone(),
+                    ..lv
                 }
             })
             .collect();
@@ -518,6 +549,22 @@ impl FakeLvm {
         }
     }
 
+    /// Says `bytes` more of volume `vg/name` changed: each copy-on-write snapshot of it
+    /// keeps that much more of its old blocks (and is invalid once past its space); thin
+    /// snapshots share the pool and are unaffected.
+    pub fn write_origin(&self, vg: &str, name: &str, bytes: i64) {
+        let mut s = self.lock();
+        for v in s
+            .volumes
+            .iter_mut()
+            .filter(|v| v.vg == vg && v.origin.as_deref() == Some(name))
+        {
+            if let Kind::Cow { used } = &mut v.kind {
+                *used += bytes;
+            }
+        }
+    }
+
     /// Sets the metadata use of thin pool `vg/pool` (basis points).
     pub fn set_thin_metadata_use(&self, vg: &str, pool: &str, bp: i64) {
         let mut s = self.lock();
@@ -668,6 +715,7 @@ impl Lvm for FakeLvm {
             active: true,
             open: false,
             kind: Kind::Thick,
+            origin: None,
         });
         Ok(())
     }
@@ -722,7 +770,7 @@ impl Lvm for FakeLvm {
                 };
                 return Ok(());
             }
-            Kind::Thick => {}
+            Kind::Thick | Kind::Cow { .. } => {}
         }
         let have: i64 = s.volumes[i].segments.iter().map(|x| x.count).sum();
         let want = (bytes + extent - 1) / extent;
@@ -784,6 +832,9 @@ impl Lvm for FakeLvm {
             });
         }
         s.volumes.remove(i);
+        // `lvremove --yes` of an origin removes its snapshots with it, as lvm2 does.
+        s.volumes
+            .retain(|v| !(v.vg == vg && v.origin.as_deref() == Some(name)));
         Ok(())
     }
 
@@ -820,6 +871,7 @@ impl Lvm for FakeLvm {
                 metadata,
                 metadata_bp: 0,
             },
+            origin: None,
         });
         let i = s.volumes.len() - 1;
         if let Err(e) = s.grow(i, data + 2 * metadata, "lvcreate") {
@@ -914,6 +966,75 @@ impl Lvm for FakeLvm {
                 size: (bytes + extent - 1) / extent * extent,
                 written: 0,
             },
+            origin: None,
+        });
+        Ok(())
+    }
+
+    async fn create_snapshot(
+        &self,
+        vg: &str,
+        origin: &str,
+        name: &str,
+        cow: Option<i64>,
+    ) -> Result<(), LvmError> {
+        self.enter(OpKind::CreateSnapshot, &format!("{vg}/{name}"))
+            .await?;
+        let mut s = self.lock();
+        if !s.groups.contains_key(vg) {
+            return Err(LvmError::NoSuchVg(vg.into()));
+        }
+        let Some(o) = s.volume(vg, origin) else {
+            return Err(LvmError::NoSuchLv {
+                vg: vg.into(),
+                lv: origin.into(),
+            });
+        };
+        if s.volume(vg, name).is_some() {
+            return Err(LvmError::LvExists {
+                vg: vg.into(),
+                lv: name.into(),
+            });
+        }
+        let (segments, kind) = match (cow, s.volumes[o].kind.clone()) {
+            (None, Kind::Thin { pool, size, .. }) => (
+                Vec::new(),
+                Kind::Thin {
+                    pool,
+                    size,
+                    written: 0,
+                },
+            ),
+            (None, _) => {
+                return Err(failed(
+                    format!("lvcreate --snapshot {vg}/{origin}"),
+                    "Please specify either size or extents with snapshots.",
+                ))
+            }
+            (Some(bytes), _) => {
+                let extent = s.extent_of(vg);
+                let need = (bytes + extent - 1) / extent;
+                let free = s.group_free(vg);
+                if free < need {
+                    return Err(LvmError::InsufficientSpace {
+                        vg: vg.into(),
+                        need: bytes,
+                        detail: format!(
+                            "Volume group \"{vg}\" has insufficient free space ({free} extents): {need} required."
+                        ),
+                    });
+                }
+                (s.allocate(vg, need), Kind::Cow { used: 0 })
+            }
+        };
+        s.volumes.push(Volume {
+            vg: vg.into(),
+            name: name.into(),
+            segments,
+            active: true,
+            open: false,
+            kind,
+            origin: Some(origin.into()),
         });
         Ok(())
     }
@@ -938,6 +1059,47 @@ mod tests {
         f.create_vg(HDD, &["/dev/vdb".into(), "/dev/vdc".into()])
             .await
             .expect("vg");
+    }
+
+    #[tokio::test]
+    async fn snapshots_take_cow_space_overflow_and_go_with_their_origin() {
+        let f = two_disks();
+        pool(&f).await;
+        f.create_lv(HDD, "data", 40 * MI).await.expect("origin");
+        f.create_snapshot(HDD, "data", "snap_a", Some(8 * MI))
+            .await
+            .expect("cow");
+        assert!(matches!(
+            f.create_snapshot(HDD, "data", "snap_b", None).await,
+            Err(LvmError::Exec(_))
+        ));
+        let free = |st: &LvmState| st.vg(HDD).expect("vg").free;
+        let st = f.report().await.expect("report");
+        assert_eq!(free(&st), 300 * MI - 48 * MI);
+        let snap = st.lv(HDD, "snap_a").expect("snap").clone();
+        assert_eq!((snap.origin.as_deref(), snap.size), (Some("data"), 8 * MI));
+        assert!(snap.is_cow_snapshot() && !snap.snapshot_invalid());
+        f.write_origin(HDD, "data", 6 * MI);
+        let st = f.report().await.expect("report");
+        assert_eq!(st.lv(HDD, "snap_a").expect("snap").cow_used_bp, Some(7500));
+        f.write_origin(HDD, "data", 3 * MI);
+        assert!(f.snapshot().lv(HDD, "snap_a").expect("snap").snapshot_invalid());
+        // lvremove --yes of the origin takes its snapshot with it.
+        f.remove_lv(HDD, "data").await.expect("remove");
+        assert!(f.snapshot().lvs.is_empty());
+        // A thin volume's snapshot is thin, of the origin's size, and takes nothing.
+        f.create_thin_pool(HDD, "pool", 100 * MI, 4 * MI)
+            .await
+            .expect("pool");
+        f.create_thin_lv(HDD, "pool", "t", 200 * MI).await.expect("thin");
+        f.create_snapshot(HDD, "t", "snap_t", None)
+            .await
+            .expect("thin snapshot");
+        let t = f.snapshot().lv(HDD, "snap_t").expect("snap").clone();
+        assert_eq!(
+            (t.origin.as_deref(), t.pool_lv.as_deref(), t.size),
+            (Some("t"), Some("pool"), 200 * MI)
+        );
     }
 
     #[tokio::test]

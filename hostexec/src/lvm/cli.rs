@@ -306,4 +306,39 @@ impl Lvm for LvmCli {
         )
         .await
     }
+
+    async fn create_snapshot(
+        &self,
+        vg: &str,
+        origin: &str,
+        name: &str,
+        cow: Option<i64>,
+    ) -> Result<(), LvmError> {
+        let mut args: Vec<String> = [
+            "--yes",
+            "--snapshot",
+            "--permission",
+            "r",
+            "--addtag",
+            "hwameistor",
+            "-n",
+            name,
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        match cow {
+            Some(bytes) => args.extend(["-L".to_string(), format!("{bytes}b")]),
+            // A thin snapshot skips activation by default; ours are read (restored from,
+            // copied), so they activate like any volume.
+            None => args.extend(["--setactivationskip".to_string(), "n".to_string()]),
+        }
+        args.push(format!("{vg}/{origin}"));
+        self.run(
+            HostCommand::new("lvcreate").args(args),
+            Op::Volume(vg, name),
+            cow.unwrap_or(0),
+        )
+        .await
+    }
 }

@@ -96,4 +96,16 @@ pub trait Lvm: Send + Sync + 'static {
         name: &str,
         bytes: i64,
     ) -> Result<(), LvmError>;
+    /// Creates `vg/name`, a read-only snapshot of `vg/origin`, active, tagged as ours: a
+    /// thin snapshot (in the origin's thin pool, no space of its own) when `cow` is `None`,
+    /// else a copy-on-write snapshot with `cow` bytes (whole extents) for the origin's
+    /// blocks that change after it (past that, LVM marks it invalid). The origin is
+    /// suspended for the instant it is taken, which flushes what was written to it.
+    async fn create_snapshot(
+        &self,
+        vg: &str,
+        origin: &str,
+        name: &str,
+        cow: Option<i64>,
+    ) -> Result<(), LvmError>;
 }

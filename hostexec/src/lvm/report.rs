@@ -45,9 +45,10 @@ fn int(row: &BTreeMap<String, String>, key: &str) -> Result<i64, ReportError> {
 pub const PV_FIELDS: &str =
     "pv_name,vg_name,pv_size,pv_free,vg_size,vg_free,vg_extent_size,lv_count,pv_count";
 /// `devices` makes lvs print one row per segment; [`parse_lvs`] folds them back. The thin
-/// fields are empty for thick volumes.
+/// fields are empty for thick volumes; `origin` names a snapshot's volume, and a
+/// copy-on-write snapshot's `data_percent` is the use of its space.
 pub const LV_FIELDS: &str =
-    "lv_name,vg_name,lv_size,lv_attr,lv_path,devices,pool_lv,data_percent,metadata_percent,lv_metadata_size";
+    "lv_name,vg_name,lv_size,lv_attr,lv_path,devices,pool_lv,data_percent,metadata_percent,lv_metadata_size,origin";
 
 /// A percentage as LVM prints it ("12.34", or empty) in hundredths of a percent.
 fn basis_points(row: &BTreeMap<String, String>, key: &str) -> Result<Option<i64>, ReportError> {
@@ -117,6 +118,11 @@ pub fn parse_lvs(json: &str) -> Result<Vec<Lv>, ReportError> {
                     .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty());
                 let data = basis_points(row, "data_percent")?;
+                let origin = row
+                    .get("origin")
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty());
+                let cow = matches!(attr.chars().next(), Some('s' | 'S'));
                 let thin = if attr.starts_with('t') || pool_lv.is_some() {
                     Some(ThinUsage {
                         data_bp: data.unwrap_or(0),
@@ -135,6 +141,8 @@ pub fn parse_lvs(json: &str) -> Result<Vec<Lv>, ReportError> {
                     devices: Vec::new(),
                     pool_lv,
                     thin,
+                    origin,
+                    cow_used_bp: if cow { Some(data.unwrap_or(0)) } else { None },
                 });
                 out.last_mut()
                     .ok_or_else(|| ReportError("logical volume list empty after push".into()))?
@@ -203,6 +211,31 @@ mod tests {
     }
 
     #[test]
+    fn snapshots_carry_their_origin_and_a_cow_snapshot_its_use() {
+        // lvm2 2.03: an origin, a COW snapshot 42.5% used, an invalid (overflowed) one, and
+        // a thin snapshot of a thin volume.
+        let lvs = r#"{"report":[{"lv":[
+            {"lv_name":"data","vg_name":"LocalStorage_PoolHDD","lv_size":"8388608","lv_attr":"owi-aos---","lv_path":"/dev/LocalStorage_PoolHDD/data","devices":"/dev/vdb(0)","pool_lv":"","data_percent":"","metadata_percent":"","lv_metadata_size":"","origin":""},
+            {"lv_name":"snap_a","vg_name":"LocalStorage_PoolHDD","lv_size":"4194304","lv_attr":"sri-a-s---","lv_path":"/dev/LocalStorage_PoolHDD/snap_a","devices":"/dev/vdb(2)","pool_lv":"","data_percent":"42.50","metadata_percent":"","lv_metadata_size":"","origin":"data"},
+            {"lv_name":"snap_b","vg_name":"LocalStorage_PoolHDD","lv_size":"4194304","lv_attr":"sri-I-s---","lv_path":"/dev/LocalStorage_PoolHDD/snap_b","devices":"/dev/vdb(3)","pool_lv":"","data_percent":"100.00","metadata_percent":"","lv_metadata_size":"","origin":"data"},
+            {"lv_name":"snap_t","vg_name":"LocalStorage_PoolHDD","lv_size":"1073741824","lv_attr":"Vri-a-tz--","lv_path":"/dev/LocalStorage_PoolHDD/snap_t","devices":"","pool_lv":"hwameistor-thin","data_percent":"3.00","metadata_percent":"","lv_metadata_size":"","origin":"pvc-1"}
+        ]}]}"#;
+        let l = parse_lvs(lvs).expect("lvs");
+        assert_eq!((l[0].origin.as_deref(), l[0].cow_used_bp), (None, None));
+        assert_eq!(
+            (l[1].origin.as_deref(), l[1].cow_used_bp),
+            (Some("data"), Some(4250))
+        );
+        assert!(l[1].is_cow_snapshot() && !l[1].snapshot_invalid());
+        assert!(l[2].snapshot_invalid());
+        assert_eq!(
+            (l[3].origin.as_deref(), l[3].cow_used_bp),
+            (Some("pvc-1"), None)
+        );
+        assert!(!l[3].is_cow_snapshot());
+    }
+
+    #[test]
     fn thin_pools_and_thin_volumes_carry_their_use() {
         // What lvm2 2.03 prints for a pool and one of its volumes (the pool's devices name
         // its hidden data volume, a thin volume has none).
@@ -224,6 +257,9 @@ mod tests {
         assert_eq!(l[1].pool_lv.as_deref(), Some("hwameistor-thin"));
         assert_eq!(l[1].thin.map(|t| t.data_bp), Some(625));
         assert!(!l[2].is_thin_pool() && l[2].thin.is_none() && l[2].pool_lv.is_none());
+        assert!(l
+            .iter()
+            .all(|v| v.origin.is_none() && v.cow_used_bp.is_none()));
         let bad = lvs.replace("12.50", "lots");
         assert!(parse_lvs(&bad)
             .expect_err("percent")
