@@ -30,6 +30,8 @@ pub enum CrashPoint {
     LvmAfterLvremove,
     /// A group's thin pool was created for a thin volume; the volume is not made yet.
     LvmAfterThinPool,
+    /// A snapshot's logical volume was taken; its status does not say so yet.
+    SnapshotAfterLvcreate,
     /// An HA replica's DRBD metadata is created; the resource is not up.
     HaAfterMetadata,
     /// An HA replica's DRBD resource is up; its status does not say so yet.
@@ -47,7 +49,7 @@ pub enum CrashPoint {
 }
 
 impl CrashPoint {
-    pub const ALL: [CrashPoint; 14] = [
+    pub const ALL: [CrashPoint; 15] = [
         CrashPoint::ClaimAfterChoose,
         CrashPoint::ClaimAfterBindDisk,
         CrashPoint::LvmAfterPvcreate,
@@ -55,6 +57,7 @@ impl CrashPoint {
         CrashPoint::LvmAfterLvcreate,
         CrashPoint::LvmAfterLvremove,
         CrashPoint::LvmAfterThinPool,
+        CrashPoint::SnapshotAfterLvcreate,
         CrashPoint::HaAfterMetadata,
         CrashPoint::HaAfterUp,
         CrashPoint::HaAfterForcedPrimary,
@@ -73,6 +76,7 @@ impl CrashPoint {
             CrashPoint::LvmAfterLvcreate => "lvm-after-lvcreate",
             CrashPoint::LvmAfterLvremove => "lvm-after-lvremove",
             CrashPoint::LvmAfterThinPool => "lvm-after-thin-pool",
+            CrashPoint::SnapshotAfterLvcreate => "snapshot-after-lvcreate",
             CrashPoint::HaAfterMetadata => "ha-after-metadata",
             CrashPoint::HaAfterUp => "ha-after-up",
             CrashPoint::HaAfterForcedPrimary => "ha-after-forced-primary",

@@ -22,3 +22,4 @@ pub mod lvm;
 pub mod mover;
 pub mod replica_controller;
 pub mod scanner;
+pub mod snapshot_controller;

@@ -30,18 +30,23 @@ pub enum ReplicaError {
     Stuck(usize),
 }
 
-pub(crate) async fn set_finalizers(
-    api: &Api<LocalVolumeReplica>,
-    r: &LocalVolumeReplica,
+/// Sets `r`'s finalizers (any of the agent's resources).
+pub(crate) async fn set_finalizers<K>(
+    api: &Api<K>,
+    r: &K,
     finalizers: Vec<String>,
-) -> Result<LocalVolumeReplica, kube::Error> {
+) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let r = r.meta();
     // The resourceVersion makes this a compare-and-swap: a concurrent change makes it fail
     // with 409 and the reconcile runs again on fresh state.
     let patch = serde_json::json!({
-        "metadata": { "finalizers": finalizers, "resourceVersion": r.metadata.resource_version }
+        "metadata": { "finalizers": finalizers, "resourceVersion": r.resource_version }
     });
     api.patch(
-        &r.metadata.name.clone().unwrap_or_default(),
+        &r.name.clone().unwrap_or_default(),
         &PatchParams::default(),
         &Patch::Merge(&patch),
     )

@@ -204,6 +204,7 @@ const REPLICA_POINTS: [CrashPoint; 3] = [
     CrashPoint::LvmAfterLvremove,
 ];
 const THIN_POINTS: [CrashPoint; 2] = [CrashPoint::LvmAfterThinPool, CrashPoint::LvmAfterLvcreate];
+const SNAPSHOT_POINTS: [CrashPoint; 1] = [CrashPoint::SnapshotAfterLvcreate];
 
 #[test]
 fn every_crash_point_is_exercised_below() {
@@ -211,6 +212,7 @@ fn every_crash_point_is_exercised_below() {
         .iter()
         .chain(REPLICA_POINTS.iter())
         .chain(THIN_POINTS.iter())
+        .chain(SNAPSHOT_POINTS.iter())
         .map(|p| p.name())
         .collect();
     // HA points are exercised in tests/ha.rs (which checks them the same way).
@@ -816,6 +818,198 @@ async fn a_thin_replica_resumes_after_a_crash_at_each_of_its_points() {
         node.wait_ready(&r, 40 * MI).await;
         assert_eq!(node.lvm.count(OpKind::CreateThinPool), 1, "after {point:?}");
         assert_eq!(node.lvm.count(OpKind::CreateThinLv), 1, "after {point:?}");
+        node.cleanup().await;
+    }
+}
+
+/// A snapshot object for `volume` on `node`'s HDD pool (copy-on-write space `cow`, or thin).
+async fn snapshot_of(node: &FakeNode, volume: &str, bytes: i64, cow: Option<i64>) -> String {
+    let name = unique("snap");
+    Api::<LocalVolumeSnapshot>::all(node.client.clone())
+        .create(
+            &kube::api::PostParams::default(),
+            &LocalVolumeSnapshot::new(
+                &name,
+                LocalVolumeSnapshotSpec {
+                    source_volume: volume.into(),
+                    node_name: node.name.clone(),
+                    pool_name: HDD.into(),
+                    source_capacity_bytes: bytes,
+                    cow_capacity_bytes: cow,
+                },
+            ),
+        )
+        .await
+        .expect("create snapshot");
+    name
+}
+
+async fn wait_snapshot(
+    node: &FakeNode,
+    name: &str,
+    what: &str,
+    check: impl Fn(&LocalVolumeSnapshotStatus) -> bool,
+) -> LocalVolumeSnapshot {
+    let api = Api::<LocalVolumeSnapshot>::all(node.client.clone());
+    eventually(&format!("snapshot {name}: {what}"), || async {
+        api.get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .filter(|s| s.status.as_ref().is_some_and(&check))
+    })
+    .await
+}
+
+/// A thick volume's snapshot is taken once with its copy-on-write space, reported Ready with
+/// its use, warned about as it fills, Failed (with an event) once LVM invalidates it, and
+/// removed with its object; the volume cannot be removed while it has one.
+#[tokio::test]
+async fn snapshots_are_taken_once_watched_as_they_fill_and_removed() {
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use kube::api::ListParams;
+    let (_server, client) = cluster().await;
+    let mut node = node_with_pool(&client).await;
+    let volume = unique("data");
+    let r = node.replica(&volume, HDD, 40 * MI).await;
+    node.wait_ready(&r, 40 * MI).await;
+    let snap = snapshot_of(&node, &volume, 40 * MI, Some(10 * MI)).await;
+    let ready = wait_snapshot(&node, &snap, "Ready", |s| s.ready_to_use).await;
+    let st = ready.status.clone().expect("status");
+    assert_eq!(st.used_percent, Some(0));
+    assert!(st.creation_time.is_some());
+    let lv_name = hwameistor_core::snapshot::lv_name(&snap);
+    let lv = node
+        .lvm
+        .snapshot()
+        .lv(HDD, &lv_name)
+        .cloned()
+        .expect("LVM snapshot");
+    assert_eq!(
+        (lv.origin.as_deref(), lv.size),
+        (Some(volume.as_str()), 12 * MI)
+    );
+    assert_eq!(node.lvm.count(OpKind::CreateSnapshot), 1);
+
+    // 10 of its 12 MiB used: a warning; then more than its space: invalid, Failed.
+    node.lvm.write_origin(HDD, &volume, 10 * MI);
+    node.rescan();
+    wait_snapshot(&node, &snap, "83% used", |s| s.used_percent == Some(83)).await;
+    node.lvm.write_origin(HDD, &volume, 4 * MI);
+    node.rescan();
+    let failed = wait_snapshot(&node, &snap, "Failed", |s| {
+        s.state == Some(SnapshotState::Failed)
+    })
+    .await;
+    assert!(!failed.status.clone().expect("status").ready_to_use);
+    let reasons = eventually("the events", || async {
+        let reasons: Vec<String> = Api::<K8sEvent>::namespaced(client.clone(), "default")
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(snap.as_str()))
+            .filter_map(|e| e.reason)
+            .collect();
+        reasons
+            .iter()
+            .any(|r| r == "SnapshotFailed")
+            .then_some(reasons)
+    })
+    .await;
+    for r in ["SnapshotReady", "SnapshotFilling", "SnapshotFailed"] {
+        assert!(
+            reasons.iter().any(|x| x == r),
+            "{r} missing from {reasons:?}"
+        );
+    }
+    assert_eq!(node.lvm.count(OpKind::CreateSnapshot), 1, "never re-taken");
+
+    // The volume's replica cannot go while its snapshot exists (lvremove would take it).
+    node.delete_replica(&r).await;
+    let held = node
+        .wait_replica(&r, "Deleting with a reason", |r| {
+            r.status
+                .as_ref()
+                .and_then(|s| s.message.as_deref())
+                .is_some_and(|m| m.contains("has snapshots"))
+        })
+        .await;
+    assert!(node.lvm.snapshot().lv(HDD, &volume).is_some(), "{held:?}");
+    // The snapshot goes, then the replica.
+    Api::<LocalVolumeSnapshot>::all(client.clone())
+        .delete(&snap, &Default::default())
+        .await
+        .expect("delete snapshot");
+    eventually("the snapshot object gone", || async {
+        Api::<LocalVolumeSnapshot>::all(client.clone())
+            .get_opt(&snap)
+            .await
+            .ok()
+            .and_then(|o| o.is_none().then_some(()))
+    })
+    .await;
+    node.wait_replica_gone(&r).await;
+    assert!(node.lvm.snapshot().lvs.is_empty());
+    node.cleanup().await;
+}
+
+/// A thin volume's snapshot is thin (no space of its own); a snapshot whose logical volume
+/// vanishes after it was taken is Failed, never taken again.
+#[tokio::test]
+async fn thin_snapshots_share_the_pool_and_a_lost_one_is_never_retaken() {
+    let (_server, client) = cluster().await;
+    let mut node = node_with_pool(&client).await;
+    let volume = unique("thin");
+    let r = node.thin_replica(&volume, HDD, 100 * MI).await;
+    node.wait_ready(&r, 100 * MI).await;
+    let free = node.lvm.snapshot().vg(HDD).expect("vg").free;
+    let snap = snapshot_of(&node, &volume, 100 * MI, None).await;
+    wait_snapshot(&node, &snap, "Ready", |s| s.ready_to_use).await;
+    let s = node.lvm.snapshot();
+    let lv = s
+        .lv(HDD, &hwameistor_core::snapshot::lv_name(&snap))
+        .cloned()
+        .expect("thin snapshot");
+    assert_eq!(lv.pool_lv.as_deref(), Some("hwameistor-thin"));
+    assert_eq!(s.vg(HDD).expect("vg").free, free, "no space of its own");
+    // Removed by hand: Failed, and never re-taken.
+    node.lvm.remove_behind_the_back(HDD, &lv.name);
+    node.rescan();
+    let failed = wait_snapshot(&node, &snap, "Failed", |s| {
+        s.state == Some(SnapshotState::Failed)
+    })
+    .await;
+    assert!(failed
+        .status
+        .and_then(|s| s.message)
+        .is_some_and(|m| m.contains("not taken again")));
+    assert_eq!(node.lvm.count(OpKind::CreateSnapshot), 1);
+    node.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_snapshot_resumes_after_a_crash_at_each_of_its_points() {
+    let (_server, client) = cluster().await;
+    for point in SNAPSHOT_POINTS {
+        let mut node = node_with_pool(&client).await;
+        let volume = unique("crash");
+        let r = node.replica(&volume, HDD, 8 * MI).await;
+        node.wait_ready(&r, 8 * MI).await;
+        node.stop();
+        node.start_crashing_at(point);
+        let snap = snapshot_of(&node, &volume, 8 * MI, Some(8 * MI)).await;
+        assert_eq!(node.crash().await, point);
+        let lv = hwameistor_core::snapshot::lv_name(&snap);
+        assert!(node.lvm.snapshot().lv(HDD, &lv).is_some(), "taken");
+        node.start();
+        wait_snapshot(&node, &snap, "Ready", |s| s.ready_to_use).await;
+        assert_eq!(node.lvm.count(OpKind::CreateSnapshot), 1, "taken once");
+        Api::<LocalVolumeSnapshot>::all(client.clone())
+            .delete(&snap, &Default::default())
+            .await
+            .expect("delete snapshot");
         node.cleanup().await;
     }
 }

@@ -6,6 +6,7 @@
 use crate::{
     LocalDisk, LocalDiskClaim, LocalDiskVolume, LocalStorageNode, LocalVolume, LocalVolumeConvert,
     LocalVolumeExpand, LocalVolumeGroup, LocalVolumeMigrate, LocalVolumeReplica,
+    LocalVolumeSnapshot,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -23,6 +24,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         LocalVolumeExpand::crd(),
         LocalVolumeGroup::crd(),
         LocalDiskVolume::crd(),
+        LocalVolumeSnapshot::crd(),
     ]
 }
 

@@ -19,6 +19,7 @@ pub mod node;
 pub mod operation;
 pub mod quantity;
 pub mod replica;
+pub mod snapshot;
 pub mod volume;
 
 pub use claim::{
@@ -49,6 +50,10 @@ pub use operation::{
 pub use replica::{
     CopySource, CopyStatus, LocalVolumeReplica, LocalVolumeReplicaSpec, LocalVolumeReplicaStatus,
     ReplicaState, ReplicationPeer, ReplicationSpec, ReplicationStatus,
+};
+pub use snapshot::{
+    LocalVolumeSnapshot, LocalVolumeSnapshotSpec, LocalVolumeSnapshotStatus, SnapshotState,
+    FINALIZER_SNAPSHOT,
 };
 pub use volume::{
     Accessibility, HaState, LocalVolume, LocalVolumeSpec, LocalVolumeStatus, ReplicaAssignment,

@@ -33,5 +33,6 @@ pub mod pools;
 pub mod replica;
 pub mod scheduling;
 pub mod sizing;
+pub mod snapshot;
 pub mod thin;
 pub mod volume;

@@ -534,7 +534,6 @@ impl FakeLvm {
         }
     }
 
-    /// An administrator removes a volume behind the agent's back (not logged as a call).
     /// Says `bytes` of thin volume `vg/name` are written (allocated in its pool); panics on
     /// a volume that is not thin, or more than its size.
     pub fn write_thin(&self, vg: &str, name: &str, bytes: i64) {
@@ -575,6 +574,7 @@ impl FakeLvm {
         }
     }
 
+    /// An administrator removes a volume behind the agent's back (not logged as a call).
     pub fn remove_behind_the_back(&self, vg: &str, name: &str) {
         let mut s = self.lock();
         if let Some(i) = s.volume(vg, name) {
@@ -1083,7 +1083,11 @@ mod tests {
         let st = f.report().await.expect("report");
         assert_eq!(st.lv(HDD, "snap_a").expect("snap").cow_used_bp, Some(7500));
         f.write_origin(HDD, "data", 3 * MI);
-        assert!(f.snapshot().lv(HDD, "snap_a").expect("snap").snapshot_invalid());
+        assert!(f
+            .snapshot()
+            .lv(HDD, "snap_a")
+            .expect("snap")
+            .snapshot_invalid());
         // lvremove --yes of the origin takes its snapshot with it.
         f.remove_lv(HDD, "data").await.expect("remove");
         assert!(f.snapshot().lvs.is_empty());
@@ -1091,7 +1095,9 @@ mod tests {
         f.create_thin_pool(HDD, "pool", 100 * MI, 4 * MI)
             .await
             .expect("pool");
-        f.create_thin_lv(HDD, "pool", "t", 200 * MI).await.expect("thin");
+        f.create_thin_lv(HDD, "pool", "t", 200 * MI)
+            .await
+            .expect("thin");
         f.create_snapshot(HDD, "t", "snap_t", None)
             .await
             .expect("thin snapshot");

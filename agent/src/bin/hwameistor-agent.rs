@@ -10,7 +10,7 @@ use hwameistor_agent::exec::{HostExecutor, HostMode};
 use hwameistor_agent::ha::Replication;
 use hwameistor_agent::lvm::{LvmCli, LvmHealth};
 use hwameistor_agent::mover::{lvm_device, Mover, MoverSettings};
-use hwameistor_agent::{claim_controller, replica_controller, scanner};
+use hwameistor_agent::{claim_controller, replica_controller, scanner, snapshot_controller};
 use hwameistor_csi::readiness::{ApiReachability, Readiness, ReadinessSource};
 use hwameistor_hostexec::disk::WipeCli;
 use hwameistor_hostexec::drbd::{DrbdCli, LocalConfigFiles};
@@ -409,6 +409,7 @@ async fn main() -> anyhow::Result<()> {
         _ = scanner::run(ctx.clone(), args.resync, scanner::host_uevents()) => {}
         _ = claim_controller::run(ctx.clone()) => {}
         _ = replica_controller::run(ctx.clone()) => {}
+        _ = snapshot_controller::run(ctx.clone()) => {}
         _ = disk_volume_controller::run(disk_volumes) => {}
         _ = ha => {}
         _ = mover_task => {}

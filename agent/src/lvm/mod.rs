@@ -465,6 +465,41 @@ impl LvmCache {
         Ok((outcome, lv))
     }
 
+    /// Takes snapshot `vg/name` of `vg/origin` (copy-on-write with `cow` bytes, or thin):
+    /// one `lvcreate`, under the group's lock, unless it exists already. The snapshot as
+    /// LVM reports it.
+    pub async fn ensure_snapshot(
+        &self,
+        vg: &str,
+        origin: &str,
+        name: &str,
+        cow: Option<i64>,
+    ) -> Result<(Outcome, Lv), LvmOpError> {
+        let (guard, state) = self.lock_fresh(vg).await?;
+        let outcome = if state.lv(vg, name).is_some() {
+            Outcome::AlreadyDone
+        } else {
+            let extent = state.vg(vg).map(|g| g.extent_size).unwrap_or(1);
+            let cow = cow.map(|b| hwameistor_core::lvm::round_up_to_extent(b, extent));
+            if let Err(e) = self.host.create_snapshot(vg, origin, name, cow).await {
+                tracing::warn!(snapshot = %format!("{vg}/{name}"), error = %e, "LVM refused the snapshot");
+                self.failed();
+                return Err(e.into());
+            }
+            // Its size and the origin's attributes are LVM's to say: read back.
+            self.mutated(|_| false);
+            self.crash.point(CrashPoint::SnapshotAfterLvcreate).await;
+            Outcome::Changed
+        };
+        drop(guard);
+        let s = self.snapshot().await?;
+        let lv = s.lv(vg, name).cloned().ok_or_else(|| LvmError::Report {
+            command: "lvs".into(),
+            reason: format!("{vg}/{name} missing right after it was taken"),
+        })?;
+        Ok((outcome, lv))
+    }
+
     async fn run_lv_op(&self, vg: &str, name: &str, op: &LvOp) -> Result<(), LvmError> {
         let r = match op {
             LvOp::Create { bytes } => self.host.create_lv(vg, name, *bytes).await,

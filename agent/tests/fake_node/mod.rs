@@ -17,6 +17,7 @@ use hwameistor_agent::ha::{self, Replication};
 use hwameistor_agent::heartbeat;
 use hwameistor_agent::replica_controller;
 use hwameistor_agent::scanner;
+use hwameistor_agent::snapshot_controller;
 use hwameistor_api::*;
 use hwameistor_testkit::{FakeDrbd, FakeDrbdNet, FakeLvm, FakeWipe};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -237,6 +238,7 @@ impl FakeNode {
             tokio::spawn(scanner::run(ctx.clone(), Duration::from_secs(60), None)),
             tokio::spawn(claim_controller::run(ctx.clone())),
             tokio::spawn(replica_controller::run(ctx.clone())),
+            tokio::spawn(snapshot_controller::run(ctx.clone())),
             tokio::spawn(disk_volume_controller::run(Arc::new(DiskVolumes {
                 ctx: ctx.clone(),
                 wipe: Arc::new(self.wipe.clone()),
