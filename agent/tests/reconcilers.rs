@@ -301,15 +301,6 @@ async fn a_transient_lvm_failure_while_extending_is_retried() {
 // Replicas
 
 /// A node with a 300 MiB HDD pool and a running agent that has read it.
-async fn node_with_pool(client: &kube::Client) -> FakeNode {
-    let mut node = FakeNode::new(client);
-    node.add_disk("/dev/vdb", 101 * MI, true);
-    node.add_disk("/dev/vdc", 201 * MI, true);
-    node.pool(HDD, &["/dev/vdb", "/dev/vdc"]).await;
-    node.start();
-    node.disk("/dev/vdb", DiskPhase::Bound).await;
-    node
-}
 
 #[tokio::test]
 async fn a_replica_is_created_grown_and_removed_with_one_lvm_command_each() {

@@ -35,6 +35,8 @@ struct Objects {
     services: Vec<Service>,
     mutating: Vec<MutatingWebhookConfiguration>,
     validating: Vec<ValidatingWebhookConfiguration>,
+    /// VolumeSnapshotClasses (the cluster's CRD: no typed struct here).
+    snapshot_classes: Vec<serde_json::Value>,
 }
 
 /// Every key of `original` must survive a round trip through the typed object.
@@ -108,6 +110,7 @@ fn load() -> Objects {
                 "Service" => out.services.push(typed(&json, &at)),
                 "MutatingWebhookConfiguration" => out.mutating.push(typed(&json, &at)),
                 "ValidatingWebhookConfiguration" => out.validating.push(typed(&json, &at)),
+                "VolumeSnapshotClass" => out.snapshot_classes.push(json.clone()),
                 other => panic!("{at}: unexpected kind {other:?}"),
             }
         }
@@ -203,7 +206,8 @@ fn files_are_numbered_in_apply_order() {
             "30-controller.yaml",
             "40-node.yaml",
             "50-storageclasses.yaml",
-            "60-scheduler.yaml"
+            "60-scheduler.yaml",
+            "70-snapshots.yaml"
         ]
     );
     assert_eq!(o.namespaces.len(), 1);
@@ -263,6 +267,17 @@ fn controller_deployment_has_the_sidecars_and_flags() {
         assert!(
             help.contains(flag),
             "hwameistor-controller has no flag {flag}"
+        );
+    }
+    let snapshotter = args(container(&pod.containers, "csi-snapshotter"));
+    for flag in [
+        "--csi-address=/csi/csi.sock",
+        "--leader-election",
+        "--extra-create-metadata",
+    ] {
+        assert!(
+            snapshotter.iter().any(|a| a == flag),
+            "csi-snapshotter lacks {flag}"
         );
     }
     let provisioner = args(container(&pod.containers, "csi-provisioner"));
@@ -647,6 +662,36 @@ fn rbac_binds_existing_accounts_to_existing_roles_with_what_the_code_needs() {
             "the controller must not {verb} {res}: disks are their agents'"
         );
     }
+    // Snapshots: the CSI controller writes the objects, the node's agent takes them and
+    // reports (and the snapshotter sidecar answers for VolumeSnapshotContents).
+    for (res, verb) in [
+        ("localvolumesnapshots", "create"),
+        ("localvolumesnapshots", "delete"),
+        ("localvolumesnapshots", "watch"),
+    ] {
+        assert!(
+            grants(&controller, "hwameistor.io", res, verb),
+            "controller cannot {verb} {res}"
+        );
+    }
+    let snapshotter = role("hwameistor-csi-snapshotter");
+    assert!(grants(
+        &snapshotter,
+        "snapshot.storage.k8s.io",
+        "volumesnapshotcontents/status",
+        "patch"
+    ));
+    let node = role("hwameistor-node");
+    for (res, verb) in [
+        ("localvolumesnapshots", "watch"),
+        ("localvolumesnapshots", "patch"),
+        ("localvolumesnapshots/status", "update"),
+    ] {
+        assert!(
+            grants(&node, "hwameistor.io", res, verb),
+            "agent cannot {verb} {res}"
+        );
+    }
     let node = role("hwameistor-node");
     for (res, verb) in [
         ("localdiskvolumes", "watch"),
@@ -984,4 +1029,37 @@ fn every_binary_the_manifests_run_from_our_image_is_built_into_it() {
         }
     }
     assert!(seen >= 3, "controller, agent and extender");
+}
+
+#[test]
+fn the_snapshot_class_names_our_driver_with_parameters_it_accepts() {
+    let o = load();
+    let [class] = o.snapshot_classes.as_slice() else {
+        panic!(
+            "one VolumeSnapshotClass, found {}",
+            o.snapshot_classes.len()
+        );
+    };
+    assert_eq!(class["apiVersion"], "snapshot.storage.k8s.io/v1");
+    assert_eq!(class["metadata"]["name"], "hwameistor-lvm-snapshot");
+    assert_eq!(class["driver"], CSI_DRIVER_NAME);
+    assert_eq!(class["deletionPolicy"], "Delete");
+    for key in class.as_object().expect("object").keys() {
+        assert!(
+            [
+                "apiVersion",
+                "kind",
+                "metadata",
+                "driver",
+                "deletionPolicy",
+                "parameters"
+            ]
+            .contains(&key.as_str()),
+            "{key} is not a VolumeSnapshotClass field"
+        );
+    }
+    let params: std::collections::HashMap<String, String> =
+        serde_json::from_value(class.get("parameters").cloned().unwrap_or_default())
+            .unwrap_or_default();
+    hwameistor_csi::snapshots::parse_params(&params).expect("parameters the driver accepts");
 }

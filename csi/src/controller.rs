@@ -18,9 +18,10 @@
 //! # Capabilities
 //!
 //! CREATE_DELETE_VOLUME, PUBLISH_UNPUBLISH_VOLUME, LIST_VOLUMES,
-//! LIST_VOLUMES_PUBLISHED_NODES, GET_CAPACITY, EXPAND_VOLUME and GET_VOLUME are offered
-//! and work; snapshots, clones, VOLUME_CONDITION and MODIFY_VOLUME are not offered and
-//! their RPCs answer Unimplemented.
+//! LIST_VOLUMES_PUBLISHED_NODES, GET_CAPACITY, EXPAND_VOLUME, GET_VOLUME,
+//! CREATE_DELETE_SNAPSHOT and LIST_SNAPSHOTS are offered and work (snapshots in
+//! [`crate::snapshots`]); clones (a volume from a snapshot or another volume),
+//! VOLUME_CONDITION and MODIFY_VOLUME are not offered and answer as the spec says.
 
 use crate::capability::{self, Access};
 use crate::csi::controller_server::Controller;
@@ -77,6 +78,7 @@ impl Default for Timeouts {
 pub struct ControllerService {
     client: Client,
     timeouts: Timeouts,
+    snapshots: crate::snapshots::Snapshots,
 }
 
 /// The caller's deadline from the `grpc-timeout` header (`<digits><unit>`, unit one of
@@ -193,7 +195,11 @@ fn pool_class_of(lv: &LocalVolume) -> Option<PoolClass> {
 
 impl ControllerService {
     pub fn new(client: Client, timeouts: Timeouts) -> Self {
-        ControllerService { client, timeouts }
+        ControllerService {
+            snapshots: crate::snapshots::Snapshots::new(client.clone(), timeouts.create),
+            client,
+            timeouts,
+        }
     }
 
     fn volumes(&self) -> Api<LocalVolume> {
@@ -526,7 +532,7 @@ pub fn volume_spec(req: &CreateVolumeRequest) -> Result<LocalVolumeSpec, Status>
     }
     if req.volume_content_source.is_some() {
         return Err(invalid(
-            "volume content sources (snapshots, clones) are not supported",
+            "volume content sources (a volume restored from a snapshot or cloned from another) are not built yet",
         ));
     }
     let access = capability::check_all(&req.volume_capabilities)?;
@@ -638,6 +644,16 @@ impl Controller for ControllerService {
             return Err(precondition(format!(
                 "volume {} is published on node {node}; unpublish it first",
                 req.volume_id
+            )));
+        }
+        // Its snapshots live beside it (LVM would remove them with it): they go first.
+        let snapshots = self.snapshots.of_volume(&req.volume_id).await?;
+        if !snapshots.is_empty() {
+            let names: Vec<String> = snapshots.iter().map(|s| s.name_any()).collect();
+            return Err(precondition(format!(
+                "volume {} has snapshots ({}); delete them first (their VolumeSnapshots)",
+                req.volume_id,
+                names.join(", ")
             )));
         }
         self.delete_and_wait(&lv, limit).await?;
@@ -984,6 +1000,8 @@ impl Controller for ControllerService {
             Type::ExpandVolume,
             Type::ListVolumesPublishedNodes,
             Type::GetVolume,
+            Type::CreateDeleteSnapshot,
+            Type::ListSnapshots,
         ]
         .into_iter()
         .map(|t| ControllerServiceCapability {
@@ -1095,23 +1113,23 @@ impl Controller for ControllerService {
 
     async fn create_snapshot(
         &self,
-        _r: Request<CreateSnapshotRequest>,
+        request: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not supported"))
+        self.snapshots.create(request).await
     }
 
     async fn delete_snapshot(
         &self,
-        _r: Request<DeleteSnapshotRequest>,
+        request: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not supported"))
+        self.snapshots.delete(request).await
     }
 
     async fn list_snapshots(
         &self,
-        _r: Request<ListSnapshotsRequest>,
+        request: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not supported"))
+        self.snapshots.list_rpc(request).await
     }
 
     async fn controller_get_volume(

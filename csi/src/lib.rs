@@ -72,6 +72,7 @@ pub mod node;
 pub mod params;
 pub mod readiness;
 pub mod server;
+pub mod snapshots;
 pub mod topology;
 
 /// The generated CSI types, clients and servers (see "CSI bindings" above).

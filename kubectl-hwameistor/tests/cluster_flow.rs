@@ -204,13 +204,27 @@ async fn install_waits_for_the_workloads_to_be_ready() {
 /// Whether each object of the embedded bundle (customized for the test's namespace)
 /// exists, in install order; cluster-scoped objects the test will create are registered
 /// for cleanup. CRDs are never cleaned up.
+/// Whether the cluster serves VolumeSnapshotClasses (a real cluster may; the test API server
+/// does not).
+async fn serves_snapshot_classes(env: &Env) -> bool {
+    Api::<CustomResourceDefinition>::all(env.client())
+        .get_opt(install::SNAPSHOT_CLASS_CRD)
+        .await
+        .expect("read CRD")
+        .is_some()
+}
+
 async fn embedded_prestate(env: &Env) -> Vec<(ObjectKey, bool)> {
-    let (bundle, _) = prepare(
+    let (mut bundle, _) = prepare(
         Bundle::embedded().unwrap(),
         &env.customization(),
         &BTreeMap::new(),
     )
     .unwrap();
+    // Left out by install where the cluster lacks the VolumeSnapshot CRDs.
+    if !serves_snapshot_classes(env).await {
+        bundle.objects.retain(|o| o.kind() != "VolumeSnapshotClass");
+    }
     let mut applier = Applier::new(&env.cluster);
     let mut out = Vec::new();
     for obj in &bundle.objects {
@@ -246,6 +260,7 @@ async fn embedded_prestate(env: &Env) -> Vec<(ObjectKey, bool)> {
                 "ClusterRoleBinding" => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
                 "CSIDriver" => "/apis/storage.k8s.io/v1/csidrivers",
                 "StorageClass" => "/apis/storage.k8s.io/v1/storageclasses",
+                "VolumeSnapshotClass" => "/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses",
                 "Namespace" => "/api/v1/namespaces",
                 "MutatingWebhookConfiguration" => {
                     "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
@@ -277,6 +292,19 @@ async fn the_embedded_manifests_install_through_the_cli_and_reinstall_unchanged(
     let report: Value = serde_json::from_str(&out).unwrap();
     let objects = report["objects"].as_array().unwrap();
     assert_eq!(objects.len(), before.len());
+    // Without the VolumeSnapshot CRDs the class is left out, and the report says how to
+    // get them.
+    let notes = report["notes"].as_array().cloned().unwrap_or_default();
+    if serves_snapshot_classes(&env).await {
+        assert!(notes.is_empty(), "{notes:?}");
+    } else {
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        let note = notes[0].as_str().unwrap_or_default();
+        assert!(
+            note.contains("no VolumeSnapshot CRDs") && note.contains("external-snapshotter"),
+            "{note}"
+        );
+    }
     for (o, (key, existed)) in objects.iter().zip(&before) {
         assert_eq!(o["kind"], key.kind.as_str());
         assert_eq!(o["name"], key.name.as_str());

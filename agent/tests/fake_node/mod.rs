@@ -132,6 +132,17 @@ pub const HEARTBEAT_VALID: Duration = Duration::from_secs(1);
 /// callback for it).
 pub const HELPER: &str = "/usr/local/bin/hwameistor-drbd-helper";
 
+/// A started node whose HDD pool is two disks (100 + 200 MiB of extents).
+pub async fn node_with_pool(client: &kube::Client) -> FakeNode {
+    let mut node = FakeNode::new(client);
+    node.add_disk("/dev/vdb", 101 * MI, true);
+    node.add_disk("/dev/vdc", 201 * MI, true);
+    node.pool(HDD, &["/dev/vdb", "/dev/vdc"]).await;
+    node.start();
+    node.disk("/dev/vdb", DiskPhase::Bound).await;
+    node
+}
+
 /// A random suffix, so tests on one shared cluster never meet each other's objects.
 pub fn unique(prefix: &str) -> String {
     hwameistor_testapi::unique_name(prefix)
@@ -480,6 +491,19 @@ impl FakeNode {
                 .patch(&n, &PatchParams::default(), &Patch::Merge(&strip))
                 .await;
             let _ = replicas.delete(&n, &DeleteParams::default()).await;
+        }
+        let snapshots = Api::<LocalVolumeSnapshot>::all(self.client.clone());
+        for sn in snapshots
+            .list(&lp)
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            let n = sn.metadata.name.clone().unwrap_or_default();
+            let _ = snapshots
+                .patch(&n, &PatchParams::default(), &Patch::Merge(&strip))
+                .await;
+            let _ = snapshots.delete(&n, &DeleteParams::default()).await;
         }
         let claims = Api::<LocalDiskClaim>::all(self.client.clone());
         for c in claims.list(&lp).await.map(|l| l.items).unwrap_or_default() {

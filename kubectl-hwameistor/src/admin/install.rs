@@ -49,6 +49,9 @@ pub struct ApplyReport {
     /// Secrets holding generated webhook serving certificates.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<String>,
+    /// What was left out and why, with what to do.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl ApplyReport {
@@ -149,6 +152,39 @@ pub fn prepare(
     ))
 }
 
+/// The CRD that must exist before a VolumeSnapshotClass can.
+pub const SNAPSHOT_CLASS_CRD: &str = "volumesnapshotclasses.snapshot.storage.k8s.io";
+
+/// What to say when the cluster lacks the VolumeSnapshot CRDs.
+pub fn snapshot_crds_missing_note() -> String {
+    format!(
+        "VolumeSnapshotClass hwameistor-lvm-snapshot left out: the cluster has no VolumeSnapshot CRDs ({SNAPSHOT_CLASS_CRD}), so VolumeSnapshots cannot be taken. Install the external-snapshotter's CRDs and its snapshot-controller (github.com/kubernetes-csi/external-snapshotter: client/config/crd and deploy/kubernetes/snapshot-controller), then run `kubectl hwameistor upgrade`"
+    )
+}
+
+/// Leaves out the objects whose API the cluster does not serve (VolumeSnapshotClasses
+/// without the VolumeSnapshot CRDs, which are the cluster's, not ours), saying so.
+async fn without_missing_apis(
+    cluster: &Cluster,
+    mut bundle: Bundle,
+) -> Result<(Bundle, Vec<String>), AdminError> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    if bundle.of_kind("VolumeSnapshotClass").next().is_none() {
+        return Ok((bundle, Vec::new()));
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+    let present = crds
+        .get_opt(SNAPSHOT_CLASS_CRD)
+        .await
+        .map_err(|e| AdminError::api(format!("reading CRD {SNAPSHOT_CLASS_CRD}"), e))?
+        .is_some();
+    if present {
+        return Ok((bundle, Vec::new()));
+    }
+    bundle.objects.retain(|o| o.kind() != "VolumeSnapshotClass");
+    Ok((bundle, vec![snapshot_crds_missing_note()]))
+}
+
 /// Serving certificates already in the cluster, so re-applying keeps the same CA.
 async fn existing_certs(
     cluster: &Cluster,
@@ -213,6 +249,7 @@ async fn run(
     let remaining = || opts.timeout.saturating_sub(start.elapsed());
     let existing = existing_certs(cluster, &bundle, &opts.customization).await?;
     let (bundle, certificates) = prepare(bundle, &opts.customization, &existing)?;
+    let (bundle, notes) = without_missing_apis(cluster, bundle).await?;
     let mut applier = Applier::new(cluster);
     let mut report = ApplyReport {
         operation,
@@ -221,6 +258,7 @@ async fn run(
         objects: Vec::new(),
         workloads: Vec::new(),
         certificates,
+        notes,
     };
     let verb = match operation {
         Operation::Install => "install",
@@ -311,6 +349,7 @@ mod tests {
             ],
             workloads: vec![],
             certificates: vec![],
+            notes: Vec::new(),
         };
         assert_eq!(
             r.summary(),

@@ -91,7 +91,7 @@ pub fn install_rank(kind: &str) -> u8 {
         "ConfigMap" | "Secret" => 6,
         "Service" => 7,
         "Deployment" | "DaemonSet" | "StatefulSet" => 8,
-        "StorageClass" => 9,
+        "StorageClass" | "VolumeSnapshotClass" => 9,
         "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => 10,
         _ => 11,
     }
@@ -119,6 +119,7 @@ pub fn known_namespaced(kind: &str) -> Option<bool> {
         | "CSIDriver"
         | "PriorityClass"
         | "StorageClass"
+        | "VolumeSnapshotClass"
         | "MutatingWebhookConfiguration"
         | "ValidatingWebhookConfiguration" => Some(false),
         _ => None,

@@ -107,6 +107,10 @@ pub async fn install(
     if !g.quiet {
         eprintln!("{}", report.summary());
     }
+    // Left-out parts are said even when quiet: they change what the cluster can do.
+    for n in &report.notes {
+        eprintln!("note: {n}");
+    }
     Ok(0)
 }
 
