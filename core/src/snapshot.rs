@@ -22,13 +22,24 @@ pub fn lv_name(object: &str) -> String {
     format!("snap_{object}")
 }
 
+/// The copy-on-write space that holds every block of a volume of `source` bytes and the
+/// snapshot's own bookkeeping (an exception record per copied chunk, about 1/256 of the
+/// data, and a header): a snapshot this large never overflows. A snapshot exactly the
+/// volume's size does, once all of it changed (seen on real LVM).
+pub fn full_cow_bytes(source: i64) -> i64 {
+    source
+        .saturating_add(source / 128)
+        .saturating_add(MIN_COW_BYTES)
+}
+
 /// The copy-on-write space for a snapshot of a thick volume of `source` bytes, from the
-/// VolumeSnapshotClass's `cowSize` (`None`: as large as the volume, so it can never
-/// overflow): a percentage of the volume (`"25%"`) or a size (`"2Gi"`), at least
-/// [`MIN_COW_BYTES`] and at most the volume's size.
+/// VolumeSnapshotClass's `cowSize` (`None`: [`full_cow_bytes`], so it never overflows): a
+/// percentage of that (`"25%"`) or a size (`"2Gi"`), at least [`MIN_COW_BYTES`] and at most
+/// [`full_cow_bytes`].
 pub fn cow_bytes(source: i64, param: Option<&str>) -> Result<i64, String> {
+    let full = full_cow_bytes(source);
     let bytes = match param.map(str::trim) {
-        None => source,
+        None => full,
         Some(p) => match p.strip_suffix('%') {
             Some(pct) => {
                 let pct: f64 = pct
@@ -39,7 +50,7 @@ pub fn cow_bytes(source: i64, param: Option<&str>) -> Result<i64, String> {
                     .ok_or_else(|| {
                         format!("cowSize {p:?} is not a percentage from 1% to 100% of the volume")
                     })?;
-                (source as f64 * pct / 100.0).ceil() as i64
+                (full as f64 * pct / 100.0).ceil() as i64
             }
             None => parse_size(p)
                 .map_err(|e| format!("cowSize {p:?}: {e}"))
@@ -50,7 +61,7 @@ pub fn cow_bytes(source: i64, param: Option<&str>) -> Result<i64, String> {
                 })?,
         },
     };
-    Ok(bytes.clamp(MIN_COW_BYTES, source.max(MIN_COW_BYTES)))
+    Ok(bytes.clamp(MIN_COW_BYTES, full))
 }
 
 /// The node whose replica a snapshot of `v` is taken from: the volume's one replica, or an
@@ -486,14 +497,17 @@ mod tests {
     }
 
     #[test]
-    fn cow_space_is_a_share_or_a_size_within_the_volume() {
-        assert_eq!(cow_bytes(GI, None), Ok(GI));
-        assert_eq!(cow_bytes(GI, Some("25%")), Ok(GI / 4));
+    fn cow_space_is_a_share_or_a_size_within_what_never_overflows() {
+        let full = GI + 8 * MI + 4 * MI;
+        assert_eq!(full_cow_bytes(GI), full);
+        assert_eq!(cow_bytes(GI, None), Ok(full));
+        assert_eq!(cow_bytes(GI, Some("100%")), Ok(full));
+        assert_eq!(cow_bytes(GI, Some("25%")), Ok(full / 4));
         assert_eq!(cow_bytes(GI, Some("256Mi")), Ok(256 * MI));
         assert_eq!(
             cow_bytes(GI, Some("4Gi")),
-            Ok(GI),
-            "never more than the volume"
+            Ok(full),
+            "never more than can be used"
         );
         assert_eq!(
             cow_bytes(GI, Some("0.1%")),

@@ -23,7 +23,8 @@ use std::time::Duration;
 use tonic::{Code, Request, Response, Status};
 
 /// VolumeSnapshotClass parameter: copy-on-write space of a thick volume's snapshot, a
-/// percentage of the volume (`"25%"`) or a size (`"2Gi"`); default the volume's size.
+/// percentage (`"25%"`) of the space that never overflows (the volume's size and the
+/// snapshot's bookkeeping, the default) or a size (`"2Gi"`).
 pub const PARAM_COW_SIZE: &str = "cowSize";
 /// Keys the CSI sidecars own (`--extra-create-metadata` adds the VolumeSnapshot's name).
 const SIDECAR_PREFIX: &str = "csi.storage.k8s.io/";
