@@ -30,6 +30,12 @@ pub enum AdminError {
     )]
     UnknownVolume { name: String, known: Vec<String> },
 
+    #[error(
+        "snapshot {name:?} not found; {}",
+        known_list("known snapshots", known, "there are no LocalVolumeSnapshots")
+    )]
+    UnknownSnapshot { name: String, known: Vec<String> },
+
     #[error("invalid size: {0}")]
     Size(#[from] SizeError),
 

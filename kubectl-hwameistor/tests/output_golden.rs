@@ -356,6 +356,7 @@ fn ha_volume() -> VolumeRow {
 fn ha_volume_detail_shows_each_replicas_replication_and_assignment() {
     let d = VolumeDetail {
         volume: ha_volume(),
+        snapshots: Vec::new(),
     };
     assert_eq!(
         lines(&render(&d, opts(OutputFormat::Table)).unwrap()),

@@ -133,6 +133,10 @@ pub struct Snapshot {
     pub migrates: Vec<LocalVolumeMigrate>,
     pub converts: Vec<LocalVolumeConvert>,
     pub expands: Vec<LocalVolumeExpand>,
+    pub snapshots: Vec<hwameistor_api::LocalVolumeSnapshot>,
+    /// The cluster serves VolumeSnapshots (the external-snapshotter's CRDs); None when it
+    /// could not be read.
+    pub volume_snapshot_crds: Option<bool>,
     pub lease: Option<Lease>,
     pub csi_driver: Option<CSIDriver>,
     pub disk_csi_driver: Option<CSIDriver>,
@@ -1133,6 +1137,54 @@ fn check_claims(s: &Snapshot, f: &mut Findings) {
     }
 }
 
+fn check_snapshots(s: &Snapshot, f: &mut Findings) {
+    use super::snapshots::{snapshot_row, NEAR_OVERFLOW_PERCENT};
+    // A choice, like running without the hwameistor-scheduler: said, not flagged.
+    if s.volume_snapshot_crds == Some(false) {
+        f.ok(
+            "snapshots",
+            format!("the cluster has no VolumeSnapshot CRDs ({}): VolumeSnapshots of HwameiStor volumes cannot be taken; install the external-snapshotter's CRDs and snapshot-controller, then `kubectl hwameistor upgrade` (adds the VolumeSnapshotClass)", super::install::SNAPSHOT_CLASS_CRD),
+        );
+    }
+    let mut bad = 0;
+    for sn in &s.snapshots {
+        let r = snapshot_row(sn);
+        let obj = Some(format!("snapshot {} (volume {})", r.name, r.volume));
+        if r.state.as_deref() == Some("Failed") {
+            bad += 1;
+            f.add(
+                "snapshots",
+                Severity::Error,
+                obj,
+                format!("Failed: {}", r.message.as_deref().unwrap_or("no message")),
+                Some("it holds no usable data: delete it (its VolumeSnapshot) and take another"),
+            );
+        } else if r.near_overflow() {
+            bad += 1;
+            f.add(
+                "snapshots",
+                Severity::Warning,
+                obj,
+                format!(
+                    "{}% of its {} copy-on-write space is used (warned from {NEAR_OVERFLOW_PERCENT}%); when it is full LVM invalidates it and its data is lost",
+                    r.used_percent.unwrap_or(0),
+                    format_size(r.cow_bytes.unwrap_or(0))
+                ),
+                Some("copy what you need from it (restore it to a new volume) now; give later snapshots more room: VolumeSnapshotClass parameter cowSize"),
+            );
+        }
+    }
+    if bad == 0 && !s.snapshots.is_empty() {
+        f.ok(
+            "snapshots",
+            format!(
+                "{} snapshot(s), none failed or near overflow",
+                s.snapshots.len()
+            ),
+        );
+    }
+}
+
 /// Runs every check on a snapshot.
 pub fn diagnose_snapshot(s: &Snapshot) -> DiagnoseReport {
     let mut f = Findings(Vec::new());
@@ -1149,6 +1201,7 @@ pub fn diagnose_snapshot(s: &Snapshot) -> DiagnoseReport {
         check_disks(s, &mut f);
         check_disk_volumes(s, &mut f);
         check_claims(s, &mut f);
+        check_snapshots(s, &mut f);
     }
     let errors = f.0.iter().filter(|x| x.severity == Severity::Error).count();
     let warnings =
@@ -1211,6 +1264,12 @@ pub async fn collect(cluster: &Cluster) -> Result<Snapshot, AdminError> {
         migrates: or_empty(list_all(cluster).await).await?,
         converts: or_empty(list_all(cluster).await).await?,
         expands: or_empty(list_all(cluster).await).await?,
+        snapshots: or_empty(list_all(cluster).await).await?,
+        volume_snapshot_crds: crd_api
+            .get_opt(super::install::SNAPSHOT_CLASS_CRD)
+            .await
+            .ok()
+            .map(|c| c.is_some()),
         lease: Api::<Lease>::namespaced(c.clone(), ns)
             .get_opt(CONTROLLER_LEASE)
             .await
@@ -1826,5 +1885,65 @@ mod tests {
             "2026-11-26",
         );
         assert_eq!(half[0].severity, Severity::Error);
+    }
+
+    #[test]
+    fn failed_and_filling_snapshots_are_flagged_and_missing_snapshot_crds_told() {
+        use hwameistor_api::{
+            LocalVolumeSnapshot, LocalVolumeSnapshotSpec, LocalVolumeSnapshotStatus, SnapshotState,
+        };
+        let snap = |name: &str, state: SnapshotState, used: Option<i64>| {
+            let mut s = LocalVolumeSnapshot::new(
+                name,
+                LocalVolumeSnapshotSpec {
+                    source_volume: "db".into(),
+                    node_name: "n1".into(),
+                    pool_name: "LocalStorage_PoolHDD".into(),
+                    source_capacity_bytes: 1 << 30,
+                    cow_capacity_bytes: Some(256 << 20),
+                },
+            );
+            s.status = Some(LocalVolumeSnapshotStatus {
+                state: Some(state),
+                ready_to_use: state == SnapshotState::Ready,
+                used_percent: used,
+                message: (state == SnapshotState::Failed).then(|| "overflowed".into()),
+                ..Default::default()
+            });
+            s
+        };
+        let s = Snapshot {
+            snapshots: vec![
+                snap("fine", SnapshotState::Ready, Some(10)),
+                snap("filling", SnapshotState::Ready, Some(85)),
+                snap("lost", SnapshotState::Failed, Some(100)),
+            ],
+            volume_snapshot_crds: Some(false),
+            ..Default::default()
+        };
+        let mut f = Findings(Vec::new());
+        check_snapshots(&s, &mut f);
+        let got: Vec<(Severity, &str)> =
+            f.0.iter()
+                .map(|x| (x.severity, x.object.as_deref().unwrap_or("-")))
+                .collect();
+        assert_eq!(
+            got,
+            [
+                (Severity::Ok, "-"),
+                (Severity::Warning, "snapshot filling (volume db)"),
+                (Severity::Error, "snapshot lost (volume db)"),
+            ]
+        );
+        assert!(f.0[1].message.contains("85% of its 256Mi"), "{:?}", f.0[1]);
+        let healthy = Snapshot {
+            snapshots: vec![snap("fine", SnapshotState::Ready, Some(10))],
+            volume_snapshot_crds: Some(true),
+            ..Default::default()
+        };
+        let mut f = Findings(Vec::new());
+        check_snapshots(&healthy, &mut f);
+        assert_eq!(f.0.len(), 1);
+        assert_eq!(f.0[0].severity, Severity::Ok);
     }
 }

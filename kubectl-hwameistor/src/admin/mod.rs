@@ -18,6 +18,7 @@ pub mod operations;
 pub mod pools;
 pub mod readiness;
 pub mod serving_certs;
+pub mod snapshots;
 pub mod split_brain;
 pub mod uninstall;
 pub mod volumes;

@@ -506,6 +506,9 @@ pub async fn list_volumes(cluster: &Cluster) -> Result<VolumeList, AdminError> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VolumeDetail {
     pub volume: VolumeRow,
+    /// Its snapshots (LVM volumes only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<super::snapshots::SnapshotRow>,
 }
 
 impl Render for VolumeDetail {
@@ -533,6 +536,10 @@ impl Render for VolumeDetail {
             ]);
         }
         let mut tables = vec![volume_table(std::slice::from_ref(v), wide), r];
+        if !self.snapshots.is_empty() {
+            tables
+                .push(super::snapshots::snapshot_table(&self.snapshots, wide).titled("Snapshots:"));
+        }
         if v.is_ha() {
             tables.push(replication_table(v));
             let mut notes = TableView::new(&["NOTE"]).titled("Notes:");
@@ -667,6 +674,7 @@ pub async fn get_volume(cluster: &Cluster, key: &str) -> Result<VolumeDetail, Ad
             if let Some(d) = disks.iter().find(|d| d.name_any() == key || pvc(d) == key) {
                 return Ok(VolumeDetail {
                     volume: disk_volume_row(d),
+                    snapshots: Vec::new(),
                 });
             }
             known.extend(disks.iter().map(|d| d.name_any()));
@@ -682,6 +690,7 @@ pub async fn get_volume(cluster: &Cluster, key: &str) -> Result<VolumeDetail, Ad
         .collect();
     Ok(VolumeDetail {
         volume: volume_row(&v, &mine),
+        snapshots: super::snapshots::of_volume(cluster, &v.name_any()).await?,
     })
 }
 
@@ -1148,6 +1157,7 @@ mod tests {
         }
         let detail = VolumeDetail {
             volume: volume_row(&v, &[&a, &b]),
+            snapshots: Vec::new(),
         };
         let text = render_tables(&detail.tables(false), false);
         assert!(text.contains("Replication (HA SplitBrain):"), "{text}");

@@ -8,6 +8,7 @@ mod drain;
 mod inspect;
 mod lifecycle;
 mod operation;
+mod snapshot;
 mod volume;
 
 pub use args::*;
@@ -56,6 +57,9 @@ pub enum Command {
     /// Volumes: list, show, migrate, convert to HA, expand, resolve a split brain.
     #[command(subcommand, visible_aliases = ["volumes", "vol"])]
     Volume(volume::VolumeCommand),
+    /// Snapshots of volumes (behind VolumeSnapshots): list, show, delete.
+    #[command(subcommand, visible_aliases = ["snapshots", "snap"])]
+    Snapshot(snapshot::SnapshotCommand),
     /// Volume operations (migrations, conversions, expansions): list, show, abort, delete.
     #[command(subcommand, visible_aliases = ["operations", "op", "ops"])]
     Operation(operation::OperationCommand),
@@ -110,6 +114,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AdminError> {
         Command::Pool(c) => inspect::pool(g, c, out).await,
         Command::Volume(c) => volume::run(g, c, out).await,
         Command::Operation(c) => operation::run(g, c, out).await,
+        Command::Snapshot(c) => snapshot::run(g, c, out).await,
         Command::Diagnose(a) => inspect::diagnose(g, a, out).await,
         Command::Completion(a) => completion::run(a, out),
     }

@@ -38,7 +38,7 @@ use std::time::Duration;
 pub const GI: i64 = 1 << 30;
 
 /// The collections of HwameiStor's custom resources (all cluster-scoped).
-const HWAMEISTOR_COLLECTIONS: [&str; 8] = [
+const HWAMEISTOR_COLLECTIONS: [&str; 9] = [
     "/apis/hwameistor.io/v1alpha1/localdisks",
     "/apis/hwameistor.io/v1alpha1/localdiskclaims",
     "/apis/hwameistor.io/v1alpha1/localstoragenodes",
@@ -48,6 +48,7 @@ const HWAMEISTOR_COLLECTIONS: [&str; 8] = [
     "/apis/hwameistor.io/v1alpha1/localvolumemigrates",
     "/apis/hwameistor.io/v1alpha1/localvolumeconverts",
     "/apis/hwameistor.io/v1alpha1/localvolumeexpands",
+    "/apis/hwameistor.io/v1alpha1/localvolumesnapshots",
 ];
 
 /// A test's cluster, client, system namespace and kubeconfig file. Field order matters:
