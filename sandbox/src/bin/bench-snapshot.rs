@@ -1,0 +1,243 @@
+//! `bench-snapshot`: what snapshots cost, in one node VM running the real agent and the
+//! controller, and prints the figures:
+//!
+//! - creation time of a snapshot, thin against copy-on-write (thick), from the
+//!   LocalVolumeSnapshot object written (as CSI CreateSnapshot writes it) to the agent
+//!   reporting it Ready, and of the bare `lvcreate --snapshot` alone;
+//! - sequential direct-write throughput on a thick volume with 0, 1 and 4 copy-on-write
+//!   snapshots (each write to a block not copied yet first copies it to every snapshot).
+//!
+//! Under software emulation (TCG) compare the ratios, not the absolute figures.
+
+use clap::Parser;
+use hwameistor_api::*;
+use hwameistor_sandbox::bench::{storage_nodes, timed, WAIT};
+use hwameistor_sandbox::{eventually, workspace_binary, Sandbox};
+use hwameistor_testbed::VmSpec;
+use kube::api::{Api, DeleteParams, PostParams};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "bench-snapshot",
+    about = "Snapshot creation time (thin, COW) and write throughput under COW snapshots, in a node VM"
+)]
+struct Args {
+    /// Size of the benchmarked volumes, MiB (also what is written per round).
+    #[arg(long, default_value_t = 256)]
+    mib: i64,
+    /// Snapshots taken of each kind for the creation time (the median is printed).
+    #[arg(long, default_value_t = 5)]
+    snapshots: usize,
+}
+
+const NODE: &str = "bench1";
+const VG: &str = "LocalStorage_PoolHDD";
+
+fn volume(name: &str, bytes: i64, thin: bool) -> LocalVolume {
+    LocalVolume::new(
+        name,
+        LocalVolumeSpec {
+            pool_name: VG.into(),
+            volume_kind: VolumeKind::Lvm,
+            required_capacity_bytes: bytes,
+            replica_number: 1,
+            convertible: false,
+            thin,
+            accessibility: Accessibility {
+                nodes: vec![NODE.into()],
+            },
+            pvc_namespace: None,
+            pvc_name: None,
+            fs_type: None,
+            config: None,
+            split_brain_resolution: None,
+            operation: None,
+        },
+    )
+}
+
+async fn ready_volume(sb: &Sandbox, name: &str, bytes: i64, thin: bool) -> anyhow::Result<()> {
+    let api: Api<LocalVolume> = Api::all(sb.client.clone());
+    api.create(&PostParams::default(), &volume(name, bytes, thin))
+        .await?;
+    eventually(WAIT, "the volume Ready", || async {
+        let v = api.get(name).await?;
+        Ok((v.status.and_then(|s| s.state) == Some(VolumeState::Ready)).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// Seconds from writing a snapshot object to its agent reporting it Ready.
+async fn snapshot_ready(
+    sb: &Sandbox,
+    name: &str,
+    volume: &str,
+    bytes: i64,
+    cow: Option<i64>,
+) -> anyhow::Result<f64> {
+    let api: Api<LocalVolumeSnapshot> = Api::all(sb.client.clone());
+    let t = Instant::now();
+    api.create(
+        &PostParams::default(),
+        &LocalVolumeSnapshot::new(
+            name,
+            LocalVolumeSnapshotSpec {
+                source_volume: volume.into(),
+                node_name: NODE.into(),
+                pool_name: VG.into(),
+                source_capacity_bytes: bytes,
+                cow_capacity_bytes: cow,
+            },
+        ),
+    )
+    .await?;
+    loop {
+        let s = api.get(name).await?;
+        let st = s.status.unwrap_or_default();
+        if st.ready_to_use {
+            return Ok(t.elapsed().as_secs_f64());
+        }
+        anyhow::ensure!(
+            st.state != Some(SnapshotState::Failed),
+            "snapshot {name} failed: {:?}",
+            st.message
+        );
+        anyhow::ensure!(t.elapsed() < WAIT, "snapshot {name} not Ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn delete_snapshots(sb: &Sandbox, names: &[String]) -> anyhow::Result<()> {
+    let api: Api<LocalVolumeSnapshot> = Api::all(sb.client.clone());
+    for n in names {
+        api.delete(n, &DeleteParams::default()).await?;
+    }
+    for n in names {
+        eventually(WAIT, "the snapshot gone", || async {
+            Ok(api.get_opt(n).await?.is_none().then_some(()))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let agent = workspace_binary("hwameistor-agent", "HWAMEISTOR_AGENT_BIN")?;
+    let helper = workspace_binary("hwameistor-drbd-helper", "HWAMEISTOR_DRBD_HELPER_BIN")?;
+    let call = workspace_binary("examples/csi_node_call", "HWAMEISTOR_CSI_CALL_BIN")?;
+    let controller = workspace_binary("hwameistor-controller", "HWAMEISTOR_CONTROLLER_BIN")?;
+    let bytes = args.mib << 20;
+    // Room for the thick volume, 4 full-size COW snapshots and the thin pool.
+    let disk = ((7 * args.mib + 1024) as u64) << 20;
+    let sb = Sandbox::start(&agent, vec![VmSpec::new(NODE).disk("bench-pool", disk)]).await?;
+    storage_nodes(&sb, &[NODE], &call, &helper).await?;
+    let mut ctl = sb
+        .start_controller_with(&controller, "bench-snapshot", &[])
+        .await?;
+    let vm = sb.testbed.vm(NODE);
+    ready_volume(&sb, "thick", bytes, false).await?;
+    ready_volume(&sb, "thin", bytes, true).await?;
+    let dev = |v: &str| format!("/dev/{VG}/{v}");
+    for v in ["thick", "thin"] {
+        vm.exec_ok_timeout(
+            &format!(
+                "dd if=/dev/urandom of={} bs=1M count={} oflag=direct status=none",
+                dev(v),
+                args.mib
+            ),
+            Duration::from_secs(600),
+        )
+        .await?;
+    }
+
+    // Creation time, through the agent and bare.
+    let full = hwameistor_core::snapshot::full_cow_bytes(bytes);
+    let mut through = [Vec::new(), Vec::new()];
+    let mut bare = [Vec::new(), Vec::new()];
+    for (k, (v, cow)) in [("thick", Some(full)), ("thin", None)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut names = Vec::new();
+        for i in 0..args.snapshots {
+            let name = format!("{v}-s{i}");
+            through[k].push(snapshot_ready(&sb, &name, v, bytes, cow).await?);
+            names.push(name);
+        }
+        delete_snapshots(&sb, &names).await?;
+        for i in 0..args.snapshots {
+            let size = cow
+                .map(|b| format!("-L {b}b"))
+                .unwrap_or_else(|| "-kn".into());
+            bare[k].push(
+                timed(
+                    vm,
+                    &format!("lvcreate -s -p r {size} -n bare_{v}{i} {VG}/{v}"),
+                )
+                .await?,
+            );
+        }
+        for i in 0..args.snapshots {
+            vm.exec_ok(&format!("lvremove -y {VG}/bare_{v}{i}")).await?;
+        }
+    }
+    println!("snapshot creation, median of {} (ms):", args.snapshots);
+    println!(
+        "  object written -> agent reports Ready: thick (COW {}) {:.0}, thin {:.0}",
+        hwameistor_api::quantity::format_size(full),
+        median(through[0].clone()) * 1e3,
+        median(through[1].clone()) * 1e3
+    );
+    println!(
+        "  lvcreate --snapshot alone:             thick {:.0}, thin {:.0}",
+        median(bare[0].clone()) * 1e3,
+        median(bare[1].clone()) * 1e3
+    );
+
+    // Write throughput on the thick volume under 0, 1 and 4 COW snapshots: each round
+    // rewrites the whole volume once, every block for the first time since the snapshots.
+    println!(
+        "sequential direct writes of {} MiB to a thick volume (MiB/s, best of 2):",
+        args.mib
+    );
+    let mut base = 0.0;
+    for n in [0usize, 1, 4] {
+        let names: Vec<String> = (0..n).map(|i| format!("cow-{n}-{i}")).collect();
+        let mut best = 0.0f64;
+        for _round in 0..2 {
+            for name in &names {
+                snapshot_ready(&sb, name, "thick", bytes, Some(full)).await?;
+            }
+            let secs = timed(
+                vm,
+                &format!(
+                    "dd if=/dev/zero of={} bs=1M count={} oflag=direct conv=notrunc",
+                    dev("thick"),
+                    args.mib
+                ),
+            )
+            .await?;
+            best = best.max(args.mib as f64 / secs);
+            delete_snapshots(&sb, &names).await?;
+        }
+        if n == 0 {
+            base = best;
+        }
+        println!(
+            "  {n} snapshot(s): {best:.0} MiB/s ({:.2} of none)",
+            best / base
+        );
+    }
+    let _ = ctl.child.kill().await;
+    sb.shutdown().await?;
+    Ok(())
+}
