@@ -379,6 +379,7 @@ async fn reconcile_steps<K: OperationResource>(
             Ok(())
         };
         let (members, children) = read_group(&ctx, &current, volume.as_ref()).await?;
+        let snapshots = volume_snapshots(&ctx, volume.as_ref()).await?;
         let status = current.op_status().cloned().unwrap_or_default();
         let uid = current.uid().unwrap_or_default();
         let ttl = current
@@ -414,6 +415,7 @@ async fn reconcile_steps<K: OperationResource>(
                     members: &members,
                     children: &children,
                 },
+                snapshots: &snapshots,
             };
             current.with_machine(|m| operation::next_step(&o, &w, m))
         };
@@ -580,6 +582,30 @@ async fn reconcile_steps<K: OperationResource>(
     }
     // Still moving: look again soon (a long run of steps is normal while it starts).
     Ok(Action::requeue(Duration::from_millis(200)))
+}
+
+/// The snapshots of `volume` (a migration refuses to take a replica away from its
+/// snapshots). A cluster without the snapshot CRD has none.
+async fn volume_snapshots(
+    ctx: &Context,
+    volume: Option<&LocalVolume>,
+) -> Result<Vec<hwameistor_api::LocalVolumeSnapshot>, kube::Error> {
+    let Some(v) = volume else {
+        return Ok(Vec::new());
+    };
+    let name = v.name_any();
+    match Api::<hwameistor_api::LocalVolumeSnapshot>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(l) => Ok(l
+            .items
+            .into_iter()
+            .filter(|s| s.spec.source_volume == name)
+            .collect()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The other volumes of `volume`'s group (by its group label) and the operations `op` made

@@ -429,6 +429,19 @@ impl Machine for Migrate<'_> {
                 on.join(", ")
             ));
         }
+        let held: Vec<&str> = w
+            .snapshots
+            .iter()
+            .filter(|s| s.spec.node_name == source)
+            .filter_map(|s| s.metadata.name.as_deref())
+            .collect();
+        if !held.is_empty() {
+            // They live beside the replica that would go, and would go with it.
+            return Start::Fail(format!(
+                "the volume has snapshots on {source} ({}): they stay beside its replica there and would be lost with it; delete them (their VolumeSnapshots) before moving it",
+                held.join(", ")
+            ));
+        }
         if let Some(wait) = wait_until_ready(v, "a replica moves only off a Ready volume") {
             return wait;
         }

@@ -115,6 +115,8 @@ pub struct World<'a> {
     pub free_resource_id: Option<i64>,
     /// The volume's group: its other volumes and the operations this one made for them.
     pub group: group::Group<'a>,
+    /// The volume's snapshots (they live beside its replica on their node).
+    pub snapshots: &'a [hwameistor_api::LocalVolumeSnapshot],
 }
 
 impl World<'_> {

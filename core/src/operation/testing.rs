@@ -121,6 +121,8 @@ pub struct Sim {
     /// The volume's group's other volumes (their operations are the tests' to move on).
     pub members: Vec<LocalVolume>,
     pub children: Vec<Child>,
+    /// The volume's snapshots.
+    pub snapshots: Vec<hwameistor_api::LocalVolumeSnapshot>,
 }
 
 impl Sim {
@@ -151,6 +153,7 @@ impl Sim {
             log: Vec::new(),
             members: Vec::new(),
             children: Vec::new(),
+            snapshots: Vec::new(),
         };
         sim.settle();
         sim
@@ -227,6 +230,7 @@ impl Sim {
                     members: &self.members,
                     children: &self.children,
                 },
+                snapshots: &self.snapshots,
             };
             next_step(&op, &w, m)
         };

@@ -456,6 +456,55 @@ fn migrate_refusals_say_what_is_wrong() {
 }
 
 #[test]
+fn a_replica_with_snapshots_beside_it_does_not_move() {
+    use hwameistor_api::{LocalVolumeSnapshot, LocalVolumeSnapshotSpec};
+    let snap = |name: &str, node: &str| {
+        LocalVolumeSnapshot::new(
+            name,
+            LocalVolumeSnapshotSpec {
+                source_volume: "vol".into(),
+                node_name: node.into(),
+                pool_name: "LocalStorage_PoolHDD".into(),
+                source_capacity_bytes: GI,
+                cow_capacity_bytes: None,
+            },
+        )
+    };
+    let mut sim = ready(Sim::new(
+        OperationKind::Migrate,
+        volume(&["a"]),
+        &["a", "b"],
+    ));
+    sim.snapshots = vec![snap("nightly", "a")];
+    let spec = migrate_spec("a", &["b"]);
+    sim.step(&Migrate { spec: &spec });
+    assert_eq!(phase(&sim), Some(OperationPhase::Failed));
+    assert!(
+        sim.status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("the volume has snapshots on a (nightly)")
+                && m.contains("delete them")),
+        "{:?}",
+        sim.status.message
+    );
+    // Snapshots on another node (an HA volume's other replica) do not hold this one.
+    let mut sim = ready(Sim::new(
+        OperationKind::Migrate,
+        volume(&["a"]),
+        &["a", "b"],
+    ));
+    sim.snapshots = vec![snap("elsewhere", "c")];
+    sim.step(&Migrate { spec: &spec });
+    assert_ne!(
+        phase(&sim),
+        Some(OperationPhase::Failed),
+        "{:?}",
+        sim.status
+    );
+}
+
+#[test]
 fn migrate_without_replication_copies_verifies_then_prunes() {
     let mut sim = ready(Sim::new(
         OperationKind::Migrate,

@@ -45,6 +45,8 @@ pub struct Facts {
     pub nodes: Vec<LocalStorageNode>,
     /// Every operation of the three kinds (non-final ones hold or wait for a volume).
     pub operations: Vec<OperationRow>,
+    /// Every snapshot (a volume's stay beside its replica on their node).
+    pub snapshots: Vec<hwameistor_api::LocalVolumeSnapshot>,
 }
 
 impl Facts {
@@ -54,6 +56,12 @@ impl Facts {
             replicas: list_all(cluster).await?,
             nodes: list_all(cluster).await?,
             operations: super::operations::list_rows(cluster, None).await?,
+            snapshots: match list_all(cluster).await {
+                Ok(s) => s,
+                // A cluster installed before snapshots existed has no such CRD yet.
+                Err(AdminError::NotInstalled) => Vec::new(),
+                Err(e) => return Err(e),
+            },
         })
     }
 
@@ -139,6 +147,12 @@ pub fn predict(
     let movers = facts.movers();
     let replicas = facts.replicas_of(&v.name_any());
     let (_, members) = facts.group_of(v);
+    let snapshots: Vec<hwameistor_api::LocalVolumeSnapshot> = facts
+        .snapshots
+        .iter()
+        .filter(|s| s.spec.source_volume == v.name_any())
+        .cloned()
+        .collect();
     let status = OperationStatus::default();
     let op = Op {
         kind,
@@ -168,6 +182,7 @@ pub fn predict(
             members: &members,
             children: &[],
         },
+        snapshots: &snapshots,
     };
     let start = machine.start(&op, &w, v);
     let also = group::joining(machine, &w).unwrap_or_default();
@@ -1074,6 +1089,7 @@ pub(crate) mod fixtures {
             volumes,
             nodes,
             operations: vec![],
+            snapshots: Vec::new(),
         }
     }
 }
