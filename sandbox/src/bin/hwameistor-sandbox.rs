@@ -428,7 +428,7 @@ async fn main() -> anyhow::Result<()> {
     // in the thin pool; it keeps the data of its moment while the volume changes.
     let thin_dev = "/dev/LocalStorage_PoolHDD/demo-thin";
     let sum = |dev: String| async move {
-        vm.exec_ok(&format!("head -c 134217728 {dev} | md5sum | cut -c1-32"))
+        vm.exec_ok(&format!("head -c 33554432 {dev} | md5sum | cut -c1-32"))
             .await
             .map(|s| s.trim().to_string())
     };
@@ -455,7 +455,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     vm.exec_ok(&format!(
-        "dd if=/dev/urandom of={thin_dev} bs=1M count=64 oflag=direct conv=notrunc status=none"
+        "dd if=/dev/urandom of={thin_dev} bs=1M count=16 oflag=direct conv=notrunc status=none"
     ))
     .await?;
     let (after, kept) = (
@@ -469,7 +469,7 @@ async fn main() -> anyhow::Result<()> {
     step(
         started,
         &format!(
-            "snapshot demo-thin-snap Ready on {thin_node} ({}), taken {}; 64 MiB rewritten in demo-thin since: the snapshot still reads what it held then (md5 {before})",
+            "snapshot demo-thin-snap Ready on {thin_node} ({}), taken {}; 16 MiB rewritten in demo-thin since: the snapshot still reads what it held then (md5 of its first 32 MiB {before})",
             snap.device_path.clone().unwrap_or_default(),
             snap.creation_time.clone().unwrap_or_default()
         ),
