@@ -435,22 +435,15 @@ pub async fn reconcile(
                 return Ok(Action::await_change());
             }
             HaStep::AddFinalizer => {
-                let mut f = current.metadata.finalizers.clone().unwrap_or_default();
-                f.push(FINALIZER_REPLICA.to_string());
-                current = crate::replica_controller::set_finalizers(&api, &current, f).await?;
+                current =
+                    crate::replica_controller::add_finalizer(&api, &current, FINALIZER_REPLICA)
+                        .await?;
                 ctx.crash.point(CrashPoint::ReplicaAfterFinalizer).await;
                 continue;
             }
             HaStep::RemoveFinalizer => {
-                let f = current
-                    .metadata
-                    .finalizers
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|x| x != FINALIZER_REPLICA)
-                    .collect();
-                crate::replica_controller::set_finalizers(&api, &current, f).await?;
+                crate::replica_controller::remove_finalizer(&api, &current, FINALIZER_REPLICA)
+                    .await?;
                 tracing::info!(replica = %name, "HA replica deleted");
                 return Ok(Action::await_change());
             }

@@ -53,6 +53,32 @@ where
     .await
 }
 
+/// Adds finalizer `name` to `r` (a compare-and-swap, as [`set_finalizers`]).
+pub(crate) async fn add_finalizer<K>(api: &Api<K>, r: &K, name: &str) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut f = r.meta().finalizers.clone().unwrap_or_default();
+    f.push(name.to_string());
+    set_finalizers(api, r, f).await
+}
+
+/// Removes finalizer `name` from `r` (a compare-and-swap, as [`set_finalizers`]).
+pub(crate) async fn remove_finalizer<K>(api: &Api<K>, r: &K, name: &str) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let f = r
+        .meta()
+        .finalizers
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|x| x != name)
+        .collect();
+    set_finalizers(api, r, f).await
+}
+
 pub(crate) async fn write_status(
     api: &Api<LocalVolumeReplica>,
     r: &LocalVolumeReplica,
@@ -140,21 +166,11 @@ pub async fn reconcile(
         match step {
             ReplicaStep::Nothing => return Ok(Action::await_change()),
             ReplicaStep::AddFinalizer => {
-                let mut f = current.metadata.finalizers.clone().unwrap_or_default();
-                f.push(FINALIZER_REPLICA.to_string());
-                current = set_finalizers(&api, &current, f).await?;
+                current = add_finalizer(&api, &current, FINALIZER_REPLICA).await?;
                 ctx.crash.point(CrashPoint::ReplicaAfterFinalizer).await;
             }
             ReplicaStep::RemoveFinalizer => {
-                let f = current
-                    .metadata
-                    .finalizers
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|x| x != FINALIZER_REPLICA)
-                    .collect();
-                set_finalizers(&api, &current, f).await?;
+                remove_finalizer(&api, &current, FINALIZER_REPLICA).await?;
                 tracing::info!(replica = %name, "replica deleted");
                 return Ok(Action::await_change());
             }

@@ -8,7 +8,7 @@
 
 use crate::context::Context;
 use crate::lvm::LvmOpError;
-use crate::replica_controller::set_finalizers;
+use crate::replica_controller::{add_finalizer, remove_finalizer};
 use futures::StreamExt;
 use hwameistor_api::{
     LocalVolumeSnapshot, LocalVolumeSnapshotStatus, SnapshotState, FINALIZER_SNAPSHOT,
@@ -135,20 +135,10 @@ pub async fn reconcile(
         match step {
             SnapshotStep::Nothing => return Ok(Action::await_change()),
             SnapshotStep::AddFinalizer => {
-                let mut f = current.metadata.finalizers.clone().unwrap_or_default();
-                f.push(FINALIZER_SNAPSHOT.to_string());
-                current = set_finalizers(&api, &current, f).await?;
+                current = add_finalizer(&api, &current, FINALIZER_SNAPSHOT).await?;
             }
             SnapshotStep::RemoveFinalizer => {
-                let f = current
-                    .metadata
-                    .finalizers
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|x| x != FINALIZER_SNAPSHOT)
-                    .collect();
-                set_finalizers(&api, &current, f).await?;
+                remove_finalizer(&api, &current, FINALIZER_SNAPSHOT).await?;
                 tracing::info!(snapshot = %name, "snapshot deleted");
                 return Ok(Action::await_change());
             }
