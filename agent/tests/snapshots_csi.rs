@@ -21,19 +21,8 @@ async fn placed_volume(node: &FakeNode, bytes: i64, thin: bool) -> String {
     let mut v = LocalVolume::new(
         &name,
         LocalVolumeSpec {
-            pool_name: HDD.into(),
-            volume_kind: VolumeKind::Lvm,
-            required_capacity_bytes: bytes,
-            replica_number: 1,
-            convertible: false,
             thin,
-            accessibility: Accessibility::default(),
-            pvc_namespace: None,
-            pvc_name: None,
-            fs_type: None,
-            config: None,
-            split_brain_resolution: None,
-            operation: None,
+            ..LocalVolumeSpec::single(HDD, bytes)
         },
     );
     v.spec.config = Some(VolumeConfig {

@@ -174,6 +174,29 @@ pub struct LocalVolumeSpec {
     pub operation: Option<OperationRef>,
 }
 
+impl LocalVolumeSpec {
+    /// One thick replica of `bytes` in pool `pool_name`, on any node, no filesystem, not
+    /// placed: what the other fields are set over (`LocalVolumeSpec { thin: true,
+    /// ..LocalVolumeSpec::single(..) }`).
+    pub fn single(pool_name: &str, bytes: i64) -> Self {
+        LocalVolumeSpec {
+            pool_name: pool_name.to_string(),
+            volume_kind: VolumeKind::Lvm,
+            required_capacity_bytes: bytes,
+            replica_number: 1,
+            convertible: false,
+            thin: false,
+            accessibility: Accessibility::default(),
+            pvc_namespace: None,
+            pvc_name: None,
+            fs_type: None,
+            config: None,
+            split_brain_resolution: None,
+            operation: None,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum VolumeState {
     /// Being placed and its replicas created.

@@ -530,19 +530,8 @@ mod tests {
         let mut v = LocalVolume::new(
             "data",
             LocalVolumeSpec {
-                pool_name: VG.into(),
-                volume_kind: Default::default(),
-                required_capacity_bytes: GI,
                 replica_number: 2,
-                convertible: false,
-                thin: false,
-                accessibility: Default::default(),
-                pvc_namespace: None,
-                pvc_name: None,
-                fs_type: None,
-                config: None,
-                split_brain_resolution: None,
-                operation: None,
+                ..LocalVolumeSpec::single(VG, GI)
             },
         );
         assert!(source_node(&v).is_err(), "not placed");

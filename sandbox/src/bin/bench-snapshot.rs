@@ -38,21 +38,11 @@ fn volume(name: &str, bytes: i64, thin: bool) -> LocalVolume {
     LocalVolume::new(
         name,
         LocalVolumeSpec {
-            pool_name: VG.into(),
-            volume_kind: VolumeKind::Lvm,
-            required_capacity_bytes: bytes,
-            replica_number: 1,
-            convertible: false,
             thin,
             accessibility: Accessibility {
                 nodes: vec![NODE.into()],
             },
-            pvc_namespace: None,
-            pvc_name: None,
-            fs_type: None,
-            config: None,
-            split_brain_resolution: None,
-            operation: None,
+            ..LocalVolumeSpec::single(VG, bytes)
         },
     )
 }

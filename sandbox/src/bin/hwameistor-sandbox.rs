@@ -281,21 +281,7 @@ async fn main() -> anyhow::Result<()> {
             &PostParams::default(),
             &LocalVolume::new(
                 "demo-volume",
-                LocalVolumeSpec {
-                    pool_name: PoolClass::Hdd.pool_name().into(),
-                    volume_kind: VolumeKind::Lvm,
-                    required_capacity_bytes: bytes,
-                    replica_number: 1,
-                    convertible: false,
-                    accessibility: Accessibility::default(),
-                    pvc_namespace: None,
-                    pvc_name: None,
-                    fs_type: None,
-                    config: None,
-                    split_brain_resolution: None,
-                    operation: None,
-                    thin: false,
-                },
+                LocalVolumeSpec::single(PoolClass::Hdd.pool_name(), bytes),
             ),
         )
         .await?;
@@ -351,19 +337,8 @@ async fn main() -> anyhow::Result<()> {
             &LocalVolume::new(
                 "demo-thin",
                 LocalVolumeSpec {
-                    pool_name: PoolClass::Hdd.pool_name().into(),
-                    volume_kind: VolumeKind::Lvm,
-                    required_capacity_bytes: thin_bytes,
-                    replica_number: 1,
-                    convertible: false,
-                    accessibility: Accessibility::default(),
-                    pvc_namespace: None,
-                    pvc_name: None,
-                    fs_type: None,
-                    config: None,
-                    split_brain_resolution: None,
-                    operation: None,
                     thin: true,
+                    ..LocalVolumeSpec::single(PoolClass::Hdd.pool_name(), thin_bytes)
                 },
             ),
         )
