@@ -35,6 +35,7 @@ fn every_crd_is_cluster_scoped_with_status_and_short_name() {
         "lvexpand",
         "lvg",
         "ldv",
+        "lvs",
     ];
     let crds = hwameistor_api::crds::all();
     assert_eq!(crds.len(), want_short.len());
@@ -138,6 +139,10 @@ fn printed_columns_follow_the_documented_layout() {
             "MESSAGE",
             "AGE"
         ]
+    );
+    assert_eq!(
+        cols("LocalVolumeSnapshot"),
+        ["VOLUME", "NODE", "SIZE", "COW", "USED%", "READY", "STATE", "MESSAGE", "AGE"]
     );
 }
 
