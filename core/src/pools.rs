@@ -46,14 +46,16 @@ pub fn pool_status(
                 used_capacity_bytes: vg.size - vg.free,
                 free_capacity_bytes: vg.free,
                 extent_size_bytes: vg.extent_size,
-                // A replicated volume's metadata volume is part of that volume, and the thin
-                // pool holds volumes rather than being one.
+                // A replicated volume's metadata volume is part of that volume, the thin
+                // pool holds volumes rather than being one, and snapshots are not volumes.
                 volume_count: lvs
                     .get(vg.name.as_str())
                     .map(|l| {
                         l.iter()
                             .filter(|lv| !lv.name.ends_with(crate::drbd::META_LV_SUFFIX))
                             .filter(|lv| !lv.is_thin_pool())
+                            // A snapshot is part of its volume's history, not a volume.
+                            .filter(|lv| lv.origin.is_none())
                             .count() as i64
                     })
                     .unwrap_or(0),
@@ -178,6 +180,16 @@ mod tests {
             size: 150,
             attr: "Vwi-aotz--".into(),
             pool_lv: Some(crate::thin::THIN_POOL_LV.into()),
+            ..Default::default()
+        });
+        // Its snapshot is neither a volume nor provisioned.
+        lvm.lvs.push(Lv {
+            name: "snap_s1".into(),
+            vg_name: "LocalStorage_PoolHDD".into(),
+            size: 150,
+            attr: "Vri-a-tz--".into(),
+            pool_lv: Some(crate::thin::THIN_POOL_LV.into()),
+            origin: Some("pvc-2".into()),
             ..Default::default()
         });
         let p = pool_status(&lvm, &[], None)["LocalStorage_PoolHDD"].clone();

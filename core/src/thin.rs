@@ -83,13 +83,16 @@ impl ThinPoolView {
     }
 }
 
-/// The thin pool of `vg`, if it has one.
+/// The thin pool of `vg`, if it has one. Its thin snapshots are not counted as provisioned:
+/// they promise no room of their own (they share the blocks of their volume, and take pool
+/// space only as the two diverge, which the pool's growth with its use covers); counting
+/// them would let a few snapshots refuse new volumes, which placement (counting volumes
+/// only) would not foresee.
 pub fn thin_pool(state: &LvmState, vg: &str) -> Option<ThinPoolView> {
     let pool = state.lv(vg, THIN_POOL_LV).filter(|l| l.is_thin_pool())?;
-    let thins = state
-        .lvs
-        .iter()
-        .filter(|l| l.vg_name == vg && l.pool_lv.as_deref() == Some(THIN_POOL_LV));
+    let thins = state.lvs.iter().filter(|l| {
+        l.vg_name == vg && l.pool_lv.as_deref() == Some(THIN_POOL_LV) && l.origin.is_none()
+    });
     let usage = pool.thin.unwrap_or_default();
     Some(ThinPoolView {
         vg: vg.to_string(),
@@ -465,6 +468,33 @@ mod tests {
             plan_ensure_thin_lv(&s, VG, "t", GI, &p),
             Err(ThinPlanError::NotThin { .. })
         ));
+    }
+
+    #[test]
+    fn thin_snapshots_are_not_provisioned_volumes() {
+        let p = ThinPolicy::default();
+        let snap = Lv {
+            origin: Some("v1".into()),
+            ..thin("snap_s1", 2 * GI, "Vri-a-tz--")
+        };
+        let s = state(
+            10 * GI,
+            vec![
+                pool(GI, 8 * MI, 0, 0),
+                thin("v1", 2 * GI, "Vwi-a-tz--"),
+                snap,
+            ],
+        );
+        let v = thin_pool(&s, VG).expect("pool");
+        assert_eq!((v.provisioned_bytes, v.volumes), (2 * GI, 1));
+        // Another 2 GiB thin volume needs the pool at 2 GiB (4 GiB at ratio 2), not 3.
+        assert_eq!(
+            plan_ensure_thin_lv(&s, VG, "v2", 2 * GI, &p).unwrap()[0],
+            ThinOp::ExtendPool {
+                data_bytes: 2 * GI,
+                metadata_bytes: 8 * MI
+            }
+        );
     }
 
     #[test]
