@@ -371,12 +371,7 @@ impl LvmCache {
                 // The view went stale under us (a failure elsewhere): read it back.
                 None => {
                     drop(_guard);
-                    let s = self.snapshot().await?;
-                    let lv = s.lv(vg, name).cloned().ok_or_else(|| LvmError::Report {
-                        command: "lvs".into(),
-                        reason: format!("{vg}/{name} missing right after it was made"),
-                    })?;
-                    Ok((outcome, lv))
+                    Ok((outcome, self.read_back(vg, name).await?))
                 }
             };
         }
@@ -457,12 +452,17 @@ impl LvmCache {
             }
         }
         drop(guard);
+        Ok((outcome, self.read_back(vg, name).await?))
+    }
+
+    /// `vg/name` as LVM reports it right after an operation made it (read again: sizes,
+    /// pools and origins are LVM's to say). Call without the group's lock.
+    async fn read_back(&self, vg: &str, name: &str) -> Result<Lv, LvmError> {
         let s = self.snapshot().await?;
-        let lv = s.lv(vg, name).cloned().ok_or_else(|| LvmError::Report {
+        s.lv(vg, name).cloned().ok_or_else(|| LvmError::Report {
             command: "lvs".into(),
             reason: format!("{vg}/{name} missing right after it was made"),
-        })?;
-        Ok((outcome, lv))
+        })
     }
 
     /// Takes snapshot `vg/name` of `vg/origin` (copy-on-write with `cow` bytes, or thin):
@@ -492,12 +492,7 @@ impl LvmCache {
             Outcome::Changed
         };
         drop(guard);
-        let s = self.snapshot().await?;
-        let lv = s.lv(vg, name).cloned().ok_or_else(|| LvmError::Report {
-            command: "lvs".into(),
-            reason: format!("{vg}/{name} missing right after it was taken"),
-        })?;
-        Ok((outcome, lv))
+        Ok((outcome, self.read_back(vg, name).await?))
     }
 
     async fn run_lv_op(&self, vg: &str, name: &str, op: &LvOp) -> Result<(), LvmError> {
