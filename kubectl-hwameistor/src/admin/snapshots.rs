@@ -7,7 +7,7 @@ use crate::errors::AdminError;
 use crate::output::{or_dash, Render, TableView};
 use hwameistor_api::quantity::format_size;
 use hwameistor_api::volume::ANNOTATION_CSI_NAME;
-use hwameistor_api::{LocalVolumeSnapshot, SnapshotState};
+use hwameistor_api::LocalVolumeSnapshot;
 use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
 use serde::Serialize;
@@ -317,15 +317,10 @@ pub async fn delete_snapshot(
     })
 }
 
-/// Whether snapshot state `s` is Ready (for callers holding the enum).
-pub fn is_ready(s: Option<SnapshotState>) -> bool {
-    s == Some(SnapshotState::Ready)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hwameistor_api::{LocalVolumeSnapshotSpec, LocalVolumeSnapshotStatus};
+    use hwameistor_api::{LocalVolumeSnapshotSpec, LocalVolumeSnapshotStatus, SnapshotState};
 
     fn snap(name: &str, volume: &str, cow: Option<i64>, used: Option<i64>) -> LocalVolumeSnapshot {
         let mut s = LocalVolumeSnapshot::new(
