@@ -289,18 +289,7 @@ async fn main() -> anyhow::Result<()> {
         started,
         &format!("created LocalVolume demo-volume of {}", format_size(bytes)),
     );
-    let placed = eventually(WAIT, "demo-volume Ready", || async {
-        let v = volumes.get("demo-volume").await?;
-        Ok((v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)).then_some(v))
-    })
-    .await?;
-    let node = placed
-        .spec
-        .config
-        .as_ref()
-        .and_then(|c| c.replicas.first())
-        .map(|r| r.hostname.clone())
-        .unwrap_or_default();
+    let node = ready_node(&volumes, "demo-volume").await?;
     let replicas: Api<LocalVolumeReplica> = Api::all(sb.client.clone());
     let replica = eventually(WAIT, "the replica to list its disks", || async {
         let r = replicas
@@ -350,18 +339,7 @@ async fn main() -> anyhow::Result<()> {
             format_size(thin_bytes)
         ),
     );
-    let thin_placed = eventually(WAIT, "demo-thin Ready", || async {
-        let v = volumes.get("demo-thin").await?;
-        Ok((v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)).then_some(v))
-    })
-    .await?;
-    let thin_node = thin_placed
-        .spec
-        .config
-        .as_ref()
-        .and_then(|c| c.replicas.first())
-        .map(|r| r.hostname.clone())
-        .unwrap_or_default();
+    let thin_node = ready_node(&volumes, "demo-thin").await?;
     let vm = sb.testbed.vm(&thin_node);
     vm.exec_ok("dd if=/dev/urandom of=/dev/LocalStorage_PoolHDD/demo-thin bs=1M count=128 oflag=direct status=none")
         .await?;
@@ -766,6 +744,21 @@ const DEMO_NS: &str = "demo";
 /// claim of 512 MiB on it, and asks the extender's `filter` where a pod using that claim may
 /// run among `nodes`: prints its answer and returns the node it gave the pod (which must be
 /// the one with the free disk).
+/// Waits until LocalVolume `name` is Ready; the node of its (first) replica.
+async fn ready_node(volumes: &Api<LocalVolume>, name: &str) -> anyhow::Result<String> {
+    let v = eventually(WAIT, &format!("{name} Ready"), || async {
+        let v = volumes.get(name).await?;
+        Ok((v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)).then_some(v))
+    })
+    .await?;
+    Ok(v.spec
+        .config
+        .as_ref()
+        .and_then(|c| c.replicas.first())
+        .map(|r| r.hostname.clone())
+        .unwrap_or_default())
+}
+
 async fn extender_demo(
     sb: &Sandbox,
     kubeconfig: &std::path::Path,
