@@ -32,6 +32,9 @@ pub enum CrashPoint {
     LvmAfterThinPool,
     /// A snapshot's logical volume was taken; its status does not say so yet.
     SnapshotAfterLvcreate,
+    /// A restored thin volume was cloned from its snapshot; not grown, and its replica's
+    /// status does not say it is filled yet.
+    RestoreAfterClone,
     /// An HA replica's DRBD metadata is created; the resource is not up.
     HaAfterMetadata,
     /// An HA replica's DRBD resource is up; its status does not say so yet.
@@ -49,7 +52,7 @@ pub enum CrashPoint {
 }
 
 impl CrashPoint {
-    pub const ALL: [CrashPoint; 15] = [
+    pub const ALL: [CrashPoint; 16] = [
         CrashPoint::ClaimAfterChoose,
         CrashPoint::ClaimAfterBindDisk,
         CrashPoint::LvmAfterPvcreate,
@@ -58,6 +61,7 @@ impl CrashPoint {
         CrashPoint::LvmAfterLvremove,
         CrashPoint::LvmAfterThinPool,
         CrashPoint::SnapshotAfterLvcreate,
+        CrashPoint::RestoreAfterClone,
         CrashPoint::HaAfterMetadata,
         CrashPoint::HaAfterUp,
         CrashPoint::HaAfterForcedPrimary,
@@ -77,6 +81,7 @@ impl CrashPoint {
             CrashPoint::LvmAfterLvremove => "lvm-after-lvremove",
             CrashPoint::LvmAfterThinPool => "lvm-after-thin-pool",
             CrashPoint::SnapshotAfterLvcreate => "snapshot-after-lvcreate",
+            CrashPoint::RestoreAfterClone => "restore-after-clone",
             CrashPoint::HaAfterMetadata => "ha-after-metadata",
             CrashPoint::HaAfterUp => "ha-after-up",
             CrashPoint::HaAfterForcedPrimary => "ha-after-forced-primary",

@@ -13,8 +13,10 @@
 
 use crate::context::Context;
 use hwameistor_api::{
-    CopySource, CopyStatus, LocalStorageNode, LocalVolume, LocalVolumeReplica, MoverEndpoint,
+    CopySource, CopyStatus, LocalStorageNode, LocalVolume, LocalVolumeReplica, LocalVolumeSnapshot,
+    MoverEndpoint, VolumeDataSource,
 };
+use hwameistor_core::snapshot;
 use hwameistor_mover::{
     Authorizer, CancellationToken, Client, ClientConfig, CopyIdentity, CopyRequest, FaultInjection,
     FileCheckpointStore, Grant, NodeKey, PublicKey, Refusal, RefusalKind, Server, ServerOptions,
@@ -349,6 +351,7 @@ fn copy_status(uid: &str, p: &hwameistor_mover::Progress) -> CopyStatus {
         verified: false,
         digest: None,
         error: p.last_error.clone(),
+        lvm_clone: false,
     }
 }
 
@@ -374,6 +377,14 @@ impl Authorizer for ApiAuthorizer {
                     format!("volume {} does not exist", id.volume),
                 )
             })?;
+        if let Some(ds) = v
+            .spec
+            .data_source
+            .as_ref()
+            .filter(|d| d.snapshot == id.operation && v.spec.operation.is_none())
+        {
+            return self.authorize_restore(&v, ds, request).await;
+        }
         let op = v.spec.operation.as_ref().ok_or_else(|| {
             Refusal::new(
                 RefusalKind::UnknownOperation,
@@ -422,25 +433,7 @@ impl Authorizer for ApiAuthorizer {
                 ),
             ));
         }
-        let target = Api::<LocalStorageNode>::all(self.client.clone())
-            .get_opt(&id.target_node)
-            .await
-            .map_err(api_err)?;
-        let key = target
-            .and_then(|n| n.status)
-            .and_then(|s| s.mover)
-            .ok_or_else(|| {
-                Refusal::new(
-                    RefusalKind::NotReady,
-                    format!("{} publishes no mover key", id.target_node),
-                )
-            })?;
-        let target_key = PublicKey::from_base64(&key.public_key).map_err(|e| {
-            Refusal::new(
-                RefusalKind::Denied,
-                format!("{}'s published key is not valid: {e}", id.target_node),
-            )
-        })?;
+        let target_key = self.target_key(&id.target_node).await?;
         Ok(Grant {
             device: (self.device)(&v.spec.pool_name, &id.volume),
             uid: op.uid.clone(),
@@ -448,6 +441,88 @@ impl Authorizer for ApiAuthorizer {
             target_node: id.target_node.clone(),
             target_key,
             size: None,
+        })
+    }
+}
+
+impl ApiAuthorizer {
+    /// A restore's copy: from snapshot `ds` on this node (the copy's name and uid are the
+    /// snapshot's) into the replica the restored volume's placement fills from here.
+    async fn authorize_restore(
+        &self,
+        v: &LocalVolume,
+        ds: &VolumeDataSource,
+        request: &CopyRequest,
+    ) -> Result<Grant, Refusal> {
+        let id = &request.identity;
+        if ds.snapshot_uid != id.uid {
+            return Err(Refusal::new(
+                RefusalKind::UidMismatch,
+                format!("snapshot {} has another uid (re-created?)", ds.snapshot),
+            ));
+        }
+        let names_copy = v.spec.config.as_ref().is_some_and(|c| {
+            c.replicas.iter().any(|a| {
+                a.hostname == id.target_node && a.copy_from.as_deref() == Some(self.node.as_str())
+            })
+        });
+        if id.source_node != self.node || ds.node != self.node || !names_copy {
+            return Err(Refusal::new(
+                RefusalKind::WrongCopy,
+                format!(
+                    "the placement of {} names no restore from {} to {}",
+                    id.volume, self.node, id.target_node
+                ),
+            ));
+        }
+        let snap = Api::<LocalVolumeSnapshot>::all(self.client.clone())
+            .get_opt(&ds.snapshot)
+            .await
+            .map_err(|e| Refusal::new(RefusalKind::NotReady, format!("reading the API: {e}")))?
+            .filter(|s| s.metadata.uid.as_deref() == Some(ds.snapshot_uid.as_str()))
+            .ok_or_else(|| {
+                Refusal::new(
+                    RefusalKind::Denied,
+                    format!("snapshot {} no longer exists", ds.snapshot),
+                )
+            })?;
+        if !snap.status.as_ref().is_some_and(|s| s.ready_to_use) {
+            return Err(Refusal::new(
+                RefusalKind::Denied,
+                format!("snapshot {} is not ready to use (failed?)", ds.snapshot),
+            ));
+        }
+        let target_key = self.target_key(&id.target_node).await?;
+        Ok(Grant {
+            device: (self.device)(&ds.pool_name, &snapshot::lv_name(&ds.snapshot)),
+            uid: ds.snapshot_uid.clone(),
+            volume: id.volume.clone(),
+            target_node: id.target_node.clone(),
+            target_key,
+            size: u64::try_from(ds.bytes).ok(),
+        })
+    }
+
+    /// The published key of `node`, the only peer a copy may go to.
+    async fn target_key(&self, node: &str) -> Result<PublicKey, Refusal> {
+        let target = Api::<LocalStorageNode>::all(self.client.clone())
+            .get_opt(node)
+            .await
+            .map_err(|e| Refusal::new(RefusalKind::NotReady, format!("reading the API: {e}")))?;
+        let key = target
+            .and_then(|n| n.status)
+            .and_then(|s| s.mover)
+            .ok_or_else(|| {
+                Refusal::new(
+                    RefusalKind::NotReady,
+                    format!("{node} publishes no mover key"),
+                )
+            })?;
+        PublicKey::from_base64(&key.public_key).map_err(|e| {
+            Refusal::new(
+                RefusalKind::Denied,
+                format!("{node}'s published key is not valid: {e}"),
+            )
         })
     }
 }

@@ -10,7 +10,7 @@ use crate::crash::CrashPoint;
 use crate::lvm::LvmOpError;
 use futures::StreamExt;
 use hwameistor_api::{
-    LocalVolumeReplica, LocalVolumeReplicaStatus, ReplicaState, FINALIZER_REPLICA,
+    CopyStatus, LocalVolumeReplica, LocalVolumeReplicaStatus, ReplicaState, FINALIZER_REPLICA,
 };
 use hwameistor_core::replica::{self as replicas, ReplicaStep};
 use kube::api::{Patch, PatchParams, PostParams};
@@ -243,6 +243,77 @@ pub async fn reconcile(
             }
             ReplicaStep::Status(st) => {
                 current = write_status(&api, &current, *st).await?;
+            }
+            ReplicaStep::CloneThin {
+                vg,
+                lv,
+                snapshot_lv,
+                bytes,
+                src,
+            } => {
+                match ctx
+                    .lvm
+                    .ensure_thin_clone(&vg, &snapshot_lv, &lv, bytes, &ctx.tuning.thin)
+                    .await
+                {
+                    Ok((outcome, made)) => {
+                        // The snapshot's data is the volume's by construction (LVM shares
+                        // its blocks): recorded as filled, with what it holds.
+                        let restored = ctx
+                            .lvm
+                            .snapshot()
+                            .await?
+                            .lv(&vg, &snapshot_lv)
+                            .map(|l| l.size)
+                            .unwrap_or(made.size);
+                        let mut filled = current.clone();
+                        let mut st = filled.status.clone().unwrap_or_default();
+                        st.copy = Some(CopyStatus {
+                            operation_uid: src.operation_uid.clone(),
+                            bytes_done: restored,
+                            bytes_total: restored,
+                            verified: true,
+                            lvm_clone: true,
+                            ..CopyStatus::default()
+                        });
+                        filled.status = Some(st);
+                        current =
+                            write_status(&api, &current, replicas::ready_status(&filled, &made))
+                                .await?;
+                        tracing::info!(replica = %name, volume = %made.path, size = made.size, snapshot = %snapshot_lv, ?outcome, "restored from a thin snapshot by LVM (blocks shared)");
+                        ctx.event(
+                            &current,
+                            false,
+                            "VolumeRestored",
+                            "Restore",
+                            format!(
+                                "{} made from snapshot {} by LVM (a thin clone: nothing copied), {} bytes",
+                                made.path,
+                                src.snapshot.as_deref().unwrap_or(&snapshot_lv),
+                                made.size
+                            ),
+                        )
+                        .await;
+                        ctx.rescan.notify_one();
+                    }
+                    Err(e) => {
+                        record_failure(
+                            &ctx,
+                            &api,
+                            &current,
+                            ReplicaState::NotReady,
+                            "RestoreFailed",
+                            "Restore",
+                            &e,
+                        )
+                        .await?;
+                        return Ok(if e.retryable() {
+                            Action::requeue(ctx.tuning.retry)
+                        } else {
+                            Action::await_change()
+                        });
+                    }
+                }
             }
             ReplicaStep::Copy(src) => {
                 let Some(m) = ctx.mover.get() else {

@@ -11,13 +11,14 @@ use crate::lvm::LvmOpError;
 use crate::replica_controller::{add_finalizer, remove_finalizer};
 use futures::StreamExt;
 use hwameistor_api::{
-    LocalVolumeSnapshot, LocalVolumeSnapshotStatus, SnapshotState, FINALIZER_SNAPSHOT,
+    LocalVolume, LocalVolumeSnapshot, LocalVolumeSnapshotStatus, SnapshotState, FINALIZER_SNAPSHOT,
 };
+use hwameistor_core::restore;
 use hwameistor_core::snapshot::{self as snapshots, SnapshotStep};
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::Api;
+use kube::{Api, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,6 +163,31 @@ pub async fn reconcile(
                 }
             },
             SnapshotStep::Remove { vg, lv } => {
+                // A volume still being filled from it keeps it (its copy would fail midway).
+                let restoring: Vec<String> = Api::<LocalVolume>::all(ctx.client.clone())
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .iter()
+                    .filter(|v| restore::restoring_from(v, &name))
+                    .map(|v| v.name_any())
+                    .collect();
+                if !restoring.is_empty() {
+                    let msg = format!(
+                        "held: volume {} is being restored from it; it is removed once that volume holds its data",
+                        restoring.join(", ")
+                    );
+                    if current.status.as_ref().and_then(|s| s.message.as_deref())
+                        != Some(msg.as_str())
+                    {
+                        let mut st = current.status.clone().unwrap_or_default();
+                        st.message = Some(msg.clone());
+                        current = write_status(&api, &current, st).await?;
+                        ctx.event(&current, false, "SnapshotHeld", "Delete", msg)
+                            .await;
+                    }
+                    return Ok(Action::requeue(ctx.tuning.retry));
+                }
                 if let Err(e) = ctx.lvm.remove_lv(&vg, &lv).await {
                     record_failure(&ctx, &api, &current, &e).await?;
                     return Ok(Action::requeue(ctx.tuning.retry));

@@ -295,6 +295,7 @@ fn volume_spec(bytes: i64, replicas: i64, nodes: Vec<String>, fs: Option<&str>) 
         split_brain_resolution: None,
         operation: None,
         thin: false,
+        data_source: None,
     }
 }
 
@@ -1469,6 +1470,489 @@ async fn a_plain_volume_moves_by_block_copy_resuming_after_the_source_dies_mid_c
             .then_some(())
     })
     .await;
+    p.a.cleanup().await;
+    p.b.cleanup().await;
+}
+
+/// The CSI controller service on the test's API server.
+fn csi_service(client: &Client) -> hwameistor_csi::controller::ControllerService {
+    let t = Duration::from_secs(30);
+    hwameistor_csi::controller::ControllerService::new(
+        client.clone(),
+        hwameistor_csi::controller::Timeouts {
+            create: t,
+            delete: t,
+            expand: t,
+        },
+    )
+}
+
+/// A CreateVolume of a raw block volume of `bytes` on `node` (strict topology), from
+/// `source`, with the StorageClass `params`.
+fn create_from(
+    name: &str,
+    bytes: i64,
+    node: &str,
+    source: hwameistor_csi::csi::volume_content_source::Type,
+    params: &[(&str, &str)],
+) -> tonic::Request<hwameistor_csi::csi::CreateVolumeRequest> {
+    use hwameistor_csi::csi::*;
+    let topology = vec![hwameistor_csi::topology::of_node(node)];
+    tonic::Request::new(CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: bytes,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![VolumeCapability {
+            access_mode: Some(volume_capability::AccessMode {
+                mode: volume_capability::access_mode::Mode::SingleNodeWriter as i32,
+            }),
+            access_type: Some(volume_capability::AccessType::Block(
+                volume_capability::BlockVolume {},
+            )),
+        }],
+        parameters: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        accessibility_requirements: Some(TopologyRequirement {
+            requisite: topology.clone(),
+            preferred: topology,
+        }),
+        volume_content_source: Some(VolumeContentSource {
+            r#type: Some(source),
+        }),
+        ..Default::default()
+    })
+}
+
+/// Bytes of a reproducible pattern (`seed`), zeros in the middle third.
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|i| {
+            if i >= len / 3 && i < 2 * len / 3 {
+                return 0;
+            }
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect()
+}
+
+fn write_device(path: &std::path::Path, data: &[u8]) {
+    std::fs::create_dir_all(path.parent().expect("dir")).expect("dirs");
+    std::fs::write(path, data).expect("device file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_restores_and_a_volume_clones_onto_another_node_through_the_block_mover() {
+    use hwameistor_csi::csi::controller_server::Controller;
+    use hwameistor_csi::csi::volume_content_source::{SnapshotSource, Type, VolumeSource};
+    use hwameistor_csi::csi::*;
+    let (_server, client) = cluster().await;
+    let mut p = Pair::new(&client).await;
+    p.start().await;
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let (_mover_a, _) = start_mover(&p.a, dir_a.path(), 0, Default::default()).await;
+    let (_mover_b, _) = start_mover(&p.b, dir_b.path(), 0, Default::default()).await;
+    eventually("both movers published", || async {
+        let a = p.a.lsn().await?.status?.mover?;
+        let b = p.b.lsn().await?.status?.mover?;
+        (!a.public_key.is_empty() && !b.public_key.is_empty()).then_some(())
+    })
+    .await;
+    let csi = csi_service(&client);
+
+    // A plain volume on a, and a snapshot of it (what the snapshot holds is its device).
+    let bytes = 24 * MI;
+    let vol = unique("pvc-src");
+    let v = LocalVolume::new(&vol, volume_spec(bytes, 1, vec![p.a.name.clone()], None));
+    p.volumes()
+        .create(&PostParams::default(), &v)
+        .await
+        .expect("create");
+    p.wait_volume(&vol, "Ready", |v| {
+        v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
+    })
+    .await;
+    let snap = csi
+        .create_snapshot(tonic::Request::new(CreateSnapshotRequest {
+            name: unique("snap"),
+            source_volume_id: vol.clone(),
+            ..Default::default()
+        }))
+        .await
+        .expect("snapshot")
+        .into_inner()
+        .snapshot
+        .expect("snapshot");
+    let at_snapshot = pattern(bytes as usize, 7);
+    let snap_lv = hwameistor_core::snapshot::lv_name(&snap.snapshot_id);
+    write_device(&device_file(dir_a.path(), &snap_lv), &at_snapshot);
+    // The restored volume is larger; its new logical volume holds garbage past the data.
+    let restored = unique("pvc-restored");
+    write_device(
+        &device_file(dir_b.path(), &restored),
+        &vec![0xAB; (32 * MI) as usize],
+    );
+
+    // Too small: refused before anything is made.
+    let err = csi
+        .create_volume(create_from(
+            &unique("pvc-small"),
+            16 * MI,
+            &p.b.name,
+            Type::Snapshot(SnapshotSource {
+                snapshot_id: snap.snapshot_id.clone(),
+            }),
+            &[],
+        ))
+        .await
+        .expect_err("smaller than the snapshot");
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    // An unknown snapshot: NOT_FOUND.
+    let err = csi
+        .create_volume(create_from(
+            &unique("pvc-none"),
+            bytes,
+            &p.b.name,
+            Type::Snapshot(SnapshotSource {
+                snapshot_id: "nope".into(),
+            }),
+            &[],
+        ))
+        .await
+        .expect_err("no such snapshot");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+    // Restored on b: copied by the block mover from a's snapshot, verified, then Ready.
+    let from_snapshot = Type::Snapshot(SnapshotSource {
+        snapshot_id: snap.snapshot_id.clone(),
+    });
+    let made = csi
+        .create_volume(create_from(
+            &restored,
+            32 * MI,
+            &p.b.name,
+            from_snapshot.clone(),
+            &[],
+        ))
+        .await
+        .expect("restore")
+        .into_inner()
+        .volume
+        .expect("volume");
+    assert_eq!(made.volume_id, restored);
+    assert_eq!(
+        made.content_source.and_then(|c| c.r#type),
+        Some(from_snapshot.clone()),
+        "the answer names its content source"
+    );
+    let target = std::fs::read(device_file(dir_b.path(), &restored)).expect("target");
+    assert!(
+        target[..bytes as usize] == at_snapshot[..],
+        "the restored volume holds the snapshot's data"
+    );
+    let r = p.replica_on(&restored, &p.b.name).await.expect("replica");
+    let copy = r.status.clone().and_then(|s| s.copy).expect("copy status");
+    assert!(
+        copy.verified && copy.digest.is_some() && !copy.lvm_clone,
+        "{copy:?}"
+    );
+    assert_eq!(copy.bytes_done, bytes);
+    let v = p
+        .wait_volume(&restored, "the copy source cleared", |v| {
+            v.spec
+                .config
+                .as_ref()
+                .is_some_and(|c| c.replicas.iter().all(|a| a.copy_from.is_none()))
+        })
+        .await;
+    assert_eq!(
+        v.spec.data_source.as_ref().map(|d| d.node.as_str()),
+        Some(p.a.name.as_str())
+    );
+    eventually("the replica's copy source cleared", || async {
+        p.replica_on(&restored, &p.b.name)
+            .await?
+            .spec
+            .copy_from
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // Asked again: the same volume; with another source: a conflict.
+    let again = csi
+        .create_volume(create_from(
+            &restored,
+            32 * MI,
+            &p.b.name,
+            from_snapshot,
+            &[],
+        ))
+        .await
+        .expect("repeat")
+        .into_inner();
+    assert_eq!(again.volume.map(|v| v.volume_id), Some(restored.clone()));
+    let err = csi
+        .create_volume(create_from(
+            &restored,
+            32 * MI,
+            &p.b.name,
+            Type::Volume(VolumeSource {
+                volume_id: vol.clone(),
+            }),
+            &[],
+        ))
+        .await
+        .expect_err("another source");
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+
+    // A clone of the source volume on b: a snapshot is taken for it, copied, then removed.
+    let clone = unique("pvc-clone");
+    let clone_snap = hwameistor_core::restore::clone_snapshot_name(&clone);
+    let now = pattern(bytes as usize, 99);
+    write_device(
+        &device_file(
+            dir_a.path(),
+            &hwameistor_core::snapshot::lv_name(&clone_snap),
+        ),
+        &now,
+    );
+    write_device(
+        &device_file(dir_b.path(), &clone),
+        &vec![0xCD; bytes as usize],
+    );
+    let made = csi
+        .create_volume(create_from(
+            &clone,
+            bytes,
+            &p.b.name,
+            Type::Volume(VolumeSource {
+                volume_id: vol.clone(),
+            }),
+            &[],
+        ))
+        .await
+        .expect("clone")
+        .into_inner()
+        .volume
+        .expect("volume");
+    assert!(
+        matches!(made.content_source.and_then(|c| c.r#type), Some(Type::Volume(v)) if v.volume_id == vol)
+    );
+    assert!(std::fs::read(device_file(dir_b.path(), &clone)).expect("clone") == now);
+    eventually("the clone's snapshot removed", || async {
+        Api::<LocalVolumeSnapshot>::all(client.clone())
+            .get_opt(&clone_snap)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(!p
+        .a
+        .lvm
+        .snapshot()
+        .lvs
+        .iter()
+        .any(|l| l.name == hwameistor_core::snapshot::lv_name(&clone_snap)));
+
+    // Clean up: the restored volumes, the snapshot, then its volume.
+    for v in [&restored, &clone] {
+        csi.delete_volume(tonic::Request::new(DeleteVolumeRequest {
+            volume_id: v.to_string(),
+            ..Default::default()
+        }))
+        .await
+        .expect("delete restored");
+    }
+    csi.delete_snapshot(tonic::Request::new(DeleteSnapshotRequest {
+        snapshot_id: snap.snapshot_id.clone(),
+        ..Default::default()
+    }))
+    .await
+    .expect("delete snapshot");
+    csi.delete_volume(tonic::Request::new(DeleteVolumeRequest {
+        volume_id: vol.clone(),
+        ..Default::default()
+    }))
+    .await
+    .expect("delete source");
+    p.a.cleanup().await;
+    p.b.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thin_snapshot_restores_on_its_node_by_lvm_alone_even_across_a_crash() {
+    use hwameistor_csi::csi::controller_server::Controller;
+    use hwameistor_csi::csi::volume_content_source::{SnapshotSource, Type};
+    use hwameistor_csi::csi::*;
+    let (_server, client) = cluster().await;
+    let mut p = Pair::new(&client).await;
+    p.start().await;
+    let csi = csi_service(&client);
+    let bytes = 64 * MI;
+    let vol = unique("pvc-thin");
+    let v = LocalVolume::new(
+        &vol,
+        LocalVolumeSpec {
+            thin: true,
+            ..volume_spec(bytes, 1, vec![p.a.name.clone()], None)
+        },
+    );
+    p.volumes()
+        .create(&PostParams::default(), &v)
+        .await
+        .expect("create");
+    p.wait_volume(&vol, "Ready", |v| {
+        v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
+    })
+    .await;
+    let snap = csi
+        .create_snapshot(tonic::Request::new(CreateSnapshotRequest {
+            name: unique("snap"),
+            source_volume_id: vol.clone(),
+            ..Default::default()
+        }))
+        .await
+        .expect("snapshot")
+        .into_inner()
+        .snapshot
+        .expect("snapshot");
+
+    // a's agent dies right after LVM cloned the snapshot (before growing the clone and
+    // recording it); restarted, it finishes the same clone.
+    p.a.stop();
+    p.a.start_crashing_at(CrashPoint::RestoreAfterClone);
+    let restored = unique("pvc-restored");
+    let csi_call = {
+        let client = client.clone();
+        let req = create_from(
+            &restored,
+            2 * bytes,
+            &p.a.name,
+            Type::Snapshot(SnapshotSource {
+                snapshot_id: snap.snapshot_id.clone(),
+            }),
+            &[("thin", "true")],
+        );
+        tokio::spawn(async move { csi_service(&client).create_volume(req).await })
+    };
+    assert_eq!(p.a.crash().await, CrashPoint::RestoreAfterClone);
+    let lv =
+        p.a.lvm
+            .snapshot()
+            .lv(HDD, &restored)
+            .cloned()
+            .expect("cloned");
+    assert_eq!(lv.size, bytes, "cloned, not grown yet");
+    p.a.start();
+    let made = csi_call
+        .await
+        .expect("join")
+        .expect("restored")
+        .into_inner()
+        .volume
+        .expect("volume");
+    assert_eq!(made.capacity_bytes, 2 * bytes);
+    assert_eq!(
+        p.a.lvm.count(hwameistor_testkit::OpKind::CloneThin),
+        1,
+        "cloned once"
+    );
+    let lv =
+        p.a.lvm
+            .snapshot()
+            .lvs
+            .into_iter()
+            .find(|l| l.name == restored)
+            .expect("the restored volume");
+    assert_eq!(lv.size, 2 * bytes, "grown to the size asked");
+    assert_eq!(
+        lv.origin.as_deref(),
+        Some(hwameistor_core::snapshot::lv_name(&snap.snapshot_id).as_str())
+    );
+    let r = p.replica_on(&restored, &p.a.name).await.expect("replica");
+    let copy = r.status.clone().and_then(|s| s.copy).expect("copy status");
+    assert!(
+        copy.verified && copy.lvm_clone && copy.digest.is_none(),
+        "{copy:?}"
+    );
+    assert_eq!(r.status.and_then(|s| s.state), Some(ReplicaState::Ready));
+
+    // A volume still to be filled from the snapshot holds it: its deletion waits, saying
+    // why, until that volume no longer needs it.
+    let ds = p
+        .volume(&restored)
+        .await
+        .spec
+        .data_source
+        .expect("data source");
+    let waiting = unique("pvc-waiting");
+    p.volumes()
+        .create(
+            &PostParams::default(),
+            &LocalVolume::new(
+                &waiting,
+                LocalVolumeSpec {
+                    thin: true,
+                    data_source: Some(ds),
+                    ..volume_spec(bytes, 1, vec![unique("nowhere")], None)
+                },
+            ),
+        )
+        .await
+        .expect("create");
+    let snapshots = Api::<LocalVolumeSnapshot>::all(client.clone());
+    snapshots
+        .delete(&snap.snapshot_id, &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the snapshot held", || async {
+        let m = snapshots
+            .get(&snap.snapshot_id)
+            .await
+            .ok()?
+            .status?
+            .message?;
+        m.contains(&format!("held: volume {waiting}")).then_some(())
+    })
+    .await;
+    p.volumes()
+        .delete(&waiting, &DeleteParams::default())
+        .await
+        .expect("delete");
+    // Then it goes, before the volume restored from it (a thin clone is independent).
+    eventually("the snapshot removed", || async {
+        snapshots
+            .get_opt(&snap.snapshot_id)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    csi.delete_snapshot(tonic::Request::new(DeleteSnapshotRequest {
+        snapshot_id: snap.snapshot_id.clone(),
+        ..Default::default()
+    }))
+    .await
+    .expect("delete snapshot");
+    for v in [&restored, &vol] {
+        csi.delete_volume(tonic::Request::new(DeleteVolumeRequest {
+            volume_id: v.to_string(),
+            ..Default::default()
+        }))
+        .await
+        .expect("delete");
+    }
     p.a.cleanup().await;
     p.b.cleanup().await;
 }

@@ -57,5 +57,5 @@ pub use snapshot::{
 };
 pub use volume::{
     Accessibility, HaState, LocalVolume, LocalVolumeSpec, LocalVolumeStatus, ReplicaAssignment,
-    SplitBrainResolution, VolumeConfig, VolumeKind, VolumeState,
+    SplitBrainResolution, VolumeConfig, VolumeDataSource, VolumeKind, VolumeState,
 };

@@ -70,6 +70,10 @@ pub struct CopySource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1048576))]
     pub bandwidth_limit_bytes_per_second: Option<i64>,
+    /// A restore: the copy reads this LocalVolumeSnapshot on `node` (and `operation` /
+    /// `operationUid` are the snapshot's name and uid) rather than the volume's replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 /// How a block copy into a replica stands, as the target node's agent reports it.
@@ -96,6 +100,10 @@ pub struct CopyStatus {
     /// The whole copy was read back and its digest equals the source's.
     #[serde(default)]
     pub verified: bool,
+    /// Filled by LVM as a thin snapshot of the source on the same node: blocks shared,
+    /// nothing copied (so no digest).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lvm_clone: bool,
     /// The end-to-end digest (hex) both sides computed, once verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,

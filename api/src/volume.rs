@@ -41,6 +41,36 @@ pub struct Accessibility {
     pub nodes: Vec<String>,
 }
 
+/// A volume restored from a LocalVolumeSnapshot: its one replica is filled from the
+/// snapshot before it is Ready (on the snapshot's node by LVM alone when both are thin in
+/// one pool, otherwise by the block mover, checksummed end to end).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeDataSource {
+    /// The LocalVolumeSnapshot restored, by name and uid (a snapshot re-created under the
+    /// same name is another one: the restore refuses it).
+    #[schemars(length(min = 1, max = 253))]
+    pub snapshot: String,
+    #[schemars(length(min = 1))]
+    pub snapshot_uid: String,
+    /// The node holding the snapshot.
+    #[schemars(length(min = 1, max = 253))]
+    pub node: String,
+    /// The snapshot's pool on that node.
+    #[schemars(regex(pattern = r"^LocalStorage_Pool(HDD|SSD|NVMe)$"))]
+    pub pool_name: String,
+    /// Bytes restored (the snapshot's source size; the volume may be larger).
+    #[schemars(range(min = 1))]
+    pub bytes: i64,
+    /// The snapshot is thin (shares its pool's blocks).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub thin: bool,
+    /// The volume this one clones, when the snapshot was taken only to clone it: the
+    /// controller removes that snapshot once the clone is filled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_of: Option<String>,
+}
+
 /// One replica placement decided by the controller.
 ///
 /// Its flags are always serialized, `false` included: the controller and the agents change
@@ -153,6 +183,10 @@ pub struct LocalVolumeSpec {
     /// Nodes the volume must be (or is) placed on.
     #[serde(default)]
     pub accessibility: Accessibility,
+    /// Where the volume's first data comes from (a PVC's dataSource: a snapshot, or a
+    /// volume cloned through a snapshot taken for it). Fixed at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_source: Option<VolumeDataSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc_namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +221,7 @@ impl LocalVolumeSpec {
             convertible: false,
             thin: false,
             accessibility: Accessibility::default(),
+            data_source: None,
             pvc_namespace: None,
             pvc_name: None,
             fs_type: None,

@@ -15,11 +15,13 @@ use hwameistor_api::volume::{
     CONDITION_SCHEDULED, CONDITION_SPLIT_BRAIN, REASON_NO_CAPACITY, REASON_PLACED,
 };
 use hwameistor_api::{
-    HaState, LocalStorageNode, LocalVolume, LocalVolumeReplica, NodeState, PoolClass, PoolStatus,
-    ReplicaAssignment, VolumeConfig, VolumeState, FINALIZER_VOLUME, LABEL_VOLUME,
+    HaState, LocalStorageNode, LocalVolume, LocalVolumeReplica, LocalVolumeSnapshot, NodeState,
+    PoolClass, PoolStatus, ReplicaAssignment, VolumeConfig, VolumeState, FINALIZER_VOLUME,
+    LABEL_VOLUME,
 };
 use hwameistor_core::ha;
 use hwameistor_core::placement::{self, PlacementError, Policy};
+use hwameistor_core::restore;
 use hwameistor_core::volume::{self as volume_state, StatusUpdate, Step};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -378,6 +380,16 @@ async fn partner_nodes(ctx: &Context, v: &LocalVolume, all: &[LocalVolume]) -> V
 
 /// Decides and writes a placement. `Ok(None)` when it was placed, `Ok(Some(why))` when no
 /// node has room.
+/// Removes the snapshot taken only to clone a volume (gone already: done).
+async fn delete_clone_snapshot(client: &Client, name: &str) -> Result<(), kube::Error> {
+    let api: Api<LocalVolumeSnapshot> = Api::all(client.clone());
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::Error> {
     let _placing = ctx.placement.lock().await;
     let volumes: Api<LocalVolume> = Api::all(ctx.client.clone());
@@ -418,7 +430,13 @@ async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::E
             replicas: fresh.spec.replica_number.max(1) as usize,
             replicated: ha::wants_replication(&fresh.spec),
             accessibility: fresh.spec.accessibility.nodes.clone(),
-            prefer: partners.clone(),
+            // A restore prefers the snapshot's node (no copy for a thin one, no network
+            // for a thick one).
+            prefer: if partners.is_empty() {
+                restore::preferred_nodes(&fresh.spec)
+            } else {
+                partners.clone()
+            },
             thin: fresh.spec.thin,
         });
     let decision = match request {
@@ -474,7 +492,8 @@ async fn place(ctx: &Context, v: &LocalVolume) -> Result<Option<String>, kube::E
                         primary: replicated && i == 0,
                         outdated: false,
                         leaving: false,
-                        copy_from: None,
+                        // A restored volume's replica is filled from the snapshot's node.
+                        copy_from: fresh.spec.data_source.as_ref().map(|d| d.node.clone()),
                     })
                     .collect(),
                 initial: replicated,
@@ -734,7 +753,46 @@ async fn reconcile_steps(v: Arc<LocalVolume>, ctx: Arc<Context>) -> Result<Actio
                     }
                 }
             }
+            Step::FinishRestore {
+                config,
+                clone_snapshot,
+            } => {
+                // The clone's own snapshot goes first: the placement cleared first and a
+                // crash before the removal would leave it behind, unowned.
+                if let Some(snap) = &clone_snapshot {
+                    delete_clone_snapshot(&ctx.client, snap).await?;
+                }
+                let patch = serde_json::json!({ "metadata": { "resourceVersion": current.metadata.resource_version }, "spec": { "config": config } });
+                match volumes
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                let src = current.spec.data_source.as_ref();
+                let note = format!(
+                    "restored from snapshot {}{}",
+                    src.map(|d| d.snapshot.as_str()).unwrap_or_default(),
+                    src.and_then(|d| d.clone_of.as_deref())
+                        .map(|v| format!(" (a clone of {v}; the snapshot taken for it is removed)"))
+                        .unwrap_or_default()
+                );
+                tracing::info!(volume = %name, "{note}");
+                ctx.event(&current, false, "VolumeRestored", "Restore", note)
+                    .await;
+            }
             Step::RemoveFinalizer => {
+                // A clone deleted before it was filled leaves no snapshot behind.
+                if let Some(snap) = current
+                    .spec
+                    .data_source
+                    .as_ref()
+                    .filter(|d| d.clone_of.is_some())
+                {
+                    delete_clone_snapshot(&ctx.client, &snap.snapshot).await?;
+                }
                 // Published before the object goes: every replica is gone by now.
                 ctx.event(
                     &current,
@@ -974,6 +1032,7 @@ mod tests {
                 split_brain_resolution: None,
                 operation: None,
                 thin: false,
+                data_source: None,
             },
         );
         v.spec.config = placed_on.map(|n| VolumeConfig {

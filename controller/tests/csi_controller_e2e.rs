@@ -944,10 +944,15 @@ async fn unknown_volumes_and_nodes_get_the_spec_codes() {
             _ => None,
         })
         .collect();
-    for offers in [T::GetVolume, T::CreateDeleteSnapshot, T::ListSnapshots] {
+    for offers in [
+        T::GetVolume,
+        T::CreateDeleteSnapshot,
+        T::ListSnapshots,
+        T::CloneVolume,
+    ] {
         assert!(offered.contains(&(offers as i32)), "{offers:?} not offered");
     }
-    for absent in [T::CloneVolume, T::VolumeCondition, T::ModifyVolume] {
+    for absent in [T::VolumeCondition, T::ModifyVolume] {
         assert!(!offered.contains(&(absent as i32)), "{absent:?} offered");
     }
     csi.controller_publish_volume(Request::new(publish_req(&v.volume_id, &n1)))
@@ -1154,6 +1159,7 @@ async fn a_node_whose_pool_grows_places_the_waiting_volume_at_once() {
             split_brain_resolution: None,
             operation: None,
             thin: false,
+            data_source: None,
         },
     );
     volumes

@@ -46,6 +46,7 @@ async fn ready_volume(c: &Cluster, base: &str, first: &str, replicas: i64) -> Lo
             split_brain_resolution: None,
             operation: None,
             thin: false,
+            data_source: None,
         },
     );
     api.create(&PostParams::default(), &v)

@@ -254,6 +254,7 @@ mod tests {
                 split_brain_resolution: None,
                 operation: None,
                 thin: false,
+                data_source: None,
             },
         )
     }

@@ -522,6 +522,7 @@ mod tests {
                 split_brain_resolution: None,
                 operation: None,
                 thin: false,
+                data_source: None,
             },
         );
         v.metadata.uid = Some("u".into());

@@ -31,6 +31,7 @@ pub mod placement;
 pub mod pod;
 pub mod pools;
 pub mod replica;
+pub mod restore;
 pub mod scheduling;
 pub mod sizing;
 pub mod snapshot;

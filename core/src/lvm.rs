@@ -247,11 +247,14 @@ pub fn plan_remove_lv(state: &LvmState, vg: &str, name: &str) -> Result<bool, Lv
             lv: name.to_string(),
         }),
         Some(_) => {
-            // `lvremove --yes` of an origin removes its snapshots too: never by accident.
+            // `lvremove --yes` of an origin removes its copy-on-write snapshots too: never by
+            // accident. (Thin snapshots are volumes of their own: they stay.)
             let snapshots: Vec<String> = state
                 .lvs
                 .iter()
-                .filter(|l| l.vg_name == vg && l.origin.as_deref() == Some(name))
+                .filter(|l| {
+                    l.vg_name == vg && l.origin.as_deref() == Some(name) && l.is_cow_snapshot()
+                })
                 .map(|l| l.name.clone())
                 .collect();
             if snapshots.is_empty() {
@@ -472,6 +475,19 @@ mod tests {
         assert!(a.is_cow_snapshot() && !a.snapshot_invalid());
         assert!(b.is_cow_snapshot() && b.snapshot_invalid(), "overflowed");
         assert!(!st.lv(HDD, "data").unwrap().is_cow_snapshot());
+        // A thin snapshot (or a volume restored from one) is a volume of its own: lvremove
+        // leaves it, so its origin may go first.
+        let thin = LvmState {
+            lvs: vec![
+                lv("snap_t", 8 * MI, "Vri-a-tz--"),
+                Lv {
+                    origin: Some("snap_t".into()),
+                    ..lv("restored", 8 * MI, "Vwi-a-tz--")
+                },
+            ],
+            ..st
+        };
+        assert_eq!(plan_remove_lv(&thin, HDD, "snap_t"), Ok(true));
     }
 
     #[test]

@@ -37,6 +37,32 @@ pub enum ReplicaStep {
     /// (a copy task runs until its end-to-end digest is verified, reporting in
     /// `status.copy`; the replica is not Ready before).
     Copy(Box<CopySource>),
+    /// A restore that LVM alone serves: make `vg/lv` a writable thin snapshot of the
+    /// snapshot's logical volume `snapshot_lv` (blocks shared, nothing copied), grown to
+    /// `bytes`, then record the fill as done for `src`.
+    CloneThin {
+        vg: String,
+        lv: String,
+        snapshot_lv: String,
+        bytes: i64,
+        src: Box<CopySource>,
+    },
+}
+
+/// The snapshot logical volume a restored replica is made from by LVM alone: a thin
+/// snapshot on this node in the replica's own group, restored into a thin volume (a thin
+/// snapshot of it is a complete, independent thin volume). `None`: the block mover fills
+/// the replica.
+pub fn thin_clone_source(node: &str, r: &LocalVolumeReplica, lvm: &LvmState) -> Option<String> {
+    let src = r.spec.copy_from.as_ref()?;
+    let snapshot = src.snapshot.as_deref()?;
+    if src.node != node || !r.spec.thin {
+        return None;
+    }
+    let lv = crate::snapshot::lv_name(snapshot);
+    lvm.lv(&r.spec.pool_name, &lv)
+        .filter(|l| l.pool_lv.is_some())
+        .map(|_| lv)
 }
 
 /// Whether the replica's block copy (if it is one) is verified for its current operation.
@@ -76,11 +102,15 @@ pub fn ready_status(r: &LocalVolumeReplica, lv: &Lv) -> LocalVolumeReplicaStatus
         replication: None,
         // A copy's report stays with the replica it filled (history of how it got its data).
         copy: r.status.as_ref().and_then(|s| s.copy.clone()),
-        message: copying.map(|src| {
-            format!(
+        message: copying.map(|src| match &src.snapshot {
+            Some(snap) => format!(
+                "being restored from snapshot {snap} on {}; not usable before its data is all there (verified)",
+                src.node
+            ),
+            None => format!(
                 "being filled by a block copy from {} (operation {}); not usable before the copy is verified",
                 src.node, src.operation
-            )
+            ),
         }),
         observed_generation: r.metadata.generation,
         conditions: r
@@ -127,17 +157,38 @@ pub fn next_step(node: &str, r: &LocalVolumeReplica, lvm: &LvmState) -> ReplicaS
     if !has_finalizer(r) {
         return ReplicaStep::AddFinalizer;
     }
+    // A thin restore on the snapshot's node: LVM makes (or finishes making) the volume from
+    // the snapshot. Only a volume it made from it counts: anything else there is filled by
+    // the block mover like any target.
+    let clone = r
+        .spec
+        .copy_from
+        .as_ref()
+        .filter(|_| !copy_done(r))
+        .and_then(|src| thin_clone_source(node, r, lvm).map(|snap| (src, snap)))
+        .filter(|(_, snap)| lv.is_none_or(|l| l.origin.as_deref() == Some(snap.as_str())))
+        .filter(|_| lv.is_some() || !held_data(r));
+    let clone_step = |(src, snapshot_lv): (&CopySource, String)| ReplicaStep::CloneThin {
+        vg: vg.clone(),
+        lv: name.clone(),
+        snapshot_lv,
+        bytes: r.spec.required_capacity_bytes,
+        src: Box::new(src.clone()),
+    };
     match lv {
         Some(lv) if lv.size >= r.spec.required_capacity_bytes && lv.active() => {
             let want = ready_status(r, lv);
             if r.status.as_ref() != Some(&want) {
                 ReplicaStep::Status(Box::new(want))
+            } else if let Some(c) = clone {
+                clone_step(c)
             } else if let Some(src) = r.spec.copy_from.as_ref().filter(|_| !copy_done(r)) {
                 ReplicaStep::Copy(Box::new(src.clone()))
             } else {
                 ReplicaStep::Nothing
             }
         }
+        _ if clone.is_some() => clone.map(clone_step).unwrap_or(ReplicaStep::Nothing),
         None if held_data(r) => {
             let want = lost_status(r);
             if r.status.as_ref() == Some(&want) {
@@ -238,6 +289,7 @@ mod tests {
             operation: "mig".into(),
             operation_uid: "u1".into(),
             bandwidth_limit_bytes_per_second: None,
+            snapshot: None,
         };
         r.spec.copy_from = Some(src.clone());
         let lvm = lvm_with(8 << 20, "-wi-a-----");
@@ -328,5 +380,118 @@ mod tests {
             next_step("n1", &r, &lvm_with(8 << 20, "-wi-a-----")),
             ReplicaStep::Status(s) if s.state == Some(ReplicaState::Ready)
         ));
+    }
+
+    /// A restored thin replica on node n1 and n1's LVM with thin snapshot `snap_s1` (and,
+    /// when `made` is given, the replica's volume of that size, cloned from it).
+    fn thin_restore(made: Option<i64>) -> (LocalVolumeReplica, LvmState) {
+        let mut r = replica();
+        r.metadata.finalizers = Some(vec![FINALIZER_REPLICA.into()]);
+        r.spec.thin = true;
+        r.spec.copy_from = Some(CopySource {
+            node: "n1".into(),
+            operation: "s1".into(),
+            operation_uid: "uid-s1".into(),
+            bandwidth_limit_bytes_per_second: None,
+            snapshot: Some("s1".into()),
+        });
+        let thin = |name: &str, size: i64, origin: &str| Lv {
+            name: name.into(),
+            vg_name: "LocalStorage_PoolHDD".into(),
+            size,
+            attr: "Vwi-a-tz--".into(),
+            path: format!("/dev/LocalStorage_PoolHDD/{name}"),
+            pool_lv: Some("thinpool".into()),
+            origin: Some(origin.into()),
+            ..Default::default()
+        };
+        let mut lvm = LvmState {
+            lvs: vec![thin("snap_s1", 4 << 20, "v0")],
+            ..Default::default()
+        };
+        if let Some(size) = made {
+            lvm.lvs.push(thin("v1", size, "snap_s1"));
+        }
+        (r, lvm)
+    }
+
+    #[test]
+    fn a_thin_restore_on_the_snapshots_node_is_cloned_by_lvm_until_recorded_filled() {
+        let (mut r, lvm) = thin_restore(None);
+        let clone = |bytes| ReplicaStep::CloneThin {
+            vg: "LocalStorage_PoolHDD".into(),
+            lv: "v1".into(),
+            snapshot_lv: "snap_s1".into(),
+            bytes,
+            src: Box::new(r.spec.copy_from.clone().expect("source")),
+        };
+        assert_eq!(next_step("n1", &r, &lvm), clone(8 << 20));
+        // Cloned but not grown yet (a crash between): the same step finishes it.
+        let (_, small) = thin_restore(Some(4 << 20));
+        assert_eq!(next_step("n1", &r, &small), clone(8 << 20));
+        // Made and grown, its status not written yet: the status first (not Ready), then
+        // the same step records it filled.
+        let (_, made) = thin_restore(Some(8 << 20));
+        let step = next_step("n1", &r, &made);
+        let ReplicaStep::Status(st) = step else {
+            panic!("expected a status, got {step:?}")
+        };
+        assert_eq!(st.state, Some(ReplicaState::NotReady));
+        assert!(st
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("restored from snapshot s1"));
+        r.status = Some(*st);
+        assert_eq!(next_step("n1", &r, &made), clone(8 << 20));
+        // Recorded filled: Ready, and nothing more.
+        if let Some(st) = r.status.as_mut() {
+            st.copy = Some(hwameistor_api::CopyStatus {
+                operation_uid: "uid-s1".into(),
+                verified: true,
+                lvm_clone: true,
+                ..Default::default()
+            });
+        }
+        let step = next_step("n1", &r, &made);
+        assert!(
+            matches!(&step, ReplicaStep::Status(s) if s.state == Some(ReplicaState::Ready)),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn a_restore_lvm_cannot_serve_is_filled_by_the_block_mover() {
+        // Another node's snapshot, a thick target, or a snapshot LVM does not have as thin.
+        let (mut r, lvm) = thin_restore(None);
+        r.spec.copy_from.as_mut().expect("source").node = "n0".into();
+        assert!(matches!(
+            next_step("n1", &r, &lvm),
+            ReplicaStep::EnsureVolume { thin: true, .. }
+        ));
+        let (mut r, lvm) = thin_restore(None);
+        r.spec.thin = false;
+        assert!(matches!(
+            next_step("n1", &r, &lvm),
+            ReplicaStep::EnsureVolume { thin: false, .. }
+        ));
+        let (r, mut lvm) = thin_restore(None);
+        lvm.lvs[0].pool_lv = None;
+        assert!(matches!(
+            next_step("n1", &r, &lvm),
+            ReplicaStep::EnsureVolume { .. }
+        ));
+        // A volume there not made from the snapshot: copied over, never cloned.
+        let (mut r, mut lvm) = thin_restore(Some(8 << 20));
+        lvm.lvs[1].origin = None;
+        r.status = Some(ready_status(&r, &lvm.lvs[1]));
+        assert!(matches!(next_step("n1", &r, &lvm), ReplicaStep::Copy(_)));
+        // A clone that vanished after it was made is not made again.
+        let (mut r, made) = thin_restore(Some(8 << 20));
+        r.status = Some(ready_status(&r, &made.lvs[1]));
+        let (_, gone) = thin_restore(None);
+        assert!(
+            matches!(next_step("n1", &r, &gone), ReplicaStep::Status(s) if s.state == Some(ReplicaState::Failed))
+        );
     }
 }

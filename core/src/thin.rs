@@ -132,6 +132,9 @@ pub enum ThinOp {
     ExtendThin { bytes: i64 },
     /// Activate the thin volume.
     Activate,
+    /// Create the thin volume as a writable thin snapshot of thin volume `source` (its
+    /// size; blocks shared until written).
+    CloneFrom { source: String },
 }
 
 /// Why a thin volume cannot be brought to what is asked.
@@ -143,6 +146,8 @@ pub enum ThinPlanError {
     NoSuchVg(String),
     #[error("logical volume {vg}/{lv} exists and is not a thin volume of {vg}/{THIN_POOL_LV}")]
     NotThin { vg: String, lv: String },
+    #[error("{vg}/{lv} is not a thin volume of {vg}/{THIN_POOL_LV} on this node: nothing to restore from")]
+    NoThinSource { vg: String, lv: String },
     #[error(
         "thin pool {vg}/{THIN_POOL_LV} cannot take {} more: {} are provisioned in it, at most {ratio} times its data may be, and the group has {} free to grow it (it needs {}); free space in the group (a disk claimed into it, a thick volume removed) or delete thin volumes",
         format_size(*want), format_size(*provisioned), format_size(*free), format_size(*need)
@@ -240,6 +245,47 @@ pub fn plan_ensure_thin_lv(
     }
     if existing.is_some_and(|l| !l.active()) {
         ops.push(ThinOp::Activate);
+    }
+    Ok(ops)
+}
+
+/// The operations, in order, that make `vg/name` an active thin volume of at least `bytes`
+/// holding thin volume `source`'s data (a restore from a thin snapshot): a clone of it,
+/// grown when asked larger. The pool's ratio rule counts the whole new volume, as for any
+/// thin volume. An existing `name` is only grown and activated.
+pub fn plan_ensure_thin_clone(
+    state: &LvmState,
+    vg: &str,
+    name: &str,
+    source: &str,
+    bytes: i64,
+    policy: &ThinPolicy,
+) -> Result<Vec<ThinOp>, ThinPlanError> {
+    let mut ops = plan_ensure_thin_lv(state, vg, name, bytes, policy)?;
+    if state.lv(vg, name).is_none() {
+        let src = state
+            .lv(vg, source)
+            .filter(|l| l.pool_lv.as_deref() == Some(THIN_POOL_LV))
+            .ok_or_else(|| ThinPlanError::NoThinSource {
+                vg: vg.to_string(),
+                lv: source.to_string(),
+            })?;
+        let src_size = src.size;
+        ops = ops
+            .into_iter()
+            .flat_map(|op| match op {
+                ThinOp::CreateThin { bytes } if bytes > src_size => vec![
+                    ThinOp::CloneFrom {
+                        source: source.to_string(),
+                    },
+                    ThinOp::ExtendThin { bytes },
+                ],
+                ThinOp::CreateThin { .. } => vec![ThinOp::CloneFrom {
+                    source: source.to_string(),
+                }],
+                other => vec![other],
+            })
+            .collect();
     }
     Ok(ops)
 }
@@ -376,6 +422,56 @@ mod tests {
             lvs,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_thin_restore_clones_the_snapshot_grows_it_when_asked_larger_and_counts_it_provisioned() {
+        let p = ThinPolicy::default();
+        let lvs = vec![
+            pool(GI, 8 * MI, 1000, 100),
+            thin("v1", 512 * MI, "Vwi-a-tz--"),
+            Lv {
+                origin: Some("v1".into()),
+                ..thin("snap_s1", 512 * MI, "Vri-a-tz--")
+            },
+        ];
+        let s = state(50 * GI, lvs.clone());
+        let clone = ThinOp::CloneFrom {
+            source: "snap_s1".into(),
+        };
+        // Same size: one clone. Larger: the clone, then grown.
+        assert_eq!(
+            plan_ensure_thin_clone(&s, VG, "v2", "snap_s1", 512 * MI, &p),
+            Ok(vec![clone.clone()])
+        );
+        assert_eq!(
+            plan_ensure_thin_clone(&s, VG, "v2", "snap_s1", 600 * MI, &p),
+            Ok(vec![clone.clone(), ThinOp::ExtendThin { bytes: 600 * MI }])
+        );
+        // 512Mi provisioned (the snapshot is not counted) + 2Gi more needs 1280Mi of data
+        // at a ratio of 2: the pool grows first.
+        let got = plan_ensure_thin_clone(&s, VG, "v2", "snap_s1", 2 * GI, &p).unwrap();
+        assert!(
+            matches!(got[0], ThinOp::ExtendPool { data_bytes, .. } if data_bytes == 1280 * MI),
+            "{got:?}"
+        );
+        assert_eq!(
+            got[1..],
+            [clone.clone(), ThinOp::ExtendThin { bytes: 2 * GI }]
+        );
+        // Made already, smaller (a crash before it was grown): only grown.
+        let mut made = lvs.clone();
+        made.push(Lv {
+            origin: Some("snap_s1".into()),
+            ..thin("v2", 512 * MI, "Vwi-a-tz--")
+        });
+        assert_eq!(
+            plan_ensure_thin_clone(&state(50 * GI, made), VG, "v2", "snap_s1", 600 * MI, &p),
+            Ok(vec![ThinOp::ExtendThin { bytes: 600 * MI }])
+        );
+        // No such thin snapshot: refused, saying so.
+        let e = plan_ensure_thin_clone(&s, VG, "v2", "snap_nope", 512 * MI, &p).unwrap_err();
+        assert!(e.to_string().contains("nothing to restore from"), "{e}");
     }
 
     #[test]

@@ -41,6 +41,12 @@ pub enum Step {
         replication: Option<Box<ReplicationSpec>>,
         copy_from: Option<Box<CopySource>>,
     },
+    /// The restored replica holds the snapshot's data: clear the placement's copy source
+    /// (after removing `clone_snapshot`, the snapshot taken only for this clone, if any).
+    FinishRestore {
+        config: VolumeConfig,
+        clone_snapshot: Option<String>,
+    },
     /// The split brain the operator resolved is over (both replicas connected again).
     ClearSplitBrainResolution,
     ResizeReplica {
@@ -78,8 +84,8 @@ fn current_status(v: &LocalVolume) -> StatusUpdate {
 
 /// Where the block mover fills the replica on `node` from: the config says it is a copy of
 /// another node's replica, and the operation holding the volume names the copy (its uid
-/// keys it). `None` when the replica is not a copy, or no operation holds the volume (a copy
-/// is never started without one).
+/// keys it), or the volume is restored from a snapshot (see [`crate::restore`]). `None`
+/// when the replica is not a copy, or neither an operation nor a restore names one.
 pub fn copy_source(v: &LocalVolume, config: &VolumeConfig, node: &str) -> Option<CopySource> {
     let from = config
         .replicas
@@ -87,12 +93,16 @@ pub fn copy_source(v: &LocalVolume, config: &VolumeConfig, node: &str) -> Option
         .find(|a| a.hostname == node)?
         .copy_from
         .clone()?;
-    let op = v.spec.operation.as_ref()?;
+    let Some(op) = v.spec.operation.as_ref() else {
+        // Without an operation, only a restore copies.
+        return crate::restore::copy_source(v, config, node);
+    };
     Some(CopySource {
         node: from,
         operation: op.name.clone(),
         operation_uid: op.uid.clone(),
         bandwidth_limit_bytes_per_second: op.bandwidth_limit_bytes_per_second,
+        snapshot: None,
     })
 }
 
@@ -119,7 +129,7 @@ pub fn publish_refusal(config: &VolumeConfig, node: &str) -> Option<String> {
     }
     if let Some(from) = &me.copy_from {
         return Some(format!(
-            "the replica on {node} is still being copied from {from} by a migration"
+            "the replica on {node} is still being filled by a block copy from {from}"
         ));
     }
     None
@@ -332,6 +342,17 @@ pub fn next_step(v: &LocalVolume, replicas: &[LocalVolumeReplica]) -> Step {
             };
         }
     }
+    if let Some(next) = crate::restore::finished(v, config, replicas) {
+        return Step::FinishRestore {
+            config: next,
+            clone_snapshot: v
+                .spec
+                .data_source
+                .as_ref()
+                .filter(|d| d.clone_of.is_some())
+                .map(|d| d.snapshot.clone()),
+        };
+    }
     if let Some(next) = ha::settle(config, replicas) {
         return Step::UpdateConfig(next);
     }
@@ -384,6 +405,7 @@ mod tests {
                 split_brain_resolution: None,
                 operation: None,
                 thin: false,
+                data_source: None,
             },
         );
         v.metadata.uid = Some("uid-1".into());
@@ -573,6 +595,61 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_volume_fills_its_replica_from_the_snapshot_then_clears_the_source() {
+        use hwameistor_api::{CopyStatus, VolumeDataSource};
+        let mut v = with_finalizer(volume());
+        v.spec.data_source = Some(VolumeDataSource {
+            snapshot: "clone-pvc-1".into(),
+            snapshot_uid: "uid-s".into(),
+            node: "n1".into(),
+            pool_name: "LocalStorage_PoolHDD".into(),
+            bytes: 300 * MI,
+            thin: false,
+            clone_of: Some("pvc-0".into()),
+        });
+        let mut v = placed(v, "n2");
+        if let Some(c) = v.spec.config.as_mut() {
+            c.replicas[0].copy_from = Some("n1".into());
+        }
+        // The replica is made with its copy source: the snapshot on n1.
+        let Step::CreateReplica(r) = next_step(&v, &[]) else {
+            panic!("expected the replica")
+        };
+        let src = r.spec.copy_from.clone().expect("copy source");
+        assert_eq!(
+            (src.node.as_str(), src.snapshot.as_deref()),
+            ("n1", Some("clone-pvc-1"))
+        );
+        // Filled and verified: the source is cleared and the clone's snapshot removed.
+        let mut r = ready_replica(&v, "n2", 300 * MI);
+        if let Some(st) = r.status.as_mut() {
+            st.copy = Some(CopyStatus {
+                operation_uid: "uid-s".into(),
+                verified: true,
+                ..Default::default()
+            });
+        }
+        let Step::FinishRestore {
+            config,
+            clone_snapshot,
+        } = next_step(&v, std::slice::from_ref(&r))
+        else {
+            panic!("expected the restore finished")
+        };
+        assert_eq!(clone_snapshot.as_deref(), Some("clone-pvc-1"));
+        assert_eq!(config.replicas[0].copy_from, None);
+        // The replica then loses its copy source too.
+        v.spec.config = Some(config);
+        assert!(matches!(
+            next_step(&v, std::slice::from_ref(&r)),
+            Step::UpdateReplication {
+                copy_from: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn delete_path_replicas_first_finalizer_last() {
         let v = deleting(placed(with_finalizer(volume()), "n1"));
         let r = ready_replica(&v, "n1", 300 * MI);
@@ -634,7 +711,7 @@ mod tests {
             ..Default::default()
         });
         assert!(publish_refusal(&c, "n1").is_some_and(|m| m.contains("being copied off n1")));
-        assert!(publish_refusal(&c, "n2").is_some_and(|m| m.contains("still being copied from n1")));
+        assert!(publish_refusal(&c, "n2").is_some_and(|m| m.contains("block copy from n1")));
         c.replicas[1].copy_from = None;
         assert!(publish_refusal(&c, "n1").is_some_and(|m| m.contains("serves from its other")));
         assert_eq!(publish_refusal(&c, "n2"), None);
@@ -669,6 +746,7 @@ mod tests {
                 operation: "mig-1".into(),
                 operation_uid: "op-uid".into(),
                 bandwidth_limit_bytes_per_second: None,
+                snapshot: None,
             })
         );
         // Until the copy is Ready the volume is not; the leaving replica does not count.

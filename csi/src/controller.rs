@@ -30,15 +30,16 @@ use crate::errors::{
     internal, invalid, kube_status, missing, not_found, precondition, size_status,
 };
 use crate::params::{self, FsType};
-use crate::{topology, PUBLISH_DEVICE_PATH, VOLUME_CONTEXT_FS_TYPE};
+use crate::{topology, PUBLISH_DEVICE_PATH, VOLUME_CONTEXT_FS_TYPE, VOLUME_CONTEXT_RESTORED};
 use hwameistor_api::replica::replica_name;
 use hwameistor_api::volume::{ANNOTATION_CSI_NAME, CONDITION_SCHEDULED, REASON_NO_CAPACITY};
 use hwameistor_api::{
     Accessibility, LocalStorageNode, LocalVolume, LocalVolumeExpand, LocalVolumeExpandSpec,
-    LocalVolumeReplica, LocalVolumeSpec, OperationPhase, PoolClass, VolumeKind, VolumeState,
-    LABEL_VOLUME,
+    LocalVolumeReplica, LocalVolumeSpec, OperationPhase, PoolClass, VolumeDataSource, VolumeKind,
+    VolumeState, LABEL_VOLUME,
 };
 use hwameistor_core::naming::{is_plain_volume_name, volume_object_name};
+use hwameistor_core::restore::{self, RestoreRefusal};
 use hwameistor_core::sizing::{self, VolumeAccess};
 use hwameistor_core::{ha, placement};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -167,8 +168,15 @@ fn volume_message(lv: &LocalVolume) -> Volume {
             .fs_type
             .iter()
             .map(|fs| (VOLUME_CONTEXT_FS_TYPE.to_string(), fs.clone()))
+            // A restored filesystem may be smaller than its volume: the node grows it.
+            .chain(
+                lv.spec
+                    .data_source
+                    .iter()
+                    .map(|d| (VOLUME_CONTEXT_RESTORED.to_string(), d.snapshot.clone())),
+            )
             .collect(),
-        content_source: None,
+        content_source: content_source_message(lv),
         accessible_topology: nodes_of(lv).iter().map(|n| topology::of_node(n)).collect(),
     }
 }
@@ -445,6 +453,50 @@ impl ControllerService {
         }
     }
 
+    /// The data source a new volume `name` of `spec` restores from `src`: the snapshot
+    /// named, or one taken now of the volume cloned (kept until the clone is filled).
+    async fn data_source(
+        &self,
+        src: &ContentSource,
+        name: &str,
+        spec: &LocalVolumeSpec,
+        limit: Duration,
+    ) -> Result<VolumeDataSource, Status> {
+        match src {
+            ContentSource::Snapshot(id) => {
+                let snap = self.snapshots.get(id).await?.ok_or_else(|| {
+                    not_found(format!(
+                        "snapshot {id} (the volume's content source) does not exist"
+                    ))
+                })?;
+                let source = self.get_volume(&snap.spec.source_volume).await?;
+                restore::data_source(spec, &snap, source.as_ref(), None).map_err(restore_status)
+            }
+            ContentSource::Volume(id) => {
+                let source = self.get_volume(id).await?.ok_or_else(|| {
+                    not_found(format!(
+                        "volume {id} (the volume's content source) does not exist"
+                    ))
+                })?;
+                // Refused before a snapshot is taken for nothing.
+                if spec.required_capacity_bytes < source.spec.required_capacity_bytes {
+                    return Err(Status::new(
+                        Code::OutOfRange,
+                        format!(
+                            "volume {id} is {} bytes; a clone of it is at least that (asked {})",
+                            source.spec.required_capacity_bytes, spec.required_capacity_bytes
+                        ),
+                    ));
+                }
+                let snap = self
+                    .snapshots
+                    .take(&restore::clone_snapshot_name(name), id, None, limit)
+                    .await?;
+                restore::data_source(spec, &snap, Some(&source), Some(id)).map_err(restore_status)
+            }
+        }
+    }
+
     async fn set_published(&self, lv: &LocalVolume, node: Option<&str>) -> Result<(), Status> {
         // resourceVersion makes this a compare-and-swap: two attaches racing for one volume
         // cannot both win.
@@ -522,17 +574,78 @@ pub fn compatible(
     Ok(())
 }
 
+/// What a CreateVolume asks the new volume to hold: a snapshot's data, or a copy of
+/// another volume's (taken through a snapshot made for it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContentSource {
+    Snapshot(String),
+    Volume(String),
+}
+
+/// The request's content source, if any. Pure.
+pub fn content_source(req: &CreateVolumeRequest) -> Result<Option<ContentSource>, Status> {
+    use volume_content_source::Type;
+    let Some(src) = req.volume_content_source.as_ref() else {
+        return Ok(None);
+    };
+    match &src.r#type {
+        Some(Type::Snapshot(s)) => {
+            require("volume_content_source.snapshot.snapshot_id", &s.snapshot_id)?;
+            Ok(Some(ContentSource::Snapshot(s.snapshot_id.clone())))
+        }
+        Some(Type::Volume(v)) => {
+            require("volume_content_source.volume.volume_id", &v.volume_id)?;
+            Ok(Some(ContentSource::Volume(v.volume_id.clone())))
+        }
+        None => Err(invalid(
+            "volume_content_source names neither a snapshot nor a volume",
+        )),
+    }
+}
+
+/// Whether volume `v` was made from `src` (a repeated CreateVolume must ask for the same).
+fn made_from(v: &LocalVolume, src: Option<&ContentSource>) -> bool {
+    let ds = v.spec.data_source.as_ref();
+    match src {
+        None => ds.is_none(),
+        Some(ContentSource::Snapshot(id)) => {
+            ds.is_some_and(|d| d.clone_of.is_none() && &d.snapshot == id)
+        }
+        Some(ContentSource::Volume(id)) => ds.is_some_and(|d| d.clone_of.as_ref() == Some(id)),
+    }
+}
+
+/// The CSI content source of a volume made from a snapshot or a clone.
+fn content_source_message(v: &LocalVolume) -> Option<VolumeContentSource> {
+    use volume_content_source::{SnapshotSource, Type, VolumeSource};
+    let ds = v.spec.data_source.as_ref()?;
+    Some(VolumeContentSource {
+        r#type: Some(match &ds.clone_of {
+            Some(volume) => Type::Volume(VolumeSource {
+                volume_id: volume.clone(),
+            }),
+            None => Type::Snapshot(SnapshotSource {
+                snapshot_id: ds.snapshot.clone(),
+            }),
+        }),
+    })
+}
+
+/// The CSI status of a restore `refusal`.
+fn restore_status(refusal: RestoreRefusal) -> Status {
+    match refusal {
+        RestoreRefusal::Invalid(m) => invalid(m),
+        RestoreRefusal::TooSmall(m) => Status::new(Code::OutOfRange, m),
+        RestoreRefusal::NotReady(m) => Status::new(Code::Unavailable, m),
+    }
+}
+
 /// The spec CreateVolume writes and the size rule's input, from a request. Pure.
 pub fn volume_spec(req: &CreateVolumeRequest) -> Result<LocalVolumeSpec, Status> {
     require("name", &req.name)?;
     if !req.mutable_parameters.is_empty() {
         return Err(invalid(
             "mutable parameters are not supported (MODIFY_VOLUME is not offered)",
-        ));
-    }
-    if req.volume_content_source.is_some() {
-        return Err(invalid(
-            "volume content sources (a volume restored from a snapshot or cloned from another) are not built yet",
         ));
     }
     let access = capability::check_all(&req.volume_capabilities)?;
@@ -578,6 +691,7 @@ pub fn volume_spec(req: &CreateVolumeRequest) -> Result<LocalVolumeSpec, Status>
         split_brain_resolution: None,
         operation: None,
         thin: params.thin,
+        data_source: None,
     })
 }
 
@@ -589,12 +703,24 @@ impl Controller for ControllerService {
     ) -> Result<Response<CreateVolumeResponse>, Status> {
         let limit = deadline(&request, self.timeouts.create);
         let req = request.into_inner();
-        let spec = volume_spec(&req)?;
+        let mut spec = volume_spec(&req)?;
+        let source = content_source(&req)?;
         let range = req.capacity_range.clone().unwrap_or_default();
         let name = volume_object_name(&req.name);
         match self.get_volume(&name).await? {
-            Some(existing) => compatible(&existing, &req.name, &spec, &range)?,
+            Some(existing) => {
+                compatible(&existing, &req.name, &spec, &range)?;
+                if !made_from(&existing, source.as_ref()) {
+                    return Err(Status::new(
+                        Code::AlreadyExists,
+                        format!("volume {name} exists with another content source ({:?}); incompatible with this request", existing.spec.data_source),
+                    ));
+                }
+            }
             None => {
+                if let Some(src) = &source {
+                    spec.data_source = Some(self.data_source(src, &name, &spec, limit).await?);
+                }
                 // No early refusal here: whether a pool has room is decided once, by the
                 // controller's placement (hwameistor_core::placement::place, which also
                 // counts volumes placed but not reported yet and the per-pool volume limit
@@ -1002,6 +1128,7 @@ impl Controller for ControllerService {
             Type::GetVolume,
             Type::CreateDeleteSnapshot,
             Type::ListSnapshots,
+            Type::CloneVolume,
         ]
         .into_iter()
         .map(|t| ControllerServiceCapability {
@@ -1301,6 +1428,9 @@ mod tests {
         assert!(m.contains("300Mi"), "{m}");
         let mut cloned = create("v", &[], vec![mount_cap("", w)], 1);
         cloned.volume_content_source = Some(VolumeContentSource::default());
-        assert_eq!(code(cloned).map(|x| x.0), Some(Code::InvalidArgument));
+        assert_eq!(
+            content_source(&cloned).map_err(|e| e.code()),
+            Err(Code::InvalidArgument)
+        );
     }
 }

@@ -82,3 +82,6 @@ pub use bpfman_csi::v1 as csi;
 pub const PUBLISH_DEVICE_PATH: &str = "devicePath";
 /// Volume-context (and publish-context) key carrying the volume's filesystem.
 pub const VOLUME_CONTEXT_FS_TYPE: &str = "fsType";
+/// Volume-context key of a volume restored from a snapshot (the snapshot's name): its
+/// filesystem may be smaller than the volume, and staging grows it.
+pub const VOLUME_CONTEXT_RESTORED: &str = "restoredFrom";

@@ -127,6 +127,17 @@ impl Snapshots {
         Api::all(self.client.clone())
     }
 
+    /// Snapshot `id` (its object's name), if it exists.
+    pub async fn get(&self, id: &str) -> Result<Option<LocalVolumeSnapshot>, Status> {
+        if !is_plain_volume_name(id) {
+            return Ok(None);
+        }
+        self.api()
+            .get_opt(id)
+            .await
+            .map_err(|e| kube_status("reading LocalVolumeSnapshot", e))
+    }
+
     /// The snapshots of volume `volume` (by its id).
     pub async fn of_volume(&self, volume: &str) -> Result<Vec<LocalVolumeSnapshot>, Status> {
         Ok(self
@@ -157,6 +168,29 @@ impl Snapshots {
         require("name", &req.name)?;
         require("source_volume_id", &req.source_volume_id)?;
         let cow_param = parse_params(&req.parameters)?;
+        let done = self
+            .take(&req.name, &req.source_volume_id, cow_param, limit)
+            .await?;
+        Ok(Response::new(CreateSnapshotResponse {
+            snapshot: Some(snapshot_message(&done)),
+        }))
+    }
+
+    /// Takes snapshot `name` (a CSI name) of volume `source` and waits until its node's
+    /// agent took it (`limit`): the snapshot, ready to use. A repeated call finds it again;
+    /// a failed one is removed (FAILED_PRECONDITION with the agent's reason).
+    pub async fn take(
+        &self,
+        name: &str,
+        source: &str,
+        cow_param: Option<String>,
+        limit: Duration,
+    ) -> Result<LocalVolumeSnapshot, Status> {
+        let req = CreateSnapshotRequest {
+            name: name.to_string(),
+            source_volume_id: source.to_string(),
+            ..Default::default()
+        };
         let object = volume_object_name(&req.name);
         let api = self.api();
         let existing = api
@@ -278,9 +312,7 @@ impl Snapshots {
                 req.source_volume_id
             )));
         }
-        Ok(Response::new(CreateSnapshotResponse {
-            snapshot: Some(snapshot_message(&done)),
-        }))
+        Ok(done)
     }
 
     async fn source(&self, id: &str) -> Result<LocalVolume, Status> {

@@ -56,6 +56,7 @@ async fn apply(lvm: &LvmCli, name: &str, ops: Vec<ThinOp>) {
                 lvm.extend_lv(VG, name, bytes).await.expect("grow thin")
             }
             ThinOp::Activate => lvm.activate_lv(VG, name).await.expect("activate"),
+            ThinOp::CloneFrom { source } => lvm.clone_thin(VG, &source, name).await.expect("clone"),
         }
     }
 }

@@ -156,6 +156,7 @@ async fn big_caches() -> anyhow::Result<()> {
                 split_brain_resolution: None,
                 operation: None,
                 thin: false,
+                data_source: None,
             },
         );
         v.status = Some(LocalVolumeStatus {

@@ -115,6 +115,9 @@ fn check_volume(v: &LocalVolume, old: Option<&LocalVolume>) -> Result<(), String
             hwameistor_core::ha::THIN_NOT_REPLICATED
         ));
     }
+    if spec.data_source.is_some() {
+        hwameistor_core::restore::check_spec(spec)?;
+    }
     if spec.replica_number > 2 {
         return Err(format!(
             "replicaNumber {} is not supported: DRBD 8.4 replicates between two nodes; use 1 or 2",
@@ -142,6 +145,11 @@ fn check_volume(v: &LocalVolume, old: Option<&LocalVolume>) -> Result<(), String
                 "a volume stays {}: thin is fixed when it is created; create a volume of the other kind and copy the data instead",
                 if old.spec.thin { "thin" } else { "thick" }
             ));
+        }
+        if spec.data_source != old.spec.data_source {
+            return Err(
+                "a volume's dataSource is fixed when it is created (it says where its data came from); create another volume from the other source instead".to_string(),
+            );
         }
         if spec.pool_name != old.spec.pool_name {
             return Err(format!(

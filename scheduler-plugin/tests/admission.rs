@@ -46,6 +46,7 @@ async fn started() -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
             split_brain_resolution: None,
             operation: None,
             thin: false,
+            data_source: None,
         },
     );
     v.metadata.uid = Some("v-uid".into());
@@ -244,6 +245,40 @@ async fn hwameistor_resources_get_cross_field_checks_with_what_to_do() {
     )
     .await;
     assert!(denied(&r).starts_with("a volume stays thin"), "{r}");
+    // A restored volume keeps one replica and its dataSource.
+    let restored = |replicas: i64, snapshot: &str| {
+        let mut v = volume_json(replicas, false, GI);
+        v["spec"]["dataSource"] = json!({"snapshot": snapshot, "snapshotUid": "u", "node": "n1",
+            "poolName": "LocalStorage_PoolHDD", "bytes": GI});
+        v
+    };
+    let r = answer(
+        addr,
+        "/validate",
+        review(lv, "CREATE", None, restored(2, "s1"), Value::Null),
+    )
+    .await;
+    assert!(
+        denied(&r).contains("restore into a one-replica convertible volume"),
+        "{r}"
+    );
+    let r = answer(
+        addr,
+        "/validate",
+        review(lv, "UPDATE", None, restored(1, "s2"), restored(1, "s1")),
+    )
+    .await;
+    assert!(
+        denied(&r).starts_with("a volume's dataSource is fixed"),
+        "{r}"
+    );
+    let r = answer(
+        addr,
+        "/validate",
+        review(lv, "UPDATE", None, restored(1, "s1"), restored(1, "s1")),
+    )
+    .await;
+    assert_eq!(r["allowed"], true, "{r}");
 
     let mig = |volume: &str, from: &str, to: Value| {
         json!({"apiVersion": "hwameistor.io/v1alpha1", "kind": "LocalVolumeMigrate", "metadata": {"name": "m"},

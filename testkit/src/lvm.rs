@@ -37,6 +37,7 @@ pub enum OpKind {
     ExtendThinMetadata,
     CreateThinLv,
     CreateSnapshot,
+    CloneThin,
 }
 
 /// One call the fake received, with its main argument.
@@ -832,9 +833,18 @@ impl Lvm for FakeLvm {
             });
         }
         s.volumes.remove(i);
-        // `lvremove --yes` of an origin removes its snapshots with it, as lvm2 does.
-        s.volumes
-            .retain(|v| !(v.vg == vg && v.origin.as_deref() == Some(name)));
+        // `lvremove --yes` of an origin removes its copy-on-write snapshots with it, as lvm2
+        // does; thin snapshots are volumes of their own and stay, without an origin.
+        s.volumes.retain(|v| {
+            !(v.vg == vg && v.origin.as_deref() == Some(name) && matches!(v.kind, Kind::Cow { .. }))
+        });
+        for v in s
+            .volumes
+            .iter_mut()
+            .filter(|v| v.vg == vg && v.origin.as_deref() == Some(name))
+        {
+            v.origin = None;
+        }
         Ok(())
     }
 
@@ -967,6 +977,47 @@ impl Lvm for FakeLvm {
                 written: 0,
             },
             origin: None,
+        });
+        Ok(())
+    }
+
+    async fn clone_thin(&self, vg: &str, source: &str, name: &str) -> Result<(), LvmError> {
+        self.enter(OpKind::CloneThin, &format!("{vg}/{name}"))
+            .await?;
+        let mut s = self.lock();
+        if !s.groups.contains_key(vg) {
+            return Err(LvmError::NoSuchVg(vg.into()));
+        }
+        let Some(o) = s.volume(vg, source) else {
+            return Err(LvmError::NoSuchLv {
+                vg: vg.into(),
+                lv: source.into(),
+            });
+        };
+        if s.volume(vg, name).is_some() {
+            return Err(LvmError::LvExists {
+                vg: vg.into(),
+                lv: name.into(),
+            });
+        }
+        let Kind::Thin { pool, size, .. } = s.volumes[o].kind.clone() else {
+            return Err(failed(
+                format!("lvcreate --snapshot {vg}/{source}"),
+                "Please specify either size or extents with snapshots.",
+            ));
+        };
+        s.volumes.push(Volume {
+            vg: vg.into(),
+            name: name.into(),
+            segments: Vec::new(),
+            active: true,
+            open: false,
+            kind: Kind::Thin {
+                pool,
+                size,
+                written: 0,
+            },
+            origin: Some(source.into()),
         });
         Ok(())
     }
@@ -1256,6 +1307,9 @@ mod tests {
                     .expect("thin"),
                 ThinOp::ExtendThin { bytes } => f.extend_lv(vg, name, bytes).await.expect("grow"),
                 ThinOp::Activate => f.activate_lv(vg, name).await.expect("activate"),
+                ThinOp::CloneFrom { source } => {
+                    f.clone_thin(vg, &source, name).await.expect("clone")
+                }
             }
         }
     }

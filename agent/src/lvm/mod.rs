@@ -29,7 +29,8 @@ use hwameistor_core::lvm::{
 };
 pub use hwameistor_core::lvm::{Lv, LvmState, Pv, Vg};
 use hwameistor_core::thin::{
-    plan_ensure_thin_lv, plan_grow_pool, thin_pool, ThinOp, ThinPlanError, ThinPolicy, THIN_POOL_LV,
+    plan_ensure_thin_clone, plan_ensure_thin_lv, plan_grow_pool, thin_pool, ThinOp, ThinPlanError,
+    ThinPolicy, THIN_POOL_LV,
 };
 pub use hwameistor_hostexec::lvm::{Lvm as LvmHost, LvmCli, LvmError};
 use std::collections::BTreeMap;
@@ -393,8 +394,40 @@ impl LvmCache {
         bytes: i64,
         policy: &ThinPolicy,
     ) -> Result<(Outcome, Lv), LvmOpError> {
+        self.run_thin_plan(vg, name, |state| {
+            plan_ensure_thin_lv(state, vg, name, bytes, policy)
+        })
+        .await
+    }
+
+    /// Makes `vg/name` an active thin volume of at least `bytes` holding thin snapshot
+    /// `vg/source`'s data (a restore on the snapshot's node): a writable clone of it, grown
+    /// when asked larger, under the same ratio rule as any thin volume
+    /// ([`plan_ensure_thin_clone`]). An existing `name` is only grown and activated.
+    pub async fn ensure_thin_clone(
+        &self,
+        vg: &str,
+        source: &str,
+        name: &str,
+        bytes: i64,
+        policy: &ThinPolicy,
+    ) -> Result<(Outcome, Lv), LvmOpError> {
+        self.run_thin_plan(vg, name, |state| {
+            plan_ensure_thin_clone(state, vg, name, source, bytes, policy)
+        })
+        .await
+    }
+
+    /// Plans `vg/name`'s thin operations under the group's lock from a fresh view and
+    /// carries them out.
+    async fn run_thin_plan(
+        &self,
+        vg: &str,
+        name: &str,
+        plan: impl FnOnce(&LvmState) -> Result<Vec<ThinOp>, ThinPlanError>,
+    ) -> Result<(Outcome, Lv), LvmOpError> {
         let (guard, state) = self.lock_fresh(vg).await?;
-        let ops = plan_ensure_thin_lv(&state, vg, name, bytes, policy)?;
+        let ops = plan(&state)?;
         let outcome = if ops.is_empty() {
             Outcome::AlreadyDone
         } else {
@@ -437,6 +470,7 @@ impl LvmCache {
                 }
                 ThinOp::ExtendThin { bytes } => self.host.extend_lv(vg, name, *bytes).await,
                 ThinOp::Activate => self.host.activate_lv(vg, name).await,
+                ThinOp::CloneFrom { source } => self.host.clone_thin(vg, source, name).await,
             };
             if let Err(e) = r {
                 tracing::warn!(volume = %format!("{vg}/{name}"), error = %e, ?op, "LVM refused");
@@ -448,6 +482,7 @@ impl LvmCache {
             match op {
                 ThinOp::CreatePool { .. } => self.crash.point(CrashPoint::LvmAfterThinPool).await,
                 ThinOp::CreateThin { .. } => self.crash.point(CrashPoint::LvmAfterLvcreate).await,
+                ThinOp::CloneFrom { .. } => self.crash.point(CrashPoint::RestoreAfterClone).await,
                 _ => {}
             }
         }

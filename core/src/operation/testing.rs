@@ -77,6 +77,7 @@ pub fn volume(on: &[&str]) -> LocalVolume {
             split_brain_resolution: None,
             operation: None,
             thin: false,
+            data_source: None,
         },
     );
     v.metadata.uid = Some("vol-uid".into());

@@ -23,7 +23,7 @@ use crate::csi::*;
 use crate::errors::{internal, invalid, missing, not_found, precondition};
 use crate::in_flight::InFlight;
 use crate::params::FsType;
-use crate::{PUBLISH_DEVICE_PATH, VOLUME_CONTEXT_FS_TYPE};
+use crate::{PUBLISH_DEVICE_PATH, VOLUME_CONTEXT_FS_TYPE, VOLUME_CONTEXT_RESTORED};
 use host::{Contents, Host, HostError};
 use hwameistor_api::TOPOLOGY_NODE_KEY;
 use std::collections::HashMap;
@@ -181,6 +181,7 @@ impl NodeService {
         fs: FsType,
         flags: &[String],
         read_only: bool,
+        restored: bool,
     ) -> Result<(), Status> {
         let numbers = self.existing_device(dev)?;
         mkdir_all(staging)?;
@@ -200,12 +201,15 @@ impl NodeService {
                 ),
             ));
         }
+        let mut grow = false;
         match self.host.probe(dev).await? {
             Contents::Blank => {
                 tracing::info!(device = %dev.display(), %fs, "formatting blank device");
                 self.host.mkfs(dev, fs).await?;
             }
-            Contents::Filesystem(found) if found == fs.as_str() => {}
+            // A filesystem restored from a snapshot into a larger volume fills it once
+            // mounted (growing one that already does is a no-op).
+            Contents::Filesystem(found) if found == fs.as_str() => grow = restored && !read_only,
             Contents::Filesystem(found) => {
                 return Err(precondition(format!(
                     "{} carries a {found} filesystem but {fs} was requested; refusing to reformat a device that holds data",
@@ -220,7 +224,18 @@ impl NodeService {
         if read_only {
             options.push("ro".into());
         }
+        if restored && fs == FsType::Xfs {
+            // A restored XFS carries its source's UUID; XFS refuses to mount a second
+            // filesystem with one already mounted (the source, on this node) without this.
+            options.push("nouuid".into());
+        }
         self.host.mount(dev, staging, fs.as_str(), &options).await?;
+        if grow {
+            self.host
+                .grow(fs.as_str(), &dev.to_string_lossy(), staging)
+                .await?;
+            tracing::info!(device = %dev.display(), "restored filesystem grown to its volume");
+        }
         Ok(())
     }
 
@@ -363,7 +378,8 @@ impl Node for NodeService {
                         None => FsType::default(),
                     },
                 };
-                self.stage_filesystem(&dev, &staging, fs, &flags, cap.read_only)
+                let restored = req.volume_context.contains_key(VOLUME_CONTEXT_RESTORED);
+                self.stage_filesystem(&dev, &staging, fs, &flags, cap.read_only, restored)
                     .await?;
             }
         }

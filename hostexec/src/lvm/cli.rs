@@ -341,4 +341,27 @@ impl Lvm for LvmCli {
         )
         .await
     }
+
+    async fn clone_thin(&self, vg: &str, source: &str, name: &str) -> Result<(), LvmError> {
+        // Writable (the source, a snapshot of ours, is read-only) and activated like any
+        // volume (a thin snapshot skips activation by default).
+        self.run(
+            HostCommand::new("lvcreate").args([
+                "--yes".to_string(),
+                "--snapshot".to_string(),
+                "--permission".to_string(),
+                "rw".to_string(),
+                "--setactivationskip".to_string(),
+                "n".to_string(),
+                "--addtag".to_string(),
+                "hwameistor".to_string(),
+                "-n".to_string(),
+                name.to_string(),
+                format!("{vg}/{source}"),
+            ]),
+            Op::Volume(vg, name),
+            0,
+        )
+        .await
+    }
 }

@@ -108,4 +108,7 @@ pub trait Lvm: Send + Sync + 'static {
         name: &str,
         cow: Option<i64>,
     ) -> Result<(), LvmError>;
+    /// Creates `vg/name`, a writable thin snapshot of thin volume `vg/source` (a volume
+    /// restored from a thin snapshot: blocks shared until written), active, tagged as ours.
+    async fn clone_thin(&self, vg: &str, source: &str, name: &str) -> Result<(), LvmError>;
 }

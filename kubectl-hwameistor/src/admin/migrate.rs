@@ -1041,6 +1041,7 @@ pub(crate) mod fixtures {
                 split_brain_resolution: None,
                 operation: None,
                 thin: false,
+                data_source: None,
             },
         );
         v.status = Some(LocalVolumeStatus {

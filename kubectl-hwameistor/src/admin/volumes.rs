@@ -962,6 +962,7 @@ mod tests {
                 split_brain_resolution: None,
                 operation: None,
                 thin: false,
+                data_source: None,
             },
         );
         v.spec.config = on.map(|n| VolumeConfig {
@@ -1240,6 +1241,7 @@ pub(crate) mod ha_fixtures {
                 split_brain_resolution: None,
                 operation: None,
                 thin: false,
+                data_source: None,
             },
         );
         v.metadata.resource_version = Some("41".into());

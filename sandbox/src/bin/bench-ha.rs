@@ -127,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
                 split_brain_resolution: None,
                 operation: None,
                 thin: false,
+                data_source: None,
             },
         );
         volumes.create(&PostParams::default(), &v).await?;

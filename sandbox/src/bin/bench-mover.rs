@@ -58,6 +58,7 @@ async fn create_volume(sb: &Sandbox, name: &str, mib: i64, node: &str) -> anyhow
                 split_brain_resolution: None,
                 operation: None,
                 thin: false,
+                data_source: None,
             },
         ),
     )

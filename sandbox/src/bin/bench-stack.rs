@@ -54,6 +54,7 @@ fn volume(name: &str, node: &str) -> LocalVolume {
             split_brain_resolution: None,
             operation: None,
             thin: false,
+            data_source: None,
         },
     )
 }

@@ -453,6 +453,7 @@ async fn main() -> anyhow::Result<()> {
                         split_brain_resolution: None,
                         operation: None,
                         thin: false,
+                        data_source: None,
                     },
                 ),
             )
@@ -546,6 +547,7 @@ async fn main() -> anyhow::Result<()> {
                         split_brain_resolution: None,
                         operation: None,
                         thin: false,
+                        data_source: None,
                     },
                 ),
             )
