@@ -401,17 +401,6 @@ async fn a_convertible_volume_grows_alone_and_converts_online_while_mounted() {
     sb.shutdown().await.expect("shutdown");
 }
 
-/// The copy status of `vol`'s replica on `node`.
-async fn copy_of(sb: &Sandbox, vol: &str, node: &str) -> Option<CopyStatus> {
-    Api::<LocalVolumeReplica>::all(sb.client.clone())
-        .get_opt(&replica::replica_name(vol, node))
-        .await
-        .ok()
-        .flatten()
-        .and_then(|r| r.status)
-        .and_then(|s| s.copy)
-}
-
 /// Waits until the copy of `vol` into `node` has moved past `bytes`.
 async fn copied_past(sb: &Sandbox, nodes: &[&str], vol: &str, node: &str, bytes: i64) {
     ok(
@@ -467,29 +456,6 @@ async fn raw_volume_with_data(
         ))
         .await
         .expect("write");
-}
-
-/// Waits until every node's agent published its block mover.
-async fn movers_published(sb: &Sandbox, nodes: &[&str]) {
-    let lsns: Api<LocalStorageNode> = Api::all(sb.client.clone());
-    ok(
-        sb,
-        nodes,
-        eventually(WAIT, "every block mover published", || async {
-            let mut all = true;
-            for n in nodes {
-                all &= lsns
-                    .get_opt(n)
-                    .await?
-                    .and_then(|l| l.status)
-                    .and_then(|s| s.mover)
-                    .is_some();
-            }
-            Ok(all.then_some(()))
-        })
-        .await,
-    )
-    .await;
 }
 
 fn migrate_op(

@@ -3,13 +3,15 @@
 //!
 //! ```text
 //! csi_node_call SOCKET info
-//! csi_node_call SOCKET stage     VOLUME DEVICE STAGING (xfs|ext4|block)
+//! csi_node_call SOCKET stage     VOLUME DEVICE STAGING (xfs|ext4|block) [KEY=VALUE]...
 //! csi_node_call SOCKET publish   VOLUME DEVICE STAGING TARGET (xfs|ext4|block) [ro]
 //! csi_node_call SOCKET expand    VOLUME PATH STAGING BYTES
 //! csi_node_call SOCKET stats     VOLUME PATH
 //! csi_node_call SOCKET unpublish VOLUME TARGET
 //! csi_node_call SOCKET unstage   VOLUME STAGING
 //! ```
+//!
+//! `stage`'s `KEY=VALUE` arguments are the volume context (what CreateVolume answered).
 //!
 //! Prints `ok` and the answer's figures; on a gRPC error prints the code and message and
 //! exits with 1.
@@ -89,6 +91,12 @@ async fn main() {
                 publish_context: ctx(a(1)),
                 staging_target_path: a(2),
                 volume_capability: Some(capability(&a(3), false)),
+                volume_context: args
+                    .iter()
+                    .skip(6)
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 ..Default::default()
             })
             .await

@@ -475,3 +475,37 @@ pub async fn ha_nodes(tag: &str, volume: &str, count: usize) -> (Sandbox, Vec<St
     }
     (sb, nodes, format!("{prefix}-{volume}"))
 }
+
+/// The copy status of `vol`'s replica on `node`.
+pub async fn copy_of(sb: &Sandbox, vol: &str, node: &str) -> Option<CopyStatus> {
+    Api::<LocalVolumeReplica>::all(sb.client.clone())
+        .get_opt(&replica::replica_name(vol, node))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.status)
+        .and_then(|s| s.copy)
+}
+
+/// Waits until every node's agent published its block mover.
+pub async fn movers_published(sb: &Sandbox, nodes: &[&str]) {
+    let lsns: Api<LocalStorageNode> = Api::all(sb.client.clone());
+    ok(
+        sb,
+        nodes,
+        eventually(WAIT, "every block mover published", || async {
+            let mut all = true;
+            for n in nodes {
+                all &= lsns
+                    .get_opt(n)
+                    .await?
+                    .and_then(|l| l.status)
+                    .and_then(|s| s.mover)
+                    .is_some();
+            }
+            Ok(all.then_some(()))
+        })
+        .await,
+    )
+    .await;
+}
