@@ -5,7 +5,10 @@
 //!   LocalVolumeSnapshot object written (as CSI CreateSnapshot writes it) to the agent
 //!   reporting it Ready, and of the bare `lvcreate --snapshot` alone;
 //! - sequential direct-write throughput on a thick volume with 0, 1 and 4 copy-on-write
-//!   snapshots (each write to a block not copied yet first copies it to every snapshot).
+//!   snapshots (each write to a block not copied yet first copies it to every snapshot);
+//! - restore time, from the restored LocalVolume written (as CSI CreateVolume writes it) to
+//!   Ready, per GiB: on the snapshot's node (a thin snapshot: an LVM clone; a thick one: a
+//!   verified local copy by the block mover) and on a second node (the block mover).
 //!
 //! Under software emulation (TCG) compare the ratios, not the absolute figures.
 
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 #[derive(Parser)]
 #[command(
     name = "bench-snapshot",
-    about = "Snapshot creation time (thin, COW) and write throughput under COW snapshots, in a node VM"
+    about = "Snapshot creation time (thin, COW), write throughput under COW snapshots, and restore time on the same node and across nodes, in two node VMs"
 )]
 struct Args {
     /// Size of the benchmarked volumes, MiB (also what is written per round).
@@ -32,15 +35,17 @@ struct Args {
 }
 
 const NODE: &str = "bench1";
+/// The second node, where snapshots are restored across nodes.
+const OTHER: &str = "bench2";
 const VG: &str = "LocalStorage_PoolHDD";
 
-fn volume(name: &str, bytes: i64, thin: bool) -> LocalVolume {
+fn volume(name: &str, bytes: i64, thin: bool, node: &str) -> LocalVolume {
     LocalVolume::new(
         name,
         LocalVolumeSpec {
             thin,
             accessibility: Accessibility {
-                nodes: vec![NODE.into()],
+                nodes: vec![node.into()],
             },
             ..LocalVolumeSpec::single(VG, bytes)
         },
@@ -48,15 +53,53 @@ fn volume(name: &str, bytes: i64, thin: bool) -> LocalVolume {
 }
 
 async fn ready_volume(sb: &Sandbox, name: &str, bytes: i64, thin: bool) -> anyhow::Result<()> {
+    create_ready(sb, volume(name, bytes, thin, NODE))
+        .await
+        .map(drop)
+}
+
+/// Writes `v` and waits until it is Ready: the seconds it took.
+async fn create_ready(sb: &Sandbox, v: LocalVolume) -> anyhow::Result<f64> {
     let api: Api<LocalVolume> = Api::all(sb.client.clone());
-    api.create(&PostParams::default(), &volume(name, bytes, thin))
+    let name = v.metadata.name.clone().unwrap_or_default();
+    let t = Instant::now();
+    api.create(&PostParams::default(), &v).await?;
+    loop {
+        let v = api.get(&name).await?;
+        if v.status.and_then(|s| s.state) == Some(VolumeState::Ready) {
+            return Ok(t.elapsed().as_secs_f64());
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(1800),
+            "volume {name} not Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Seconds to restore `snapshot` (of `bytes`, `thin`) into a new volume on `node`.
+async fn restore_time(
+    sb: &Sandbox,
+    name: &str,
+    snapshot: &str,
+    bytes: i64,
+    thin: bool,
+    node: &str,
+) -> anyhow::Result<f64> {
+    let s = Api::<LocalVolumeSnapshot>::all(sb.client.clone())
+        .get(snapshot)
         .await?;
-    eventually(WAIT, "the volume Ready", || async {
-        let v = api.get(name).await?;
-        Ok((v.status.and_then(|s| s.state) == Some(VolumeState::Ready)).then_some(()))
-    })
-    .await?;
-    Ok(())
+    let mut v = volume(name, bytes, thin, node);
+    v.spec.data_source = Some(VolumeDataSource {
+        snapshot: snapshot.into(),
+        snapshot_uid: s.metadata.uid.clone().unwrap_or_default(),
+        node: s.spec.node_name.clone(),
+        pool_name: s.spec.pool_name.clone(),
+        bytes: s.spec.source_capacity_bytes,
+        thin: s.spec.cow_capacity_bytes.is_none(),
+        clone_of: None,
+    });
+    create_ready(sb, v).await
 }
 
 /// Seconds from writing a snapshot object to its agent reporting it Ready.
@@ -126,10 +169,21 @@ async fn main() -> anyhow::Result<()> {
     let call = workspace_binary("examples/csi_node_call", "HWAMEISTOR_CSI_CALL_BIN")?;
     let controller = workspace_binary("hwameistor-controller", "HWAMEISTOR_CONTROLLER_BIN")?;
     let bytes = args.mib << 20;
-    // Room for the thick volume, 4 full-size COW snapshots and the thin pool.
-    let disk = ((7 * args.mib + 1024) as u64) << 20;
-    let sb = Sandbox::start(&agent, vec![VmSpec::new(NODE).disk("bench-pool", disk)]).await?;
-    storage_nodes(&sb, &[NODE], &call, &helper).await?;
+    // Room for the thick volume, 4 full-size COW snapshots, a thick restore and the thin
+    // pool; on the other node, a thick restore and a thin pool of the agent's minimum size
+    // (1 GiB; a smaller one, at the ratio of 2, would fill up while the fully written thin
+    // snapshot is copied into it).
+    let disk = ((8 * args.mib + 1024) as u64) << 20;
+    let other = ((2 * args.mib + 1536) as u64) << 20;
+    let sb = Sandbox::start(
+        &agent,
+        vec![
+            VmSpec::new(NODE).disk("bench-pool", disk),
+            VmSpec::new(OTHER).disk("bench-pool-2", other),
+        ],
+    )
+    .await?;
+    storage_nodes(&sb, &[NODE, OTHER], &call, &helper).await?;
     let mut ctl = sb
         .start_controller_with(&controller, "bench-snapshot", &[])
         .await?;
@@ -226,6 +280,42 @@ async fn main() -> anyhow::Result<()> {
             "  {n} snapshot(s): {best:.0} MiB/s ({:.2} of none)",
             best / base
         );
+    }
+
+    // Restore time: each kind of snapshot restored on its node and on the other node.
+    let lsns: Api<LocalStorageNode> = Api::all(sb.client.clone());
+    for n in [NODE, OTHER] {
+        eventually(WAIT, "the block mover published", || async {
+            Ok(lsns
+                .get_opt(n)
+                .await?
+                .and_then(|l| l.status)
+                .and_then(|s| s.mover))
+        })
+        .await?;
+    }
+    let gib = args.mib as f64 / 1024.0;
+    println!(
+        "restore of a {} MiB snapshot, written -> Ready (s, s/GiB):",
+        args.mib
+    );
+    for (kind, thin) in [("thick", false), ("thin", true)] {
+        let snap = format!("restore-src-{kind}");
+        let cow = (!thin).then_some(full);
+        snapshot_ready(&sb, &snap, kind, bytes, cow).await?;
+        for (place, node) in [("same node", NODE), ("other node", OTHER)] {
+            let name = format!("restored-{kind}-{}", if node == NODE { 1 } else { 2 });
+            let secs = restore_time(&sb, &name, &snap, bytes, thin, node).await?;
+            let how = match (thin, node == NODE) {
+                (true, true) => "LVM thin clone",
+                (false, true) => "local copy, verified",
+                _ => "block mover, verified",
+            };
+            println!(
+                "  {kind:5} {place:10} ({how}): {secs:.2} s, {:.2} s/GiB",
+                secs / gib
+            );
+        }
     }
     let _ = ctl.child.kill().await;
     sb.shutdown().await?;
