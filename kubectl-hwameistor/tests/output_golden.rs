@@ -357,6 +357,7 @@ fn ha_volume_detail_shows_each_replicas_replication_and_assignment() {
     let d = VolumeDetail {
         volume: ha_volume(),
         snapshots: Vec::new(),
+        data_source: None,
     };
     assert_eq!(
         lines(&render(&d, opts(OutputFormat::Table)).unwrap()),

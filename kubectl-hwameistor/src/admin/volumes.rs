@@ -13,7 +13,7 @@ use hwameistor_api::replica::replica_name;
 use hwameistor_api::{
     HaState, LocalDiskVolume, LocalStorageNode, LocalVolume, LocalVolumeExpand,
     LocalVolumeExpandSpec, LocalVolumeReplica, OperationPhase, PoolClass, ReplicaAssignment,
-    ReplicaState, VolumeConfig, VolumeState,
+    ReplicaState, VolumeConfig, VolumeDataSource, VolumeState,
 };
 use hwameistor_core::sizing::{self, FsType, VolumeAccess};
 use hwameistor_core::{ha, placement};
@@ -506,6 +506,9 @@ pub async fn list_volumes(cluster: &Cluster) -> Result<VolumeList, AdminError> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VolumeDetail {
     pub volume: VolumeRow,
+    /// Where a restored or cloned volume's data came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_source: Option<DataSourceRow>,
     /// Its snapshots (LVM volumes only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<super::snapshots::SnapshotRow>,
@@ -536,6 +539,17 @@ impl Render for VolumeDetail {
             ]);
         }
         let mut tables = vec![volume_table(std::slice::from_ref(v), wide), r];
+        if let Some(d) = &self.data_source {
+            let mut t = TableView::new(&["SNAPSHOT", "NODE", "CLONE-OF", "FILLED"])
+                .titled("Restored from:");
+            t.push(vec![
+                d.snapshot.clone(),
+                d.node.clone(),
+                or_dash(d.clone_of.as_deref()),
+                d.filled.clone(),
+            ]);
+            tables.push(t);
+        }
         if !self.snapshots.is_empty() {
             tables
                 .push(super::snapshots::snapshot_table(&self.snapshots, wide).titled("Snapshots:"));
@@ -549,6 +563,58 @@ impl Render for VolumeDetail {
             tables.push(notes);
         }
         tables
+    }
+}
+
+/// A restored or cloned volume's source and how filling it stands.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataSourceRow {
+    pub snapshot: String,
+    pub node: String,
+    pub clone_of: Option<String>,
+    pub filled: String,
+}
+
+/// How filling a volume restored from `ds` stands, from its replicas' copy reports. Pure.
+pub fn data_source_row(ds: &VolumeDataSource, replicas: &[&LocalVolumeReplica]) -> DataSourceRow {
+    let copy = replicas
+        .iter()
+        .filter_map(|r| r.status.as_ref().and_then(|s| s.copy.as_ref()))
+        .find(|c| c.operation_uid == ds.snapshot_uid);
+    let filled = match copy {
+        None => "not started".to_string(),
+        Some(c) if c.verified && c.lvm_clone => "done (an LVM thin clone, nothing copied)".into(),
+        Some(c) if c.verified => format!(
+            "done, {} copied and verified{}",
+            format_size(c.bytes_done),
+            c.digest
+                .as_deref()
+                .map(|d| format!(" (digest {})", &d[..d.len().min(16)]))
+                .unwrap_or_default()
+        ),
+        Some(c) => {
+            let pct = if c.bytes_total > 0 {
+                c.bytes_done * 100 / c.bytes_total
+            } else {
+                0
+            };
+            format!(
+                "copying: {} of {} ({pct}%){}",
+                format_size(c.bytes_done),
+                format_size(c.bytes_total),
+                c.error
+                    .as_deref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            )
+        }
+    };
+    DataSourceRow {
+        snapshot: ds.snapshot.clone(),
+        node: ds.node.clone(),
+        clone_of: ds.clone_of.clone(),
+        filled,
     }
 }
 
@@ -674,6 +740,7 @@ pub async fn get_volume(cluster: &Cluster, key: &str) -> Result<VolumeDetail, Ad
             if let Some(d) = disks.iter().find(|d| d.name_any() == key || pvc(d) == key) {
                 return Ok(VolumeDetail {
                     volume: disk_volume_row(d),
+                    data_source: None,
                     snapshots: Vec::new(),
                 });
             }
@@ -690,6 +757,11 @@ pub async fn get_volume(cluster: &Cluster, key: &str) -> Result<VolumeDetail, Ad
         .collect();
     Ok(VolumeDetail {
         volume: volume_row(&v, &mine),
+        data_source: v
+            .spec
+            .data_source
+            .as_ref()
+            .map(|d| data_source_row(d, &mine)),
         snapshots: super::snapshots::of_volume(cluster, &v.name_any()).await?,
     })
 }
@@ -912,6 +984,78 @@ mod tests {
     };
     const MI: i64 = 1 << 20;
     const GI: i64 = 1 << 30;
+
+    #[test]
+    fn a_restored_volume_says_where_its_data_came_from_and_how_filling_it_stands() {
+        use hwameistor_api::{CopyStatus, LocalVolumeReplicaSpec, LocalVolumeReplicaStatus};
+        let ds = VolumeDataSource {
+            snapshot: "s1".into(),
+            snapshot_uid: "u1".into(),
+            node: "n1".into(),
+            pool_name: PoolClass::Hdd.pool_name().into(),
+            bytes: GI,
+            thin: false,
+            clone_of: Some("v0".into()),
+        };
+        let replica = |copy: Option<CopyStatus>| {
+            let mut r = LocalVolumeReplica::new(
+                "v-n2",
+                LocalVolumeReplicaSpec {
+                    volume_name: "v".into(),
+                    pool_name: PoolClass::Hdd.pool_name().into(),
+                    node_name: "n2".into(),
+                    volume_kind: Default::default(),
+                    required_capacity_bytes: GI,
+                    thin: false,
+                    replication: None,
+                    copy_from: None,
+                },
+            );
+            r.status = Some(LocalVolumeReplicaStatus {
+                copy,
+                ..Default::default()
+            });
+            r
+        };
+        let filled = |copy: Option<CopyStatus>| data_source_row(&ds, &[&replica(copy)]).filled;
+        assert_eq!(filled(None), "not started");
+        let copying = CopyStatus {
+            operation_uid: "u1".into(),
+            bytes_done: GI / 4,
+            bytes_total: GI,
+            error: Some("source not ready".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            filled(Some(copying.clone())),
+            "copying: 256Mi of 1Gi (25%); last error: source not ready"
+        );
+        // Another operation's copy (a later migration) is not this restore's.
+        let other = CopyStatus {
+            operation_uid: "u2".into(),
+            ..copying.clone()
+        };
+        assert_eq!(filled(Some(other)), "not started");
+        let done = CopyStatus {
+            verified: true,
+            bytes_done: GI,
+            digest: Some("0123456789abcdef0123".into()),
+            error: None,
+            ..copying
+        };
+        assert_eq!(
+            filled(Some(done.clone())),
+            "done, 1Gi copied and verified (digest 0123456789abcdef)"
+        );
+        let cloned = CopyStatus {
+            lvm_clone: true,
+            digest: None,
+            ..done
+        };
+        let row = data_source_row(&ds, &[&replica(Some(cloned))]);
+        assert_eq!(row.filled, "done (an LVM thin clone, nothing copied)");
+        assert_eq!(row.clone_of.as_deref(), Some("v0"));
+    }
 
     fn node(name: &str, total: i64, free: i64) -> LocalStorageNode {
         let mut n = LocalStorageNode::new(
@@ -1159,6 +1303,7 @@ mod tests {
         let detail = VolumeDetail {
             volume: volume_row(&v, &[&a, &b]),
             snapshots: Vec::new(),
+            data_source: None,
         };
         let text = render_tables(&detail.tables(false), false);
         assert!(text.contains("Replication (HA SplitBrain):"), "{text}");
