@@ -4,7 +4,7 @@
 //! refused because it is in use), a claim naming the disk in use failing with the reason,
 //! the other disks claimed into pools, a LocalVolume larger than any one disk placed by the
 //! controller and made by the agent across two disks, a thin volume in the group's thin pool,
-//! and (with two nodes or more) an HA
+//! its snapshot and a volume restored from it, and (with two nodes or more) an HA
 //! volume replicated by DRBD on two nodes, synced.
 
 use anyhow::Context;
@@ -427,9 +427,77 @@ async fn main() -> anyhow::Result<()> {
             snap.creation_time.clone().unwrap_or_default()
         ),
     );
+
+    // Restored into a new thin volume (as CSI CreateVolume with the snapshot as its content
+    // source writes it): on the snapshot's node LVM makes it alone, a thin snapshot of the
+    // snapshot, nothing copied. It holds what the snapshot holds, and outlives it.
+    let t = Instant::now();
+    volumes
+        .create(
+            &PostParams::default(),
+            &LocalVolume::new(
+                "demo-restored",
+                LocalVolumeSpec {
+                    thin: true,
+                    data_source: Some(VolumeDataSource {
+                        snapshot: "demo-thin-snap".into(),
+                        snapshot_uid: snapshots
+                            .get("demo-thin-snap")
+                            .await?
+                            .metadata
+                            .uid
+                            .unwrap_or_default(),
+                        node: thin_node.clone(),
+                        pool_name: PoolClass::Hdd.pool_name().into(),
+                        bytes: thin_bytes,
+                        thin: true,
+                        clone_of: None,
+                    }),
+                    ..LocalVolumeSpec::single(PoolClass::Hdd.pool_name(), thin_bytes)
+                },
+            ),
+        )
+        .await?;
+    let restored_node = ready_node(&volumes, "demo-restored").await?;
+    let restore_secs = t.elapsed().as_secs_f64();
+    let replica = Api::<LocalVolumeReplica>::all(sb.client.clone())
+        .get(&hwameistor_api::replica::replica_name(
+            "demo-restored",
+            &restored_node,
+        ))
+        .await?;
+    let how = match replica.status.and_then(|s| s.copy) {
+        Some(c) if c.lvm_clone => "made by LVM alone (a thin clone of the snapshot)".to_string(),
+        Some(c) => format!(
+            "copied by the block mover, {} bytes, digest {}",
+            c.bytes_done,
+            c.digest.unwrap_or_default()
+        ),
+        None => "with no record of how it was filled".to_string(),
+    };
     snapshots
         .delete("demo-thin-snap", &Default::default())
         .await?;
+    eventually(WAIT, "demo-thin-snap removed", || async {
+        Ok(snapshots
+            .get_opt("demo-thin-snap")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    let restored = sum("/dev/LocalStorage_PoolHDD/demo-restored".to_string()).await?;
+    anyhow::ensure!(
+        restored_node == thin_node && restored == before,
+        "demo-restored on {restored_node} does not hold the snapshot's data ({restored}, snapshot {before})"
+    );
+    step(
+        started,
+        &format!(
+            "demo-restored Ready on {restored_node} {restore_secs:.1} s after it was written, {how}; the snapshot deleted since, it still holds the snapshot's data (md5 {restored})"
+        ),
+    );
+    volumes.delete("demo-restored", &Default::default()).await?;
 
     // An HA volume: two replicas on two nodes, kept in sync by DRBD (protocol C).
     if names.len() >= 2 {
