@@ -122,6 +122,24 @@ async fn record_failure(
     Ok(())
 }
 
+/// Records `e` on a replica not made yet and says when to try again: soon when LVM may
+/// succeed later, on the next change otherwise.
+async fn retry_after(
+    ctx: &Context,
+    api: &Api<LocalVolumeReplica>,
+    r: &LocalVolumeReplica,
+    reason: &str,
+    action: &str,
+    e: &LvmOpError,
+) -> Result<Action, kube::Error> {
+    record_failure(ctx, api, r, ReplicaState::NotReady, reason, action, e).await?;
+    Ok(if e.retryable() {
+        Action::requeue(ctx.tuning.retry)
+    } else {
+        Action::await_change()
+    })
+}
+
 /// Brings one replica to its goal.
 pub async fn reconcile(
     obj: Arc<LocalVolumeReplica>,
@@ -206,21 +224,9 @@ pub async fn reconcile(
                         ctx.rescan.notify_one();
                     }
                     Err(e) => {
-                        record_failure(
-                            &ctx,
-                            &api,
-                            &current,
-                            ReplicaState::NotReady,
-                            "VolumeFailed",
-                            "Create",
-                            &e,
-                        )
-                        .await?;
-                        return Ok(if e.retryable() {
-                            Action::requeue(ctx.tuning.retry)
-                        } else {
-                            Action::await_change()
-                        });
+                        return Ok(
+                            retry_after(&ctx, &api, &current, "VolumeFailed", "Create", &e).await?,
+                        );
                     }
                 }
             }
@@ -297,21 +303,15 @@ pub async fn reconcile(
                         ctx.rescan.notify_one();
                     }
                     Err(e) => {
-                        record_failure(
+                        return Ok(retry_after(
                             &ctx,
                             &api,
                             &current,
-                            ReplicaState::NotReady,
                             "RestoreFailed",
                             "Restore",
                             &e,
                         )
-                        .await?;
-                        return Ok(if e.retryable() {
-                            Action::requeue(ctx.tuning.retry)
-                        } else {
-                            Action::await_change()
-                        });
+                        .await?);
                     }
                 }
             }

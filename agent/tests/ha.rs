@@ -1378,12 +1378,7 @@ async fn a_plain_volume_moves_by_block_copy_resuming_after_the_source_dies_mid_c
 
     let (server_a, port_a) = start_mover(&p.a, dir_a.path(), 0, Default::default()).await;
     let (_server_b, _) = start_mover(&p.b, dir_b.path(), 0, Default::default()).await;
-    eventually("both movers published", || async {
-        let a = p.a.lsn().await?.status?.mover?;
-        let b = p.b.lsn().await?.status?.mover?;
-        (!a.public_key.is_empty() && !b.public_key.is_empty()).then_some(())
-    })
-    .await;
+    movers_published(&p).await;
 
     let m = LocalVolumeMigrate::new(
         &unique("mig"),
@@ -1474,6 +1469,48 @@ async fn a_plain_volume_moves_by_block_copy_resuming_after_the_source_dies_mid_c
     p.b.cleanup().await;
 }
 
+/// Creates volume `name` of `spec`, waits until it is Ready, and takes a snapshot of it
+/// through CSI: the snapshot's id.
+async fn ready_volume_with_snapshot(
+    p: &Pair,
+    csi: &hwameistor_csi::controller::ControllerService,
+    name: &str,
+    spec: LocalVolumeSpec,
+) -> String {
+    use hwameistor_csi::csi::controller_server::Controller;
+    p.volumes()
+        .create(&PostParams::default(), &LocalVolume::new(name, spec))
+        .await
+        .expect("create");
+    p.wait_volume(name, "Ready", |v| {
+        v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
+    })
+    .await;
+    csi.create_snapshot(tonic::Request::new(
+        hwameistor_csi::csi::CreateSnapshotRequest {
+            name: unique("snap"),
+            source_volume_id: name.to_string(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("snapshot")
+    .into_inner()
+    .snapshot
+    .expect("snapshot")
+    .snapshot_id
+}
+
+/// Waits until both nodes' block movers are published.
+async fn movers_published(p: &Pair) {
+    eventually("both movers published", || async {
+        let a = p.a.lsn().await?.status?.mover?;
+        let b = p.b.lsn().await?.status?.mover?;
+        (!a.public_key.is_empty() && !b.public_key.is_empty()).then_some(())
+    })
+    .await;
+}
+
 /// The CSI controller service on the test's API server.
 fn csi_service(client: &Client) -> hwameistor_csi::controller::ControllerService {
     let t = Duration::from_secs(30);
@@ -1560,39 +1597,21 @@ async fn a_snapshot_restores_and_a_volume_clones_onto_another_node_through_the_b
     );
     let (_mover_a, _) = start_mover(&p.a, dir_a.path(), 0, Default::default()).await;
     let (_mover_b, _) = start_mover(&p.b, dir_b.path(), 0, Default::default()).await;
-    eventually("both movers published", || async {
-        let a = p.a.lsn().await?.status?.mover?;
-        let b = p.b.lsn().await?.status?.mover?;
-        (!a.public_key.is_empty() && !b.public_key.is_empty()).then_some(())
-    })
-    .await;
+    movers_published(&p).await;
     let csi = csi_service(&client);
 
     // A plain volume on a, and a snapshot of it (what the snapshot holds is its device).
     let bytes = 24 * MI;
     let vol = unique("pvc-src");
-    let v = LocalVolume::new(&vol, volume_spec(bytes, 1, vec![p.a.name.clone()], None));
-    p.volumes()
-        .create(&PostParams::default(), &v)
-        .await
-        .expect("create");
-    p.wait_volume(&vol, "Ready", |v| {
-        v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
-    })
+    let snap_id = ready_volume_with_snapshot(
+        &p,
+        &csi,
+        &vol,
+        volume_spec(bytes, 1, vec![p.a.name.clone()], None),
+    )
     .await;
-    let snap = csi
-        .create_snapshot(tonic::Request::new(CreateSnapshotRequest {
-            name: unique("snap"),
-            source_volume_id: vol.clone(),
-            ..Default::default()
-        }))
-        .await
-        .expect("snapshot")
-        .into_inner()
-        .snapshot
-        .expect("snapshot");
     let at_snapshot = pattern(bytes as usize, 7);
-    let snap_lv = hwameistor_core::snapshot::lv_name(&snap.snapshot_id);
+    let snap_lv = hwameistor_core::snapshot::lv_name(&snap_id);
     write_device(&device_file(dir_a.path(), &snap_lv), &at_snapshot);
     // The restored volume is larger; its new logical volume holds garbage past the data.
     let restored = unique("pvc-restored");
@@ -1608,7 +1627,7 @@ async fn a_snapshot_restores_and_a_volume_clones_onto_another_node_through_the_b
             16 * MI,
             &p.b.name,
             Type::Snapshot(SnapshotSource {
-                snapshot_id: snap.snapshot_id.clone(),
+                snapshot_id: snap_id.clone(),
             }),
             &[],
         ))
@@ -1632,7 +1651,7 @@ async fn a_snapshot_restores_and_a_volume_clones_onto_another_node_through_the_b
 
     // Restored on b: copied by the block mover from a's snapshot, verified, then Ready.
     let from_snapshot = Type::Snapshot(SnapshotSource {
-        snapshot_id: snap.snapshot_id.clone(),
+        snapshot_id: snap_id.clone(),
     });
     let made = csi
         .create_volume(create_from(
@@ -1774,7 +1793,7 @@ async fn a_snapshot_restores_and_a_volume_clones_onto_another_node_through_the_b
         .expect("delete restored");
     }
     csi.delete_snapshot(tonic::Request::new(DeleteSnapshotRequest {
-        snapshot_id: snap.snapshot_id.clone(),
+        snapshot_id: snap_id.clone(),
         ..Default::default()
     }))
     .await
@@ -1800,32 +1819,16 @@ async fn a_thin_snapshot_restores_on_its_node_by_lvm_alone_even_across_a_crash()
     let csi = csi_service(&client);
     let bytes = 64 * MI;
     let vol = unique("pvc-thin");
-    let v = LocalVolume::new(
+    let snap_id = ready_volume_with_snapshot(
+        &p,
+        &csi,
         &vol,
         LocalVolumeSpec {
             thin: true,
             ..volume_spec(bytes, 1, vec![p.a.name.clone()], None)
         },
-    );
-    p.volumes()
-        .create(&PostParams::default(), &v)
-        .await
-        .expect("create");
-    p.wait_volume(&vol, "Ready", |v| {
-        v.status.as_ref().and_then(|s| s.state) == Some(VolumeState::Ready)
-    })
+    )
     .await;
-    let snap = csi
-        .create_snapshot(tonic::Request::new(CreateSnapshotRequest {
-            name: unique("snap"),
-            source_volume_id: vol.clone(),
-            ..Default::default()
-        }))
-        .await
-        .expect("snapshot")
-        .into_inner()
-        .snapshot
-        .expect("snapshot");
 
     // a's agent dies right after LVM cloned the snapshot (before growing the clone and
     // recording it); restarted, it finishes the same clone.
@@ -1839,7 +1842,7 @@ async fn a_thin_snapshot_restores_on_its_node_by_lvm_alone_even_across_a_crash()
             2 * bytes,
             &p.a.name,
             Type::Snapshot(SnapshotSource {
-                snapshot_id: snap.snapshot_id.clone(),
+                snapshot_id: snap_id.clone(),
             }),
             &[("thin", "true")],
         );
@@ -1877,7 +1880,7 @@ async fn a_thin_snapshot_restores_on_its_node_by_lvm_alone_even_across_a_crash()
     assert_eq!(lv.size, 2 * bytes, "grown to the size asked");
     assert_eq!(
         lv.origin.as_deref(),
-        Some(hwameistor_core::snapshot::lv_name(&snap.snapshot_id).as_str())
+        Some(hwameistor_core::snapshot::lv_name(&snap_id).as_str())
     );
     let r = p.replica_on(&restored, &p.a.name).await.expect("replica");
     let copy = r.status.clone().and_then(|s| s.copy).expect("copy status");
@@ -1912,16 +1915,11 @@ async fn a_thin_snapshot_restores_on_its_node_by_lvm_alone_even_across_a_crash()
         .expect("create");
     let snapshots = Api::<LocalVolumeSnapshot>::all(client.clone());
     snapshots
-        .delete(&snap.snapshot_id, &DeleteParams::default())
+        .delete(&snap_id, &DeleteParams::default())
         .await
         .expect("delete");
     eventually("the snapshot held", || async {
-        let m = snapshots
-            .get(&snap.snapshot_id)
-            .await
-            .ok()?
-            .status?
-            .message?;
+        let m = snapshots.get(&snap_id).await.ok()?.status?.message?;
         m.contains(&format!("held: volume {waiting}")).then_some(())
     })
     .await;
@@ -1932,7 +1930,7 @@ async fn a_thin_snapshot_restores_on_its_node_by_lvm_alone_even_across_a_crash()
     // Then it goes, before the volume restored from it (a thin clone is independent).
     eventually("the snapshot removed", || async {
         snapshots
-            .get_opt(&snap.snapshot_id)
+            .get_opt(&snap_id)
             .await
             .ok()?
             .is_none()
@@ -1940,7 +1938,7 @@ async fn a_thin_snapshot_restores_on_its_node_by_lvm_alone_even_across_a_crash()
     })
     .await;
     csi.delete_snapshot(tonic::Request::new(DeleteSnapshotRequest {
-        snapshot_id: snap.snapshot_id.clone(),
+        snapshot_id: snap_id.clone(),
         ..Default::default()
     }))
     .await

@@ -380,6 +380,29 @@ async fn partner_nodes(ctx: &Context, v: &LocalVolume, all: &[LocalVolume]) -> V
 
 /// Decides and writes a placement. `Ok(None)` when it was placed, `Ok(Some(why))` when no
 /// node has room.
+/// Writes `config` as `v`'s placement with a compare-and-swap: the config is also changed
+/// by fencing (the primary's node) and failover, so a decision made on a stale copy loses
+/// (and is made again on the next reconcile).
+async fn swap_config(
+    volumes: &Api<LocalVolume>,
+    v: &LocalVolume,
+    config: &VolumeConfig,
+) -> Result<(), kube::Error> {
+    let patch = serde_json::json!({ "metadata": { "resourceVersion": v.metadata.resource_version }, "spec": { "config": config } });
+    match volumes
+        .patch(
+            &v.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Removes the snapshot taken only to clone a volume (gone already: done).
 async fn delete_clone_snapshot(client: &Client, name: &str) -> Result<(), kube::Error> {
     let api: Api<LocalVolumeSnapshot> = Api::all(client.clone());
@@ -633,18 +656,8 @@ async fn reconcile_steps(v: Arc<LocalVolume>, ctx: Arc<Context>) -> Result<Actio
                 }
             }
             Step::UpdateConfig(config) => {
-                // A compare-and-swap: the config is also changed by fencing (the primary's
-                // node) and failover; a stale decision must lose.
-                let patch = serde_json::json!({ "metadata": { "resourceVersion": current.metadata.resource_version }, "spec": { "config": config } });
                 let before = current.spec.config.clone().unwrap_or_default();
-                match volumes
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    Err(e) => return Err(e.into()),
-                }
+                swap_config(&volumes, &current, &config).await?;
                 if config.required_capacity_bytes > before.required_capacity_bytes {
                     tracing::info!(volume = %name, bytes = config.required_capacity_bytes, "growing volume");
                     let note = format!("growing to {} bytes", config.required_capacity_bytes);
@@ -762,15 +775,7 @@ async fn reconcile_steps(v: Arc<LocalVolume>, ctx: Arc<Context>) -> Result<Actio
                 if let Some(snap) = &clone_snapshot {
                     delete_clone_snapshot(&ctx.client, snap).await?;
                 }
-                let patch = serde_json::json!({ "metadata": { "resourceVersion": current.metadata.resource_version }, "spec": { "config": config } });
-                match volumes
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    Err(e) => return Err(e.into()),
-                }
+                swap_config(&volumes, &current, &config).await?;
                 let src = current.spec.data_source.as_ref();
                 let note = format!(
                     "restored from snapshot {}{}",
