@@ -11,6 +11,7 @@ use hwameistor_csi::csi::controller_server::Controller;
 use hwameistor_csi::csi::*;
 use hwameistor_testkit::OpKind;
 use kube::api::{Api, PostParams};
+use kube::ResourceExt;
 use std::collections::HashMap;
 use std::time::Duration;
 use tonic::{Code, Request};
@@ -99,8 +100,14 @@ async fn snapshots_are_created_listed_in_pages_block_their_volume_and_deleted() 
 
     // The external-snapshotter's names start with "snapshot", which LVM reserves.
     let csi_name = format!("snapshot-{}", unique("u"));
+    // The sidecar's --extra-create-metadata parameters name the VolumeSnapshot.
+    let params = [
+        ("cowSize", "50%"),
+        ("csi.storage.k8s.io/volumesnapshot/name", "nightly"),
+        ("csi.storage.k8s.io/volumesnapshot/namespace", "apps"),
+    ];
     let first = csi
-        .create_snapshot(create(&csi_name, &volume, &[("cowSize", "50%")]))
+        .create_snapshot(create(&csi_name, &volume, &params))
         .await
         .expect("create")
         .into_inner()
@@ -123,9 +130,16 @@ async fn snapshots_are_created_listed_in_pages_block_their_volume_and_deleted() 
         Some((40 * MI + 40 * MI / 128 + 4 * MI + 1) / 2)
     );
     assert_eq!(lvs.spec.node_name, node.name);
+    assert_eq!(
+        lvs.annotations()
+            .get(hwameistor_api::snapshot::ANNOTATION_VOLUME_SNAPSHOT)
+            .map(String::as_str),
+        Some("apps/nightly"),
+        "the VolumeSnapshot is recorded for the scheduler extender"
+    );
     // The same call again: the same snapshot, taken once.
     let again = csi
-        .create_snapshot(create(&csi_name, &volume, &[("cowSize", "50%")]))
+        .create_snapshot(create(&csi_name, &volume, &params))
         .await
         .expect("repeat")
         .into_inner()

@@ -31,6 +31,11 @@ pub enum SnapshotState {
     Deleting,
 }
 
+/// Annotation on a LocalVolumeSnapshot taken for a VolumeSnapshot: its `namespace/name`
+/// (from the csi-snapshotter's `--extra-create-metadata` parameters). The scheduler
+/// extender finds a restoring claim's data through it.
+pub const ANNOTATION_VOLUME_SNAPSHOT: &str = "hwameistor.io/volume-snapshot";
+
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "hwameistor.io",

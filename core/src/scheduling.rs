@@ -53,6 +53,10 @@ pub struct NewClaim {
     pub second: bool,
     /// Thin: it takes its share of a thin pool ([`PoolView::footprint`]).
     pub thin: bool,
+    /// The nodes holding the data it is restored or cloned from (a VolumeSnapshot's, a
+    /// PVC's volume's): made there, a thin restore is one LVM step and a thick one needs no
+    /// network. Empty when it has no data source, or its node is not known.
+    pub data_nodes: Vec<String>,
 }
 
 impl NewClaim {
@@ -243,6 +247,37 @@ fn primary_demand(claims: &PodClaims) -> Demand {
 /// of the size it asks ([`crate::disk_volume::size_fits`], which the tests hold this to):
 /// the smallest disk first, to the fitting need whose limit is the
 /// lowest (a need without a limit last), which finds an assignment whenever one exists.
+/// The share (0 to 1) of the pod's new claims with a data source whose data is on `node`;
+/// `None` when no new claim has one (or its node is not known).
+pub fn data_locality(claims: &PodClaims, node: &str) -> Option<f64> {
+    let with_data: Vec<&NewClaim> = claims
+        .new
+        .iter()
+        .filter(|c| !c.data_nodes.is_empty())
+        .collect();
+    if with_data.is_empty() {
+        return None;
+    }
+    let here = with_data
+        .iter()
+        .filter(|c| c.data_nodes.iter().any(|n| n == node))
+        .count();
+    Some(here as f64 / with_data.len() as f64)
+}
+
+/// A node's score from the room `share` (0 to 1) its pools keep after the pod's new volumes
+/// and, when some of them restore or clone data, the share of that data on it: 6 points of
+/// [`MAX_SCORE`] for locality, 4 for room, so a node holding all the data (6 to 10) scores
+/// above every node holding none (0 to 4), whatever their room.
+pub fn score(share: f64, locality: Option<f64>) -> i64 {
+    let max = MAX_SCORE as f64;
+    let s = match locality {
+        None => (share * max).round(),
+        Some(l) => (l * max * 0.6).round() + (share * max * 0.4).round(),
+    };
+    (s as i64).clamp(0, MAX_SCORE)
+}
+
 pub fn disks_suffice(free: &[i64], needs: &[DiskNeed]) -> bool {
     if needs.len() > free.len() {
         return false;
@@ -573,7 +608,7 @@ impl Capacity {
                 "no node other than {name} has room for the second replica of the pod's HA volumes"
             ));
         }
-        Ok(((share * MAX_SCORE as f64).round() as i64).clamp(0, MAX_SCORE))
+        Ok(score(share, data_locality(claims, name)))
     }
 
     /// The candidates the pod may run on (with their scores), and why each other one may

@@ -490,7 +490,7 @@ impl ControllerService {
                 }
                 let snap = self
                     .snapshots
-                    .take(&restore::clone_snapshot_name(name), id, None, limit)
+                    .take(&restore::clone_snapshot_name(name), id, None, None, limit)
                     .await?;
                 restore::data_source(spec, &snap, Some(&source), Some(id)).map_err(restore_status)
             }

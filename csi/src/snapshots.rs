@@ -11,6 +11,7 @@
 use crate::controller::{deadline, require};
 use crate::csi::*;
 use crate::errors::{invalid, kube_status, missing, not_found, precondition};
+use hwameistor_api::snapshot::ANNOTATION_VOLUME_SNAPSHOT;
 use hwameistor_api::volume::ANNOTATION_CSI_NAME;
 use hwameistor_api::{LocalVolume, LocalVolumeSnapshot, LocalVolumeSnapshotSpec, SnapshotState};
 use hwameistor_core::naming::{is_plain_volume_name, volume_object_name};
@@ -28,6 +29,19 @@ use tonic::{Code, Request, Response, Status};
 pub const PARAM_COW_SIZE: &str = "cowSize";
 /// Keys the CSI sidecars own (`--extra-create-metadata` adds the VolumeSnapshot's name).
 const SIDECAR_PREFIX: &str = "csi.storage.k8s.io/";
+
+/// The csi-snapshotter's parameters naming the VolumeSnapshot a snapshot is taken for.
+const PARAM_VS_NAME: &str = "csi.storage.k8s.io/volumesnapshot/name";
+const PARAM_VS_NAMESPACE: &str = "csi.storage.k8s.io/volumesnapshot/namespace";
+
+/// The VolumeSnapshot (`namespace/name`) a CreateSnapshot is for, when the sidecar says.
+pub fn volume_snapshot_of(params: &HashMap<String, String>) -> Option<String> {
+    Some(format!(
+        "{}/{}",
+        params.get(PARAM_VS_NAMESPACE)?,
+        params.get(PARAM_VS_NAME)?
+    ))
+}
 
 /// The snapshot parameters: only `cowSize`, and the sidecars' own keys (ignored).
 pub fn parse_params(params: &HashMap<String, String>) -> Result<Option<String>, Status> {
@@ -169,7 +183,13 @@ impl Snapshots {
         require("source_volume_id", &req.source_volume_id)?;
         let cow_param = parse_params(&req.parameters)?;
         let done = self
-            .take(&req.name, &req.source_volume_id, cow_param, limit)
+            .take(
+                &req.name,
+                &req.source_volume_id,
+                cow_param,
+                volume_snapshot_of(&req.parameters),
+                limit,
+            )
             .await?;
         Ok(Response::new(CreateSnapshotResponse {
             snapshot: Some(snapshot_message(&done)),
@@ -179,11 +199,13 @@ impl Snapshots {
     /// Takes snapshot `name` (a CSI name) of volume `source` and waits until its node's
     /// agent took it (`limit`): the snapshot, ready to use. A repeated call finds it again;
     /// a failed one is removed (FAILED_PRECONDITION with the agent's reason).
+    /// `volume_snapshot` (`namespace/name`) is recorded on it for the scheduler extender.
     pub async fn take(
         &self,
         name: &str,
         source: &str,
         cow_param: Option<String>,
+        volume_snapshot: Option<String>,
         limit: Duration,
     ) -> Result<LocalVolumeSnapshot, Status> {
         let req = CreateSnapshotRequest {
@@ -237,11 +259,15 @@ impl Snapshots {
                         cow_capacity_bytes: cow,
                     },
                 );
+                let mut notes = BTreeMap::new();
                 if object != req.name {
-                    s.metadata.annotations = Some(BTreeMap::from([(
-                        ANNOTATION_CSI_NAME.into(),
-                        req.name.clone(),
-                    )]));
+                    notes.insert(ANNOTATION_CSI_NAME.to_string(), req.name.clone());
+                }
+                if let Some(vs) = &volume_snapshot {
+                    notes.insert(ANNOTATION_VOLUME_SNAPSHOT.to_string(), vs.clone());
+                }
+                if !notes.is_empty() {
+                    s.metadata.annotations = Some(notes);
                 }
                 match api.create(&PostParams::default(), &s).await {
                     Ok(s) => {

@@ -4,9 +4,10 @@
 //! A generation moves whenever something capacity depends on changed.
 
 use futures::StreamExt;
+use hwameistor_api::snapshot::ANNOTATION_VOLUME_SNAPSHOT;
 use hwameistor_api::{
     disk_unavailability, DiskType, LocalDisk, LocalDiskVolume, LocalStorageNode, LocalVolume,
-    LocalVolumeReplica, PoolClass, VolumeConfig,
+    LocalVolumeReplica, LocalVolumeSnapshot, PoolClass, VolumeConfig,
 };
 use hwameistor_core::placement::{self, NodeView};
 use hwameistor_core::volume::serving_nodes;
@@ -61,6 +62,25 @@ pub struct ClaimView {
     pub block: bool,
     /// The node the volume binder handed it to.
     pub selected_node: Option<String>,
+    /// What it is restored or cloned from (`dataSourceRef`, else `dataSource`).
+    pub data_source: Option<DataSourceRef>,
+}
+
+/// A claim's data source, in its namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataSourceRef {
+    /// A VolumeSnapshot, by name.
+    Snapshot(String),
+    /// Another claim (a clone), by name.
+    Claim(String),
+}
+
+/// What the decisions read of a LocalVolumeSnapshot: its node, and the VolumeSnapshot
+/// (`namespace/name`) it was taken for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotView {
+    pub node: String,
+    pub volume_snapshot: Option<String>,
 }
 
 /// What the decisions read of a LocalDisk.
@@ -188,6 +208,7 @@ impl Cached for PersistentVolumeClaim {
     type View = ClaimView;
     fn view(&self) -> ClaimView {
         let spec = self.spec.clone().unwrap_or_default();
+        let data_source = data_source_ref(&spec);
         let res = spec.resources.unwrap_or_default();
         let q = |m: Option<
             &std::collections::BTreeMap<
@@ -209,10 +230,46 @@ impl Cached for PersistentVolumeClaim {
                 .as_ref()
                 .and_then(|a| a.get(SELECTED_NODE))
                 .cloned(),
+            data_source,
         }
     }
     fn table(c: &Caches) -> &Table<ClaimView> {
         &c.claims
+    }
+}
+
+/// A claim spec's data source when it is one HwameiStor can restore or clone from.
+fn data_source_ref(
+    spec: &k8s_openapi::api::core::v1::PersistentVolumeClaimSpec,
+) -> Option<DataSourceRef> {
+    let (group, kind, name) = match (&spec.data_source_ref, &spec.data_source) {
+        (Some(r), _) => (r.api_group.as_deref(), r.kind.as_str(), r.name.clone()),
+        (None, Some(r)) => (r.api_group.as_deref(), r.kind.as_str(), r.name.clone()),
+        (None, None) => return None,
+    };
+    match (group.unwrap_or_default(), kind) {
+        ("snapshot.storage.k8s.io", "VolumeSnapshot") => Some(DataSourceRef::Snapshot(name)),
+        ("", "PersistentVolumeClaim") => Some(DataSourceRef::Claim(name)),
+        _ => None,
+    }
+}
+
+impl Cached for LocalVolumeSnapshot {
+    type View = SnapshotView;
+    const COUNTS: bool = false;
+    fn view(&self) -> SnapshotView {
+        SnapshotView {
+            node: self.spec.node_name.clone(),
+            volume_snapshot: self
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_VOLUME_SNAPSHOT))
+                .cloned(),
+        }
+    }
+    fn table(c: &Caches) -> &Table<SnapshotView> {
+        &c.snapshots
     }
 }
 
@@ -336,6 +393,7 @@ pub struct Caches {
     pub classes: Table<StorageClass>,
     pub disks: Table<DiskView>,
     pub disk_volumes: Table<DiskVolumeView>,
+    pub snapshots: Table<SnapshotView>,
     /// Moves on every change of nodes, volumes, replicas, claims, classes, disks or disk
     /// volumes: the capacity index is rebuilt when it moved.
     generation: AtomicU64,
@@ -396,6 +454,7 @@ impl Caches {
         self.classes.set_ready();
         self.disks.set_ready();
         self.disk_volumes.set_ready();
+        self.snapshots.set_ready();
     }
 
     /// Waits until every table has its first full list.
@@ -408,6 +467,7 @@ impl Caches {
         self.classes.wait_ready().await;
         self.disks.wait_ready().await;
         self.disk_volumes.wait_ready().await;
+        self.snapshots.wait_ready().await;
     }
 }
 
@@ -448,6 +508,10 @@ pub fn spawn_watches(client: Client, caches: Arc<Caches>) {
     ));
     tokio::spawn(watch::<LocalDisk>(Api::all(client.clone()), caches.clone()));
     tokio::spawn(watch::<LocalDiskVolume>(
+        Api::all(client.clone()),
+        caches.clone(),
+    ));
+    tokio::spawn(watch::<LocalVolumeSnapshot>(
         Api::all(client.clone()),
         caches.clone(),
     ));

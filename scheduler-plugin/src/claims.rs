@@ -3,7 +3,7 @@
 //! it), new on a HwameiStor StorageClass of either driver (the pod goes where it fits), or
 //! not HwameiStor's (ignored).
 
-use crate::cache::{Caches, ClaimView, DiskVolumeView, VolumeView};
+use crate::cache::{Caches, ClaimView, DataSourceRef, DiskVolumeView, VolumeView};
 use hwameistor_api::quantity::parse_size;
 use hwameistor_api::CSI_DRIVER_NAME;
 use hwameistor_core::scheduling::{BoundClaim, DiskNeed, NewClaim, NewDiskClaim, PodClaims};
@@ -150,6 +150,7 @@ pub fn new_claim(caches: &Caches, c: &ClaimView) -> Result<Option<New>, String> 
     let bytes =
         sizing::volume_size(required, limit, access).map_err(|e| format!("claim {key}: {e}"))?;
     let replicas = params.replicas.get();
+    let data_nodes = data_nodes(caches, c);
     Ok(Some(New::Pool(NewClaim {
         pvc: key.clone(),
         class: params.pool_class,
@@ -157,7 +158,36 @@ pub fn new_claim(caches: &Caches, c: &ClaimView) -> Result<Option<New>, String> 
         replicated: replicas > 1 || params.convertible,
         second: replicas > 1,
         thin: params.thin,
+        data_nodes,
     })))
+}
+
+/// The nodes holding the data claim `c` is restored or cloned from: a VolumeSnapshot's
+/// LocalVolumeSnapshot's node, or the nodes serving the cloned claim's volume. Empty when it
+/// has no data source or its data is not (yet) known here.
+fn data_nodes(caches: &Caches, c: &ClaimView) -> Vec<String> {
+    let ns = c.key.split_once('/').map(|(ns, _)| ns).unwrap_or_default();
+    match &c.data_source {
+        None => Vec::new(),
+        Some(DataSourceRef::Snapshot(name)) => {
+            let want = format!("{ns}/{name}");
+            caches
+                .snapshots
+                .all()
+                .iter()
+                .filter(|s| s.volume_snapshot.as_deref() == Some(want.as_str()))
+                .map(|s| s.node.clone())
+                .collect()
+        }
+        Some(DataSourceRef::Claim(name)) => caches
+            .claims
+            .get(&format!("{ns}/{name}"))
+            .and_then(|src| match provisioned(caches, &src) {
+                Ok(Provisioned::Ours(v)) => Some(v.serving.clone()),
+                _ => None,
+            })
+            .unwrap_or_default(),
+    }
 }
 
 /// What `pod` asks of HwameiStor storage.

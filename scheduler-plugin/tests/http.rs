@@ -19,6 +19,11 @@ const NS: &str = "apps";
 /// An extender over two storage nodes (a: 10 GiB free, b: 4 GiB), a plain and an HA
 /// StorageClass and a few claims; served on loopback.
 async fn started(max_body: usize) -> (SocketAddr, Arc<Extender>, tokio::sync::watch::Sender<bool>) {
+    serve(base_caches(), max_body).await
+}
+
+/// The caches [`started`] serves.
+fn base_caches() -> Arc<Caches> {
     let caches = Caches::new();
     for n in [storage_node("a", 10 * GI), storage_node("b", 4 * GI)] {
         caches.apply(n);
@@ -34,6 +39,14 @@ async fn started(max_body: usize) -> (SocketAddr, Arc<Extender>, tokio::sync::wa
     ] {
         caches.apply(c);
     }
+    caches
+}
+
+/// An extender over `caches`, served on loopback.
+async fn serve(
+    caches: Arc<Caches>,
+    max_body: usize,
+) -> (SocketAddr, Arc<Extender>, tokio::sync::watch::Sender<bool>) {
     caches.mark_ready();
     let ext = Arc::new(Extender::new(caches, Settings::default(), None));
     ext.set_ready();
@@ -356,4 +369,114 @@ async fn held_room_is_rebuilt_from_claims_and_never_blocks_its_own_pod() {
     assert!(held
         .iter()
         .any(|h| h.pvc == format!("{NS}/one") && h.pod_uid == "uid-pod-apps-owner"));
+}
+
+#[tokio::test]
+async fn prioritize_puts_a_restored_or_cloned_claim_where_its_data_is() {
+    use k8s_openapi::api::core::v1::{
+        CSIPersistentVolumeSource, PersistentVolume, PersistentVolumeSpec,
+        TypedLocalObjectReference,
+    };
+    let caches = base_caches();
+    // A snapshot on b (less room than a) taken for VolumeSnapshot apps/nightly.
+    let mut snap = hwameistor_api::LocalVolumeSnapshot::new(
+        "snap-x",
+        hwameistor_api::LocalVolumeSnapshotSpec {
+            source_volume: "pvc-src".into(),
+            node_name: "b".into(),
+            pool_name: hwameistor_api::PoolClass::Hdd.pool_name().into(),
+            source_capacity_bytes: GI,
+            cow_capacity_bytes: None,
+        },
+    );
+    snap.metadata.annotations = Some(
+        [(
+            hwameistor_api::snapshot::ANNOTATION_VOLUME_SNAPSHOT.to_string(),
+            format!("{NS}/nightly"),
+        )]
+        .into(),
+    );
+    caches.apply(snap);
+    let from = |name: &str, kind: &str, group: Option<&str>, source: &str| {
+        let mut c = claim(NS, name, "local", GI);
+        if let Some(spec) = c.spec.as_mut() {
+            spec.data_source = Some(TypedLocalObjectReference {
+                api_group: group.map(str::to_string),
+                kind: kind.into(),
+                name: source.into(),
+            });
+        }
+        c
+    };
+    caches.apply(from(
+        "restored",
+        "VolumeSnapshot",
+        Some("snapshot.storage.k8s.io"),
+        "nightly",
+    ));
+    // A bound claim whose volume is on b, and a clone of it.
+    let mut src = claim(NS, "src", "local", GI);
+    if let Some(spec) = src.spec.as_mut() {
+        spec.volume_name = Some("pv-src".into());
+    }
+    caches.apply(src);
+    caches.apply(PersistentVolume {
+        metadata: kube::api::ObjectMeta {
+            name: Some("pv-src".into()),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeSpec {
+            csi: Some(CSIPersistentVolumeSource {
+                driver: hwameistor_api::CSI_DRIVER_NAME.into(),
+                volume_handle: "pvc-src".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let mut v = hwameistor_api::LocalVolume::new(
+        "pvc-src",
+        hwameistor_api::LocalVolumeSpec::single(hwameistor_api::PoolClass::Hdd.pool_name(), GI),
+    );
+    v.spec.config = Some(hwameistor_api::VolumeConfig {
+        version: 1,
+        required_capacity_bytes: GI,
+        resource_id: -1,
+        replicas: vec![hwameistor_api::ReplicaAssignment {
+            id: 1,
+            hostname: "b".into(),
+            ..Default::default()
+        }],
+        initial: false,
+    });
+    caches.apply(v);
+    caches.apply(from("cloned", "PersistentVolumeClaim", None, "src"));
+    // A data source HwameiStor cannot restore from counts for nothing.
+    caches.apply(from("other", "Foo", Some("example.com"), "x"));
+    let (addr, _ext, _stop) = serve(caches, 1 << 20).await;
+    let scores = |v: &Value| -> (i64, i64) {
+        let list = v.as_array().expect("a HostPriorityList");
+        let s = |h: &str| {
+            list.iter()
+                .find(|x| x["host"] == h)
+                .and_then(|x| x["score"].as_i64())
+                .expect("scored")
+        };
+        (s("a"), s("b"))
+    };
+    for claim in ["restored", "cloned"] {
+        let p = pod(NS, &format!("app-{claim}"), &[claim]);
+        let (status, v) = post_json(addr, "/prioritize", &args(&p, &["a", "b"])).await;
+        assert_eq!(status, 200);
+        let (a, b) = scores(&v);
+        assert!(
+            b > a,
+            "{claim}: the data's node b scores above a with more room: {v}"
+        );
+    }
+    let p = pod(NS, "app-other", &["other"]);
+    let (_, v) = post_json(addr, "/prioritize", &args(&p, &["a", "b"])).await;
+    let (a, b) = scores(&v);
+    assert!(a > b, "room decides without a known data source: {v}");
 }

@@ -38,6 +38,7 @@ fn new(pvc: &str, class: PoolClass, bytes: i64, ha: bool) -> NewClaim {
         replicated: ha,
         second: ha,
         thin: false,
+        data_nodes: Vec::new(),
     }
 }
 
@@ -236,6 +237,45 @@ fn scores_prefer_more_room_left() {
         Some("a")
     );
     assert_eq!(Capacity::best(&[]), None);
+}
+
+#[test]
+fn a_claim_restoring_data_prefers_the_node_holding_it_over_room() {
+    let c = cap(&[
+        node("small", &[(HDD, 2 * GI)]),
+        node("big", &[(HDD, 20 * GI)]),
+    ]);
+    let restore = NewClaim {
+        data_nodes: names(&["small"]),
+        ..new("ns/r", HDD, GI, false)
+    };
+    let p = pod("u", vec![restore.clone()]);
+    let (ok, _) = c.filter(&p, &names(&["small", "big"]));
+    let score_on = |ok: &[(String, i64)], n: &str| ok.iter().find(|(x, _)| x == n).map(|(_, s)| *s);
+    // The data's node: 6 for holding it all, 2 for half its room left; the other: room only.
+    assert_eq!(score_on(&ok, "small"), Some(8));
+    assert_eq!(score_on(&ok, "big"), Some(4));
+    assert_eq!(Capacity::best(&ok), Some("small"));
+    // Half the data on each node: room decides between them again.
+    let clone = NewClaim {
+        data_nodes: names(&["big"]),
+        ..new("ns/c", HDD, GI, false)
+    };
+    let p = pod("u2", vec![restore.clone(), clone]);
+    let (ok, _) = c.filter(&p, &names(&["small", "big"]));
+    assert!(score_on(&ok, "big") > score_on(&ok, "small"), "{ok:?}");
+    // Holding the data never lets a node without room pass.
+    let full = cap(&[node("small", &[(HDD, GI / 2)])]);
+    let (ok, failed) = full.filter(&pod("u3", vec![restore]), &names(&["small"]));
+    assert!(ok.is_empty() && failed.contains_key("small"), "{failed:?}");
+    // The score rule itself: locality outweighs room.
+    assert_eq!(score(1.0, None), 10);
+    assert_eq!(score(0.0, Some(1.0)), 6);
+    assert_eq!(score(1.0, Some(0.0)), 4);
+    assert_eq!(
+        data_locality(&pod("u4", vec![new("ns/p", HDD, GI, false)]), "small"),
+        None
+    );
 }
 
 #[test]
