@@ -32,6 +32,9 @@ struct Args {
     /// Snapshots taken of each kind for the creation time (the median is printed).
     #[arg(long, default_value_t = 5)]
     snapshots: usize,
+    /// Measure the restores only (skip snapshot creation and the COW write costs).
+    #[arg(long)]
+    restore_only: bool,
 }
 
 const NODE: &str = "bench1";
@@ -203,8 +206,26 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     }
 
-    // Creation time, through the agent and bare.
     let full = hwameistor_core::snapshot::full_cow_bytes(bytes);
+    if !args.restore_only {
+        creation_and_writes(&sb, &args, bytes, full).await?;
+    }
+    restores(&sb, &args, bytes, full).await?;
+    let _ = ctl.child.kill().await;
+    sb.shutdown().await?;
+    Ok(())
+}
+
+/// Snapshot creation time (through the agent and bare) and writes under COW snapshots.
+async fn creation_and_writes(
+    sb: &Sandbox,
+    args: &Args,
+    bytes: i64,
+    full: i64,
+) -> anyhow::Result<()> {
+    let vm = sb.testbed.vm(NODE);
+    let dev = |v: &str| format!("/dev/{VG}/{v}");
+    // Creation time, through the agent and bare.
     let mut through = [Vec::new(), Vec::new()];
     let mut bare = [Vec::new(), Vec::new()];
     for (k, (v, cow)) in [("thick", Some(full)), ("thin", None)]
@@ -281,8 +302,12 @@ async fn main() -> anyhow::Result<()> {
             best / base
         );
     }
+    Ok(())
+}
 
-    // Restore time: each kind of snapshot restored on its node and on the other node.
+/// Restore time: each kind of snapshot restored on its node and on the other node; and, on
+/// the other node, a bare `dd` of the restored data into a new thick and a new thin volume.
+async fn restores(sb: &Sandbox, args: &Args, bytes: i64, full: i64) -> anyhow::Result<()> {
     let lsns: Api<LocalStorageNode> = Api::all(sb.client.clone());
     for n in [NODE, OTHER] {
         eventually(WAIT, "the block mover published", || async {
@@ -295,6 +320,19 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     }
     let gib = args.mib as f64 / 1024.0;
+    // Random data in both sources (the write-cost rounds above leave the thick one zeroed,
+    // which the block mover would skip): every chunk is copied.
+    let vm = sb.testbed.vm(NODE);
+    for v in ["thick", "thin"] {
+        vm.exec_ok_timeout(
+            &format!(
+                "dd if=/dev/urandom of=/dev/{VG}/{v} bs=1M count={} oflag=direct status=none",
+                args.mib
+            ),
+            Duration::from_secs(600),
+        )
+        .await?;
+    }
     println!(
         "restore of a {} MiB snapshot, written -> Ready (s, s/GiB):",
         args.mib
@@ -317,7 +355,26 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    let _ = ctl.child.kill().await;
-    sb.shutdown().await?;
+    // The same data copied by dd on the other node into a new thick and a new thin volume
+    // (the agent's thin pool): what the target kind costs without the mover.
+    let vm = sb.testbed.vm(OTHER);
+    vm.exec_ok(&format!(
+        "lvcreate -q -y -n bare_thick -L {bytes}b {VG} && lvcreate -q -y -n bare_thin -V {bytes}b --thinpool {VG}/{} -kn",
+        hwameistor_core::thin::THIN_POOL_LV
+    ))
+    .await?;
+    let mut line = Vec::new();
+    for target in ["bare_thick", "bare_thin"] {
+        let secs = timed(
+            vm,
+            &format!("dd if=/dev/{VG}/restored-thick-2 of=/dev/{VG}/{target} bs=4M conv=fsync"),
+        )
+        .await?;
+        line.push(format!("{target} {secs:.2} s"));
+    }
+    println!(
+        "  bare dd of the same data on the other node: {}",
+        line.join(", ")
+    );
     Ok(())
 }
