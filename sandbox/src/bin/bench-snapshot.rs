@@ -190,21 +190,8 @@ async fn main() -> anyhow::Result<()> {
     let mut ctl = sb
         .start_controller_with(&controller, "bench-snapshot", &[])
         .await?;
-    let vm = sb.testbed.vm(NODE);
     ready_volume(&sb, "thick", bytes, false).await?;
     ready_volume(&sb, "thin", bytes, true).await?;
-    let dev = |v: &str| format!("/dev/{VG}/{v}");
-    for v in ["thick", "thin"] {
-        vm.exec_ok_timeout(
-            &format!(
-                "dd if=/dev/urandom of={} bs=1M count={} oflag=direct status=none",
-                dev(v),
-                args.mib
-            ),
-            Duration::from_secs(600),
-        )
-        .await?;
-    }
 
     let full = hwameistor_core::snapshot::full_cow_bytes(bytes);
     if !args.restore_only {
@@ -216,6 +203,21 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `mib` MiB of random data into the thick and the thin source volume.
+async fn fill_random(sb: &Sandbox, mib: i64) -> anyhow::Result<()> {
+    let vm = sb.testbed.vm(NODE);
+    for v in ["thick", "thin"] {
+        vm.exec_ok_timeout(
+            &format!(
+                "dd if=/dev/urandom of=/dev/{VG}/{v} bs=1M count={mib} oflag=direct status=none"
+            ),
+            Duration::from_secs(600),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Snapshot creation time (through the agent and bare) and writes under COW snapshots.
 async fn creation_and_writes(
     sb: &Sandbox,
@@ -223,6 +225,7 @@ async fn creation_and_writes(
     bytes: i64,
     full: i64,
 ) -> anyhow::Result<()> {
+    fill_random(sb, args.mib).await?;
     let vm = sb.testbed.vm(NODE);
     let dev = |v: &str| format!("/dev/{VG}/{v}");
     // Creation time, through the agent and bare.
@@ -235,10 +238,10 @@ async fn creation_and_writes(
         let mut names = Vec::new();
         for i in 0..args.snapshots {
             let name = format!("{v}-s{i}");
-            through[k].push(snapshot_ready(&sb, &name, v, bytes, cow).await?);
+            through[k].push(snapshot_ready(sb, &name, v, bytes, cow).await?);
             names.push(name);
         }
-        delete_snapshots(&sb, &names).await?;
+        delete_snapshots(sb, &names).await?;
         for i in 0..args.snapshots {
             let size = cow
                 .map(|b| format!("-L {b}b"))
@@ -280,7 +283,7 @@ async fn creation_and_writes(
         let mut best = 0.0f64;
         for _round in 0..2 {
             for name in &names {
-                snapshot_ready(&sb, name, "thick", bytes, Some(full)).await?;
+                snapshot_ready(sb, name, "thick", bytes, Some(full)).await?;
             }
             let secs = timed(
                 vm,
@@ -292,7 +295,7 @@ async fn creation_and_writes(
             )
             .await?;
             best = best.max(args.mib as f64 / secs);
-            delete_snapshots(&sb, &names).await?;
+            delete_snapshots(sb, &names).await?;
         }
         if n == 0 {
             base = best;
@@ -320,19 +323,9 @@ async fn restores(sb: &Sandbox, args: &Args, bytes: i64, full: i64) -> anyhow::R
         .await?;
     }
     let gib = args.mib as f64 / 1024.0;
-    // Random data in both sources (the write-cost rounds above leave the thick one zeroed,
-    // which the block mover would skip): every chunk is copied.
-    let vm = sb.testbed.vm(NODE);
-    for v in ["thick", "thin"] {
-        vm.exec_ok_timeout(
-            &format!(
-                "dd if=/dev/urandom of=/dev/{VG}/{v} bs=1M count={} oflag=direct status=none",
-                args.mib
-            ),
-            Duration::from_secs(600),
-        )
-        .await?;
-    }
+    // Random data in both sources (the write-cost rounds leave the thick one zeroed, which
+    // the block mover would skip): every chunk is copied.
+    fill_random(sb, args.mib).await?;
     println!(
         "restore of a {} MiB snapshot, written -> Ready (s, s/GiB):",
         args.mib
@@ -340,10 +333,10 @@ async fn restores(sb: &Sandbox, args: &Args, bytes: i64, full: i64) -> anyhow::R
     for (kind, thin) in [("thick", false), ("thin", true)] {
         let snap = format!("restore-src-{kind}");
         let cow = (!thin).then_some(full);
-        snapshot_ready(&sb, &snap, kind, bytes, cow).await?;
+        snapshot_ready(sb, &snap, kind, bytes, cow).await?;
         for (place, node) in [("same node", NODE), ("other node", OTHER)] {
             let name = format!("restored-{kind}-{}", if node == NODE { 1 } else { 2 });
-            let secs = restore_time(&sb, &name, &snap, bytes, thin, node).await?;
+            let secs = restore_time(sb, &name, &snap, bytes, thin, node).await?;
             let how = match (thin, node == NODE) {
                 (true, true) => "LVM thin clone",
                 (false, true) => "local copy, verified",
