@@ -13,6 +13,22 @@ pub const CALL: &str = "/usr/local/bin/csi_node_call";
 pub const HELPER: &str = "/usr/local/bin/hwameistor-drbd-helper";
 pub const SOCKET: &str = "/run/csi/csi.sock";
 
+/// Waits until each of `nodes` published its block mover.
+pub async fn movers_published(sb: &Sandbox, nodes: &[&str]) -> anyhow::Result<()> {
+    let lsns: Api<LocalStorageNode> = Api::all(sb.client.clone());
+    for n in nodes {
+        eventually(WAIT, "the block mover published", || async {
+            Ok(lsns
+                .get_opt(n)
+                .await?
+                .and_then(|l| l.status)
+                .and_then(|s| s.mover))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 /// The resident set (KiB) in the text of a `/proc/PID/status` file.
 pub fn rss_kib(status: &str) -> Option<u64> {
     status

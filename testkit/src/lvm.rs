@@ -984,42 +984,8 @@ impl Lvm for FakeLvm {
     async fn clone_thin(&self, vg: &str, source: &str, name: &str) -> Result<(), LvmError> {
         self.enter(OpKind::CloneThin, &format!("{vg}/{name}"))
             .await?;
-        let mut s = self.lock();
-        if !s.groups.contains_key(vg) {
-            return Err(LvmError::NoSuchVg(vg.into()));
-        }
-        let Some(o) = s.volume(vg, source) else {
-            return Err(LvmError::NoSuchLv {
-                vg: vg.into(),
-                lv: source.into(),
-            });
-        };
-        if s.volume(vg, name).is_some() {
-            return Err(LvmError::LvExists {
-                vg: vg.into(),
-                lv: name.into(),
-            });
-        }
-        let Kind::Thin { pool, size, .. } = s.volumes[o].kind.clone() else {
-            return Err(failed(
-                format!("lvcreate --snapshot {vg}/{source}"),
-                "Please specify either size or extents with snapshots.",
-            ));
-        };
-        s.volumes.push(Volume {
-            vg: vg.into(),
-            name: name.into(),
-            segments: Vec::new(),
-            active: true,
-            open: false,
-            kind: Kind::Thin {
-                pool,
-                size,
-                written: 0,
-            },
-            origin: Some(source.into()),
-        });
-        Ok(())
+        // A thin snapshot made writable: the fake models no permissions.
+        self.add_snapshot(vg, source, name, None)
     }
 
     async fn create_snapshot(
@@ -1031,6 +997,20 @@ impl Lvm for FakeLvm {
     ) -> Result<(), LvmError> {
         self.enter(OpKind::CreateSnapshot, &format!("{vg}/{name}"))
             .await?;
+        self.add_snapshot(vg, origin, name, cow)
+    }
+}
+
+impl FakeLvm {
+    /// Adds `vg/name`, a snapshot of `vg/origin`: thin (`cow` `None`, of a thin origin) or
+    /// copy-on-write with `cow` bytes of the group's space.
+    fn add_snapshot(
+        &self,
+        vg: &str,
+        origin: &str,
+        name: &str,
+        cow: Option<i64>,
+    ) -> Result<(), LvmError> {
         let mut s = self.lock();
         if !s.groups.contains_key(vg) {
             return Err(LvmError::NoSuchVg(vg.into()));

@@ -12,7 +12,7 @@
 
 use clap::Parser;
 use hwameistor_api::*;
-use hwameistor_sandbox::bench::{start_agent, storage_nodes, timed, WAIT};
+use hwameistor_sandbox::bench::{movers_published, start_agent, storage_nodes, timed, WAIT};
 use hwameistor_sandbox::{eventually, workspace_binary, Sandbox};
 use hwameistor_testbed::{Vm, VmSpec};
 use kube::api::{Api, PostParams};
@@ -235,17 +235,7 @@ async fn main() -> anyhow::Result<()> {
         .start_controller_with(&controller, "bench-mover", &[])
         .await?;
     let (vm1, vm2) = (sb.testbed.vm(n1), sb.testbed.vm(n2));
-    let lsns: Api<LocalStorageNode> = Api::all(sb.client.clone());
-    for n in [n1, n2] {
-        eventually(WAIT, "the block mover published", || async {
-            Ok(lsns
-                .get_opt(n)
-                .await?
-                .and_then(|l| l.status)
-                .and_then(|s| s.mover))
-        })
-        .await?;
-    }
+    movers_published(&sb, &[n1, n2]).await?;
     let mib = args.mib;
     let gib = mib as f64 / 1024.0;
 

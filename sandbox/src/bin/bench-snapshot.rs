@@ -14,7 +14,7 @@
 
 use clap::Parser;
 use hwameistor_api::*;
-use hwameistor_sandbox::bench::{storage_nodes, timed, WAIT};
+use hwameistor_sandbox::bench::{movers_published, storage_nodes, timed, WAIT};
 use hwameistor_sandbox::{eventually, workspace_binary, Sandbox};
 use hwameistor_testbed::VmSpec;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -311,17 +311,7 @@ async fn creation_and_writes(
 /// Restore time: each kind of snapshot restored on its node and on the other node; and, on
 /// the other node, a bare `dd` of the restored data into a new thick and a new thin volume.
 async fn restores(sb: &Sandbox, args: &Args, bytes: i64, full: i64) -> anyhow::Result<()> {
-    let lsns: Api<LocalStorageNode> = Api::all(sb.client.clone());
-    for n in [NODE, OTHER] {
-        eventually(WAIT, "the block mover published", || async {
-            Ok(lsns
-                .get_opt(n)
-                .await?
-                .and_then(|l| l.status)
-                .and_then(|s| s.mover))
-        })
-        .await?;
-    }
+    movers_published(sb, &[NODE, OTHER]).await?;
     let gib = args.mib as f64 / 1024.0;
     // Random data in both sources (the write-cost rounds leave the thick one zeroed, which
     // the block mover would skip): every chunk is copied.
